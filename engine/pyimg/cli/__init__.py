@@ -1,0 +1,1 @@
+"""The `pyimg` command line."""

@@ -1,0 +1,173 @@
+"""The commands behind `pyimg COMMAND`: each turns parsed flags into engine calls and output.
+
+A command is registered with `@command(name, help, configure)`; modules holding more commands are
+imported at the bottom of this file so that `REGISTRY` is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyimg.cli.build import BuildOptions, build
+from pyimg.cli.progress import summary
+from pyimg.cli.session import Session
+from pyimg.core.errors import PyimgError, UsageError
+from pyimg.starlark.analysis import TargetResult
+from pyimg.starlark.loading import find_workspace
+
+__all__ = ["REGISTRY", "add_common_flags", "command", "open_session"]
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+REGISTRY: dict[str, Command] = {}
+
+
+def command(
+    name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        REGISTRY[name] = Command(help, configure, fn)
+        return fn
+
+    return register
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", "-j", type=int, default=0, help="parallel actions (default: cores)")
+    p.add_argument("--keep-going", "-k", action="store_true",
+                   help="build as much as possible after a failure")
+    p.add_argument("--verbose", "-v", action="store_true", help="log every action")
+    p.add_argument("--disk-cache",
+                   help="the cache root (content store, action cache); env PYIMG_DISK_CACHE")
+    p.add_argument("--output-base", help="per-workspace state (lock, digest cache, last build)")
+    p.add_argument("--color", choices=["yes", "no", "auto"], default="auto")
+    p.add_argument("--sandbox", choices=["auto", "strict"], default="auto",
+                   help="strict: fail instead of running actions unsandboxed")
+    p.add_argument("--offline", action="store_true", help="use only the repository cache")
+
+
+def open_session(args: argparse.Namespace) -> Session:
+    workspace = find_workspace(Path.cwd())
+    return Session.open(workspace, args.disk_cache, args.output_base)
+
+
+_session = open_session
+
+
+def _configure_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("patterns", nargs="+", metavar="PATTERN")
+    add_common_flags(p)
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("label")
+    p.add_argument("args", nargs="*", help="arguments for the program, after --")
+    add_common_flags(p)
+
+
+def _configure_clean(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--expunge", action="store_true", help="also remove the shared caches")
+    p.add_argument("--cache-dirs", action="store_true", help="remove only the actions' cache dirs")
+    add_common_flags(p)
+
+
+def _options(args: argparse.Namespace, patterns: list[str]) -> BuildOptions:
+    return BuildOptions(
+        patterns=patterns,
+        jobs=args.jobs,
+        keep_going=args.keep_going,
+        verbose=args.verbose,
+        sandbox_strict=args.sandbox == "strict",
+        color=args.color,
+    )
+
+
+def image_digest(session: Session, target: TargetResult) -> tuple[str, Path] | None:
+    """(digest, layout path) of an image or index target, read from its `.digest` output."""
+    for pid, fields in target.providers.items():
+        if pid.endswith(("%OciImageInfo", "%OciImageIndexInfo")):
+            digest_path = session.workspace / fields["digest"]["path"]
+            layout = session.workspace / fields["layout"]["path"]
+            return digest_path.read_text().strip(), layout
+    return None
+
+
+@command("build", "build targets; prints each image's label, digest and path", _configure_build)
+def cmd_build(args: argparse.Namespace) -> int:
+    session = _session(args)
+    with session.locked("build"):
+        report = build(session, _options(args, args.patterns))
+    for target in report.top_level:
+        image = image_digest(session, target)
+        if image is not None:
+            digest, layout = image
+            print(f"{target.label} {digest} {layout.relative_to(session.workspace)}")
+        elif args.verbose:
+            for f in target.default_files:
+                print(f"{target.label} {f['path']}")
+    print(summary(report.outcome.executed, report.outcome.cached, report.seconds), file=sys.stderr)
+    return 0
+
+
+@command("run", "build and run a runnable target (oci_load, oci_push)", _configure_run)
+def cmd_run(args: argparse.Namespace) -> int:
+    session = _session(args)
+    with session.locked("run"):
+        report = build(session, _options(args, [args.label]))
+    if len(report.top_level) != 1:
+        raise UsageError(f"'{args.label}' must name exactly one target")
+    target = report.top_level[0]
+    if target.kind == "oci_load":
+        tarball = session.workspace / target.default_files[0]["path"]
+        for tool in ("podman", "docker"):
+            exe = shutil.which(tool)
+            if exe:
+                print(f"Loading {tarball.relative_to(session.workspace)} with {tool}", file=sys.stderr)
+                with open(tarball, "rb") as f:
+                    return subprocess.call([exe, "load", *args.args], stdin=f)
+        raise PyimgError("pyimg run of an oci_load needs podman or docker on PATH")
+    if target.kind == "oci_push":
+        from pyimg.cli.push import run_push_target
+
+        return run_push_target(session, target, args.args)
+    raise UsageError(f"{target.label} ({target.kind}) is not runnable: run oci_load or oci_push targets")
+
+
+@command("clean", "remove outputs (with --expunge: the caches too)", _configure_clean)
+def cmd_clean(args: argparse.Namespace) -> int:
+    session = _session(args)
+    with session.locked("clean"):
+        if args.cache_dirs:
+            shutil.rmtree(session.cache_root / "cache_dirs", ignore_errors=True)
+            return 0
+        shutil.rmtree(session.workspace / "pyimg-out", ignore_errors=True)
+        for name in ("last_build.json", "file_digests.json", "analysis"):
+            p = session.output_base / name
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists():
+                p.unlink()
+        if args.expunge:
+            _rmtree_ro(session.cache_root)
+    return 0
+
+
+def _rmtree_ro(path: Path) -> None:
+    from pyimg.core.executor import _rmtree
+
+    _rmtree(path)
+
+
+# Commands defined in other modules register themselves on import.

@@ -1,0 +1,86 @@
+"""The `pyimg` command: parses flags (and .pyimgrc), runs a command, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from pyimg import __version__
+from pyimg.core.errors import PyimgError, UsageError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from pyimg.cli.commands import REGISTRY
+
+    parser = argparse.ArgumentParser(
+        prog="pyimg",
+        description="Daemonless, rootless, Bazel-like builds of reproducible OCI images.",
+    )
+    parser.add_argument("--version", action="version", version=f"pyimg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in REGISTRY.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+    return parser
+
+
+def _rc_args(command: str, workspace: Path | None) -> list[str]:
+    """Default flags from `.pyimgrc` (home, then workspace root): lines `COMMAND --flag ...`."""
+    out: list[str] = []
+    for rc in [Path.home() / ".pyimgrc"] + ([workspace / ".pyimgrc"] if workspace else []):
+        try:
+            lines = rc.read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            continue
+        for line in lines:
+            words = shlex.split(line, comments=True)
+            if words and words[0] in (command, "common"):
+                out.extend(words[1:])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except PyimgError as e:
+        print(f"ERROR: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr, flush=True)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def _main(argv: list[str]) -> int:
+    if argv and argv[0] in ("--version", "-V"):
+        print(f"pyimg {__version__}")  # the fast path: no command modules imported
+        return 0
+    from pyimg.cli.commands import REGISTRY
+
+    parser = _parser()
+    if argv and argv[0] in REGISTRY:
+        from pyimg.starlark.loading import find_workspace
+
+        try:
+            workspace: Path | None = find_workspace(Path.cwd())
+        except UsageError:
+            workspace = None
+        argv = [argv[0], *_rc_args(argv[0], workspace), *argv[1:]]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return 0 if e.code in (0, None) else 2
+    if not args.command:
+        parser.print_help()
+        return 2
+    return REGISTRY[args.command].run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""One command's view of the world: workspace, output base, caches, and the lock that guards them."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyimg.core.action_cache import ActionCache
+from pyimg.core.cas import ContentStore
+from pyimg.core.file_digests import FileDigestCache
+
+__all__ = ["Session", "default_cache_root"]
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("PYIMG_DISK_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "pyimg"
+
+
+@dataclass
+class Session:
+    workspace: Path
+    cache_root: Path
+    output_base: Path
+
+    @classmethod
+    def open(cls, workspace: Path, disk_cache: str | None, output_base: str | None) -> Session:
+        cache_root = Path(disk_cache).resolve() if disk_cache else default_cache_root()
+        if output_base:
+            ob = Path(output_base).resolve()
+        else:
+            tag = hashlib.sha256(str(workspace).encode()).hexdigest()[:16]
+            ob = cache_root / "output_bases" / tag
+        ob.mkdir(parents=True, exist_ok=True)
+        cache_root.mkdir(parents=True, exist_ok=True)
+        return cls(workspace, cache_root, ob)
+
+    @contextmanager
+    def locked(self, command: str) -> Iterator[None]:
+        """Hold the output base for this command; a second command waits and says so."""
+        path = self.output_base / "lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another pyimg command"
+                print(
+                    f"Another command ({holder}) is running on this output base; waiting for it "
+                    "to finish...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"pyimg {command}, pid {os.getpid()}")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                f.flush()
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def digest_cache(self) -> FileDigestCache:
+        return FileDigestCache(self.output_base / "file_digests.json")
+
+    def stores(self, digests: FileDigestCache) -> tuple[ContentStore, ActionCache]:
+        cas = ContentStore(self.cache_root, memo=digests)
+        return cas, ActionCache(self.cache_root, cas)

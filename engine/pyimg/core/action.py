@@ -1,0 +1,79 @@
+"""Actions as frozen values, and the action key: what can change an action's outputs, hashed.
+
+An action reads input files at exec paths (`pkg/src.c`, `pyimg-out/pkg/gen.h`) and writes output
+files or directories at exec paths. Its key (DESIGN.md principle 4) is a sha256 over canonical
+JSON of the kind, argv, declared env, input digests by path, output paths, tool digests, params,
+cache-dir names and secret HMACs, and the output-format version. Display-only fields (owner,
+origin, mnemonic, progress message) are excluded from equality and from the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyimg.core.digest import Digest, canonical_json
+
+__all__ = ["Action", "KIND_BUILTIN", "KIND_RUN", "KIND_WRITE", "action_key", "key_components"]
+
+KIND_RUN = "run"
+KIND_WRITE = "write"
+KIND_BUILTIN = "builtin"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # run | write | builtin
+    outputs: tuple[str, ...]  # exec paths of output files
+    output_dirs: tuple[str, ...] = ()  # exec paths of output directories
+    inputs: tuple[str, ...] = ()  # exec paths of input files or directories
+    tools: tuple[str, ...] = ()  # exec paths of tools (also staged; PATH for `run`)
+    argv: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    params: Any = None  # JSON: builtin parameters, or {"content": ..., "executable": ...} for write
+    builtin: str = ""  # name of the builtin for kind == builtin
+    cache_dirs: tuple[tuple[str, str], ...] = ()  # (env var, cache dir name): not in outputs
+    secrets: tuple[str, ...] = ()  # secret ids; the key holds their HMAC, never their value
+    host_tools: tuple[str, ...] = ()  # absolute host paths of declared host tools (e.g. /usr/bin/cc)
+    owner: str = field(default="", compare=False)  # label of the target that declared it
+    origin: str = field(default="", compare=False)  # file:line:col of the declaration
+    mnemonic: str = field(default="Action", compare=False)
+    progress_message: str = field(default="", compare=False)
+
+    @property
+    def all_outputs(self) -> tuple[str, ...]:
+        return self.outputs + self.output_dirs
+
+    def describe(self) -> str:
+        return f"{self.mnemonic} {self.owner}" if self.owner else self.mnemonic
+
+
+def key_components(
+    action: Action,
+    input_digests: Mapping[str, str],
+    format_version: str,
+    secret_hmacs: Mapping[str, str] | None = None,
+    host_tool_digests: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Everything that enters the key, as JSON; `pyimg explain` diffs two of these."""
+    return {
+        "kind": action.kind,
+        "builtin": action.builtin,
+        "argv": list(action.argv),
+        "env": dict(action.env),
+        "inputs": {p: input_digests[p] for p in sorted(set(action.inputs) | set(action.tools))},
+        "tools": sorted(action.tools),
+        "host_tools": dict(host_tool_digests or {}),
+        "outputs": sorted(action.outputs),
+        "output_dirs": sorted(action.output_dirs),
+        "params": action.params,
+        "cache_dirs": sorted(name for name, _ in action.cache_dirs),
+        "secrets": dict(secret_hmacs or {}),
+        "format": format_version,
+    }
+
+
+def action_key(components: Mapping[str, Any]) -> Digest:
+    return Digest("sha256", hashlib.sha256(canonical_json(components)).hexdigest())

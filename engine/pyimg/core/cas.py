@@ -1,0 +1,204 @@
+"""The content-addressed store on disk: blobs by sha256, written atomically, verified on read.
+
+Layout: `<root>/cas/sha256/<hex[:2]>/<hex>` (mode 0444), and `<hex>.x` (mode 0555) for content that
+must be executable: a hard link shares its inode's mode, so the two variants are separate files. Writers stream to a temp file in the same directory,
+fsync, then rename, so a reader sees a whole blob or none; concurrent writers of the same blob are
+harmless (same bytes). Blobs are made read-only so that a hard link handed out by `link_to` is not
+edited by accident; `verify` re-hashes a blob only when its stat changed since it was last checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from pyimg.core.digest import CHUNK, Digest
+
+__all__ = ["ContentStore", "StatMemo", "atomic_write_bytes", "fsync_dir"]
+
+StatKey = tuple[int, int, int, int]
+
+
+class StatMemo(Protocol):
+    """Remembers the stat of files whose content was checked (see FileDigestCache)."""
+
+    def get(self, path: str) -> StatKey | None: ...
+    def put(self, path: str, key: StatKey) -> None: ...
+    def pop(self, path: str) -> None: ...
+
+
+class _DictMemo:
+    def __init__(self) -> None:
+        self._d: dict[str, StatKey] = {}
+
+    def get(self, path: str) -> StatKey | None:
+        return self._d.get(path)
+
+    def put(self, path: str, key: StatKey) -> None:
+        self._d[path] = key
+
+    def pop(self, path: str) -> None:
+        self._d.pop(path, None)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` through a temp file + fsync + rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class ContentStore:
+    """Blobs by digest under `root`. Safe for several processes at once."""
+
+    def __init__(self, root: Path, memo: StatMemo | None = None) -> None:
+        self.root = root
+        self._dir = root / "cas" / "sha256"
+        # (size, mtime_ns, ino, ctime_ns) of blobs already verified; persistent when the engine
+        # passes its file-digest cache, so a no-op build does not re-read every blob.
+        self._verified: StatMemo = memo if memo is not None else _DictMemo()
+
+    def path(self, digest: Digest, executable: bool = False) -> Path:
+        return self._dir / digest.hex[:2] / (digest.hex + (".x" if executable else ""))
+
+    def has(self, digest: Digest, executable: bool = False) -> bool:
+        return self.path(digest, executable).is_file()
+
+    @contextmanager
+    def _writer(self) -> Iterator[tuple[BinaryIO, str]]:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f, tmp
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def _commit(self, tmp: str, digest: Digest, executable: bool = False) -> Path:
+        dest = self.path(digest, executable)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o555 if executable else 0o444)
+        # Replace unconditionally: a racing writer had the same bytes, and a corrupt blob must go.
+        os.replace(tmp, dest)
+        st = dest.stat()
+        self._verified.put(str(dest), (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+        return dest
+
+    def put_bytes(self, data: bytes, executable: bool = False) -> Digest:
+        digest = Digest("sha256", hashlib.sha256(data).hexdigest())
+        if self.verify(digest, executable):
+            return digest
+        with self._writer() as (f, tmp):
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self._commit(tmp, digest, executable)
+        return digest
+
+    def put_file(
+        self, src: Path, known: Digest | None = None, link: bool = False
+    ) -> tuple[Digest, bool]:
+        """Store the file at `src` (its executable bit decides the variant); returns (digest, exec).
+
+        `known` is a digest the caller trusts (it hashed the bytes as they were written, or the
+        file-digest cache did). With `link`, a file the store lacks is hard-linked in instead of
+        copied and hashed again: only for files pyimg owns (scratch outputs), since the store
+        makes its blobs read-only and would change the mode of a user's file.
+        """
+        executable = os.access(src, os.X_OK)
+        if known is not None:
+            if self.verify(known, executable):
+                return known, executable
+        if known is not None and link:
+            dest = self.path(known, executable)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.parent / f".tmp-link-{os.getpid()}-{known.hex[:12]}"
+            try:
+                _unlink_quietly(tmp)
+                os.link(src, tmp)
+                os.chmod(tmp, 0o555 if executable else 0o444)
+                os.replace(tmp, dest)
+                st = dest.stat()
+                self._verified.put(str(dest), (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+                return known, executable
+            except OSError:
+                _unlink_quietly(tmp)
+        h = hashlib.sha256()
+        with self._writer() as (f, tmp), open(src, "rb") as s:
+            while chunk := s.read(CHUNK):
+                h.update(chunk)
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+            digest = Digest("sha256", h.hexdigest())
+            self._commit(tmp, digest, executable)
+        return digest, executable
+
+    def verify(self, digest: Digest, executable: bool = False) -> bool:
+        """True when the blob exists with the right bytes. A corrupt blob is removed (never served)."""
+        path = self.path(digest, executable)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        if self._verified.get(str(path)) == key:
+            return True
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        if h.hexdigest() != digest.hex:
+            _unlink_quietly(path)
+            self._verified.pop(str(path))
+            return False
+        self._verified.put(str(path), key)
+        return True
+
+    def read_bytes(self, digest: Digest) -> bytes:
+        if not self.verify(digest):
+            raise KeyError(str(digest))
+        return self.path(digest).read_bytes()
+
+    def link_to(self, digest: Digest, dest: Path, executable: bool = False) -> None:
+        """Materialize a blob at `dest` (hard link, else copy), replacing what was there atomically."""
+        src = self.path(digest, executable)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".tmp-{os.getpid()}-{dest.name}"
+        _unlink_quietly(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dest)

@@ -1,0 +1,71 @@
+"""The exception tree of pyimg: one root, one class per kind of failure a user can meet.
+
+    PyimgError                  exit 1 unless a subclass says otherwise
+    ├── UsageError              exit 2: bad flags, bad labels on the command line
+    ├── UserInputError          exit 2: a bad BUILD/.bzl/MODULE file or attribute; has an origin
+    │   └── UnpinnedInputError  exit 2: an external input without a digest
+    ├── ActionFailedError       exit 1: an action ran and failed (label, mnemonic, output tail)
+    ├── IntegrityError          exit 1: bytes did not match their digest
+    ├── RegistryError           exit 1: a registry request failed for good
+    ├── AuditDifferenceError    exit 3: a reproducibility audit found a difference
+    └── InterruptedBuildError   exit 130: Ctrl-C
+
+Every message a user sees starts with the origin (`svc/BUILD.pyimg:12:5: ...`) when there is one.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionFailedError",
+    "AuditDifferenceError",
+    "IntegrityError",
+    "InterruptedBuildError",
+    "PyimgError",
+    "RegistryError",
+    "UnpinnedInputError",
+    "UsageError",
+    "UserInputError",
+]
+
+
+class PyimgError(Exception):
+    """Root of every error pyimg reports to a user (never a Python traceback)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, origin: str | None = None) -> None:
+        self.origin = origin
+        self.message = message
+        super().__init__(f"{origin}: {message}" if origin else message)
+
+
+class UsageError(PyimgError):
+    exit_code = 2
+
+
+class UserInputError(PyimgError):
+    exit_code = 2
+
+
+class UnpinnedInputError(UserInputError):
+    pass
+
+
+class ActionFailedError(PyimgError):
+    pass
+
+
+class IntegrityError(PyimgError):
+    pass
+
+
+class RegistryError(PyimgError):
+    pass
+
+
+class AuditDifferenceError(PyimgError):
+    exit_code = 3
+
+
+class InterruptedBuildError(PyimgError):
+    exit_code = 130

@@ -1,0 +1,409 @@
+"""Runs one action: computes its key, serves it from the action cache or executes it, stores outputs.
+
+Execution happens in a private scratch directory; outputs enter the content store only after the
+action succeeded and every declared output exists, then the action-cache entry is written. So a
+failure, a crash or Ctrl-C at any point leaves the caches as they were or complete, never partial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyimg.core.action import (
+    KIND_BUILTIN,
+    KIND_RUN,
+    KIND_WRITE,
+    Action,
+    action_key,
+    key_components,
+)
+from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
+from pyimg.core.builtin import BuiltinCall
+from pyimg.core.cas import ContentStore
+from pyimg.core.digest import Digest, canonical_json
+from pyimg.core.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
+from pyimg.core.file_digests import FileDigestCache
+
+__all__ = ["ActionExecutor", "ExecutionRecord", "tree_digest"]
+
+OUTPUT_TAIL_LINES = 30
+HOST_TOOLS_DIR = "_pyimg_host_tools"  # relative to the execroot
+
+
+def tree_digest(tree: Mapping[str, FileOutput]) -> str:
+    """The digest that stands for a whole output directory in the keys of its consumers."""
+    data = {p: [str(f.digest), f.executable] for p, f in sorted(tree.items())}
+    return "sha256:" + hashlib.sha256(canonical_json(data)).hexdigest()
+
+
+@dataclass
+class ExecutionRecord:
+    """What happened to one action in this build (for the summary and `pyimg explain`)."""
+
+    action: Action
+    key: Digest
+    components: dict[str, Any]
+    cached: bool
+    result: ActionResult
+    seconds: float = 0.0
+
+
+@dataclass
+class BuildContext:
+    """What an executor needs from the build: where things are and what to run builtins with."""
+
+    workspace: Path
+    cache_root: Path
+    scratch_root: Path
+    format_version: str
+    builtins: Mapping[str, Callable[[Any], None]]
+    jobs: int = 1
+    secret_hmacs: Callable[[str], str] | None = None
+    secret_files: Callable[[str], Path] | None = None
+    sandbox_strict: bool = False
+    warn: Callable[[str], None] = print
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class ActionExecutor:
+    """Thread-safe: the scheduler calls `execute` from several worker threads at once."""
+
+    def __init__(self, ctx: BuildContext, cas: ContentStore, cache: ActionCache,
+                 digests: FileDigestCache) -> None:
+        self.ctx = ctx
+        self.cas = cas
+        self.cache = cache
+        self.digests = digests
+        self._results: dict[str, tuple[str, ActionResult]] = {}  # exec path -> (kind, result)
+        self._lock = threading.Lock()
+        self._host_tool_digests: dict[str, str] = {}
+        self._warned_isolation = False
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def record_result(self, action: Action, result: ActionResult) -> None:
+        with self._lock:
+            for p in action.outputs:
+                self._results[p] = ("file", result)
+            for p in action.output_dirs:
+                self._results[p] = ("dir", result)
+
+    def produced(self, path: str) -> tuple[str, ActionResult] | None:
+        with self._lock:
+            return self._results.get(path)
+
+    def input_digest(self, path: str) -> str:
+        """What an input contributes to a key: its digest, with `+x` when executable (the bit
+        shapes outputs, e.g. layer modes), or the digest of a whole output directory."""
+        produced = self.produced(path)
+        if produced is None:
+            src = self.ctx.workspace / path
+            try:
+                digest, _, executable = self.digests.digest_and_mode(src)
+            except FileNotFoundError:
+                raise UserInputError(f"missing input file '{path}'") from None
+            except IsADirectoryError:
+                raise UserInputError(f"input '{path}' is a directory, not a file") from None
+            return f"{digest}+x" if executable else str(digest)
+        kind, result = produced
+        if kind == "file":
+            f = result.files[path]
+            return f"{f.digest}+x" if f.executable else str(f.digest)
+        return tree_digest(result.dirs[path])
+
+    def _host_tool_digest(self, path: str) -> str:
+        with self._lock:
+            hit = self._host_tool_digests.get(path)
+        if hit is None:
+            try:
+                hit = str(self.digests.digest(Path(os.path.realpath(path)))[0])
+            except FileNotFoundError:
+                raise UserInputError(f"host tool '{path}' does not exist on this machine") from None
+            with self._lock:
+                self._host_tool_digests[path] = hit
+        return hit
+
+    def components(self, action: Action) -> dict[str, Any]:
+        digests = {p: self.input_digest(p) for p in set(action.inputs) | set(action.tools)}
+        hmacs = {}
+        if action.secrets:
+            if self.ctx.secret_hmacs is None:
+                raise UserInputError(f"{action.describe()} needs secrets but none were given")
+            hmacs = {s: self.ctx.secret_hmacs(s) for s in action.secrets}
+        host = {p: self._host_tool_digest(p) for p in action.host_tools}
+        return key_components(action, digests, self.ctx.format_version, hmacs, host)
+
+    # -- execution --------------------------------------------------------------------------
+
+    def execute(self, action: Action) -> ExecutionRecord:
+        import time
+
+        start = time.monotonic()
+        components = self.components(action)
+        key = action_key(components)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.record_result(action, cached)
+            return ExecutionRecord(action, key, components, True, cached)
+        scratch = self.ctx.scratch_root / key.hex
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        try:
+            result = self._run(action, scratch)
+            self.cache.put(key, result)
+        finally:
+            _rmtree(scratch)
+        self.record_result(action, result)
+        return ExecutionRecord(action, key, components, False, result, time.monotonic() - start)
+
+    def _run(self, action: Action, scratch: Path) -> ActionResult:
+        if action.kind == KIND_WRITE:
+            content = action.params["content"].encode()
+            executable = bool(action.params.get("executable"))
+            digest = self.cas.put_bytes(content, executable)
+            return ActionResult({action.outputs[0]: FileOutput(digest, len(content), executable)}, {})
+        if action.kind == KIND_BUILTIN:
+            return self._run_builtin(action, scratch)
+        if action.kind == KIND_RUN:
+            return self._run_command(action, scratch)
+        raise PyimgError(f"unknown action kind {action.kind!r}")
+
+    def _staged_input(self, path: str, links: dict[tuple[int, int], Digest]) -> Path:
+        """A readable host path for an input; records (dev, ino) of store blobs it hands out."""
+        produced = self.produced(path)
+        if produced is None:
+            return self.ctx.workspace / path
+        kind, result = produced
+        if kind == "file":
+            f = result.files[path]
+            blob = self.cas.path(f.digest, f.executable)
+            st = blob.stat()
+            links[(st.st_dev, st.st_ino)] = f.digest
+            return blob
+        return self._tree_dir(result.dirs[path], links)
+
+    def _tree_dir(self, tree: Mapping[str, FileOutput], links: dict[tuple[int, int], Digest]) -> Path:
+        """Materialize an output directory once per content under the cache root (read-only use)."""
+        digest = tree_digest(tree).split(":")[1]
+        final = self.ctx.cache_root / "trees" / digest[:2] / digest
+        if not final.exists():
+            tmp = final.parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{digest[:12]}"
+            _rmtree(tmp)
+            for rel, f in sorted(tree.items()):
+                self.cas.link_to(f.digest, tmp / rel, f.executable)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                _rmtree(tmp)  # another builder made it first
+        for rel, f in tree.items():
+            st = (final / rel).stat()
+            links[(st.st_dev, st.st_ino)] = f.digest
+        return final
+
+    def _run_builtin(self, action: Action, scratch: Path) -> ActionResult:
+        fn = self.ctx.builtins.get(action.builtin)
+        if fn is None:
+            raise PyimgError(f"{action.origin}: unknown builtin action '{action.builtin}'")
+        links: dict[tuple[int, int], Digest] = {}
+        inputs = {p: self._staged_input(p, links) for p in action.inputs + action.tools}
+        input_digests = {}
+        for p in action.inputs + action.tools:
+            produced = self.produced(p)
+            if produced is None:
+                input_digests[p] = Digest.parse(self.input_digest(p).removesuffix("+x"))
+            elif produced[0] == "file":
+                input_digests[p] = produced[1].files[p].digest
+            else:  # files inside an input directory, by "dir/rel"
+                for rel, f in produced[1].dirs[p].items():
+                    input_digests[f"{p}/{rel}"] = f.digest
+        outputs = {p: scratch / "out" / p for p in action.all_outputs}
+        for p in action.outputs:
+            outputs[p].parent.mkdir(parents=True, exist_ok=True)
+        for p in action.output_dirs:
+            outputs[p].parent.mkdir(parents=True, exist_ok=True)
+        call = BuiltinCall(
+            params=action.params,
+            inputs=inputs,
+            input_digests=input_digests,
+            outputs=outputs,
+            output_dirs=frozenset(action.output_dirs),
+            jobs=self.ctx.jobs,
+            check_cancelled=self._check_cancelled,
+        )
+        try:
+            fn(call)
+        except PyimgError as e:
+            if e.origin is None:
+                raise type(e)(f"{action.describe()}: {e.message}", origin=action.origin) from None
+            raise
+        except (OSError, ValueError, KeyError) as e:
+            raise ActionFailedError(
+                f"{action.describe()} failed: {type(e).__name__}: {e}", origin=action.origin
+            ) from e
+        return self._ingest(action, scratch / "out", links)
+
+    def _check_cancelled(self) -> None:
+        if self.ctx.cancel.is_set():
+            raise InterruptedBuildError("interrupted")
+
+    def _run_command(self, action: Action, scratch: Path) -> ActionResult:
+        from pyimg.core.sandbox import SandboxSpec, probe_isolation, run_sandboxed
+
+        execroot = scratch / "execroot"
+        execroot.mkdir()
+        links: dict[tuple[int, int], Digest] = {}
+        for p in action.inputs + action.tools:
+            self._stage_into_execroot(p, execroot, links)
+        for p in action.outputs:
+            (execroot / p).parent.mkdir(parents=True, exist_ok=True)
+        for p in action.output_dirs:
+            (execroot / p).mkdir(parents=True, exist_ok=True)
+        tool_dirs: list[Path] = []
+        if action.host_tools:
+            # Inside the execroot so that PATH holds no host path (it would vary by workspace).
+            bin_dir = Path(HOST_TOOLS_DIR)
+            (execroot / bin_dir).mkdir()
+            for tool in action.host_tools:
+                os.symlink(tool, execroot / bin_dir / os.path.basename(tool))
+            tool_dirs.append(bin_dir)
+        tool_dirs.extend(sorted({Path(t).parent for t in action.tools}))
+        writable = {}
+        for var, name in action.cache_dirs:
+            d = self.ctx.cache_root / "cache_dirs" / name
+            d.mkdir(parents=True, exist_ok=True)
+            writable[var] = d
+        secret_files = {}
+        if action.secrets and self.ctx.secret_files is not None:
+            secret_files = {s: self.ctx.secret_files(s) for s in action.secrets}
+        isolation = probe_isolation()
+        if isolation == "none":
+            if self.ctx.sandbox_strict:
+                raise ActionFailedError(
+                    f"{action.describe()}: cannot isolate actions on this machine "
+                    "(no user/network namespaces) and --sandbox=strict was given",
+                    origin=action.origin,
+                )
+        spec = SandboxSpec(
+            argv=action.argv,
+            execroot=execroot,
+            env=dict(action.env),
+            tool_dirs=tuple(tool_dirs),
+            writable_dirs=writable,
+            secret_files=secret_files,
+        )
+        result = run_sandboxed(spec, self.ctx.cancel)
+        if self.ctx.cancel.is_set():
+            raise InterruptedBuildError("interrupted")
+        if result.exit_code != 0:
+            raise ActionFailedError(
+                _failure_message(action, f"exited with code {result.exit_code}", result.output),
+                origin=action.origin,
+            )
+        missing = [p for p in action.outputs if not (execroot / p).is_file()]
+        missing += [p for p in action.output_dirs if not (execroot / p).is_dir()]
+        if missing:
+            raise ActionFailedError(
+                _failure_message(
+                    action, "did not create declared output(s): " + ", ".join(missing),
+                    result.output,
+                ),
+                origin=action.origin,
+            )
+        return self._ingest(action, execroot, links)
+
+    def _stage_into_execroot(self, path: str, execroot: Path,
+                             links: dict[tuple[int, int], Digest]) -> None:
+        dest = execroot / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        produced = self.produced(path)
+        if produced is None:
+            # Sources enter the store once (copied, so a tool cannot edit the user's file through a
+            # hard link), then are linked like any other input.
+            src = self.ctx.workspace / path
+            digest, executable = self.cas.put_file(src, self.digests.digest(src)[0])
+            self.cas.link_to(digest, dest, executable)
+            return
+        kind, result = produced
+        files = (
+            {"": result.files[path]} if kind == "file" else result.dirs[path]
+        )
+        for rel, f in files.items():
+            target = dest / rel if rel else dest
+            self.cas.link_to(f.digest, target, f.executable)
+            st = target.stat()
+            links[(st.st_dev, st.st_ino)] = f.digest
+
+    def _ingest(self, action: Action, root: Path, links: dict[tuple[int, int], Digest]) -> ActionResult:
+        files: dict[str, FileOutput] = {}
+        dirs: dict[str, dict[str, FileOutput]] = {}
+        for p in action.outputs:
+            path = root / p
+            if not path.is_file() or path.is_symlink():
+                raise ActionFailedError(
+                    f"{action.describe()} did not create declared output '{p}'", origin=action.origin
+                )
+            files[p] = self._put(path, links)
+        for p in action.output_dirs:
+            base = root / p
+            if not base.is_dir():
+                raise ActionFailedError(
+                    f"{action.describe()} did not create declared output directory '{p}'",
+                    origin=action.origin,
+                )
+            tree: dict[str, FileOutput] = {}
+            for dirpath, dirnames, filenames in os.walk(base):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    full = Path(dirpath) / name
+                    rel = full.relative_to(base).as_posix()
+                    if full.is_symlink():
+                        raise ActionFailedError(
+                            f"{action.describe()}: output directory '{p}' holds a symlink '{rel}' "
+                            "(not supported in output directories)",
+                            origin=action.origin,
+                        )
+                    tree[rel] = self._put(full, links)
+            dirs[p] = tree
+        return ActionResult(files, dirs)
+
+    def _put(self, path: Path, links: dict[tuple[int, int], Digest]) -> FileOutput:
+        st = path.stat()
+        digest, executable = self.cas.put_file(path, links.get((st.st_dev, st.st_ino)), link=True)
+        return FileOutput(digest, st.st_size, executable)
+
+
+def _failure_message(action: Action, what: str, output: bytes) -> str:
+    tail = output.decode("utf-8", "replace").splitlines()[-OUTPUT_TAIL_LINES:]
+    lines = [f"{action.describe()} {what}", f"  mnemonic: {action.mnemonic}"]
+    if action.argv:
+        lines.append("  command: " + " ".join(_shell_quote(a) for a in action.argv))
+    if tail:
+        lines.append("  output (last lines):")
+        lines.extend("    " + line for line in tail)
+    return "\n".join(lines)
+
+
+def _shell_quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _rmtree(path: Path) -> None:
+    def onerror(func: Any, p: str, exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(p), 0o755)
+            os.chmod(p, 0o755)
+            func(p)
+        except OSError:
+            pass
+
+    if path.exists():
+        shutil.rmtree(path, onerror=onerror)

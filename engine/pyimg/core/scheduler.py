@@ -1,0 +1,191 @@
+"""Runs an action graph in parallel: each action once its inputs exist, at most `jobs` at a time.
+
+Workers are daemon threads (actions spend their time in subprocesses or in GIL-releasing hashing
+and compression). The first failure cancels the rest unless `keep_going`; Ctrl-C sets the shared
+cancel event, which running sandboxes and builtins observe within a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from pyimg.core.action import Action
+from pyimg.core.errors import InterruptedBuildError, PyimgError, UserInputError
+from pyimg.core.executor import ActionExecutor, ExecutionRecord
+
+__all__ = ["ActionGraph", "BuildOutcome", "Scheduler"]
+
+
+class ActionGraph:
+    """Actions indexed by the exec paths they produce. Inputs nobody produces are source files."""
+
+    def __init__(self, actions: Iterable[Action]) -> None:
+        self.actions: list[Action] = []
+        self.producer: dict[str, Action] = {}
+        for action in actions:
+            self.actions.append(action)
+            for out in action.all_outputs:
+                other = self.producer.get(out)
+                if other is not None and other != action:
+                    raise UserInputError(
+                        f"output '{out}' is declared by both {other.describe()} "
+                        f"({other.origin}) and {action.describe()}",
+                        origin=action.origin,
+                    )
+                self.producer[out] = action
+
+    def deps(self, action: Action) -> list[Action]:
+        seen: dict[int, Action] = {}
+        for p in action.inputs + action.tools:
+            dep = self.producer.get(p)
+            if dep is not None:
+                seen[id(dep)] = dep
+        return list(seen.values())
+
+    def closure(self, outputs: Iterable[str]) -> list[Action]:
+        """The actions needed for `outputs`, dependencies first (a stable topological order)."""
+        order: list[Action] = []
+        state: dict[int, int] = {}  # 1 visiting, 2 done
+        stack: list[tuple[Action, bool]] = []
+        for out in sorted(set(outputs)):
+            a = self.producer.get(out)
+            if a is not None:
+                stack.append((a, False))
+            while stack:
+                action, expanded = stack.pop()
+                aid = id(action)
+                if expanded:
+                    state[aid] = 2
+                    order.append(action)
+                    continue
+                if state.get(aid):
+                    continue
+                state[aid] = 1
+                stack.append((action, True))
+                for dep in reversed(self.deps(action)):
+                    if not state.get(id(dep)):
+                        stack.append((dep, False))
+        return order
+
+
+@dataclass
+class BuildOutcome:
+    records: list[ExecutionRecord] = field(default_factory=list)
+    failures: list[PyimgError] = field(default_factory=list)
+
+    @property
+    def executed(self) -> int:
+        return sum(1 for r in self.records if not r.cached)
+
+    @property
+    def cached(self) -> int:
+        return sum(1 for r in self.records if r.cached)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        executor: ActionExecutor,
+        jobs: int,
+        keep_going: bool = False,
+        on_start: Callable[[Action], None] | None = None,
+        on_done: Callable[[ExecutionRecord], None] | None = None,
+    ) -> None:
+        self.executor = executor
+        self.jobs = max(1, jobs)
+        self.keep_going = keep_going
+        self.on_start = on_start or (lambda a: None)
+        self.on_done = on_done or (lambda r: None)
+
+    def run(self, graph: ActionGraph, outputs: Iterable[str]) -> BuildOutcome:
+        """Run what `outputs` need. Raises InterruptedBuildError on Ctrl-C (after cleanup)."""
+        cancel = self.executor.ctx.cancel
+        needed = graph.closure(outputs)
+        index = {id(a): i for i, a in enumerate(needed)}
+        waiting_on: dict[int, int] = {}
+        dependents: dict[int, list[Action]] = {id(a): [] for a in needed}
+        for a in needed:
+            deps = [d for d in graph.deps(a) if id(d) in index]
+            waiting_on[id(a)] = len(deps)
+            for d in deps:
+                dependents[id(d)].append(a)
+        ready: list[Action] = [a for a in needed if waiting_on[id(a)] == 0]
+        done_q: queue.Queue[tuple[Action, ExecutionRecord | None, BaseException | None]] = (
+            queue.Queue()
+        )
+        work_q: queue.Queue[Action | None] = queue.Queue()
+        outcome = BuildOutcome()
+
+        def worker() -> None:
+            while True:
+                action = work_q.get()
+                if action is None:
+                    return
+                try:
+                    record = self.executor.execute(action)
+                    done_q.put((action, record, None))
+                except BaseException as e:  # noqa: BLE001 - reported through the queue
+                    done_q.put((action, None, e))
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.jobs)]
+        for t in threads:
+            t.start()
+        running = 0
+        stopped = False
+        try:
+            while ready or running:
+                while ready and not stopped:
+                    # Stable order: the topological index, so --jobs changes timing, not outputs.
+                    ready.sort(key=lambda a: index[id(a)])
+                    action = ready.pop(0)
+                    self.on_start(action)
+                    work_q.put(action)
+                    running += 1
+                if not running:
+                    break
+                try:
+                    action, record, error = done_q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                running -= 1
+                if error is not None:
+                    if isinstance(error, InterruptedBuildError) and cancel.is_set():
+                        continue
+                    if not isinstance(error, PyimgError):
+                        raise error
+                    outcome.failures.append(error)
+                    if not self.keep_going:
+                        stopped = True
+                        cancel.set()
+                    continue
+                assert record is not None
+                outcome.records.append(record)
+                self.on_done(record)
+                for dep in dependents[id(action)]:
+                    waiting_on[id(dep)] -= 1
+                    if waiting_on[id(dep)] == 0:
+                        ready.append(dep)
+        except KeyboardInterrupt:
+            cancel.set()
+            self._drain(done_q, running, timeout=2.0)
+            raise InterruptedBuildError("interrupted") from None
+        finally:
+            for _ in threads:
+                work_q.put(None)
+        return outcome
+
+    @staticmethod
+    def _drain(done_q: queue.Queue, running: int, timeout: float) -> None:
+        """Wait (bounded) for running actions to observe the cancel event and clean up."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while running > 0 and time.monotonic() < deadline:
+            try:
+                done_q.get(timeout=max(0.0, deadline - time.monotonic()))
+                running -= 1
+            except queue.Empty:
+                break

@@ -1,0 +1,1 @@
+"""The OCI model and bytes: media types, descriptors, manifests, configs, canonical tar, layouts."""

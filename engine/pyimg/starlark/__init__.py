@@ -1,0 +1,1 @@
+"""Loading and analysis: the only code that imports `starlark`."""

@@ -1,0 +1,150 @@
+"""Evaluating one Starlark file: the implicit prelude load, export aliases, and user-facing errors.
+
+Every BUILD and .bzl file gets the prelude's builtins through a `load()` that pyimg adds in front of
+its first line (on the same line when Starlark allows it, so line numbers stay the user's). Errors
+and call stacks are mapped back to the user's own line and column before anyone sees them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import starlark as sl
+
+from pyimg.core.errors import UserInputError
+
+__all__ = ["SourceFile", "StarlarkFailure", "globals_", "parse_stack", "prepare_source", "render_error"]
+
+_GLOBALS: sl.Globals | None = None
+
+# `NAME = rule(` / `NAME = provider(` at top level: pyimg adds a public alias for each so that the
+# synthetic analysis module can load private rules and providers too (Bazel exports them by name).
+_EXPORT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(rule|provider)\s*\(", re.MULTILINE)
+_COMPOUND = re.compile(r"^\s*(def|if|for|while)\b")
+_FRAME = re.compile(r"^\s*\* (.+?):(\d+), in (.+)$")
+_LOCATION = re.compile(r"^\s*--> (.+?):(\d+):(\d+)")
+
+
+def globals_() -> sl.Globals:
+    global _GLOBALS
+    if _GLOBALS is None:
+        ext = sl.LibraryExtension
+        _GLOBALS = sl.Globals.extended_by(
+            [ext.CallStack, ext.StructType, ext.Json, ext.Print, ext.Map, ext.Filter, ext.Typing]
+        )
+    return _GLOBALS
+
+
+def export_alias(name: str) -> str:
+    return f"pyimg_export_{name.lstrip('_')}__{'p' if name.startswith('_') else 'x'}"
+
+
+@dataclass
+class SourceFile:
+    """A file as the user wrote it, and what pyimg evaluates in its place."""
+
+    name: str  # display name: workspace-relative path, or @pyimg/... for bundled files
+    text: str
+    evaluated: str = ""
+    first_line_prefix: int = 0  # characters added in front of line 1
+    line_offset: int = 0  # lines added in front (when line 1 is a compound statement)
+    exports: dict[int, str] = field(default_factory=dict)  # line -> top-level rule/provider name
+
+    def user_position(self, line: int, col: int) -> tuple[int, int]:
+        line -= self.line_offset
+        if line == 1 and self.first_line_prefix:
+            col = max(1, col - self.first_line_prefix)
+        return max(line, 1), col
+
+    def line_text(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def prepare_source(name: str, text: str, prelude_loads: list[tuple[str, list[str]]]) -> SourceFile:
+    src = SourceFile(name, text)
+    for m in _EXPORT.finditer(text):
+        src.exports[text.count("\n", 0, m.start()) + 1] = m.group(1)
+    aliases = "".join(f"\n{export_alias(n)} = {n}" for n in sorted(set(src.exports.values())))
+    prefix = "".join(
+        "load({}, {}); ".format(_q(module), ", ".join(_q(s) for s in symbols))
+        for module, symbols in prelude_loads
+    )
+    body = text if text.endswith("\n") or not text else text + "\n"
+    if not prefix:
+        src.evaluated = body + aliases
+    elif _COMPOUND.match(body.split("\n", 1)[0]):
+        src.evaluated = prefix.rstrip("; ") + "\n" + body + aliases
+        src.line_offset = 1
+    else:
+        src.evaluated = prefix + body + aliases
+        src.first_line_prefix = len(prefix)
+    return src
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class Frame:
+    file: str
+    line: int
+    function: str
+
+
+def parse_stack(text: str, sources: dict[str, SourceFile]) -> list[Frame]:
+    """Frames of a `call_stack()` text, outermost first, in the user's line numbers."""
+    frames = []
+    for raw in text.splitlines():
+        m = _FRAME.match(raw)
+        if m:
+            file, line = m.group(1), int(m.group(2))
+            src = sources.get(file)
+            if src is not None:
+                line, _ = src.user_position(line, 1)
+            frames.append(Frame(file, line, m.group(3)))
+    return frames
+
+
+class StarlarkFailure(UserInputError):
+    """A Starlark evaluation error, rendered with the user's file:line:col."""
+
+
+def render_error(error: sl.StarlarkError, sources: dict[str, SourceFile]) -> UserInputError:
+    text = str(error)
+    lines = text.splitlines()
+    message = ""
+    for raw in lines:
+        if raw.startswith("error: "):
+            message = raw[len("error: ") :]
+            break
+    if not message:
+        message = lines[0] if lines else "Starlark error"
+    message = message.removeprefix("fail: ")
+    origin = None
+    snippet = ""
+    for raw in lines:
+        m = _LOCATION.match(raw)
+        if m:
+            file, line, col = m.group(1), int(m.group(2)), int(m.group(3))
+            src = sources.get(file)
+            if "Parse error" in message and line == 1 and col == 1 and not re.search(r"^\s*1 \|", text, re.M):
+                # starlark reports errors at end of input as 1:1 with no snippet: name the file only.
+                origin = f"{file} (at end of file)"
+                break
+            if src is not None:
+                line, col = src.user_position(line, col)
+                code = src.line_text(line)
+                if code:
+                    snippet = f"\n    {code}\n    {' ' * (col - 1)}^"
+            origin = f"{file}:{line}:{col}"
+            break
+    trace = [
+        f"  called from {f.file}:{f.line} ({f.function})"
+        for f in parse_stack(text, sources)[:-1]
+        if not f.file.startswith("@pyimg/")
+    ]
+    full = message + snippet + ("\n" + "\n".join(trace) if trace else "")
+    return StarlarkFailure(full, origin=origin)

@@ -1,0 +1,440 @@
+"""Analysis: runs rule implementations over the target graph and collects their actions.
+
+For each target the analyzer evaluates a tiny synthetic Starlark module that loads the target's
+rule and the providers its dependencies carry, then calls the prelude's `analyze()`. The rule
+implementation sees a Bazel-like `ctx` built from JSON that this module hands out, and declares
+files and actions through Python callables. Results are JSON: providers by id, and Actions.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import starlark as sl
+
+from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
+from pyimg.core.errors import UserInputError
+from pyimg.starlark._eval import render_error
+from pyimg.starlark.labels import Label, LabelError, parse_label
+from pyimg.starlark.loading import PRELUDE, Loader, Target
+
+__all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "OUT_DIR", "TargetResult"]
+
+OUT_DIR = "pyimg-out"
+DEFAULT_INFO = f"{PRELUDE}%DefaultInfo"
+
+
+def file_json(path: str, owner: str, is_source: bool, is_directory: bool = False) -> dict[str, Any]:
+    short = path[len(OUT_DIR) + 1 :] if path.startswith(OUT_DIR + "/") else path
+    base = posixpath.basename(path)
+    ext = base.rsplit(".", 1)[1] if "." in base else ""
+    return {
+        "_file": True,
+        "path": path,
+        "short_path": short,
+        "basename": base,
+        "dirname": posixpath.dirname(path),
+        "extension": ext,
+        "is_source": is_source,
+        "is_directory": is_directory,
+        "owner": owner,
+    }
+
+
+@dataclass
+class TargetResult:
+    label: str
+    kind: str
+    origin: str
+    providers: dict[str, Any]  # pid -> fields (JSON)
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def default_files(self) -> list[dict[str, Any]]:
+        info = self.providers.get(DEFAULT_INFO) or {}
+        return list(info.get("files") or [])
+
+
+@dataclass
+class AnalysisResult:
+    targets: dict[str, TargetResult]  # by label string, for every analyzed target and source file
+    top_level: list[str]
+
+    def actions(self) -> list[Action]:
+        out: list[Action] = []
+        for t in self.targets.values():
+            out.extend(t.actions)
+        return out
+
+
+@dataclass
+class _Current:
+    target: Target
+    data: dict[str, Any]
+    declared: dict[str, bool] = field(default_factory=dict)  # exec path -> is directory
+    actions: list[Action] = field(default_factory=list)
+    deps: dict[str, TargetResult] = field(default_factory=dict)
+
+
+class Analyzer:
+    def __init__(self, loader: Loader, platform: dict[str, str] | None = None) -> None:
+        self.loader = loader
+        self.platform = platform or {"os": "linux", "architecture": "amd64"}
+        self.results: dict[str, TargetResult] = {}
+        self._stack: list[str] = []
+        self._outputs: dict[str, str] = {}  # exec path -> owning label
+        self._current: _Current | None = None
+        loader.on_analysis_call.update(
+            {
+                "_pyimg_ctx_data": self._ctx_data,
+                "_pyimg_declare": self._declare,
+                "_pyimg_action": self._action,
+                "_pyimg_expand": self._expand,
+            }
+        )
+
+    def analyze(self, labels: list[Label]) -> AnalysisResult:
+        for label in labels:
+            self._analyze(label, None)
+        return AnalysisResult(self.results, [str(label) for label in labels])
+
+    # -- per target ---------------------------------------------------------------------------
+
+    def _analyze(self, label: Label, origin: str | None) -> TargetResult:
+        key = str(label)
+        hit = self.results.get(key)
+        if hit is not None:
+            return hit
+        if key in self._stack:
+            cycle = self._stack[self._stack.index(key) :] + [key]
+            first = self.loader.packages[parse_label(cycle[0]).package].targets[parse_label(cycle[0]).name]
+            raise UserInputError(
+                "dependency cycle: " + " -> ".join(cycle), origin=first.origin
+            )
+        target = self.loader.target(label, origin)
+        if target is None:
+            result = self._source_file(label)
+            self.results[key] = result
+            return result
+        self._stack.append(key)
+        try:
+            deps = {}
+            for attr_name, value in target.attrs.items():
+                spec = target.rule.attrs[attr_name]
+                for dep in _labels_of(spec["type"], self._select(target, attr_name, value)):
+                    dep_label = parse_label(dep)
+                    dep_result = self._analyze(dep_label, target.origin)
+                    self._check_visibility(target, dep_label, attr_name)
+                    deps[dep] = dep_result
+            result = self._run_implementation(target, deps)
+        finally:
+            self._stack.pop()
+        self.results[key] = result
+        return result
+
+    def _source_file(self, label: Label) -> TargetResult:
+        path = f"{label.package}/{label.name}" if label.package else label.name
+        f = file_json(path, str(label), is_source=True)
+        return TargetResult(str(label), "source file", "", {DEFAULT_INFO: {"files": [f], "_provider": DEFAULT_INFO}})
+
+    def _select(self, target: Target, attr_name: str, value: Any) -> Any:
+        if not (isinstance(value, dict) and "__select__" in value):
+            return value
+        conditions = value["__select__"]
+        for key, choice in conditions.items():
+            name = key.rsplit(":", 1)[-1]
+            if name in (self.platform["os"], self.platform["architecture"],
+                        f"{self.platform['os']}_{self.platform['architecture']}"):
+                return choice
+        if "//conditions:default" in conditions:
+            return conditions["//conditions:default"]
+        raise UserInputError(
+            f"{target.kind} {target.label}: attribute '{attr_name}': no select() condition "
+            f"matches platform {self.platform['os']}/{self.platform['architecture']}",
+            origin=target.origin,
+        )
+
+    def _check_visibility(self, target: Target, dep: Label, attr_name: str) -> None:
+        if dep.package == target.label.package:
+            return
+        dep_target = self.loader.packages[dep.package].targets.get(dep.name)
+        if dep_target is None:
+            return  # source files are visible to everyone
+        for v in dep_target.visibility:
+            if v == "//visibility:public":
+                return
+            try:
+                vl = parse_label(v, dep.package)
+            except LabelError:
+                continue
+            if vl.name == "__pkg__" and vl.package == target.label.package:
+                return
+            if vl.name == "__subpackages__" and (
+                target.label.package == vl.package
+                or target.label.package.startswith(vl.package + "/")
+                or vl.package == ""
+            ):
+                return
+        raise UserInputError(
+            f"{target.kind} {target.label}: attribute '{attr_name}': target '{dep}' is not "
+            f"visible from package '//{target.label.package}' (its visibility is "
+            f"{dep_target.visibility}, declared at {dep_target.origin})",
+            origin=target.origin,
+        )
+
+    def _run_implementation(self, target: Target, deps: dict[str, TargetResult]) -> TargetResult:
+        attrs, files, single = {}, {}, {}
+        for name, value in target.attrs.items():
+            spec = target.rule.attrs[name]
+            value = self._select(target, name, value)
+            t = spec["type"]
+            if t == "label":
+                attrs[name] = _target_json(deps[value]) if value else None
+                dep_files = deps[value].default_files if value else []
+                files[name] = dep_files
+                if spec.get("single_file") or spec.get("executable"):
+                    if value and len(dep_files) != 1:
+                        raise UserInputError(
+                            f"{target.kind} {target.label}: attribute '{name}' must name exactly "
+                            f"one file, but '{value}' provides {len(dep_files)}",
+                            origin=target.origin,
+                        )
+                    single[name] = dep_files[0] if dep_files else None
+            elif t == "label_list":
+                attrs[name] = [_target_json(deps[v]) for v in value]
+                files[name] = [f for v in value for f in deps[v].default_files]
+            elif t == "label_keyed_string_dict":
+                # Targets are dicts, which Starlark cannot hash, so these arrive as a list of
+                # (target, string) pairs rather than a dict keyed by target.
+                attrs[name] = [[_target_json(deps[k]), v] for k, v in value.items()]
+                files[name] = [f for k in value for f in deps[k].default_files]
+            else:
+                attrs[name] = value
+        label = target.label
+        data = {
+            "label": {"name": label.name, "package": label.package, "repo": label.repo, "str": str(label)},
+            "attrs": attrs,
+            "files": files,
+            "file": single,
+        }
+        current = _Current(target, data, deps=deps)
+        pids = sorted({pid for d in deps.values() for pid in d.providers} | {DEFAULT_INFO})
+        module, alias = self.loader.rule_load(target.rule)
+        lines = [f'load("{PRELUDE}", "analyze")', f'load("{module}", pyimg_rule = "{alias}")']
+        mapping = []
+        for i, pid in enumerate(pids):
+            p_module, p_alias = self.loader.provider_load(pid)
+            lines.append(f'load("{p_module}", pyimg_p{i} = "{p_alias}")')
+            mapping.append(f'"{pid}": pyimg_p{i}')
+        lines.append("analyze(pyimg_rule, {" + ", ".join(mapping) + "})")
+        source = "\n".join(lines) + "\n"
+        self._current = current
+        try:
+            ast = sl.parse(f"<analysis of {label}>", source)
+            returned = sl.eval(sl.Module(), ast, sl_globals(), self.loader._loader)
+        except sl.StarlarkError as e:
+            pending, self.loader._pending = self.loader._pending, None
+            if pending is not None:
+                raise pending from None
+            err = render_error(e, self.loader.sources)
+            raise UserInputError(f"in {target.kind} rule {label}: {err.message}",
+                                 origin=err.origin or target.origin) from None
+        finally:
+            self._current = None
+        providers: dict[str, Any] = {}
+        for item in returned or []:
+            if not isinstance(item, dict) or "_provider" not in item:
+                raise UserInputError(
+                    f"{target.kind} {label}: the rule implementation must return a list of "
+                    f"providers, got {item!r}",
+                    origin=target.rule.origin,
+                )
+            providers[item["_provider"]] = item
+        if DEFAULT_INFO not in providers:
+            outs = [file_json(p, str(label), False, d) for p, d in sorted(current.declared.items())]
+            providers[DEFAULT_INFO] = {"_provider": DEFAULT_INFO, "files": outs}
+        undeclared = [p for p in current.declared if p not in {o for a in current.actions for o in a.all_outputs}]
+        if undeclared:
+            raise UserInputError(
+                f"{target.kind} {label}: declared output '{undeclared[0]}' is not created by any action",
+                origin=target.rule.origin,
+            )
+        return TargetResult(str(label), target.kind, target.origin, providers, current.actions)
+
+    # -- callables the prelude reaches during an implementation ---------------------------------
+
+    def _cur(self) -> _Current:
+        if self._current is None:
+            raise UserInputError("this function is only available in a rule implementation")
+        return self._current
+
+    def _ctx_data(self) -> dict[str, Any]:
+        return self._cur().data
+
+    def _declare(self, filename: str, directory: bool, sibling: Any, stack: str) -> dict[str, Any]:
+        cur = self._cur()
+        origin = self.loader.user_origin(stack)
+        if not isinstance(filename, str) or not filename or filename.startswith("/") or ".." in filename.split("/"):
+            raise UserInputError(f"declare_file(): invalid file name {filename!r}", origin=origin)
+        package = cur.target.label.package
+        if sibling is not None:
+            base = posixpath.dirname(sibling["path"])
+            path = posixpath.join(base, filename)
+        else:
+            path = posixpath.join(OUT_DIR, package, filename) if package else posixpath.join(OUT_DIR, filename)
+        owner = self._outputs.get(path)
+        if owner is not None and owner != str(cur.target.label) or path in cur.declared:
+            raise UserInputError(
+                f"{cur.target.kind} {cur.target.label}: output path conflict: '{path}' is also "
+                f"declared by {owner}",
+                origin=origin,
+            )
+        self._outputs[path] = str(cur.target.label)
+        cur.declared[path] = directory
+        return file_json(path, str(cur.target.label), False, directory)
+
+    def _paths(self, what: str, values: Any, origin: str) -> tuple[str, ...]:
+        if values is None:
+            return ()
+        if not isinstance(values, list):
+            values = [values]
+        out = []
+        for v in values:
+            if isinstance(v, dict) and "path" in v:
+                out.append(v["path"])
+            elif isinstance(v, str):
+                out.append(v)
+            else:
+                raise UserInputError(f"{what} must be Files, got {v!r}", origin=origin)
+        return tuple(out)
+
+    def _action(self, kind: str, stack: str, outputs: Any, inputs: Any = None, executable: Any = None,
+                tools: Any = None, arguments: Any = None, env: Any = None, mnemonic: str = "Action",
+                progress_message: Any = None, params: Any = None, builtin: str = "",
+                cache_dirs: Any = None, secrets: Any = None, host_tools: Any = None) -> None:
+        cur = self._cur()
+        origin = self.loader.user_origin(stack)
+        label = str(cur.target.label)
+        outs = self._paths("outputs", outputs, origin)
+        if not outs:
+            raise UserInputError("an action must have at least one output", origin=origin)
+        for o in outs:
+            if o not in cur.declared:
+                raise UserInputError(
+                    f"output '{o}' was not declared by this target (use ctx.actions.declare_file)",
+                    origin=origin,
+                )
+            if any(o in a.all_outputs for a in cur.actions):
+                raise UserInputError(f"output '{o}' is created by two actions", origin=origin)
+        files = tuple(o for o in outs if not cur.declared[o])
+        dirs = tuple(o for o in outs if cur.declared[o])
+        ins = self._paths("inputs", inputs, origin)
+        tls = self._paths("tools", tools, origin)
+        host = list(self._paths("host_tools", host_tools, origin))
+        argv: list[str] = []
+        if kind == KIND_RUN:
+            if executable is None:
+                raise UserInputError("ctx.actions.run() needs an executable", origin=origin)
+            exe = self._paths("executable", executable, origin)[0]
+            if exe.startswith("/"):
+                host.append(exe)
+            elif exe not in tls and exe not in ins:
+                tls = tls + (exe,)
+            argv = [exe] + [str(a) if not isinstance(a, dict) else a.get("path", "") for a in (arguments or [])]
+        if env is not None and not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            raise UserInputError("env must be a dict of strings", origin=origin)
+        action = Action(
+            kind={"run": KIND_RUN, "write": KIND_WRITE, "builtin": KIND_BUILTIN}[kind],
+            outputs=tuple(sorted(files)),
+            output_dirs=tuple(sorted(dirs)),
+            inputs=tuple(sorted(set(ins) - set(tls))),
+            tools=tuple(sorted(set(tls))),
+            argv=tuple(argv),
+            env=tuple(sorted((env or {}).items())),
+            params=params,
+            builtin=builtin or "",
+            cache_dirs=tuple(sorted((cache_dirs or {}).items())),
+            secrets=tuple(sorted(secrets or [])),
+            host_tools=tuple(sorted(set(host))),
+            owner=label,
+            # Failures are reported at the target's BUILD line: that is the file the user owns.
+            origin=cur.target.origin,
+            mnemonic=mnemonic or "Action",
+            progress_message=progress_message or f"{mnemonic} {label}",
+        )
+        cur.actions.append(action)
+
+    _MAKE_VAR = re.compile(r"\$\((location|locations|execpath|execpaths|rootpath|rootpaths)\s+([^)]+)\)")
+
+    def _expand(self, text: str, stack: str, extra: Any = None) -> str:
+        """`$(location L)` and friends for labels among the current target's dependencies."""
+        cur = self._cur()
+        origin = self.loader.user_origin(stack)
+
+        def repl(m: re.Match[str]) -> str:
+            fn, raw = m.group(1), m.group(2).strip()
+            try:
+                label = str(parse_label(raw, cur.target.label.package))
+            except LabelError as e:
+                raise UserInputError(f"$({fn} {raw}): {e}", origin=cur.target.origin) from None
+            dep = cur.deps.get(label)
+            own = parse_label(label)
+            own_path = posixpath.join(OUT_DIR, own.package, own.name)
+            if dep is None and own.package == cur.target.label.package and own_path in cur.declared:
+                return _shell_quote(own_path)  # one of this target's own outputs (genrule outs)
+            if dep is None:
+                raise UserInputError(
+                    f"{cur.target.kind} {cur.target.label}: $({fn} {raw}): '{label}' is not a "
+                    f"dependency of this target (add it to srcs or tools)",
+                    origin=cur.target.origin,
+                )
+            paths = [host_tool_name(dep) or f["path"] for f in dep.default_files]
+            if fn in ("location", "execpath", "rootpath") and len(paths) != 1:
+                raise UserInputError(
+                    f"{cur.target.kind} {cur.target.label}: $({fn} {raw}) expands to "
+                    f"{len(paths)} files; use $({fn}s {raw})",
+                    origin=cur.target.origin,
+                )
+            return " ".join(_shell_quote(p) for p in paths)
+
+        text = self._MAKE_VAR.sub(repl, text)
+        for k, v in (extra or {}).items():
+            text = text.replace(f"$({k})", v)
+        del origin
+        return text
+
+
+def host_tool_name(dep: TargetResult) -> str | None:
+    for pid, fields in dep.providers.items():
+        if pid.endswith("%HostToolInfo"):
+            return posixpath.basename(fields["path"])
+    return None
+
+
+def _shell_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def _labels_of(t: str, value: Any) -> list[str]:
+    if t == "label":
+        return [value] if value else []
+    if t == "label_list":
+        return list(value)
+    if t == "label_keyed_string_dict":
+        return list(value)
+    return []
+
+
+def _target_json(result: TargetResult) -> dict[str, Any]:
+    return {"_target": result.label, "providers": result.providers}
+
+
+def sl_globals() -> Any:
+    from pyimg.starlark._eval import globals_
+
+    return globals_()

@@ -1,0 +1,133 @@
+"""Labels (`@repo//pkg/path:name`) and target patterns (`//...`, `//pkg/...`, `//pkg:all`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Label", "LabelError", "Pattern", "parse_label", "parse_pattern"]
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9!%@^_\"#$&'()*\-+,;<=>?\[\]{|}~/.]+$")
+_REPO_OK = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+
+
+class LabelError(ValueError):
+    """A label or pattern that does not parse; the message quotes it and says why."""
+
+
+@dataclass(frozen=True, order=True)
+class Label:
+    repo: str  # "" for the main workspace
+    package: str  # "svc/api", "" for the root package
+    name: str
+
+    def __str__(self) -> str:
+        repo = f"@{self.repo}" if self.repo else ""
+        return f"{repo}//{self.package}:{self.name}"
+
+    @property
+    def package_label(self) -> str:
+        repo = f"@{self.repo}" if self.repo else ""
+        return f"{repo}//{self.package}"
+
+    def sibling(self, name: str) -> Label:
+        return Label(self.repo, self.package, name)
+
+
+def _check_package(text: str, package: str) -> None:
+    if package.startswith("/") or package.endswith("/") or "//" in package:
+        raise LabelError(f"invalid package name in label '{text}'")
+    for part in package.split("/") if package else []:
+        if part in (".", "..") or not part:
+            raise LabelError(f"invalid package name in label '{text}': '{part}' is not allowed")
+
+
+def _check_name(text: str, name: str) -> None:
+    if not name:
+        raise LabelError(f"empty target name in label '{text}'")
+    if not _NAME_OK.match(name) or name.startswith("/") or name.endswith("/"):
+        raise LabelError(f"invalid target name in label '{text}'")
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise LabelError(f"invalid target name in label '{text}': '{part}' is not allowed")
+
+
+def parse_label(text: str, current_package: str = "", current_repo: str = "") -> Label:
+    """Parse an absolute or package-relative label.
+
+    `//a/b:c`, `//a/b` (= `//a/b:b`), `:c` and `c` (in the current package), `@r` (= `@r//:r`),
+    `@r//a:b`.
+    """
+    if not isinstance(text, str) or not text:
+        raise LabelError(f"empty label {text!r}")
+    repo = current_repo
+    rest = text
+    if rest.startswith("@"):
+        repo_part, sep, after = rest[1:].partition("//")
+        if not sep:
+            if not _REPO_OK.match(repo_part):
+                raise LabelError(f"invalid repository name in label '{text}'")
+            return Label(repo_part, "", repo_part)
+        if repo_part and not _REPO_OK.match(repo_part):
+            raise LabelError(f"invalid repository name in label '{text}'")
+        repo = repo_part
+        rest = "//" + after
+    if rest.startswith("//"):
+        body = rest[2:]
+        package, sep, name = body.partition(":")
+        if not sep:
+            name = package.rsplit("/", 1)[-1] if package else ""
+            if not name:
+                raise LabelError(f"label '{text}' names no target (write '//:name')")
+        _check_package(text, package)
+        _check_name(text, name)
+        return Label(repo, package, name)
+    if rest.startswith(":"):
+        rest = rest[1:]
+    if ":" in rest:
+        raise LabelError(f"invalid label '{text}': relative labels cannot contain ':' after the name")
+    _check_name(text, rest)
+    return Label(repo, current_package, rest)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """`//pkg:name`, `//pkg:all` (every target of pkg), `//pkg/...` (pkg and below)."""
+
+    package: str
+    name: str | None  # None: all targets
+    recursive: bool
+
+    def __str__(self) -> str:
+        if self.recursive:
+            return f"//{self.package + '/' if self.package else ''}..."
+        return f"//{self.package}:{self.name or 'all'}"
+
+
+def parse_pattern(text: str, cwd_package: str = "") -> Pattern:
+    if text.startswith("@"):
+        raise LabelError(f"patterns over external repositories are not supported: '{text}'")
+    body = text
+    if not body.startswith("//"):
+        # Relative to the current directory's package, like Bazel: `:t` and `t` name a target
+        # there, `sub/...` and `sub:t` a package below it.
+        if ":" not in body and "/" not in body and body != "...":
+            body = ":" + body
+        if body.startswith(":"):
+            body = f"//{cwd_package}{body}"
+        else:
+            body = "//" + "/".join(p for p in (cwd_package, body) if p)
+    if body == "//..." or body.endswith("/..."):
+        package = body[2:-4].rstrip("/")
+        _check_package(text, package)
+        return Pattern(package, None, True)
+    package, sep, name = body[2:].partition(":")
+    if not sep:
+        name = package.rsplit("/", 1)[-1]
+        if not name:
+            raise LabelError(f"pattern '{text}' names no target")
+    _check_package(text, package)
+    if name in ("all", "*", "all-targets"):
+        return Pattern(package, None, False)
+    _check_name(text, name)
+    return Pattern(package, name, False)

@@ -1,0 +1,657 @@
+"""Loading: finds the workspace, evaluates BUILD and .bzl files, and records targets with origins.
+
+Each .bzl file is evaluated once per build and shared frozen (so provider identities are stable).
+BUILD files see the prelude's builtins and the rules of `rules/defs.bzl` without a `load()`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import starlark as sl
+
+from pyimg.core.digest import digest_bytes
+from pyimg.core.errors import UsageError, UserInputError
+from pyimg.starlark._eval import (
+    SourceFile,
+    export_alias,
+    globals_,
+    parse_stack,
+    prepare_source,
+    render_error,
+)
+from pyimg.starlark.labels import Label, LabelError, Pattern, parse_label
+
+__all__ = [
+    "BUILD_FILE_NAMES",
+    "Loader",
+    "Package",
+    "RuleClass",
+    "Target",
+    "find_workspace",
+    "rules_dir",
+]
+
+BUILD_FILE_NAMES = ("BUILD.pyimg", "BUILD")
+MODULE_FILE = "MODULE.pyimg"
+PRELUDE = "@pyimg//:prelude.bzl"
+RULES_DEFS = "@pyimg//rules:defs.bzl"
+PRELUDE_BUILTINS = [
+    "DefaultInfo", "Label", "attr", "exports_files", "existing_rules", "glob", "native",
+    "package", "package_name", "provider", "repository_name", "rule", "select",
+]  # fmt: skip
+# The rules every BUILD file sees; a unit test checks that rules/defs.bzl exports each.
+BUILD_RULES = [
+    "filegroup", "genrule", "host_tool", "oci_image", "oci_image_index", "oci_layout",
+    "oci_load", "oci_push", "pkg_tar",
+]  # fmt: skip
+COMMON_ATTRS = {"visibility", "tags", "testonly", "features", "deprecation", "compatible_with",
+                "target_compatible_with", "exec_compatible_with", "licenses"}  # fmt: skip
+IGNORED_DIRS = {"pyimg-out", ".git", ".hg", ".svn", "node_modules"}
+
+
+def find_workspace(start: Path) -> Path:
+    """The nearest directory at or above `start` holding MODULE.pyimg."""
+    start = start.resolve()
+    for d in (start, *start.parents):
+        if (d / MODULE_FILE).is_file():
+            return d
+    raise UsageError(
+        f"not inside a pyimg workspace: no {MODULE_FILE} in {start} or any parent directory "
+        f"(create an empty {MODULE_FILE} at the root of your workspace)"
+    )
+
+
+def rules_dir() -> Path:
+    """The bundled Starlark rules: `rules/` in a source checkout, `pyimg/_rules` when installed."""
+    here = Path(__file__).resolve()
+    checkout = here.parents[3] / "rules"
+    if (checkout / "defs.bzl").is_file():
+        return checkout
+    return here.parents[1] / "_rules"
+
+
+@dataclass
+class RuleClass:
+    rid: str  # "<file label>%<name>"
+    name: str
+    module: str  # the load() string of the defining file
+    attrs: dict[str, dict[str, Any]]
+    doc: str
+    origin: str
+
+
+@dataclass
+class Target:
+    label: Label
+    rule: RuleClass
+    attrs: dict[str, Any]  # normalized: labels as strings (absolute)
+    origin: str  # BUILD file:line of the call
+    visibility: list[str]
+    attr_origins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.rule.name.lstrip("_")
+
+
+@dataclass
+class Package:
+    name: str
+    build_file: Path
+    build_display: str
+    targets: dict[str, Target] = field(default_factory=dict)
+    default_visibility: list[str] | None = None
+
+
+class _Abort(Exception):
+    """Raised inside a Python callable after recording a user error, to unwind Starlark."""
+
+
+class Loader:
+    """Loads packages of one workspace. Not thread-safe: Starlark evaluation is sequential."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self.rules_root = rules_dir()
+        self.sources: dict[str, SourceFile] = {}
+        self.modules: dict[str, sl.FrozenModule] = {}
+        self.packages: dict[str, Package] = {}
+        self.rules: dict[str, RuleClass] = {}
+        self.providers: dict[str, tuple[str, str]] = {}  # pid -> (module, exported alias)
+        self.read_files: dict[str, str] = {}  # display name -> sha256 (for the analysis cache)
+        self.globs: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = []
+        self._eval_stack: list[tuple[str, str]] = []  # (module id, display name)
+        self._package: Package | None = None
+        self._pending: UserInputError | None = None
+        self.on_analysis_call: dict[str, Callable[..., Any]] = {}
+        self._loader = sl.FileLoader(self._load)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _resolve_module(self, module: str) -> tuple[str, Path, str]:
+        """A load() string -> (canonical module id, file path, display name)."""
+        if module == PRELUDE:
+            path = Path(__file__).with_name("prelude.bzl")
+            return PRELUDE, path, "@pyimg/prelude.bzl"
+        current_repo = ""
+        current_pkg = ""
+        if self._eval_stack:
+            current_id = self._eval_stack[-1][0]
+            if current_id.startswith("@pyimg//"):
+                current_repo = "pyimg"
+                current_pkg = current_id[len("@pyimg//") :].split(":")[0]
+            else:
+                current_pkg = current_id[2:].split(":")[0]
+        try:
+            label = parse_label(module, current_pkg, current_repo)
+        except LabelError as e:
+            raise self._fail(str(e)) from None
+        if not label.name.endswith(".bzl"):
+            raise self._fail(f"load() of '{module}': only .bzl files can be loaded")
+        if label.repo == "pyimg":
+            rel = Path(label.package) / label.name
+            if label.package != "rules" and not label.package.startswith("rules/"):
+                raise self._fail(f"load() of '{module}': @pyimg has only //rules/...")
+            path = self.rules_root / rel.relative_to("rules")
+            return f"@pyimg//{label.package}:{label.name}", path, f"@pyimg/{rel.as_posix()}"
+        if label.repo:
+            raise self._fail(f"load() of '{module}': unknown repository '@{label.repo}'")
+        rel = Path(label.package) / label.name
+        return f"//{label.package}:{label.name}", self.workspace / rel, rel.as_posix()
+
+    def _fail(self, message: str) -> UserInputError:
+        origin = self._caller_origin()
+        return UserInputError(message, origin=origin)
+
+    def _caller_origin(self) -> str | None:
+        if self._eval_stack:
+            return self._eval_stack[-1][1]
+        return None
+
+    def _load(self, module: str) -> sl.FrozenModule:
+        module_id, path, display = self._resolve_module(module)
+        hit = self.modules.get(module_id)
+        if hit is not None:
+            return hit
+        if any(m == module_id for m, _ in self._eval_stack):
+            chain = " -> ".join([d for _, d in self._eval_stack] + [display])
+            self._pending = UserInputError(f"load cycle: {chain}", origin=self._eval_stack[-1][1])
+            raise _Abort()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self._pending = UserInputError(
+                f"load() of '{module}': file {display} does not exist",
+                origin=self._eval_stack[-1][1] if self._eval_stack else None,
+            )
+            raise _Abort() from None
+        loads: list[tuple[str, list[str]]] = []
+        if module_id != PRELUDE:
+            loads.append((PRELUDE, PRELUDE_BUILTINS))
+        module_obj = sl.Module()
+        if module_id == PRELUDE:
+            self._add_callables(module_obj)
+        frozen = self._eval(module_id, display, text, loads, module_obj)
+        self.modules[module_id] = frozen
+        return frozen
+
+    def _eval(
+        self,
+        module_id: str,
+        display: str,
+        text: str,
+        loads: list[tuple[str, list[str]]],
+        module_obj: sl.Module,
+    ) -> sl.FrozenModule:
+        src = prepare_source(display, text, loads)
+        self.sources[display] = src
+        self.read_files[display] = digest_bytes(text.encode()).hex
+        self._eval_stack.append((module_id, display))
+        try:
+            ast = sl.parse(display, src.evaluated)
+            sl.eval(module_obj, ast, globals_(), self._loader)
+        except sl.StarlarkError as e:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                raise pending from None
+            raise render_error(e, self.sources) from None
+        finally:
+            self._eval_stack.pop()
+        return module_obj.freeze()
+
+    # -- packages ----------------------------------------------------------------------------
+
+    def build_file(self, package: str) -> Path | None:
+        d = self.workspace / package
+        for name in BUILD_FILE_NAMES:
+            if (d / name).is_file():
+                return d / name
+        return None
+
+    def package(self, name: str, origin: str | None = None) -> Package:
+        pkg = self.packages.get(name)
+        if pkg is not None:
+            return pkg
+        build = self.build_file(name)
+        if build is None:
+            raise UserInputError(f"no such package '{name}': no BUILD.pyimg or BUILD file in "
+                                 f"'{name or '.'}'", origin=origin)
+        display = build.relative_to(self.workspace).as_posix()
+        pkg = Package(name, build, display)
+        self.packages[name] = pkg
+        text = build.read_text(encoding="utf-8")
+        self._package = pkg
+        try:
+            self._eval(
+                f"//{name}:{build.name}",
+                display,
+                text,
+                [(PRELUDE, PRELUDE_BUILTINS), (RULES_DEFS, BUILD_RULES)],
+                sl.Module(),
+            )
+        except BaseException:
+            del self.packages[name]
+            raise
+        finally:
+            self._package = None
+        return pkg
+
+    def iter_packages(self, under: str = "") -> Iterator[str]:
+        """Packages at or below `under`, sorted; never descends into pyimg-out or dot dirs."""
+        root = self.workspace / under
+        found = []
+        for dirpath, dirnames, _ in os.walk(root):
+            dirnames[:] = sorted(
+                d for d in dirnames if d not in IGNORED_DIRS and not d.startswith(".")
+            )
+            rel = Path(dirpath).relative_to(self.workspace).as_posix()
+            rel = "" if rel == "." else rel
+            if self.build_file(rel) is not None:
+                found.append(rel)
+        return iter(sorted(found))
+
+    def expand_patterns(self, patterns: list[Pattern]) -> list[Label]:
+        labels: set[Label] = set()
+        for p in patterns:
+            if p.recursive:
+                pkgs = list(self.iter_packages(p.package))
+                if not pkgs:
+                    raise UserInputError(f"no packages found for pattern '{p}'")
+                for name in pkgs:
+                    labels.update(t.label for t in self.package(name).targets.values())
+            elif p.name is None:
+                labels.update(t.label for t in self.package(p.package).targets.values())
+            else:
+                pkg = self.package(p.package)
+                if p.name not in pkg.targets:
+                    raise UserInputError(self._no_such_target(pkg, p.name))
+                labels.add(pkg.targets[p.name].label)
+        return sorted(labels)
+
+    def _no_such_target(self, pkg: Package, name: str) -> str:
+        msg = f"no such target '//{pkg.name}:{name}' in {pkg.build_display}"
+        close = difflib.get_close_matches(name, list(pkg.targets), n=1)
+        return msg + (f" (did you mean ':{close[0]}'?)" if close else "")
+
+    def target(self, label: Label, origin: str | None = None) -> Target | None:
+        """The target at `label`, or None when the label names a source file."""
+        pkg = self.package(label.package, origin)
+        t = pkg.targets.get(label.name)
+        if t is not None:
+            return t
+        path = self.workspace / label.package / label.name
+        if path.is_file():
+            return None
+        raise UserInputError(
+            self._no_such_target(pkg, label.name).replace("no such target", "no such target or file"),
+            origin=origin,
+        )
+
+    # -- callables for the prelude ----------------------------------------------------------
+
+    def _add_callables(self, module: sl.Module) -> None:
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return fn(*args, **kwargs)
+                except UserInputError as e:
+                    self._pending = e
+                    raise _Abort() from None
+
+            return call
+
+        for name, fn in {
+            "_pyimg_new_rule": self._new_rule,
+            "_pyimg_new_provider": self._new_provider,
+            "_pyimg_register_target": self._register_target,
+            "_pyimg_glob": self._glob,
+            "_pyimg_package": self._package_fn,
+            "_pyimg_package_name": self._package_name,
+            "_pyimg_existing_rules": self._existing_rules,
+            "_pyimg_label": self._label_fn,
+            "_pyimg_select": self._select,
+        }.items():
+            module.add_callable(name, wrap(fn))
+        # Analysis-time callables are looked up at call time (set by the analyzer).
+        for name in ("_pyimg_ctx_data", "_pyimg_declare", "_pyimg_action", "_pyimg_expand"):
+            module.add_callable(name, wrap(self._dispatch(name)))
+
+    def _dispatch(self, name: str) -> Callable[..., Any]:
+        def call(**kwargs: Any) -> Any:
+            fn = self.on_analysis_call.get(name)
+            if fn is None:
+                raise UserInputError(f"{name[7:]}() is only available in a rule implementation")
+            return fn(**kwargs)
+
+        return call
+
+    def frames(self, stack: str) -> list[Any]:
+        return parse_stack(stack, self.sources)
+
+    def user_origin(self, stack: str, outermost: bool = False) -> str:
+        """file:line of the innermost (or outermost) frame outside pyimg's bundled prelude."""
+        frames = [f for f in self.frames(stack) if f.file != "@pyimg/prelude.bzl"]
+        if not frames:
+            return "<unknown>"
+        f = frames[0] if outermost else frames[-1]
+        return f"{f.file}:{f.line}"
+
+    def _definition_site(self, stack: str, what: str) -> tuple[str, str, str]:
+        """(module id, exported name, origin) of a top-level `NAME = rule(...)` / provider."""
+        # The innermost frame is rule()/provider() itself, in the prelude; its caller is the
+        # frame before it (which may be the prelude too: it defines DefaultInfo).
+        frames = self.frames(stack)
+        caller = frames[-2] if len(frames) >= 2 else frames[-1]
+        src = self.sources.get(caller.file)
+        name = src.exports.get(caller.line) if src else None
+        origin = f"{caller.file}:{caller.line}"
+        if name is None:
+            raise UserInputError(
+                f"{what}() must be assigned to a top-level name, like `my_{what} = {what}(...)`",
+                origin=origin,
+            )
+        module_id = next((m for m, d in self._eval_stack if d == caller.file), None)
+        if module_id is None:
+            raise UserInputError(f"{what}() can only be called while a .bzl file loads", origin=origin)
+        return module_id, name, origin
+
+    def _new_rule(self, attrs: Any, doc: str, executable: bool, stack: str) -> str:
+        module_id, name, origin = self._definition_site(stack, "rule")
+        if not isinstance(attrs, dict):
+            raise UserInputError("rule(attrs = ...) must be a dict of attr.*() values", origin=origin)
+        for attr_name, spec in attrs.items():
+            if not isinstance(spec, dict) or "type" not in spec:
+                raise UserInputError(
+                    f"rule attribute '{attr_name}' must be declared with attr.*()", origin=origin
+                )
+            if attr_name in ("name", *COMMON_ATTRS):
+                raise UserInputError(f"rule attribute '{attr_name}' is reserved", origin=origin)
+        rid = f"{module_id}%{name}"
+        self.rules[rid] = RuleClass(rid, name, module_id, attrs, doc or "", origin)
+        return rid
+
+    def _new_provider(self, doc: str, fields: Any, stack: str) -> str:
+        module_id, name, _ = self._definition_site(stack, "provider")
+        pid = f"{module_id}%{name}"
+        self.providers[pid] = (module_id, export_alias(name))
+        return pid
+
+    def provider_load(self, pid: str) -> tuple[str, str]:
+        return self.providers[pid]
+
+    def rule_load(self, rule: RuleClass) -> tuple[str, str]:
+        return rule.module, export_alias(rule.name)
+
+    # -- targets -----------------------------------------------------------------------------
+
+    def _current_package(self, what: str) -> Package:
+        if self._package is None:
+            raise UserInputError(f"{what} can only be used in a BUILD file (or a macro it calls)")
+        return self._package
+
+    def _register_target(self, rule: str, name: Any, attrs: dict[str, Any], stack: str) -> None:
+        pkg = self._current_package("calling a rule")
+        rule_class = self.rules[rule]
+        origin = self.user_origin(stack, outermost=True)
+        kind = rule_class.name.lstrip("_")
+        if not isinstance(name, str) or not name:
+            raise UserInputError(f"{kind}: attribute 'name' must be a non-empty string", origin=origin)
+        try:
+            label = parse_label(f":{name}", pkg.name)
+        except LabelError as e:
+            raise UserInputError(f"{kind}: invalid name {name!r}: {e}", origin=origin) from None
+        if name in pkg.targets:
+            raise UserInputError(
+                f"{kind} //{pkg.name}:{name}: a target named '{name}' is already declared "
+                f"at {pkg.targets[name].origin}",
+                origin=origin,
+            )
+        what = f"{kind} {label}"
+        normalized: dict[str, Any] = {}
+        for key, value in attrs.items():
+            if key in COMMON_ATTRS:
+                continue
+            spec = rule_class.attrs.get(key)
+            if spec is None:
+                close = difflib.get_close_matches(key, list(rule_class.attrs), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise UserInputError(f"{what}: no attribute '{key}'{hint}", origin=origin)
+            normalized[key] = _check_attr(what, key, spec, value, pkg.name, origin)
+        for key, spec in rule_class.attrs.items():
+            if key in normalized:
+                continue
+            if spec.get("mandatory"):
+                raise UserInputError(f"{what}: missing mandatory attribute '{key}'", origin=origin)
+            normalized[key] = _check_attr(what, key, spec, spec.get("default"), pkg.name, origin)
+        visibility = attrs.get("visibility")
+        if visibility is None:
+            visibility = pkg.default_visibility or ["//visibility:private"]
+        if not isinstance(visibility, list) or not all(isinstance(v, str) for v in visibility):
+            raise UserInputError(f"{what}: attribute 'visibility' must be a list of labels", origin=origin)
+        pkg.targets[name] = Target(label, rule_class, normalized, origin, list(visibility))
+
+    def _glob(self, include: Any, exclude: Any, allow_empty: bool, stack: str) -> list[str]:
+        pkg = self._current_package("glob()")
+        origin = self.user_origin(stack)
+        for what, value in (("include", include), ("exclude", exclude)):
+            if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+                raise UserInputError(f"glob(): '{what}' must be a list of strings", origin=origin)
+        result = glob_package(self.workspace, pkg.name, include, exclude, self.build_file)
+        self.globs.append((pkg.name, tuple(include), tuple(exclude), tuple(result)))
+        if not result and not allow_empty:
+            raise UserInputError(f"glob({include}) matched no files", origin=origin)
+        return result
+
+    def _package_fn(self, default_visibility: Any, stack: str) -> None:
+        pkg = self._current_package("package()")
+        if pkg.targets:
+            raise UserInputError("package() must come before any target", origin=self.user_origin(stack))
+        if default_visibility is not None:
+            pkg.default_visibility = list(default_visibility)
+
+    def _package_name(self) -> str:
+        return self._current_package("package_name()").name
+
+    def _existing_rules(self) -> dict[str, Any]:
+        pkg = self._current_package("existing_rules()")
+        return {n: {"name": n, "kind": t.kind, **t.attrs} for n, t in pkg.targets.items()}
+
+    def _label_fn(self, text: str, stack: str) -> str:
+        pkg = self._package.name if self._package else ""
+        try:
+            return str(parse_label(text, pkg))
+        except LabelError as e:
+            raise UserInputError(str(e), origin=self.user_origin(stack)) from None
+
+    def _select(self, conditions: Any, no_match_error: str, stack: str) -> Any:
+        origin = self.user_origin(stack)
+        if not isinstance(conditions, dict) or not conditions:
+            raise UserInputError("select() takes a non-empty dict", origin=origin)
+        return {"__select__": conditions, "origin": origin, "no_match_error": no_match_error}
+
+
+# -- attribute checking ------------------------------------------------------------------------
+
+_TYPE_NAMES = {"label": "a label", "label_list": "a list of labels", "string": "a string",
+               "string_list": "a list of strings", "string_dict": "a dict of strings",
+               "int": "an integer", "bool": "a boolean", "label_keyed_string_dict":
+               "a dict from labels to strings", "string_list_dict": "a dict of string lists"}  # fmt: skip
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, dict) and "__select__" in value:
+        return "select(...)"
+    return repr(value)
+
+
+def _check_attr(what: str, key: str, spec: dict[str, Any], value: Any, package: str, origin: str) -> Any:
+    t = spec["type"]
+
+    def bad() -> UserInputError:
+        return UserInputError(
+            f"{what}: attribute '{key}' must be {_TYPE_NAMES.get(t, t)}, got {_describe(value)}",
+            origin=origin,
+        )
+
+    def label(v: Any) -> str:
+        if not isinstance(v, str):
+            raise bad()
+        try:
+            return str(parse_label(v, package))
+        except LabelError as e:
+            raise UserInputError(f"{what}: attribute '{key}': {e}", origin=origin) from None
+
+    if isinstance(value, dict) and "__select__" in value:
+        return {"__select__": {k: _check_attr(what, key, spec, v, package, origin)
+                               for k, v in value["__select__"].items()}}
+    if value is None:
+        if t in ("label",):
+            return None
+        value = {"label_list": [], "string_list": [], "string_dict": {}, "string": "",
+                 "int": 0, "bool": False, "label_keyed_string_dict": {},
+                 "string_list_dict": {}}.get(t)  # fmt: skip
+    if t == "label":
+        return label(value)
+    if t == "label_list":
+        if not isinstance(value, list):
+            raise bad()
+        out = [label(v) for v in value]
+        dupes = sorted({v for v in out if out.count(v) > 1})
+        if dupes:
+            raise UserInputError(f"{what}: attribute '{key}' lists {dupes[0]} twice", origin=origin)
+        return out
+    if t == "string":
+        if not isinstance(value, str):
+            raise bad()
+        values = spec.get("values")
+        if values and value not in values:
+            raise UserInputError(
+                f"{what}: attribute '{key}' must be one of {', '.join(map(repr, values))}, "
+                f"got {_describe(value)}",
+                origin=origin,
+            )
+        return value
+    if t == "string_list":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad()
+        return list(value)
+    if t == "string_dict":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise bad()
+        return dict(value)
+    if t == "string_list_dict":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for k, v in value.items()
+        ):
+            raise bad()
+        return dict(value)
+    if t == "label_keyed_string_dict":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise bad()
+        return {label(k): v for k, v in value.items()}
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    raise UserInputError(f"{what}: attribute '{key}' has unknown type {t}", origin=origin)
+
+
+# -- glob --------------------------------------------------------------------------------------
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    parts = []
+    segments = pattern.split("/")
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "**":
+            parts.append("(?:.*/)?" if not last else ".*")
+            continue
+        parts.append(_segment_regex(seg))
+        if not last:
+            parts.append("/")
+    return re.compile("^" + "".join(parts) + "$")
+
+
+def _segment_regex(seg: str) -> str:
+    out = []
+    for ch in seg:
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+def glob_package(
+    workspace: Path,
+    package: str,
+    include: list[str],
+    exclude: list[str],
+    build_file: Callable[[str], Path | None],
+) -> list[str]:
+    """Files of `package` matching `include` but not `exclude`, relative to the package, sorted.
+
+    Never descends into a subpackage (a directory with its own BUILD file) or pyimg-out.
+    """
+    root = workspace / package
+    inc = [_glob_regex(p) for p in include]
+    exc = [_glob_regex(p) for p in exclude]
+    matches = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir
+        keep = []
+        for d in sorted(dirnames):
+            sub_pkg = "/".join(p for p in (package, rel_dir, d) if p)
+            if d in IGNORED_DIRS or d.startswith(".") or build_file(sub_pkg) is not None:
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        for f in filenames:
+            rel = f"{rel_dir}/{f}" if rel_dir else f
+            if rel in BUILD_FILE_NAMES:
+                continue
+            if any(r.match(rel) for r in inc) and not any(r.match(rel) for r in exc):
+                matches.append(rel)
+    return sorted(matches)

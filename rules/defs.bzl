@@ -1,0 +1,34 @@
+"""The public rules of pyimg (this file only re-exports; see rules/private/)."""
+
+load("@pyimg//rules/private:basic.bzl", _filegroup = "filegroup", _genrule = "genrule", _host_tool = "host_tool")
+load(
+    "@pyimg//rules/private:oci.bzl",
+    _oci_image = "oci_image",
+    _oci_image_index = "oci_image_index",
+    _oci_layout = "oci_layout",
+    _oci_load = "oci_load",
+    _oci_push = "oci_push",
+)
+load("@pyimg//rules/private:pkg.bzl", _pkg_tar = "pkg_tar")
+load(
+    "@pyimg//rules:providers.bzl",
+    _HostToolInfo = "HostToolInfo",
+    _OciImageIndexInfo = "OciImageIndexInfo",
+    _OciImageInfo = "OciImageInfo",
+    _OciLayerInfo = "OciLayerInfo",
+)
+
+filegroup = _filegroup
+genrule = _genrule
+host_tool = _host_tool
+oci_image = _oci_image
+oci_image_index = _oci_image_index
+oci_layout = _oci_layout
+oci_load = _oci_load
+oci_push = _oci_push
+pkg_tar = _pkg_tar
+
+HostToolInfo = _HostToolInfo
+OciImageIndexInfo = _OciImageIndexInfo
+OciImageInfo = _OciImageInfo
+OciLayerInfo = _OciLayerInfo

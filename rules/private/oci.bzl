@@ -1,0 +1,219 @@
+"""The image rules: oci_image, oci_image_index, oci_layout, oci_load and oci_push."""
+
+load("@pyimg//rules:providers.bzl", "OciImageIndexInfo", "OciImageInfo", "OciLayerInfo")
+
+_COMPRESSIONS = ["gzip", "zstd"]
+
+def _image_layout(target, what):
+    if OciImageInfo in target:
+        return target[OciImageInfo]
+    fail("attribute '%s': %s is not an image (oci_image, oci_layout or oci_pull)" % (what, target["label"]))
+
+def _oci_image_impl(ctx):
+    layout = ctx.actions.declare_directory(ctx.label.name)
+    digest = ctx.actions.declare_file(ctx.label.name + ".digest")
+    inputs = []
+    base = None
+    if ctx.attr.base:
+        info = _image_layout(ctx.attr.base, "base")
+        base = info.layout.path
+        inputs.append(info.layout)
+    if ctx.attr.compression not in _COMPRESSIONS:
+        fail("attribute 'compression' must be one of %s, got %r" % (_COMPRESSIONS, ctx.attr.compression))
+    layers = []
+    blobs = []
+    for i, t in enumerate(ctx.attr.tars):
+        if OciLayerInfo in t:
+            tars = [t[OciLayerInfo].tar]
+        else:
+            tars = t[DefaultInfo].files
+        for tar in tars:
+            n = len(layers)
+            blob = ctx.actions.declare_file("%s.layers/%d.blob" % (ctx.label.name, n))
+            desc = ctx.actions.declare_file("%s.layers/%d.json" % (ctx.label.name, n))
+            ctx.actions.builtin(
+                kind = "oci_layer",
+                params = {"compression": ctx.attr.compression},
+                inputs = [tar],
+                outputs = [blob, desc],
+                mnemonic = "OciLayer",
+                progress_message = "Compressing layer %s (%s)" % (tar.short_path, ctx.attr.compression),
+            )
+            layers.append(desc)
+            blobs.append(blob)
+    inputs.extend(layers)
+    inputs.extend(blobs)
+    # Empty attributes keep the base image's values (the builtin reads None as "unset").
+    config = {
+        "entrypoint": ctx.attr.entrypoint or None,
+        "cmd": ctx.attr.cmd or None,
+        "env": ctx.attr.env,
+        "workdir": ctx.attr.workdir or None,
+        "user": ctx.attr.user or None,
+        "exposed_ports": ctx.attr.exposed_ports,
+        "volumes": ctx.attr.volumes,
+        "labels": ctx.attr.labels,
+        "stop_signal": ctx.attr.stop_signal or None,
+    }
+    ctx.actions.builtin(
+        kind = "oci_image",
+        params = {
+            "base": base,
+            "layers": [d.path for d in layers],
+            "blobs": [b.path for b in blobs],
+            "config": config,
+            "annotations": ctx.attr.annotations,
+            "os": ctx.attr.os or None,
+            "architecture": ctx.attr.architecture or None,
+            "variant": ctx.attr.variant or None,
+            "created": ctx.attr.created,
+        },
+        inputs = inputs,
+        outputs = [layout, digest],
+        mnemonic = "OciImage",
+        progress_message = "Assembling image %s" % ctx.label.full,
+    )
+    return [
+        DefaultInfo(files = [layout, digest]),
+        OciImageInfo(layout = layout, digest = digest),
+    ]
+
+oci_image = rule(
+    implementation = _oci_image_impl,
+    doc = "An OCI image: a base (or scratch), layers from `tars`, and the image config.",
+    attrs = {
+        "base": attr.label(doc = "The base image: an `oci_image`, `oci_layout` or `oci_pull`. None: scratch."),
+        "tars": attr.label_list(allow_files = True, doc = "Layers, lowest first: `pkg_tar` targets or tar files (plain, gzip or zstd)."),
+        "entrypoint": attr.string_list(doc = "The entrypoint. Setting it clears the base image's `cmd` unless `cmd` is set too (as Docker does)."),
+        "cmd": attr.string_list(doc = "Default arguments."),
+        "env": attr.string_dict(doc = "Environment variables; `$VAR` and `${VAR}` expand from the base image's environment."),
+        "workdir": attr.string(doc = "Working directory."),
+        "user": attr.string(doc = "User (name or uid[:gid])."),
+        "exposed_ports": attr.string_list(doc = "Ports, like `8080/tcp`."),
+        "volumes": attr.string_list(doc = "Volume mount points."),
+        "labels": attr.string_dict(doc = "Config labels."),
+        "annotations": attr.string_dict(doc = "Manifest annotations."),
+        "os": attr.string(doc = "Platform OS. Default: the base image's, else `linux`."),
+        "architecture": attr.string(doc = "Platform architecture. Default: the base image's, else `amd64`."),
+        "variant": attr.string(doc = "Platform variant (e.g. `v8` for arm64)."),
+        "stop_signal": attr.string(doc = "The stop signal, e.g. `SIGTERM`."),
+        "compression": attr.string(default = "gzip", values = _COMPRESSIONS, doc = "Layer compression: `gzip` or `zstd`."),
+        "created": attr.string(default = "1970-01-01T00:00:00Z", doc = "The config's `created` time (fixed, for reproducibility)."),
+    },
+)
+
+def _oci_image_index_impl(ctx):
+    layout = ctx.actions.declare_directory(ctx.label.name)
+    digest = ctx.actions.declare_file(ctx.label.name + ".digest")
+    layouts = [_image_layout(t, "images").layout for t in ctx.attr.images]
+    ctx.actions.builtin(
+        kind = "oci_index",
+        params = {"images": [l.path for l in layouts], "annotations": ctx.attr.annotations},
+        inputs = layouts,
+        outputs = [layout, digest],
+        mnemonic = "OciIndex",
+        progress_message = "Assembling index %s" % ctx.label.full,
+    )
+    return [
+        DefaultInfo(files = [layout, digest]),
+        OciImageIndexInfo(layout = layout, digest = digest),
+    ]
+
+oci_image_index = rule(
+    implementation = _oci_image_index_impl,
+    doc = "A multi-platform image index over images of different platforms.",
+    attrs = {
+        "images": attr.label_list(mandatory = True, doc = "The images, one per platform."),
+        "annotations": attr.string_dict(doc = "Index annotations."),
+    },
+)
+
+def _oci_layout_impl(ctx):
+    layout = ctx.actions.declare_directory(ctx.label.name)
+    digest_file = ctx.actions.declare_file(ctx.label.name + ".digest")
+    d = ctx.attr.digest
+    if not d.startswith("sha256:") or len(d) != 71:
+        fail("attribute 'digest' must be a sha256 digest like \"sha256:<64 hex digits>\", got %r" % d)
+    path = ctx.attr.path
+    if ctx.label.package:
+        path = ctx.label.package + "/" + path
+    ctx.actions.builtin(
+        kind = "oci_layout_import",
+        params = {"path": path, "digest": d},
+        inputs = ctx.files.srcs,
+        outputs = [layout, digest_file],
+        mnemonic = "OciLayoutImport",
+        progress_message = "Verifying %s" % ctx.attr.path,
+    )
+    return [DefaultInfo(files = [layout, digest_file]), OciImageInfo(layout = layout, digest = digest_file)]
+
+_oci_layout = rule(
+    implementation = _oci_layout_impl,
+    attrs = {
+        "path": attr.string(mandatory = True),
+        "digest": attr.string(mandatory = True),
+        "srcs": attr.label_list(allow_files = True),
+    },
+)
+
+def oci_layout(name, path, digest, **kwargs):
+    """A base image pinned by `digest` from an OCI layout directory of the workspace.
+
+    Every blob of the pinned image is checked against its digest on every build.
+
+    Args:
+      name: the target name.
+      path: the layout directory, relative to the package.
+      digest: the manifest (or index) digest, `sha256:...`. Required.
+      **kwargs: common attributes (visibility, tags).
+    """
+    _oci_layout(
+        name = name,
+        path = path,
+        digest = digest,
+        srcs = native.glob([path + "/**"], allow_empty = False),
+        **kwargs
+    )
+
+def _oci_load_impl(ctx):
+    tarball = ctx.actions.declare_file(ctx.label.name + ".tar")
+    info = _image_layout(ctx.attr.image, "image")
+    ctx.actions.builtin(
+        kind = "oci_load",
+        params = {"image": info.layout.path, "repo_tags": ctx.attr.repo_tags},
+        inputs = [info.layout],
+        outputs = [tarball],
+        mnemonic = "OciLoad",
+        progress_message = "Writing docker-archive %s" % tarball.short_path,
+    )
+    return [DefaultInfo(files = [tarball])]
+
+oci_load = rule(
+    implementation = _oci_load_impl,
+    doc = "A `docker load` / `podman load` tarball; `pyimg run` pipes it into podman or docker.",
+    attrs = {
+        "image": attr.label(mandatory = True, doc = "The image to load."),
+        "repo_tags": attr.string_list(doc = "Tags given to the loaded image, like `app:latest`."),
+    },
+)
+
+def _oci_push_impl(ctx):
+    if OciImageInfo in ctx.attr.image:
+        info = ctx.attr.image[OciImageInfo]
+    elif OciImageIndexInfo in ctx.attr.image:
+        info = ctx.attr.image[OciImageIndexInfo]
+    else:
+        fail("attribute 'image': %s is not an image or index" % ctx.attr.image["label"])
+    if not ctx.attr.repository:
+        fail("attribute 'repository' must name a repository, like \"registry.example.com/team/app\"")
+    return [DefaultInfo(files = [info.layout, info.digest])]
+
+oci_push = rule(
+    implementation = _oci_push_impl,
+    doc = "Pushes an image or index when run with `pyimg run`.",
+    attrs = {
+        "image": attr.label(mandatory = True, doc = "The image or index to push."),
+        "repository": attr.string(mandatory = True, doc = "Where to push, `registry/repo`."),
+        "remote_tags": attr.string_list(doc = "Tags to set after the push."),
+    },
+)

@@ -1,0 +1,31 @@
+"""Providers of pyimg's rules: what each rule hands to the targets that depend on it."""
+
+OciLayerInfo = provider(
+    doc = "A layer tarball made by pkg_tar.",
+    fields = {
+        "tar": "File: the uncompressed, canonical layer tarball.",
+    },
+)
+
+OciImageInfo = provider(
+    doc = "An image: an OCI layout directory holding exactly one image manifest.",
+    fields = {
+        "layout": "File (directory): the OCI image layout.",
+        "digest": "File: holds the manifest digest, `sha256:...`.",
+    },
+)
+
+OciImageIndexInfo = provider(
+    doc = "A multi-platform image index: an OCI layout directory holding one index.",
+    fields = {
+        "layout": "File (directory): the OCI image layout.",
+        "digest": "File: holds the index digest, `sha256:...`.",
+    },
+)
+
+HostToolInfo = provider(
+    doc = "A program of the host machine, declared so that its digest enters the action key.",
+    fields = {
+        "path": "Absolute path of the program on the host.",
+    },
+)

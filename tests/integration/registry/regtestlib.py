@@ -1,0 +1,202 @@
+"""Helpers for registry integration tests: start docker-registry, build small OCI images."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningRegistry:
+    host: str  # 127.0.0.1:PORT
+    root: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_registry(workdir: Path, auth: str = "") -> RunningRegistry:
+    """Start docker-registry with filesystem storage under `workdir`; `auth` is a YAML block."""
+    if not Path(REGISTRY_BIN).exists():
+        pytest.skip("docker-registry is not installed")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = workdir / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+    )
+    log = workdir / "registry.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [REGISTRY_BIN, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    reg = RunningRegistry(f"127.0.0.1:{port}", workdir, proc, log)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            urllib.request.urlopen(f"http://{reg.host}/v2/", timeout=1).close()
+            break
+        except urllib.error.HTTPError:
+            break  # 401 from an auth-enabled registry: it is up
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                reg.stop()
+                raise RuntimeError(f"registry did not start: {log.read_text()[-2000:]}") from None
+            time.sleep(0.05)
+    return reg
+
+
+# -- test images -----------------------------------------------------------------------------
+
+
+def _gzip_tar(files: dict[str, bytes]) -> tuple[bytes, str]:
+    """A deterministic gzip'd tar; returns (blob, diff_id)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(files[name]))
+    tar_bytes = raw.getvalue()
+    gz = io.BytesIO()
+    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=6) as g:
+        g.write(tar_bytes)
+    return gz.getvalue(), "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+
+
+def _put(layout: Path, data: bytes) -> dict:
+    hexd = hashlib.sha256(data).hexdigest()
+    path = layout / "blobs" / "sha256" / hexd
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"digest": f"sha256:{hexd}", "size": len(data)}
+
+
+def make_image(
+    layout: Path,
+    tag: str = "v1",
+    layers: list[dict[str, bytes]] | None = None,
+    arch: str = "amd64",
+    write_index: bool = True,
+) -> dict:
+    """Write a valid OCI image (gzip layers, config, manifest) into `layout`; returns the
+    manifest descriptor (with platform)."""
+    layers = layers or [{"hello.txt": b"hello from pyimg\n"}]
+    (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    layer_descs, diff_ids = [], []
+    for files in layers:
+        blob, diff_id = _gzip_tar(files)
+        layer_descs.append(
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **_put(layout, blob)}
+        )
+        diff_ids.append(diff_id)
+    config = {
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": "1970-01-01T00:00:00Z"} for _ in layers],
+        "created": "1970-01-01T00:00:00Z",
+    }
+    config_desc = {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        **_put(layout, json.dumps(config, sort_keys=True).encode()),
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_desc,
+        "layers": layer_descs,
+    }
+    desc = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        **_put(layout, json.dumps(manifest, sort_keys=True).encode()),
+        "platform": {"architecture": arch, "os": "linux"},
+    }
+    if write_index:
+        entry = {**desc, "annotations": {"org.opencontainers.image.ref.name": tag}}
+        (layout / "index.json").write_text(
+            json.dumps({"schemaVersion": 2, "manifests": [entry]}, sort_keys=True)
+        )
+    return desc
+
+
+def make_index(layout: Path, tag: str = "multi") -> dict:
+    """A two-platform OCI index (amd64, arm64) in `layout`; returns its descriptor."""
+    children = [
+        make_image(layout, layers=[{"arch": arch.encode()}], arch=arch, write_index=False)
+        for arch in ("amd64", "arm64")
+    ]
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": children,
+    }
+    desc = {
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        **_put(layout, json.dumps(index, sort_keys=True).encode()),
+    }
+    entry = {**desc, "annotations": {"org.opencontainers.image.ref.name": tag}}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    return desc
+
+
+def blob_files(layout: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (layout / "blobs" / "sha256").iterdir()}
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    if not shutil.which("skopeo"):
+        pytest.skip("skopeo is not installed")
+    env = dict(os.environ)
+    return subprocess.run(
+        ["skopeo", *args], capture_output=True, text=True, check=True, env=env, timeout=120
+    )
+
+
+def htpasswd_line(user: str, password: str) -> str:
+    """A bcrypt htpasswd line. No `htpasswd` binary or `bcrypt` package here; libcrypt's
+    blowfish via the stdlib `crypt` module does it (cost 4 keeps the test fast)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    return f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}"

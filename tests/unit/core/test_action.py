@@ -1,0 +1,26 @@
+from pyimg.core.action import Action, action_key, key_components
+
+
+def _key(action, digests=None, fmt="v1"):
+    digests = digests or {p: "sha256:" + "0" * 64 for p in action.inputs + action.tools}
+    return action_key(key_components(action, digests, fmt))
+
+
+def test_display_fields_do_not_change_the_key():
+    a = Action(kind="run", outputs=("o",), argv=("sh",), owner="//a:b", mnemonic="X", origin="f:1")
+    b = Action(kind="run", outputs=("o",), argv=("sh",), owner="//c:d", mnemonic="Y", origin="g:2",
+               progress_message="hi")
+    assert a == b and _key(a) == _key(b)
+
+
+def test_everything_that_shapes_outputs_changes_the_key():
+    base = Action(kind="run", outputs=("o",), inputs=("i",), argv=("sh",), env=(("A", "1"),))
+    keys = {
+        _key(base),
+        _key(Action(kind="run", outputs=("o2",), inputs=("i",), argv=("sh",), env=(("A", "1"),))),
+        _key(Action(kind="run", outputs=("o",), inputs=("i",), argv=("bash",), env=(("A", "1"),))),
+        _key(Action(kind="run", outputs=("o",), inputs=("i",), argv=("sh",), env=(("A", "2"),))),
+        _key(base, {"i": "sha256:" + "1" * 64}),
+        _key(base, fmt="v2"),
+    }
+    assert len(keys) == 6

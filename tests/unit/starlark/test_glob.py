@@ -1,0 +1,32 @@
+from pyimg.starlark.loading import glob_package
+
+
+def _ws(tmp_path, files):
+    for f in files:
+        p = tmp_path / f
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    return tmp_path
+
+
+def _build_file(root):
+    def find(pkg):
+        for n in ("BUILD.pyimg", "BUILD"):
+            if (root / pkg / n).is_file():
+                return root / pkg / n
+        return None
+
+    return find
+
+
+def test_glob_is_sorted_and_stops_at_subpackages(tmp_path):
+    root = _ws(tmp_path, ["p/BUILD", "p/b.txt", "p/a.txt", "p/d/x.txt", "p/d/y.md",
+                          "p/sub/BUILD", "p/sub/z.txt", "p/pyimg-out/o.txt"])
+    got = glob_package(root, "p", ["**/*.txt"], [], _build_file(root))
+    assert got == ["a.txt", "b.txt", "d/x.txt"]
+
+
+def test_glob_exclude_and_star(tmp_path):
+    root = _ws(tmp_path, ["p/BUILD", "p/a.txt", "p/a_test.txt", "p/d/x.txt"])
+    assert glob_package(root, "p", ["*.txt"], ["*_test.txt"], _build_file(root)) == ["a.txt"]
+    assert glob_package(root, "p", ["d/**"], [], _build_file(root)) == ["d/x.txt"]
