@@ -65,6 +65,8 @@ class BuildContext:
     format_version: str
     builtins: Mapping[str, Callable[[Any], None]]
     jobs: int = 1
+    # Where a source exec path lives on disk (external repositories live outside the workspace).
+    source_root: Callable[[str], Path] | None = None
     secret_hmacs: Callable[[str], str] | None = None
     secret_files: Callable[[str], Path] | None = None
     sandbox_strict: bool = False
@@ -104,7 +106,7 @@ class ActionExecutor:
         shapes outputs, e.g. layer modes), or the digest of a whole output directory."""
         produced = self.produced(path)
         if produced is None:
-            src = self.ctx.workspace / path
+            src = self.source_path(path)
             try:
                 digest, _, executable = self.digests.digest_and_mode(src)
             except FileNotFoundError:
@@ -117,6 +119,11 @@ class ActionExecutor:
             f = result.files[path]
             return f"{f.digest}+x" if f.executable else str(f.digest)
         return tree_digest(result.dirs[path])
+
+    def source_path(self, path: str) -> Path:
+        if self.ctx.source_root is not None:
+            return self.ctx.source_root(path)
+        return self.ctx.workspace / path
 
     def _host_tool_digest(self, path: str) -> str:
         with self._lock:
@@ -179,7 +186,7 @@ class ActionExecutor:
         """A readable host path for an input; records (dev, ino) of store blobs it hands out."""
         produced = self.produced(path)
         if produced is None:
-            return self.ctx.workspace / path
+            return self.source_path(path)
         kind, result = produced
         if kind == "file":
             f = result.files[path]
@@ -326,7 +333,7 @@ class ActionExecutor:
         if produced is None:
             # Sources enter the store once (copied, so a tool cannot edit the user's file through a
             # hard link), then are linked like any other input.
-            src = self.ctx.workspace / path
+            src = self.source_path(path)
             digest, executable = self.cas.put_file(src, self.digests.digest(src)[0])
             self.cas.link_to(digest, dest, executable)
             return
