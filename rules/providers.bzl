@@ -29,3 +29,13 @@ HostToolInfo = provider(
         "path": "Absolute path of the program on the host.",
     },
 )
+
+OciPushInfo = provider(
+    doc = "What `pyimg run` pushes: an image or index layout, where to, and which tags.",
+    fields = {
+        "layout": "File (directory): the OCI layout to push.",
+        "digest": "File: holds the digest being pushed.",
+        "repository": "The destination, `registry/repo`.",
+        "remote_tags": "Tags to set after the push.",
+    },
+)

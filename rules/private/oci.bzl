@@ -1,6 +1,6 @@
 """The image rules: oci_image, oci_image_index, oci_layout, oci_load and oci_push."""
 
-load("@pyimg//rules:providers.bzl", "OciImageIndexInfo", "OciImageInfo", "OciLayerInfo")
+load("@pyimg//rules:providers.bzl", "OciImageIndexInfo", "OciImageInfo", "OciLayerInfo", "OciPushInfo")
 
 _COMPRESSIONS = ["gzip", "zstd"]
 
@@ -206,7 +206,10 @@ def _oci_push_impl(ctx):
         fail("attribute 'image': %s is not an image or index" % ctx.attr.image["label"])
     if not ctx.attr.repository:
         fail("attribute 'repository' must name a repository, like \"registry.example.com/team/app\"")
-    return [DefaultInfo(files = [info.layout, info.digest])]
+    return [
+        DefaultInfo(files = [info.layout, info.digest]),
+        OciPushInfo(layout = info.layout, digest = info.digest, repository = ctx.attr.repository, remote_tags = ctx.attr.remote_tags),
+    ]
 
 oci_push = rule(
     implementation = _oci_push_impl,

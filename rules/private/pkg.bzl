@@ -22,6 +22,10 @@ def _dest(ctx, f):
     """Where a source file lands in the layer (rules_pkg semantics of strip_prefix)."""
     strip = ctx.attr.strip_prefix
     short = f.short_path
+    # Files of an external repository are at external/<repo>/...: paths are relative to its root.
+    own = "external/%s/" % ctx.label.workspace_name
+    if ctx.label.workspace_name and short.startswith(own):
+        short = short[len(own):]
     if strip == "":
         rel = f.basename
     else:

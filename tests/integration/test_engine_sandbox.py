@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
+import uuid
+from pathlib import Path
 
 import pytest
-
 from pyimg.core.sandbox import probe_isolation
 
 needs_isolation = pytest.mark.skipif(probe_isolation() == "none", reason="no namespaces here")
@@ -85,3 +87,85 @@ def test_outputs_do_not_depend_on_the_workspace_path(tmp_path):
         digests.append(w.out("p/pwd.txt").read_text())
     assert digests[0] == digests[1]
     assert str(tmp_path) not in digests[0]
+
+
+@needs_isolation
+def test_home_files_are_unreadable(ws):
+    home = Path.home()
+    marker = home / f".pyimg-test-{uuid.uuid4().hex}"
+    try:
+        marker.write_text("private\n")
+    except OSError:
+        pytest.skip("home is not writable")
+    try:
+        ws.write("p/BUILD.pyimg", f"""
+            genrule(name = "home", outs = ["home.txt"],
+                    cmd = "cat {marker} > $@ || ls -A {home} > $@ || true; echo done >> $@")
+        """)
+        r = ws.run("build", "//p:home")
+        assert r.code == 0, r.err
+        seen = ws.out("p/home.txt").read_text()
+        assert "private" not in seen and marker.name not in seen
+    finally:
+        marker.unlink()
+
+
+def test_fixed_environment_umask_and_time_zone(ws):
+    ws.write("p/BUILD.pyimg", """
+        genrule(name = "fixed", outs = ["fixed.txt"], cmd = "umask > $@; echo $$TZ $$LC_ALL "
+                + "$$SOURCE_DATE_EPOCH >> $@; date +%Z >> $@; touch f; stat -c %a f >> $@")
+        genrule(name = "epoch", outs = ["epoch.txt"], env = {"SOURCE_DATE_EPOCH": "1700000000"},
+                cmd = "echo $$SOURCE_DATE_EPOCH > $@")
+    """)
+    r = ws.run("build", "//p:fixed", "//p:epoch")
+    assert r.code == 0, r.err
+    assert ws.out("p/fixed.txt").read_text().split("\n") == ["0022", "UTC C.UTF-8 0", "UTC", "644", ""]
+    assert ws.out("p/epoch.txt").read_text() == "1700000000\n"
+
+
+def test_no_process_outlives_its_action(ws):
+    # Unusual sleep lengths mark the processes; setsid and nohup try to escape the group.
+    ws.write("p/BUILD.pyimg", """
+        genrule(name = "daemon", outs = ["d.txt"],
+                cmd = "(sleep 987.61 &); setsid sleep 987.62 & nohup sleep 987.63 >/dev/null 2>&1 & echo > $@")
+    """)
+    r = ws.run("build", "//p:daemon")
+    assert r.code == 0, r.err
+    deadline = time.monotonic() + 3
+    while (left := _processes_with("987.6")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left and probe_isolation() == "none":
+        pytest.skip("without a pid namespace a setsid() daemon can survive (documented)")
+    assert left == []
+
+
+def _processes_with(marker: str) -> list[str]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker.encode() in (p / "cmdline").read_bytes():
+                    found.append(p.name)
+            except OSError:
+                continue
+    return found
+
+
+def test_without_namespaces_one_warning_or_strict_failure(ws, monkeypatch):
+    import pyimg.core.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "probe_isolation", lambda: "none")
+    ws.write("p/BUILD.pyimg", """
+        genrule(name = "a", outs = ["a.txt"], cmd = "echo a > $@")
+        genrule(name = "b", outs = ["b.txt"], cmd = "echo b > $@")
+    """)
+    r = ws.run("build", "//p:a", "//p:b")
+    assert r.code == 0, r.err
+    assert r.err.count("WARNING:") == 1 and "without a sandbox" in r.err
+    ws.write("p/BUILD.pyimg", """
+        genrule(name = "a", outs = ["a.txt"], cmd = "echo a2 > $@")
+    """)
+    r = ws.run("build", "--sandbox=strict", "//p:a")
+    assert r.code == 1
+    assert "--sandbox=strict" in r.err and "p/BUILD.pyimg:" in r.err
+    assert ws.out("p/a.txt").read_text() == "a\n"  # the unisolated command did not run

@@ -7,21 +7,26 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.progress import Progress
 from pyimg.cli.session import Session
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import canonical_json
-from pyimg.core.errors import PyimgError, UsageError
+from pyimg.core.errors import PyimgError, UsageError, UserInputError
 from pyimg.core.executor import ActionExecutor, BuildContext, ExecutionRecord, _rmtree
+from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
 from pyimg.starlark.analysis import AnalysisResult, Analyzer, TargetResult
 from pyimg.starlark.labels import LabelError, parse_pattern
 from pyimg.starlark.loading import Loader
+
+if TYPE_CHECKING:
+    from pyimg.cli.repositories import Repositories
 
 __all__ = ["BuildOptions", "BuildReport", "FORMAT_VERSION", "analyze", "build", "format_version"]
 
@@ -45,6 +50,9 @@ class BuildOptions:
     sandbox_strict: bool = False
     color: str = "auto"
     secrets: dict[str, Any] = field(default_factory=dict)
+    offline: bool = False  # external inputs only from the repository cache
+    registry_config: str | None = None  # a docker config.json for registry credentials
+    insecure_registries: tuple[str, ...] = ()  # hosts allowed over plain http
 
 
 @dataclass
@@ -55,6 +63,33 @@ class BuildReport:
     top_level: list[TargetResult]
 
 
+class LazyBuiltins(Mapping[str, Any]):
+    """The built-in actions, imported when the first one runs (a no-op build imports none)."""
+
+    def __init__(self) -> None:
+        self._table: Mapping[str, Any] | None = None
+
+    def _load(self) -> Mapping[str, Any]:
+        if self._table is None:
+            from pyimg.actions import load_builtins
+
+            self._table = load_builtins()
+        return self._table
+
+    def __getitem__(self, name: str) -> Any:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+# The target platform of analysis (select() conditions); the host's until --platform exists.
+PLATFORM = {"os": "linux", "architecture": "amd64"}
+
+
 def _cwd_package(workspace: Path) -> str:
     try:
         rel = Path.cwd().resolve().relative_to(workspace)
@@ -63,29 +98,62 @@ def _cwd_package(workspace: Path) -> str:
     return "" if str(rel) == "." else rel.as_posix()
 
 
-def analyze(session: Session, patterns: list[str]) -> tuple[Loader, AnalysisResult]:
-    loader = Loader(session.workspace)
+def repositories(session: Session, options: BuildOptions | None = None) -> Repositories:
+    """The workspace's external repositories (MODULE.pyimg), fetched on first use."""
+    from pyimg.cli.repositories import RegistryOptions, Repositories
+
+    o = options or BuildOptions([])
+    return Repositories(
+        session,
+        offline=o.offline,
+        registry=RegistryOptions(o.registry_config, tuple(o.insecure_registries)),
+    )
+
+
+def analyze(
+    session: Session, patterns: list[str], repos: Repositories | None = None,
+    digests: FileDigestCache | None = None,
+) -> tuple[Loader, AnalysisResult]:
+    """Load and analyze `patterns`. With `digests`, a saved analysis is reused while valid."""
+    repos = repos or repositories(session)
+    loader = Loader(session.workspace, repos.resolve)
     cwd_pkg = _cwd_package(session.workspace)
     try:
         parsed = [parse_pattern(p, cwd_pkg) for p in patterns]
     except LabelError as e:
         raise UsageError(str(e)) from None
+    cache = None
+    if digests is not None:
+        from pyimg.starlark.analysis_cache import AnalysisCache
+
+        cache = AnalysisCache(session.output_base / "analysis", session.workspace, digests)
+        hit = cache.get(parsed, PLATFORM, loader)
+        if hit is not None:
+            return loader, hit
     labels = loader.expand_patterns(parsed)
-    return loader, Analyzer(loader).analyze(labels)
+    result = Analyzer(loader, PLATFORM).analyze(labels)
+    if cache is not None:
+        cache.put(parsed, PLATFORM, loader, result, [
+            session.workspace / "MODULE.pyimg", session.workspace / "pyimg.lock"])
+    return loader, result
 
 
 def build(session: Session, options: BuildOptions, out: Any = None) -> BuildReport:
-    from pyimg.actions import load_builtins
-
     out = out or sys.stderr
     start = time.monotonic()
     jobs = options.jobs or os.cpu_count() or 1
-    _, analysis = analyze(session, options.patterns)
+    repos = repositories(session, options)
+    # Nothing unpinned enters a build (SPEC section 5): checked before anything is fetched.
+    repos.check_pinned()
+    digests = session.digest_cache()
+    try:
+        _, analysis = analyze(session, options.patterns, repos, digests)
+    finally:
+        repos.close()
     graph = ActionGraph(analysis.actions())
     top = [analysis.targets[label] for label in analysis.top_level]
     goals = sorted({f["path"] for t in top for f in t.default_files if not f["is_source"]})
 
-    digests = session.digest_cache()
     cas, cache = session.stores(digests)
     warned: list[str] = []
 
@@ -98,8 +166,9 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
         workspace=session.workspace,
         cache_root=session.cache_root,
         scratch_root=session.output_base / "scratch",
+        source_root=repos.source_path,
         format_version=format_version(),
-        builtins=load_builtins(),
+        builtins=LazyBuiltins(),
         jobs=jobs,
         sandbox_strict=options.sandbox_strict,
         warn=warn,
@@ -109,19 +178,18 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     if secrets is not None:
         ctx.secret_hmacs = secrets.hmac
         ctx.secret_files = secrets.file
+        ctx.secret_release = secrets.release
+        ctx.secret_patterns = secrets.patterns
     executor = ActionExecutor(ctx, cas, cache, digests)
     needed = graph.closure(goals)
+    _check_secrets(needed, secrets)
     progress = Progress(out, total=len(needed), verbose=options.verbose, color=options.color)
-    if any(a.kind == "run" for a in needed):
-        from pyimg.core.sandbox import probe_isolation
-
-        if probe_isolation() == "none" and not options.sandbox_strict:
-            warn("actions run without a sandbox here (no user/network namespaces): "
-                 "they can see the network and undeclared files")
     scheduler = Scheduler(executor, jobs, options.keep_going, progress.started, progress.finished)
     try:
         outcome = scheduler.run(graph, goals)
     finally:
+        if secrets is not None:
+            secrets.close()  # the build owns the secret files: none outlives it (also Ctrl-C)
         progress.close()
         digests.save()
         _rmtree(ctx.scratch_root)
@@ -132,6 +200,28 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     if outcome.failures:
         raise _combine(outcome.failures)
     return BuildReport(analysis, outcome, time.monotonic() - start, top)
+
+
+def _check_secrets(actions: list[Any], store: Any) -> None:
+    """Every secret a needed action declares must have been given: one exit-2 error naming each
+    action (label, origin) and id, before anything runs (SPEC.md section 6, "Secrets")."""
+    from pyimg.core.secrets import valid_secret_id
+
+    given = store.ids() if store is not None else frozenset()
+    problems: list[tuple[str, str]] = []
+    for a in actions:
+        for sid in a.secrets:
+            if not valid_secret_id(sid):
+                problems.append((a.origin, f"{a.describe()}: secret id {sid!r} must match "
+                                           "[A-Za-z_][A-Za-z0-9_]*"))
+            elif sid not in given:
+                problems.append((a.origin, f"{a.describe()} needs secret '{sid}', which was not "
+                                           f"given: pass --secret id={sid},src=PATH or "
+                                           f"--secret id={sid},env=VAR"))
+    if problems:
+        first_origin, first = problems[0]
+        rest = [f"{origin}: {msg}" if origin else msg for origin, msg in problems[1:]]
+        raise UserInputError("\n".join([first, *rest]), origin=first_origin or None)
 
 
 def _combine(failures: list[PyimgError]) -> PyimgError:
@@ -153,7 +243,36 @@ def _save_last_build(session: Session, records: list[ExecutionRecord]) -> None:
         }
         for r in records
     }
-    atomic_write_bytes(session.output_base / "last_build.json", canonical_json(data))
+    last = session.output_base / "last_build.json"
+    previous = session.output_base / "previous_build.json"
+    raw = canonical_json(data)
+    try:
+        older_raw = last.read_bytes()
+    except FileNotFoundError:
+        older_raw = b""
+    if older_raw == raw:
+        return  # a repeated no-op build: both records already say the same
+    # previous_build.json keeps each action's latest record before this build, also for actions
+    # this build did not need, so `explain` compares with the previous build *of that action*.
+    older = _parse_record(older_raw)
+    if older:
+        try:
+            merged = _parse_record(previous.read_bytes())
+        except FileNotFoundError:
+            merged = {}
+        merged.update(older)
+        atomic_write_bytes(previous, canonical_json(merged))
+    atomic_write_bytes(last, raw)
+
+
+def _parse_record(raw: bytes) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _materialize(session: Session, cas: ContentStore, executor: ActionExecutor,

@@ -56,6 +56,13 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sandbox", choices=["auto", "strict"], default="auto",
                    help="strict: fail instead of running actions unsandboxed")
     p.add_argument("--offline", action="store_true", help="use only the repository cache")
+    p.add_argument("--registry-config", metavar="FILE",
+                   help="registry credentials (docker config.json format; default "
+                        "~/.docker/config.json)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
+                   help="allow plain http to HOST (loopback registries always are)")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH|id=ID,env=VAR",
+                   help="a secret that actions declaring `secrets = [ID]` may read (repeatable)")
 
 
 def open_session(args: argparse.Namespace) -> Session:
@@ -83,7 +90,8 @@ def _configure_clean(p: argparse.ArgumentParser) -> None:
     add_common_flags(p)
 
 
-def _options(args: argparse.Namespace, patterns: list[str]) -> BuildOptions:
+def _options(args: argparse.Namespace, patterns: list[str],
+             session: Session | None = None) -> BuildOptions:
     return BuildOptions(
         patterns=patterns,
         jobs=args.jobs,
@@ -91,7 +99,22 @@ def _options(args: argparse.Namespace, patterns: list[str]) -> BuildOptions:
         verbose=args.verbose,
         sandbox_strict=args.sandbox == "strict",
         color=args.color,
+        secrets=_secrets(args, session),
+        offline=getattr(args, "offline", False),
+        registry_config=getattr(args, "registry_config", None),
+        insecure_registries=tuple(getattr(args, "insecure_registry", None) or ()),
     )
+
+
+def _secrets(args: argparse.Namespace, session: Session | None) -> dict[str, object]:
+    """{"store": SecretStore} when --secret was given; values are read now (a missing file or
+    variable is a usage error before anything runs). build() closes the store."""
+    flags = getattr(args, "secret", None) or []
+    if not flags or session is None:
+        return {}
+    from pyimg.core.secrets import SecretStore, parse_secret_flag
+
+    return {"store": SecretStore([parse_secret_flag(f) for f in flags], session.cache_root)}
 
 
 def image_digest(session: Session, target: TargetResult) -> tuple[str, Path] | None:
@@ -108,7 +131,7 @@ def image_digest(session: Session, target: TargetResult) -> tuple[str, Path] | N
 def cmd_build(args: argparse.Namespace) -> int:
     session = _session(args)
     with session.locked("build"):
-        report = build(session, _options(args, args.patterns))
+        report = build(session, _options(args, args.patterns, session))
     for target in report.top_level:
         image = image_digest(session, target)
         if image is not None:
@@ -125,7 +148,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     session = _session(args)
     with session.locked("run"):
-        report = build(session, _options(args, [args.label]))
+        report = build(session, _options(args, [args.label], session))
     if len(report.top_level) != 1:
         raise UsageError(f"'{args.label}' must name exactly one target")
     target = report.top_level[0]
@@ -150,10 +173,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
     session = _session(args)
     with session.locked("clean"):
         if args.cache_dirs:
-            shutil.rmtree(session.cache_root / "cache_dirs", ignore_errors=True)
+            # _rmtree_ro: tools make read-only cache trees (Go's module cache).
+            _rmtree_ro(session.cache_root / "cache_dirs")
             return 0
         shutil.rmtree(session.workspace / "pyimg-out", ignore_errors=True)
-        for name in ("last_build.json", "file_digests.json", "analysis"):
+        for name in ("last_build.json", "previous_build.json", "file_digests.json", "analysis"):
             p = session.output_base / name
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
@@ -171,3 +195,6 @@ def _rmtree_ro(path: Path) -> None:
 
 
 # Commands defined in other modules register themselves on import.
+from pyimg.cli import explain  # noqa: E402,F401
+from pyimg.cli import external  # noqa: E402,F401
+from pyimg.cli import query  # noqa: E402,F401

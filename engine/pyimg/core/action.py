@@ -3,8 +3,8 @@
 An action reads input files at exec paths (`pkg/src.c`, `pyimg-out/pkg/gen.h`) and writes output
 files or directories at exec paths. Its key (DESIGN.md principle 4) is a sha256 over canonical
 JSON of the kind, argv, declared env, input digests by path, output paths, tool digests, params,
-cache-dir names and secret HMACs, and the output-format version. Display-only fields (owner,
-origin, mnemonic, progress message) are excluded from equality and from the key.
+cache-dir variable names and secret HMACs, and the output-format version. Display-only fields
+(owner, origin, mnemonic, progress message) are excluded from equality and from the key.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def key_components(
         "outputs": sorted(action.outputs),
         "output_dirs": sorted(action.output_dirs),
         "params": action.params,
-        "cache_dirs": sorted(name for name, _ in action.cache_dirs),
+        # The variable names only: they shape the command's environment. The directory name and
+        # its host path cannot change a correct output (docs/sandbox-secrets-caches.md).
+        "cache_dirs": sorted(var for var, _ in action.cache_dirs),
         "secrets": dict(secret_hmacs or {}),
         "format": format_version,
     }

@@ -7,10 +7,13 @@ failure, a crash or Ctrl-C at any point leaves the caches as they were or comple
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,9 @@ from pyimg.core.file_digests import FileDigestCache
 __all__ = ["ActionExecutor", "ExecutionRecord", "tree_digest"]
 
 OUTPUT_TAIL_LINES = 30
+# A cache dir name is one path component under <cache_root>/cache_dirs; "." starts the lock files.
+_CACHE_DIR_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\Z")
+_LOCK_POLL_SECONDS = 0.05
 HOST_TOOLS_DIR = "_pyimg_host_tools"  # relative to the execroot
 
 
@@ -68,7 +74,11 @@ class BuildContext:
     # Where a source exec path lives on disk (external repositories live outside the workspace).
     source_root: Callable[[str], Path] | None = None
     secret_hmacs: Callable[[str], str] | None = None
+    # A fresh host file holding the secret, for one action; secret_release deletes it afterwards.
     secret_files: Callable[[str], Path] | None = None
+    secret_release: Callable[[Path], None] | None = None
+    # The byte strings (raw, base64, hex) whose presence in an output or a log means a leak.
+    secret_patterns: Callable[[str], tuple[bytes, ...]] | None = None
     sandbox_strict: bool = False
     warn: Callable[[str], None] = print
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -149,16 +159,31 @@ class ActionExecutor:
 
     # -- execution --------------------------------------------------------------------------
 
-    def execute(self, action: Action) -> ExecutionRecord:
-        import time
+    def lookup(self, action: Action) -> tuple[Digest, dict[str, Any], ExecutionRecord | None]:
+        """The action's key and components, and its record when the action cache has it.
 
-        start = time.monotonic()
+        Cheap enough for the scheduler's own thread: a cache hit never waits for a worker.
+        """
         components = self.components(action)
         key = action_key(components)
         cached = self.cache.get(key)
-        if cached is not None:
-            self.record_result(action, cached)
-            return ExecutionRecord(action, key, components, True, cached)
+        if cached is None:
+            return key, components, None
+        self.record_result(action, cached)
+        return key, components, ExecutionRecord(action, key, components, True, cached)
+
+    def execute(
+        self, action: Action, looked_up: tuple[Digest, dict[str, Any]] | None = None
+    ) -> ExecutionRecord:
+        import time
+
+        start = time.monotonic()
+        if looked_up is None:
+            key, components, record = self.lookup(action)
+            if record is not None:
+                return record
+        else:
+            key, components = looked_up
         scratch = self.ctx.scratch_root / key.hex
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
@@ -281,36 +306,46 @@ class ActionExecutor:
                 os.symlink(tool, execroot / bin_dir / os.path.basename(tool))
             tool_dirs.append(bin_dir)
         tool_dirs.extend(sorted({Path(t).parent for t in action.tools}))
-        writable = {}
-        for var, name in action.cache_dirs:
-            d = self.ctx.cache_root / "cache_dirs" / name
-            d.mkdir(parents=True, exist_ok=True)
-            writable[var] = d
-        secret_files = {}
-        if action.secrets and self.ctx.secret_files is not None:
-            secret_files = {s: self.ctx.secret_files(s) for s in action.secrets}
         isolation = probe_isolation()
         if isolation == "none":
+            if not self.ctx.sandbox_strict:
+                self.ctx.warn(
+                    "actions run without a sandbox here (no user/network namespaces): "
+                    "they can see the network and undeclared files"
+                )
             if self.ctx.sandbox_strict:
                 raise ActionFailedError(
                     f"{action.describe()}: cannot isolate actions on this machine "
                     "(no user/network namespaces) and --sandbox=strict was given",
                     origin=action.origin,
                 )
-        spec = SandboxSpec(
-            argv=action.argv,
-            execroot=execroot,
-            env=dict(action.env),
-            tool_dirs=tuple(tool_dirs),
-            writable_dirs=writable,
-            secret_files=secret_files,
-        )
-        result = run_sandboxed(spec, self.ctx.cancel)
+        secret_files: dict[str, Path] = {}
+        lock_fds: list[int] = []
+        try:
+            writable = self._lock_cache_dirs(action, lock_fds)
+            secret_files = self._secret_files(action)
+            spec = SandboxSpec(
+                argv=action.argv,
+                execroot=execroot,
+                env=dict(action.env),
+                tool_dirs=tuple(tool_dirs),
+                writable_dirs=writable,
+                secret_files=secret_files,
+            )
+            result = run_sandboxed(spec, self.ctx.cancel)
+        finally:
+            # The secret file goes when the action ends, whatever happened (SPEC.md section 6).
+            release = self.ctx.secret_release or (lambda p: p.unlink(missing_ok=True))
+            for path in secret_files.values():
+                release(path)
+            for fd in lock_fds:
+                os.close(fd)  # closing the last descriptor releases the flock
         if self.ctx.cancel.is_set():
             raise InterruptedBuildError("interrupted")
+        output = self._redact(action, result.output)
         if result.exit_code != 0:
             raise ActionFailedError(
-                _failure_message(action, f"exited with code {result.exit_code}", result.output),
+                _failure_message(action, f"exited with code {result.exit_code}", output),
                 origin=action.origin,
             )
         missing = [p for p in action.outputs if not (execroot / p).is_file()]
@@ -319,11 +354,108 @@ class ActionExecutor:
             raise ActionFailedError(
                 _failure_message(
                     action, "did not create declared output(s): " + ", ".join(missing),
-                    result.output,
+                    output,
                 ),
                 origin=action.origin,
             )
+        # Before _ingest: an output holding a secret must never reach the content store.
+        self._check_no_secret_in_outputs(action, execroot)
         return self._ingest(action, execroot, links)
+
+    def _lock_cache_dirs(self, action: Action, fds: list[int]) -> dict[str, Path]:
+        """Each cache dir of the action, exclusively locked until the descriptors in `fds` close.
+
+        One writer at a time per cache dir, across threads and processes (flock locks belong to an
+        open file description): tools' caches (Go, pip, ccache) are not all safe for concurrent
+        writers, and a copy per action would cost a copy of the whole cache. Names are locked in
+        sorted order, so two actions that share several cache dirs cannot deadlock.
+        """
+        base = self.ctx.cache_root / "cache_dirs"
+        for var, name in action.cache_dirs:
+            if not _CACHE_DIR_NAME_RE.match(name):
+                raise UserInputError(
+                    f"{action.describe()}: cache dir name {name!r} (for {var}) must be one path "
+                    "component of letters, digits, '_', '-' or '.', not starting with '.'",
+                    origin=action.origin,
+                )
+        for name in sorted({name for _, name in action.cache_dirs}):
+            (base / name).mkdir(parents=True, exist_ok=True)
+            fd = os.open(base / f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fds.append(fd)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    self._check_cancelled()
+                    time.sleep(_LOCK_POLL_SECONDS)
+        return {var: base / name for var, name in action.cache_dirs}
+
+    def _secret_files(self, action: Action) -> dict[str, Path]:
+        if not action.secrets:
+            return {}
+        from pyimg.core.secrets import valid_secret_id
+
+        for sid in action.secrets:
+            if not valid_secret_id(sid):
+                raise UserInputError(
+                    f"{action.describe()}: secret id {sid!r} must match [A-Za-z_][A-Za-z0-9_]*",
+                    origin=action.origin,
+                )
+        if self.ctx.secret_files is None:
+            raise UserInputError(f"{action.describe()} needs secrets but none were given",
+                                 origin=action.origin)
+        files: dict[str, Path] = {}
+        try:
+            for sid in action.secrets:
+                files[sid] = self.ctx.secret_files(sid)
+        except BaseException:
+            for path in files.values():
+                path.unlink(missing_ok=True)
+            raise
+        return files
+
+    def _secret_patterns(self, action: Action) -> dict[str, tuple[bytes, ...]]:
+        if not action.secrets or self.ctx.secret_patterns is None:
+            return {}
+        return {sid: self.ctx.secret_patterns(sid) for sid in action.secrets}
+
+    def _redact(self, action: Action, output: bytes) -> bytes:
+        patterns = self._secret_patterns(action)
+        if not patterns:
+            return output
+        from pyimg.core.sandbox import OUTPUT_TAIL_BYTES
+        from pyimg.core.secrets import redact
+
+        if len(output) >= OUTPUT_TAIL_BYTES:
+            # The tail may start inside a secret, where no pattern matches: drop that line.
+            output = output.split(b"\n", 1)[-1]
+        return redact(output, patterns)
+
+    def _check_no_secret_in_outputs(self, action: Action, root: Path) -> None:
+        patterns = self._secret_patterns(action)
+        if not patterns:
+            return
+        from pyimg.core.secrets import scan_files
+
+        files: list[tuple[str, Path]] = []
+        for p in action.outputs:
+            if (root / p).is_file() and not (root / p).is_symlink():
+                files.append((p, root / p))
+        for p in action.output_dirs:
+            for dirpath, dirnames, filenames in os.walk(root / p):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    full = Path(dirpath) / name
+                    if full.is_file() and not full.is_symlink():
+                        files.append((f"{p}/{full.relative_to(root / p).as_posix()}", full))
+        leak = scan_files(files, patterns)
+        if leak is not None:
+            raise ActionFailedError(
+                f"{action.describe()}: output '{leak.path}' contains the value of secret "
+                f"'{leak.secret_id}' (raw, base64 or hex); the output was discarded and not cached",
+                origin=action.origin,
+            )
 
     def _stage_into_execroot(self, path: str, execroot: Path,
                              links: dict[tuple[int, int], Digest]) -> None:

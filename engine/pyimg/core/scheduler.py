@@ -7,10 +7,14 @@ cancel event, which running sandboxes and builtins observe within a fraction of 
 
 from __future__ import annotations
 
+import os
+import heapq
 import queue
+import random
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyimg.core.action import Action
 from pyimg.core.errors import InterruptedBuildError, PyimgError, UserInputError
@@ -104,7 +108,16 @@ class Scheduler:
         """Run what `outputs` need. Raises InterruptedBuildError on Ctrl-C (after cleanup)."""
         cancel = self.executor.ctx.cancel
         needed = graph.closure(outputs)
-        index = {id(a): i for i, a in enumerate(needed)}
+        position = {id(a): i for i, a in enumerate(needed)}
+        index = dict(position)  # the start order among ready actions
+        # Undocumented knob for `pyimg audit`: PYIMG_SCHEDULE_SEED permutes the order in which
+        # ready actions start (deterministically per seed), so that an audit run can prove that
+        # outputs do not depend on the order independent actions run in (SPEC section 7).
+        seed = os.environ.get("PYIMG_SCHEDULE_SEED")
+        if seed:
+            order = list(range(len(needed)))
+            random.Random(seed).shuffle(order)
+            index = {id(a): order[i] for i, a in enumerate(needed)}
         waiting_on: dict[int, int] = {}
         dependents: dict[int, list[Action]] = {id(a): [] for a in needed}
         for a in needed:
@@ -112,23 +125,36 @@ class Scheduler:
             waiting_on[id(a)] = len(deps)
             for d in deps:
                 dependents[id(d)].append(a)
-        ready: list[Action] = [a for a in needed if waiting_on[id(a)] == 0]
+        # A heap by topological index: a stable order, so --jobs changes timing, not outputs.
+        ready: list[tuple[int, int]] = [(index[id(a)], i) for i, a in enumerate(needed)
+                                        if waiting_on[id(a)] == 0]
+        heapq.heapify(ready)
         done_q: queue.Queue[tuple[Action, ExecutionRecord | None, BaseException | None]] = (
             queue.Queue()
         )
-        work_q: queue.Queue[Action | None] = queue.Queue()
         outcome = BuildOutcome()
+
+        work_q: queue.Queue[tuple[Action, tuple[Any, Any]] | None] = queue.Queue()
 
         def worker() -> None:
             while True:
-                action = work_q.get()
-                if action is None:
+                item = work_q.get()
+                if item is None:
                     return
+                action, looked_up = item
                 try:
-                    record = self.executor.execute(action)
+                    record = self.executor.execute(action, looked_up)
                     done_q.put((action, record, None))
                 except BaseException as e:  # noqa: BLE001 - reported through the queue
                     done_q.put((action, None, e))
+
+        def complete(action: Action, record: ExecutionRecord) -> None:
+            outcome.records.append(record)
+            self.on_done(record)
+            for dep in dependents[id(action)]:
+                waiting_on[id(dep)] -= 1
+                if waiting_on[id(dep)] == 0:
+                    heapq.heappush(ready, (index[id(dep)], position[id(dep)]))
 
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.jobs)]
         for t in threads:
@@ -138,11 +164,20 @@ class Scheduler:
         try:
             while ready or running:
                 while ready and not stopped:
-                    # Stable order: the topological index, so --jobs changes timing, not outputs.
-                    ready.sort(key=lambda a: index[id(a)])
-                    action = ready.pop(0)
+                    action = needed[heapq.heappop(ready)[1]]
+                    try:
+                        key, components, hit = self.executor.lookup(action)
+                    except PyimgError as e:
+                        outcome.failures.append(e)
+                        if not self.keep_going:
+                            stopped = True
+                            cancel.set()
+                        continue
+                    if hit is not None:
+                        complete(action, hit)  # served here: no worker round trip
+                        continue
                     self.on_start(action)
-                    work_q.put(action)
+                    work_q.put((action, (key, components)))
                     running += 1
                 if not running:
                     break
@@ -162,12 +197,7 @@ class Scheduler:
                         cancel.set()
                     continue
                 assert record is not None
-                outcome.records.append(record)
-                self.on_done(record)
-                for dep in dependents[id(action)]:
-                    waiting_on[id(dep)] -= 1
-                    if waiting_on[id(dep)] == 0:
-                        ready.append(dep)
+                complete(action, record)
         except KeyboardInterrupt:
             cancel.set()
             self._drain(done_q, running, timeout=2.0)

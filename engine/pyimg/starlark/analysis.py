@@ -21,9 +21,10 @@ from pyimg.starlark._eval import render_error
 from pyimg.starlark.labels import Label, LabelError, parse_label
 from pyimg.starlark.loading import PRELUDE, Loader, Target
 
-__all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "OUT_DIR", "TargetResult"]
+__all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "EXTERNAL_DIR", "OUT_DIR", "TargetResult"]
 
 OUT_DIR = "pyimg-out"
+EXTERNAL_DIR = "external"  # exec paths of external repositories' files: external/<name>/<path>
 DEFAULT_INFO = f"{PRELUDE}%DefaultInfo"
 
 
@@ -110,7 +111,7 @@ class Analyzer:
             return hit
         if key in self._stack:
             cycle = self._stack[self._stack.index(key) :] + [key]
-            first = self.loader.packages[parse_label(cycle[0]).package].targets[parse_label(cycle[0]).name]
+            first = self.loader.package_of(parse_label(cycle[0])).targets[parse_label(cycle[0]).name]
             raise UserInputError(
                 "dependency cycle: " + " -> ".join(cycle), origin=first.origin
             )
@@ -137,6 +138,9 @@ class Analyzer:
 
     def _source_file(self, label: Label) -> TargetResult:
         path = f"{label.package}/{label.name}" if label.package else label.name
+        if label.repo:
+            # An external repository's files: BuildContext.source_root finds them on disk.
+            path = f"{EXTERNAL_DIR}/{label.repo}/{path}"
         f = file_json(path, str(label), is_source=True)
         return TargetResult(str(label), "source file", "", {DEFAULT_INFO: {"files": [f], "_provider": DEFAULT_INFO}})
 
@@ -158,9 +162,9 @@ class Analyzer:
         )
 
     def _check_visibility(self, target: Target, dep: Label, attr_name: str) -> None:
-        if dep.package == target.label.package:
+        if (dep.repo, dep.package) == (target.label.repo, target.label.package):
             return
-        dep_target = self.loader.packages[dep.package].targets.get(dep.name)
+        dep_target = self.loader.package_of(dep).targets.get(dep.name)
         if dep_target is None:
             return  # source files are visible to everyone
         for v in dep_target.visibility:
@@ -240,8 +244,15 @@ class Analyzer:
             if pending is not None:
                 raise pending from None
             err = render_error(e, self.loader.sources)
-            raise UserInputError(f"in {target.kind} rule {label}: {err.message}",
-                                 origin=err.origin or target.origin) from None
+            # Lead with the target's BUILD line (the file the user edits); keep where in the rule
+            # the failure happened, which matters to whoever writes the rule.
+            where = f" (in the rule implementation at {err.origin})" if err.origin else ""
+            first, _, rest = err.message.partition("\n")
+            rest = "\n".join(ln for ln in rest.splitlines() if "<analysis of" not in ln)
+            raise UserInputError(
+                f"{target.kind} {label}: {first}{where}" + (f"\n{rest}" if rest else ""),
+                origin=target.origin,
+            ) from None
         finally:
             self._current = None
         providers: dict[str, Any] = {}
@@ -280,6 +291,9 @@ class Analyzer:
         if not isinstance(filename, str) or not filename or filename.startswith("/") or ".." in filename.split("/"):
             raise UserInputError(f"declare_file(): invalid file name {filename!r}", origin=origin)
         package = cur.target.label.package
+        if cur.target.label.repo:
+            # Outputs of external targets get their own tree: never a workspace package's.
+            package = "/".join(p for p in (EXTERNAL_DIR, cur.target.label.repo, package) if p)
         if sibling is not None:
             base = posixpath.dirname(sibling["path"])
             path = posixpath.join(base, filename)

@@ -35,6 +35,7 @@ __all__ = [
     "RuleClass",
     "Target",
     "find_workspace",
+    "package_key",
     "rules_dir",
 ]
 
@@ -108,6 +109,13 @@ class Package:
     build_display: str
     targets: dict[str, Target] = field(default_factory=dict)
     default_visibility: list[str] | None = None
+    repo: str = ""  # "" for the main workspace, else the external repository's name
+
+
+def package_key(repo: str, package: str) -> str:
+    """The key of `Loader.packages`: the plain package name in the main workspace (so existing
+    callers keep working), `@repo//package` in an external repository."""
+    return f"@{repo}//{package}" if repo else package
 
 
 class _Abort(Exception):
@@ -117,8 +125,13 @@ class _Abort(Exception):
 class Loader:
     """Loads packages of one workspace. Not thread-safe: Starlark evaluation is sequential."""
 
-    def __init__(self, workspace: Path) -> None:
+    def __init__(
+        self, workspace: Path, repositories: Callable[[str, str | None], Path] | None = None
+    ) -> None:
         self.workspace = workspace
+        # External repository name (and the origin asking) -> its materialized root directory.
+        self._repositories = repositories
+        self._repo_roots: dict[str, Path] = {}
         self.rules_root = rules_dir()
         self.sources: dict[str, SourceFile] = {}
         self.modules: dict[str, sl.FrozenModule] = {}
@@ -126,6 +139,7 @@ class Loader:
         self.rules: dict[str, RuleClass] = {}
         self.providers: dict[str, tuple[str, str]] = {}  # pid -> (module, exported alias)
         self.read_files: dict[str, str] = {}  # display name -> sha256 (for the analysis cache)
+        self.read_paths: dict[str, Path] = {}  # display name -> the file on disk
         self.globs: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = []
         self._eval_stack: list[tuple[str, str]] = []  # (module id, display name)
         self._package: Package | None = None
@@ -144,9 +158,9 @@ class Loader:
         current_pkg = ""
         if self._eval_stack:
             current_id = self._eval_stack[-1][0]
-            if current_id.startswith("@pyimg//"):
-                current_repo = "pyimg"
-                current_pkg = current_id[len("@pyimg//") :].split(":")[0]
+            if current_id.startswith("@"):
+                current_repo, _, rest = current_id[1:].partition("//")
+                current_pkg = rest.split(":")[0]
             else:
                 current_pkg = current_id[2:].split(":")[0]
         try:
@@ -161,9 +175,14 @@ class Loader:
                 raise self._fail(f"load() of '{module}': @pyimg has only //rules/...")
             path = self.rules_root / rel.relative_to("rules")
             return f"@pyimg//{label.package}:{label.name}", path, f"@pyimg/{rel.as_posix()}"
-        if label.repo:
-            raise self._fail(f"load() of '{module}': unknown repository '@{label.repo}'")
         rel = Path(label.package) / label.name
+        if label.repo:
+            try:
+                root = self.repo_root(label.repo, self._caller_origin())
+            except UserInputError as e:
+                raise self._fail(f"load() of '{module}': {e.message}") from None
+            display = f"external/{label.repo}/{rel.as_posix()}"
+            return f"@{label.repo}//{label.package}:{label.name}", root / rel, display
         return f"//{label.package}:{label.name}", self.workspace / rel, rel.as_posix()
 
     def _fail(self, message: str) -> UserInputError:
@@ -198,7 +217,7 @@ class Loader:
         module_obj = sl.Module()
         if module_id == PRELUDE:
             self._add_callables(module_obj)
-        frozen = self._eval(module_id, display, text, loads, module_obj)
+        frozen = self._eval(module_id, display, text, loads, module_obj, path)
         self.modules[module_id] = frozen
         return frozen
 
@@ -209,10 +228,12 @@ class Loader:
         text: str,
         loads: list[tuple[str, list[str]]],
         module_obj: sl.Module,
+        path: Path,
     ) -> sl.FrozenModule:
         src = prepare_source(display, text, loads)
         self.sources[display] = src
         self.read_files[display] = digest_bytes(text.encode()).hex
+        self.read_paths[display] = path
         self._eval_stack.append((module_id, display))
         try:
             ast = sl.parse(display, src.evaluated)
@@ -228,36 +249,61 @@ class Loader:
 
     # -- packages ----------------------------------------------------------------------------
 
-    def build_file(self, package: str) -> Path | None:
-        d = self.workspace / package
+    def repo_root(self, repo: str, origin: str | None = None) -> Path:
+        """The directory of a repository: the workspace, or an external repository (materialized
+        on first use by the resolver the build passed in)."""
+        if not repo:
+            return self.workspace
+        root = self._repo_roots.get(repo)
+        if root is None:
+            if self._repositories is None:
+                raise UserInputError(f"unknown repository '@{repo}'", origin=origin)
+            root = self._repositories(repo, origin)
+            self._repo_roots[repo] = root
+        return root
+
+    def build_file(self, package: str, repo: str = "") -> Path | None:
+        d = self.repo_root(repo) / package
         for name in BUILD_FILE_NAMES:
             if (d / name).is_file():
                 return d / name
         return None
 
-    def package(self, name: str, origin: str | None = None) -> Package:
-        pkg = self.packages.get(name)
+    def package_of(self, label: Label, origin: str | None = None) -> Package:
+        return self.package(label.package, origin, label.repo)
+
+    def package(self, name: str, origin: str | None = None, repo: str = "") -> Package:
+        key = package_key(repo, name)
+        pkg = self.packages.get(key)
         if pkg is not None:
             return pkg
-        build = self.build_file(name)
+        root = self.repo_root(repo, origin)
+        build = self.build_file(name, repo)
         if build is None:
-            raise UserInputError(f"no such package '{name}': no BUILD.pyimg or BUILD file in "
+            shown = f"@{repo}//{name}" if repo else name
+            raise UserInputError(f"no such package '{shown}': no BUILD.pyimg or BUILD file in "
                                  f"'{name or '.'}'", origin=origin)
-        display = build.relative_to(self.workspace).as_posix()
-        pkg = Package(name, build, display)
-        self.packages[name] = pkg
+        display = build.relative_to(root).as_posix()
+        if repo:
+            display = f"external/{repo}/{display}"
+        pkg = Package(name, build, display, repo=repo)
+        if repo:
+            # External repositories are inputs the whole workspace uses: public unless they say.
+            pkg.default_visibility = ["//visibility:public"]
+        self.packages[key] = pkg
         text = build.read_text(encoding="utf-8")
         self._package = pkg
         try:
             self._eval(
-                f"//{name}:{build.name}",
+                f"{'@' + repo if repo else ''}//{name}:{build.name}",
                 display,
                 text,
                 [(PRELUDE, PRELUDE_BUILTINS), (RULES_DEFS, BUILD_RULES)],
                 sl.Module(),
+                build,
             )
         except BaseException:
-            del self.packages[name]
+            del self.packages[key]
             raise
         finally:
             self._package = None
@@ -296,17 +342,18 @@ class Loader:
         return sorted(labels)
 
     def _no_such_target(self, pkg: Package, name: str) -> str:
-        msg = f"no such target '//{pkg.name}:{name}' in {pkg.build_display}"
+        repo = f"@{pkg.repo}" if pkg.repo else ""
+        msg = f"no such target '{repo}//{pkg.name}:{name}' in {pkg.build_display}"
         close = difflib.get_close_matches(name, list(pkg.targets), n=1)
         return msg + (f" (did you mean ':{close[0]}'?)" if close else "")
 
     def target(self, label: Label, origin: str | None = None) -> Target | None:
         """The target at `label`, or None when the label names a source file."""
-        pkg = self.package(label.package, origin)
+        pkg = self.package(label.package, origin, label.repo)
         t = pkg.targets.get(label.name)
         if t is not None:
             return t
-        path = self.workspace / label.package / label.name
+        path = self.repo_root(label.repo) / label.package / label.name
         if path.is_file():
             return None
         raise UserInputError(
@@ -424,12 +471,12 @@ class Loader:
         if not isinstance(name, str) or not name:
             raise UserInputError(f"{kind}: attribute 'name' must be a non-empty string", origin=origin)
         try:
-            label = parse_label(f":{name}", pkg.name)
+            label = parse_label(f":{name}", pkg.name, pkg.repo)
         except LabelError as e:
             raise UserInputError(f"{kind}: invalid name {name!r}: {e}", origin=origin) from None
         if name in pkg.targets:
             raise UserInputError(
-                f"{kind} //{pkg.name}:{name}: a target named '{name}' is already declared "
+                f"{kind} {pkg.repo and '@' + pkg.repo}//{pkg.name}:{name}: a target named '{name}' is already declared "
                 f"at {pkg.targets[name].origin}",
                 origin=origin,
             )
@@ -443,13 +490,15 @@ class Loader:
                 close = difflib.get_close_matches(key, list(rule_class.attrs), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise UserInputError(f"{what}: no attribute '{key}'{hint}", origin=origin)
-            normalized[key] = _check_attr(what, key, spec, value, pkg.name, origin)
+            normalized[key] = _check_attr(what, key, spec, value, pkg.name, origin, pkg.repo)
         for key, spec in rule_class.attrs.items():
             if key in normalized:
                 continue
             if spec.get("mandatory"):
                 raise UserInputError(f"{what}: missing mandatory attribute '{key}'", origin=origin)
-            normalized[key] = _check_attr(what, key, spec, spec.get("default"), pkg.name, origin)
+            normalized[key] = _check_attr(
+                what, key, spec, spec.get("default"), pkg.name, origin, pkg.repo
+            )
         visibility = attrs.get("visibility")
         if visibility is None:
             visibility = pkg.default_visibility or ["//visibility:private"]
@@ -463,7 +512,10 @@ class Loader:
         for what, value in (("include", include), ("exclude", exclude)):
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise UserInputError(f"glob(): '{what}' must be a list of strings", origin=origin)
-        result = glob_package(self.workspace, pkg.name, include, exclude, self.build_file)
+        result = glob_package(
+            self.repo_root(pkg.repo), pkg.name, include, exclude,
+            lambda p: self.build_file(p, pkg.repo),
+        )
         self.globs.append((pkg.name, tuple(include), tuple(exclude), tuple(result)))
         if not result and not allow_empty:
             raise UserInputError(f"glob({include}) matched no files", origin=origin)
@@ -485,8 +537,9 @@ class Loader:
 
     def _label_fn(self, text: str, stack: str) -> str:
         pkg = self._package.name if self._package else ""
+        repo = self._package.repo if self._package else ""
         try:
-            return str(parse_label(text, pkg))
+            return str(parse_label(text, pkg, repo))
         except LabelError as e:
             raise UserInputError(str(e), origin=self.user_origin(stack)) from None
 
@@ -515,7 +568,9 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _check_attr(what: str, key: str, spec: dict[str, Any], value: Any, package: str, origin: str) -> Any:
+def _check_attr(
+    what: str, key: str, spec: dict[str, Any], value: Any, package: str, origin: str, repo: str = ""
+) -> Any:
     t = spec["type"]
 
     def bad() -> UserInputError:
@@ -528,12 +583,12 @@ def _check_attr(what: str, key: str, spec: dict[str, Any], value: Any, package: 
         if not isinstance(v, str):
             raise bad()
         try:
-            return str(parse_label(v, package))
+            return str(parse_label(v, package, repo))
         except LabelError as e:
             raise UserInputError(f"{what}: attribute '{key}': {e}", origin=origin) from None
 
     if isinstance(value, dict) and "__select__" in value:
-        return {"__select__": {k: _check_attr(what, key, spec, v, package, origin)
+        return {"__select__": {k: _check_attr(what, key, spec, v, package, origin, repo)
                                for k, v in value["__select__"].items()}}
     if value is None:
         if t in ("label",):

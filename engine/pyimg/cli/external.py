@@ -1,0 +1,128 @@
+"""`pyimg lock`, `pyimg fetch` and `pyimg push`: the commands about external inputs (SPEC 5)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from pyimg.cli.build import BuildOptions, build
+from pyimg.cli.commands import _options, add_common_flags, command, open_session
+from pyimg.cli.progress import summary
+from pyimg.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from pyimg.cli.repositories import RegistryOptions, Repositories
+
+__all__ = ["cmd_fetch", "cmd_lock", "cmd_push"]
+
+
+def _repositories(session: Any, args: argparse.Namespace) -> Repositories:
+    # Imported here: registration of the command must not cost the import (start-up time).
+    from pyimg.cli.repositories import Repositories
+
+    return Repositories(session, offline=args.offline, registry=_registry(args))
+
+
+def _registry(args: argparse.Namespace) -> RegistryOptions:
+    from pyimg.cli.repositories import RegistryOptions
+
+    return RegistryOptions(args.registry_config, tuple(args.insecure_registry))
+
+
+def _configure_lock(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--update",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="re-resolve this declaration even if the lock covers it (repeatable)",
+    )
+    add_common_flags(p)
+
+
+@command(
+    "lock", "resolve tags and unpinned downloads in MODULE.pyimg into pyimg.lock", _configure_lock
+)
+def cmd_lock(args: argparse.Namespace) -> int:
+    session = open_session(args)
+    with session.locked("lock"):
+        repos = _repositories(session, args)
+        try:
+            for name in args.update:
+                repos.declaration(name)  # an unknown name is an error, with "did you mean"
+            from pyimg.cli.repositories import read_lock, write_lock
+
+            old = read_lock(session.workspace)
+            new = {}
+            changed = []
+            for decl in repos.module.declarations:
+                entry = old.get(decl.name)
+                from pyimg.cli.repositories import lock_covers
+
+                if decl.name in args.update or not lock_covers(decl, entry):
+                    entry = repos.lock_entry(decl)
+                    if entry is not None and entry != old.get(decl.name):
+                        changed.append(decl.name)
+                if entry is not None:
+                    new[decl.name] = entry
+                    pinned = entry.get("digest") or entry.get("sha256")
+                    print(f"@{decl.name} {pinned}")
+            dropped = sorted(set(old) - set(new))
+            write_lock(session.workspace, new)
+        finally:
+            repos.close()
+    what = ", ".join(f"@{n}" for n in changed + dropped) or "nothing"
+    print(f"pyimg.lock: {len(new)} entries; changed: {what}", file=sys.stderr)
+    return 0
+
+
+def _configure_fetch(p: argparse.ArgumentParser) -> None:
+    add_common_flags(p)
+
+
+@command(
+    "fetch", "download every pinned external input into the repository cache", _configure_fetch
+)
+def cmd_fetch(args: argparse.Namespace) -> int:
+    session = open_session(args)
+    with session.locked("fetch"):
+        repos = _repositories(session, args)
+        try:
+            repos.check_pinned()
+            for decl in repos.module.declarations:
+                repos.resolve(decl.name)
+        finally:
+            repos.close()
+    n = len(repos.module.declarations)
+    print(
+        f"Fetched {n} external input{'s' * (n != 1)}: {repos.downloads} downloads, the rest "
+        "from the repository cache",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _configure_push(p: argparse.ArgumentParser) -> None:
+    p.add_argument("label", help="an image, index or oci_push target")
+    p.add_argument("--repository", required=True, help="where to push, registry/repo[:tag]")
+    p.add_argument("--tag", action="append", default=[], help="a tag to set (repeatable)")
+    add_common_flags(p)
+
+
+@command("push", "build an image or index and push it to a registry", _configure_push)
+def cmd_push(args: argparse.Namespace) -> int:
+    from pyimg.cli.push import push_layout_dir, target_layout
+
+    session = open_session(args)
+    options: BuildOptions = _options(args, [args.label], session)
+    with session.locked("push"):
+        report = build(session, options)
+    if len(report.top_level) != 1:
+        raise UsageError(f"'{args.label}' must name exactly one target")
+    target = report.top_level[0]
+    layout = target_layout(session, target)
+    print(summary(report.outcome.executed, report.outcome.cached, report.seconds), file=sys.stderr)
+    digest, _ = push_layout_dir(session, layout, args.repository, args.tag, _registry(args))
+    print(digest)
+    return 0

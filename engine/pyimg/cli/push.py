@@ -1,0 +1,121 @@
+"""Pushing built images and indexes to a registry: `pyimg push` and `pyimg run` of an oci_push.
+
+A push goes through the registry client: blobs the repository has are skipped (HEAD first), blobs
+of a pulled base in another repository of the same registry are mounted, the rest uploaded; an
+index pushes every image in it. An unchanged image re-pushed uploads nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from pyimg.cli.repositories import RegistryOptions
+from pyimg.cli.session import Session
+from pyimg.core.digest import Digest
+from pyimg.core.errors import UsageError
+from pyimg.starlark.analysis import TargetResult
+
+__all__ = ["mount_source", "push_layout_dir", "run_push_target", "target_layout"]
+
+
+def target_layout(session: Session, target: TargetResult) -> Path:
+    """The OCI layout directory an image, index or oci_push target produced."""
+    for pid, fields in target.providers.items():
+        if pid.endswith(("%OciImageInfo", "%OciImageIndexInfo", "%OciPushInfo")):
+            return session.workspace / fields["layout"]["path"]
+    dirs = [f for f in target.default_files if f.get("is_directory")]
+    if len(dirs) == 1:
+        return session.workspace / dirs[0]["path"]
+    raise UsageError(f"{target.label} ({target.kind}) is not an image or index: nothing to push")
+
+
+def mount_source(session: Session, layout: Path, registry: str) -> str | None:
+    """A repository of `registry` that an oci_pull of this workspace came from and that holds
+    the most of the layout's blobs: the registry can mount those instead of receiving them."""
+    blobs = {f"sha256:{p.name}" for p in (layout / "blobs" / "sha256").glob("*")}
+    best: tuple[int, str] | None = None
+    for marker in sorted((session.output_base / "external").glob("*.marker")):
+        try:
+            data = json.loads(marker.read_text())
+        except ValueError:
+            continue
+        if data.get("kind") != "oci_pull" or data.get("registry") != registry:
+            continue
+        shared = len(blobs & set(data.get("blobs") or []))
+        if shared and (best is None or shared > best[0]):
+            best = (shared, data["repository"])
+    return best[1] if best else None
+
+
+def push_layout_dir(
+    session: Session,
+    layout: Path,
+    repository: str,
+    tags: list[str],
+    registry: RegistryOptions,
+    out: TextIO | None = None,
+) -> tuple[Digest, Any]:
+    """Push the layout's image or index to `repository` (tagged with each of `tags`); returns
+    the digest and the client's counters."""
+    from pyimg.registry import parse_reference
+
+    out = out or sys.stderr
+    ref = parse_reference(repository)
+    if ref.digest is not None:
+        raise UsageError(f"--repository {repository!r}: a push destination cannot hold a digest")
+    all_tags = list(dict.fromkeys([*([ref.tag] if ref.tag else []), *tags]))
+    for t in all_tags:
+        ref.with_tag(t)  # validates the tag before anything is sent
+    dest = parse_reference(ref.name)
+    client = registry.client()
+    try:
+        mount = mount_source(session, layout, dest.registry)
+        # Pushed by digest first; tags are set only once the whole tree is there.
+        digest = client.push_layout(layout, dest, [], mount_from=mount)
+        data = (layout / "blobs" / digest.algorithm / digest.hex).read_bytes()
+        media_type = json.loads(data).get("mediaType") or _entry_type(layout, digest)
+        for tag in all_tags:
+            client.put_manifest(dest.with_tag(tag), data, media_type, tag)
+        c = client.counters
+        print(
+            f"Pushed {dest.name}@{digest} ({c.uploaded} blobs uploaded, {c.mounted} mounted, "
+            f"{c.skipped} already there)",
+            file=out,
+        )
+        return digest, c
+    finally:
+        client.close()
+
+
+def _entry_type(layout: Path, digest: Digest) -> str:
+    index = json.loads((layout / "index.json").read_text())
+    for m in index.get("manifests") or []:
+        if m.get("digest") == str(digest):
+            return str(m["mediaType"])
+    raise UsageError(f"{layout}: {digest} is not in index.json")
+
+
+def run_push_target(session: Session, target: TargetResult, extra_args: list[str]) -> int:
+    """`pyimg run //pkg:push [-- --tag T --repository R --insecure-registry H]`."""
+    info = next((f for pid, f in target.providers.items() if pid.endswith("%OciPushInfo")), None)
+    if info is None:
+        raise UsageError(f"{target.label} is not an oci_push target")
+    p = argparse.ArgumentParser(prog=f"pyimg run {target.label} --", add_help=False)
+    p.add_argument("--repository", default=info["repository"])
+    p.add_argument("--tag", action="append", default=[])
+    p.add_argument("--insecure-registry", action="append", default=[])
+    p.add_argument("--registry-config")
+    try:
+        args = p.parse_args(extra_args)
+    except SystemExit:
+        raise UsageError(f"bad arguments for {target.label}: {' '.join(extra_args)}") from None
+    registry = RegistryOptions(args.registry_config, tuple(args.insecure_registry))
+    layout = session.workspace / info["layout"]["path"]
+    tags = list(info.get("remote_tags") or []) + args.tag
+    digest, _ = push_layout_dir(session, layout, args.repository, tags, registry)
+    print(digest)
+    return 0

@@ -1,0 +1,333 @@
+"""`pyimg query` (the target graph) and `pyimg aquery` (the actions and their keys)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyimg.cli.commands import add_common_flags, command, open_session
+from pyimg.core.action import Action, action_key
+from pyimg.core.errors import UsageError, UserInputError
+from pyimg.starlark.labels import Label, LabelError, parse_pattern
+from pyimg.starlark.loading import Loader
+
+if TYPE_CHECKING:
+    from pyimg.starlark.query import QueryEngine
+
+SOURCE_FILE = "source file"  # pyimg.starlark.query.SOURCE_FILE, without importing lark at start-up
+
+__all__ = ["action_rows", "cmd_aquery", "cmd_query", "render_query"]
+
+QUERY_OUTPUTS = ("label", "label_kind", "build", "json", "graph")
+
+
+def _cwd_package(workspace: Path) -> str:
+    try:
+        rel = Path.cwd().resolve().relative_to(workspace)
+    except ValueError:
+        return ""
+    return "" if str(rel) == "." else rel.as_posix()
+
+
+def _configure_query(p: argparse.ArgumentParser) -> None:
+    p.add_argument("expression", metavar="EXPR")
+    p.add_argument(
+        "--output",
+        choices=QUERY_OUTPUTS,
+        default="label",
+        help="label (default), label_kind, build, json, or graph (Graphviz dot)",
+    )
+    add_common_flags(p)
+
+
+def _configure_aquery(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "expression",
+        metavar="PATTERN",
+        help="a target pattern or a query expression, e.g. 'deps(//svc:image)'",
+    )
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    add_common_flags(p)
+
+
+def _engine(session: Any, text: str, repos: Any) -> QueryEngine:
+    from pyimg.starlark.query import QueryEngine
+
+    # External repositories are fetched only when the expression reaches an `@repo//` label.
+    loader = Loader(session.workspace, repos.resolve)
+    return QueryEngine(loader, text, _cwd_package(session.workspace))
+
+
+@command(
+    "query", "query the target graph: deps, rdeps, kind, attr, somepath, ...", _configure_query
+)
+def cmd_query(args: argparse.Namespace) -> int:
+    from pyimg.cli.build import repositories
+
+    session = open_session(args)
+    from pyimg.starlark.query import parse_query
+
+    expr = parse_query(args.expression, session.cache_root / "parsers")  # first: a typo fails fast
+    repos = repositories(session)
+    try:
+        engine = _engine(session, args.expression, repos)
+        labels = sorted(engine.evaluate(expr))
+    finally:
+        repos.close()
+    sys.stdout.write(render_query(engine, labels, args.output))
+    if not labels:
+        print("Empty query results", file=sys.stderr)
+    return 0
+
+
+# -- query output ------------------------------------------------------------------------------
+
+
+def render_query(engine: QueryEngine, labels: list[Label], output: str) -> str:
+    """The result in one of QUERY_OUTPUTS, sorted by label; ends with a newline unless empty."""
+    lines: list[str] = []
+    if output == "label":
+        lines = [str(n) for n in labels]
+    elif output == "label_kind":
+        lines = [f"{_kind_word(engine, n)} {n}" for n in labels]
+    elif output == "build":
+        for n in labels:
+            lines.extend(_build_stanza(engine, n))
+            lines.append("")
+        lines = lines[:-1]
+    elif output == "json":
+        data = {"targets": [_json_node(engine, n) for n in labels]}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    elif output == "graph":
+        return _graph(engine, labels)
+    else:
+        raise UsageError(f"unknown --output '{output}' (choose one of {', '.join(QUERY_OUTPUTS)})")
+    return "".join(line + "\n" for line in lines)
+
+
+def _kind_word(engine: QueryEngine, label: Label) -> str:
+    kind = engine.kind(label)
+    return kind if kind == SOURCE_FILE else f"{kind} rule"
+
+
+def _starlark(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if value is None:
+        return "None"
+    if isinstance(value, dict) and "__select__" in value:
+        return f"select({_starlark(value['__select__'])})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_starlark(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_starlark(k)}: {_starlark(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def _build_stanza(engine: QueryEngine, label: Label) -> list[str]:
+    t = engine.target(label)
+    if t is None:
+        return [f"# {label} (source file)"]
+    lines = [f"# {t.origin}", f"{t.kind}(", f'    name = "{label.name}",']
+    for key, value in sorted(t.attrs.items()):
+        lines.append(f"    {key} = {_starlark(value)},")
+    lines.append(")")
+    return lines
+
+
+def _json_node(engine: QueryEngine, label: Label) -> dict[str, Any]:
+    t = engine.target(label)
+    if t is None:
+        return {"label": str(label), "kind": SOURCE_FILE, "deps": []}
+    return {
+        "label": str(label),
+        "kind": t.kind,
+        "origin": t.origin,
+        "attrs": t.attrs,
+        "deps": [str(d) for d in engine.deps_of(label)],
+    }
+
+
+def _graph(engine: QueryEngine, labels: list[Label]) -> str:
+    # Edges of the subgraph the result induces, like Bazel's --output=graph.
+    members = set(labels)
+    lines = ['digraph "pyimg query" {', "  node [shape=box];"]
+    lines += [f'  "{n}";' for n in labels]
+    for n in labels:
+        if engine.target(n) is None:
+            continue
+        lines += [f'  "{n}" -> "{d}";' for d in engine.deps_of(n) if d in members]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# -- aquery ------------------------------------------------------------------------------------
+
+
+@command(
+    "aquery", "list the actions of targets: mnemonic, inputs, outputs, argv, key", _configure_aquery
+)
+def cmd_aquery(args: argparse.Namespace) -> int:
+    session = open_session(args)
+    rows = action_rows(session, args.expression)
+    if args.output == "json":
+        sys.stdout.write(json.dumps({"actions": rows}, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write("\n".join(_text_row(r) for r in rows))
+    if not rows:
+        print("Empty results: the matched targets declare no actions", file=sys.stderr)
+    return 0
+
+
+def action_rows(session: Any, text: str) -> list[dict[str, Any]]:
+    """The actions of the targets `text` matches, with the keys a build would compute now.
+
+    A key needs the digests of all inputs; a generated input's digest is known only when the action
+    that produces it is in the action cache (then `cached` is true for that action). Otherwise
+    `key` is null and `key_note` says which input is missing.
+    """
+    from pyimg.cli.build import analyze, repositories
+    from pyimg.starlark.query import Word, parse_query
+
+    expr = parse_query(text, session.cache_root / "parsers")
+    repos = repositories(session)
+    try:
+        if isinstance(expr, Word) and _is_wildcard(expr.text, session.workspace):
+            # `//...` or `:all` goes straight to analysis (one loading pass, as in `pyimg build`).
+            _, analysis = analyze(session, [expr.text], repos)
+            owners = set(analysis.top_level)
+        else:
+            engine = _engine(session, text, repos)
+            wanted = sorted(n for n in engine.evaluate(expr) if engine.target(n) is not None)
+            if not wanted:
+                return []
+            _, analysis = analyze(session, [str(n) for n in wanted], repos)
+            owners = {str(n) for n in wanted}
+    finally:
+        repos.close()
+    selected = [a for t in sorted(owners) for a in analysis.targets[t].actions]
+    keys = _keys(session, analysis.actions(), selected, repos.source_path)
+    return [_row(a, keys.get(id(a))) for a in selected]
+
+
+def _is_wildcard(text: str, workspace: Path) -> bool:
+    try:
+        p = parse_pattern(text, _cwd_package(workspace))
+    except LabelError:
+        return False
+    return p.recursive or p.name is None
+
+
+def _keys(
+    session: Any, actions: list[Action], selected: list[Action], source_root: Any
+) -> dict[int, tuple[Any, ...]]:
+    """(key, cached, note) per action id, computed exactly as ActionExecutor.execute does."""
+    import threading
+
+    from pyimg.actions import load_builtins
+    from pyimg.cli.build import format_version
+    from pyimg.core.executor import ActionExecutor, BuildContext
+    from pyimg.core.scheduler import ActionGraph
+
+    graph = ActionGraph(actions)
+    digests = session.digest_cache()
+    cas, cache = session.stores(digests)
+    ctx = BuildContext(
+        workspace=session.workspace,
+        cache_root=session.cache_root,
+        scratch_root=session.output_base / "scratch",
+        source_root=source_root,
+        format_version=format_version(),
+        builtins=load_builtins(),
+        cancel=threading.Event(),
+    )
+    executor = ActionExecutor(ctx, cas, cache, digests)
+    out: dict[int, tuple[Any, ...]] = {}
+    order = graph.closure(p for a in selected for p in a.all_outputs)
+    for action in order:
+        missing = [
+            p
+            for p in action.inputs + action.tools
+            if p in graph.producer and executor.produced(p) is None
+        ]
+        if missing:
+            out[id(action)] = (None, False, f"unknown until {missing[0]} is built")
+            continue
+        try:
+            components = executor.components(action)
+        except UserInputError as e:
+            out[id(action)] = (None, False, e.message)
+            continue
+        key = action_key(components)
+        result = cache.get(key)
+        if result is not None:
+            executor.record_result(action, result)
+        out[id(action)] = (key, result is not None, "")
+    return out
+
+
+def _row(action: Action, key: tuple[Any, ...] | None) -> dict[str, Any]:
+    digest, cached, note = key or (None, False, "not analyzed")
+    row: dict[str, Any] = {
+        "mnemonic": action.mnemonic,
+        "target": action.owner,
+        "origin": action.origin,
+        "kind": action.kind,
+        "inputs": list(action.inputs),
+        "tools": list(action.tools),
+        "host_tools": list(action.host_tools),
+        "outputs": list(action.outputs),
+        "output_dirs": list(action.output_dirs),
+        "argv": list(action.argv),
+        "builtin": action.builtin,
+        "params": action.params,
+        # Names only: values may be credentials, and the key already covers them.
+        "env": sorted(name for name, _ in action.env),
+        "secrets": sorted(action.secrets),
+        "key": str(digest) if digest is not None else None,
+        "cached": cached,
+    }
+    if note:
+        row["key_note"] = note
+    return row
+
+
+def _text_row(row: dict[str, Any]) -> str:
+    def listing(values: list[str]) -> str:
+        return "[" + ", ".join(values) + "]"
+
+    lines = [
+        f"action '{row['mnemonic']} {row['target']}'",
+        f"  Mnemonic: {row['mnemonic']}",
+        f"  Target: {row['target']}",
+        f"  Origin: {row['origin']}",
+        f"  Inputs: {listing(row['inputs'])}",
+    ]
+    if row["tools"] or row["host_tools"]:
+        lines.append(f"  Tools: {listing(row['tools'] + row['host_tools'])}")
+    lines.append(f"  Outputs: {listing(row['outputs'] + row['output_dirs'])}")
+    if row["argv"]:
+        lines.append("  Command Line: " + " ".join(_quote(a) for a in row["argv"]))
+    if row["kind"] != "run":
+        params = json.dumps(row["params"], sort_keys=True, separators=(",", ":"))
+        if len(params) > 400:
+            params = params[:400] + f"... ({len(params)} characters; --output json has them all)"
+        lines.append(f"  {row['builtin'] or row['kind']}: {params}")
+    if row["env"]:
+        lines.append(f"  Environment: {listing(row['env'])}")
+    if row["secrets"]:
+        lines.append(f"  Secrets: {listing(row['secrets'])}")
+    key = row["key"] or f"(unknown: {row.get('key_note', '')})"
+    lines.append(f"  ActionKey: {key}{' (cached)' if row['cached'] else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)

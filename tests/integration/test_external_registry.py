@@ -1,0 +1,168 @@
+"""External inputs against a real docker-registry: push, oci_pull by digest and by tag + lock,
+build on the pulled base, push to another repository (blobs mounted), offline builds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "registry"))
+from pyimg.oci.validate import validate_layout  # noqa: E402
+from regtestlib import start_registry  # noqa: E402
+from workspace_helpers import Workspace  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+
+
+def _flags(ws: Workspace) -> list[str]:
+    return ["--disk-cache", str(ws.cache)]
+
+
+def _push_base(ws: Workspace, host: str, repo: str = "team/base") -> str:
+    ws.write("app/hello.txt", "hello\n")
+    ws.write(
+        "app/BUILD.pyimg",
+        f"""
+        pkg_tar(name = "layer", srcs = ["hello.txt"], package_dir = "/app")
+        oci_image(name = "image", tars = [":layer"], entrypoint = ["/bin/true"])
+        oci_push(name = "push", image = ":image", repository = "{host}/{repo}", remote_tags = ["v1"])
+        """,
+    )
+    r = ws.run("run", "//app:push")
+    assert r.code == 0, r.err
+    digest = r.out.strip().splitlines()[-1]
+    assert digest == (ws.out("app/image.digest")).read_text().strip()
+    validate_layout(ws.out("app/image"))
+    return digest
+
+
+def _consumer(ws: Workspace, host: str, digest: str | None) -> None:
+    pin = f'digest = "{digest}"' if digest else 'tag = "v1"'
+    ws.write("MODULE.pyimg", f'oci_pull(name = "base", image = "{host}/team/base", {pin})\n')
+    ws.write("svc/x.txt", "x\n")
+    ws.write(
+        "svc/BUILD.pyimg",
+        """
+        pkg_tar(name = "layer", srcs = ["x.txt"])
+        oci_image(name = "image", base = "@base", tars = [":layer"])
+        """,
+    )
+
+
+def test_push_pull_lock_build_push_mounts(registry, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    ws1 = Workspace(tmp_path / "ws1", cache)
+    digest = _push_base(ws1, registry.host)
+    if shutil.which("skopeo"):
+        out = subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{registry.host}/team/base:v1"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert json.loads(out)["Digest"] == digest
+
+    # By tag: unpinned until `pyimg lock`.
+    ws2 = Workspace(tmp_path / "ws2", tmp_path / "cache2")
+    _consumer(ws2, registry.host, None)
+    r = ws2.run("build", "//svc:image")
+    assert r.code == 2
+    assert "MODULE.pyimg:1" in r.err and "pyimg lock" in r.err
+    r = ws2.run("lock", *_flags(ws2))
+    assert r.code == 0, r.err
+    lock = json.loads((ws2.root / "pyimg.lock").read_text())
+    assert lock["repositories"]["base"]["digest"] == digest
+    assert lock["repositories"]["base"]["tag"] == "v1"
+    r = ws2.run("build", "//svc:image")
+    assert r.code == 0, r.err
+    validate_layout(ws2.out("svc/image"))
+    built = ws2.out("svc/image.digest").read_text().strip()
+
+    # By digest, in a third workspace sharing ws2's cache: nothing is downloaded again.
+    ws3 = Workspace(tmp_path / "ws3", tmp_path / "cache2")
+    _consumer(ws3, registry.host, digest)
+    r = ws3.run("build", "--offline", "//svc:image")
+    assert r.code == 0, r.err
+    assert ws3.out("svc/image.digest").read_text().strip() == built
+
+    # Push to another repository of the same registry: the base layer is mounted.
+    r = ws3.run(
+        "push",
+        *_flags(ws3),
+        "//svc:image",
+        "--repository",
+        f"{registry.host}/team/svc",
+        "--tag",
+        "v2",
+    )
+    assert r.code == 0, r.err
+    assert r.out.strip().splitlines()[-1] == built
+    assert "1 mounted" in r.err and "2 blobs uploaded" in r.err
+    # Unchanged: uploads nothing.
+    r = ws3.run("push", *_flags(ws3), "//svc:image", "--repository", f"{registry.host}/team/svc")
+    assert r.code == 0, r.err
+    assert "0 blobs uploaded" in r.err
+
+
+def test_offline_cold_cache_names_what_is_missing(registry, tmp_path: Path) -> None:
+    ws1 = Workspace(tmp_path / "ws1", tmp_path / "cache1")
+    digest = _push_base(ws1, registry.host, "team/offline")
+    ws = Workspace(tmp_path / "ws", tmp_path / "cold")
+    ws.write(
+        "MODULE.pyimg",
+        f'oci_pull(name = "base", image = "{registry.host}/team/offline", digest = "{digest}")\n',
+    )
+    ws.write("svc/BUILD.pyimg", 'oci_image(name = "image", base = "@base")\n')
+    r = ws.run("build", "--offline", "//svc:image")
+    assert r.code == 1
+    assert "MODULE.pyimg:1" in r.err and "pyimg fetch" in r.err and digest in r.err
+    r = ws.run("fetch", *_flags(ws))
+    assert r.code == 0, r.err
+    shutil.rmtree(ws.cache / "output_bases")  # only the repository cache survives
+    r = ws.run("build", "--offline", "//svc:image")
+    assert r.code == 0, r.err
+    validate_layout(ws.out("svc/image"))
+
+
+def test_index_lock_records_platforms(registry, tmp_path: Path) -> None:
+    from regtestlib import make_index
+
+    layout = tmp_path / "idx"
+    make_index(layout, tag="multi")
+    from pyimg.registry import push_layout
+
+    index_digest = str(push_layout(layout, f"{registry.host}/team/multi:multi"))
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write(
+        "MODULE.pyimg",
+        f'oci_pull(name = "m", image = "{registry.host}/team/multi", '
+        'tag = "multi", platforms = ["linux/arm64"])\n',
+    )
+    ws.write("svc/BUILD.pyimg", 'oci_image(name = "image", base = "@m")\n')
+    assert ws.run("lock", *_flags(ws)).code == 0
+    entry = json.loads((ws.root / "pyimg.lock").read_text())["repositories"]["m"]
+    assert entry["digest"] == index_digest
+    assert set(entry["platforms"]) == {"linux/amd64", "linux/arm64"}
+    r = ws.run("build", "//svc:image")
+    assert r.code == 0, r.err
+    config = validate_layout(ws.out("svc/image"))
+    assert config  # one entry, valid
+    manifest_digest = ws.out("svc/image.digest").read_text().strip()
+    assert manifest_digest != index_digest

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Engine benchmark (issue 2): cold build, no-op rebuild and one-file change on a generated
+workspace of 200 packages and 1,000 targets (600 small genrules, 400 `write` actions), each
+reported as a ratio to the start-up time of `pyimg --version` measured in the same run.
+
+    .venv/bin/python tools/bench/engine.py [--runs 5]
+
+Goals: no-op rebuild within 3x of bare start-up; a one-file rebuild within the no-op time plus
+the time of the actions that truly depend on the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from workspace_gen import generate, package_name  # noqa: E402
+
+PYIMG = [str(REPO / ".venv/bin/pyimg")]
+TEXT_RULE = '''
+def _text_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".txt")
+    ctx.actions.write(out, ctx.attr.content)
+    return [DefaultInfo(files = [out])]
+
+text = rule(implementation = _text_impl, attrs = {"content": attr.string(doc = "The text.")})
+'''
+
+
+def make_workspace(root: Path) -> None:
+    """600 genrules from workspace_gen, plus 2 `text` (write) targets per package feeding them."""
+    generate(root, targets=600, packages=200)
+    (root / "tools").mkdir()
+    (root / "tools/BUILD.pyimg").write_text("")
+    (root / "tools/defs.bzl").write_text(TEXT_RULE)
+    for i in range(200):
+        build = root / package_name(i) / "BUILD.pyimg"
+        text = build.read_text()
+        for k in (0, 1):
+            text = text.replace(f'srcs = ["t{k}.txt"', f'srcs = ["t{k}.txt", ":w{k}"', 1)
+        stanzas = "".join(f'text(name = "w{k}", content = "{package_name(i)} w{k}\\n")\n' for k in (0, 1))
+        build.write_text('load("//tools:defs.bzl", "text")\n\n' + stanzas + "\n" + text)
+
+
+def run(args: list[str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return elapsed, proc.stderr
+
+
+def actions_run(stderr: str) -> int:
+    m = re.search(r"Build completed: (\d+) actions run", stderr)
+    return int(m.group(1)) if m else -1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5, help="repetitions of the quick measurements")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pyimg-bench-engine-") as tmp:
+        ws = Path(tmp) / "ws"
+        make_workspace(ws)
+        build = [*PYIMG, "build", "--disk-cache", f"{tmp}/cache", "//..."]
+        startup = statistics.median(run([*PYIMG, "--version"], ws)[0] for _ in range(args.runs))
+        cold, err = run(build, ws)
+        cold_actions = actions_run(err)
+        noops = []
+        for _ in range(args.runs):
+            t, err = run(build, ws)
+            assert actions_run(err) == 0, err
+            noops.append(t)
+        noop = statistics.median(noops)
+        changes = []
+        dependents = 0
+        for n in range(args.runs):
+            src = ws / package_name(150) / "t0.txt"
+            src.write_text(f"changed {n}\n")
+            t, err = run(build, ws)
+            dependents = actions_run(err)
+            changes.append(t)
+        change = statistics.median(changes)
+        per_action = cold / max(cold_actions, 1)
+        budget = noop + dependents * per_action
+    print(f"| measurement | seconds | ratio to `pyimg --version` ({startup * 1000:.0f} ms) |")
+    print("| --- | --- | --- |")
+    print(f"| cold build, {cold_actions} actions | {cold:.2f} | {cold / startup:.1f}x |")
+    print(f"| no-op rebuild (median of {args.runs}) | {noop:.3f} | {noop / startup:.1f}x (goal <= 3x) |")
+    print(f"| one source changed, {dependents} dependent actions run (median) | {change:.3f} | "
+          f"{change / startup:.1f}x; budget no-op + {dependents} x {per_action * 1000:.0f} ms "
+          f"= {budget:.3f}s, ratio {change / budget:.2f} (goal <= 1) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
