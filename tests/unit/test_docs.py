@@ -35,3 +35,10 @@ def test_readme_opens_with_the_two_commands():
     assert "./tools/example" in lines and "./tools/test" in lines
     ci = (REPO / ".ci/run").read_text()
     assert "tools/test" in ci
+
+
+def test_command_table_names_every_command():
+    from pyimg.cli.commands import COMMAND_MODULES, load_commands
+
+    registry = load_commands()
+    assert set(registry) == set(COMMAND_MODULES)

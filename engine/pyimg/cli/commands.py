@@ -21,7 +21,9 @@ from pyimg.core.errors import PyimgError, UsageError
 from pyimg.starlark.analysis import TargetResult
 from pyimg.starlark.loading import find_workspace
 
-__all__ = ["REGISTRY", "add_common_flags", "command", "open_session"]
+__all__ = [
+    "COMMAND_MODULES", "REGISTRY", "add_common_flags", "command", "load_commands", "open_session",
+]
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,26 @@ def _rmtree_ro(path: Path) -> None:
     _rmtree(path)
 
 
-# Commands defined in other modules register themselves on import.
-from pyimg.cli import explain  # noqa: E402,F401
-from pyimg.cli import external  # noqa: E402,F401
-from pyimg.cli import query  # noqa: E402,F401
+# The module that defines each command: `pyimg COMMAND` imports only that one, because start-up
+# time is part of every command's latency (a unit test checks that this table is complete).
+COMMAND_MODULES = {
+    "build": __name__,
+    "run": __name__,
+    "clean": __name__,
+    "query": "pyimg.cli.query",
+    "aquery": "pyimg.cli.query",
+    "explain": "pyimg.cli.explain",
+    "audit": "pyimg.cli.audit",
+    "lock": "pyimg.cli.external",
+    "fetch": "pyimg.cli.external",
+    "push": "pyimg.cli.external",
+}
+
+
+def load_commands(names: list[str] | None = None) -> dict[str, Command]:
+    """Import the modules of `names` (default: every command) and return the registry."""
+    import importlib
+
+    for name in names if names is not None else list(COMMAND_MODULES):
+        importlib.import_module(COMMAND_MODULES[name])
+    return REGISTRY

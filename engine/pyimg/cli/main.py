@@ -13,16 +13,20 @@ from pyimg.core.errors import PyimgError, UsageError
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    from pyimg.cli.commands import REGISTRY
+def _parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `commands` only (all of them for `--help`): each costs an import."""
+    from pyimg.cli.commands import load_commands
 
+    registry = load_commands(commands)
     parser = argparse.ArgumentParser(
         prog="pyimg",
         description="Daemonless, rootless, Bazel-like builds of reproducible OCI images.",
     )
     parser.add_argument("--version", action="version", version=f"pyimg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, cmd in REGISTRY.items():
+    for name, cmd in registry.items():
+        if commands is not None and name not in commands:
+            continue
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         cmd.configure(p)
     return parser
@@ -61,10 +65,11 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("--version", "-V"):
         print(f"pyimg {__version__}")  # the fast path: no command modules imported
         return 0
-    from pyimg.cli.commands import REGISTRY
+    from pyimg.cli.commands import COMMAND_MODULES, REGISTRY
 
-    parser = _parser()
-    if argv and argv[0] in REGISTRY:
+    known = bool(argv) and argv[0] in COMMAND_MODULES
+    parser = _parser([argv[0]] if known else None)
+    if known:
         from pyimg.starlark.loading import find_workspace
 
         try:

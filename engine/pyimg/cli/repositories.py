@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pyimg.cli.session import Session
-from pyimg.core.archive import extract_archive
 from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import CHUNK, Digest, canonical_json
 from pyimg.core.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
 from pyimg.oci import media_types as mt
-from pyimg.oci.model import load_json, sniff_media_type
 from pyimg.starlark.analysis import EXTERNAL_DIR
 from pyimg.starlark.module_file import (
     MODULE_FILE,
@@ -316,6 +314,7 @@ class Repositories:
         return list(decl.platforms) or [DEFAULT_PLATFORM]
 
     def _fetch_oci(self, decl: OciPull, digest: Digest) -> _Pulled:
+        from pyimg.oci.model import load_json, sniff_media_type  # only when pulling
         from pyimg.registry import Platform
 
         data = self._manifest(decl, digest)
@@ -492,6 +491,8 @@ class Repositories:
     ) -> dict[str, Any]:
         tmp = self._fresh(dest)
         tmp.rmdir()
+        from pyimg.core.archive import extract_archive  # only when an archive is unpacked
+
         extract_archive(self.cas.path(digest), tmp, decl.urls[0], decl.strip_prefix)
         if decl.build_file_content is not None:
             for name in ("BUILD", "BUILD.pyimg"):

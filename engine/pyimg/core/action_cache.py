@@ -1,7 +1,8 @@
 """The action cache on disk: action key -> the digests of the outputs it produced.
 
-Entries live at `<root>/ac/<hex[:2]>/<hex>` as canonical JSON with a self-check digest, written
-atomically. An entry is served only if it parses, its check matches, and every blob it names is in
+Entries live at `<root>/ac/<hex[:2]>/<hex>`: a line holding the sha256 of the body, then the body
+(canonical JSON), written atomically. The check covers the exact bytes, so reading an entry never
+re-serializes it. An entry is served only if it parses, its check matches, and every blob it names is in
 the content store with the right bytes; otherwise it is dropped and the action runs again.
 """
 
@@ -82,11 +83,10 @@ class ActionCache:
         except FileNotFoundError:
             return None
         try:
-            envelope = json.loads(raw)
-            body = envelope["result"]
-            if hashlib.sha256(canonical_json(body)).hexdigest() != envelope["check"]:
+            check, _, body = raw.partition(b"\n")
+            if hashlib.sha256(body).hexdigest().encode() != check:
                 raise ValueError("check mismatch")
-            result = ActionResult.from_json(body)
+            result = ActionResult.from_json(json.loads(body))
         except (ValueError, KeyError, TypeError):
             self._drop(path)
             return None
@@ -96,9 +96,8 @@ class ActionCache:
         return result
 
     def put(self, key: Digest, result: ActionResult) -> None:
-        body = result.to_json()
-        envelope = {"check": hashlib.sha256(canonical_json(body)).hexdigest(), "result": body}
-        atomic_write_bytes(self._path(key), canonical_json(envelope))
+        body = canonical_json(result.to_json())
+        atomic_write_bytes(self._path(key), hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
     @staticmethod
     def _drop(path: Path) -> None:

@@ -84,12 +84,17 @@ class ContentStore:
     def __init__(self, root: Path, memo: StatMemo | None = None) -> None:
         self.root = root
         self._dir = root / "cas" / "sha256"
+        self._dir_str = str(self._dir)
         # (size, mtime_ns, ino, ctime_ns) of blobs already verified; persistent when the engine
         # passes its file-digest cache, so a no-op build does not re-read every blob.
         self._verified: StatMemo = memo if memo is not None else _DictMemo()
 
     def path(self, digest: Digest, executable: bool = False) -> Path:
-        return self._dir / digest.hex[:2] / (digest.hex + (".x" if executable else ""))
+        return Path(self.path_str(digest, executable))
+
+    def path_str(self, digest: Digest, executable: bool = False) -> str:
+        # A plain string: this runs for every blob of every cache hit, and Path objects cost.
+        return f"{self._dir_str}/{digest.hex[:2]}/{digest.hex}{'.x' if executable else ''}"
 
     def has(self, digest: Digest, executable: bool = False) -> bool:
         return self.path(digest, executable).is_file()
@@ -167,14 +172,15 @@ class ContentStore:
 
     def verify(self, digest: Digest, executable: bool = False) -> bool:
         """True when the blob exists with the right bytes. A corrupt blob is removed (never served)."""
-        path = self.path(digest, executable)
+        name = self.path_str(digest, executable)
         try:
-            st = path.stat()
+            st = os.stat(name)
         except FileNotFoundError:
             return False
         key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-        if self._verified.get(str(path)) == key:
+        if self._verified.get(name) == key:
             return True
+        path = Path(name)
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):

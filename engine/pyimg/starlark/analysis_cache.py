@@ -26,11 +26,12 @@ from pyimg.starlark.loading import Loader, glob_package
 
 __all__ = ["AnalysisCache"]
 
+_FIELDS = [f.name for f in dataclasses.fields(Action)]
 _TUPLE_FIELDS = {f.name for f in dataclasses.fields(Action) if "tuple" in str(f.type)}
 
 
 def _action_to_json(a: Action) -> dict[str, Any]:
-    return dataclasses.asdict(a)
+    return {name: getattr(a, name) for name in _FIELDS}  # JSON writes tuples as lists
 
 
 def _action_from_json(d: dict[str, Any]) -> Action:
@@ -76,6 +77,7 @@ class AnalysisCache:
     def put(self, patterns: list[Pattern], platform: dict[str, str], loader: Loader,
             result: AnalysisResult, extra_files: list[Path] = ()) -> None:  # type: ignore[assignment]
         """Save `result`; `extra_files` also invalidate it (MODULE.pyimg, pyimg.lock), absent or not."""
+        top = set(result.top_level)
         files = {name: [str(loader.read_paths[name]), digest]
                  for name, digest in sorted(loader.read_files.items())}
         for path in extra_files:
@@ -91,13 +93,16 @@ class AnalysisCache:
                 "build_files": {name: str(pkg.build_file)
                                 for name, pkg in sorted(loader.packages.items()) if not pkg.repo},
             },
+            # A build needs the providers of the top-level targets only (what to materialize
+            # and print); every other target contributes just its actions.
             "targets": {
                 label: {
                     "label": t.label, "kind": t.kind, "origin": t.origin,
-                    "providers": t.providers,
+                    "providers": t.providers if label in top else {},
                     "actions": [_action_to_json(a) for a in t.actions],
                 }
                 for label, t in result.targets.items()
+                if t.actions or label in top
             },
             "top_level": result.top_level,
         }

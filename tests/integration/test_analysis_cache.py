@@ -1,0 +1,84 @@
+"""The persisted analysis is reused only while it is valid: every way its inputs can change."""
+
+from __future__ import annotations
+
+
+def _analysis_files(ws):
+    return list(ws.cache.glob("output_bases/*/analysis/*.json"))
+
+
+def _built(ws, *patterns):
+    r = ws.run("build", "-v", *patterns)
+    assert r.code == 0, r.err
+    return r
+
+
+def test_reused_when_nothing_changed(ws):
+    ws.write("p/BUILD.pyimg", 'genrule(name = "a", outs = ["a"], cmd = "echo 1 > $@")\n')
+    _built(ws, "//...")
+    files = _analysis_files(ws)
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    _built(ws, "//...")
+    assert files[0].stat().st_mtime_ns == mtime  # read, not rewritten
+
+
+def test_build_file_change(ws):
+    ws.write("p/BUILD.pyimg", 'genrule(name = "a", outs = ["a"], cmd = "echo 1 > $@")\n')
+    _built(ws, "//p:all")
+    ws.write("p/BUILD.pyimg", 'genrule(name = "a", outs = ["a"], cmd = "echo 2 > $@")\n')
+    _built(ws, "//p:all")
+    assert ws.out("p/a").read_text() == "2\n"
+
+
+def test_bzl_change(ws):
+    ws.write("p/defs.bzl", 'MSG = "one"\n')
+    ws.write("p/BUILD.pyimg", 'load(":defs.bzl", "MSG")\ngenrule(name = "a", outs = ["a"], cmd = "echo " + MSG + " > $@")\n')
+    _built(ws, "//p:a")
+    ws.write("p/defs.bzl", 'MSG = "two"\n')
+    _built(ws, "//p:a")
+    assert ws.out("p/a").read_text() == "two\n"
+
+
+def test_new_file_matching_a_glob(ws):
+    ws.write("p/x.txt", "x")
+    ws.write("p/BUILD.pyimg", 'genrule(name = "cat", srcs = glob(["*.txt"]), outs = ["all"], cmd = "cat $(SRCS) > $@")\n')
+    _built(ws, "//p:cat")
+    ws.write("p/y.txt", "y")
+    _built(ws, "//p:cat")
+    assert ws.out("p/all").read_text() == "xy"
+
+
+def test_new_package_under_a_recursive_pattern(ws):
+    ws.write("p/BUILD.pyimg", 'genrule(name = "a", outs = ["a"], cmd = "echo a > $@")\n')
+    _built(ws, "//...")
+    ws.write("q/BUILD.pyimg", 'genrule(name = "b", outs = ["b"], cmd = "echo b > $@")\n')
+    _built(ws, "//...")
+    assert ws.out("q/b").read_text() == "b\n"
+
+
+def test_subpackage_takes_files_out_of_a_glob(ws):
+    ws.write("p/sub/x.txt", "x")
+    ws.write("p/y.txt", "y")
+    ws.write("p/BUILD.pyimg", 'genrule(name = "cat", srcs = glob(["**/*.txt"]), outs = ["all"], cmd = "cat $(SRCS) > $@")\n')
+    _built(ws, "//p:cat")
+    assert ws.out("p/all").read_text() == "xy"
+    ws.write("p/sub/BUILD.pyimg", "")
+    _built(ws, "//p:cat")
+    assert ws.out("p/all").read_text() == "y"
+
+
+def test_build_file_renamed(ws):
+    ws.write("p/BUILD", 'genrule(name = "a", outs = ["a"], cmd = "echo BUILD > $@")\n')
+    _built(ws, "//p:a")
+    ws.write("p/BUILD.pyimg", 'genrule(name = "a", outs = ["a"], cmd = "echo BUILD.pyimg > $@")\n')
+    _built(ws, "//p:a")
+    assert ws.out("p/a").read_text() == "BUILD.pyimg\n"
+
+
+def test_module_file_change_invalidates(ws):
+    ws.write("p/BUILD.pyimg", 'genrule(name = "a", outs = ["a"], cmd = "echo a > $@")\n')
+    _built(ws, "//p:a")
+    ws.write("MODULE.pyimg", 'http_file(name = "f", urls = ["http://127.0.0.1:1/f"])\n')
+    r = ws.run("build", "//p:a")
+    assert r.code == 2 and "pyimg lock" in r.err  # re-read: the new declaration is unpinned
