@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,6 +50,8 @@ __all__ = [
     "pull_to_layout",
     "push_layout",
 ]
+
+PARALLEL_UPLOADS = 4  # blobs of one manifest uploaded at once
 
 MANIFEST_ACCEPT = ", ".join(sorted(MANIFESTS | INDEXES))
 # Manifests are small by spec (registries reject > 4 MiB); a larger answer is not a manifest.
@@ -154,6 +158,7 @@ class RegistryClient:
         self.upload = upload
         self.chunk_size = chunk_size
         self.counters = PushCounters()
+        self._counters_lock = threading.Lock()  # blobs of one manifest are pushed in parallel
 
     @property
     def retries(self) -> int:
@@ -310,7 +315,7 @@ class RegistryClient:
                 f"registry {ref.registry} stored manifest {ref.repository}:{identifier} as "
                 f"{served}, expected {digest}"
             )
-        self.counters.manifests_put += 1
+        self._count("manifests_put", 1)
         return digest
 
     # -- blobs ------------------------------------------------------------------------------
@@ -375,6 +380,10 @@ class RegistryClient:
 
         self._retrier.run(attempt, self._describe(ref, "GET", url))
 
+    def _count(self, name: str, n: int) -> None:
+        with self._counters_lock:
+            setattr(self.counters, name, getattr(self.counters, name) + n)
+
     def push_blob(
         self,
         ref: Reference,
@@ -390,7 +399,7 @@ class RegistryClient:
         a blob only mountable (lazily pulled); the registry refusing the mount is then an error.
         """
         if self.head_blob(ref, digest, push=True) is not None:
-            self.counters.skipped += 1
+            self._count("skipped", 1)
             return "skipped"
         base = self._url(ref, f"/v2/{ref.repository}/blobs/uploads/")
         describe = self._describe(ref, "upload", base)
@@ -453,10 +462,10 @@ class RegistryClient:
 
         outcome = self._retrier.run(attempt, describe)
         if outcome == "mounted":
-            self.counters.mounted += 1
+            self._count("mounted", 1)
         else:
-            self.counters.uploaded += 1
-            self.counters.bytes_uploaded += size
+            self._count("uploaded", 1)
+            self._count("bytes_uploaded", size)
         return outcome
 
     def _upload_chunks(
@@ -542,7 +551,7 @@ class RegistryClient:
         doc = json.loads(data)
         if self.has_manifest(ref, digest):
             # A manifest is only stored after all it references, so its blobs are there too.
-            self.counters.manifests_skipped += 1
+            self._count("manifests_skipped", 1)
             return
         if media_type in INDEXES:
             for child in doc.get("manifests") or []:
@@ -555,8 +564,13 @@ class RegistryClient:
                     source,
                 )
         elif media_type in MANIFESTS:
-            for desc in [doc["config"], *(doc.get("layers") or [])]:
-                self._push_layout_blob(ref, layout, desc, mount_repo, source)
+            # Blobs go up in parallel, as skopeo and docker do: one connection rarely fills the
+            # link, and each blob is an independent, idempotent upload.
+            blobs = [doc["config"], *(doc.get("layers") or [])]
+            with ThreadPoolExecutor(max_workers=min(PARALLEL_UPLOADS, len(blobs))) as pool:
+                for f in [pool.submit(self._push_layout_blob, ref, layout, desc, mount_repo,
+                                      source) for desc in blobs]:
+                    f.result()
         else:
             raise UsageError(f"{layout.root}: {digest} has unsupported media type {media_type!r}")
         self.put_manifest(ref, data, media_type, str(digest))
@@ -573,7 +587,7 @@ class RegistryClient:
         path = layout.blob_path(digest)
         if not layout.has_blob(digest) and source is not None and mount_repo is None:
             if self.head_blob(ref, digest, push=True) is not None:
-                self.counters.skipped += 1
+                self._count("skipped", 1)
                 return
             self.fetch_blob(source, digest, path, size)
         opener: Callable[[], BinaryIO] | None = (

@@ -127,7 +127,16 @@ class RequestsTransport:
     def __init__(self, session: Any = None, timeout: tuple[float, float] = (10.0, 120.0)) -> None:
         import requests
 
-        self._session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            # http.client sends a file body in `blocksize` pieces, 8 KiB by default (16 KiB in
+            # urllib3): far too small for layer uploads. 1 MiB pieces; pool sized for parallel
+            # blob uploads.
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=8)
+            adapter.init_poolmanager(8, 8, block=False, blocksize=1 << 20)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._session = session
         # Proxies from the environment are honoured by requests; loopback must never be proxied.
         self._timeout = timeout
 
