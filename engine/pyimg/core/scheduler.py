@@ -7,8 +7,8 @@ cancel event, which running sandboxes and builtins observe within a fraction of 
 
 from __future__ import annotations
 
-import os
 import heapq
+import os
 import queue
 import random
 import threading
