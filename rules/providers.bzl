@@ -4,6 +4,8 @@ OciLayerInfo = provider(
     doc = "A layer tarball made by pkg_tar.",
     fields = {
         "tar": "File: the uncompressed, canonical layer tarball.",
+        "spec": "The pkg_tar parameters that describe the tarball's bytes exactly (JSON text).",
+        "inputs": "list of File: what `spec` reads.",
     },
 )
 

@@ -22,25 +22,29 @@ def _oci_image_impl(ctx):
         fail("attribute 'compression' must be one of %s, got %r" % (_COMPRESSIONS, ctx.attr.compression))
     layers = []
     blobs = []
-    for i, t in enumerate(ctx.attr.tars):
-        if OciLayerInfo in t:
-            tars = [t[OciLayerInfo].tar]
+    sources = []  # (params, inputs, what) per layer
+    for t in ctx.attr.tars:
+        if OciLayerInfo in t and t[OciLayerInfo].spec != None:
+            info = t[OciLayerInfo]
+            params = {"compression": ctx.attr.compression, "tar_spec": json.decode(info.spec)}
+            sources.append((params, info.inputs, info.tar.short_path))
         else:
-            tars = t[DefaultInfo].files
-        for tar in tars:
-            n = len(layers)
-            blob = ctx.actions.declare_file("%s.layers/%d.blob" % (ctx.label.name, n))
-            desc = ctx.actions.declare_file("%s.layers/%d.json" % (ctx.label.name, n))
-            ctx.actions.builtin(
-                kind = "oci_layer",
-                params = {"compression": ctx.attr.compression},
-                inputs = [tar],
-                outputs = [blob, desc],
-                mnemonic = "OciLayer",
-                progress_message = "Compressing layer %s (%s)" % (tar.short_path, ctx.attr.compression),
-            )
-            layers.append(desc)
-            blobs.append(blob)
+            for tar in t[DefaultInfo].files:
+                sources.append(({"compression": ctx.attr.compression}, [tar], tar.short_path))
+    for params, layer_inputs, what in sources:
+        n = len(layers)
+        blob = ctx.actions.declare_file("%s.layers/%d.blob" % (ctx.label.name, n))
+        desc = ctx.actions.declare_file("%s.layers/%d.json" % (ctx.label.name, n))
+        ctx.actions.builtin(
+            kind = "oci_layer",
+            params = params,
+            inputs = layer_inputs,
+            outputs = [blob, desc],
+            mnemonic = "OciLayer",
+            progress_message = "Writing layer %s (%s)" % (what, ctx.attr.compression),
+        )
+        layers.append(desc)
+        blobs.append(blob)
     inputs.extend(layers)
     inputs.extend(blobs)
     # Empty attributes keep the base image's values (the builtin reads None as "unset").

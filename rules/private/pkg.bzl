@@ -107,7 +107,12 @@ def _pkg_tar_impl(ctx):
         mnemonic = "PkgTar",
         progress_message = "Writing layer " + out.short_path,
     )
-    return [DefaultInfo(files = [out]), OciLayerInfo(tar = out)]
+    # oci_image streams the same tar from `spec` into its compressor, so an image never writes
+    # (or stores) the uncompressed tar; `out` is made only when someone asks for this target.
+    # The spec travels as JSON text: no dependent ever looks inside, and a string is cheap to pass
+    # on (a pkg_tar of a big tree has one entry per file).
+    info = OciLayerInfo(tar = out, spec = json.encode(params), inputs = inputs)
+    return [DefaultInfo(files = [out]), info]
 
 pkg_tar = rule(
     implementation = _pkg_tar_impl,

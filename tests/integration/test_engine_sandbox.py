@@ -21,9 +21,9 @@ def test_undeclared_workspace_file_is_unreadable(ws):
         genrule(
             name = "peek",
             outs = ["peek.txt"],
-            cmd = "cat p/secret.txt > $@ || cat %s/p/secret.txt > $@",
+            cmd = "cat p/secret.txt > $@ || cat {ws.root}/p/secret.txt > $@",
         )
-    """ % ws.root)
+    """.replace("{ws.root}", str(ws.root)))
     r = ws.run("build", "//p:peek")
     assert r.code == 1
     assert "No such file" in r.err

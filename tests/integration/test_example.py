@@ -7,10 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pyimg.oci.validate import validate_layout
 from realtools import podman_env, require, skopeo_digest, umoci_unpack
 from workspace_helpers import REPO, Workspace
-
-from pyimg.oci.validate import validate_layout
 
 pytestmark = pytest.mark.slow
 

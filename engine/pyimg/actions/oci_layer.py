@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+import threading
 from pathlib import Path
+from typing import Any
 
 from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import only_input, params_dict
 from pyimg.core.digest import canonical_json
 from pyimg.core.errors import UserInputError
 from pyimg.oci.compress import COMPRESSIONS
-from pyimg.oci.layer import layer_from_tar
+from pyimg.oci.layer import Layer, layer_from_stream, layer_from_tar
 
 __all__ = ["oci_layer"]
 
@@ -18,22 +22,25 @@ __all__ = ["oci_layer"]
 def oci_layer(call: BuiltinCall) -> None:
     """Compress one tar into a layer blob and write its descriptor.
 
-    params: {"compression": "gzip" | "zstd"}   (default "gzip")
-    inputs: exactly one tar file (plain, gzip or zstd; detected by magic and recompressed
-            canonically, so the blob depends only on the uncompressed tar bytes).
+    params: {"compression": "gzip" | "zstd" (default "gzip"),
+             "tar_spec": pkg_tar params (optional)}
+    inputs: without tar_spec, exactly one tar file (plain, gzip or zstd; detected by magic and
+            recompressed canonically, so the blob depends only on the uncompressed tar bytes).
+            With tar_spec, the inputs pkg_tar would take: the canonical tar those params describe
+            is streamed from the sources straight into hashing and compression, never written
+            to disk; its bytes are exactly the ones pkg_tar writes (one function makes both).
     outputs: exactly two files:
       - the one whose exec path ends in ".json": the descriptor, canonical JSON
         {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip" (or "+zstd"),
          "digest": "sha256:<blob>", "size": <blob bytes>, "diffId": "sha256:<uncompressed tar>"}
       - the other one: the compressed blob.
     """
-    params = params_dict(call, {"compression"}, "oci_layer")
+    params = params_dict(call, {"compression", "tar_spec"}, "oci_layer")
     compression = params.get("compression") or "gzip"
     if compression not in COMPRESSIONS:
         raise UserInputError(
             f"oci_layer: compression must be one of {list(COMPRESSIONS)}, got {compression!r}"
         )
-    exec_path, src = only_input(call, "oci_layer")
     json_outs = sorted(k for k in call.outputs if k.endswith(".json"))
     blob_outs = sorted(k for k in call.outputs if not k.endswith(".json"))
     if len(json_outs) != 1 or len(blob_outs) != 1:
@@ -41,12 +48,58 @@ def oci_layer(call: BuiltinCall) -> None:
             "oci_layer: expected two outputs, a blob and a descriptor ending in '.json', got "
             f"{sorted(call.outputs)}"
         )
-    layer = layer_from_tar(
-        src,
-        Path(call.outputs[blob_outs[0]]),
-        compression,
-        jobs=max(1, call.jobs),
-        check_cancelled=call.check_cancelled,
-        what=f"oci_layer: input {exec_path}",
-    )
+    blob = Path(call.outputs[blob_outs[0]])
+    spec = params.get("tar_spec")
+    if spec is not None:
+        layer = _layer_from_spec(call, spec, blob, compression)
+    else:
+        exec_path, src = only_input(call, "oci_layer")
+        layer = layer_from_tar(
+            src,
+            blob,
+            compression,
+            jobs=max(1, call.jobs),
+            check_cancelled=call.check_cancelled,
+            what=f"oci_layer: input {exec_path}",
+        )
+    call.output_digests[str(blob)] = layer.descriptor.digest
     Path(call.outputs[json_outs[0]]).write_bytes(canonical_json(layer.to_json()))
+
+
+def _layer_from_spec(call: BuiltinCall, spec: Any, blob: Path, compression: str) -> Layer:
+    """Stream pkg_tar's canonical tar through a pipe into the compressor: one pass, no tar file."""
+    from pyimg.actions.pkg_tar import _PARAMS, write_layer_tar
+
+    if not isinstance(spec, dict) or set(spec) - _PARAMS:
+        raise UserInputError(f"oci_layer: tar_spec must be pkg_tar params, got {spec!r}")
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with open(write_fd, "wb") as w, tempfile.TemporaryDirectory(
+                dir=blob.parent, prefix=".oci_layer-"
+            ) as scratch:
+                write_layer_tar(call, spec, w, Path(scratch), what="oci_layer: tar_spec")
+        except BrokenPipeError:
+            pass  # the consumer failed first; its error is the one to report
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer's thread
+            failure.append(e)
+
+    producer = threading.Thread(target=produce, name="oci_layer-tar", daemon=True)
+    producer.start()
+    try:
+        with open(read_fd, "rb") as r:
+            layer = layer_from_stream(
+                r, blob, compression, jobs=max(1, call.jobs),
+                check_cancelled=call.check_cancelled, what="oci_layer: tar_spec",
+            )
+    except BaseException:
+        producer.join()
+        if failure:  # the tar side failed first (a missing file, say): that is the cause
+            raise failure[0] from None
+        raise
+    producer.join()
+    if failure:
+        raise failure[0]
+    return layer

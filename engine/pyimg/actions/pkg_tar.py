@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import (
@@ -19,6 +19,7 @@ from pyimg.actions._common import (
     parse_owner,
 )
 from pyimg.core.errors import UserInputError
+from pyimg.oci.compress import HashingWriter
 from pyimg.oci.tar import (
     TarEntry,
     entries_from_tar,
@@ -28,7 +29,7 @@ from pyimg.oci.tar import (
     write_tar,
 )
 
-__all__ = ["pkg_tar"]
+__all__ = ["pkg_tar", "write_layer_tar"]
 
 _PARAMS = {
     "entries",
@@ -158,18 +159,29 @@ def pkg_tar(call: BuiltinCall) -> None:
     if len(call.outputs) != 1:
         raise UserInputError(f"pkg_tar: expected one output, got {sorted(call.outputs)}")
     (out_path,) = call.outputs.values()
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".pkg_tar-") as scratch:
+        with open(out_path, "wb") as out:
+            sink = HashingWriter(out)  # type: ignore[arg-type]
+            write_layer_tar(call, params, sink, Path(scratch))  # type: ignore[arg-type]
+    call.output_digests[str(out_path)] = sink.digest()
+
+
+def write_layer_tar(call: BuiltinCall, params: dict[str, Any], out: BinaryIO, scratch: Path,
+                    what: str = "pkg_tar") -> None:
+    """Write the canonical tar that pkg_tar `params` describe to `out` (the one definition of
+    those bytes: `oci_layer` streams the same tar straight into its compressor)."""
     mtime = params.get("mtime") or 0
     if not isinstance(mtime, int) or isinstance(mtime, bool) or mtime < 0:
-        raise UserInputError(f"pkg_tar: mtime must be a non-negative integer, got {mtime!r}")
-    uid, gid = parse_owner(params.get("owner") or "0.0", "pkg_tar: owner")
+        raise UserInputError(f"{what}: mtime must be a non-negative integer, got {mtime!r}")
+    uid, gid = parse_owner(params.get("owner") or "0.0", f"{what}: owner")
     default_mode = (
-        parse_mode(params["mode"], "pkg_tar: mode") if params.get("mode") is not None else None
+        parse_mode(params["mode"], f"{what}: mode") if params.get("mode") is not None else None
     )
 
     entries: list[TarEntry] = []
     specs = params.get("entries") or []
     if not isinstance(specs, list):
-        raise UserInputError("pkg_tar: entries must be a list")
+        raise UserInputError(f"{what}: entries must be a list")
     for i, spec in enumerate(specs):
         call.check_cancelled()
         for entry in _entry(call, i, spec):
@@ -177,37 +189,30 @@ def pkg_tar(call: BuiltinCall) -> None:
                 entry = replace(entry, mode=default_mode)
             entries.append(entry)
     for path in params.get("empty_dirs") or []:
-        entries.append(TarEntry(normalize_path(path, "pkg_tar: empty_dirs"), "dir"))
+        entries.append(TarEntry(normalize_path(path, f"{what}: empty_dirs"), "dir"))
     symlinks = params.get("symlinks") or {}
     if not isinstance(symlinks, dict):
-        raise UserInputError("pkg_tar: symlinks must be a dict of path to target")
+        raise UserInputError(f"{what}: symlinks must be a dict of path to target")
     for path, target in sorted(symlinks.items()):
         if not isinstance(target, str) or not target:
-            raise UserInputError(f"pkg_tar: symlinks[{path!r}]: target must be a non-empty string")
+            raise UserInputError(f"{what}: symlinks[{path!r}]: target must be a non-empty string")
         entries.append(
-            TarEntry(normalize_path(path, "pkg_tar: symlinks"), "symlink", target=target)
+            TarEntry(normalize_path(path, f"{what}: symlinks"), "symlink", target=target)
         )
     for path in params.get("remove") or []:
         entries.append(whiteout(path))
     for path in params.get("opaque_dirs") or []:
         entries.append(opaque_whiteout(path))
-
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".pkg_tar-") as scratch:
-        for i, dep in enumerate(params.get("deps") or []):
-            call.check_cancelled()
-            src = input_path(call, dep, f"pkg_tar: deps[{i}]")
-            entries.extend(entries_from_tar(src, Path(scratch), what=f"pkg_tar: deps[{i}] ({dep})"))
-
-        modes = params.get("modes") or {}
-        if not isinstance(modes, dict):
-            raise UserInputError("pkg_tar: modes must be a dict of path to mode")
-        if modes:
-            entries = _apply_modes(entries, modes)
-
-        with open(out_path, "wb") as out:
-            write_tar(
-                out, entries, mtime=mtime, uid=uid, gid=gid, check_cancelled=call.check_cancelled
-            )
+    for i, dep in enumerate(params.get("deps") or []):
+        call.check_cancelled()
+        src = input_path(call, dep, f"{what}: deps[{i}]")
+        entries.extend(entries_from_tar(src, scratch, what=f"{what}: deps[{i}] ({dep})"))
+    modes = params.get("modes") or {}
+    if not isinstance(modes, dict):
+        raise UserInputError(f"{what}: modes must be a dict of path to mode")
+    if modes:
+        entries = _apply_modes(entries, modes)
+    write_tar(out, entries, mtime=mtime, uid=uid, gid=gid, check_cancelled=call.check_cancelled)
 
 
 def _apply_modes(entries: list[TarEntry], modes: dict[str, Any]) -> list[TarEntry]:

@@ -363,6 +363,10 @@ class Provenance:
         refs = [self.ref("layer blob", rec, blob)]
         if rec["mnemonic"] != "OciLayer":
             return refs  # e.g. a base image's layer, imported as is
+        params = rec["params"] if isinstance(rec["params"], dict) else {}
+        if isinstance(params.get("tar_spec"), dict):
+            # The layer streamed a pkg_tar's tar from its spec: follow the entry from there.
+            return refs + self.trace_entry(params["tar_spec"], rec, blob, entry, depth=0)
         for tar in rec["inputs"]:
             refs += self.trace_tar(tar, entry, depth=0)
         return refs
@@ -372,9 +376,20 @@ class Provenance:
         if rec is None:
             return [ActionRef("layer tar", "(source file)", "", "", tar)]
         refs = [self.ref("layer tar", rec, tar)]
-        if entry is None or depth > 8 or not isinstance(rec["params"], dict):
+        if not isinstance(rec["params"], dict):
             return refs
-        src = _entry_source(rec["params"], entry)
+        more = self.trace_entry(rec["params"], rec, tar, entry, depth)
+        if more and more[0].role == "layer tar":
+            return more  # the tar made the entry itself: that one line says it all
+        return refs + more
+
+    def trace_entry(self, params: dict[str, Any], rec: dict[str, Any], tar: str,
+                    entry: str | None, depth: int) -> list[ActionRef]:
+        """From pkg_tar `params` (written by `rec`), the action that produced `entry`'s bytes."""
+        refs: list[ActionRef] = []
+        if entry is None or depth > 8:
+            return refs
+        src = _entry_source(params, entry)
         if src is None:
             return refs
         kind, value = src

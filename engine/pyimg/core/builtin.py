@@ -25,3 +25,6 @@ class BuiltinCall:
     output_dirs: frozenset[str] = frozenset()
     jobs: int = 1
     check_cancelled: Callable[[], None] = field(default=_never)
+    # A builtin that hashed an output while writing it records {host path: digest} here, so the
+    # engine links the file into the content store instead of reading it again.
+    output_digests: dict[str, Digest] = field(default_factory=dict)

@@ -71,6 +71,14 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def _fsync_file(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _unlink_quietly(path: str | Path) -> None:
     try:
         os.unlink(path)
@@ -151,6 +159,7 @@ class ContentStore:
             tmp = dest.parent / f".tmp-link-{os.getpid()}-{known.hex[:12]}"
             try:
                 _unlink_quietly(tmp)
+                _fsync_file(src)  # the bytes must be durable before an action-cache entry names them
                 os.link(src, tmp)
                 os.chmod(tmp, 0o555 if executable else 0o444)
                 os.replace(tmp, dest)

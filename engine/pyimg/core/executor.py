@@ -279,6 +279,9 @@ class ActionExecutor:
             raise ActionFailedError(
                 f"{action.describe()} failed: {type(e).__name__}: {e}", origin=action.origin
             ) from e
+        for host_path, digest in call.output_digests.items():
+            st = os.stat(host_path)
+            links[(st.st_dev, st.st_ino)] = digest
         return self._ingest(action, scratch / "out", links)
 
     def _check_cancelled(self) -> None:

@@ -6,7 +6,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pyimg.core.digest import Digest
 from pyimg.core.errors import UserInputError
@@ -22,7 +22,7 @@ from pyimg.oci.compress import (
 from pyimg.oci.media_types import layer_media_type
 from pyimg.oci.model import Descriptor
 
-__all__ = ["Layer", "layer_from_tar"]
+__all__ = ["Layer", "layer_from_stream", "layer_from_tar"]
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,33 @@ def layer_from_tar(
     if compression not in COMPRESSIONS:
         raise UserInputError(f"compression: expected one of {COMPRESSIONS}, got {compression!r}")
     with open(src, "rb") as f:
-        try:
-            reader, _ = open_decompressed(f)
-            head = read_exact(reader, 512)
-            _check_tar_start(head, what)
-            with open(out, "wb") as o:
-                sink = HashingWriter(o)  # type: ignore[arg-type]
-                diff_id, _size = compress_stream(
-                    prefixed(head, reader), sink, compression, jobs, check_cancelled
-                )
-        except DECOMPRESSION_ERRORS as e:
-            raise UserInputError(f"{what}: corrupt compressed stream: {e}") from None
+        return layer_from_stream(
+            f, out, compression, jobs=jobs, check_cancelled=check_cancelled, what=what
+        )
+
+
+def layer_from_stream(
+    stream: BinaryIO,
+    out: Path,
+    compression: str,
+    *,
+    jobs: int = 1,
+    check_cancelled: Callable[[], None] | None = None,
+    what: str = "layer tar",
+) -> Layer:
+    """Like `layer_from_tar`, reading the tar from `stream` (a file or a pipe; not closed)."""
+    if compression not in COMPRESSIONS:
+        raise UserInputError(f"compression: expected one of {COMPRESSIONS}, got {compression!r}")
+    try:
+        reader, _ = open_decompressed(stream)
+        head = read_exact(reader, 512)
+        _check_tar_start(head, what)
+        with open(out, "wb") as o:
+            sink = HashingWriter(o)  # type: ignore[arg-type]
+            diff_id, _size = compress_stream(
+                prefixed(head, reader), sink, compression, jobs, check_cancelled
+            )
+    except DECOMPRESSION_ERRORS as e:
+        raise UserInputError(f"{what}: corrupt compressed stream: {e}") from None
     descriptor = Descriptor(layer_media_type(compression), sink.digest(), sink.size)
     return Layer(descriptor, diff_id)

@@ -8,6 +8,7 @@ files and actions through Python callables. Results are JSON: providers by id, a
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -282,8 +283,8 @@ class Analyzer:
             raise UserInputError("this function is only available in a rule implementation")
         return self._current
 
-    def _ctx_data(self) -> dict[str, Any]:
-        return self._cur().data
+    def _ctx_data(self) -> str:
+        return json.dumps(self._cur().data)  # one string: see the prelude's docstring
 
     def _declare(self, filename: str, directory: bool, sibling: Any, stack: str) -> dict[str, Any]:
         cur = self._cur()
@@ -325,7 +326,10 @@ class Analyzer:
                 raise UserInputError(f"{what} must be Files, got {v!r}", origin=origin)
         return tuple(out)
 
-    def _action(self, kind: str, stack: str, outputs: Any, inputs: Any = None, executable: Any = None,
+    def _action(self, spec: str, stack: str) -> None:
+        self._declare_action(stack=stack, **json.loads(spec))
+
+    def _declare_action(self, kind: str, stack: str, outputs: Any, inputs: Any = None, executable: Any = None,
                 tools: Any = None, arguments: Any = None, env: Any = None, mnemonic: str = "Action",
                 progress_message: Any = None, params: Any = None, builtin: str = "",
                 cache_dirs: Any = None, secrets: Any = None, host_tools: Any = None) -> None:

@@ -7,6 +7,7 @@ BUILD files see the prelude's builtins and the rules of `rules/defs.bzl` without
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -463,7 +464,10 @@ class Loader:
             raise UserInputError(f"{what} can only be used in a BUILD file (or a macro it calls)")
         return self._package
 
-    def _register_target(self, rule: str, name: Any, attrs: dict[str, Any], stack: str) -> None:
+    def _register_target(self, rule: str, name: Any, attrs: str, stack: str) -> None:
+        self._register(rule, name, json.loads(attrs), stack)  # JSON: see the prelude's docstring
+
+    def _register(self, rule: str, name: Any, attrs: dict[str, Any], stack: str) -> None:
         pkg = self._current_package("calling a rule")
         rule_class = self.rules[rule]
         origin = self.user_origin(stack, outermost=True)
@@ -506,7 +510,7 @@ class Loader:
             raise UserInputError(f"{what}: attribute 'visibility' must be a list of labels", origin=origin)
         pkg.targets[name] = Target(label, rule_class, normalized, origin, list(visibility))
 
-    def _glob(self, include: Any, exclude: Any, allow_empty: bool, stack: str) -> list[str]:
+    def _glob(self, include: Any, exclude: Any, allow_empty: bool, stack: str) -> str:
         pkg = self._current_package("glob()")
         origin = self.user_origin(stack)
         for what, value in (("include", include), ("exclude", exclude)):
@@ -519,7 +523,7 @@ class Loader:
         self.globs.append((pkg.name, tuple(include), tuple(exclude), tuple(result)))
         if not result and not allow_empty:
             raise UserInputError(f"glob({include}) matched no files", origin=origin)
-        return result
+        return json.dumps(result)
 
     def _package_fn(self, default_visibility: Any, stack: str) -> None:
         pkg = self._current_package("package()")
@@ -602,7 +606,8 @@ def _check_attr(
         if not isinstance(value, list):
             raise bad()
         out = [label(v) for v in value]
-        dupes = sorted({v for v in out if out.count(v) > 1})
+        seen: set[str] = set()
+        dupes = sorted({v for v in out if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
         if dupes:
             raise UserInputError(f"{what}: attribute '{key}' lists {dupes[0]} twice", origin=origin)
         return out

@@ -8,7 +8,9 @@ Values cross to Python only as JSON-like data, so rules and providers work like 
   the target's dependencies carry, and calls `analyze(rule, providers)`. The rule closure then
   builds `ctx` from JSON that Python hands out, calls the implementation and returns its providers.
   Dependencies are dicts keyed by provider closures, so `dep[MyInfo]` works as in Bazel.
-The `_pyimg_*` functions are Python callables added by pyimg.starlark.loading.
+The `_pyimg_*` functions are Python callables added by pyimg.starlark.loading. Large values cross
+as one JSON string (json.encode/json.decode run natively): starlark-pyo3 converts other values
+one by one, which costs seconds for a pkg_tar of ten thousand files.
 """
 
 def _attr(type, default = None, mandatory = False, doc = "", allow_files = None, allow_single_file = None, values = None, executable = False, cfg = None, providers = None):
@@ -94,7 +96,7 @@ def rule(implementation, attrs = {}, doc = "", executable = False, test = False,
     def _rule(name = None, pyimg_analysis__ = None, **kwargs):
         if pyimg_analysis__ != None:
             return _analyze(implementation, pyimg_analysis__)
-        _pyimg_register_target(rule = rid, name = name, attrs = kwargs, stack = call_stack())
+        _pyimg_register_target(rule = rid, name = name, attrs = json.encode(kwargs), stack = call_stack())
 
     return _rule
 
@@ -139,28 +141,32 @@ def _declare_directory(filename, sibling = None):
 
 def _write(output, content, is_executable = False, mnemonic = "FileWrite", progress_message = None):
     _pyimg_action(
-        kind = "write",
-        outputs = [output],
-        params = {"content": content, "executable": is_executable},
-        mnemonic = mnemonic,
-        progress_message = progress_message,
+        spec = json.encode(dict(
+            kind = "write",
+            outputs = [output],
+            params = {"content": content, "executable": is_executable},
+            mnemonic = mnemonic,
+            progress_message = progress_message,
+        )),
         stack = call_stack(),
     )
 
 def _run(outputs, inputs = [], executable = None, tools = [], arguments = [], env = {}, mnemonic = "Action", progress_message = None, cache_dirs = {}, secrets = [], host_tools = []):
     _pyimg_action(
-        kind = "run",
-        outputs = outputs,
-        inputs = inputs,
-        executable = executable,
-        tools = tools,
-        arguments = arguments,
-        env = env,
-        mnemonic = mnemonic,
-        progress_message = progress_message,
-        cache_dirs = cache_dirs,
-        secrets = secrets,
-        host_tools = host_tools,
+        spec = json.encode(dict(
+            kind = "run",
+            outputs = outputs,
+            inputs = inputs,
+            executable = executable,
+            tools = tools,
+            arguments = arguments,
+            env = env,
+            mnemonic = mnemonic,
+            progress_message = progress_message,
+            cache_dirs = cache_dirs,
+            secrets = secrets,
+            host_tools = host_tools,
+        )),
         stack = call_stack(),
     )
 
@@ -181,13 +187,15 @@ def _run_shell(outputs, command, inputs = [], tools = [], arguments = [], env = 
 
 def _builtin(kind, params, outputs, inputs = [], mnemonic = None, progress_message = None):
     _pyimg_action(
-        kind = "builtin",
-        builtin = kind,
-        params = params,
-        outputs = outputs,
-        inputs = inputs,
-        mnemonic = mnemonic or kind,
-        progress_message = progress_message,
+        spec = json.encode(dict(
+            kind = "builtin",
+            builtin = kind,
+            params = params,
+            outputs = outputs,
+            inputs = inputs,
+            mnemonic = mnemonic or kind,
+            progress_message = progress_message,
+        )),
         stack = call_stack(),
     )
 
@@ -201,7 +209,7 @@ _ACTIONS = struct(
 )
 
 def _analyze(implementation, providers):
-    data = _pyimg_ctx_data()
+    data = json.decode(_pyimg_ctx_data())
     attr = {}
     file = {}
     files = {}
@@ -242,7 +250,7 @@ def analyze(rule_fn, providers):
 # -- loading-phase builtins -------------------------------------------------------------------
 
 def glob(include = [], exclude = [], exclude_directories = 1, allow_empty = True):
-    return _pyimg_glob(include = include, exclude = exclude, allow_empty = allow_empty, stack = call_stack())
+    return json.decode(_pyimg_glob(include = include, exclude = exclude, allow_empty = allow_empty, stack = call_stack()))
 
 def package(default_visibility = None, **kwargs):
     _pyimg_package(default_visibility = default_visibility, stack = call_stack())

@@ -1,7 +1,6 @@
 import io
 
 import pytest
-
 from pyimg.core.digest import Digest, canonical_json, digest_bytes, digest_stream
 
 EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

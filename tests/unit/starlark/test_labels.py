@@ -1,5 +1,4 @@
 import pytest
-
 from pyimg.starlark.labels import Label, LabelError, parse_label, parse_pattern
 
 
