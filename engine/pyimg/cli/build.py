@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.progress import Progress
-from pyimg.cli.session import Session
+from pyimg.cli.session import Session, cwd_package
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import canonical_json
@@ -90,14 +90,6 @@ class LazyBuiltins(Mapping[str, Any]):
 PLATFORM = {"os": "linux", "architecture": "amd64"}
 
 
-def _cwd_package(workspace: Path) -> str:
-    try:
-        rel = Path.cwd().resolve().relative_to(workspace)
-    except ValueError:
-        return ""
-    return "" if str(rel) == "." else rel.as_posix()
-
-
 def repositories(session: Session, options: BuildOptions | None = None) -> Repositories:
     """The workspace's external repositories (MODULE.pyimg), fetched on first use."""
     from pyimg.cli.repositories import RegistryOptions, Repositories
@@ -117,7 +109,7 @@ def analyze(
     """Load and analyze `patterns`. With `digests`, a saved analysis is reused while valid."""
     repos = repos or repositories(session)
     loader = Loader(session.workspace, repos.resolve)
-    cwd_pkg = _cwd_package(session.workspace)
+    cwd_pkg = cwd_package(session.workspace)
     try:
         parsed = [parse_pattern(p, cwd_pkg) for p in patterns]
     except LabelError as e:

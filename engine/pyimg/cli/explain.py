@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
+from pyimg.cli.session import cwd_package
 from pyimg.core.errors import UsageError
 from pyimg.starlark.labels import LabelError, parse_label
 
@@ -42,14 +43,6 @@ def _read(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _cwd_package(workspace: Path) -> str:
-    try:
-        rel = Path.cwd().resolve().relative_to(workspace)
-    except ValueError:
-        return ""
-    return "" if str(rel) == "." else rel.as_posix()
-
-
 @command(
     "explain", "say why each action of the last build ran: which key component changed", _configure
 )
@@ -60,7 +53,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("no build recorded in this output base yet: run `pyimg build` first")
     previous = _read(session.output_base / "previous_build.json")
     try:
-        label = str(parse_label(args.label, _cwd_package(session.workspace)))
+        label = str(parse_label(args.label, cwd_package(session.workspace)))
     except LabelError as e:
         raise UsageError(str(e)) from None
     sys.stdout.write(explain(last, previous, label, include_hits=args.all, deps=not args.no_deps))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
+from pyimg.cli.session import cwd_package
 from pyimg.core.action import Action, action_key
 from pyimg.core.errors import UsageError, UserInputError
 from pyimg.starlark.labels import Label, LabelError, parse_pattern
@@ -22,14 +23,6 @@ SOURCE_FILE = "source file"  # pyimg.starlark.query.SOURCE_FILE, without importi
 __all__ = ["action_rows", "cmd_aquery", "cmd_query", "render_query"]
 
 QUERY_OUTPUTS = ("label", "label_kind", "build", "json", "graph")
-
-
-def _cwd_package(workspace: Path) -> str:
-    try:
-        rel = Path.cwd().resolve().relative_to(workspace)
-    except ValueError:
-        return ""
-    return "" if str(rel) == "." else rel.as_posix()
 
 
 def _configure_query(p: argparse.ArgumentParser) -> None:
@@ -58,7 +51,7 @@ def _engine(session: Any, text: str, repos: Any) -> QueryEngine:
 
     # External repositories are fetched only when the expression reaches an `@repo//` label.
     loader = Loader(session.workspace, repos.resolve)
-    return QueryEngine(loader, text, _cwd_package(session.workspace))
+    return QueryEngine(loader, text, cwd_package(session.workspace))
 
 
 @command(
@@ -217,7 +210,7 @@ def action_rows(session: Any, text: str) -> list[dict[str, Any]]:
 
 def _is_wildcard(text: str, workspace: Path) -> bool:
     try:
-        p = parse_pattern(text, _cwd_package(workspace))
+        p = parse_pattern(text, cwd_package(workspace))
     except LabelError:
         return False
     return p.recursive or p.name is None

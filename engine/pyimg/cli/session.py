@@ -15,7 +15,7 @@ from pyimg.core.action_cache import ActionCache
 from pyimg.core.cas import ContentStore
 from pyimg.core.file_digests import FileDigestCache
 
-__all__ = ["Session", "default_cache_root"]
+__all__ = ["Session", "cwd_package", "default_cache_root"]
 
 
 def default_cache_root() -> Path:
@@ -25,6 +25,15 @@ def default_cache_root() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "pyimg"
+
+
+def cwd_package(workspace: Path) -> str:
+    """The package of the current directory, which relative labels and patterns start from."""
+    try:
+        rel = Path.cwd().resolve().relative_to(workspace)
+    except ValueError:
+        return ""
+    return "" if str(rel) == "." else rel.as_posix()
 
 
 @dataclass

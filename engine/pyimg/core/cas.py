@@ -71,6 +71,16 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def _blob_key(st: os.stat_result) -> StatKey:
+    """What proves a store blob unchanged since it was verified: size, mtime and inode.
+
+    Not ctime, unlike source files: every hard link to a blob (materializing into pyimg-out/,
+    staging into a sandbox) changes its ctime, which would force a re-hash on every build. A
+    blob is read-only, so changing its bytes takes a write, which moves mtime.
+    """
+    return (st.st_size, st.st_mtime_ns, st.st_ino, 0)
+
+
 def _fsync_file(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -93,7 +103,7 @@ class ContentStore:
         self.root = root
         self._dir = root / "cas" / "sha256"
         self._dir_str = str(self._dir)
-        # (size, mtime_ns, ino, ctime_ns) of blobs already verified; persistent when the engine
+        # _blob_key() of blobs already verified; persistent when the engine
         # passes its file-digest cache, so a no-op build does not re-read every blob.
         self._verified: StatMemo = memo if memo is not None else _DictMemo()
 
@@ -125,7 +135,7 @@ class ContentStore:
         # Replace unconditionally: a racing writer had the same bytes, and a corrupt blob must go.
         os.replace(tmp, dest)
         st = dest.stat()
-        self._verified.put(str(dest), (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+        self._verified.put(str(dest), _blob_key(st))
         return dest
 
     def put_bytes(self, data: bytes, executable: bool = False) -> Digest:
@@ -164,7 +174,7 @@ class ContentStore:
                 os.chmod(tmp, 0o555 if executable else 0o444)
                 os.replace(tmp, dest)
                 st = dest.stat()
-                self._verified.put(str(dest), (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+                self._verified.put(str(dest), _blob_key(st))
                 return known, executable
             except OSError:
                 _unlink_quietly(tmp)
@@ -186,7 +196,7 @@ class ContentStore:
             st = os.stat(name)
         except FileNotFoundError:
             return False
-        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        key = _blob_key(st)
         if self._verified.get(name) == key:
             return True
         path = Path(name)

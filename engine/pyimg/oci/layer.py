@@ -48,6 +48,11 @@ class Layer:
         return cls(Descriptor.from_json(rest, where), diff_id)
 
 
+def _check_compression(compression: str) -> None:
+    if compression not in COMPRESSIONS:
+        raise UserInputError(f"compression: expected one of {COMPRESSIONS}, got {compression!r}")
+
+
 def _check_tar_start(head: bytes, what: str) -> None:
     if len(head) < 512:
         raise UserInputError(f"{what}: not a tar archive (only {len(head)} bytes)")
@@ -74,8 +79,7 @@ def layer_from_tar(
     hashed (diff_id) and recompressed canonically, so the blob depends only on the tar's
     uncompressed bytes. One pass, constant memory.
     """
-    if compression not in COMPRESSIONS:
-        raise UserInputError(f"compression: expected one of {COMPRESSIONS}, got {compression!r}")
+    _check_compression(compression)  # before opening `src`: a bad argument is the clearer error
     with open(src, "rb") as f:
         return layer_from_stream(
             f, out, compression, jobs=jobs, check_cancelled=check_cancelled, what=what
@@ -92,8 +96,7 @@ def layer_from_stream(
     what: str = "layer tar",
 ) -> Layer:
     """Like `layer_from_tar`, reading the tar from `stream` (a file or a pipe; not closed)."""
-    if compression not in COMPRESSIONS:
-        raise UserInputError(f"compression: expected one of {COMPRESSIONS}, got {compression!r}")
+    _check_compression(compression)
     try:
         reader, _ = open_decompressed(stream)
         head = read_exact(reader, 512)

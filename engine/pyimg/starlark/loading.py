@@ -692,26 +692,60 @@ def glob_package(
 ) -> list[str]:
     """Files of `package` matching `include` but not `exclude`, relative to the package, sorted.
 
-    Never descends into a subpackage (a directory with its own BUILD file) or pyimg-out.
+    Never descends into a subpackage (a directory with its own BUILD file) or pyimg-out. Walks
+    only below each pattern's literal directory prefix (`assets/**` never lists `src/`): globs
+    are re-run to validate the persisted analysis, so their cost is part of every no-op build.
     """
     root = workspace / package
     inc = [_glob_regex(p) for p in include]
     exc = [_glob_regex(p) for p in exclude]
     matches = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        rel_dir = "" if rel_dir == "." else rel_dir
-        keep = []
-        for d in sorted(dirnames):
-            sub_pkg = "/".join(p for p in (package, rel_dir, d) if p)
-            if d in IGNORED_DIRS or d.startswith(".") or build_file(sub_pkg) is not None:
-                continue
-            keep.append(d)
-        dirnames[:] = keep
-        for f in filenames:
-            rel = f"{rel_dir}/{f}" if rel_dir else f
-            if rel in BUILD_FILE_NAMES:
-                continue
-            if any(r.match(rel) for r in inc) and not any(r.match(rel) for r in exc):
-                matches.append(rel)
+    for base in _walk_roots(include):
+        if not _enterable(package, base, build_file):
+            continue
+        for dirpath, dirnames, filenames in os.walk(root / base if base else root):
+            rel_dir = Path(dirpath).relative_to(root).as_posix()
+            rel_dir = "" if rel_dir == "." else rel_dir
+            keep = []
+            for d in sorted(dirnames):
+                sub_pkg = "/".join(p for p in (package, rel_dir, d) if p)
+                if d in IGNORED_DIRS or d.startswith(".") or build_file(sub_pkg) is not None:
+                    continue
+                keep.append(d)
+            dirnames[:] = keep
+            for f in filenames:
+                rel = f"{rel_dir}/{f}" if rel_dir else f
+                if rel in BUILD_FILE_NAMES:
+                    continue
+                if any(r.match(rel) for r in inc) and not any(r.match(rel) for r in exc):
+                    matches.append(rel)
     return sorted(matches)
+
+
+def _walk_roots(include: list[str]) -> list[str]:
+    """The directories to walk: each pattern's leading literal directories, nested ones dropped."""
+    bases = set()
+    for pattern in include:
+        literal = []
+        for part in pattern.split("/")[:-1]:
+            if any(c in part for c in "*?["):
+                break
+            literal.append(part)
+        bases.add("/".join(literal))
+    roots: list[str] = []
+    for b in sorted(bases):
+        if not any(r == "" or b == r or b.startswith(r + "/") for r in roots):
+            roots.append(b)
+    return roots
+
+
+def _enterable(package: str, base: str, build_file: Callable[[str], Path | None]) -> bool:
+    """Whether `base` (below `package`) is a directory of the package itself."""
+    rel = ""
+    for part in base.split("/") if base else []:
+        rel = f"{rel}/{part}" if rel else part
+        if part in IGNORED_DIRS or part.startswith(".") or part in ("", ".", ".."):
+            return False
+        if build_file("/".join(p for p in (package, rel) if p)) is not None:
+            return False
+    return True

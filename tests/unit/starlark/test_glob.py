@@ -30,3 +30,15 @@ def test_glob_exclude_and_star(tmp_path):
     root = _ws(tmp_path, ["p/BUILD", "p/a.txt", "p/a_test.txt", "p/d/x.txt"])
     assert glob_package(root, "p", ["*.txt"], ["*_test.txt"], _build_file(root)) == ["a.txt"]
     assert glob_package(root, "p", ["d/**"], [], _build_file(root)) == ["d/x.txt"]
+
+
+def test_literal_prefix_limits_the_walk_but_not_the_result(tmp_path):
+    root = _ws(tmp_path, ["p/BUILD", "p/a/x.txt", "p/a/b/y.txt", "p/c/z.txt", "p/a/sub/BUILD",
+                          "p/a/sub/w.txt", "p/top.txt"])
+    find = _build_file(root)
+    assert glob_package(root, "p", ["a/**"], [], find) == ["a/b/y.txt", "a/x.txt"]
+    assert glob_package(root, "p", ["a/**", "c/*.txt"], ["a/b/*"], find) == ["a/x.txt", "c/z.txt"]
+    assert glob_package(root, "p", ["a/sub/*.txt"], [], find) == []  # a subpackage's files
+    assert glob_package(root, "p", ["a/*.txt", "**/*.txt"], [], find) == [
+        "a/b/y.txt", "a/x.txt", "c/z.txt", "top.txt"]
+    assert glob_package(root, "p", ["missing/**"], [], find) == []
