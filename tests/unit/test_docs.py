@@ -38,7 +38,8 @@ def test_readme_opens_with_the_two_commands():
 
 
 def test_command_table_names_every_command():
-    from pyimg.cli.commands import COMMAND_MODULES, load_commands
+    from pyimg.cli import COMMAND_MODULES
+    from pyimg.cli.commands import load_commands
 
     registry = load_commands()
     assert set(registry) == set(COMMAND_MODULES)

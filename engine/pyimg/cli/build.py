@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pyimg.cli.progress import Progress
 from pyimg.cli.session import Session, cwd_package
 from pyimg.core.action_cache import ActionResult
-from pyimg.core.cas import ContentStore, atomic_write_bytes
-from pyimg.core.digest import canonical_json
+from pyimg.core.cas import ContentStore
 from pyimg.core.errors import PyimgError, UsageError, UserInputError
 from pyimg.core.executor import ActionExecutor, BuildContext, ExecutionRecord, _rmtree
 from pyimg.core.file_digests import FileDigestCache
@@ -61,6 +60,8 @@ class BuildReport:
     outcome: BuildOutcome
     seconds: float
     top_level: list[TargetResult]
+    inputs: list[str] = field(default_factory=list)  # every file the build read (for noop.py)
+    outputs: list[str] = field(default_factory=list)  # what it placed under pyimg-out/
 
 
 class LazyBuiltins(Mapping[str, Any]):
@@ -124,6 +125,8 @@ def analyze(
             return loader, hit
     labels = loader.expand_patterns(parsed)
     result = Analyzer(loader, PLATFORM).analyze(labels)
+    result.files = [str(p) for p in loader.read_paths.values()] + [
+        str(session.workspace / "MODULE.pyimg"), str(session.workspace / "pyimg.lock")]
     if cache is not None:
         cache.put(parsed, PLATFORM, loader, result, [
             session.workspace / "MODULE.pyimg", session.workspace / "pyimg.lock"])
@@ -191,7 +194,18 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     digests.save()
     if outcome.failures:
         raise _combine(outcome.failures)
-    return BuildReport(analysis, outcome, time.monotonic() - start, top)
+    sources = {
+        str(executor.source_path(p))
+        for a in needed
+        for p in a.inputs + a.tools
+        if graph.producer.get(p) is None
+    }
+    host = {os.path.realpath(t) for a in needed for t in a.host_tools}
+    return BuildReport(
+        analysis, outcome, time.monotonic() - start, top,
+        inputs=sorted(set(analysis.files) | sources | host),
+        outputs=[str(session.workspace / g) for g in goals],
+    )
 
 
 def _check_secrets(actions: list[Any], store: Any) -> None:
@@ -226,7 +240,9 @@ def _combine(failures: list[PyimgError]) -> PyimgError:
 
 def _save_last_build(session: Session, records: list[ExecutionRecord]) -> None:
     """A compact record of every action's key components, for `pyimg explain`."""
-    data = {
+    from pyimg.cli.build_record import save_build_record
+
+    save_build_record(session.output_base, {
         f"{r.action.owner} {r.action.mnemonic} {r.action.all_outputs[0]}": {
             "key": str(r.key),
             "cached": r.cached,
@@ -234,37 +250,7 @@ def _save_last_build(session: Session, records: list[ExecutionRecord]) -> None:
             "components": r.components,
         }
         for r in records
-    }
-    last = session.output_base / "last_build.json"
-    previous = session.output_base / "previous_build.json"
-    raw = canonical_json(data)
-    try:
-        older_raw = last.read_bytes()
-    except FileNotFoundError:
-        older_raw = b""
-    if older_raw == raw:
-        return  # a repeated no-op build: both records already say the same
-    # previous_build.json keeps each action's latest record before this build, also for actions
-    # this build did not need, so `explain` compares with the previous build *of that action*.
-    older = _parse_record(older_raw)
-    if older:
-        try:
-            merged = _parse_record(previous.read_bytes())
-        except FileNotFoundError:
-            merged = {}
-        merged.update(older)
-        atomic_write_bytes(previous, canonical_json(merged))
-    atomic_write_bytes(last, raw)
-
-
-def _parse_record(raw: bytes) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    })
 
 
 def _materialize(session: Session, cas: ContentStore, executor: ActionExecutor,

@@ -18,12 +18,10 @@ from pyimg.cli.build import BuildOptions, build
 from pyimg.cli.progress import summary
 from pyimg.cli.session import Session
 from pyimg.core.errors import PyimgError, UsageError
+from pyimg.core.workspace import find_workspace
 from pyimg.starlark.analysis import TargetResult
-from pyimg.starlark.loading import find_workspace
 
-__all__ = [
-    "COMMAND_MODULES", "REGISTRY", "add_common_flags", "command", "load_commands", "open_session",
-]
+__all__ = ["REGISTRY", "add_common_flags", "command", "load_commands", "open_session"]
 
 
 @dataclass(frozen=True)
@@ -134,14 +132,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     session = _session(args)
     with session.locked("build"):
         report = build(session, _options(args, args.patterns, session))
-    for target in report.top_level:
-        image = image_digest(session, target)
-        if image is not None:
-            digest, layout = image
-            print(f"{target.label} {digest} {layout.relative_to(session.workspace)}")
-        elif args.verbose:
-            for f in target.default_files:
-                print(f"{target.label} {f['path']}")
+        lines = []
+        for target in report.top_level:
+            image = image_digest(session, target)
+            if image is not None:
+                digest, layout = image
+                lines.append(f"{target.label} {digest} {layout.relative_to(session.workspace)}\n")
+            elif args.verbose:
+                lines.extend(f"{target.label} {f['path']}\n" for f in target.default_files)
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+        if getattr(args, "argv", None) is not None:
+            from pyimg.cli.noop import write_record
+
+            actions = report.outcome.executed + report.outcome.cached
+            write_record(session.output_base, session.workspace, args.argv, report.inputs,
+                         report.outputs, "".join(lines), actions)
     print(summary(report.outcome.executed, report.outcome.cached, report.seconds), file=sys.stderr)
     return 0
 
@@ -196,25 +202,11 @@ def _rmtree_ro(path: Path) -> None:
     _rmtree(path)
 
 
-# The module that defines each command: `pyimg COMMAND` imports only that one, because start-up
-# time is part of every command's latency (a unit test checks that this table is complete).
-COMMAND_MODULES = {
-    "build": __name__,
-    "run": __name__,
-    "clean": __name__,
-    "query": "pyimg.cli.query",
-    "aquery": "pyimg.cli.query",
-    "explain": "pyimg.cli.explain",
-    "audit": "pyimg.cli.audit",
-    "lock": "pyimg.cli.external",
-    "fetch": "pyimg.cli.external",
-    "push": "pyimg.cli.external",
-}
-
-
 def load_commands(names: list[str] | None = None) -> dict[str, Command]:
     """Import the modules of `names` (default: every command) and return the registry."""
     import importlib
+
+    from pyimg.cli import COMMAND_MODULES
 
     for name in names if names is not None else list(COMMAND_MODULES):
         importlib.import_module(COMMAND_MODULES[name])

@@ -65,18 +65,26 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("--version", "-V"):
         print(f"pyimg {__version__}")  # the fast path: no command modules imported
         return 0
-    from pyimg.cli.commands import COMMAND_MODULES, REGISTRY
+    from pyimg.cli import COMMAND_MODULES
 
     known = bool(argv) and argv[0] in COMMAND_MODULES
-    parser = _parser([argv[0]] if known else None)
     if known:
-        from pyimg.starlark.loading import find_workspace
+        from pyimg.core.workspace import find_workspace
 
         try:
             workspace: Path | None = find_workspace(Path.cwd())
         except UsageError:
             workspace = None
         argv = [argv[0], *_rc_args(argv[0], workspace), *argv[1:]]
+        if argv[0] == "build" and workspace is not None:
+            # Before the engine is imported: with nothing changed, this is the whole command.
+            from pyimg.cli.noop import try_fast_noop
+
+            if try_fast_noop(argv, workspace):
+                return 0
+    from pyimg.cli.commands import REGISTRY
+
+    parser = _parser([argv[0]] if known else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
@@ -84,6 +92,7 @@ def _main(argv: list[str]) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    args.argv = argv  # the full command line after .pyimgrc, for the no-op record
     return REGISTRY[args.command].run(args)
 
 

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyimg.core.action_cache import ActionCache
-from pyimg.core.cas import ContentStore
-from pyimg.core.file_digests import FileDigestCache
+if TYPE_CHECKING:  # imported where used: the no-op fast path needs only default_cache_root
+    from pyimg.core.action_cache import ActionCache
+    from pyimg.core.cas import ContentStore
+    from pyimg.core.file_digests import FileDigestCache
 
 __all__ = ["Session", "cwd_package", "default_cache_root"]
 
@@ -84,8 +86,13 @@ class Session:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def digest_cache(self) -> FileDigestCache:
+        from pyimg.core.file_digests import FileDigestCache
+
         return FileDigestCache(self.output_base / "file_digests.json")
 
     def stores(self, digests: FileDigestCache) -> tuple[ContentStore, ActionCache]:
+        from pyimg.core.action_cache import ActionCache
+        from pyimg.core.cas import ContentStore
+
         cas = ContentStore(self.cache_root, memo=digests)
         return cas, ActionCache(self.cache_root, cas)

@@ -64,6 +64,7 @@ class TargetResult:
 class AnalysisResult:
     targets: dict[str, TargetResult]  # by label string, for every analyzed target and source file
     top_level: list[str]
+    files: list[str] = field(default_factory=list)  # every BUILD/.bzl file loading read (paths)
 
     def actions(self) -> list[Action]:
         out: list[Action] = []

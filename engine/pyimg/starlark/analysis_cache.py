@@ -70,7 +70,8 @@ class AnalysisCache:
                 )
                 for label, t in data["targets"].items()
             }
-            return AnalysisResult(targets, data["top_level"])
+            files = [path for path, _ in data["inputs"]["files"].values()]
+            return AnalysisResult(targets, data["top_level"], files)
         except (KeyError, TypeError, ValueError):
             return None
 

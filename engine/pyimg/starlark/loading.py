@@ -18,7 +18,8 @@ from typing import Any
 import starlark as sl
 
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import UsageError, UserInputError
+from pyimg.core.errors import UserInputError
+from pyimg.core.workspace import find_workspace
 from pyimg.starlark._eval import (
     SourceFile,
     export_alias,
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 BUILD_FILE_NAMES = ("BUILD.pyimg", "BUILD")
-MODULE_FILE = "MODULE.pyimg"
 PRELUDE = "@pyimg//:prelude.bzl"
 RULES_DEFS = "@pyimg//rules:defs.bzl"
 PRELUDE_BUILTINS = [
@@ -56,18 +56,6 @@ BUILD_RULES = [
 COMMON_ATTRS = {"visibility", "tags", "testonly", "features", "deprecation", "compatible_with",
                 "target_compatible_with", "exec_compatible_with", "licenses"}  # fmt: skip
 IGNORED_DIRS = {"pyimg-out", ".git", ".hg", ".svn", "node_modules"}
-
-
-def find_workspace(start: Path) -> Path:
-    """The nearest directory at or above `start` holding MODULE.pyimg."""
-    start = start.resolve()
-    for d in (start, *start.parents):
-        if (d / MODULE_FILE).is_file():
-            return d
-    raise UsageError(
-        f"not inside a pyimg workspace: no {MODULE_FILE} in {start} or any parent directory "
-        f"(create an empty {MODULE_FILE} at the root of your workspace)"
-    )
 
 
 def rules_dir() -> Path:
