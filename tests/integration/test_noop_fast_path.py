@@ -92,3 +92,11 @@ def test_secrets_never_replay(ws, monkeypatch):
     monkeypatch.setenv("TOKEN", "s3cr3t")
     _build(ws, "--secret", "id=tok,env=TOKEN")
     assert FAST not in _build(ws, "--secret", "id=tok,env=TOKEN").err
+
+
+def test_escape_hatch_disables_the_fast_path(ws, monkeypatch):
+    _setup(ws)
+    _build(ws)
+    monkeypatch.setenv("PYIMG_FAST_NOOP", "0")
+    r = _build(ws)
+    assert FAST not in r.err and "0 actions run" in r.err
