@@ -30,20 +30,10 @@ DEFAULT_INFO = f"{PRELUDE}%DefaultInfo"
 
 
 def file_json(path: str, owner: str, is_source: bool, is_directory: bool = False) -> dict[str, Any]:
-    short = path[len(OUT_DIR) + 1 :] if path.startswith(OUT_DIR + "/") else path
-    base = posixpath.basename(path)
-    ext = base.rsplit(".", 1)[1] if "." in base else ""
-    return {
-        "_file": True,
-        "path": path,
-        "short_path": short,
-        "basename": base,
-        "dirname": posixpath.dirname(path),
-        "extension": ext,
-        "is_source": is_source,
-        "is_directory": is_directory,
-        "owner": owner,
-    }
+    """A File as it crosses into Starlark; `_file()` in the prelude derives basename, dirname,
+    extension and short_path from `path` (fewer bytes per file: a pkg_tar may have 10,000)."""
+    return {"_file": True, "path": path, "is_source": is_source, "is_directory": is_directory,
+            "owner": owner}
 
 
 @dataclass
@@ -192,7 +182,11 @@ class Analyzer:
         )
 
     def _run_implementation(self, target: Target, deps: dict[str, TargetResult]) -> TargetResult:
-        attrs, files, single = {}, {}, {}
+        # `files` maps each label attribute to its kind; Starlark derives ctx.files / ctx.file
+        # from the targets themselves, so that every File crosses (and exists) only once.
+        attrs: dict[str, Any] = {}
+        files: dict[str, str] = {}
+        single: list[str] = []
         for name, value in target.attrs.items():
             spec = target.rule.attrs[name]
             value = self._select(target, name, value)
@@ -200,7 +194,7 @@ class Analyzer:
             if t == "label":
                 attrs[name] = _target_json(deps[value]) if value else None
                 dep_files = deps[value].default_files if value else []
-                files[name] = dep_files
+                files[name] = t
                 if spec.get("single_file") or spec.get("executable"):
                     if value and len(dep_files) != 1:
                         raise UserInputError(
@@ -208,15 +202,15 @@ class Analyzer:
                             f"one file, but '{value}' provides {len(dep_files)}",
                             origin=target.origin,
                         )
-                    single[name] = dep_files[0] if dep_files else None
+                    single.append(name)
             elif t == "label_list":
                 attrs[name] = [_target_json(deps[v]) for v in value]
-                files[name] = [f for v in value for f in deps[v].default_files]
+                files[name] = t
             elif t == "label_keyed_string_dict":
                 # Targets are dicts, which Starlark cannot hash, so these arrive as a list of
                 # (target, string) pairs rather than a dict keyed by target.
                 attrs[name] = [[_target_json(deps[k]), v] for k, v in value.items()]
-                files[name] = [f for k in value for f in deps[k].default_files]
+                files[name] = t
             else:
                 attrs[name] = value
         label = target.label

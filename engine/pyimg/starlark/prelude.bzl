@@ -103,12 +103,16 @@ def rule(implementation, attrs = {}, doc = "", executable = False, test = False,
 # -- analysis --------------------------------------------------------------------------------
 
 def _file(data):
+    path = data["path"]
+    slash = path.rfind("/")
+    basename = path[slash + 1:]
+    dot = basename.rfind(".")
     return struct(
-        path = data["path"],
-        short_path = data["short_path"],
-        basename = data["basename"],
-        dirname = data["dirname"],
-        extension = data["extension"],
+        path = path,
+        short_path = path[len("pyimg-out/"):] if path.startswith("pyimg-out/") else path,
+        basename = basename,
+        dirname = path[:slash] if slash >= 0 else "",
+        extension = basename[dot + 1:] if dot >= 0 else "",
         is_source = data["is_source"],
         is_directory = data["is_directory"],
         owner = data["owner"],
@@ -215,10 +219,17 @@ def _analyze(implementation, providers):
     files = {}
     for name, value in data["attrs"].items():
         attr[name] = _rebuild(value, providers)
-    for name, value in data["files"].items():
-        files[name] = [_file(f) for f in value]
-    for name, value in data["file"].items():
-        file[name] = _file(value) if value != None else None
+    for name, kind in data["files"].items():
+        value = attr[name]
+        if kind == "label":
+            targets = [value] if value != None else []
+        elif kind == "label_keyed_string_dict":
+            targets = [pair[0] for pair in value]
+        else:
+            targets = value
+        files[name] = [f for t in targets for f in t[DefaultInfo].files]
+    for name in data["file"]:
+        file[name] = files[name][0] if files[name] else None
     ctx = struct(
         label = struct(name = data["label"]["name"], package = data["label"]["package"], workspace_name = data["label"]["repo"], full = data["label"]["str"]),
         attr = struct(**attr),
