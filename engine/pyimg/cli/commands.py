@@ -13,13 +13,17 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyimg.cli.build import BuildOptions, build
-from pyimg.cli.progress import summary
 from pyimg.cli.session import Session
 from pyimg.core.errors import PyimgError, UsageError
 from pyimg.core.workspace import find_workspace
-from pyimg.starlark.analysis import TargetResult
+
+if TYPE_CHECKING:
+    # Imported where used: every command module imports this one, and `pyimg query` served from
+    # the loading cache must not pay for the build engine's imports.
+    from pyimg.cli.build import BuildOptions
+    from pyimg.starlark.analysis import TargetResult
 
 __all__ = ["REGISTRY", "add_common_flags", "command", "load_commands", "open_session"]
 
@@ -92,6 +96,8 @@ def _configure_clean(p: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, patterns: list[str],
              session: Session | None = None) -> BuildOptions:
+    from pyimg.cli.build import BuildOptions
+
     return BuildOptions(
         patterns=patterns,
         jobs=args.jobs,
@@ -129,6 +135,9 @@ def image_digest(session: Session, target: TargetResult) -> tuple[str, Path] | N
 
 @command("build", "build targets; prints each image's label, digest and path", _configure_build)
 def cmd_build(args: argparse.Namespace) -> int:
+    from pyimg.cli.build import build
+    from pyimg.cli.progress import summary
+
     session = _session(args)
     with session.locked("build"):
         report = build(session, _options(args, args.patterns, session))
@@ -154,6 +163,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 @command("run", "build and run a runnable target (oci_load, oci_push)", _configure_run)
 def cmd_run(args: argparse.Namespace) -> int:
+    from pyimg.cli.build import build
+
     session = _session(args)
     with session.locked("run"):
         report = build(session, _options(args, [args.label], session))
@@ -185,7 +196,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
             _rmtree_ro(session.cache_root / "cache_dirs")
             return 0
         shutil.rmtree(session.workspace / "pyimg-out", ignore_errors=True)
-        for name in ("last_build.json", "previous_build.json", "file_digests.json", "analysis"):
+        for name in ("last_build.json", "previous_build.json", "file_digests.json", "analysis",
+                     "loading", "noop_record.json"):
             p = session.output_base / name
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)

@@ -13,7 +13,6 @@ from pyimg.cli.session import cwd_package
 from pyimg.core.action import Action, action_key
 from pyimg.core.errors import UsageError, UserInputError
 from pyimg.starlark.labels import Label, LabelError, parse_pattern
-from pyimg.starlark.loading import Loader
 
 if TYPE_CHECKING:
     from pyimg.starlark.query import QueryEngine
@@ -46,31 +45,68 @@ def _configure_aquery(p: argparse.ArgumentParser) -> None:
     add_common_flags(p)
 
 
+class _LazyRepositories:
+    """The workspace's external repositories, read (MODULE.pyimg, pyimg.lock) only when the query
+    reaches an `@repo//` label: a query served from the loading cache never needs them."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._repos: Any = None
+
+    def resolve(self, name: str, origin: str | None = None) -> Path:
+        if self._repos is None:
+            from pyimg.cli.build import repositories
+
+            self._repos = repositories(self._session)
+        return self._repos.resolve(name, origin)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._repos is not None:
+            self._repos.close()
+
+
 def _engine(session: Any, text: str, repos: Any) -> QueryEngine:
+    from pyimg.starlark.loading_cache import CachedLoader, LoadingCache
     from pyimg.starlark.query import QueryEngine
 
+    ws = session.workspace
+    cache = LoadingCache(
+        session.output_base / "loading" / "packages.json",
+        session.digest_cache(),
+        # They decide what external repositories hold, which loading may have read.
+        [ws / "MODULE.pyimg", ws / "pyimg.lock"],
+    )
     # External repositories are fetched only when the expression reaches an `@repo//` label.
-    loader = Loader(session.workspace, repos.resolve)
-    return QueryEngine(loader, text, cwd_package(session.workspace))
+    loader = CachedLoader(ws, repos.resolve, cache)
+    return QueryEngine(loader, text, cwd_package(ws))
+
+
+def _save(engine: QueryEngine) -> None:
+    from pyimg.starlark.loading_cache import CachedLoader
+
+    loader = engine.loader
+    assert isinstance(loader, CachedLoader)
+    loader.save()
 
 
 @command(
     "query", "query the target graph: deps, rdeps, kind, attr, somepath, ...", _configure_query
 )
 def cmd_query(args: argparse.Namespace) -> int:
-    from pyimg.cli.build import repositories
-
     session = open_session(args)
     from pyimg.starlark.query import parse_query
 
     expr = parse_query(args.expression, session.cache_root / "parsers")  # first: a typo fails fast
-    repos = repositories(session)
+    repos = _LazyRepositories(session)
     try:
         engine = _engine(session, args.expression, repos)
         labels = sorted(engine.evaluate(expr))
+        # Rendering may load more packages (the deps of --output json and graph).
+        text = render_query(engine, labels, args.output)
     finally:
         repos.close()
-    sys.stdout.write(render_query(engine, labels, args.output))
+    _save(engine)
+    sys.stdout.write(text)
     if not labels:
         print("Empty query results", file=sys.stderr)
     return 0

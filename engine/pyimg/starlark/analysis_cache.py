@@ -1,9 +1,8 @@
 """Persists loading and analysis results, so a build whose BUILD/.bzl files did not change reads
 one file instead of evaluating Starlark (DESIGN.md: "a no-op build reads one file").
 
-An entry is valid while every file that loading read has the same digest (checked through the
-stat-keyed file-digest cache), every glob() returns the same files, and the packages that the
-recursive patterns matched are the same. The action graph does not depend on source contents
+An entry is valid while loading would read the same inputs (`loading_cache.inputs_valid`, shared
+with the persisted loading of `pyimg query`). The action graph does not depend on source contents
 (those enter action keys at execution), so nothing else needs checking.
 """
 
@@ -22,7 +21,8 @@ from pyimg.core.digest import canonical_json
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.starlark.analysis import AnalysisResult, TargetResult
 from pyimg.starlark.labels import Pattern
-from pyimg.starlark.loading import Loader, glob_package
+from pyimg.starlark.loading import Loader
+from pyimg.starlark.loading_cache import inputs_valid, loading_inputs
 
 __all__ = ["AnalysisCache"]
 
@@ -79,21 +79,8 @@ class AnalysisCache:
             result: AnalysisResult, extra_files: list[Path] = ()) -> None:  # type: ignore[assignment]
         """Save `result`; `extra_files` also invalidate it (MODULE.pyimg, pyimg.lock), absent or not."""
         top = set(result.top_level)
-        files = {name: [str(loader.read_paths[name]), digest]
-                 for name, digest in sorted(loader.read_files.items())}
-        for path in extra_files:
-            files[str(path)] = [str(path), self._digest_or_absent(path)]
         data = {
-            "inputs": {
-                "files": files,
-                "globs": [list(g[:3]) + [list(g[3])] for g in loader.globs],
-                "packages": {str(p): list(loader.iter_packages(p.package))
-                             for p in patterns if p.recursive},
-                # Workspace packages only: an external repository's BUILD file is generated, and
-                # its digest (in "files") already covers it.
-                "build_files": {name: str(pkg.build_file)
-                                for name, pkg in sorted(loader.packages.items()) if not pkg.repo},
-            },
+            "inputs": loading_inputs(loader, patterns, self.digests, extra_files),
             # A build needs the providers of the top-level targets only (what to materialize
             # and print); every other target contributes just its actions.
             "targets": {
@@ -109,28 +96,5 @@ class AnalysisCache:
         }
         atomic_write_bytes(self._path(patterns, platform), canonical_json(data))
 
-    def _digest_or_absent(self, path: Path) -> str:
-        try:
-            return self.digests.digest(path)[0].hex
-        except FileNotFoundError:
-            return ""
-
     def _valid(self, inputs: dict[str, Any], patterns: list[Pattern], loader: Loader) -> bool:
-        for _, (path, digest) in inputs["files"].items():
-            try:
-                if self._digest_or_absent(Path(path)) != digest:
-                    return False
-            except OSError:
-                return False
-        for name, build_file in inputs["build_files"].items():
-            found = loader.build_file(name)
-            if found is None or str(found) != build_file:
-                return False
-        for pattern in patterns:
-            if pattern.recursive:
-                if list(loader.iter_packages(pattern.package)) != inputs["packages"].get(str(pattern)):
-                    return False
-        for package, include, exclude, result in inputs["globs"]:
-            if glob_package(self.workspace, package, include, exclude, loader.build_file) != result:
-                return False
-        return True
+        return inputs_valid(inputs, patterns, loader, self.digests)

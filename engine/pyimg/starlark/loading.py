@@ -129,6 +129,8 @@ class Loader:
         self.providers: dict[str, tuple[str, str]] = {}  # pid -> (module, exported alias)
         self.read_files: dict[str, str] = {}  # display name -> sha256 (for the analysis cache)
         self.read_paths: dict[str, Path] = {}  # display name -> the file on disk
+        # (package, include, exclude, result) of each glob() in the workspace (not in external
+        # repositories): the persisted loading and analysis re-run them to validate.
         self.globs: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = []
         self._eval_stack: list[tuple[str, str]] = []  # (module id, display name)
         self._package: Package | None = None
@@ -235,6 +237,11 @@ class Loader:
         finally:
             self._eval_stack.pop()
         return module_obj.freeze()
+
+    def source_text(self, display: str) -> str | None:
+        """The text of a BUILD or .bzl file that loading read, by display name (None if unread)."""
+        src = self.sources.get(display)
+        return src.text if src is not None else None
 
     # -- packages ----------------------------------------------------------------------------
 
@@ -508,7 +515,10 @@ class Loader:
             self.repo_root(pkg.repo), pkg.name, include, exclude,
             lambda p: self.build_file(p, pkg.repo),
         )
-        self.globs.append((pkg.name, tuple(include), tuple(exclude), tuple(result)))
+        if not pkg.repo:
+            # An external repository's files are fixed by pyimg.lock: its globs need no re-run
+            # (and re-running one against the workspace would be wrong).
+            self.globs.append((pkg.name, tuple(include), tuple(exclude), tuple(result)))
         if not result and not allow_empty:
             raise UserInputError(f"glob({include}) matched no files", origin=origin)
         return json.dumps(result)

@@ -508,10 +508,10 @@ class QueryEngine:
         stack = [(display, package)]
         while stack:
             name, pkg = stack.pop()
-            src = self.loader.sources.get(name)
-            if src is None:
+            text = self.loader.source_text(name)
+            if text is None:
                 continue
-            for module in _LOAD_RE.findall(src.text):
+            for module in _LOAD_RE.findall(text):
                 if module.startswith("@"):
                     continue
                 try:

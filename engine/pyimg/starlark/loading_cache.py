@@ -1,0 +1,231 @@
+"""Persists loaded packages, so that `pyimg query` reads one file instead of evaluating BUILD files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pyimg import __version__
+from pyimg.core.cas import atomic_write_bytes
+from pyimg.core.file_digests import FileDigestCache
+from pyimg.starlark.labels import Label, Pattern
+from pyimg.starlark.loading import Loader, Package, RuleClass, Target, glob_package
+
+__all__ = ["CachedLoader", "LoadingCache", "inputs_valid", "loading_inputs"]
+
+
+def _digest_or_absent(digests: FileDigestCache, path: Path) -> str:
+    try:
+        return digests.digest(path)[0].hex
+    except FileNotFoundError:
+        return ""
+
+
+def loading_inputs(
+    loader: Loader,
+    patterns: Sequence[Pattern],
+    digests: FileDigestCache,
+    extra_files: Sequence[Path] = (),
+) -> dict[str, Any]:
+    """What loading so far depended on, in the form `inputs_valid` checks.
+
+    `extra_files` (MODULE.pyimg, pyimg.lock) are recorded absent or not: they decide what the
+    external repositories hold.
+    """
+    files = {
+        name: [str(loader.read_paths[name]), digest]
+        for name, digest in sorted(loader.read_files.items())
+    }
+    for path in extra_files:
+        files[str(path)] = [str(path), _digest_or_absent(digests, path)]
+    return {
+        "files": files,
+        "globs": [[g[0], list(g[1]), list(g[2]), list(g[3])] for g in loader.globs],
+        "packages": {
+            str(p): list(loader.iter_packages(p.package)) for p in patterns if p.recursive
+        },
+        # Workspace packages only: an external repository's BUILD file is generated, and its
+        # digest (in "files") already covers it.
+        "build_files": {
+            name: str(pkg.build_file)
+            for name, pkg in sorted(loader.packages.items())
+            if not pkg.repo
+        },
+    }
+
+
+def inputs_valid(
+    inputs: dict[str, Any], patterns: Sequence[Pattern], loader: Loader, digests: FileDigestCache
+) -> bool:
+    """Whether loading would read the same now: every file read has the same digest (through the
+    stat-keyed digest cache), every package has the same BUILD file, every recursive pattern
+    matches the same packages and every glob() returns the same files. Raises KeyError, TypeError
+    or ValueError on a malformed `inputs`."""
+    for path, digest in inputs["files"].values():
+        try:
+            if _digest_or_absent(digests, Path(path)) != digest:
+                return False
+        except OSError:
+            return False
+    for name, build_file in inputs["build_files"].items():
+        found = loader.build_file(name)
+        if found is None or str(found) != build_file:
+            return False
+    for pattern in patterns:
+        if pattern.recursive:
+            if list(loader.iter_packages(pattern.package)) != inputs["packages"].get(str(pattern)):
+                return False
+    for package, include, exclude, result in inputs["globs"]:
+        if glob_package(loader.workspace, package, include, exclude, loader.build_file) != result:
+            return False
+    return True
+
+
+def _merge_inputs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """The union of two input sets, or None when they disagree on a file's digest (it changed
+    between validation and loading: the old packages may be stale)."""
+    for name, entry in new["files"].items():
+        if name in old["files"] and old["files"][name] != entry:
+            return None
+    globs = list(old["globs"])
+    globs += [g for g in new["globs"] if g not in globs]
+    return {
+        "files": {**old["files"], **new["files"]},
+        "globs": globs,
+        "packages": {**old["packages"], **new["packages"]},
+        "build_files": {**old["build_files"], **new["build_files"]},
+    }
+
+
+class LoadingCache:
+    """One JSON file in the output base: the workspace packages that queries loaded, the rule
+    classes their targets use, and the inputs that keep them valid (`inputs_valid`)."""
+
+    def __init__(
+        self, path: Path, digests: FileDigestCache, extra_files: Sequence[Path] = ()
+    ) -> None:
+        self.path = path
+        self.digests = digests
+        self.extra_files = list(extra_files)
+
+    def get(self, loader: Loader) -> dict[str, Any] | None:
+        """The saved entry when still valid (checked with `loader`), else None."""
+        try:
+            data = json.loads(self.path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            if data["v"] != __version__ or not isinstance(data["packages"], dict):
+                return None
+            if not isinstance(data["rules"], dict):
+                return None
+            if not inputs_valid(data["inputs"], (), loader, self.digests):
+                return None
+        except (KeyError, TypeError, ValueError):
+            return None
+        return data
+
+    def put(self, data: dict[str, Any]) -> None:
+        # Not canonical JSON: key order is part of the attribute values (a dict attribute prints
+        # in the order the BUILD file wrote it).
+        data = {**data, "v": __version__}
+        atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _dump_package(pkg: Package) -> dict[str, Any]:
+    return {
+        "build_file": str(pkg.build_file),
+        "build_display": pkg.build_display,
+        "default_visibility": pkg.default_visibility,
+        "targets": {
+            name: [t.rule.rid, t.attrs, t.origin, t.visibility] for name, t in pkg.targets.items()
+        },
+    }
+
+
+def _dump_rule(rule: RuleClass) -> dict[str, Any]:
+    # The doc string is left out: query never shows it.
+    return {"name": rule.name, "module": rule.module, "attrs": rule.attrs, "origin": rule.origin}
+
+
+class CachedLoader(Loader):
+    """A Loader that serves workspace packages from a LoadingCache and loads the others for real.
+
+    The entry is validated once, when constructed; an invalid one is ignored (and replaced by
+    `save`). External repositories (`@repo//...`) are always loaded for real. Call `save` after
+    the query, so that the packages it loaded are there next time.
+    """
+
+    def __init__(
+        self,
+        workspace: Path,
+        repositories: Callable[[str, str | None], Path] | None,
+        cache: LoadingCache,
+    ) -> None:
+        super().__init__(workspace, repositories)
+        self._cache = cache
+        entry = cache.get(self)
+        self._entry = entry
+        self._raw: dict[str, Any] = entry["packages"] if entry else {}
+        self._rule_data: dict[str, Any] = entry["rules"] if entry else {}
+        self._rule_objs: dict[str, RuleClass] = {}
+        self.served = 0  # packages served from the cache (for tests)
+
+    def package(self, name: str, origin: str | None = None, repo: str = "") -> Package:
+        if not repo and name not in self.packages and name in self._raw:
+            self.packages[name] = self._restore(name, self._raw[name])
+            self.served += 1
+        return super().package(name, origin, repo)
+
+    def _rule(self, rid: str) -> RuleClass:
+        rule = self._rule_objs.get(rid)
+        if rule is None:
+            d = self._rule_data[rid]
+            rule = RuleClass(rid, d["name"], d["module"], d["attrs"], "", d["origin"])
+            self._rule_objs[rid] = rule
+        return rule
+
+    def _restore(self, name: str, d: dict[str, Any]) -> Package:
+        pkg = Package(name, Path(d["build_file"]), d["build_display"])
+        pkg.default_visibility = d["default_visibility"]
+        pkg.targets = {
+            tname: Target(Label("", name, tname), self._rule(rid), attrs, origin, visibility)
+            for tname, (rid, attrs, origin, visibility) in d["targets"].items()
+        }
+        return pkg
+
+    def source_text(self, display: str) -> str | None:
+        text = super().source_text(display)
+        if text is not None or self._entry is None:
+            return text
+        # Served from the cache: the file on disk is the one loading read (the entry is valid).
+        entry = self._entry["inputs"]["files"].get(display)
+        if entry is None:
+            return None
+        try:
+            return Path(entry[0]).read_text(encoding="utf-8")
+        except OSError:
+            return None
+
+    def save(self) -> None:
+        """Persist the cached packages plus the workspace packages loaded for real, and the file
+        digests that validation computed (so the next query only stats the files)."""
+        fresh = {k: p for k, p in self.packages.items() if not p.repo and k not in self._raw}
+        if self._entry is None or fresh:
+            self._write(fresh)
+        self._cache.digests.save()
+
+    def _write(self, fresh: dict[str, Package]) -> None:
+        new = loading_inputs(self, (), self._cache.digests, self._cache.extra_files)
+        packages, rules = {}, {}
+        if self._entry is not None:
+            merged = _merge_inputs(self._entry["inputs"], new)
+            if merged is not None:
+                new, packages, rules = merged, dict(self._raw), dict(self._rule_data)
+        for key, pkg in fresh.items():
+            packages[key] = _dump_package(pkg)
+            for t in pkg.targets.values():
+                rules.setdefault(t.rule.rid, _dump_rule(t.rule))
+        self._cache.put({"inputs": new, "packages": packages, "rules": rules})

@@ -1,0 +1,137 @@
+"""`pyimg query` serves packages from the loading cache only while they are valid."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from pyimg.starlark import loading
+
+PUBLIC = 'visibility = ["//visibility:public"]'
+QUERIES = [
+    "//...",
+    "deps(//app:app)",
+    "rdeps(//..., //base:files)",
+    "kind(genrule, //...)",
+    "attr(cmd, cat, //...)",
+    "buildfiles(//app:app)",
+    "labels(srcs, //app:app)",
+    "somepath(//app:app, //base:x.txt)",
+]
+OUTPUTS = ["label", "label_kind", "build", "json", "graph"]
+
+
+@pytest.fixture
+def cws(ws):
+    ws.write("base/BUILD.pyimg", f'filegroup(name = "files", srcs = glob(["*.txt"]), {PUBLIC})\n')
+    ws.write("base/x.txt", "x\n")
+    ws.write("app/defs.bzl", 'CMD = "cat $(SRCS) > $@"\n')
+    ws.write(
+        "app/BUILD.pyimg",
+        f"""
+        load(":defs.bzl", "CMD")
+        genrule(
+            name = "app",
+            srcs = select({{"//conditions:default": ["//base:files"], "//c:x": ["a.txt"]}}),
+            outs = ["app.out"],
+            cmd = CMD,
+            {PUBLIC},
+        )
+        pkg_tar(name = "tar", files = {{":app": "/z", "a.txt": "/a"}}, package_dir = "/app")
+    """,
+    )
+    ws.write("app/a.txt", "a\n")
+    return ws
+
+
+@pytest.fixture
+def evaluations(monkeypatch):
+    """The display names of the BUILD/.bzl files that loading evaluated (in-process)."""
+    seen: list[str] = []
+    real = loading.Loader._eval
+
+    def counting(self, module_id, display, *args, **kwargs):
+        seen.append(display)
+        return real(self, module_id, display, *args, **kwargs)
+
+    monkeypatch.setattr(loading.Loader, "_eval", counting)
+    return seen
+
+
+def q(ws, expr, *flags):
+    r = ws.run("query", *flags, expr)
+    assert r.code == 0, r.err
+    return r.out
+
+
+def _forget(ws):
+    for d in ws.cache.glob("output_bases/*/loading"):
+        shutil.rmtree(d)
+
+
+def test_cached_results_are_identical(cws, evaluations):
+    for expr in QUERIES:
+        for output in OUTPUTS:
+            _forget(cws)
+            fresh = q(cws, expr, "--output", output)
+            evaluations.clear()
+            assert q(cws, expr, "--output", output) == fresh, (expr, output)
+            assert not evaluations, (expr, output)  # served from the cache
+
+
+def test_packages_added_to_the_cache_as_queries_reach_them(cws, evaluations):
+    assert q(cws, "//base:files") == "//base:files\n"
+    evaluations.clear()
+    q(cws, "deps(//app:tar)")
+    assert "app/BUILD.pyimg" in evaluations and "base/BUILD.pyimg" not in evaluations
+    evaluations.clear()
+    q(cws, "//...")
+    assert not evaluations
+
+
+def test_build_file_edit(cws, evaluations):
+    assert q(cws, "//base:all") == "//base:files\n"
+    cws.write("base/BUILD.pyimg", f'filegroup(name = "more", srcs = glob(["*.txt"]), {PUBLIC})\n')
+    assert q(cws, "//base:all") == "//base:more\n"
+
+
+def test_bzl_edit(cws):
+    assert "cat $(SRCS)" in q(cws, "//app:app", "--output", "build")
+    cws.write("app/defs.bzl", 'CMD = "tac $(SRCS) > $@"\n')
+    assert "tac $(SRCS)" in q(cws, "//app:app", "--output", "build")
+
+
+def test_new_file_matching_a_glob(cws):
+    assert q(cws, "labels(srcs, //base:files)") == "//base:x.txt\n"
+    cws.write("base/y.txt", "y\n")
+    assert q(cws, "labels(srcs, //base:files)") == "//base:x.txt\n//base:y.txt\n"
+
+
+def test_new_package_under_a_recursive_pattern(cws):
+    before = q(cws, "//...")
+    cws.write("new/BUILD.pyimg", 'genrule(name = "n", outs = ["n"], cmd = "true")\n')
+    assert q(cws, "//...") == before + "//new:n\n"
+
+
+def test_removed_package(cws):
+    cws.write("old/BUILD.pyimg", 'genrule(name = "o", outs = ["o"], cmd = "true")\n')
+    assert "//old:o" in q(cws, "//...")
+    assert q(cws, "//old:o") == "//old:o\n"
+    (cws.root / "old/BUILD.pyimg").unlink()
+    assert "//old:o" not in q(cws, "//...")
+    r = cws.run("query", "//old:o")
+    assert r.code == 2 and "no such package 'old'" in r.err
+
+
+def test_removed_source_file(cws):
+    assert q(cws, "//app:a.txt") == "//app:a.txt\n"
+    (cws.root / "app/a.txt").unlink()
+    r = cws.run("query", "//app:a.txt")
+    assert r.code == 2 and "no such target or file" in r.err
+
+
+def test_corrupt_cache_is_ignored(cws):
+    before = q(cws, "//...")
+    for f in cws.cache.glob("output_bases/*/loading/packages.json"):
+        f.write_text("{not json")
+    assert q(cws, "//...") == before
