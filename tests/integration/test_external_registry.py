@@ -119,6 +119,11 @@ def test_push_pull_lock_build_push_mounts(registry, tmp_path: Path) -> None:
     r = ws3.run("push", *_flags(ws3), "//svc:image", "--repository", f"{registry.host}/team/svc")
     assert r.code == 0, r.err
     assert "0 blobs uploaded" in r.err
+    # The same push again: nothing changed since, so the build is not even verified.
+    r = ws3.run("push", *_flags(ws3), "//svc:image", "--repository", f"{registry.host}/team/svc")
+    assert r.code == 0, r.err
+    assert "nothing changed since the last build" in r.err and "0 blobs uploaded" in r.err
+    assert r.out.strip().splitlines()[-1] == built
 
 
 def test_offline_cold_cache_names_what_is_missing(registry, tmp_path: Path) -> None:

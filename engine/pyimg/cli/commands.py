@@ -197,7 +197,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             return 0
         shutil.rmtree(session.workspace / "pyimg-out", ignore_errors=True)
         for name in ("last_build.json", "previous_build.json", "file_digests.json", "analysis",
-                     "loading", "noop_record.json"):
+                     "loading", "noop"):
             p = session.output_base / name
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)

@@ -6,12 +6,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pyimg.cli.build import BuildOptions, build
 from pyimg.cli.commands import _options, add_common_flags, command, open_session
-from pyimg.cli.progress import summary
 from pyimg.core.errors import UsageError
 
 if TYPE_CHECKING:
+    from pyimg.cli.build import BuildOptions
     from pyimg.cli.repositories import RegistryOptions, Repositories
 
 __all__ = ["cmd_fetch", "cmd_lock", "cmd_push"]
@@ -112,17 +111,35 @@ def _configure_push(p: argparse.ArgumentParser) -> None:
 
 @command("push", "build an image or index and push it to a registry", _configure_push)
 def cmd_push(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from pyimg.cli.noop import fast_summary, valid_record, write_record
     from pyimg.cli.push import push_layout_dir, target_layout
 
     session = open_session(args)
-    options: BuildOptions = _options(args, [args.label], session)
-    with session.locked("push"):
-        report = build(session, options)
-    if len(report.top_level) != 1:
-        raise UsageError(f"'{args.label}' must name exactly one target")
-    target = report.top_level[0]
-    layout = target_layout(session, target)
-    print(summary(report.outcome.executed, report.outcome.cached, report.seconds), file=sys.stderr)
+    start = time.monotonic()
+    # Pushing again what is already built (nothing changed since): no build to verify.
+    record = valid_record(args.argv, session.workspace) if getattr(args, "argv", None) else None
+    if record is not None and record.get("extra", {}).get("layout"):
+        layout = Path(record["extra"]["layout"])
+        print(fast_summary(record, time.monotonic() - start), file=sys.stderr)
+    else:
+        from pyimg.cli.build import build
+        from pyimg.cli.progress import summary
+
+        options: BuildOptions = _options(args, [args.label], session)
+        with session.locked("push"):
+            report = build(session, options)
+            if len(report.top_level) != 1:
+                raise UsageError(f"'{args.label}' must name exactly one target")
+            layout = target_layout(session, report.top_level[0])
+            if getattr(args, "argv", None):
+                write_record(session.output_base, session.workspace, args.argv, report.inputs,
+                             report.outputs, "", report.outcome.executed + report.outcome.cached,
+                             extra={"layout": str(layout)})
+        print(summary(report.outcome.executed, report.outcome.cached, report.seconds),
+              file=sys.stderr)
     digest, _ = push_layout_dir(session, layout, args.repository, args.tag, _registry(args))
     print(digest)
     return 0

@@ -18,10 +18,11 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["record_path", "try_fast_noop", "write_record"]
+__all__ = ["fast_summary", "record_path", "try_fast_noop", "valid_record", "write_record"]
 
-RECORD = "noop_record.json"
+RECORDS = "noop"  # <output base>/noop/<command key>.json, one record per command line
 _SKIP_DIRS = {"pyimg-out", "node_modules"}
 
 
@@ -52,8 +53,8 @@ def _workspace_dirs(workspace: Path) -> list[str]:
     return out
 
 
-def record_path(output_base: Path) -> Path:
-    return output_base / RECORD
+def record_path(output_base: Path, key: str) -> Path:
+    return output_base / RECORDS / f"{key[:32]}.json"
 
 
 def write_record(
@@ -64,8 +65,10 @@ def write_record(
     outputs: Iterable[str],
     stdout: str,
     actions: int,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Record a successful build (call it only after every output is in place)."""
+    """Record a successful build (call it only after every output is in place). `extra` is kept
+    for the command that replays the record (push: the layout it pushes)."""
     from pyimg.core.cas import atomic_write_bytes
 
     if any(a == "--secret" or a.startswith("--secret=") for a in argv):
@@ -86,9 +89,10 @@ def write_record(
     # An input recorded as absent (None: pyimg.lock, say) must stay absent; outputs must exist.
     if any(v is None for v in out_files.values()):
         return
-    record = {"key": _command_key(argv), "files": files, "dirs": dirs, "outputs": out_files,
-              "stdout": stdout, "actions": actions}
-    atomic_write_bytes(record_path(output_base), json.dumps(record).encode())
+    key = _command_key(argv)
+    record = {"key": key, "files": files, "dirs": dirs, "outputs": out_files,
+              "stdout": stdout, "actions": actions, "extra": extra or {}}
+    atomic_write_bytes(record_path(output_base, key), json.dumps(record).encode())
 
 
 def _locate_output_base(argv: list[str], workspace: Path) -> Path:
@@ -112,43 +116,56 @@ def _locate_output_base(argv: list[str], workspace: Path) -> Path:
     return cache_root / "output_bases" / tag
 
 
-def try_fast_noop(argv: list[str], workspace: Path) -> bool:
-    """Replay the last build's report if nothing it depends on changed; False otherwise."""
+def valid_record(argv: list[str], workspace: Path) -> dict[str, Any] | None:
+    """The record of the last successful run of this command line, if nothing it depends on
+    changed since; None otherwise (and always with PYIMG_FAST_NOOP=0)."""
     import fcntl
 
     if os.environ.get("PYIMG_FAST_NOOP") == "0":
-        return False  # the escape hatch: always verify everything (docs/cli.md)
-    start = time.monotonic()
+        return None  # the escape hatch: always verify everything (docs/cli.md)
     output_base = _locate_output_base(argv, workspace)
+    key = _command_key(argv)
     try:
-        record = json.loads(record_path(output_base).read_bytes())
+        record = json.loads(record_path(output_base, key).read_bytes())
     except (OSError, ValueError):
-        return False
-    if record.get("key") != _command_key(argv):
-        return False
+        return None
+    if record.get("key") != key:
+        return None
     try:
-        lock = open(output_base / "lock", "a+")  # noqa: SIM115 - held while we check and print
+        lock = open(output_base / "lock", "a+")  # noqa: SIM115 - held while we check
     except OSError:
-        return False
+        return None
     with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False  # another command is at work here: take the normal path (it waits)
+            return None  # another command is at work here: take the normal path (it waits)
         if any(_stat(p) != s for p, s in record["files"].items()):
-            return False
+            return None
         if any(_stat(p, with_ctime=False) != s for p, s in record["dirs"].items()):
-            return False
+            return None
         if any(_stat(p, with_ctime=False) != s for p, s in record["outputs"].items()):
-            return False
+            return None
         if set(_pyimg_code()) - set(record["files"]):
-            return False  # a new engine module
+            return None  # a new engine module
         from pyimg.cli.build_record import mark_all_cached
 
         mark_all_cached(output_base)  # so that `explain` says what a no-op build would
-        sys.stdout.write(record["stdout"])
-        sys.stdout.flush()
-        seconds = time.monotonic() - start
-        print(f"Build completed: 0 actions run, {record['actions']} cache hits, {seconds:.2f}s "
-              "(nothing changed since the last build)", file=sys.stderr)
+    return record
+
+
+def try_fast_noop(argv: list[str], workspace: Path) -> bool:
+    """Replay the last build's report if nothing it depends on changed; False otherwise."""
+    start = time.monotonic()
+    record = valid_record(argv, workspace)
+    if record is None:
+        return False
+    sys.stdout.write(record["stdout"])
+    sys.stdout.flush()
+    print(fast_summary(record, time.monotonic() - start), file=sys.stderr)
     return True
+
+
+def fast_summary(record: dict[str, Any], seconds: float) -> str:
+    return (f"Build completed: 0 actions run, {record['actions']} cache hits, {seconds:.2f}s "
+            "(nothing changed since the last build)")
