@@ -656,7 +656,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         else:
             _compare_runs(done, prov, report)
     finally:
-        from pyimg.core.executor import _rmtree
+        from pyimg.core.cas import remove_tree as _rmtree
 
         _rmtree(tmp)  # the runs' caches hold read-only blobs and trees
     _write_reports(report, args.report)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from pyimg.cli.progress import Progress
 from pyimg.cli.session import Session, cwd_package
 from pyimg.core.action_cache import ActionResult
-from pyimg.core.cas import ContentStore
+from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.errors import PyimgError, UsageError, UserInputError
-from pyimg.core.executor import ActionExecutor, BuildContext, ExecutionRecord, _rmtree
+from pyimg.core.executor import ActionExecutor, BuildContext, ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
 from pyimg.starlark.analysis import AnalysisResult, Analyzer, TargetResult
@@ -187,7 +187,7 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
             secrets.close()  # the build owns the secret files: none outlives it (also Ctrl-C)
         progress.close()
         digests.save()
-        _rmtree(ctx.scratch_root)
+        remove_tree(ctx.scratch_root)
     _save_last_build(session, outcome.records)
     # Whatever was built is materialized, also when --keep-going went past a failure.
     _materialize(session, cas, executor, goals, digests)
@@ -267,7 +267,7 @@ def _materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
             if _same_file(dest, cas.path(f.digest, f.executable)):
                 continue
             if dest.is_dir() and not dest.is_symlink():
-                _rmtree(dest)
+                remove_tree(dest)
             cas.link_to(f.digest, dest, f.executable)
         else:
             _materialize_dir(cas, result, path, dest)
@@ -293,7 +293,7 @@ def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: P
         ):
             return
     tmp = dest.parent / f".tmp-{os.getpid()}-{dest.name}"
-    _rmtree(tmp)
+    remove_tree(tmp)
     for rel, f in sorted(tree.items()):
         cas.link_to(f.digest, tmp / rel, f.executable)
     tmp.mkdir(parents=True, exist_ok=True)

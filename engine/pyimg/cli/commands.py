@@ -209,9 +209,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def _rmtree_ro(path: Path) -> None:
-    from pyimg.core.executor import _rmtree
+    from pyimg.core.cas import remove_tree
 
-    _rmtree(path)
+    remove_tree(path)
 
 
 def load_commands(names: list[str] | None = None) -> dict[str, Command]:

@@ -590,7 +590,7 @@ def _download(url: str, dest: Path) -> str:
 
 
 def _rmtree(path: Path) -> None:
-    from pyimg.core.executor import _rmtree as rm
+    from pyimg.core.cas import remove_tree as rm
 
     if path.is_symlink() or path.is_file():
         path.unlink()

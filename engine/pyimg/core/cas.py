@@ -16,11 +16,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from pyimg.core.digest import CHUNK, Digest
 
-__all__ = ["ContentStore", "StatMemo", "atomic_write_bytes", "fsync_dir"]
+__all__ = ["ContentStore", "StatMemo", "atomic_write_bytes", "fsync_dir", "remove_tree"]
 
 StatKey = tuple[int, int, int, int]
 
@@ -69,6 +69,21 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree that may hold read-only files and directories (store links, Go caches)."""
+
+    def onerror(func: Any, p: str, exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(p), 0o755)
+            os.chmod(p, 0o755)
+            func(p)
+        except OSError:
+            pass
+
+    if path.exists():
+        shutil.rmtree(path, onerror=onerror)
 
 
 def _blob_key(st: os.stat_result) -> StatKey:

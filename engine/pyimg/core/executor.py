@@ -29,7 +29,7 @@ from pyimg.core.action import (
 )
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
 from pyimg.core.builtin import BuiltinCall
-from pyimg.core.cas import ContentStore
+from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.digest import Digest, canonical_json
 from pyimg.core.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
 from pyimg.core.file_digests import FileDigestCache
@@ -191,7 +191,7 @@ class ActionExecutor:
             result = self._run(action, scratch)
             self.cache.put(key, result)
         finally:
-            _rmtree(scratch)
+            remove_tree(scratch)
         self.record_result(action, result)
         return ExecutionRecord(action, key, components, False, result, time.monotonic() - start)
 
@@ -227,13 +227,13 @@ class ActionExecutor:
         final = self.ctx.cache_root / "trees" / digest[:2] / digest
         if not final.exists():
             tmp = final.parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{digest[:12]}"
-            _rmtree(tmp)
+            remove_tree(tmp)
             for rel, f in sorted(tree.items()):
                 self.cas.link_to(f.digest, tmp / rel, f.executable)
             try:
                 os.rename(tmp, final)
             except OSError:
-                _rmtree(tmp)  # another builder made it first
+                remove_tree(tmp)  # another builder made it first
         for rel, f in tree.items():
             st = (final / rel).stat()
             links[(st.st_dev, st.st_ino)] = f.digest
@@ -536,16 +536,3 @@ def _shell_quote(arg: str) -> str:
     import shlex
 
     return shlex.quote(arg)
-
-
-def _rmtree(path: Path) -> None:
-    def onerror(func: Any, p: str, exc: Any) -> None:
-        try:
-            os.chmod(os.path.dirname(p), 0o755)
-            os.chmod(p, 0o755)
-            func(p)
-        except OSError:
-            pass
-
-    if path.exists():
-        shutil.rmtree(path, onerror=onerror)

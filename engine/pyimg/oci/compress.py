@@ -10,7 +10,8 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
+from contextlib import nullcontext
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -189,29 +190,24 @@ def compress_stream(
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         return Digest("sha256", h.hexdigest()), size
-    if compression == "zstd":
-        cctx = zstandard.ZstdCompressor(
-            level=ZSTD_LEVEL,
-            write_checksum=ZSTD_CHECKSUM,
-            write_content_size=False,
-            threads=max(1, jobs),
-        )
-        # stream_writer, not compressobj: the same bytes, but compressobj buffered ~200 MB more
-        # on incompressible input (measured on a 1 GiB layer).
-        with cctx.stream_writer(dst, closefd=False) as writer:  # type: ignore[arg-type]
+    if compression in ("zstd", "none"):
+        sink: Any = nullcontext(dst)
+        if compression == "zstd":
+            cctx = zstandard.ZstdCompressor(
+                level=ZSTD_LEVEL,
+                write_checksum=ZSTD_CHECKSUM,
+                write_content_size=False,
+                threads=max(1, jobs),
+            )
+            # stream_writer, not compressobj: the same bytes, but compressobj buffered ~200 MB
+            # more on incompressible input (measured on a 1 GiB layer).
+            sink = cctx.stream_writer(dst, closefd=False)  # type: ignore[arg-type]
+        with sink as writer:
             while chunk := read_exact(src, GZIP_CHUNK):
                 if check_cancelled is not None:
                     check_cancelled()
                 h.update(chunk)
                 size += len(chunk)
                 writer.write(chunk)
-        return Digest("sha256", h.hexdigest()), size
-    if compression == "none":
-        while chunk := read_exact(src, GZIP_CHUNK):
-            if check_cancelled is not None:
-                check_cancelled()
-            h.update(chunk)
-            size += len(chunk)
-            dst.write(chunk)
         return Digest("sha256", h.hexdigest()), size
     raise ValueError(f"unknown compression {compression!r} (expected gzip, zstd or none)")
