@@ -148,6 +148,9 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     graph = ActionGraph(analysis.actions())
     top = [analysis.targets[label] for label in analysis.top_level]
     goals = sorted({f["path"] for t in top for f in t.default_files if not f["is_source"]})
+    # The graph holds every action now; the other targets' providers (a pkg_tar of 10,000 files
+    # has as many source-file targets) need not stay in memory while layers are compressed.
+    analysis.targets = {t.label: t for t in top}
 
     cas, cache = session.stores(digests)
     warned: list[str] = []

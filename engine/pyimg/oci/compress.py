@@ -16,7 +16,14 @@ from typing import Any, BinaryIO
 import zstandard
 
 from pyimg.core.digest import Digest
-from pyimg.oci.format import GZIP_CHUNK, GZIP_LEVEL, GZIP_OS, ZSTD_CHECKSUM, ZSTD_LEVEL
+from pyimg.oci.format import (
+    GZIP_CHUNK,
+    GZIP_LEVEL,
+    GZIP_OS,
+    ZSTD_CHECKSUM,
+    ZSTD_LEVEL,
+    ZSTD_WORKERS,
+)
 
 __all__ = [
     "COMPRESSIONS",
@@ -197,7 +204,7 @@ def compress_stream(
                 level=ZSTD_LEVEL,
                 write_checksum=ZSTD_CHECKSUM,
                 write_content_size=False,
-                threads=max(1, jobs),
+                threads=ZSTD_WORKERS,
             )
             # stream_writer, not compressobj: the same bytes, but compressobj buffered ~200 MB
             # more on incompressible input (measured on a 1 GiB layer).
