@@ -166,9 +166,15 @@ def test_interrupt_then_correct_rebuild(ws, sig):
         assert time.monotonic() - t0 < 1.5
         assert proc.returncode == 130, err.decode()
     assert not ws.out("p/slow.txt").exists()
-    # No sleeper left behind.
-    time.sleep(0.2)
-    sleepers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith("sleep 30")]
+    # No sleeper left behind (the kernel tears the sandbox's pid namespace down asynchronously).
+    deadline = time.monotonic() + 5
+    while True:
+        sleepers = [
+            p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith("sleep 30")
+        ]
+        if not sleepers or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert sleepers == []
     ws.write("p/BUILD.pyimg", """
         genrule(name = "fast", outs = ["fast.txt"], cmd = "echo fast > $@")
