@@ -27,7 +27,7 @@ from pyimg.starlark.loading import Loader
 if TYPE_CHECKING:
     from pyimg.cli.repositories import Repositories
 
-__all__ = ["BuildOptions", "BuildReport", "FORMAT_VERSION", "analyze", "build", "format_version"]
+__all__ = ["BuildOptions", "BuildReport", "analyze", "build", "format_version"]
 
 
 def format_version() -> str:
@@ -36,8 +36,6 @@ def format_version() -> str:
 
     return f"pyimg-actions/1;{OUTPUT_FORMAT_VERSION}"
 
-
-FORMAT_VERSION = format_version
 
 
 @dataclass

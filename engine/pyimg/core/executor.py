@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import threading
 import time
@@ -175,8 +176,6 @@ class ActionExecutor:
     def execute(
         self, action: Action, looked_up: tuple[Digest, dict[str, Any]] | None = None
     ) -> ExecutionRecord:
-        import time
-
         start = time.monotonic()
         if looked_up is None:
             key, components, record = self.lookup(action)
@@ -525,14 +524,9 @@ def _failure_message(action: Action, what: str, output: bytes) -> str:
     tail = output.decode("utf-8", "replace").splitlines()[-OUTPUT_TAIL_LINES:]
     lines = [f"{action.describe()} {what}", f"  mnemonic: {action.mnemonic}"]
     if action.argv:
-        lines.append("  command: " + " ".join(_shell_quote(a) for a in action.argv))
+        lines.append("  command: " + " ".join(shlex.quote(a) for a in action.argv))
     if tail:
         lines.append("  output (last lines):")
         lines.extend("    " + line for line in tail)
     return "\n".join(lines)
 
-
-def _shell_quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)

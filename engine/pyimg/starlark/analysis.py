@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import starlark as sl
 
 from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
 from pyimg.core.errors import UserInputError
-from pyimg.starlark._eval import render_error
+from pyimg.starlark._eval import globals_, render_error
 from pyimg.starlark.labels import Label, LabelError, parse_label
 from pyimg.starlark.loading import PRELUDE, Loader, Target
 
@@ -234,7 +235,7 @@ class Analyzer:
         self._current = current
         try:
             ast = sl.parse(f"<analysis of {label}>", source)
-            returned = sl.eval(sl.Module(), ast, sl_globals(), self.loader._loader)
+            returned = sl.eval(sl.Module(), ast, globals_(), self.loader._loader)
         except sl.StarlarkError as e:
             pending, self.loader._pending = self.loader._pending, None
             if pending is not None:
@@ -397,7 +398,7 @@ class Analyzer:
             own = parse_label(label)
             own_path = posixpath.join(OUT_DIR, own.package, own.name)
             if dep is None and own.package == cur.target.label.package and own_path in cur.declared:
-                return _shell_quote(own_path)  # one of this target's own outputs (genrule outs)
+                return shlex.quote(own_path)  # one of this target's own outputs (genrule outs)
             if dep is None:
                 raise UserInputError(
                     f"{cur.target.kind} {cur.target.label}: $({fn} {raw}): '{label}' is not a "
@@ -411,7 +412,7 @@ class Analyzer:
                     f"{len(paths)} files; use $({fn}s {raw})",
                     origin=cur.target.origin,
                 )
-            return " ".join(_shell_quote(p) for p in paths)
+            return " ".join(shlex.quote(p) for p in paths)
 
         text = self._MAKE_VAR.sub(repl, text)
         for k, v in (extra or {}).items():
@@ -427,11 +428,6 @@ def host_tool_name(dep: TargetResult) -> str | None:
     return None
 
 
-def _shell_quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
-
 
 def _labels_of(t: str, value: Any) -> list[str]:
     if t == "label":
@@ -446,8 +442,3 @@ def _labels_of(t: str, value: Any) -> list[str]:
 def _target_json(result: TargetResult) -> dict[str, Any]:
     return {"_target": result.label, "providers": result.providers}
 
-
-def sl_globals() -> Any:
-    from pyimg.starlark._eval import globals_
-
-    return globals_()
