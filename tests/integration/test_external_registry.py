@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "registry"))
 from pyimg.oci.validate import validate_layout  # noqa: E402
-from regtestlib import start_registry  # noqa: E402
+from regtestlib import skopeo, start_registry  # noqa: E402
 from workspace_helpers import Workspace  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -53,9 +53,9 @@ def _push_base(ws: Workspace, host: str, repo: str = "team/base") -> str:
     return digest
 
 
-def _consumer(ws: Workspace, host: str, digest: str | None) -> None:
+def _consumer(ws: Workspace, host: str, digest: str | None, repo: str = "team/base") -> None:
     pin = f'digest = "{digest}"' if digest else 'tag = "v1"'
-    ws.write("MODULE.pyimg", f'oci_pull(name = "base", image = "{host}/team/base", {pin})\n')
+    ws.write("MODULE.pyimg", f'oci_pull(name = "base", image = "{host}/{repo}", {pin})\n')
     ws.write("svc/x.txt", "x\n")
     ws.write(
         "svc/BUILD.pyimg",
@@ -171,3 +171,95 @@ def test_index_lock_records_platforms(registry, tmp_path: Path) -> None:
     assert config  # one entry, valid
     manifest_digest = ws.out("svc/image.digest").read_text().strip()
     assert manifest_digest != index_digest
+
+
+def _base_layers(layout: Path) -> list[str]:
+    """The layer digests of the image in `layout` (its only index.json entry)."""
+    index = json.loads((layout / "index.json").read_text())
+    (entry,) = index["manifests"]
+    manifest = json.loads((layout / "blobs/sha256" / entry["digest"][7:]).read_text())
+    return [d["digest"] for d in manifest["layers"]]
+
+
+def _in_store(ws: Workspace, digest: str) -> bool:
+    hexd = digest.split(":", 1)[1]
+    return (ws.cache / "cas" / "sha256" / hexd[:2] / hexd).is_file()
+
+
+def _lazy_consumer(registry, tmp_path: Path, repo: str) -> tuple[Workspace, str]:
+    """A base pushed to `repo` by one workspace, and a consumer workspace with a cold cache;
+    returns the consumer and the base's (one) layer digest."""
+    ws1 = Workspace(tmp_path / "ws1", tmp_path / "cache1")
+    digest = _push_base(ws1, registry.host, repo)
+    (base_layer,) = _base_layers(ws1.out("app/image"))
+    ws = Workspace(tmp_path / "ws", tmp_path / "cold")
+    _consumer(ws, registry.host, digest, repo)
+    return ws, base_layer
+
+
+def test_base_layers_are_fetched_only_when_an_output_needs_their_bytes(
+    registry, tmp_path: Path
+) -> None:
+    # A push to the same registry needs no base layer bytes: mounted, never downloaded.
+    ws, base_layer = _lazy_consumer(registry, tmp_path, "team/lazy")
+    r = ws.run("push", *_flags(ws), "//svc:image", "--repository", f"{registry.host}/team/lazy-svc")
+    assert r.code == 0, r.err
+    pushed = r.out.strip().splitlines()[-1]
+    assert "1 mounted" in r.err, r.err
+    assert not _in_store(ws, base_layer)
+    layout = ws.out("svc/image")
+    assert base_layer in _base_layers(layout)
+    assert not (layout / "blobs/sha256" / base_layer[7:]).exists()  # sparse, as the spec allows
+    out = skopeo("inspect", "--no-tags", "--tls-verify=false",
+                 f"docker://{registry.host}/team/lazy-svc@{pushed}")
+    assert json.loads(out.stdout)["Digest"] == pushed
+
+    # Writing the layout needs the bytes: `pyimg build` fetches the layer and completes it.
+    r = ws.run("build", "//svc:image")
+    assert r.code == 0, r.err
+    assert _in_store(ws, base_layer)
+    validate_layout(layout)
+    assert ws.out("svc/image.digest").read_text().strip() == pushed
+    r = ws.run("build", "//svc:image")  # and keeps it complete
+    assert r.code == 0, r.err
+    validate_layout(layout)
+
+
+def test_loading_an_image_fetches_its_base_layers(registry, tmp_path: Path) -> None:
+    import tarfile
+
+    ws, base_layer = _lazy_consumer(registry, tmp_path, "team/lazyload")
+    ws.write(
+        "svc/BUILD.pyimg",
+        """
+        pkg_tar(name = "layer", srcs = ["x.txt"])
+        oci_image(name = "image", base = "@base", tars = [":layer"])
+        oci_load(name = "load", image = ":image", repo_tags = ["example.com/svc:1"])
+        """,
+    )
+    r = ws.run("build", "//svc:load")
+    assert r.code == 0, r.err
+    tarball = next(p for p in ws.out("svc").iterdir() if p.name.startswith("load"))
+    with tarfile.open(tarball) as tar:
+        assert f"blobs/sha256/{base_layer[7:]}" in tar.getnames()
+    assert _in_store(ws, base_layer)
+
+
+def test_push_to_another_registry_fetches_the_layers_it_cannot_mount(
+    registry, tmp_path: Path
+) -> None:
+    other = start_registry(tmp_path / "other-registry")
+    try:
+        ws, base_layer = _lazy_consumer(registry, tmp_path, "team/lazyx")
+        r = ws.run("push", *_flags(ws), "//svc:image", "--repository", f"{other.host}/copy/svc")
+        assert r.code == 0, r.err
+        assert "0 mounted" in r.err and "3 blobs uploaded" in r.err, r.err
+        assert _in_store(ws, base_layer)  # fetched from the base's registry, verified, kept
+        pulled = tmp_path / "pulled"
+        skopeo("copy", "--src-tls-verify=false",
+               f"docker://{other.host}/copy/svc@{r.out.strip().splitlines()[-1]}",
+               f"oci:{pulled}:latest")
+        assert base_layer in _base_layers(pulled)
+        validate_layout(pulled)
+    finally:
+        other.stop()

@@ -125,7 +125,8 @@ def oci_image(call: BuiltinCall) -> None:
       base: EXEC_PATH | null   a declared input directory holding an OCI layout (its `latest`
                                entry, or its only entry). If that is an index, the image for
                                os/architecture/variant below (default linux/amd64) is used.
-                               null = scratch. Base layers are reused byte for byte (hard links).
+                               null = scratch. Base layers are reused byte for byte (hard links);
+                               a lazy base layer (call.lazy_blobs) is referenced, not copied.
       layers: [EXEC_PATH]      descriptor JSON files written by `oci_layer`, in layer order
       blobs: [EXEC_PATH]       the matching blob files, same order and length as `layers`
       config: {                every key optional; null/absent keeps the base's value
@@ -146,7 +147,8 @@ def oci_image(call: BuiltinCall) -> None:
       created: str             RFC 3339, default "1970-01-01T00:00:00Z"; config `created` and
                                the history entry of each new layer carry it
 
-    outputs: one directory (in output_dirs): an OCI layout whose index.json has one entry, the
+    outputs: one directory (in output_dirs): an OCI layout (sparse when the base's layers are
+    lazy) whose index.json has one entry, the
     manifest, annotated org.opencontainers.image.ref.name=latest; and one file ending in
     ".digest": `sha256:<manifest hex>` (no newline).
     """
@@ -169,7 +171,11 @@ def oci_image(call: BuiltinCall) -> None:
     layers: list[Descriptor] = []
     base = params.get("base")
     if base is not None:
-        layout = Layout(input_path(call, base, "oci_image: base"), what=f"oci_image: base {base}")
+        layout = Layout(
+            input_path(call, base, "oci_image: base"),
+            what=f"oci_image: base {base}",
+            lazy=call.lazy_blobs,
+        )
         image = select_platform(
             layout, layout.resolve("latest"), changes.os, changes.architecture, changes.variant
         )
@@ -183,6 +189,9 @@ def oci_image(call: BuiltinCall) -> None:
             )
         for layer in m.layers:
             call.check_cancelled()
+            layers.append(layer.with_media_type(mt.TO_OCI.get(layer.media_type, layer.media_type)))
+            if layout.is_lazy(layer.digest):
+                continue  # a pulled base's layer: reused by digest, fetched when bytes are needed
             path = layout.blob_path(layer.digest)
             try:
                 size = os.stat(path).st_size
@@ -196,7 +205,6 @@ def oci_image(call: BuiltinCall) -> None:
                     f"says {layer.size}"
                 )
             writer.add_file(layer.digest, path)
-            layers.append(layer.with_media_type(mt.TO_OCI.get(layer.media_type, layer.media_type)))
 
     new: list[Layer] = []
     for i, (desc_path, blob_path) in enumerate(zip(layer_paths, blob_paths, strict=True)):

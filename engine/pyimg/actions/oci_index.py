@@ -47,7 +47,9 @@ def oci_index(call: BuiltinCall) -> None:
     seen: dict[Platform, str] = {}
     for i, image in enumerate(images):
         call.check_cancelled()
-        layout = Layout(input_path(call, image, f"oci_index: images[{i}]"), what=image)
+        layout = Layout(
+            input_path(call, image, f"oci_index: images[{i}]"), what=image, lazy=call.lazy_blobs
+        )
         root = layout.resolve("latest")
         if root.media_type not in mt.MANIFESTS:
             raise UserInputError(
@@ -64,7 +66,8 @@ def oci_index(call: BuiltinCall) -> None:
             )
         seen[platform] = image
         for desc in walk(layout, root):
-            writer.add_file(desc.digest, layout.blob_path(desc.digest))
+            if not layout.is_lazy(desc.digest):  # a pulled base's layer stays out until needed
+                writer.add_file(desc.digest, layout.blob_path(desc.digest))
         entries.append(Descriptor(root.media_type, root.digest, root.size, platform=platform))
     index = Index(tuple(entries), tuple(sorted(annotations.items())))
     data = index.to_bytes()

@@ -45,6 +45,11 @@ class _Source:
             return self.dir / rel, None
         return None
 
+    def lazy(self, digest: Digest) -> bool:
+        """Absent from the layout but pinned by a pulled image (its layers stay remote)."""
+        absent = self.file(f"blobs/{digest.algorithm}/{digest.hex}") is None
+        return absent and self.call.lazy_blobs is not None and self.call.lazy_blobs.knows(digest)
+
     def blob(self, desc: Descriptor, what: str) -> Path:
         """The verified blob for `desc`: present, same size, same digest (from the engine)."""
         rel = f"blobs/{desc.digest.algorithm}/{desc.digest.hex}"
@@ -83,7 +88,8 @@ def oci_layout_import(call: BuiltinCall) -> None:
       digest: "sha256:..."  required: the manifest or index to import
     }
     The digest must be an entry of index.json or a blob of the layout; every blob reachable from
-    it (child manifests, configs, layers) must be present with the right size and digest. The
+    it (child manifests, configs, layers) must be present with the right size and digest, except
+    layers that `call.lazy_blobs` knows: those stay out of the output too (a sparse layout). The
     digests come from the engine's input digests (files are not re-hashed). A missing or corrupt
     blob is a UserInputError naming the blob and both digests.
     outputs: one directory (in output_dirs): an OCI layout holding exactly that image or index
@@ -124,11 +130,13 @@ def oci_layout_import(call: BuiltinCall) -> None:
     writer = LayoutWriter(output_dir(call, "oci_layout_import"))
     seen: set[Digest] = set()
 
-    def visit(desc: Descriptor, what: str) -> None:
+    def visit(desc: Descriptor, what: str, layer: bool = False) -> None:
         if desc.digest in seen:
             return
         seen.add(desc.digest)
         call.check_cancelled()
+        if layer and src.lazy(desc.digest):
+            return  # an oci_pull layer: referenced now, fetched when an output needs its bytes
         path = src.blob(desc, what)
         writer.add_file(desc.digest, path)
         where = f"{prefix}: {what} {desc.digest}"
@@ -139,7 +147,7 @@ def oci_layout_import(call: BuiltinCall) -> None:
             m = parse_manifest(path.read_bytes(), where)
             visit(m.config, f"config of manifest {desc.digest}")
             for i, layer in enumerate(m.layers):
-                visit(layer, f"layers[{i}] of manifest {desc.digest}")
+                visit(layer, f"layers[{i}] of manifest {desc.digest}", layer=True)
 
     visit(root, "pinned")
     # Keep the entry's platform, drop its other annotations: the ref name is ours.

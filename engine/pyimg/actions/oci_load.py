@@ -38,7 +38,7 @@ def oci_load(call: BuiltinCall) -> None:
     if len(call.outputs) != 1:
         raise UserInputError(f"oci_load: expected one output, got {sorted(call.outputs)}")
     (out_path,) = call.outputs.values()
-    layout = Layout(root, what=f"oci_load: image {image}")
+    layout = Layout(root, what=f"oci_load: image {image}", lazy=call.lazy_blobs)
     with open(Path(out_path), "wb") as out:
         write_docker_archive(
             out, layout, layout.resolve("latest"), tags, check_cancelled=call.check_cancelled

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from pyimg.cli.progress import Progress
 from pyimg.cli.session import Session, cwd_package
 from pyimg.core.action_cache import ActionResult
+from pyimg.core.builtin import BlobSource
 from pyimg.core.cas import ContentStore, remove_tree
+from pyimg.core.digest import Digest
 from pyimg.core.errors import PyimgError, UsageError, UserInputError
 from pyimg.core.executor import ActionExecutor, BuildContext, ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
@@ -50,6 +52,9 @@ class BuildOptions:
     offline: bool = False  # external inputs only from the repository cache
     registry_config: str | None = None  # a docker config.json for registry credentials
     insecure_registries: tuple[str, ...] = ()  # hosts allowed over plain http
+    # Write the lazy layers of pulled bases into the image layouts under pyimg-out/. `pyimg push`
+    # does not: it fetches only what the destination registry can neither mount nor has.
+    fetch_lazy: bool = True
 
 
 @dataclass
@@ -60,6 +65,7 @@ class BuildReport:
     top_level: list[TargetResult]
     inputs: list[str] = field(default_factory=list)  # every file the build read (for noop.py)
     outputs: list[str] = field(default_factory=list)  # what it placed under pyimg-out/
+    lazy_blobs: Any = None  # the pulled bases' layers (PulledBlobs), for a push to fetch
 
 
 class LazyBuiltins(Mapping[str, Any]):
@@ -142,7 +148,10 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     try:
         _, analysis = analyze(session, options.patterns, repos, digests)
     finally:
-        repos.close()
+        repos.close()  # reopened if a lazy layer must be fetched
+    from pyimg.cli.repositories import PulledBlobs
+
+    lazy = PulledBlobs(repos)
     graph = ActionGraph(analysis.actions())
     top = [analysis.targets[label] for label in analysis.top_level]
     goals = sorted({f["path"] for t in top for f in t.default_files if not f["is_source"]})
@@ -170,6 +179,7 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
         sandbox_strict=options.sandbox_strict,
         warn=warn,
         cancel=threading.Event(),
+        lazy_blobs=lazy,
     )
     secrets = options.secrets.get("store")
     if secrets is not None:
@@ -192,7 +202,10 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
         remove_tree(ctx.scratch_root)
     _save_last_build(session, outcome.records)
     # Whatever was built is materialized, also when --keep-going went past a failure.
-    _materialize(session, cas, executor, goals, digests)
+    try:
+        _materialize(session, cas, executor, goals, lazy, options.fetch_lazy)
+    finally:
+        repos.close()
     digests.save()
     if outcome.failures:
         raise _combine(outcome.failures)
@@ -207,6 +220,7 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
         analysis, outcome, time.monotonic() - start, top,
         inputs=sorted(set(analysis.files) | sources | host),
         outputs=[str(session.workspace / g) for g in goals],
+        lazy_blobs=lazy,
     )
 
 
@@ -272,8 +286,13 @@ def _save_last_build(session: Session, records: list[ExecutionRecord]) -> None:
 
 
 def _materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
-                 goals: list[str], digests: Any) -> None:
-    """Put the top-level outputs under pyimg-out/, as hard links to the content store."""
+                 goals: list[str], lazy: BlobSource, fetch: bool) -> None:
+    """Put the top-level outputs under pyimg-out/, as hard links to the content store.
+
+    An image layout also gets the pulled base layers its output leaves out: every one (fetched
+    if need be) with `fetch`, else those already in the store (a push fetches no more than the
+    destination lacks, and the layout stays sparse only where bytes were never downloaded).
+    """
     for path in goals:
         produced = executor.produced(path)
         if produced is None:
@@ -288,7 +307,23 @@ def _materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
                 remove_tree(dest)
             cas.link_to(f.digest, dest, f.executable)
         else:
-            _materialize_dir(cas, result, path, dest)
+            _materialize_dir(cas, result, path, dest, lazy, fetch)
+
+
+def _lazy_blobs(root: Path, tree: Mapping[str, Any], lazy: BlobSource) -> set[str]:
+    """The blob paths (`blobs/sha256/<hex>`) that an image layout output leaves to `lazy`: the
+    layers of a pulled base. Empty for a directory that is not an OCI layout."""
+    if "oci-layout" not in tree or "index.json" not in tree:
+        return set()
+    from pyimg.oci.layout import Layout, walk
+
+    layout = Layout(root, lazy=lazy)
+    return {
+        f"blobs/{d.digest.algorithm}/{d.digest.hex}"
+        for entry in layout.index.manifests
+        for d in walk(layout, entry)
+        if f"blobs/{d.digest.algorithm}/{d.digest.hex}" not in tree and lazy.knows(d.digest)
+    }
 
 
 def _same_file(dest: Path, blob: Path) -> bool:
@@ -299,14 +334,24 @@ def _same_file(dest: Path, blob: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: Path) -> None:
+def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: Path,
+                     lazy: BlobSource, fetch: bool) -> None:
     tree = result.dirs[path]
+
+    def wanted(root: Path) -> list[Digest]:
+        blobs = [Digest("sha256", rel.rsplit("/", 1)[1]) for rel in _lazy_blobs(root, tree, lazy)]
+        return sorted(d for d in blobs if fetch or cas.verify(d))
+
     if dest.is_dir() and not dest.is_symlink():
         present = {
             str(Path(dp, f).relative_to(dest).as_posix())
             for dp, _, fs in os.walk(dest) for f in fs
         }
-        if present == set(tree) and all(
+        try:
+            extra = {f"blobs/sha256/{d.hex}" for d in wanted(dest)}
+        except PyimgError:
+            extra = {"?"}  # its index or a manifest was edited: materialize it again
+        if present == set(tree) | extra and all(
             _same_file(dest / rel, cas.path(f.digest, f.executable)) for rel, f in tree.items()
         ):
             return
@@ -315,6 +360,15 @@ def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: P
     for rel, f in sorted(tree.items()):
         cas.link_to(f.digest, tmp / rel, f.executable)
     tmp.mkdir(parents=True, exist_ok=True)
+    blobs = wanted(tmp)
+    if blobs:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Into the store, verified; layers of one base download side by side, like a pull.
+        with ThreadPoolExecutor(max_workers=min(4, len(blobs))) as pool:
+            list(pool.map(lazy.fetch, blobs))
+        for digest in blobs:
+            cas.link_to(digest, tmp / "blobs" / "sha256" / digest.hex)
     old = dest.parent / f".old-{os.getpid()}-{dest.name}"
     if dest.exists() or dest.is_symlink():
         os.rename(dest, old)

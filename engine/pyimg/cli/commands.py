@@ -95,10 +95,11 @@ def _configure_clean(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace, patterns: list[str],
-             session: Session | None = None) -> BuildOptions:
+             session: Session | None = None, fetch_lazy: bool = True) -> BuildOptions:
     from pyimg.cli.build import BuildOptions
 
     return BuildOptions(
+        fetch_lazy=fetch_lazy,
         patterns=patterns,
         jobs=args.jobs,
         keep_going=args.keep_going,
@@ -167,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     session = _session(args)
     with session.locked("run"):
-        report = build(session, _options(args, [args.label], session))
+        # An oci_push fetches only the base layers its destination lacks (SPEC section 5).
+        report = build(session, _options(args, [args.label], session, fetch_lazy=False))
     if len(report.top_level) != 1:
         raise UsageError(f"'{args.label}' must name exactly one target")
     target = report.top_level[0]
@@ -183,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if target.kind == "oci_push":
         from pyimg.cli.push import run_push_target
 
-        return run_push_target(session, target, args.args)
+        return run_push_target(session, target, args.args, report.lazy_blobs)
     raise UsageError(f"{target.label} ({target.kind}) is not runnable: run oci_load or oci_push targets")
 
 

@@ -91,6 +91,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             repos.check_pinned()
             for decl in repos.module.declarations:
                 repos.resolve(decl.name)
+                repos.fetch(decl)  # with the base layers a build would fetch lazily
         finally:
             repos.close()
     n = len(repos.module.declarations)
@@ -128,7 +129,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         from pyimg.cli.build import build
         from pyimg.cli.progress import summary
 
-        options: BuildOptions = _options(args, [args.label], session)
+        options: BuildOptions = _options(args, [args.label], session, fetch_lazy=False)
         with session.locked("push"):
             report = build(session, options)
             if len(report.top_level) != 1:
@@ -140,6 +141,7 @@ def cmd_push(args: argparse.Namespace) -> int:
                              extra={"layout": str(layout)})
         print(summary(report.outcome.executed, report.outcome.cached, report.seconds),
               file=sys.stderr)
-    digest, _ = push_layout_dir(session, layout, args.repository, args.tag, _registry(args))
+    digest, _ = push_layout_dir(session, layout, args.repository, args.tag, _registry(args),
+                                lazy_blobs=None if record is not None else report.lazy_blobs)
     print(digest)
     return 0

@@ -2,7 +2,9 @@
 
 A push goes through the registry client: blobs the repository has are skipped (HEAD first), blobs
 of a pulled base in another repository of the same registry are mounted, the rest uploaded; an
-index pushes every image in it. An unchanged image re-pushed uploads nothing.
+index pushes every image in it. An unchanged image re-pushed uploads nothing. The layout may be
+sparse (a pulled base's layers never downloaded): such a layer is fetched only when the
+destination can neither mount it nor has it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from pyimg.cli.repositories import RegistryOptions
+from pyimg.cli.repositories import PulledBlobs, RegistryOptions, pulled_markers
 from pyimg.cli.session import Session
 from pyimg.core.digest import Digest
 from pyimg.core.errors import UsageError
@@ -33,17 +35,21 @@ def target_layout(session: Session, target: TargetResult) -> Path:
     raise UsageError(f"{target.label} ({target.kind}) is not an image or index: nothing to push")
 
 
+def _referenced_blobs(layout_dir: Path) -> set[str]:
+    """Every blob digest the layout's images reference, present or left out (lazy layers)."""
+    from pyimg.oci.layout import Layout, walk
+
+    layout = Layout(layout_dir)
+    return {str(d.digest) for entry in layout.index.manifests for d in walk(layout, entry)}
+
+
 def mount_source(session: Session, layout: Path, registry: str) -> str | None:
     """A repository of `registry` that an oci_pull of this workspace came from and that holds
     the most of the layout's blobs: the registry can mount those instead of receiving them."""
-    blobs = {f"sha256:{p.name}" for p in (layout / "blobs" / "sha256").glob("*")}
+    blobs = _referenced_blobs(layout)
     best: tuple[int, str] | None = None
-    for marker in sorted((session.output_base / "external").glob("*.marker")):
-        try:
-            data = json.loads(marker.read_text())
-        except ValueError:
-            continue
-        if data.get("kind") != "oci_pull" or data.get("registry") != registry:
+    for data in pulled_markers(session.output_base):
+        if data.get("registry") != registry:
             continue
         shared = len(blobs & set(data.get("blobs") or []))
         if shared and (best is None or shared > best[0]):
@@ -58,9 +64,11 @@ def push_layout_dir(
     tags: list[str],
     registry: RegistryOptions,
     out: TextIO | None = None,
+    lazy_blobs: PulledBlobs | None = None,
 ) -> tuple[Digest, Any]:
     """Push the layout's image or index to `repository` (tagged with each of `tags`); returns
-    the digest and the client's counters."""
+    the digest and the client's counters. `lazy_blobs` fetches the layers a sparse layout lacks
+    (by default, from the workspace's oci_pull repositories, opened only if one is needed)."""
     from pyimg.registry import parse_reference
 
     out = out or sys.stderr
@@ -72,10 +80,11 @@ def push_layout_dir(
         ref.with_tag(t)  # validates the tag before anything is sent
     dest = parse_reference(ref.name)
     client = registry.client()
+    fetch = _LazyFetch(session, registry, lazy_blobs)
     try:
         mount = mount_source(session, layout, dest.registry)
         # Pushed by digest first; tags are set only once the whole tree is there.
-        digest = client.push_layout(layout, dest, [], mount_from=mount)
+        digest = client.push_layout(layout, dest, [], mount_from=mount, fetch_missing=fetch)
         data = (layout / "blobs" / digest.algorithm / digest.hex).read_bytes()
         media_type = json.loads(data).get("mediaType") or _entry_type(layout, digest)
         for tag in all_tags:
@@ -88,7 +97,38 @@ def push_layout_dir(
         )
         return digest, c
     finally:
+        fetch.close()
         client.close()
+
+
+class _LazyFetch:
+    """fetch(digest) -> Path for a layer a sparse layout left out. The workspace's repositories
+    (MODULE.pyimg) are opened on the first call only: a push with every blob at hand, or
+    mounted, never evaluates them."""
+
+    def __init__(self, session: Session, registry: RegistryOptions,
+                 lazy_blobs: PulledBlobs | None) -> None:
+        import threading
+
+        self.session = session
+        self.registry = registry
+        self.source = lazy_blobs
+        self._lock = threading.Lock()
+
+    def __call__(self, digest: Digest) -> Path:
+        with self._lock:
+            if self.source is None:
+                from pyimg.cli.repositories import Repositories
+
+                self.source = PulledBlobs(Repositories(self.session, registry=self.registry))
+            source = self.source
+        if not source.knows(digest):
+            raise UsageError(f"blob {digest} is neither in the layout nor in a pulled base image")
+        return source.fetch(digest)
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.repos.close()
 
 
 def _entry_type(layout: Path, digest: Digest) -> str:
@@ -99,7 +139,8 @@ def _entry_type(layout: Path, digest: Digest) -> str:
     raise UsageError(f"{layout}: {digest} is not in index.json")
 
 
-def run_push_target(session: Session, target: TargetResult, extra_args: list[str]) -> int:
+def run_push_target(session: Session, target: TargetResult, extra_args: list[str],
+                    lazy_blobs: PulledBlobs | None = None) -> int:
     """`pyimg run //pkg:push [-- --tag T --repository R --insecure-registry H]`."""
     info = next((f for pid, f in target.providers.items() if pid.endswith("%OciPushInfo")), None)
     if info is None:
@@ -116,6 +157,7 @@ def run_push_target(session: Session, target: TargetResult, extra_args: list[str
     registry = RegistryOptions(args.registry_config, tuple(args.insecure_registry))
     layout = session.workspace / info["layout"]["path"]
     tags = list(info.get("remote_tags") or []) + args.tag
-    digest, _ = push_layout_dir(session, layout, args.repository, tags, registry)
+    digest, _ = push_layout_dir(session, layout, args.repository, tags, registry,
+                                lazy_blobs=lazy_blobs)
     print(digest)
     return 0

@@ -6,6 +6,9 @@ digest before it is kept: so a second workspace of the same user downloads nothi
 `--offline` needs only the store. A repository is materialized under
 `<output_base>/external/<name>/` (files hard-linked from the store); its source files have exec
 paths `external/<name>/<path>`.
+
+Base image layers are lazy (SPEC section 5): an oci_pull repository holds the manifests and
+configs only, and `PulledBlobs` fetches a layer when an output needs its bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +45,7 @@ __all__ = [
     "DEFAULT_PLATFORM",
     "LOCK_FILE",
     "MissingInputError",
+    "PulledBlobs",
     "Repositories",
     "RegistryOptions",
     "read_lock",
@@ -51,7 +56,7 @@ LOCK_FILE = "pyimg.lock"
 LOCK_VERSION = 1
 DEFAULT_PLATFORM = "linux/amd64"
 # Bumped when the layout of a materialized repository changes: older ones are redone.
-_MARKER_VERSION = 1
+_MARKER_VERSION = 2
 
 
 class MissingInputError(PyimgError):
@@ -125,7 +130,8 @@ class _Pulled:
     top: Digest
     top_type: str
     images: list[tuple[str, Digest, dict[str, Any]]]  # (platform, manifest digest, descriptor)
-    blobs: list[Digest] = field(default_factory=list)
+    blobs: list[Digest] = field(default_factory=list)  # manifests, indexes, configs: in the store
+    layers: dict[str, int] = field(default_factory=dict)  # digest -> size, fetched only on demand
 
 
 class Repositories:
@@ -155,14 +161,16 @@ class Repositories:
         self.out = out or sys.stderr
         self.downloads = 0  # blobs and files downloaded by this command (tests assert on it)
         self._client: Any = None
+        self._client_lock = threading.Lock()
         self._done: dict[str, Path] = {}
 
     # -- plumbing
 
     def client(self) -> Any:
-        if self._client is None:
-            self._client = self.registry.client()
-        return self._client
+        with self._client_lock:  # lazy layers are fetched from several actions at once
+            if self._client is None:
+                self._client = self.registry.client()
+            return self._client
 
     def close(self) -> None:
         if self._client is not None:
@@ -234,7 +242,9 @@ class Repositories:
         """Bring everything the declaration pins into the repository cache."""
         pin = self.pin(decl)
         if isinstance(decl, OciPull):
-            self._fetch_oci(decl, Digest.parse(pin))
+            pulled = self._fetch_oci(decl, Digest.parse(pin))
+            for digest, size in pulled.layers.items():  # for --offline builds: the layers too
+                self.blob(decl, digest, size)
         else:
             self._fetch_http(decl, pin)
 
@@ -282,6 +292,10 @@ class Repositories:
         self.downloads += 1
         self.cas.put_bytes(fetched.data)
         return fetched.data
+
+    def blob(self, decl: OciPull, digest: str, size: int) -> Digest:
+        """The blob in the repository cache (downloaded and verified unless it is there)."""
+        return self._blob(decl, {"digest": digest, "size": size})
 
     def _blob(self, decl: OciPull, desc: dict[str, Any]) -> Digest:
         digest = Digest.parse(desc["digest"])
@@ -359,10 +373,10 @@ class Repositories:
                     f"oci_pull '{decl.name}': {mdigest} is {mtype!r}, not an image manifest",
                     origin=decl.origin,
                 )
-            # Layers too: pyimg writes whole layouts, so a build needs the base's bytes anyway
-            # (fetched once per user, then shared through the repository cache).
-            for blob in [mdoc["config"], *(mdoc.get("layers") or [])]:
-                pulled.blobs.append(self._blob(decl, blob))
+            # The config now (building needs it); layers when an output needs their bytes.
+            pulled.blobs.append(self._blob(decl, mdoc["config"]))
+            for layer in mdoc.get("layers") or []:
+                pulled.layers[str(layer["digest"])] = int(layer["size"])
             entry = {"mediaType": mtype, "digest": str(mdigest), "size": len(mdata)}
             if desc.get("platform"):
                 entry["platform"] = desc["platform"]
@@ -411,7 +425,8 @@ class Repositories:
         return {
             "registry": ref.registry,
             "repository": ref.repository,
-            "blobs": sorted(str(d) for d in pulled.blobs),
+            "blobs": sorted({str(d) for d in pulled.blobs} | set(pulled.layers)),
+            "layers": dict(sorted(pulled.layers.items())),
         }
 
     # -- http_file / http_archive
@@ -554,6 +569,56 @@ class Repositories:
             return None
         digest = self._fetch_http(decl, None)
         return {"kind": decl.kind, "sha256": digest.hex, "urls": list(decl.urls)}
+
+
+def pulled_markers(output_base: Path) -> list[dict[str, Any]]:
+    """What each oci_pull repository of this output base recorded: name, registry, repository,
+    blobs (every digest its images reference) and layers ({digest: size}, the lazy ones)."""
+    found = []
+    for marker in sorted((output_base / EXTERNAL_DIR).glob("*.marker")):
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("kind") == "oci_pull" and data.get("v") == _MARKER_VERSION:
+            found.append({**data, "name": marker.name[: -len(".marker")]})
+    return found
+
+
+class PulledBlobs:
+    """The lazy layers of the workspace's oci_pull images (a `BlobSource` for builtins and for
+    materializing outputs): known by digest from their verified manifests, downloaded into the
+    repository cache the first time something needs their bytes. Thread-safe."""
+
+    def __init__(self, repos: Repositories) -> None:
+        self.repos = repos
+        self._layers: dict[Digest, tuple[str, int]] | None = None  # digest -> (repo name, size)
+        self._lock = threading.Lock()
+        self._fetching: dict[Digest, threading.Lock] = {}
+
+    def _known(self) -> dict[Digest, tuple[str, int]]:
+        with self._lock:
+            if self._layers is None:
+                self._layers = {}
+                for data in pulled_markers(self.repos.session.output_base):
+                    if self.repos.module.get(data["name"]) is None:
+                        continue  # a declaration removed since: its source is unknown now
+                    for digest, size in (data.get("layers") or {}).items():
+                        self._layers.setdefault(Digest.parse(digest), (data["name"], int(size)))
+            return self._layers
+
+    def knows(self, digest: Digest) -> bool:
+        return digest in self._known()
+
+    def fetch(self, digest: Digest) -> Path:
+        name, size = self._known()[digest]
+        with self._lock:
+            one = self._fetching.setdefault(digest, threading.Lock())
+        with one:  # two actions needing the same layer download it once
+            decl = self.repos.declaration(name)
+            assert isinstance(decl, OciPull)
+            self.repos.blob(decl, str(digest), size)
+        return self.repos.cas.path(digest)
 
 
 def _decl_json(decl: Declaration) -> dict[str, Any]:

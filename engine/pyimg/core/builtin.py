@@ -5,11 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pyimg.core.digest import Digest
 
-__all__ = ["BuiltinCall"]
+__all__ = ["BlobSource", "BuiltinCall"]
+
+
+class BlobSource(Protocol):
+    """Blobs pinned by digest outside the build's inputs (the layers of a pulled base image):
+    an input may lack them, and they are fetched only when something needs their bytes."""
+
+    def knows(self, digest: Digest) -> bool:
+        """Whether `digest` may be absent from an input and fetched from here."""
+        ...
+
+    def fetch(self, digest: Digest) -> Path:
+        """A readable file holding the verified bytes (downloaded once, kept in the store)."""
+        ...
 
 
 def _never() -> None:
@@ -28,3 +41,5 @@ class BuiltinCall:
     # A builtin that hashed an output while writing it records {host path: digest} here, so the
     # engine links the file into the content store instead of reading it again.
     output_digests: dict[str, Digest] = field(default_factory=dict)
+    # Where the blobs that an input layout leaves out (lazy base layers) come from.
+    lazy_blobs: BlobSource | None = None

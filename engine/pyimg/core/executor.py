@@ -29,7 +29,7 @@ from pyimg.core.action import (
     key_components,
 )
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
-from pyimg.core.builtin import BuiltinCall
+from pyimg.core.builtin import BlobSource, BuiltinCall
 from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.digest import Digest, canonical_json
 from pyimg.core.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
@@ -80,6 +80,8 @@ class BuildContext:
     secret_release: Callable[[Path], None] | None = None
     # The byte strings (raw, base64, hex) whose presence in an output or a log means a leak.
     secret_patterns: Callable[[str], tuple[bytes, ...]] | None = None
+    # The layers of pulled base images, fetched only when a builtin needs their bytes.
+    lazy_blobs: BlobSource | None = None
     sandbox_strict: bool = False
     warn: Callable[[str], None] = print
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -267,6 +269,7 @@ class ActionExecutor:
             output_dirs=frozenset(action.output_dirs),
             jobs=self.ctx.jobs,
             check_cancelled=self._check_cancelled,
+            lazy_blobs=self.ctx.lazy_blobs,
         )
         try:
             fn(call)

@@ -97,7 +97,7 @@ def write_docker_archive(
     entries[cfg_name] = TarEntry(cfg_name, data=cfg_bytes)
     layer_names: list[str] = []
     for layer, diff_id in zip(m.layers, diff_ids, strict=True):
-        path = layout.blob_path(layer.digest)
+        path = layout.blob_file(layer.digest)
         what = f"{layout.what}: layer {layer.digest}"
         if not path.is_file():
             raise UserInputError(f"{what}: blob is missing")

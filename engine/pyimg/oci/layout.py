@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pyimg.core.builtin import BlobSource
 from pyimg.core.digest import Digest, canonical_json, digest_bytes
 from pyimg.core.errors import UserInputError
 from pyimg.oci import media_types as mt
@@ -50,11 +51,18 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 class Layout:
-    """An OCI image layout on disk, opened for reading. Blobs are read on demand."""
+    """An OCI image layout on disk, opened for reading. Blobs are read on demand.
 
-    def __init__(self, root: Path, what: str | None = None) -> None:
+    A layout may be sparse (the OCI image-layout spec lets referenced blobs be "fulfilled by an
+    external blob store"): pyimg leaves a pulled base's layers out until their bytes are needed.
+    `lazy` is that store: `is_lazy` tells such a blob from a missing one, and `blob_file` fetches
+    it. Manifests, indexes and configs are always present.
+    """
+
+    def __init__(self, root: Path, what: str | None = None, lazy: BlobSource | None = None) -> None:
         self.root = Path(root)
         self.what = what or str(root)
+        self.lazy = lazy
         marker = self.root / "oci-layout"
         if not marker.is_file():
             raise UserInputError(f"{self.what}: not an OCI image layout (no oci-layout file)")
@@ -73,6 +81,18 @@ class Layout:
 
     def has_blob(self, digest: Digest) -> bool:
         return self.blob_path(digest).is_file()
+
+    def is_lazy(self, digest: Digest) -> bool:
+        """Absent here, but pinned elsewhere and fetchable: a layer of a sparse layout."""
+        return self.lazy is not None and not self.has_blob(digest) and self.lazy.knows(digest)
+
+    def blob_file(self, digest: Digest) -> Path:
+        """A file holding the blob: the layout's own, else a lazy blob fetched now. For a blob
+        that is simply missing, the layout's path (opening it raises FileNotFoundError)."""
+        if self.is_lazy(digest):
+            assert self.lazy is not None
+            return self.lazy.fetch(digest)
+        return self.blob_path(digest)
 
     def read_blob(self, desc: Descriptor) -> bytes:
         """The bytes of a small blob (manifest, index, config), checked against `desc`.

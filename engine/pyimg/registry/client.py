@@ -512,6 +512,7 @@ class RegistryClient:
         tags: Iterable[str] = (),
         *,
         mount_from: str | Reference | None = None,
+        fetch_missing: Callable[[Digest], Path] | None = None,
     ) -> Digest:
         """Push the image or index of an OCI layout to `reference` and each of `tags`.
 
@@ -519,6 +520,8 @@ class RegistryClient:
         the only one. An index pushes its child manifests (and their blobs) first. `mount_from`
         is a repository of the same registry that may already hold the blobs; when it is a
         Reference to another registry, blobs missing from the layout are fetched from there.
+        `fetch_missing(digest)` gives a file for a blob the (sparse) layout lacks, called only
+        when the destination has it neither already nor by mount.
         """
         ref = parse_reference(reference) if isinstance(reference, str) else reference
         layout = Layout.open(layout_dir)
@@ -532,7 +535,7 @@ class RegistryClient:
                 mount_repo = mount_from.repository
         elif mount_from:
             mount_repo = mount_from
-        self._push_tree(ref, layout, digest, entry["mediaType"], mount_repo, source)
+        self._push_tree(ref, layout, digest, entry["mediaType"], mount_repo, source, fetch_missing)
         data = layout.read_blob(digest)
         for tag in dict.fromkeys([*([ref.tag] if ref.tag else []), *tags]):
             self.put_manifest(ref.with_tag(tag), data, entry["mediaType"], tag)
@@ -546,6 +549,7 @@ class RegistryClient:
         media_type: str,
         mount_repo: str | None,
         source: Reference | None,
+        fetch_missing: Callable[[Digest], Path] | None,
     ) -> None:
         data = layout.read_blob(digest)
         doc = json.loads(data)
@@ -562,6 +566,7 @@ class RegistryClient:
                     child["mediaType"],
                     mount_repo,
                     source,
+                    fetch_missing,
                 )
         elif media_type in MANIFESTS:
             # Blobs go up in parallel, as skopeo and docker do: one connection rarely fills the
@@ -569,7 +574,7 @@ class RegistryClient:
             blobs = [doc["config"], *(doc.get("layers") or [])]
             with ThreadPoolExecutor(max_workers=min(PARALLEL_UPLOADS, len(blobs))) as pool:
                 for f in [pool.submit(self._push_layout_blob, ref, layout, desc, mount_repo,
-                                      source) for desc in blobs]:
+                                      source, fetch_missing) for desc in blobs]:
                     f.result()
         else:
             raise UsageError(f"{layout.root}: {digest} has unsupported media type {media_type!r}")
@@ -582,6 +587,7 @@ class RegistryClient:
         desc: dict[str, Any],
         mount_repo: str | None,
         source: Reference | None,
+        fetch_missing: Callable[[Digest], Path] | None,
     ) -> None:
         digest, size = Digest.parse(desc["digest"]), int(desc["size"])
         path = layout.blob_path(digest)
@@ -590,9 +596,11 @@ class RegistryClient:
                 self._count("skipped", 1)
                 return
             self.fetch_blob(source, digest, path, size)
-        opener: Callable[[], BinaryIO] | None = (
-            (lambda: open(path, "rb")) if layout.has_blob(digest) else None  # noqa: SIM115
-        )
+        opener: Callable[[], BinaryIO] | None = None
+        if layout.has_blob(digest):
+            opener = lambda: open(path, "rb")  # noqa: E731, SIM115
+        elif fetch_missing is not None:
+            opener = lambda: open(fetch_missing(digest), "rb")  # noqa: E731, SIM115
         self.push_blob(ref, digest, size, opener, mount_repo)
 
     def pull_to_layout(

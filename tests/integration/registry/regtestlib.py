@@ -186,9 +186,10 @@ def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     if not shutil.which("skopeo"):
         pytest.skip("skopeo is not installed")
     env = dict(os.environ)
-    return subprocess.run(
-        ["skopeo", *args], capture_output=True, text=True, check=True, env=env, timeout=120
-    )
+    proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode != 0:
+        raise AssertionError(f"skopeo {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return proc
 
 
 def htpasswd_line(user: str, password: str) -> str:

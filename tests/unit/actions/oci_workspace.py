@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pyimg.actions import BuiltinCall, load_builtins
+from pyimg.core.builtin import BlobSource
 from pyimg.core.digest import digest_file
 from pyimg.oci.validate import validate_layout
 
@@ -35,6 +36,7 @@ class Workspace:
         outputs: Iterable[str],
         dirs: Iterable[str] = (),
         jobs: int = 1,
+        lazy: BlobSource | None = None,
     ) -> BuiltinCall:
         dirs = frozenset(dirs)
         ins: dict[str, Path] = {}
@@ -49,7 +51,7 @@ class Workspace:
             p = self.path(exec_path)
             p.parent.mkdir(parents=True, exist_ok=True)
             outs[exec_path] = p
-        return BuiltinCall(params, ins, digests, outs, dirs, jobs)
+        return BuiltinCall(params, ins, digests, outs, dirs, jobs, lazy_blobs=lazy)
 
     def run(
         self,
@@ -59,8 +61,9 @@ class Workspace:
         outputs: Iterable[str],
         dirs: Iterable[str] = (),
         jobs: int = 1,
+        lazy: BlobSource | None = None,
     ) -> None:
-        self.builtins[kind](self.call(params, inputs, outputs, dirs, jobs))
+        self.builtins[kind](self.call(params, inputs, outputs, dirs, jobs, lazy))
 
     # Pipelines used by many tests -------------------------------------------------------------
 
@@ -81,6 +84,7 @@ class Workspace:
         layers: list[tuple[str, str]],
         base: str | None = None,
         validate: bool = True,
+        lazy: BlobSource | None = None,
         **params: Any,
     ) -> str:
         out = f"pyimg-out/{name}"
@@ -91,7 +95,7 @@ class Workspace:
             **params,
         }
         inputs = [x for pair in layers for x in pair] + ([base] if base else [])
-        self.run("oci_image", full, inputs, [f"{out}.digest"], dirs=[out])
+        self.run("oci_image", full, inputs, [f"{out}.digest"], dirs=[out], lazy=lazy)
         if validate:
             validate_layout(self.path(out))
         return out
