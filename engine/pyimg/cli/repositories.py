@@ -617,7 +617,13 @@ class PulledBlobs:
         with one:  # two actions needing the same layer download it once
             decl = self.repos.declaration(name)
             assert isinstance(decl, OciPull)
-            self.repos.blob(decl, str(digest), size)
+            try:
+                self.repos.blob(decl, str(digest), size)
+            except PyimgError as e:
+                if e.origin is not None:
+                    raise
+                # Name the declaration: the error surfaces far from MODULE.pyimg (a push).
+                raise type(e)(f"@{name}: {e.message}", origin=decl.origin) from None
         return self.repos.cas.path(digest)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from regtestlib import start_registry
+from regtestlib import htpasswd_line, start_registry
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +19,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
 def _no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The developer's own ~/.docker/config.json must not change what a test sees.
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+
+
+@pytest.fixture(scope="session")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("basic-registry")
+    (root / "htpasswd").write_text(htpasswd_line("alice", "wonderland") + "\n")
+    reg = start_registry(
+        root, f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {root / 'htpasswd'}\n"
+    )
+    yield reg
+    reg.stop()

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import socket
 import stat
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from pyimg.core.digest import Digest
 from pyimg.core.errors import IntegrityError, RegistryError
 from pyimg.registry import CredentialStore, RegistryClient, RetryPolicy, parse_reference
-from regtestlib import blob_files, htpasswd_line, make_image, start_registry
+from regtestlib import FaultProxy, blob_files, make_image
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def basic_registry(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("basic-registry")
-    (root / "htpasswd").write_text(htpasswd_line("alice", "wonderland") + "\n")
-    reg = start_registry(
-        root, f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {root / 'htpasswd'}\n"
-    )
-    yield reg
-    reg.stop()
 
 
 def test_basic_auth_from_config_file(basic_registry, tmp_path: Path) -> None:
@@ -77,85 +62,6 @@ def test_basic_auth_from_credential_helper(basic_registry, tmp_path: Path) -> No
 
 
 # -- fault injection --------------------------------------------------------------------------
-
-
-class FaultProxy:
-    """A loopback HTTP proxy in front of a registry that injects scripted faults.
-
-    `faults` is a list of (method, path substring, fault); the first match is consumed.
-    Faults: "500", "503", "429" (Retry-After: 1), "drop" (close mid-body), "truncate" (a
-    consistent but short body), "corrupt" (one byte flipped).
-    """
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.faults: list[tuple[str, str, str]] = []
-        self.injected: list[str] = []
-        self.lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                fault = proxy._take(self.command, self.path)
-                if fault in ("500", "503", "429"):
-                    self.send_response(int(fault))
-                    if fault == "429":
-                        self.send_header("Retry-After", "1")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items()}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                up = conn.getresponse()
-                data = up.read() if self.command != "HEAD" else b""
-                conn.close()
-                if fault == "truncate":
-                    data = data[: len(data) // 2]
-                if fault == "corrupt":
-                    data = data[:-1] + bytes([data[-1] ^ 0xFF])
-                self.send_response(up.status)
-                for k, v in up.getheaders():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(k, v)
-                full = up.getheader("Content-Length") if self.command == "HEAD" else len(data)
-                self.send_header("Content-Length", str(full if fault != "drop" else len(data)))
-                self.end_headers()
-                if fault == "drop":
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                    return
-                self.wfile.write(data)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _take(self, method: str, path: str) -> str | None:
-        with self.lock:
-            for i, (m, sub, fault) in enumerate(self.faults):
-                if m == method and sub in path:
-                    del self.faults[i]
-                    self.injected.append(f"{fault} {method} {path.split('?')[0]}")
-                    return fault
-        return None
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
