@@ -13,7 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "registry"))
 from pyimg.oci.validate import validate_layout  # noqa: E402
-from regtestlib import skopeo, start_registry  # noqa: E402
+from realtools import podman_env, require  # noqa: E402
+from regtestlib import make_image, skopeo, start_registry  # noqa: E402
 from workspace_helpers import Workspace  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -263,3 +264,47 @@ def test_push_to_another_registry_fetches_the_layers_it_cannot_mount(
         validate_layout(pulled)
     finally:
         other.stop()
+
+
+def test_image_on_a_docker_typed_base_runs_in_podman(registry, tmp_path: Path) -> None:
+    """A base with Docker v2 schema 2 media types: pulled, built on, pushed, then pulled and
+    run by podman, and copied by skopeo."""
+    require("podman", "runc", "skopeo")
+    from pyimg.registry import RegistryClient
+
+    src = tmp_path / "dbase"
+    base = make_image(src, layers=[{"bin/busybox": Path("/bin/busybox").read_bytes()}],
+                      executables=frozenset({"bin/busybox"}), docker_types=True)
+    RegistryClient().push_layout(src, f"{registry.host}/team/dbase:v1")
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("MODULE.pyimg",
+             f'oci_pull(name = "base", image = "{registry.host}/team/dbase", '
+             f'digest = "{base["digest"]}")\n')
+    ws.write("svc/msg.txt", "hello from a docker-typed base\n")
+    ws.write(
+        "svc/BUILD.pyimg",
+        """
+        pkg_tar(name = "layer", srcs = ["msg.txt"], package_dir = "/app")
+        oci_image(name = "image", base = "@base", tars = [":layer"],
+                  entrypoint = ["/bin/busybox", "cat", "/app/msg.txt"])
+        """,
+    )
+    repo = f"{registry.host}/team/dsvc"
+    r = ws.run("push", *_flags(ws), "//svc:image", "--repository", repo, "--tag", "v1")
+    assert r.code == 0, r.err
+    digest = r.out.strip().splitlines()[-1]
+    assert json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{repo}:v1").stdout)[
+        "Digest"] == digest
+    copied = tmp_path / "copied"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{repo}:v1", f"oci:{copied}:latest")
+    validate_layout(copied)
+
+    env = podman_env(tmp_path / "podman")
+    env.pop("DOCKER_CONFIG")  # podman insists that a named config file exists
+    pull = subprocess.run(["podman", "pull", "--tls-verify=false", f"{repo}:v1"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert pull.returncode == 0, pull.stderr
+    run = subprocess.run(["podman", "run", "--rm", f"{repo}:v1"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "hello from a docker-typed base\n"

@@ -86,14 +86,14 @@ def start_registry(workdir: Path, auth: str = "") -> RunningRegistry:
 # -- test images -----------------------------------------------------------------------------
 
 
-def _gzip_tar(files: dict[str, bytes]) -> tuple[bytes, str]:
+def _gzip_tar(files: dict[str, bytes], executables: frozenset[str] = frozenset()) -> tuple[bytes, str]:
     """A deterministic gzip'd tar; returns (blob, diff_id)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
             info = tarfile.TarInfo(name)
             info.size = len(files[name])
-            info.mode = 0o644
+            info.mode = 0o755 if name in executables else 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(files[name]))
     tar_bytes = raw.getvalue()
@@ -111,24 +111,38 @@ def _put(layout: Path, data: bytes) -> dict:
     return {"digest": f"sha256:{hexd}", "size": len(data)}
 
 
+_OCI_TYPES = {
+    "manifest": "application/vnd.oci.image.manifest.v1+json",
+    "config": "application/vnd.oci.image.config.v1+json",
+    "layer": "application/vnd.oci.image.layer.v1.tar+gzip",
+}
+_DOCKER_TYPES = {
+    "manifest": "application/vnd.docker.distribution.manifest.v2+json",
+    "config": "application/vnd.docker.container.image.v1+json",
+    "layer": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+}
+
+
 def make_image(
     layout: Path,
     tag: str = "v1",
     layers: list[dict[str, bytes]] | None = None,
     arch: str = "amd64",
     write_index: bool = True,
+    executables: frozenset[str] = frozenset(),
+    docker_types: bool = False,
 ) -> dict:
     """Write a valid OCI image (gzip layers, config, manifest) into `layout`; returns the
-    manifest descriptor (with platform)."""
+    manifest descriptor (with platform). `executables` are layer paths with mode 0755;
+    `docker_types` uses Docker's v2 schema 2 media types instead of OCI's."""
+    types = (_DOCKER_TYPES if docker_types else _OCI_TYPES)
     layers = layers or [{"hello.txt": b"hello from pyimg\n"}]
     (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     layer_descs, diff_ids = [], []
     for files in layers:
-        blob, diff_id = _gzip_tar(files)
-        layer_descs.append(
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **_put(layout, blob)}
-        )
+        blob, diff_id = _gzip_tar(files, executables)
+        layer_descs.append({"mediaType": types["layer"], **_put(layout, blob)})
         diff_ids.append(diff_id)
     config = {
         "architecture": arch,
@@ -139,17 +153,17 @@ def make_image(
         "created": "1970-01-01T00:00:00Z",
     }
     config_desc = {
-        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "mediaType": types["config"],
         **_put(layout, json.dumps(config, sort_keys=True).encode()),
     }
     manifest = {
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": types["manifest"],
         "config": config_desc,
         "layers": layer_descs,
     }
     desc = {
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": types["manifest"],
         **_put(layout, json.dumps(manifest, sort_keys=True).encode()),
         "platform": {"architecture": arch, "os": "linux"},
     }
