@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import threading
@@ -73,6 +74,7 @@ def _layer_from_spec(call: BuiltinCall, spec: Any, blob: Path, compression: str)
     if not isinstance(spec, dict) or set(spec) - _PARAMS:
         raise UserInputError(f"oci_layer: tar_spec must be pkg_tar params, got {spec!r}")
     read_fd, write_fd = os.pipe()
+    _widen_pipe(write_fd)
     failure: list[BaseException] = []
 
     def produce() -> None:
@@ -103,3 +105,17 @@ def _layer_from_spec(call: BuiltinCall, spec: Any, blob: Path, compression: str)
     if failure:
         raise failure[0]
     return layer
+
+
+def _widen_pipe(fd: int) -> None:
+    """Give the pipe 1 MiB instead of 64 KiB: the consumer reads 1 MiB chunks, and with the
+    default size the two threads take turns 16 times per chunk (measured: most of a 1 GiB
+    layer's time went to that hand-off). Linux only; elsewhere, or above the system's
+    pipe-max-size, the default stays."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:
+        return
+    try:
+        fcntl.fcntl(fd, set_size, 1 << 20)
+    except OSError:
+        pass
