@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +11,7 @@ from pyimg.actions._common import only_input, params_dict
 from pyimg.core.digest import canonical_json
 from pyimg.core.errors import UserInputError
 from pyimg.oci.compress import COMPRESSIONS
-from pyimg.oci.layer import Layer, layer_from_stream, layer_from_tar
+from pyimg.oci.layer import Layer, layer_from_tar, write_layer
 
 __all__ = ["oci_layer"]
 
@@ -68,54 +65,16 @@ def oci_layer(call: BuiltinCall) -> None:
 
 
 def _layer_from_spec(call: BuiltinCall, spec: Any, blob: Path, compression: str) -> Layer:
-    """Stream pkg_tar's canonical tar through a pipe into the compressor: one pass, no tar file."""
+    """pkg_tar's canonical tar, written straight into hashing and compression: no tar file."""
     from pyimg.actions.pkg_tar import _PARAMS, write_layer_tar
 
     if not isinstance(spec, dict) or set(spec) - _PARAMS:
         raise UserInputError(f"oci_layer: tar_spec must be pkg_tar params, got {spec!r}")
-    read_fd, write_fd = os.pipe()
-    _widen_pipe(write_fd)
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with open(write_fd, "wb") as w, tempfile.TemporaryDirectory(
-                dir=blob.parent, prefix=".oci_layer-"
-            ) as scratch:
-                write_layer_tar(call, spec, w, Path(scratch), what="oci_layer: tar_spec")
-        except BrokenPipeError:
-            pass  # the consumer failed first; its error is the one to report
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer's thread
-            failure.append(e)
-
-    producer = threading.Thread(target=produce, name="oci_layer-tar", daemon=True)
-    producer.start()
-    try:
-        with open(read_fd, "rb") as r:
-            layer = layer_from_stream(
-                r, blob, compression, jobs=max(1, call.jobs),
-                check_cancelled=call.check_cancelled, what="oci_layer: tar_spec",
-            )
-    except BaseException:
-        producer.join()
-        if failure:  # the tar side failed first (a missing file, say): that is the cause
-            raise failure[0] from None
-        raise
-    producer.join()
-    if failure:
-        raise failure[0]
-    return layer
-
-
-def _widen_pipe(fd: int) -> None:
-    """Give the pipe 1 MiB instead of 64 KiB: the consumer reads 1 MiB chunks, and with the
-    default size the two threads take turns 16 times per chunk (measured: most of a 1 GiB
-    layer's time went to that hand-off). Linux only; elsewhere, or above the system's
-    pipe-max-size, the default stays."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if set_size is None:
-        return
-    try:
-        fcntl.fcntl(fd, set_size, 1 << 20)
-    except OSError:
-        pass
+    with tempfile.TemporaryDirectory(dir=blob.parent, prefix=".oci_layer-") as scratch:
+        return write_layer(
+            blob,
+            compression,
+            lambda out: write_layer_tar(call, spec, out, Path(scratch), what="oci_layer: tar_spec"),
+            jobs=max(1, call.jobs),
+            check_cancelled=call.check_cancelled,
+        )

@@ -10,7 +10,6 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from typing import Any, BinaryIO
 
 import zstandard
@@ -27,6 +26,7 @@ from pyimg.oci.format import (
 
 __all__ = [
     "COMPRESSIONS",
+    "CompressingWriter",
     "DECOMPRESSION_ERRORS",
     "HashingWriter",
     "compress_stream",
@@ -152,53 +152,36 @@ def gzip_member(data: bytes) -> bytes:
     return _GZIP_HEADER + body + trailer
 
 
-def compress_stream(
-    src: BinaryIO,
-    dst: HashingWriter | BinaryIO,
-    compression: str,
-    jobs: int = 1,
-    check_cancelled: Callable[[], None] | None = None,
-) -> tuple[Digest, int]:
-    """Compress all of `src` into `dst`; returns (sha256, size) of the uncompressed bytes.
+class CompressingWriter:
+    """A writable stream whose bytes are an uncompressed layer: `write` hashes them (diff_id)
+    and compresses them into `dst`; `finish` flushes and returns (sha256, size) of what was
+    written. `dst` is not closed.
 
-    `compression` is 'gzip', 'zstd' or 'none'. The output bytes depend only on the input bytes:
-    input is cut into GZIP_CHUNK pieces whatever `src.read` returns, gzip pieces become
-    independent members compressed on `jobs` threads, zstd always runs in multi-threaded mode
-    (same bytes for any worker count). Neither stream is closed.
+    The output depends only on the bytes written, never on how writes are split or on `jobs`:
+    input is cut into GZIP_CHUNK pieces; gzip pieces become independent members compressed on
+    `jobs` threads (a bounded window keeps ~2*jobs pieces in memory); zstd always runs in
+    multi-threaded mode, which gives the same frames for any worker count.
     """
-    h = hashlib.sha256()
-    size = 0
-    if compression == "gzip":
-        window: deque[Future[bytes]] = deque()
-        pool = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
-        try:
-            first = True
-            while True:
-                chunk = read_exact(src, GZIP_CHUNK)
-                if not chunk and not first:
-                    break
-                first = False
-                if check_cancelled is not None:
-                    check_cancelled()
-                h.update(chunk)
-                size += len(chunk)
-                if pool is None:
-                    dst.write(gzip_member(chunk))
-                else:
-                    # A bounded window keeps memory at ~2*jobs chunks however large the layer.
-                    window.append(pool.submit(gzip_member, chunk))
-                    while len(window) >= 2 * jobs:
-                        dst.write(window.popleft().result())
-                if len(chunk) < GZIP_CHUNK:
-                    break
-            while window:
-                dst.write(window.popleft().result())
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        return Digest("sha256", h.hexdigest()), size
-    if compression in ("zstd", "none"):
-        sink: Any = nullcontext(dst)
+
+    def __init__(
+        self,
+        dst: HashingWriter | BinaryIO,
+        compression: str,
+        jobs: int = 1,
+        check_cancelled: Callable[[], None] | None = None,
+    ) -> None:
+        if compression not in (*COMPRESSIONS, "none"):
+            raise ValueError(f"unknown compression {compression!r} (expected gzip, zstd or none)")
+        self._dst = dst
+        self._gzip = compression == "gzip"
+        self._jobs = jobs
+        self._check_cancelled = check_cancelled
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._pending = bytearray()  # less than one GZIP_CHUNK, not yet compressed
+        self._window: deque[Future[bytes]] = deque()
+        self._pool = ThreadPoolExecutor(max_workers=jobs) if self._gzip and jobs > 1 else None
+        self._zstd: Any = None
         if compression == "zstd":
             cctx = zstandard.ZstdCompressor(
                 level=ZSTD_LEVEL,
@@ -208,13 +191,79 @@ def compress_stream(
             )
             # stream_writer, not compressobj: the same bytes, but compressobj buffered ~200 MB
             # more on incompressible input (measured on a 1 GiB layer).
-            sink = cctx.stream_writer(dst, closefd=False)  # type: ignore[arg-type]
-        with sink as writer:
-            while chunk := read_exact(src, GZIP_CHUNK):
-                if check_cancelled is not None:
-                    check_cancelled()
-                h.update(chunk)
-                size += len(chunk)
-                writer.write(chunk)
-        return Digest("sha256", h.hexdigest()), size
-    raise ValueError(f"unknown compression {compression!r} (expected gzip, zstd or none)")
+            self._zstd = cctx.stream_writer(dst, closefd=False)  # type: ignore[arg-type]
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        if not n:
+            return 0
+        view = memoryview(data)
+        if self._pending:
+            take = min(n, GZIP_CHUNK - len(self._pending))
+            self._pending += view[:take]
+            view = view[take:]
+            if len(self._pending) < GZIP_CHUNK:
+                return n
+            self._chunk(bytes(self._pending))
+            self._pending.clear()
+        while len(view) >= GZIP_CHUNK:  # whole chunks go through without a copy
+            self._chunk(view[:GZIP_CHUNK])
+            view = view[GZIP_CHUNK:]
+        self._pending += view
+        return n
+
+    def _chunk(self, chunk: bytes | memoryview) -> None:
+        if self._check_cancelled is not None:
+            self._check_cancelled()
+        self._hash.update(chunk)
+        self._size += len(chunk)
+        if self._zstd is not None:
+            self._zstd.write(chunk)
+        elif not self._gzip:
+            self._dst.write(chunk)
+        elif self._pool is None:
+            self._dst.write(gzip_member(bytes(chunk)))
+        else:
+            self._window.append(self._pool.submit(gzip_member, bytes(chunk)))
+            while len(self._window) >= 2 * self._jobs:
+                self._dst.write(self._window.popleft().result())
+
+    def finish(self) -> tuple[Digest, int]:
+        """Compress what is pending and end the stream; returns (sha256, size) of the input."""
+        try:
+            # A last short piece; and an empty layer is one empty gzip member, not nothing.
+            if self._pending or (self._gzip and self._size == 0):
+                self._chunk(bytes(self._pending))
+                self._pending.clear()
+            while self._window:
+                self._dst.write(self._window.popleft().result())
+            if self._zstd is not None:
+                self._zstd.close()  # ends the frame; closefd=False leaves dst open
+        finally:
+            self.abort()
+        return Digest("sha256", self._hash.hexdigest()), self._size
+
+    def abort(self) -> None:
+        """Stop the gzip threads (after a failure; finish calls it too)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def compress_stream(
+    src: BinaryIO,
+    dst: HashingWriter | BinaryIO,
+    compression: str,
+    jobs: int = 1,
+    check_cancelled: Callable[[], None] | None = None,
+) -> tuple[Digest, int]:
+    """Compress all of `src` into `dst` (see CompressingWriter); returns (sha256, size) of the
+    uncompressed bytes. Neither stream is closed."""
+    writer = CompressingWriter(dst, compression, jobs, check_cancelled)
+    try:
+        while chunk := src.read(GZIP_CHUNK):
+            writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish()

@@ -13,16 +13,16 @@ from pyimg.core.errors import UserInputError
 from pyimg.oci.compress import (
     COMPRESSIONS,
     DECOMPRESSION_ERRORS,
+    CompressingWriter,
     HashingWriter,
-    compress_stream,
     open_decompressed,
-    prefixed,
     read_exact,
 )
+from pyimg.oci.format import GZIP_CHUNK
 from pyimg.oci.media_types import layer_media_type
 from pyimg.oci.model import Descriptor
 
-__all__ = ["Layer", "layer_from_stream", "layer_from_tar"]
+__all__ = ["Layer", "layer_from_stream", "layer_from_tar", "write_layer"]
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,37 @@ def layer_from_stream(
         reader, _ = open_decompressed(stream)
         head = read_exact(reader, 512)
         _check_tar_start(head, what)
-        with open(out, "wb") as o:
-            sink = HashingWriter(o)  # type: ignore[arg-type]
-            diff_id, _size = compress_stream(
-                prefixed(head, reader), sink, compression, jobs, check_cancelled
-            )
+
+        def copy(writer: BinaryIO) -> None:
+            writer.write(head)
+            while chunk := reader.read(GZIP_CHUNK):
+                writer.write(chunk)
+
+        return write_layer(out, compression, copy, jobs=jobs, check_cancelled=check_cancelled)
     except DECOMPRESSION_ERRORS as e:
         raise UserInputError(f"{what}: corrupt compressed stream: {e}") from None
+
+
+def write_layer(
+    out: Path,
+    compression: str,
+    write_tar: Callable[[BinaryIO], None],
+    *,
+    jobs: int = 1,
+    check_cancelled: Callable[[], None] | None = None,
+) -> Layer:
+    """The layer whose uncompressed tar `write_tar(writer)` writes, compressed into `out` as it
+    is written: hashing, compression and the blob's digest in the same pass, on the caller's
+    thread (zstd's and gzip's own workers aside), with no tar on disk and no pipe."""
+    _check_compression(compression)
+    with open(out, "wb") as o:
+        sink = HashingWriter(o)  # type: ignore[arg-type]
+        writer = CompressingWriter(sink, compression, jobs, check_cancelled)
+        try:
+            write_tar(writer)  # type: ignore[arg-type]
+        except BaseException:
+            writer.abort()
+            raise
+        diff_id, _size = writer.finish()
     descriptor = Descriptor(layer_media_type(compression), sink.digest(), sink.size)
     return Layer(descriptor, diff_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import random
@@ -10,6 +11,7 @@ import random
 import pytest
 import zstandard
 from pyimg.oci.compress import (
+    CompressingWriter,
     HashingWriter,
     compress_stream,
     detect_compression,
@@ -69,6 +71,22 @@ def test_bytes_do_not_depend_on_jobs_or_read_sizes(compression: str) -> None:
     assert reader.read() == data
 
 
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_writer_bytes_do_not_depend_on_how_writes_are_split(compression: str) -> None:
+    data = _data(2 * GZIP_CHUNK)  # two whole chunks and a short tail
+    rnd = random.Random(7)
+    out = io.BytesIO()
+    writer = CompressingWriter(out, compression, jobs=2)  # type: ignore[arg-type]
+    at = 0
+    while at < len(data):  # header-sized writes, odd sizes, and writes of several chunks
+        n = rnd.choice([512, 1, 7777, GZIP_CHUNK + 3, 3 * GZIP_CHUNK])
+        writer.write(memoryview(data)[at : at + n])
+        at += n
+    digest, size = writer.finish()
+    assert out.getvalue() == _compress(data, compression, 1)
+    assert size == len(data) and digest.hex == hashlib.sha256(data).hexdigest()
+
+
 def test_gzip_is_one_member_per_chunk() -> None:
     data = _data(int(2.5 * GZIP_CHUNK))
     blob = _compress(data, "gzip", 2)
@@ -99,8 +117,6 @@ def test_hashing_writer_and_returned_digest() -> None:
     sink = HashingWriter(io.BytesIO())  # type: ignore[arg-type]
     digest, size = compress_stream(io.BytesIO(data), sink, "zstd")  # type: ignore[arg-type]
     assert size == 1000
-    import hashlib
-
     assert digest.hex == hashlib.sha256(data).hexdigest()
     assert sink.size > 0
 
