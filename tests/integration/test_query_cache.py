@@ -234,7 +234,7 @@ def test_removed_source_file_reached_by_deps(cws):
     assert "app/BUILD.pyimg:" in r.err and "no such target or file '//app:a.txt'" in r.err
 
 
-@pytest.mark.parametrize("damage", ["garbage", "node out of range"])
+@pytest.mark.parametrize("damage", ["garbage", "dependency out of range", "target out of range"])
 def test_corrupt_graph_is_ignored_and_rebuilt(cws, loaders, damage):
     before = q(cws, "deps(//...)")
     path = _graph_file(cws)
@@ -242,7 +242,10 @@ def test_corrupt_graph_is_ignored_and_rebuilt(cws, loaders, damage):
         path.write_text("{not json")
     else:
         data = json.loads(path.read_text())
-        data["deps"][0] = [len(data["labels"])]
+        if damage == "dependency out of range":
+            data["deps"][0] = [len(data["labels"])]
+        else:
+            data["packages"]["app"] = [-1]
         path.write_text(json.dumps(data))
     assert q(cws, "deps(//...)") == before
     loaders.clear()

@@ -34,6 +34,7 @@ __all__ = ["LABEL_TYPES", "SOURCE_FILE", "TargetGraph", "attr_labels", "select_b
 
 SOURCE_FILE = "source file"
 LABEL_TYPES = ("label", "label_list", "label_keyed_string_dict")
+_FORMAT = 1  # of graph.json; a file of another pyimg version or format is ignored
 
 
 def select_branches(value: Any) -> list[Any]:
@@ -101,11 +102,6 @@ class TargetGraph:
             self._loader = self._make_loader()
         return self._loader
 
-    @property
-    def served(self) -> bool:
-        """Whether graph.json was valid (for tests)."""
-        return bool(self._stored)
-
     # -- nodes --------------------------------------------------------------------------------
 
     def intern(self, label: Label) -> int:
@@ -127,6 +123,7 @@ class TargetGraph:
         return i
 
     def kind(self, i: int) -> str:
+        """The rule kind of node `i` (`genrule`), or SOURCE_FILE."""
         if not self._resolved[i]:
             self._resolve(i, None)
         kind = self._kinds[i]
@@ -206,14 +203,15 @@ class TargetGraph:
         except (OSError, ValueError):
             return
         try:
-            if data["v"] != __version__:
+            if data["v"] != [__version__, _FORMAT]:
                 return
             labels = [Label(*n) for n in data["labels"]]
             kinds, deps, packages = data["kinds"], data["deps"], data["packages"]
             n = len(labels)
             if not (len(kinds) == len(deps) == n and isinstance(packages, dict)):
                 return
-            if any(not 0 <= d < n for ds in deps for d in ds):
+            ids = [d for ds in deps for d in ds] + [i for ts in packages.values() for i in ts]
+            if ids and not (min(ids) >= 0 and max(ids) < n):
                 return
             if not inputs_valid(data["inputs"], (), self.workspace, self._digests):
                 return
@@ -256,7 +254,7 @@ class TargetGraph:
             kinds.append(self._kinds[i] if known else None)
             deps.append([number[d] for d in self._deps[i]] if known else [])
         data = {
-            "v": __version__,
+            "v": [__version__, _FORMAT],
             "inputs": inputs,
             "packages": {k: [number[i] for i in self._packages["", k]] for k in keep},
             "labels": labels,
