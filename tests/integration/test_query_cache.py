@@ -226,10 +226,11 @@ def test_touched_build_file_is_still_served(cws, loaders, evaluations):
     assert not loaders and not evaluations  # the digest is the same: only re-hashed
 
 
-def test_removed_source_file_reached_by_deps(cws):
-    assert "//app:a.txt" in q(cws, "deps(//app:tar)")
+@pytest.mark.parametrize("expr", ["deps(//app:tar)", "deps(//...)"])  # stat; the walk's listing
+def test_removed_source_file_reached_by_deps(cws, expr):
+    assert "//app:a.txt" in q(cws, expr)
     (cws.root / "app/a.txt").unlink()
-    r = cws.run("query", "deps(//app:tar)")
+    r = cws.run("query", expr)
     assert r.code == 2
     assert "app/BUILD.pyimg:" in r.err and "no such target or file '//app:a.txt'" in r.err
 

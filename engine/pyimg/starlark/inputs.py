@@ -40,9 +40,12 @@ def find_build_file(root: str | Path, package: str) -> str | None:
     return None
 
 
-def find_packages(workspace: Path, under: str = "") -> list[str]:
+def find_packages(
+    workspace: Path, under: str = "", files: dict[str, set[str]] | None = None
+) -> list[str]:
     """The packages at or below `under`, sorted; never descends into pyimg-out, dot directories
-    or directory symlinks."""
+    or directory symlinks. `files`, when given, receives the names of the files (what
+    `os.path.isfile` accepts) of each directory listed, keyed by its workspace-relative path."""
     found = []
     stack = [under]
     while stack:
@@ -52,6 +55,8 @@ def find_packages(workspace: Path, under: str = "") -> list[str]:
         except OSError:
             continue
         # DirEntry answers from the directory listing: no stat per entry, unlike os.path.
+        if files is not None:
+            files[rel] = {e.name for e in entries if e.is_file()}
         if any(e.name in BUILD_FILE_NAMES and e.is_file() for e in entries):
             found.append(rel)
         stack.extend(

@@ -94,6 +94,9 @@ class TargetGraph:
         self._resolved: list[bool] = []
         self._packages: dict[tuple[str, str], Sequence[int]] = {}  # (repo, package) -> targets
         self._stored: set[str] = set()  # the packages graph.json held
+        # The files of each workspace directory that a `//...` walk listed: reaching a source
+        # file there needs no stat of its own.
+        self._files: dict[str, set[str]] = {}
         self._restore()
 
     @property
@@ -158,7 +161,7 @@ class TargetGraph:
         """The rule targets a `//pkg:all` or `//pkg/...` pattern names."""
         if not pattern.recursive:
             return list(self.package_targets(pattern.package))
-        packages = find_packages(self.workspace, pattern.package)
+        packages = find_packages(self.workspace, pattern.package, self._files)
         if not packages:
             raise UserInputError(f"no packages found for pattern '{pattern}'")
         return [i for name in packages for i in self.package_targets(name)]
@@ -167,14 +170,22 @@ class TargetGraph:
         label = self.labels[i]
         if label[:2] not in self._packages:
             self._add_package(label.repo, label.package, self._origin(by))
-        if self._kinds[i] in (None, SOURCE_FILE):  # not a target of its package: a file?
-            root = self.loader.repo_root(label.repo) if label.repo else self.workspace
-            if not os.path.isfile(os.path.join(root, label.package, label.name)):
-                # The loader's error, with its hints ("did you mean"); it returns only if the
-                # file appeared meanwhile.
-                self.loader.target(label, self._origin(by))
+        if self._kinds[i] in (None, SOURCE_FILE) and not self._is_file(label):
+            # The loader's error, with its hints ("did you mean"); it returns only if the file
+            # appeared meanwhile.
+            self.loader.target(label, self._origin(by))
+        if self._kinds[i] is None:  # not a target of its package: a file
             self._kinds[i] = SOURCE_FILE
         self._resolved[i] = True
+
+    def _is_file(self, label: Label) -> bool:
+        if label.repo:
+            return os.path.isfile(os.path.join(self.loader.repo_root(label.repo), *label[1:]))
+        directory, _, name = f"{label.package}/{label.name}".lstrip("/").rpartition("/")
+        listed = self._files.get(directory)
+        if listed is not None:
+            return name in listed
+        return os.path.isfile(os.path.join(self.workspace, label.package, label.name))
 
     def _origin(self, by: int | None) -> str | None:
         if by is None:
