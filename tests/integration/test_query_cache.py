@@ -1,11 +1,14 @@
-"""`pyimg query` serves packages from the loading cache only while they are valid."""
+"""`pyimg query` serves packages from the loading cache, and its graph from graph.json, only while
+they are valid."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 
 import pytest
-from pyimg.starlark import loading
+from pyimg.starlark import loading, loading_cache
 
 PUBLIC = 'visibility = ["//visibility:public"]'
 QUERIES = [
@@ -135,3 +138,117 @@ def test_corrupt_cache_is_ignored(cws):
     for f in cws.cache.glob("output_bases/*/loading/packages.json"):
         f.write_text("{not json")
     assert q(cws, "//...") == before
+
+
+# -- the persisted graph (loading/graph.json) ----------------------------------------------------
+
+GRAPH_QUERIES = [
+    "//...",
+    "deps(//app:app)",
+    "deps(//app:tar, 1)",
+    "rdeps(//..., //base:x.txt)",
+    "kind('source file', deps(//...))",
+    "filter(x, deps(//...))",
+    "somepath(//app:tar, //base:x.txt)",
+    "allpaths(//app:tar, //base/...)",
+]
+
+
+@pytest.fixture
+def loaders(monkeypatch):
+    """The CachedLoaders that queries made (in-process): none when graph.json answers."""
+    made: list[object] = []
+    real = loading_cache.CachedLoader.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(self)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(loading_cache.CachedLoader, "__init__", counting)
+    return made
+
+
+def _graph_file(ws):
+    (path,) = ws.cache.glob("output_bases/*/loading/graph.json")
+    return path
+
+
+def test_graph_answers_walks_without_loading(cws, loaders):
+    for expr in GRAPH_QUERIES:
+        for output in ["label", "label_kind", "graph"]:
+            _forget(cws)
+            fresh = q(cws, expr, "--output", output)
+            loaders.clear()
+            assert q(cws, expr, "--output", output) == fresh, (expr, output)
+            assert not loaders, (expr, output)
+
+
+def test_graph_holds_what_the_loading_cache_holds(cws, loaders):
+    q(cws, "deps(//app:app)")
+    graph = json.loads(_graph_file(cws).read_text())
+    (packages_file,) = cws.cache.glob("output_bases/*/loading/packages.json")
+    assert sorted(graph["packages"]) == ["app", "base"]
+    assert set(graph["packages"]) <= set(json.loads(packages_file.read_text())["packages"])
+    # A package the graph lacks comes from the loader, and joins the graph.
+    cws.write(
+        "new/BUILD.pyimg", 'genrule(name = "n", srcs = ["//app:tar"], outs = ["n"], cmd = "true")\n'
+    )
+    assert "//new:n\n" in q(cws, "rdeps(//..., //base:files)")
+    loaders.clear()
+    assert "//new:n\n" in q(cws, "rdeps(//..., //base:files)")
+    assert not loaders
+    assert sorted(json.loads(_graph_file(cws).read_text())["packages"]) == ["app", "base", "new"]
+
+
+def test_graph_follows_build_and_bzl_edits(cws):
+    assert "//base:x.txt" in q(cws, "deps(//app:app)")
+    cws.write("app/defs.bzl", 'CMD = "true"\nSRCS = ["a.txt"]\n')
+    cws.write(
+        "app/BUILD.pyimg",
+        """
+        load(":defs.bzl", "CMD", "SRCS")
+        genrule(name = "app", srcs = SRCS, outs = ["app.out"], cmd = CMD)
+    """,
+    )
+    assert q(cws, "deps(//app:app)") == "//app:a.txt\n//app:app\n"
+    cws.write("app/defs.bzl", 'CMD = "true"\nSRCS = ["//base:files"]\n')
+    assert q(cws, "deps(//app:app)") == "//app:app\n//base:files\n//base:x.txt\n"
+
+
+def test_touched_build_file_is_still_served(cws, loaders, evaluations):
+    before = q(cws, "deps(//...)")
+    build = cws.root / "base/BUILD.pyimg"
+    st = build.stat()
+    os.utime(build, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    loaders.clear()
+    evaluations.clear()
+    assert q(cws, "deps(//...)") == before
+    assert not loaders and not evaluations  # the digest is the same: only re-hashed
+
+
+@pytest.mark.parametrize("expr", ["deps(//app:tar)", "deps(//...)"])  # stat; the walk's listing
+def test_removed_source_file_reached_by_deps(cws, expr):
+    assert "//app:a.txt" in q(cws, expr)
+    (cws.root / "app/a.txt").unlink()
+    r = cws.run("query", expr)
+    assert r.code == 2
+    assert "app/BUILD.pyimg:" in r.err and "no such target or file '//app:a.txt'" in r.err
+
+
+@pytest.mark.parametrize("damage", ["garbage", "dependency out of range", "target out of range"])
+def test_corrupt_graph_is_ignored_and_rebuilt(cws, loaders, damage):
+    before = q(cws, "deps(//...)")
+    path = _graph_file(cws)
+    if damage == "garbage":
+        path.write_text("{not json")
+    else:
+        data = json.loads(path.read_text())
+        if damage == "dependency out of range":
+            data["deps"][0] = [len(data["labels"])]
+        else:
+            data["packages"]["app"] = [-1]
+        path.write_text(json.dumps(data))
+    assert q(cws, "deps(//...)") == before
+    loaders.clear()
+    assert q(cws, "deps(//...)") == before
+    assert not loaders  # rebuilt by the query that ignored it

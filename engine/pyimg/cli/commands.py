@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,6 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             exe = shutil.which(tool)
             if exe:
                 print(f"Loading {tarball.relative_to(session.workspace)} with {tool}", file=sys.stderr)
+                import subprocess  # here: every command imports this module, few run a tool
+
                 with open(tarball, "rb") as f:
                     return subprocess.call([exe, "load", *args.args], stdin=f)
         raise PyimgError("pyimg run of an oci_load needs podman or docker on PATH")

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
 from pyimg.cli.session import cwd_package
-from pyimg.core.action import Action, action_key
 from pyimg.core.errors import UsageError, UserInputError
-from pyimg.starlark.labels import Label, LabelError, parse_pattern
+from pyimg.starlark.labels import LabelError, parse_pattern
+from pyimg.starlark.query_graph import SOURCE_FILE
 
 if TYPE_CHECKING:
+    from pyimg.core.action import Action
+    from pyimg.starlark.loading_cache import CachedLoader
     from pyimg.starlark.query import QueryEngine
-
-SOURCE_FILE = "source file"  # pyimg.starlark.query.SOURCE_FILE, without importing lark at start-up
 
 __all__ = ["action_rows", "cmd_aquery", "cmd_query", "render_query"]
 
@@ -66,27 +66,31 @@ class _LazyRepositories:
 
 
 def _engine(session: Any, text: str, repos: Any) -> QueryEngine:
-    from pyimg.starlark.loading_cache import CachedLoader, LoadingCache
+    from pyimg.core.file_digests import FileDigestCache
     from pyimg.starlark.query import QueryEngine
+    from pyimg.starlark.query_graph import TargetGraph
 
     ws = session.workspace
-    cache = LoadingCache(
-        session.output_base / "loading" / "packages.json",
-        session.digest_cache(),
-        # They decide what external repositories hold, which loading may have read.
-        [ws / "MODULE.pyimg", ws / "pyimg.lock"],
-    )
-    # External repositories are fetched only when the expression reaches an `@repo//` label.
-    loader = CachedLoader(ws, repos.resolve, cache)
-    return QueryEngine(loader, text, cwd_package(ws))
+    state = session.output_base / "loading"
+    # The digests of the files loading read only: the output base's digest cache also holds
+    # every source file, and reading it would cost a query more than the graph does.
+    digests = FileDigestCache(state / "file_digests.json")
 
+    def loader() -> CachedLoader:
+        # Made only when graph.json cannot answer: importing it starts the Starlark interpreter.
+        from pyimg.starlark.loading_cache import CachedLoader, LoadingCache
 
-def _save(engine: QueryEngine) -> None:
-    from pyimg.starlark.loading_cache import CachedLoader
+        cache = LoadingCache(
+            state / "packages.json",
+            digests,
+            # They decide what external repositories hold, which loading may have read.
+            [ws / "MODULE.pyimg", ws / "pyimg.lock"],
+        )
+        # External repositories are fetched only when the expression reaches an `@repo//` label.
+        return CachedLoader(ws, repos.resolve, cache)
 
-    loader = engine.loader
-    assert isinstance(loader, CachedLoader)
-    loader.save()
+    graph = TargetGraph(ws, state / "graph.json", digests, loader)
+    return QueryEngine(graph, text, cwd_package(ws))
 
 
 @command(
@@ -100,14 +104,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     repos = _LazyRepositories(session)
     try:
         engine = _engine(session, args.expression, repos)
-        labels = sorted(engine.evaluate(expr))
+        nodes = engine.sorted_nodes(engine.evaluate(expr))
         # Rendering may load more packages (the deps of --output json and graph).
-        text = render_query(engine, labels, args.output)
+        text = render_query(engine, nodes, args.output)
     finally:
         repos.close()
-    _save(engine)
+    engine.graph.save()
     sys.stdout.write(text)
-    if not labels:
+    if not nodes:
         print("Empty query results", file=sys.stderr)
     return 0
 
@@ -115,30 +119,32 @@ def cmd_query(args: argparse.Namespace) -> int:
 # -- query output ------------------------------------------------------------------------------
 
 
-def render_query(engine: QueryEngine, labels: list[Label], output: str) -> str:
-    """The result in one of QUERY_OUTPUTS, sorted by label; ends with a newline unless empty."""
+def render_query(engine: QueryEngine, nodes: list[int], output: str) -> str:
+    """The result (nodes sorted by label) in one of QUERY_OUTPUTS; ends with a newline unless
+    empty."""
+    labels = engine.graph.labels
     lines: list[str] = []
     if output == "label":
-        lines = [str(n) for n in labels]
+        lines = [str(labels[n]) for n in nodes]
     elif output == "label_kind":
-        lines = [f"{_kind_word(engine, n)} {n}" for n in labels]
+        lines = [f"{_kind_word(engine, n)} {labels[n]}" for n in nodes]
     elif output == "build":
-        for n in labels:
+        for n in nodes:
             lines.extend(_build_stanza(engine, n))
             lines.append("")
         lines = lines[:-1]
     elif output == "json":
-        data = {"targets": [_json_node(engine, n) for n in labels]}
+        data = {"targets": [_json_node(engine, n) for n in nodes]}
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
     elif output == "graph":
-        return _graph(engine, labels)
+        return _graph(engine, nodes)
     else:
         raise UsageError(f"unknown --output '{output}' (choose one of {', '.join(QUERY_OUTPUTS)})")
     return "".join(line + "\n" for line in lines)
 
 
-def _kind_word(engine: QueryEngine, label: Label) -> str:
-    kind = engine.kind(label)
+def _kind_word(engine: QueryEngine, node: int) -> str:
+    kind = engine.graph.kind(node)
     return kind if kind == SOURCE_FILE else f"{kind} rule"
 
 
@@ -158,39 +164,42 @@ def _starlark(value: Any) -> str:
     return str(value)
 
 
-def _build_stanza(engine: QueryEngine, label: Label) -> list[str]:
-    t = engine.target(label)
+def _build_stanza(engine: QueryEngine, node: int) -> list[str]:
+    t = engine.graph.target(node)
     if t is None:
-        return [f"# {label} (source file)"]
-    lines = [f"# {t.origin}", f"{t.kind}(", f'    name = "{label.name}",']
+        return [f"# {engine.graph.labels[node]} (source file)"]
+    lines = [f"# {t.origin}", f"{t.kind}(", f'    name = "{t.label.name}",']
     for key, value in sorted(t.attrs.items()):
         lines.append(f"    {key} = {_starlark(value)},")
     lines.append(")")
     return lines
 
 
-def _json_node(engine: QueryEngine, label: Label) -> dict[str, Any]:
-    t = engine.target(label)
+def _json_node(engine: QueryEngine, node: int) -> dict[str, Any]:
+    graph = engine.graph
+    t = graph.target(node)
     if t is None:
-        return {"label": str(label), "kind": SOURCE_FILE, "deps": []}
+        return {"label": str(graph.labels[node]), "kind": SOURCE_FILE, "deps": []}
     return {
-        "label": str(label),
+        "label": str(t.label),
         "kind": t.kind,
         "origin": t.origin,
         "attrs": t.attrs,
-        "deps": [str(d) for d in engine.deps_of(label)],
+        "deps": [str(graph.labels[d]) for d in graph.deps_of(node)],
     }
 
 
-def _graph(engine: QueryEngine, labels: list[Label]) -> str:
+def _graph(engine: QueryEngine, nodes: list[int]) -> str:
     # Edges of the subgraph the result induces, like Bazel's --output=graph.
-    members = set(labels)
+    graph = engine.graph
+    members = set(nodes)
     lines = ['digraph "pyimg query" {', "  node [shape=box];"]
-    lines += [f'  "{n}";' for n in labels]
-    for n in labels:
-        if engine.target(n) is None:
+    lines += [f'  "{graph.labels[n]}";' for n in nodes]
+    for n in nodes:
+        if graph.kind(n) == SOURCE_FILE:
             continue
-        lines += [f'  "{n}" -> "{d}";' for d in engine.deps_of(n) if d in members]
+        edges = [d for d in graph.deps_of(n) if d in members]
+        lines += [f'  "{graph.labels[n]}" -> "{graph.labels[d]}";' for d in edges]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -232,11 +241,16 @@ def action_rows(session: Any, text: str) -> list[dict[str, Any]]:
             owners = set(analysis.top_level)
         else:
             engine = _engine(session, text, repos)
-            wanted = sorted(n for n in engine.evaluate(expr) if engine.target(n) is not None)
+            graph = engine.graph
+            wanted = [
+                str(graph.labels[n])
+                for n in engine.sorted_nodes(engine.evaluate(expr))
+                if graph.kind(n) != SOURCE_FILE
+            ]
             if not wanted:
                 return []
-            _, analysis = analyze(session, [str(n) for n in wanted], repos)
-            owners = {str(n) for n in wanted}
+            _, analysis = analyze(session, wanted, repos)
+            owners = set(wanted)
     finally:
         repos.close()
     selected = [a for t in sorted(owners) for a in analysis.targets[t].actions]
@@ -260,6 +274,7 @@ def _keys(
 
     from pyimg.actions import load_builtins
     from pyimg.cli.build import format_version
+    from pyimg.core.action import action_key
     from pyimg.core.executor import ActionExecutor, BuildContext
     from pyimg.core.scheduler import ActionGraph
 

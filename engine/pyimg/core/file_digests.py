@@ -38,12 +38,12 @@ class FileDigestCache:
             except (FileNotFoundError, ValueError, TypeError, IndexError):
                 self._entries = {}
 
-    def digest(self, path: Path) -> tuple[Digest, int]:
+    def digest(self, path: str | Path) -> tuple[Digest, int]:
         """The digest and size of the file at `path` (absolute), hashing only when it changed."""
         digest, size, _ = self.digest_and_mode(path)
         return digest, size
 
-    def digest_and_mode(self, path: Path) -> tuple[Digest, int, bool]:
+    def digest_and_mode(self, path: str | Path) -> tuple[Digest, int, bool]:
         """Like `digest`, plus whether the file is executable (it shapes layer modes)."""
         st = os.stat(path)
         executable = bool(st.st_mode & 0o111)

@@ -1,7 +1,7 @@
 """Persists loading and analysis results, so a build whose BUILD/.bzl files did not change reads
 one file instead of evaluating Starlark (DESIGN.md: "a no-op build reads one file").
 
-An entry is valid while loading would read the same inputs (`loading_cache.inputs_valid`, shared
+An entry is valid while loading would read the same inputs (`inputs.inputs_valid`, shared
 with the persisted loading of `pyimg query`). The action graph does not depend on source contents
 (those enter action keys at execution), so nothing else needs checking.
 """
@@ -20,9 +20,9 @@ from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import canonical_json
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.starlark.analysis import AnalysisResult, TargetResult
+from pyimg.starlark.inputs import inputs_valid, loading_inputs
 from pyimg.starlark.labels import Pattern
 from pyimg.starlark.loading import Loader
-from pyimg.starlark.loading_cache import inputs_valid, loading_inputs
 
 __all__ = ["AnalysisCache"]
 
@@ -97,4 +97,4 @@ class AnalysisCache:
         atomic_write_bytes(self._path(patterns, platform), canonical_json(data))
 
     def _valid(self, inputs: dict[str, Any], patterns: list[Pattern], loader: Loader) -> bool:
-        return inputs_valid(inputs, patterns, loader, self.digests)
+        return inputs_valid(inputs, patterns, loader.workspace, self.digests)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +27,10 @@ from pyimg.starlark._eval import (
     prepare_source,
     render_error,
 )
+from pyimg.starlark.inputs import find_build_file, find_packages, glob_package
 from pyimg.starlark.labels import Label, LabelError, Pattern, parse_label
 
 __all__ = [
-    "BUILD_FILE_NAMES",
     "Loader",
     "Package",
     "RuleClass",
@@ -41,7 +40,6 @@ __all__ = [
     "rules_dir",
 ]
 
-BUILD_FILE_NAMES = ("BUILD.pyimg", "BUILD")
 PRELUDE = "@pyimg//:prelude.bzl"
 RULES_DEFS = "@pyimg//rules:defs.bzl"
 PRELUDE_BUILTINS = [
@@ -55,7 +53,6 @@ BUILD_RULES = [
 ]  # fmt: skip
 COMMON_ATTRS = {"visibility", "tags", "testonly", "features", "deprecation", "compatible_with",
                 "target_compatible_with", "exec_compatible_with", "licenses"}  # fmt: skip
-IGNORED_DIRS = {"pyimg-out", ".git", ".hg", ".svn", "node_modules"}
 
 
 def rules_dir() -> Path:
@@ -259,11 +256,8 @@ class Loader:
         return root
 
     def build_file(self, package: str, repo: str = "") -> Path | None:
-        d = self.repo_root(repo) / package
-        for name in BUILD_FILE_NAMES:
-            if (d / name).is_file():
-                return d / name
-        return None
+        path = find_build_file(self.repo_root(repo), package)
+        return Path(path) if path is not None else None
 
     def package_of(self, label: Label, origin: str | None = None) -> Package:
         return self.package(label.package, origin, label.repo)
@@ -307,17 +301,7 @@ class Loader:
 
     def iter_packages(self, under: str = "") -> Iterator[str]:
         """Packages at or below `under`, sorted; never descends into pyimg-out or dot dirs."""
-        root = self.workspace / under
-        found = []
-        for dirpath, dirnames, _ in os.walk(root):
-            dirnames[:] = sorted(
-                d for d in dirnames if d not in IGNORED_DIRS and not d.startswith(".")
-            )
-            rel = Path(dirpath).relative_to(self.workspace).as_posix()
-            rel = "" if rel == "." else rel
-            if self.build_file(rel) is not None:
-                found.append(rel)
-        return iter(sorted(found))
+        return iter(find_packages(self.workspace, under))
 
     def expand_patterns(self, patterns: list[Pattern]) -> list[Label]:
         labels: set[Label] = set()
@@ -651,100 +635,3 @@ def _check_attr(
             raise bad()
         return value
     raise UserInputError(f"{what}: attribute '{key}' has unknown type {t}", origin=origin)
-
-
-# -- glob --------------------------------------------------------------------------------------
-
-
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    parts = []
-    segments = pattern.split("/")
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if seg == "**":
-            parts.append("(?:.*/)?" if not last else ".*")
-            continue
-        parts.append(_segment_regex(seg))
-        if not last:
-            parts.append("/")
-    return re.compile("^" + "".join(parts) + "$")
-
-
-def _segment_regex(seg: str) -> str:
-    out = []
-    for ch in seg:
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        else:
-            out.append(re.escape(ch))
-    return "".join(out)
-
-
-def glob_package(
-    workspace: Path,
-    package: str,
-    include: list[str],
-    exclude: list[str],
-    build_file: Callable[[str], Path | None],
-) -> list[str]:
-    """Files of `package` matching `include` but not `exclude`, relative to the package, sorted.
-
-    Never descends into a subpackage (a directory with its own BUILD file) or pyimg-out. Walks
-    only below each pattern's literal directory prefix (`assets/**` never lists `src/`): globs
-    are re-run to validate the persisted analysis, so their cost is part of every no-op build.
-    """
-    root = workspace / package
-    inc = [_glob_regex(p) for p in include]
-    exc = [_glob_regex(p) for p in exclude]
-    matches = []
-    for base in _walk_roots(include):
-        if not _enterable(package, base, build_file):
-            continue
-        for dirpath, dirnames, filenames in os.walk(root / base if base else root):
-            rel_dir = Path(dirpath).relative_to(root).as_posix()
-            rel_dir = "" if rel_dir == "." else rel_dir
-            keep = []
-            for d in sorted(dirnames):
-                sub_pkg = "/".join(p for p in (package, rel_dir, d) if p)
-                if d in IGNORED_DIRS or d.startswith(".") or build_file(sub_pkg) is not None:
-                    continue
-                keep.append(d)
-            dirnames[:] = keep
-            for f in filenames:
-                rel = f"{rel_dir}/{f}" if rel_dir else f
-                if rel in BUILD_FILE_NAMES:
-                    continue
-                if any(r.match(rel) for r in inc) and not any(r.match(rel) for r in exc):
-                    matches.append(rel)
-    return sorted(matches)
-
-
-def _walk_roots(include: list[str]) -> list[str]:
-    """The directories to walk: each pattern's leading literal directories, nested ones dropped."""
-    bases = set()
-    for pattern in include:
-        literal = []
-        for part in pattern.split("/")[:-1]:
-            if any(c in part for c in "*?["):
-                break
-            literal.append(part)
-        bases.add("/".join(literal))
-    roots: list[str] = []
-    for b in sorted(bases):
-        if not any(r == "" or b == r or b.startswith(r + "/") for r in roots):
-            roots.append(b)
-    return roots
-
-
-def _enterable(package: str, base: str, build_file: Callable[[str], Path | None]) -> bool:
-    """Whether `base` (below `package`) is a directory of the package itself."""
-    rel = ""
-    for part in base.split("/") if base else []:
-        rel = f"{rel}/{part}" if rel else part
-        if part in IGNORED_DIRS or part.startswith(".") or part in ("", ".", ".."):
-            return False
-        if build_file("/".join(p for p in (package, rel) if p)) is not None:
-            return False
-    return True

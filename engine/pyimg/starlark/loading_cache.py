@@ -10,77 +10,11 @@ from typing import Any
 from pyimg import __version__
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.file_digests import FileDigestCache
-from pyimg.starlark.labels import Label, Pattern
-from pyimg.starlark.loading import Loader, Package, RuleClass, Target, glob_package
+from pyimg.starlark.inputs import inputs_valid, loading_inputs
+from pyimg.starlark.labels import Label
+from pyimg.starlark.loading import Loader, Package, RuleClass, Target
 
-__all__ = ["CachedLoader", "LoadingCache", "inputs_valid", "loading_inputs"]
-
-
-def _digest_or_absent(digests: FileDigestCache, path: Path) -> str:
-    try:
-        return digests.digest(path)[0].hex
-    except FileNotFoundError:
-        return ""
-
-
-def loading_inputs(
-    loader: Loader,
-    patterns: Sequence[Pattern],
-    digests: FileDigestCache,
-    extra_files: Sequence[Path] = (),
-) -> dict[str, Any]:
-    """What loading so far depended on, in the form `inputs_valid` checks.
-
-    `extra_files` (MODULE.pyimg, pyimg.lock) are recorded absent or not: they decide what the
-    external repositories hold.
-    """
-    files = {
-        name: [str(loader.read_paths[name]), digest]
-        for name, digest in sorted(loader.read_files.items())
-    }
-    for path in extra_files:
-        files[str(path)] = [str(path), _digest_or_absent(digests, path)]
-    return {
-        "files": files,
-        "globs": [[g[0], list(g[1]), list(g[2]), list(g[3])] for g in loader.globs],
-        "packages": {
-            str(p): list(loader.iter_packages(p.package)) for p in patterns if p.recursive
-        },
-        # Workspace packages only: an external repository's BUILD file is generated, and its
-        # digest (in "files") already covers it.
-        "build_files": {
-            name: str(pkg.build_file)
-            for name, pkg in sorted(loader.packages.items())
-            if not pkg.repo
-        },
-    }
-
-
-def inputs_valid(
-    inputs: dict[str, Any], patterns: Sequence[Pattern], loader: Loader, digests: FileDigestCache
-) -> bool:
-    """Whether loading would read the same now: every file read has the same digest (through the
-    stat-keyed digest cache), every package has the same BUILD file, every recursive pattern
-    matches the same packages and every glob() returns the same files. Raises KeyError, TypeError
-    or ValueError on a malformed `inputs`."""
-    for path, digest in inputs["files"].values():
-        try:
-            if _digest_or_absent(digests, Path(path)) != digest:
-                return False
-        except OSError:
-            return False
-    for name, build_file in inputs["build_files"].items():
-        found = loader.build_file(name)
-        if found is None or str(found) != build_file:
-            return False
-    for pattern in patterns:
-        if pattern.recursive:
-            if list(loader.iter_packages(pattern.package)) != inputs["packages"].get(str(pattern)):
-                return False
-    for package, include, exclude, result in inputs["globs"]:
-        if glob_package(loader.workspace, package, include, exclude, loader.build_file) != result:
-            return False
-    return True
+__all__ = ["CachedLoader", "LoadingCache"]
 
 
 def _merge_inputs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
@@ -110,8 +44,8 @@ class LoadingCache:
         self.digests = digests
         self.extra_files = list(extra_files)
 
-    def get(self, loader: Loader) -> dict[str, Any] | None:
-        """The saved entry when still valid (checked with `loader`), else None."""
+    def get(self, workspace: Path) -> dict[str, Any] | None:
+        """The saved entry when still valid (checked against `workspace`), else None."""
         try:
             data = json.loads(self.path.read_bytes())
         except (FileNotFoundError, ValueError):
@@ -121,17 +55,19 @@ class LoadingCache:
                 return None
             if not isinstance(data["rules"], dict):
                 return None
-            if not inputs_valid(data["inputs"], (), loader, self.digests):
+            if not inputs_valid(data["inputs"], (), workspace, self.digests):
                 return None
         except (KeyError, TypeError, ValueError):
             return None
         return data
 
-    def put(self, data: dict[str, Any]) -> None:
+    def put(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Save `data` (inputs, packages, rules) and return the entry as `get` would."""
         # Not canonical JSON: key order is part of the attribute values (a dict attribute prints
         # in the order the BUILD file wrote it).
         data = {**data, "v": __version__}
         atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
+        return data
 
 
 def _dump_package(pkg: Package) -> dict[str, Any]:
@@ -166,7 +102,7 @@ class CachedLoader(Loader):
     ) -> None:
         super().__init__(workspace, repositories)
         self._cache = cache
-        entry = cache.get(self)
+        entry = cache.get(workspace)
         self._entry = entry
         self._raw: dict[str, Any] = entry["packages"] if entry else {}
         self._rule_data: dict[str, Any] = entry["rules"] if entry else {}
@@ -209,15 +145,17 @@ class CachedLoader(Loader):
         except OSError:
             return None
 
-    def save(self) -> None:
+    def save(self) -> dict[str, Any]:
         """Persist the cached packages plus the workspace packages loaded for real, and the file
-        digests that validation computed (so the next query only stats the files)."""
+        digests that validation computed (so the next query only stats the files). Returns the
+        entry the cache now holds (its "inputs" and "packages")."""
         fresh = {k: p for k, p in self.packages.items() if not p.repo and k not in self._raw}
         if self._entry is None or fresh:
-            self._write(fresh)
+            self._entry = self._write(fresh)
         self._cache.digests.save()
+        return self._entry
 
-    def _write(self, fresh: dict[str, Package]) -> None:
+    def _write(self, fresh: dict[str, Package]) -> dict[str, Any]:
         new = loading_inputs(self, (), self._cache.digests, self._cache.extra_files)
         packages, rules = {}, {}
         if self._entry is not None:
@@ -228,4 +166,4 @@ class CachedLoader(Loader):
             packages[key] = _dump_package(pkg)
             for t in pkg.targets.values():
                 rules.setdefault(t.rule.rid, _dump_rule(t.rule))
-        self._cache.put({"inputs": new, "packages": packages, "rules": rules})
+        return self._cache.put({"inputs": new, "packages": packages, "rules": rules})

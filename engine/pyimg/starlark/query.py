@@ -1,38 +1,31 @@
 """The query language of `pyimg query`: parses expressions (lark) and evaluates them over targets.
 
-The graph is the loading-phase target graph: a rule target depends on every label in its
-label-typed attributes (all branches of a `select()`), and a label that names a file rather than a
-target is a node of kind "source file". Results are sets of labels; callers print them sorted by
-label (the order Bazel uses by default), so output never depends on set or dict order.
+Evaluation walks a `TargetGraph` (the loading-phase target graph, see `query_graph`). Results are
+sets of node ids; callers print them sorted by label (the order Bazel uses by default), so output
+never depends on set or dict order.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyimg.core.errors import UsageError, UserInputError
 from pyimg.starlark.labels import Label, LabelError, parse_label, parse_pattern
-from pyimg.starlark.loading import Loader, Target
+from pyimg.starlark.query_graph import LABEL_TYPES, TargetGraph, attr_labels, select_branches
 
 __all__ = [
     "FUNCTIONS",
     "GRAMMAR",
     "Expr",
     "QueryEngine",
-    "SOURCE_FILE",
     "parse_query",
 ]
-
-SOURCE_FILE = "source file"
-_LABEL_TYPES = ("label", "label_list", "label_keyed_string_dict")
 
 # All binary operators share one precedence and associate to the left, as in Bazel's query
 # language; `let` binds as far to the right as it can.
@@ -82,47 +75,47 @@ _OPS = {"+": "union", "union": "union", "-": "except", "except": "except",
 
 
 # -- syntax tree -------------------------------------------------------------------------------
+# NamedTuples, not dataclasses: a frozen dataclass costs ~0.3 ms to define, paid by every query.
+# Each node's first field is its 1-based column in the expression text.
 
 
-@dataclass(frozen=True)
-class Expr:
-    column: int  # 1-based, in the expression text
-
-
-@dataclass(frozen=True)
-class Word(Expr):
+class Word(NamedTuple):
+    column: int
     text: str
     quoted: bool = False
 
 
-@dataclass(frozen=True)
-class Var(Expr):
+class Var(NamedTuple):
+    column: int
     name: str
 
 
-@dataclass(frozen=True)
-class Call(Expr):
+class Call(NamedTuple):
+    column: int
     name: str
     args: tuple[Expr, ...]
 
 
-@dataclass(frozen=True)
-class SetOf(Expr):
+class SetOf(NamedTuple):
+    column: int
     words: tuple[Word, ...]
 
 
-@dataclass(frozen=True)
-class Let(Expr):
+class Let(NamedTuple):
+    column: int
     name: str
     value: Expr
     body: Expr
 
 
-@dataclass(frozen=True)
-class BinOp(Expr):
+class BinOp(NamedTuple):
+    column: int
     op: str  # union | except | intersect
     left: Expr
     right: Expr
+
+
+Expr = Word | Var | Call | SetOf | Let | BinOp
 
 
 def _caret(text: str, column: int, message: str) -> UsageError:
@@ -225,10 +218,16 @@ def parse_query(text: str, cache_dir: Path | None = None) -> Expr:
     return build(tree)
 
 
+def _close_matches(word: str, choices: list[str], cutoff: float = 0.6) -> list[str]:
+    import difflib  # here: only an error needs it, and every query pays for an import
+
+    return difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
+
+
 def _check_call(text: str, name: str, column: int, args: tuple[Expr, ...]) -> None:
     params = FUNCTIONS.get(name)
     if params is None:
-        close = difflib.get_close_matches(name, [*FUNCTIONS, "set"], n=1, cutoff=0.5)
+        close = _close_matches(name, [*FUNCTIONS, "set"], cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise _caret(text, column, f"unknown function '{name}' at column {column}{hint}")
     required = sum(1 for p in params if not p.endswith("?"))
@@ -246,110 +245,56 @@ def _check_call(text: str, name: str, column: int, args: tuple[Expr, ...]) -> No
 # -- evaluation --------------------------------------------------------------------------------
 
 
-def _flatten_select(value: Any) -> list[Any]:
-    """Every branch of a select() (or the value itself): the graph holds all configurations."""
-    if isinstance(value, dict) and "__select__" in value:
-        return list(value["__select__"].values())
-    return [value]
-
-
-def _attr_labels(kind: str, value: Any) -> list[str]:
-    out: list[str] = []
-    for v in _flatten_select(value):
-        if v is None:
-            continue
-        if kind == "label":
-            out.append(v)
-        else:  # label_list, or label_keyed_string_dict (the keys)
-            out.extend(v)
-    return out
-
-
 class QueryEngine:
-    """Evaluates parsed expressions over the target graph of one workspace, loading lazily.
+    """Evaluates parsed expressions over a TargetGraph; results are sets of node ids.
 
-    Only packages that an expression reaches are loaded; `//...` loads them all.
+    Only packages that an expression reaches are loaded; `//...` loads them all. `sorted_nodes`
+    orders a result by label, the order every output uses.
     """
 
-    def __init__(self, loader: Loader, text: str = "", cwd_package: str = "") -> None:
-        self.loader = loader
+    def __init__(self, graph: TargetGraph, text: str = "", cwd_package: str = "") -> None:
+        self.graph = graph
         self.text = text
         self.cwd_package = cwd_package
-        self._deps: dict[Label, tuple[Label, ...]] = {}
-        self._targets: dict[Label, Target | None] = {}
 
-    # -- the graph ----------------------------------------------------------------------------
+    def sorted_nodes(self, nodes: Iterable[int]) -> list[int]:
+        return sorted(nodes, key=self.graph.labels.__getitem__)
 
-    def target(self, label: Label) -> Target | None:
-        """The rule target at `label`, or None for a source file (loading its package)."""
-        if label not in self._targets:
-            self._targets[label] = self.loader.target(label)
-        return self._targets[label]
-
-    def kind(self, label: Label) -> str:
-        t = self.target(label)
-        return SOURCE_FILE if t is None else t.kind
-
-    def deps_of(self, label: Label) -> tuple[Label, ...]:
-        hit = self._deps.get(label)
-        if hit is not None:
-            return hit
-        t = self.target(label)
-        found: set[Label] = set()
-        if t is not None:
-            for name, value in t.attrs.items():
-                spec = t.rule.attrs.get(name) or {}
-                if spec.get("type") in _LABEL_TYPES:
-                    found.update(parse_label(v) for v in _attr_labels(spec["type"], value))
-        deps = tuple(sorted(found))
-        for d in deps:
-            self.target_checked(d, t)
-        self._deps[label] = deps
-        return deps
-
-    def target_checked(self, label: Label, by: Target | None) -> None:
-        if label not in self._targets:
-            self._targets[label] = self.loader.target(label, by.origin if by else None)
-
-    def closure(self, roots: Iterable[Label], depth: int | None = None) -> set[Label]:
+    def closure(self, roots: Iterable[int], depth: int | None = None) -> set[int]:
+        deps_of = self.graph.deps_of
         seen = set(roots)
-        frontier = deque((r, 0) for r in sorted(seen))
-        while frontier:
-            node, d = frontier.popleft()
-            if depth is not None and d >= depth:
-                continue
-            for dep in self.deps_of(node):
-                if dep not in seen:
-                    seen.add(dep)
-                    frontier.append((dep, d + 1))
+        if depth is None:
+            stack = list(seen)
+            while stack:
+                for dep in deps_of(stack.pop()):
+                    if dep not in seen:
+                        seen.add(dep)
+                        stack.append(dep)
+            return seen
+        frontier = list(seen)
+        for _ in range(depth):
+            frontier = [d for n in frontier for d in deps_of(n) if d not in seen]
+            seen.update(frontier)
         return seen
 
-    def _reverse(self, universe: set[Label]) -> dict[Label, list[Label]]:
-        rev: dict[Label, list[Label]] = {}
+    def _rclosure(self, universe: set[int], roots: set[int], depth: int | None = None) -> set[int]:
+        deps_of = self.graph.deps_of
+        rev: dict[int, list[int]] = {}
         for node in universe:
-            for dep in self.deps_of(node):
+            for dep in deps_of(node):
                 rev.setdefault(dep, []).append(node)
-        return rev
-
-    def _rclosure(
-        self, universe: set[Label], roots: set[Label], depth: int | None = None
-    ) -> set[Label]:
-        rev = self._reverse(universe)
         seen = roots & universe
-        frontier = deque((r, 0) for r in sorted(seen))
-        while frontier:
-            node, d = frontier.popleft()
-            if depth is not None and d >= depth:
-                continue
-            for user in rev.get(node, ()):
-                if user not in seen:
-                    seen.add(user)
-                    frontier.append((user, d + 1))
+        frontier = list(seen)
+        level = 0
+        while frontier and (depth is None or level < depth):
+            frontier = [u for n in frontier for u in rev.get(n, ()) if u not in seen]
+            seen.update(frontier)
+            level += 1
         return seen
 
     # -- expressions --------------------------------------------------------------------------
 
-    def evaluate(self, expr: Expr, env: dict[str, set[Label]] | None = None) -> set[Label]:
+    def evaluate(self, expr: Expr, env: dict[str, set[int]] | None = None) -> set[int]:
         env = env or {}
         try:
             return self._eval(expr, env)
@@ -359,17 +304,17 @@ class QueryEngine:
     def _error(self, expr: Expr, message: str) -> UsageError:
         return _caret(self.text, expr.column, message) if self.text else UsageError(message)
 
-    def _eval(self, expr: Expr, env: dict[str, set[Label]]) -> set[Label]:
+    def _eval(self, expr: Expr, env: dict[str, set[int]]) -> set[int]:
         if isinstance(expr, Word):
             return self.pattern(expr)
         if isinstance(expr, Var):
             if expr.name not in env:
-                close = difflib.get_close_matches(expr.name, list(env), n=1)
+                close = _close_matches(expr.name, list(env))
                 hint = f" (did you mean '${close[0]}'?)" if close else ""
                 raise self._error(expr, f"undefined variable '${expr.name}'{hint}")
             return env[expr.name]
         if isinstance(expr, SetOf):
-            out: set[Label] = set()
+            out: set[int] = set()
             for w in expr.words:
                 out |= self.pattern(w)
             return out
@@ -385,31 +330,23 @@ class QueryEngine:
                 return left - right
             return left & right
         if isinstance(expr, Call):
-            return getattr(self, f"_fn_{expr.name}")(expr, env)
+            return getattr(self, f"_fn_{expr.name}")(expr, env)  # type: ignore[no-any-return]
         raise AssertionError(expr)
 
-    def pattern(self, word: Word) -> set[Label]:
+    def pattern(self, word: Word) -> set[int]:
         """The targets a target pattern names; a single label may also name a source file."""
-        text = word.text
         try:
-            p = parse_pattern(text, self.cwd_package)
+            p = parse_pattern(word.text, self.cwd_package)
         except LabelError as e:
             raise self._error(word, f"{e}") from None
-        if p.recursive or p.name is None:
-            try:
-                return set(self.loader.expand_patterns([p]))
-            except UserInputError as e:
-                if e.origin is None:
-                    raise self._error(word, e.message) from None
-                raise
-        label = Label("", p.package, p.name)
         try:
-            self.target(label)
+            if p.recursive or p.name is None:
+                return set(self.graph.pattern_targets(p))
+            return {self.graph.node(Label("", p.package, p.name))}
         except UserInputError as e:
             if e.origin is None:
                 raise self._error(word, e.message) from None
             raise
-        return {label}
 
     def _word(self, expr: Expr) -> str:
         assert isinstance(expr, Word)
@@ -426,89 +363,92 @@ class QueryEngine:
             )
         return int(text)
 
-    def _fn_deps(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_deps(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         return self.closure(self._eval(call.args[0], env), self._depth(call, 1))
 
-    def _fn_rdeps(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_rdeps(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         universe = self.closure(self._eval(call.args[0], env))
         roots = self._eval(call.args[1], env)
         return self._rclosure(universe, roots, self._depth(call, 2))
 
-    def _fn_kind(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_kind(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         rx = re.compile(self._word(call.args[0]))
-        return {n for n in self._eval(call.args[1], env) if rx.search(self.kind(n))}
+        return {n for n in self._eval(call.args[1], env) if rx.search(self.graph.kind(n))}
 
-    def _fn_filter(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_filter(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         rx = re.compile(self._word(call.args[0]))
-        return {n for n in self._eval(call.args[1], env) if rx.search(str(n))}
+        labels = self.graph.labels
+        return {n for n in self._eval(call.args[1], env) if rx.search(str(labels[n]))}
 
-    def _fn_attr(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_attr(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         name = self._word(call.args[0])
         rx = re.compile(self._word(call.args[1]))
         out = set()
         for n in self._eval(call.args[2], env):
-            t = self.target(n)
+            t = self.graph.target(n)
             if t is None or name not in t.attrs:
                 continue
-            if any(rx.search(attr_text(v)) for v in _flatten_select(t.attrs[name])):
+            if any(rx.search(attr_text(v)) for v in select_branches(t.attrs[name])):
                 out.add(n)
         return out
 
-    def _fn_labels(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_labels(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         name = self._word(call.args[0])
-        out: set[Label] = set()
+        out: set[int] = set()
         for n in self._eval(call.args[1], env):
-            t = self.target(n)
+            t = self.graph.target(n)
             if t is None or name not in t.attrs:
                 continue
             kind = (t.rule.attrs.get(name) or {}).get("type")
-            if kind in _LABEL_TYPES:
-                for v in _attr_labels(kind, t.attrs[name]):
-                    label = parse_label(v)
-                    self.target_checked(label, t)
-                    out.add(label)
+            if kind in LABEL_TYPES:
+                out.update(
+                    self.graph.node(parse_label(v), n) for v in attr_labels(kind, t.attrs[name])
+                )
         return out
 
-    def _fn_somepath(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_somepath(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         starts = self._eval(call.args[0], env)
         ends = self._eval(call.args[1], env)
-        parent: dict[Label, Label | None] = {s: None for s in starts}
-        frontier = deque(sorted(starts))
+        parent: dict[int, int | None] = {s: None for s in starts}
+        frontier = deque(self.sorted_nodes(starts))
         while frontier:
             node = frontier.popleft()
             if node in ends:
                 path = set()
-                cur: Label | None = node
+                cur: int | None = node
                 while cur is not None:
                     path.add(cur)
                     cur = parent[cur]
                 return path
-            for dep in self.deps_of(node):
+            for dep in self.graph.deps_of(node):
                 if dep not in parent:
                     parent[dep] = node
                     frontier.append(dep)
         return set()
 
-    def _fn_allpaths(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_allpaths(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         forward = self.closure(self._eval(call.args[0], env))
         return self._rclosure(forward, self._eval(call.args[1], env))
 
-    def _fn_buildfiles(self, call: Call, env: dict[str, set[Label]]) -> set[Label]:
+    def _fn_buildfiles(self, call: Call, env: dict[str, set[int]]) -> set[int]:
+        loader = self.graph.loader
         out: set[Label] = set()
         for n in self._eval(call.args[0], env):
-            pkg = self.loader.package(n.package)
-            out.add(Label("", n.package, pkg.build_file.name))
-            out |= self._loaded_bzl(pkg.build_display, n.package)
-        return out
+            package = self.graph.labels[n].package
+            pkg = loader.package(package)
+            out.add(Label("", package, pkg.build_file.name))
+            out |= self._loaded_bzl(pkg.build_display, package)
+        return {self.graph.intern(label) for label in out}
 
     def _loaded_bzl(self, display: str, package: str) -> set[Label]:
         """Workspace .bzl files that a BUILD or .bzl file loads, transitively (bundled rules are
         part of pyimg, not of the workspace, so they are not listed)."""
         out: set[Label] = set()
         stack = [(display, package)]
+        loader = self.graph.loader
         while stack:
             name, pkg = stack.pop()
-            text = self.loader.source_text(name)
+            text = loader.source_text(name)
             if text is None:
                 continue
             for module in _LOAD_RE.findall(text):
