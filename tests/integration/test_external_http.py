@@ -104,6 +104,21 @@ def test_http_file_verified_cached_and_offline(server: _Server, tmp_path: Path) 
     assert "MODULE.pyimg:2" in r.err and "tool.sh" in r.err and "--offline" in r.err
 
 
+def test_external_targets_as_patterns(server: _Server, tmp_path: Path) -> None:
+    (server.root / "tool.sh").write_text("#!/bin/sh\necho hi\n")
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    _tool_workspace(ws, server, _sha(server.root / "tool.sh"))
+    assert ws.run("build", "@tool").code == 0
+    assert ws.run("build", "@tool//file:all").code == 0
+    r = ws.run("query", "deps(@tool)")
+    assert r.code == 0, r.err
+    assert r.out.split() == ["@tool//:tool", "@tool//file:file", "@tool//file:tool.sh"]
+    r = ws.run("query", "rdeps(//..., @tool//file)")
+    assert r.out.split() == ["//app:image", "//app:layer", "@tool//file:file"]
+    r = ws.run("build", "@tool//...")
+    assert r.code == 2 and "'@tool//pkg:all'" in r.err, r.err
+
+
 def test_http_file_wrong_sha256(server: _Server, tmp_path: Path) -> None:
     (server.root / "tool.sh").write_text("#!/bin/sh\n")
     ws = Workspace(tmp_path / "ws", tmp_path / "cache")

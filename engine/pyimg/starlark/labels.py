@@ -95,21 +95,24 @@ def parse_label(text: str, current_package: str = "", current_repo: str = "") ->
 
 @dataclass(frozen=True)
 class Pattern:
-    """`//pkg:name`, `//pkg:all` (every target of pkg), `//pkg/...` (pkg and below)."""
+    """`//pkg:name`, `//pkg:all` (every target of pkg), `//pkg/...` (pkg and below); in an
+    external repository `@repo//pkg:name` and `@repo//pkg:all` (`@repo` = `@repo//:repo`)."""
 
     package: str
     name: str | None  # None: all targets
     recursive: bool
+    repo: str = ""  # "" = the workspace
 
     def __str__(self) -> str:
+        at = f"@{self.repo}" if self.repo else ""
         if self.recursive:
-            return f"//{self.package + '/' if self.package else ''}..."
-        return f"//{self.package}:{self.name or 'all'}"
+            return f"{at}//{self.package + '/' if self.package else ''}..."
+        return f"{at}//{self.package}:{self.name or 'all'}"
 
 
 def parse_pattern(text: str, cwd_package: str = "") -> Pattern:
     if text.startswith("@"):
-        raise LabelError(f"patterns over external repositories are not supported: '{text}'")
+        return _external_pattern(text)
     body = text
     if not body.startswith("//"):
         # Relative to the current directory's package, like Bazel: `:t` and `t` name a target
@@ -134,3 +137,19 @@ def parse_pattern(text: str, cwd_package: str = "") -> Pattern:
         return Pattern(package, None, False)
     _check_name(text, name)
     return Pattern(package, name, False)
+
+
+def _external_pattern(text: str) -> Pattern:
+    repo, sep, after = text[1:].partition("//")
+    if not _REPO_OK.match(repo):
+        raise LabelError(f"invalid repository name in pattern '{text}'")
+    if not sep:
+        return Pattern("", repo, False, repo)
+    if after == "..." or after.endswith("/..."):
+        # An external repository's packages are only found by loading it: name them instead.
+        raise LabelError(
+            f"recursive patterns over external repositories are not supported: '{text}' "
+            f"(name a target, '@{repo}//pkg:name', or a package, '@{repo}//pkg:all')"
+        )
+    inner = parse_pattern("//" + after)
+    return Pattern(inner.package, inner.name, False, repo)

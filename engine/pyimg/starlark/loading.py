@@ -313,9 +313,9 @@ class Loader:
                 for name in pkgs:
                     labels.update(t.label for t in self.package(name).targets.values())
             elif p.name is None:
-                labels.update(t.label for t in self.package(p.package).targets.values())
+                labels.update(t.label for t in self.package(p.package, None, p.repo).targets.values())
             else:
-                pkg = self.package(p.package)
+                pkg = self.package(p.package, None, p.repo)
                 if p.name not in pkg.targets:
                     raise UserInputError(self._no_such_target(pkg, p.name))
                 labels.add(pkg.targets[p.name].label)

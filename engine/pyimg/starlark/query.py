@@ -342,7 +342,7 @@ class QueryEngine:
         try:
             if p.recursive or p.name is None:
                 return set(self.graph.pattern_targets(p))
-            return {self.graph.node(Label("", p.package, p.name))}
+            return {self.graph.node(Label(p.repo, p.package, p.name))}
         except UserInputError as e:
             if e.origin is None:
                 raise self._error(word, e.message) from None

@@ -150,17 +150,17 @@ class TargetGraph:
             return None
         return self.loader.target(self.labels[i])
 
-    def package_targets(self, package: str) -> Sequence[int]:
-        """The rule targets of a workspace package (its BUILD file's declaration order)."""
-        ids = self._packages.get(("", package))
+    def package_targets(self, package: str, repo: str = "") -> Sequence[int]:
+        """The rule targets of a package (its BUILD file's declaration order)."""
+        ids = self._packages.get((repo, package))
         if ids is None:
-            ids = self._add_package("", package, None)
+            ids = self._add_package(repo, package, None)
         return ids
 
     def pattern_targets(self, pattern: Pattern) -> list[int]:
         """The rule targets a `//pkg:all` or `//pkg/...` pattern names."""
         if not pattern.recursive:
-            return list(self.package_targets(pattern.package))
+            return list(self.package_targets(pattern.package, pattern.repo))
         packages = find_packages(self.workspace, pattern.package, self._files)
         if not packages:
             raise UserInputError(f"no packages found for pattern '{pattern}'")

@@ -32,3 +32,15 @@ def test_patterns():
     assert parse_pattern("//svc").name == "svc"
     assert parse_pattern(":img", "svc") == parse_pattern("//svc:img")
     assert parse_pattern("img", "svc") == parse_pattern("//svc:img")
+
+
+def test_external_patterns():
+    assert parse_pattern("@base") == parse_pattern("@base//:base")
+    assert str(parse_pattern("@base")) == "@base//:base"
+    assert parse_pattern("@site//www:all").repo == "site"
+    assert str(parse_pattern("@site//www:all")) == "@site//www:all"
+    assert parse_pattern("@site//www").name == "www"
+    with pytest.raises(LabelError, match="recursive patterns over external"):
+        parse_pattern("@site//...")
+    with pytest.raises(LabelError, match="invalid repository name"):
+        parse_pattern("@-x//:y")
