@@ -165,7 +165,12 @@ class ActionExecutor:
 
         Cheap enough for the scheduler's own thread: a cache hit never waits for a worker.
         """
-        components = self.components(action)
+        return self.serve(action, self.components(action))
+
+    def serve(
+        self, action: Action, components: dict[str, Any]
+    ) -> tuple[Digest, dict[str, Any], ExecutionRecord | None]:
+        """`lookup` with the key components already computed."""
         key = action_key(components)
         cached = self.cache.get(key)
         if cached is None:
