@@ -8,7 +8,8 @@ incremental build, a replayed no-op) writes only `build_journal.json`:
 
     {"base": sha256 of the last_build.json it applies to,
      "cached": every entry of that file counts as a cache hit,
-     "merged": that file's entries are part of the previous record,
+     "merged": null, or that file's entries are part of the previous record, as they are in it
+               ("file") or each as a cache hit ("hits"),
      "last": entries that replace the file's, "previous": entries that replace the merged ones}
 
 `load_build_records` composes the two views; a journal whose `base` does not match the file (a
@@ -90,8 +91,9 @@ def update_build_record(output_base: Path, base: str, changed: dict[str, Any]) -
     """Record a build of the same actions as the last one, in which only the entries `changed`
     differ and every other action was a cache hit, as `save_build_record` of the whole would.
 
-    Every id in `changed` must be an action of the recorded build; `base` is the `record_base`
-    that build left. False (nothing written) when the record is another build's by now.
+    Every entry of `changed` must be an action of the recorded build with another key (one
+    re-keyed); `base` is the `record_base` that build left. False (nothing written) when the
+    record is another build's by now.
     """
     journal = _read_journal(output_base)
     if journal is None or journal["base"] != base:
@@ -103,7 +105,7 @@ def update_build_record(output_base: Path, base: str, changed: dict[str, Any]) -
     _write_journal(output_base, {
         "base": base,
         "cached": True,
-        "merged": True,
+        "merged": "hits" if journal["cached"] else "file",
         "previous": journal["last"],
         "last": {**{k: {**v, "cached": True} for k, v in journal["last"].items()}, **changed},
     })
@@ -143,20 +145,19 @@ def load_build_records(output_base: Path) -> tuple[dict[str, Any], dict[str, Any
 def _views(
     last: dict[str, Any], previous: dict[str, Any], journal: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    hits = {k: {**v, "cached": True} for k, v in last.items()}
     merged = dict(previous)
     if journal["merged"]:
-        merged.update(last)
+        merged.update(hits if journal["merged"] == "hits" else last)
         merged.update(journal["previous"])
-    if journal["cached"]:
-        last = {k: {**v, "cached": True} for k, v in last.items()}
-    return {**last, **journal["last"]}, merged
+    return {**(hits if journal["cached"] else last), **journal["last"]}, merged
 
 
 def _fresh_journal(raw: bytes, data: dict[str, Any]) -> dict[str, Any]:
     return {
         "base": hashlib.sha256(raw).hexdigest(),
         "cached": all(e.get("cached") for e in data.values()),
-        "merged": False,
+        "merged": None,
         "previous": {},
         "last": {},
     }
