@@ -2,15 +2,16 @@
 build of a command line, run only what depends on them, print the report a full build would, and
 update the records by what changed.
 
-The no-op record of a build (`cli/noop.py`) carries, after its line of stats, the lines that
-`record_lines` writes: an index (the build's options, each source file's exec path and readers,
-the readers of each action's outputs, the report), then one line per action (its definition, key,
-the input digests the key came from, its outputs, the goals among them). `rebuild` starts from a
-check whose changed files are all sources (no BUILD/.bzl/MODULE/lock file, host tool or pyimg
-module: loading read none of them, so the action graph is the recorded one), hashes them and
-re-keys what reads them through `core/incremental.py`; in any other case it returns None and the
-full build runs. It parses only the lines of the actions it re-keys and of their producers.
-Called before the command line is parsed, it imports only what running actions needs.
+After a successful full build, `record_lines` writes one line per action to a file beside the
+no-op record (`cli/noop.py`: its definition, key, the input digests the key came from, its outputs
+and the goals among them) and returns the record's index line (the build's options, each source
+file's exec path and readers, the readers of each action's outputs, the report, where each action
+line is). `rebuild` starts from a check whose changed files are all sources (no BUILD/.bzl/MODULE/
+lock file, host tool or pyimg module: loading read none of them, so the action graph is the
+recorded one), hashes them and re-keys what reads them through `core/incremental.py`; in any other
+case it returns None and the full build runs. It parses only the lines of the actions it re-keys
+and of their producers, and appends the lines it changes. Called before the command line is
+parsed, it imports only what running actions needs.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.build_record import entries, record_base, save_build_record, update_build_record
 from pyimg.cli.execution import materialize, new_context
-from pyimg.cli.noop import Check, file_stat, output_stats, pyimg_code
+from pyimg.cli.noop import Check, command_key, file_stat, output_stats, pyimg_code, record_path
 from pyimg.cli.progress import Progress, summary
 from pyimg.cli.session import Session
 from pyimg.core.action import action_from_json, action_to_json, key_components
 from pyimg.core.action_cache import ActionResult
-from pyimg.core.cas import remove_tree
+from pyimg.core.cas import atomic_write_bytes, remove_tree
 from pyimg.core.digest import Digest
 from pyimg.core.executor import ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
@@ -76,53 +77,81 @@ def render_report(workspace: Path, lines: list[list[str]]) -> str:
 
 
 class ActionLines:
-    """The action lines of a record: one JSON object per line, parsed only when asked for (a
-    record holds thousands), and written back with only the replaced ones serialized again."""
+    """The action lines of a record, in a file of their own beside it: one JSON object per line,
+    parsed when asked for (a record holds thousands); replaced lines are appended, so that an
+    incremental build writes only what it changed. The file starts with a token that the index
+    names: an index never reads lines of another record (a full build writes both anew)."""
 
-    def __init__(self, raw: bytes, start: int, offsets: list[int]) -> None:
-        self._raw = raw
-        self._start = start  # of the first line in `raw`
-        self._offsets = offsets  # of each line from `start`, and of the end
+    def __init__(self, path: Path, token: str, spans: list[int]) -> None:
+        self._path = path
+        self._token = token
+        self._spans = spans  # start and end of each line in the file
+        self._raw = path.read_bytes()
+        if not self._raw.startswith(token.encode() + b"\n"):
+            raise ValueError(f"{path} is not the file of this record")
         self._parsed: dict[int, dict[str, Any]] = {}
         self._replaced: dict[int, bytes] = {}
 
+    @staticmethod
+    def write(path: Path, lines: list[bytes]) -> tuple[str, list[int]]:
+        """A new file of `lines`; returns its token and spans."""
+        token = os.urandom(16).hex()
+        spans = []
+        offset = len(token) + 1
+        for line in lines:
+            spans += [offset, offset + len(line)]
+            offset += len(line) + 1
+        atomic_write_bytes(path, b"".join([token.encode() + b"\n", *(x + b"\n" for x in lines)]))
+        return token, spans
+
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        return len(self._spans) // 2
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         data = self._parsed.get(i)
         if data is None:
-            a, b = self._start + self._offsets[i], self._start + self._offsets[i + 1] - 1
-            data = self._parsed[i] = json.loads(self._raw[a:b])
+            data = self._parsed[i] = json.loads(self._raw[self._spans[2 * i]:self._spans[2 * i + 1]])
         return data
 
     def replace(self, i: int, data: dict[str, Any]) -> None:
         self._parsed[i] = data
         self._replaced[i] = json.dumps(data).encode()
 
-    def dump(self) -> tuple[bytes, list[int]]:
-        """The lines as bytes and their offsets."""
-        chunks: list[bytes] = []
-        offsets = [0]
-        done = 0  # lines up to here are in `chunks`
-        for i in [*sorted(self._replaced), len(self)]:
-            if i > done:
-                a, b = self._start + self._offsets[done], self._start + self._offsets[i]
-                chunks.append(self._raw[a:b])
-                shift = offsets[-1] - self._offsets[done]
-                offsets.extend(o + shift for o in self._offsets[done + 1:i + 1])
-            if i < len(self):
-                chunks.append(self._replaced[i] + b"\n")
-                offsets.append(offsets[-1] + len(self._replaced[i]) + 1)
-                done = i + 1
-        return b"".join(chunks), offsets
+    def save(self) -> tuple[str, list[int]]:
+        """Write the replaced lines; returns the token and spans the index must name now. The
+        file is written anew instead when most of it would be replaced lines."""
+        if not self._replaced:
+            return self._token, self._spans
+        live = sum(self._spans[2 * i + 1] - self._spans[2 * i] + 1 for i in range(len(self)))
+        added = sum(len(x) + 1 for x in self._replaced.values())
+        if len(self._raw) + added > 2 * live + (1 << 16):
+            return self.write(self._path, [self._line(i) for i in range(len(self))])
+        spans = list(self._spans)
+        offset = len(self._raw)
+        with open(self._path, "ab") as f:
+            for i, line in sorted(self._replaced.items()):
+                f.write(line + b"\n")
+                spans[2 * i:2 * i + 2] = [offset, offset + len(line)]
+                offset += len(line) + 1
+            f.flush()
+            os.fsync(f.fileno())  # before the index that names these lines is written
+        return self._token, spans
+
+    def _line(self, i: int) -> bytes:
+        return self._replaced.get(i) or self._raw[self._spans[2 * i]:self._spans[2 * i + 1]]
+
+
+def actions_path(record: Path) -> Path:
+    return record.with_suffix(".actions")
 
 
 def record_lines(
     session: Session, report: BuildReport, stdout: list[list[str]], args: argparse.Namespace
 ) -> list[bytes]:
     """The incremental build's lines of a successful full build's record (`stdout`: its
-    `report_lines`; `args`: its parsed command line)."""
+    `report_lines`; `args`: its parsed command line), after writing its action lines."""
+    if args.secret:
+        return []  # no record is kept (cli/noop.py)
     records = report.outcome.records
     producer = {o: i for i, r in enumerate(records) for o in r.action.all_outputs}
     readers: list[list[int]] = [[] for _ in records]
@@ -145,9 +174,8 @@ def record_lines(
     # A file loading read, a host tool or an engine module may be a source as well: a change
     # of it is never a change of contents only.
     fixed = (report.fixed | set(pyimg_code())) & set(sources)
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line) + 1)
+    token, spans = ActionLines.write(
+        actions_path(record_path(session.output_base, command_key(args.argv))), lines)
     index = {
         "version": VERSION,
         "base": record_base(session.output_base),
@@ -159,9 +187,10 @@ def record_lines(
         "sources": sources,
         "fixed": sorted(fixed),
         "readers": readers,
-        "offsets": offsets,
+        "actions": token,
+        "spans": spans,
     }
-    return [json.dumps(index).encode(), b"".join(line + b"\n" for line in lines)]
+    return [json.dumps(index).encode()]
 
 
 def rebuild(check: Check, workspace: Path) -> int | None:
@@ -170,8 +199,8 @@ def rebuild(check: Check, workspace: Path) -> int | None:
         start = time.monotonic()
         try:
             plan = _plan(check, workspace)
-        except (ValueError, KeyError, IndexError, TypeError):
-            return None  # a record this version of pyimg cannot read
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return None  # a record this version of pyimg cannot read, or a lost file
         if plan is None:
             return None
         return _run(plan, start)
@@ -195,12 +224,10 @@ class _Plan:
 
 def _plan(check: Check, workspace: Path) -> _Plan | None:
     """Which actions may have to run again, or None if not only sources' contents changed."""
-    raw = check.raw
-    start = raw.index(b"\n", check.tail) + 1
-    index = json.loads(raw[check.tail:start])
+    index = json.loads(check.raw[check.tail:])
     if index.get("version") != VERSION or index["cache_root"] != str(check.cache_root):
         return None
-    lines = ActionLines(raw, start, index["offsets"])
+    lines = ActionLines(actions_path(check.path), index["actions"], index["spans"])
     sources: dict[str, list[Any]] = index["sources"]
     fixed = set(index["fixed"])
     if len(lines) != check.record["actions"] or any(
@@ -288,8 +315,8 @@ def _run(plan: _Plan, start: float) -> int | None:
     sys.stdout.write(stdout)
     sys.stdout.flush()
     if _update_stats(plan.check, session.workspace, goals, stdout):
-        block, index["offsets"] = lines.dump()
-        plan.check.save([json.dumps(index).encode(), block])
+        index["actions"], index["spans"] = lines.save()
+        plan.check.save([json.dumps(index).encode()])
     print(summary(outcome.executed, total - outcome.executed, time.monotonic() - start),
           file=sys.stderr)
     return 0

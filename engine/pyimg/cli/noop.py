@@ -11,8 +11,8 @@ every file still there), the check goes to the incremental build (`cli/increment
 decides whether those are sources it can re-key from. Anything else, and any `--secret`, takes the
 normal path.
 
-The record file is one JSON line of stats, then the incremental build's own lines (its index and
-one line per action), which a no-op never parses.
+The record file is one JSON line of stats, then the incremental build's index line, which a no-op
+never parses.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import IO, Any
 __all__ = [
     "Check",
     "check_record",
+    "command_key",
     "fast_summary",
     "file_stat",
     "locate",
@@ -54,7 +55,7 @@ def file_stat(path: str, with_ctime: bool = True) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns if with_ctime else 0]
 
 
-def _command_key(argv: list[str]) -> str:
+def command_key(argv: list[str]) -> str:
     data = json.dumps([argv, os.getcwd()], separators=(",", ":"))
     return hashlib.sha256(data.encode()).hexdigest()
 
@@ -119,7 +120,7 @@ def write_record(
     # An input recorded as absent (None: pyimg.lock, say) must stay absent; outputs must exist.
     if any(v is None for v in out_files.values()):
         return
-    key = _command_key(argv)
+    key = command_key(argv)
     record = {"key": key, "files": files, "dirs": dirs, "outputs": out_files,
               "stdout": stdout, "actions": actions, "extra": extra or {}}
     _save(record_path(output_base, key), record, lines)
@@ -148,7 +149,7 @@ class Check:
         self.output_base = output_base
         self.path = path
         self.record = record
-        self.raw = raw  # the record file, whose incremental lines start at `tail` (unparsed)
+        self.raw = raw  # the record file, whose incremental build's line starts at `tail`
         self.tail = tail
         self.changed = changed
         self.lock = lock
@@ -205,11 +206,11 @@ def check_record(argv: list[str], workspace: Path) -> Check | None:
     if os.environ.get("PYIMG_FAST_NOOP") == "0":
         return None  # the escape hatch: always verify everything (docs/cli.md)
     cache_root, output_base = locate(argv, workspace)
-    key = _command_key(argv)
+    key = command_key(argv)
     path = record_path(output_base, key)
     try:
         raw = path.read_bytes()
-        tail = raw.find(b"\n") + 1 or len(raw)  # not split: the rest is large, rarely read
+        tail = raw.find(b"\n") + 1 or len(raw)
         record = json.loads(raw[:tail])
     except (OSError, ValueError):
         return None

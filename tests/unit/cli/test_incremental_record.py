@@ -1,5 +1,5 @@
-"""The incremental build's record lines: parsed one by one, written back with only the replaced
-ones serialized again; and the report as a full build prints it."""
+"""The incremental build's action lines: parsed one by one, replaced by appending; and the
+report as a full build prints it."""
 
 from __future__ import annotations
 
@@ -10,38 +10,60 @@ import pytest
 from pyimg.cli.incremental import ActionLines, render_report
 
 
-def _lines(n: int) -> tuple[bytes, list[int], list[dict]]:
-    data = [{"i": i, "pad": "x" * (i % 7)} for i in range(n)]
-    encoded = [json.dumps(d).encode() for d in data]
-    offsets = [0]
-    for line in encoded:
-        offsets.append(offsets[-1] + len(line) + 1)
-    return b"HEADER\n" + b"".join(e + b"\n" for e in encoded), offsets, data
+def _data(n: int) -> list[dict]:
+    return [{"i": i, "pad": "x" * (i % 7)} for i in range(n)]
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_replace_and_dump_round_trip(seed):
+def test_replaced_lines_read_back(tmp_path, seed):
     rng = random.Random(seed)
-    raw, offsets, data = _lines(rng.randrange(1, 30))
-    lines = ActionLines(raw, len(b"HEADER\n"), offsets)
-    assert len(lines) == len(data)
-    expected = list(data)
-    for i in rng.sample(range(len(data)), rng.randrange(len(data) + 1)):
-        expected[i] = {"i": i, "new": "y" * rng.randrange(20)}
-        lines.replace(i, expected[i])
-    block, new_offsets = lines.dump()
-    again = ActionLines(block, 0, new_offsets)
-    assert [again[i] for i in range(len(again))] == expected
-    assert block == b"".join(json.dumps(d).encode() + b"\n" for d in expected)
+    path = tmp_path / "r.actions"
+    expected = _data(rng.randrange(1, 30))
+    token, spans = ActionLines.write(path, [json.dumps(d).encode() for d in expected])
+    for _ in range(4):  # builds one after the other, appending (or writing anew)
+        lines = ActionLines(path, token, spans)
+        assert len(lines) == len(expected)
+        for i in rng.sample(range(len(expected)), rng.randrange(len(expected) + 1)):
+            expected[i] = {"i": i, "new": "y" * rng.randrange(200)}
+            lines.replace(i, expected[i])
+        token, spans = lines.save()
+        again = ActionLines(path, token, spans)
+        assert [again[i] for i in range(len(again))] == expected
 
 
-def test_lines_are_parsed_when_asked_for():
-    raw, offsets, data = _lines(3)
-    broken = raw.replace(b'{"i": 2', b'{"i": !')  # never asked for: never parsed
-    lines = ActionLines(broken, len(b"HEADER\n"), offsets)
-    assert lines[0] == data[0] and lines[1] == data[1]
+def test_appends_until_the_file_is_mostly_replaced_lines(tmp_path):
+    path = tmp_path / "r.actions"
+    token, spans = ActionLines.write(path, [json.dumps(d).encode() for d in _data(100)])
+    size = path.stat().st_size
+    lines = ActionLines(path, token, spans)
+    lines.replace(3, {"i": 3})
+    assert lines.save()[0] == token and path.stat().st_size > size  # appended
+    for round_ in range(400):
+        lines = ActionLines(path, token, spans)
+        lines.replace(round_ % 100, {"i": round_ % 100, "pad": "z" * 500})
+        new_token, spans = lines.save()
+        if new_token != token:
+            break
+    assert new_token != token  # written anew, under a new token
+    live = sum(end - start + 1 for start, end in zip(spans[::2], spans[1::2], strict=True))
+    assert path.stat().st_size == len(new_token) + 1 + live  # no replaced line left in it
+
+
+def test_an_index_never_reads_another_records_lines(tmp_path):
+    path = tmp_path / "r.actions"
+    token, spans = ActionLines.write(path, [b'{"i": 0}'])
+    ActionLines.write(path, [b'{"i": 1}'])  # a full build since, whose index was then lost
     with pytest.raises(ValueError):
-        lines[2]
+        ActionLines(path, token, spans)
+
+
+def test_lines_are_parsed_when_asked_for(tmp_path):
+    path = tmp_path / "r.actions"
+    token, spans = ActionLines.write(path, [b'{"i": 0}', b'{"i": !broken}'])
+    lines = ActionLines(path, token, spans)
+    assert lines[0] == {"i": 0}
+    with pytest.raises(ValueError):
+        lines[1]
 
 
 def test_render_report_reads_the_digests(tmp_path):
