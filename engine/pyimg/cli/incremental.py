@@ -350,13 +350,17 @@ def _recorded_entries(lines: ActionLines, skip: set[str], format_version: str) -
 def _update_stats(check: Check, workspace: Path, goals: list[str], stdout: str) -> bool:
     """The stat record after this build: the changed files as the check found them (the build
     hashed exactly those), the goals it placed again. False when an output is missing."""
-    record = check.record
-    record["files"].update(check.changed)
-    outputs = record["outputs"]
+    for host, stat in check.changed.items():
+        check.set("files", host, stat)
+    outputs = check.record["outputs"]
     for g in goals:
         path = str(workspace / g)
-        for old in [o for o in outputs if o == path or o.startswith(path + "/")]:
-            del outputs[old]
-        outputs.update(output_stats([path]))
-    record["stdout"] = stdout
+        now = output_stats([path])
+        for old in [o for o in outputs if (o == path or o.startswith(path + "/")) and o not in now]:
+            check.drop("outputs", old)
+        for o, stat in now.items():
+            if outputs.get(o) != stat:
+                check.set("outputs", o, stat)
+    if stdout != check.record["stdout"]:
+        check.set(None, "stdout", stdout)
     return all(v is not None for v in outputs.values())

@@ -42,6 +42,7 @@ __all__ = [
     "write_record",
 ]
 
+_ABSENT = object()
 RECORDS = "noop"  # <output base>/noop/<command key>.json, one record per command line
 _SKIP_DIRS = {"pyimg-out", "node_modules"}
 
@@ -153,6 +154,7 @@ class Check:
         self.tail = tail
         self.changed = changed
         self.lock = lock
+        self._patches: list[tuple[Any, str, Any]] = []  # (old value, key, new value)
 
     @contextmanager
     def held(self, command: str) -> Iterator[None]:
@@ -171,9 +173,37 @@ class Check:
             self.lock.close()  # closing the descriptor releases the flock
             self.lock = None
 
+    def set(self, section: str | None, key: str, value: Any) -> None:
+        """Change one value of the record (in its map `section`, or at its top)."""
+        values = self.record[section] if section else self.record
+        old = values.get(key, _ABSENT)
+        values[key] = value
+        self._patches.append((old, key, value))
+
+    def drop(self, section: str, key: str) -> None:
+        del self.record[section][key]
+        self._patches.append((_ABSENT, key, _ABSENT))
+
     def save(self, lines: Iterable[bytes]) -> None:
-        """Write `record` (as updated by the caller) and `lines` as the new record."""
-        _save(self.path, self.record, lines)
+        """Write the record as changed by `set` and `drop`, and `lines`."""
+        from pyimg.core.cas import atomic_write_bytes
+
+        atomic_write_bytes(self.path, b"\n".join([self._head(), *lines]))
+
+    def _head(self) -> bytes:
+        """The record's line: the one read, with each changed value replaced in its text (a few
+        values of thousands: serializing it all again costs milliseconds). `json.dumps` writes
+        `"key": value` the same wherever it is; a key not found exactly once in the line (a
+        value added or removed, a key in two maps) and the whole record is serialized again."""
+        head = self.raw[:self.tail].rstrip(b"\n")
+        for old, key, new in self._patches:
+            if old is _ABSENT or new is _ABSENT:
+                return json.dumps(self.record).encode()
+            before, after = (json.dumps({key: v})[1:-1].encode() for v in (old, new))
+            if head.count(before) != 1:
+                return json.dumps(self.record).encode()
+            head = head.replace(before, after)
+        return head
 
 
 def locate(argv: list[str], workspace: Path) -> tuple[Path, Path]:

@@ -29,7 +29,6 @@ from pyimg.core.action import (
     key_components,
 )
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
-from pyimg.core.builtin import BuiltinCall
 from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.digest import Digest, canonical_json
 from pyimg.core.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
@@ -244,6 +243,9 @@ class ActionExecutor:
         return final
 
     def _run_builtin(self, action: Action, scratch: Path) -> ActionResult:
+        # Imported here: a build that runs no built-in action (as most incremental ones) skips it.
+        from pyimg.core.builtin import BuiltinCall
+
         fn = self.ctx.builtins.get(action.builtin)
         if fn is None:
             raise PyimgError(f"{action.origin}: unknown builtin action '{action.builtin}'")

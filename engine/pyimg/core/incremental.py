@@ -12,8 +12,7 @@ looked up or run like in a full build, so both compute the same keys from the sa
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyimg.core.action import Action, key_components
 from pyimg.core.action_cache import ActionCache, ActionResult
@@ -25,8 +24,7 @@ from pyimg.core.file_digests import FileDigestCache
 __all__ = ["IncrementalExecutor", "RecordedAction", "downstream"]
 
 
-@dataclass(frozen=True)
-class RecordedAction:
+class RecordedAction(NamedTuple):
     """One action as the last build left it, with the input digests its key was computed from."""
 
     action: Action

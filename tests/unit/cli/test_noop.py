@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from pathlib import Path
 
@@ -94,3 +95,25 @@ def test_output_stats_walk_directories(tmp_path):
     assert stats[str(tmp_path / "missing")] is None
     assert stats[str(d / "blobs/x")][3] == 0  # no ctime: linking outputs again changes it
     assert Path(d / "blobs/x").exists()
+
+
+def test_saved_record_patches_what_changed(recorded):
+    ws, argv, output_base = recorded
+    (ws / "src.txt").write_text("22")
+    check = check_record(argv, ws)
+    assert check is not None
+    check.release()
+    src = str(ws / "src.txt")
+    check.set("files", src, check.changed[src])
+    check.set(None, "stdout", 'new "report"\n')
+    check.save([b"{}"])
+    # The very bytes of serializing it all again.
+    assert check.path.read_bytes().split(b"\n")[0] == json.dumps(check.record).encode()
+    assert check.record["files"][src] == check.changed[src]
+    # What cannot be patched is serialized again, with the same result.
+    out = str(ws / "pyimg-out/out.txt")
+    check.drop("outputs", out)
+    check.set("outputs", out + ".new", [1, 2, 3, 0])
+    check.save([b"{}"])
+    assert json.loads(check.path.read_bytes().split(b"\n")[0]) == check.record
+    assert check_record(argv, ws) is None  # that output is not there
