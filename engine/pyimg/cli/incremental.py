@@ -265,6 +265,7 @@ def _run(plan: _Plan, start: float) -> int | None:
     ctx = new_context(session, jobs, options["sandbox"] == "strict",
                       lambda p: Path(host_of[p]), index["format"])
     candidates = [recorded[i] for i in plan.candidates]
+    outside = [r for i, r in recorded.items() if i not in set(plan.candidates)]
     read = {p: d for r in candidates for p, d in r.inputs.items() if p in host_of}
     for p, digest in read.items():
         if p not in plan.changed:  # what the record knows spares reading the cache's file
@@ -272,13 +273,10 @@ def _run(plan: _Plan, start: float) -> int | None:
             digests.remember(host, tuple(plan.check.record["files"][host]),
                              Digest.parse(digest.removesuffix("+x")))
     executor = IncrementalExecutor(
-        ctx, cas, cache, digests, candidates,
-        [r for i, r in recorded.items() if i not in set(plan.candidates)],
-        {**read, **plan.changed})
+        ctx, cas, cache, digests, candidates, outside, {**read, **plan.changed})
     total = len(lines)
     progress = Progress(sys.stderr, total=total, verbose=options["verbose"],
-                        color=options["color"])
-    progress.done = progress.hits = total - len(candidates)
+                        color=options["color"], hits=total - len(candidates))
     scheduler = Scheduler(executor, jobs, options["keep_going"], progress.started,
                           progress.finished)
     graph = ActionGraph(r.action for r in candidates)

@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 _ABSENT = object()
-RECORDS = "noop"  # <output base>/noop/<command key>.json, one record per command line
+# <output base>/noop/<command key>.json, one record per command line (and beside it the
+# incremental build's <command key>.actions)
+RECORDS = "noop"
 _SKIP_DIRS = {"pyimg-out", "node_modules"}
 
 
@@ -124,7 +126,7 @@ def write_record(
     key = command_key(argv)
     record = {"key": key, "files": files, "dirs": dirs, "outputs": out_files,
               "stdout": stdout, "actions": actions, "extra": extra or {}}
-    _save(record_path(output_base, key), record, lines)
+    _write(record_path(output_base, key), json.dumps(record).encode(), lines)
 
 
 def _observed(stat: Sequence[int] | None) -> list[int] | None:
@@ -132,10 +134,10 @@ def _observed(stat: Sequence[int] | None) -> list[int] | None:
     return list(stat) if stat is not None else None
 
 
-def _save(path: Path, record: dict[str, Any], lines: Iterable[bytes]) -> None:
+def _write(path: Path, head: bytes, lines: Iterable[bytes]) -> None:
     from pyimg.core.cas import atomic_write_bytes
 
-    atomic_write_bytes(path, b"\n".join([json.dumps(record).encode(), *lines]))
+    atomic_write_bytes(path, b"\n".join([head, *lines]))
 
 
 class Check:
@@ -186,9 +188,7 @@ class Check:
 
     def save(self, lines: Iterable[bytes]) -> None:
         """Write the record as changed by `set` and `drop`, and `lines`."""
-        from pyimg.core.cas import atomic_write_bytes
-
-        atomic_write_bytes(self.path, b"\n".join([self._head(), *lines]))
+        _write(self.path, self._head(), lines)
 
     def _head(self) -> bytes:
         """The record's line: the one read, with each changed value replaced in its text (a few
