@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 CHAIN = """
 genrule(
     name = "a",
@@ -41,9 +39,12 @@ def _explain(ws, *args):
     return r.out
 
 
-def _record(ws, name="last_build.json"):
-    (path,) = ws.cache.glob(f"output_bases/*/{name}")
-    return json.loads(path.read_text())
+def _record(ws, name="last"):
+    from pyimg.cli.build_record import load_build_records
+
+    (output_base,) = ws.cache.glob("output_bases/*")
+    last, previous = load_build_records(output_base)
+    return last if name == "last" else previous
 
 
 def _digest(ws, rel):
@@ -69,7 +70,7 @@ def test_dependency_output_change_is_traced_to_its_producer(ws):
     assert ws.run("build", "//p:ab").code == 0
     out = _explain(ws, "//p:ab")
     ab = "//p:ab Genrule pyimg-out/p/ab.out"
-    old = _record(ws, "previous_build.json")[ab]["components"]["inputs"]["pyimg-out/p/a.out"]
+    old = _record(ws, "previous")[ab]["components"]["inputs"]["pyimg-out/p/a.out"]
     new = _record(ws)[ab]["components"]["inputs"]["pyimg-out/p/a.out"]
     assert new == _digest(ws, "p/a.txt") != old  # a.out is a copy of a.txt
     lines = out.splitlines()
@@ -138,7 +139,7 @@ def test_previous_record_keeps_actions_the_last_build_did_not_need(ws):
     assert ws.run("build", "//p:a").code == 0
     out = _explain(ws, "//p:a")
     assert "input p/a.txt:" in out and "new action" not in out
-    assert "//p:a Genrule pyimg-out/p/a.out" in _record(ws, "previous_build.json")
+    assert "//p:a Genrule pyimg-out/p/a.out" in _record(ws, "previous")
 
 
 def test_explain_errors(ws):

@@ -308,3 +308,26 @@ def test_image_on_a_docker_typed_base_runs_in_podman(registry, tmp_path: Path) -
                          env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "hello from a docker-typed base\n"
+
+
+def test_incremental_rebuild_on_a_lazy_base(registry, tmp_path: Path, monkeypatch) -> None:
+    """A source edit re-keys the image through the incremental path: the base stays a lazy
+    input, and writing the layout fetches its layer again when the store has lost it."""
+    import pyimg.cli.incremental as incremental
+
+    ws, base_layer = _lazy_consumer(registry, tmp_path, "team/lazyincr")
+    r = ws.run("build", "//svc:image")
+    assert r.code == 0, r.err
+    first = ws.out("svc/image.digest").read_text()
+    runs: list[object] = []
+    real_run = incremental._run
+    monkeypatch.setattr(incremental, "_run", lambda *a: runs.append(real_run(*a)) or runs[-1])
+    hexd = base_layer[7:]
+    (ws.cache / "cas" / "sha256" / hexd[:2] / hexd).unlink()
+    ws.write("svc/x.txt", "changed\n")
+    r = ws.run("build", "//svc:image")
+    assert r.code == 0, r.err
+    assert runs == [0]  # the incremental path did the build
+    assert ws.out("svc/image.digest").read_text() != first
+    validate_layout(ws.out("svc/image"))
+    assert _in_store(ws, base_layer)

@@ -293,16 +293,17 @@ class ActionRef:
 
 
 class Provenance:
-    """Which action of a run produced which output path and which bytes, from the run's
-    `last_build.json` (key components per action) and its action cache (output digests)."""
+    """Which action of a run produced which output path and which bytes, from the run's build
+    record (key components per action) and its action cache (output digests)."""
 
     def __init__(self, output_base: Path, cache_root: Path) -> None:
+        from pyimg.cli.build_record import load_build_records
         from pyimg.core.action_cache import ActionCache
         from pyimg.core.cas import ContentStore
 
         try:
-            data = json.loads((output_base / "last_build.json").read_bytes())
-        except (FileNotFoundError, ValueError):
+            data, _ = load_build_records(output_base)
+        except ValueError:
             data = {}
         cache = ActionCache(cache_root, ContentStore(cache_root))
         self.records: list[dict[str, Any]] = []

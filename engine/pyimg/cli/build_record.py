@@ -1,56 +1,211 @@
-"""The per-action record of the last build (`last_build.json`) that `pyimg explain` reads."""
+"""The per-action record of the last build that `pyimg explain` reads, and its journal.
+
+`last_build.json` holds every action of the last build (key, hit or not, origin, key components)
+and `previous_build.json` each action's latest record before that build; both are keyed by
+"<owner> <mnemonic> <first output>". Rewriting them costs tens of milliseconds for a thousand
+actions, more than an incremental build may spend, so a build that changes a few entries (an
+incremental build, a replayed no-op) writes only `build_journal.json`:
+
+    {"base": sha256 of the last_build.json it applies to,
+     "cached": every entry of that file counts as a cache hit,
+     "merged": null, or that file's entries are part of the previous record, as they are in it
+               ("file") or each as a cache hit ("hits"),
+     "last": entries that replace the file's, "previous": entries that replace the merged ones}
+
+`load_build_records` composes the two views; a journal whose `base` does not match the file (a
+save interrupted between its writes) is ignored. A full build rewrites both files and resets it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import canonical_json
 
-__all__ = ["mark_all_cached", "save_build_record"]
+if TYPE_CHECKING:
+    from pyimg.core.executor import ExecutionRecord
+
+__all__ = [
+    "entries",
+    "load_build_records",
+    "mark_all_cached",
+    "record_base",
+    "save_build_record",
+    "update_build_record",
+]
+
+LAST = "last_build.json"
+PREVIOUS = "previous_build.json"
+JOURNAL = "build_journal.json"
+FILES = (LAST, PREVIOUS, JOURNAL)  # what `pyimg clean` removes
+
+
+def entries(records: Iterable[ExecutionRecord]) -> dict[str, Any]:
+    """The record of each action that ran or was looked up, by its id."""
+    return {
+        f"{r.action.owner} {r.action.mnemonic} {r.action.all_outputs[0]}": {
+            "key": str(r.key),
+            "cached": r.cached,
+            "origin": r.action.origin,
+            "components": r.components,
+        }
+        for r in records
+    }
 
 
 def save_build_record(output_base: Path, data: dict[str, Any]) -> None:
-    """Make `data` the last build's record; the one it replaces is merged into previous_build.json.
+    """Make `data` the last build's record; the one it replaces is merged into the previous one.
 
-    previous_build.json keeps each action's latest record before this build, also for actions
+    The previous record keeps each action's latest record before this build, also for actions
     this build did not need, so `explain` compares with the previous build *of that action*.
     """
-    last = output_base / "last_build.json"
-    previous = output_base / "previous_build.json"
     raw = canonical_json(data)
-    try:
-        older_raw = last.read_bytes()
-    except FileNotFoundError:
-        older_raw = b""
-    if older_raw == raw:
-        return  # a repeated no-op build: both records already say the same
-    older = _parse_record(older_raw)
+    base_raw = _read_bytes(output_base / LAST)
+    journal = _journal_for(output_base, base_raw)
+    if base_raw == raw and _plain(journal):
+        if journal is None:
+            _write_journal(output_base, _fresh_journal(raw, data))
+        return  # a repeated build: both records already say the same
+    older = _parse(base_raw)
+    previous: dict[str, Any] | None = None
+    if journal is not None:
+        previous = _parse(_read_bytes(output_base / PREVIOUS))
+        older, previous = _views(older, previous, journal)
+        if older == data:
+            return
     if older:
-        try:
-            merged = _parse_record(previous.read_bytes())
-        except FileNotFoundError:
-            merged = {}
-        merged.update(older)
-        atomic_write_bytes(previous, canonical_json(merged))
-    atomic_write_bytes(last, raw)
+        if previous is None:
+            previous = _parse(_read_bytes(output_base / PREVIOUS))
+        previous.update(older)
+        atomic_write_bytes(output_base / PREVIOUS, canonical_json(previous))
+    atomic_write_bytes(output_base / LAST, raw)
+    _write_journal(output_base, _fresh_journal(raw, data))
+
+
+def update_build_record(output_base: Path, base: str, changed: dict[str, Any]) -> bool:
+    """Record a build of the same actions as the last one, in which only the entries `changed`
+    differ and every other action was a cache hit, as `save_build_record` of the whole would.
+
+    Every entry of `changed` must be an action of the recorded build with another key (one
+    re-keyed); `base` is the `record_base` that build left. False (nothing written) when the
+    record is another build's by now.
+    """
+    journal = _read_journal(output_base)
+    if journal is None or journal["base"] != base:
+        return False
+    if not changed and journal["cached"] and all(e.get("cached") for e in journal["last"].values()):
+        return True  # the same record again: nothing moves into the previous one
+    # The previous record becomes (previous + last before this build). The journal's ids are
+    # all in the file, so that is: the merged file, with the journal's last entries on top.
+    _write_journal(output_base, {
+        "base": base,
+        "cached": True,
+        "merged": "hits" if journal["cached"] else "file",
+        "previous": journal["last"],
+        "last": {**{k: {**v, "cached": True} for k, v in journal["last"].items()}, **changed},
+    })
+    return True
 
 
 def mark_all_cached(output_base: Path) -> None:
     """What a no-op build records: the same actions and keys, every one a cache hit."""
+    journal = _read_journal(output_base)
+    if journal is None:  # an output base from before the journal
+        raw = _read_bytes(output_base / LAST)
+        if not raw:
+            return
+        journal = _fresh_journal(raw, _parse(raw))
+        _write_journal(output_base, journal)
+    update_build_record(output_base, journal["base"], {})
+
+
+def record_base(output_base: Path) -> str | None:
+    """The identity of the last build's record, for `update_build_record` by a later build."""
+    journal = _read_journal(output_base)
+    return None if journal is None else journal["base"]
+
+
+def load_build_records(output_base: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(last, previous) as `explain` reads them; raises ValueError naming a file that is not a
+    JSON object."""
+    base_raw = _read_bytes(output_base / LAST)
+    last = _parse(base_raw, strict=output_base / LAST)
+    previous = _parse(_read_bytes(output_base / PREVIOUS), strict=output_base / PREVIOUS)
+    journal = _journal_for(output_base, base_raw)
+    if journal is None:
+        return last, previous
+    return _views(last, previous, journal)
+
+
+def _views(
+    last: dict[str, Any], previous: dict[str, Any], journal: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    hits = {k: {**v, "cached": True} for k, v in last.items()}
+    merged = dict(previous)
+    if journal["merged"]:
+        merged.update(hits if journal["merged"] == "hits" else last)
+        merged.update(journal["previous"])
+    return {**(hits if journal["cached"] else last), **journal["last"]}, merged
+
+
+def _fresh_journal(raw: bytes, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "base": hashlib.sha256(raw).hexdigest(),
+        "cached": all(e.get("cached") for e in data.values()),
+        "merged": None,
+        "previous": {},
+        "last": {},
+    }
+
+
+def _plain(journal: dict[str, Any] | None) -> bool:
+    """Whether the views are the files themselves: a journal that no build updated yet (its
+    `cached` flag then says what the file says), or none."""
+    return journal is None or not journal["merged"]
+
+
+def _journal_for(output_base: Path, base_raw: bytes) -> dict[str, Any] | None:
+    journal = _read_journal(output_base)
+    if journal is None or journal["base"] != hashlib.sha256(base_raw).hexdigest():
+        return None  # none, or left by a save interrupted between its writes
+    return journal
+
+
+def _read_journal(output_base: Path) -> dict[str, Any] | None:
     try:
-        data = _parse_record((output_base / "last_build.json").read_bytes())
+        journal = json.loads(_read_bytes(output_base / JOURNAL) or b"null")
+    except ValueError:
+        return None
+    if not isinstance(journal, dict) or not isinstance(journal.get("base"), str):
+        return None
+    return journal
+
+
+def _write_journal(output_base: Path, journal: dict[str, Any]) -> None:
+    atomic_write_bytes(output_base / JOURNAL, canonical_json(journal))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
     except FileNotFoundError:
-        return
-    if any(not entry.get("cached") for entry in data.values()):
-        save_build_record(output_base, {k: {**v, "cached": True} for k, v in data.items()})
+        return b""
 
 
-def _parse_record(raw: bytes) -> dict[str, Any]:
+def _parse(raw: bytes, strict: Path | None = None) -> dict[str, Any]:
     try:
         data = json.loads(raw) if raw else {}
     except ValueError:
+        if strict is not None:
+            raise ValueError(str(strict)) from None
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        if strict is not None:
+            raise ValueError(str(strict))
+        return {}
+    return data

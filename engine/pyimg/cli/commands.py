@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     # Imported where used: every command module imports this one, and `pyimg query` served from
     # the loading cache must not pay for the build engine's imports.
     from pyimg.cli.build import BuildOptions
-    from pyimg.starlark.analysis import TargetResult
 
 __all__ = ["REGISTRY", "add_common_flags", "command", "load_commands", "open_session"]
 
@@ -123,40 +122,27 @@ def _secrets(args: argparse.Namespace, session: Session | None) -> dict[str, obj
     return {"store": SecretStore([parse_secret_flag(f) for f in flags], session.cache_root)}
 
 
-def image_digest(session: Session, target: TargetResult) -> tuple[str, Path] | None:
-    """(digest, layout path) of an image or index target, read from its `.digest` output."""
-    for pid, fields in target.providers.items():
-        if pid.endswith(("%OciImageInfo", "%OciImageIndexInfo")):
-            digest_path = session.workspace / fields["digest"]["path"]
-            layout = session.workspace / fields["layout"]["path"]
-            return digest_path.read_text().strip(), layout
-    return None
-
-
 @command("build", "build targets; prints each image's label, digest and path", _configure_build)
 def cmd_build(args: argparse.Namespace) -> int:
     from pyimg.cli.build import build
+    from pyimg.cli.incremental import record_lines, render_report, report_lines
     from pyimg.cli.progress import summary
 
     session = _session(args)
     with session.locked("build"):
         report = build(session, _options(args, args.patterns, session))
-        lines = []
-        for target in report.top_level:
-            image = image_digest(session, target)
-            if image is not None:
-                digest, layout = image
-                lines.append(f"{target.label} {digest} {layout.relative_to(session.workspace)}\n")
-            elif args.verbose:
-                lines.extend(f"{target.label} {f['path']}\n" for f in target.default_files)
-        sys.stdout.write("".join(lines))
+        lines = report_lines(report.top_level, args.verbose)
+        stdout = render_report(session.workspace, lines)
+        sys.stdout.write(stdout)
         sys.stdout.flush()
         if getattr(args, "argv", None) is not None:
             from pyimg.cli.noop import write_record
 
             actions = report.outcome.executed + report.outcome.cached
             write_record(session.output_base, session.workspace, args.argv, report.inputs,
-                         report.outputs, "".join(lines), actions)
+                         report.outputs, stdout, actions,
+                         lines=record_lines(session, report, lines, args),
+                         observed=report.observed)
     print(summary(report.outcome.executed, report.outcome.cached, report.seconds), file=sys.stderr)
     return 0
 
@@ -173,6 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"'{args.label}' must name exactly one target")
     target = report.top_level[0]
     if target.kind == "oci_load":
+        import subprocess
+
         tarball = session.workspace / target.default_files[0]["path"]
         for tool in ("podman", "docker"):
             exe = shutil.which(tool)
@@ -199,8 +187,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
             _rmtree_ro(session.cache_root / "cache_dirs")
             return 0
         shutil.rmtree(session.workspace / "pyimg-out", ignore_errors=True)
-        for name in ("last_build.json", "previous_build.json", "file_digests.json", "analysis",
-                     "loading", "noop"):
+        from pyimg.cli.build_record import FILES as RECORD_FILES
+
+        for name in (*RECORD_FILES, "file_digests.json", "file_digests.log", "analysis", "loading",
+                     "noop"):
             p = session.output_base / name
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)

@@ -1,8 +1,8 @@
 """`pyimg explain LABEL`: why each action of the last build ran, by diffing its key components.
 
-Reads two records in the output base that `pyimg build` writes: `last_build.json` (every action of
-the last build: key, hit or not, key components) and `previous_build.json` (each action's latest
-record before that build). Both are keyed by "<owner> <mnemonic> <first output>".
+Reads the two records that `pyimg build` keeps in the output base (`cli/build_record.py`): the
+last build (every action: key, hit or not, key components) and each action's latest record before
+that build. Both are keyed by "<owner> <mnemonic> <first output>".
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import argparse
 import difflib
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
@@ -31,27 +30,19 @@ def _configure(p: argparse.ArgumentParser) -> None:
     add_common_flags(p)
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except ValueError:
-        raise UsageError(
-            f"{path} is not valid JSON: run `pyimg build` again to rewrite it"
-        ) from None
-    return data if isinstance(data, dict) else {}
-
-
 @command(
     "explain", "say why each action of the last build ran: which key component changed", _configure
 )
 def cmd_explain(args: argparse.Namespace) -> int:
+    from pyimg.cli.build_record import load_build_records
+
     session = open_session(args)
-    last = _read(session.output_base / "last_build.json")
+    try:
+        last, previous = load_build_records(session.output_base)
+    except ValueError as e:
+        raise UsageError(f"{e} is not valid JSON: run `pyimg build` again to rewrite it") from None
     if not last:
         raise UsageError("no build recorded in this output base yet: run `pyimg build` first")
-    previous = _read(session.output_base / "previous_build.json")
     try:
         label = str(parse_label(args.label, cwd_package(session.workspace)))
     except LabelError as e:

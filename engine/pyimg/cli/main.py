@@ -78,10 +78,24 @@ def _main(argv: list[str]) -> int:
         argv = [argv[0], *_rc_args(argv[0], workspace), *argv[1:]]
         if argv[0] == "build" and workspace is not None:
             # Before the engine is imported: with nothing changed, this is the whole command.
-            from pyimg.cli.noop import try_fast_noop
+            import time
 
-            if try_fast_noop(argv, workspace):
+            from pyimg.cli.noop import check_record, replay
+
+            start = time.monotonic()
+            check = check_record(argv, workspace)
+            if check is not None and not check.changed:
+                replay(check.record, start)
                 return 0
+            if check is not None:  # files changed: if only sources, build what reads them
+                from pyimg.cli.incremental import rebuild
+
+                try:
+                    code = rebuild(check, workspace)
+                finally:
+                    check.release()
+                if code is not None:
+                    return code
     from pyimg.cli.commands import REGISTRY
 
     parser = _parser([argv[0]] if known else None)

@@ -13,14 +13,16 @@ __all__ = ["Progress"]
 
 
 class Progress:
-    def __init__(self, out: TextIO, total: int, verbose: bool = False, color: str = "auto") -> None:
+    def __init__(self, out: TextIO, total: int, verbose: bool = False, color: str = "auto",
+                 hits: int = 0) -> None:
+        """`hits`: actions already known to be cache hits (an incremental build's others)."""
         self.out = out
         self.total = total
         self.verbose = verbose
         self.tty = hasattr(out, "isatty") and out.isatty()
         self.color = color == "yes" or (color == "auto" and self.tty)
-        self.done = 0
-        self.hits = 0
+        self.done = hits
+        self.hits = hits
         self.ran = 0
         self.running: dict[int, tuple[Action, float]] = {}
         self._lock = threading.Lock()

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from pyimg.cli.repositories import PulledBlobs, RegistryOptions, pulled_markers
+from pyimg.cli.pulled import PulledBlobs, pulled_markers
+from pyimg.cli.repositories import RegistryOptions
 from pyimg.cli.session import Session
 from pyimg.core.digest import Digest
 from pyimg.core.errors import UsageError
@@ -102,33 +103,26 @@ def push_layout_dir(
 
 
 class _LazyFetch:
-    """fetch(digest) -> Path for a layer a sparse layout left out. The workspace's repositories
-    (MODULE.pyimg) are opened on the first call only: a push with every blob at hand, or
-    mounted, never evaluates them."""
+    """fetch(digest) -> Path for a layer a sparse layout left out (the build's PulledBlobs, or
+    the output base's when the build was not run). The workspace's repositories (MODULE.pyimg)
+    are opened only when a layer must be downloaded."""
 
     def __init__(self, session: Session, registry: RegistryOptions,
                  lazy_blobs: PulledBlobs | None) -> None:
-        import threading
+        def repositories() -> Any:
+            from pyimg.cli.repositories import Repositories
 
-        self.session = session
-        self.registry = registry
-        self.source = lazy_blobs
-        self._lock = threading.Lock()
+            return Repositories(session, registry=registry)
+
+        self.source = lazy_blobs or PulledBlobs(session.output_base, repositories)
 
     def __call__(self, digest: Digest) -> Path:
-        with self._lock:
-            if self.source is None:
-                from pyimg.cli.repositories import Repositories
-
-                self.source = PulledBlobs(Repositories(self.session, registry=self.registry))
-            source = self.source
-        if not source.knows(digest):
+        if not self.source.knows(digest):
             raise UsageError(f"blob {digest} is neither in the layout nor in a pulled base image")
-        return source.fetch(digest)
+        return self.source.fetch(digest)
 
     def close(self) -> None:
-        if self.source is not None:
-            self.source.repos.close()
+        self.source.close()
 
 
 def _entry_type(layout: Path, digest: Digest) -> str:

@@ -273,7 +273,7 @@ def _keys(
     import threading
 
     from pyimg.actions import load_builtins
-    from pyimg.cli.build import format_version
+    from pyimg.cli.execution import current_format_version
     from pyimg.core.action import action_key
     from pyimg.core.executor import ActionExecutor, BuildContext
     from pyimg.core.scheduler import ActionGraph
@@ -286,7 +286,7 @@ def _keys(
         cache_root=session.cache_root,
         scratch_root=session.output_base / "scratch",
         source_root=source_root,
-        format_version=format_version(),
+        format_version=current_format_version(),
         builtins=load_builtins(),
         cancel=threading.Event(),
     )

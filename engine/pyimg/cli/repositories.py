@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from pyimg.cli.pulled import MARKER_VERSION
 from pyimg.cli.session import Session
 from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import CHUNK, Digest, canonical_json
@@ -45,7 +46,6 @@ __all__ = [
     "DEFAULT_PLATFORM",
     "LOCK_FILE",
     "MissingInputError",
-    "PulledBlobs",
     "Repositories",
     "RegistryOptions",
     "read_lock",
@@ -56,7 +56,7 @@ LOCK_FILE = "pyimg.lock"
 LOCK_VERSION = 1
 DEFAULT_PLATFORM = "linux/amd64"
 # Bumped when the layout of a materialized repository changes: older ones are redone.
-_MARKER_VERSION = 2
+_MARKER_VERSION = MARKER_VERSION
 
 
 class MissingInputError(PyimgError):
@@ -569,62 +569,6 @@ class Repositories:
             return None
         digest = self._fetch_http(decl, None)
         return {"kind": decl.kind, "sha256": digest.hex, "urls": list(decl.urls)}
-
-
-def pulled_markers(output_base: Path) -> list[dict[str, Any]]:
-    """What each oci_pull repository of this output base recorded: name, registry, repository,
-    blobs (every digest its images reference) and layers ({digest: size}, the lazy ones)."""
-    found = []
-    for marker in sorted((output_base / EXTERNAL_DIR).glob("*.marker")):
-        try:
-            data = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("kind") == "oci_pull" and data.get("v") == _MARKER_VERSION:
-            found.append({**data, "name": marker.name[: -len(".marker")]})
-    return found
-
-
-class PulledBlobs:
-    """The lazy layers of the workspace's oci_pull images (a `BlobSource` for builtins and for
-    materializing outputs): known by digest from their verified manifests, downloaded into the
-    repository cache the first time something needs their bytes. Thread-safe."""
-
-    def __init__(self, repos: Repositories) -> None:
-        self.repos = repos
-        self._layers: dict[Digest, tuple[str, int]] | None = None  # digest -> (repo name, size)
-        self._lock = threading.Lock()
-        self._fetching: dict[Digest, threading.Lock] = {}
-
-    def _known(self) -> dict[Digest, tuple[str, int]]:
-        with self._lock:
-            if self._layers is None:
-                self._layers = {}
-                for data in pulled_markers(self.repos.session.output_base):
-                    if self.repos.module.get(data["name"]) is None:
-                        continue  # a declaration removed since: its source is unknown now
-                    for digest, size in (data.get("layers") or {}).items():
-                        self._layers.setdefault(Digest.parse(digest), (data["name"], int(size)))
-            return self._layers
-
-    def knows(self, digest: Digest) -> bool:
-        return digest in self._known()
-
-    def fetch(self, digest: Digest) -> Path:
-        name, size = self._known()[digest]
-        with self._lock:
-            one = self._fetching.setdefault(digest, threading.Lock())
-        with one:  # two actions needing the same layer download it once
-            decl = self.repos.declaration(name)
-            assert isinstance(decl, OciPull)
-            try:
-                self.repos.blob(decl, str(digest), size)
-            except PyimgError as e:
-                if e.origin is not None:
-                    raise
-                # Name the declaration: the error surfaces far from MODULE.pyimg (a push).
-                raise type(e)(f"@{name}: {e.message}", origin=decl.origin) from None
-        return self.repos.cas.path(digest)
 
 
 def _decl_json(decl: Declaration) -> dict[str, Any]:

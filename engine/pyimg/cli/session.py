@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: the no-op fast path needs only default_cache_root
     from pyimg.core.action_cache import ActionCache
     from pyimg.core.cas import ContentStore
     from pyimg.core.file_digests import FileDigestCache
 
-__all__ = ["Session", "cwd_package", "default_cache_root"]
+__all__ = ["Session", "cwd_package", "default_cache_root", "holding"]
 
 
 def default_cache_root() -> Path:
@@ -36,6 +36,23 @@ def cwd_package(workspace: Path) -> str:
     except ValueError:
         return ""
     return "" if str(rel) == "." else rel.as_posix()
+
+
+@contextmanager
+def holding(lock: IO[str], command: str) -> Iterator[None]:
+    """Run `command` under the exclusive lock on `lock` (taken by the caller), saying who holds it
+    to commands that wait; the lock is released at the end."""
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pyimg {command}, pid {os.getpid()}")
+    lock.flush()
+    try:
+        yield
+    finally:
+        lock.seek(0)
+        lock.truncate()
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -73,17 +90,8 @@ class Session:
                     flush=True,
                 )
                 fcntl.flock(f, fcntl.LOCK_EX)
-            f.seek(0)
-            f.truncate()
-            f.write(f"pyimg {command}, pid {os.getpid()}")
-            f.flush()
-            try:
+            with holding(f, command):
                 yield
-            finally:
-                f.seek(0)
-                f.truncate()
-                f.flush()
-                fcntl.flock(f, fcntl.LOCK_UN)
 
     def digest_cache(self) -> FileDigestCache:
         from pyimg.core.file_digests import FileDigestCache

@@ -9,6 +9,7 @@ cache-dir variable names and secret HMACs, and the output-format version. Displa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,16 @@ from typing import Any
 
 from pyimg.core.digest import Digest, canonical_json
 
-__all__ = ["Action", "KIND_BUILTIN", "KIND_RUN", "KIND_WRITE", "action_key", "key_components"]
+__all__ = [
+    "Action",
+    "KIND_BUILTIN",
+    "KIND_RUN",
+    "KIND_WRITE",
+    "action_from_json",
+    "action_key",
+    "action_to_json",
+    "key_components",
+]
 
 KIND_RUN = "run"
 KIND_WRITE = "write"
@@ -79,3 +89,21 @@ def key_components(
 
 def action_key(components: Mapping[str, Any]) -> Digest:
     return Digest("sha256", hashlib.sha256(canonical_json(components)).hexdigest())
+
+
+_FIELDS = [f.name for f in dataclasses.fields(Action)]
+_TUPLE_FIELDS = {f.name for f in dataclasses.fields(Action) if "tuple" in str(f.type)}
+
+
+def action_to_json(a: Action) -> dict[str, Any]:
+    """Every field, display-only ones included (the persisted analysis and build records)."""
+    return {name: getattr(a, name) for name in _FIELDS}  # JSON writes tuples as lists
+
+
+def action_from_json(d: dict[str, Any]) -> Action:
+    fixed = {}
+    for k, v in d.items():
+        if k in _TUPLE_FIELDS:
+            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        fixed[k] = v
+    return Action(**fixed)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyimg.core.action import (
     KIND_BUILTIN,
@@ -29,11 +29,13 @@ from pyimg.core.action import (
     key_components,
 )
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
-from pyimg.core.builtin import BlobSource, BuiltinCall
 from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.digest import Digest, canonical_json
 from pyimg.core.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
 from pyimg.core.file_digests import FileDigestCache
+
+if TYPE_CHECKING:
+    from pyimg.core.builtin import BlobSource
 
 __all__ = ["ActionExecutor", "ExecutionRecord", "tree_digest"]
 
@@ -167,7 +169,12 @@ class ActionExecutor:
 
         Cheap enough for the scheduler's own thread: a cache hit never waits for a worker.
         """
-        components = self.components(action)
+        return self.serve(action, self.components(action))
+
+    def serve(
+        self, action: Action, components: dict[str, Any]
+    ) -> tuple[Digest, dict[str, Any], ExecutionRecord | None]:
+        """`lookup` with the key components already computed."""
         key = action_key(components)
         cached = self.cache.get(key)
         if cached is None:
@@ -241,6 +248,9 @@ class ActionExecutor:
         return final
 
     def _run_builtin(self, action: Action, scratch: Path) -> ActionResult:
+        # Imported here: a build that runs no built-in action (as most incremental ones) skips it.
+        from pyimg.core.builtin import BuiltinCall
+
         fn = self.ctx.builtins.get(action.builtin)
         if fn is None:
             raise PyimgError(f"{action.origin}: unknown builtin action '{action.builtin}'")

@@ -88,6 +88,15 @@ class BuildOutcome:
     def cached(self) -> int:
         return sum(1 for r in self.records if r.cached)
 
+    def error(self) -> PyimgError:
+        """The failures as one error: the first one's type and origin, every message."""
+        first = self.failures[0]
+        if len(self.failures) == 1:
+            return first
+        rest = "\n".join(str(f) for f in self.failures[1:])
+        return type(first)(f"{first.message}\n{rest}\n{len(self.failures)} actions failed",
+                           origin=first.origin)
+
 
 class Scheduler:
     def __init__(

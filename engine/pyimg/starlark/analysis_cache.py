@@ -8,14 +8,13 @@ with the persisted loading of `pyimg query`). The action graph does not depend o
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from pyimg import __version__
-from pyimg.core.action import Action
+from pyimg.core.action import action_from_json, action_to_json
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import canonical_json
 from pyimg.core.file_digests import FileDigestCache
@@ -25,22 +24,6 @@ from pyimg.starlark.labels import Pattern
 from pyimg.starlark.loading import Loader
 
 __all__ = ["AnalysisCache"]
-
-_FIELDS = [f.name for f in dataclasses.fields(Action)]
-_TUPLE_FIELDS = {f.name for f in dataclasses.fields(Action) if "tuple" in str(f.type)}
-
-
-def _action_to_json(a: Action) -> dict[str, Any]:
-    return {name: getattr(a, name) for name in _FIELDS}  # JSON writes tuples as lists
-
-
-def _action_from_json(d: dict[str, Any]) -> Action:
-    fixed = {}
-    for k, v in d.items():
-        if k in _TUPLE_FIELDS:
-            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        fixed[k] = v
-    return Action(**fixed)
 
 
 class AnalysisCache:
@@ -66,7 +49,7 @@ class AnalysisCache:
             targets = {
                 label: TargetResult(
                     t["label"], t["kind"], t["origin"], t["providers"],
-                    [_action_from_json(a) for a in t["actions"]],
+                    [action_from_json(a) for a in t["actions"]],
                 )
                 for label, t in data["targets"].items()
             }
@@ -87,7 +70,7 @@ class AnalysisCache:
                 label: {
                     "label": t.label, "kind": t.kind, "origin": t.origin,
                     "providers": t.providers if label in top else {},
-                    "actions": [_action_to_json(a) for a in t.actions],
+                    "actions": [action_to_json(a) for a in t.actions],
                 }
                 for label, t in result.targets.items()
                 if t.actions or label in top

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pyimg.core.errors import UsageError, UserInputError
+from pyimg.core.graphs import reachable
 from pyimg.starlark.labels import Label, LabelError, parse_label, parse_pattern
 from pyimg.starlark.query_graph import LABEL_TYPES, TargetGraph, attr_labels, select_branches
 
@@ -262,15 +263,9 @@ class QueryEngine:
 
     def closure(self, roots: Iterable[int], depth: int | None = None) -> set[int]:
         deps_of = self.graph.deps_of
-        seen = set(roots)
         if depth is None:
-            stack = list(seen)
-            while stack:
-                for dep in deps_of(stack.pop()):
-                    if dep not in seen:
-                        seen.add(dep)
-                        stack.append(dep)
-            return seen
+            return reachable(roots, deps_of)
+        seen = set(roots)
         frontier = list(seen)
         for _ in range(depth):
             frontier = [d for n in frontier for d in deps_of(n) if d not in seen]

@@ -1,0 +1,200 @@
+"""What the full and the incremental build share to run actions and place their outputs: the
+output-format version, the build context, and materialization under pyimg-out/.
+
+Light on imports on purpose: the incremental build (`cli/incremental.py`) runs without loading
+Starlark, analysis or the built-in actions until one is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from pyimg.cli.session import Session
+from pyimg.core.action_cache import ActionResult
+from pyimg.core.builtin import BlobSource
+from pyimg.core.cas import ContentStore, remove_tree
+from pyimg.core.digest import Digest
+from pyimg.core.errors import PyimgError
+from pyimg.core.executor import ActionExecutor, BuildContext
+
+__all__ = ["current_format_version", "format_files", "materialize", "new_context"]
+
+
+def current_format_version() -> str:
+    """pyimg's output-format version: enters every action key (SPEC section 6)."""
+    from pyimg.oci.format import OUTPUT_FORMAT_VERSION
+
+    return f"pyimg-actions/1;{OUTPUT_FORMAT_VERSION}"
+
+
+def format_files() -> list[str]:
+    """The files behind the output-format version besides pyimg's own modules: the compression
+    libraries it names (a build record holding their stat stays valid while they do)."""
+    import zlib
+
+    import zstandard
+
+    modules = [zlib, zstandard, getattr(zstandard, "backend_c", None)]
+    files = [os.path.realpath(f) for m in modules if (f := getattr(m, "__file__", None))]
+    try:  # the shared libz that the zlib module is linked against
+        with open("/proc/self/maps") as maps:
+            files += {line.split()[-1] for line in maps if "/libz.so" in line}
+    except OSError:
+        pass
+    return sorted(set(files))
+
+
+class LazyBuiltins(Mapping[str, Any]):
+    """The built-in actions, imported when the first one runs (a no-op build imports none)."""
+
+    def __init__(self) -> None:
+        self._table: Mapping[str, Any] | None = None
+
+    def _load(self) -> Mapping[str, Any]:
+        if self._table is None:
+            from pyimg.actions import load_builtins
+
+            self._table = load_builtins()
+        return self._table
+
+    def __getitem__(self, name: str) -> Any:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def new_context(
+    session: Session, jobs: int, sandbox_strict: bool, source_root: Callable[[str], Path],
+    format_version: str | None = None, out: TextIO | None = None,
+    lazy_blobs: BlobSource | None = None,
+) -> BuildContext:
+    """The context of one build's executor; warnings go to `out` (stderr), each once.
+    `format_version` is the current one when omitted; `lazy_blobs` gives the pulled bases'
+    layers to the builtins that need their bytes."""
+    out = out or sys.stderr
+    warned: list[str] = []
+
+    def warn(message: str) -> None:
+        if message not in warned:
+            warned.append(message)
+            print(f"WARNING: {message}", file=out, flush=True)
+
+    return BuildContext(
+        workspace=session.workspace,
+        cache_root=session.cache_root,
+        scratch_root=session.output_base / "scratch",
+        source_root=source_root,
+        format_version=format_version or current_format_version(),
+        builtins=LazyBuiltins(),
+        jobs=jobs,
+        sandbox_strict=sandbox_strict,
+        warn=warn,
+        cancel=threading.Event(),
+        lazy_blobs=lazy_blobs,
+    )
+
+
+def materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
+                goals: Iterable[str], lazy: BlobSource, fetch: bool = True) -> None:
+    """Put the top-level outputs under pyimg-out/, as hard links to the content store; a goal
+    already linked to its blob is left alone, one that no action produced in this build too.
+
+    An image layout also gets the pulled base layers its output leaves out: every one (fetched
+    if need be) with `fetch`, else those already in the store (a push fetches no more than the
+    destination lacks, and the layout stays sparse only where bytes were never downloaded).
+    """
+    for path in goals:
+        produced = executor.produced(path)
+        if produced is None:
+            continue
+        kind, result = produced
+        dest = session.workspace / path
+        if kind == "file":
+            f = result.files[path]
+            if _same_file(dest, cas.path(f.digest, f.executable)):
+                continue
+            if dest.is_dir() and not dest.is_symlink():
+                remove_tree(dest)
+            cas.link_to(f.digest, dest, f.executable)
+        else:
+            _materialize_dir(cas, result, path, dest, lazy, fetch)
+
+
+def _same_file(dest: Path, blob: Path) -> bool:
+    try:
+        a, b = dest.stat(), blob.stat()
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _lazy_blobs(root: Path, tree: Mapping[str, Any], lazy: BlobSource) -> set[str]:
+    """The blob paths (`blobs/sha256/<hex>`) that an image layout output leaves to `lazy`: the
+    layers of a pulled base. Empty for a directory that is not an OCI layout."""
+    if "oci-layout" not in tree or "index.json" not in tree:
+        return set()
+    from pyimg.oci.layout import Layout, walk
+
+    layout = Layout(root, lazy=lazy)
+    return {
+        f"blobs/{d.digest.algorithm}/{d.digest.hex}"
+        for entry in layout.index.manifests
+        for d in walk(layout, entry)
+        if f"blobs/{d.digest.algorithm}/{d.digest.hex}" not in tree and lazy.knows(d.digest)
+    }
+
+
+def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: Path,
+                     lazy: BlobSource, fetch: bool) -> None:
+    tree = result.dirs[path]
+
+    def wanted(root: Path) -> list[Digest]:
+        blobs = [Digest("sha256", rel.rsplit("/", 1)[1]) for rel in _lazy_blobs(root, tree, lazy)]
+        return sorted(d for d in blobs if fetch or cas.verify(d))
+
+    if dest.is_dir() and not dest.is_symlink():
+        present = {
+            str(Path(dp, f).relative_to(dest).as_posix())
+            for dp, _, fs in os.walk(dest) for f in fs
+        }
+        try:
+            extra = {f"blobs/sha256/{d.hex}" for d in wanted(dest)}
+        except PyimgError:
+            extra = {"?"}  # its index or a manifest was edited: materialize it again
+        if present == set(tree) | extra and all(
+            _same_file(dest / rel, cas.path(f.digest, f.executable)) for rel, f in tree.items()
+        ):
+            return
+    tmp = dest.parent / f".tmp-{os.getpid()}-{dest.name}"
+    remove_tree(tmp)
+    for rel, f in sorted(tree.items()):
+        cas.link_to(f.digest, tmp / rel, f.executable)
+    tmp.mkdir(parents=True, exist_ok=True)
+    blobs = wanted(tmp)
+    if blobs:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Into the store, verified; layers of one base download side by side, like a pull.
+        with ThreadPoolExecutor(max_workers=min(4, len(blobs))) as pool:
+            list(pool.map(lazy.fetch, blobs))
+        for digest in blobs:
+            cas.link_to(digest, tmp / "blobs" / "sha256" / digest.hex)
+    old = dest.parent / f".old-{os.getpid()}-{dest.name}"
+    if dest.exists() or dest.is_symlink():
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    if old.exists() or old.is_symlink():
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
