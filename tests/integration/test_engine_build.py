@@ -148,17 +148,15 @@ def test_interrupt_then_correct_rebuild(ws, sig):
         genrule(name = "slow", srcs = [":fast"], outs = ["slow.txt"], cmd = "sleep 30; cat $< > $@")
     """)
     proc = ws.spawn("build", "//p:slow")
+    # Signal once the command runs: a kill -9 while bubblewrap is still starting (before its
+    # prctl(PR_SET_PDEATHSIG)) is a window no parent can close, and not what this test is about.
     deadline = time.monotonic() + 20
-    scratch_seen = False
-    while time.monotonic() < deadline:
-        if list(ws.cache.glob("output_bases/*/scratch/*/execroot/pyimg-out/p")):
-            scratch_seen = True
-            break
+    while not _sleepers():
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the slow action never started")
         time.sleep(0.05)
-    if not scratch_seen:
-        proc.kill()
-        proc.communicate()
-        pytest.fail("the slow action never started")
     t0 = time.monotonic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=10)
@@ -169,9 +167,7 @@ def test_interrupt_then_correct_rebuild(ws, sig):
     # No sleeper left behind (the kernel tears the sandbox's pid namespace down asynchronously).
     deadline = time.monotonic() + 5
     while True:
-        sleepers = [
-            p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith("sleep 30")
-        ]
+        sleepers = _sleepers()
         if not sleepers or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -183,6 +179,10 @@ def test_interrupt_then_correct_rebuild(ws, sig):
     r = ws.run("build", "//p:slow")
     assert r.code == 0, r.err
     assert ws.out("p/slow.txt").read_text() == "fast\n"
+
+
+def _sleepers() -> list[str]:
+    return [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith("sleep 30")]
 
 
 def _cmdline(pid: str) -> str:

@@ -13,15 +13,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.cli.session import Session
 from pyimg.core.action_cache import ActionResult
-from pyimg.core.builtin import BlobSource
 from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.digest import Digest
 from pyimg.core.errors import PyimgError
 from pyimg.core.executor import ActionExecutor, BuildContext
+
+if TYPE_CHECKING:
+    from pyimg.core.builtin import BlobSource
 
 __all__ = ["current_format_version", "format_files", "materialize", "new_context"]
 
