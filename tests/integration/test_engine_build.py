@@ -151,7 +151,7 @@ def test_interrupt_then_correct_rebuild(ws, sig):
     # Signal once the command runs: a kill -9 while bubblewrap is still starting (before its
     # prctl(PR_SET_PDEATHSIG)) is a window no parent can close, and not what this test is about.
     deadline = time.monotonic() + 20
-    while not _sleepers():
+    while not (mine := _sleepers(proc.pid)):
         if time.monotonic() > deadline:
             proc.kill()
             proc.communicate()
@@ -167,7 +167,7 @@ def test_interrupt_then_correct_rebuild(ws, sig):
     # No sleeper left behind (the kernel tears the sandbox's pid namespace down asynchronously).
     deadline = time.monotonic() + 5
     while True:
-        sleepers = _sleepers()
+        sleepers = [p for p in mine if _cmdline(p).startswith("sleep 30")]
         if not sleepers or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -181,8 +181,24 @@ def test_interrupt_then_correct_rebuild(ws, sig):
     assert ws.out("p/slow.txt").read_text() == "fast\n"
 
 
-def _sleepers() -> list[str]:
-    return [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith("sleep 30")]
+def _sleepers(ancestor: int) -> list[str]:
+    """The `sleep 30` processes below `ancestor` (other tests may run their own at the time)."""
+    return [
+        p for p in os.listdir("/proc")
+        if p.isdigit() and _cmdline(p).startswith("sleep 30") and _descends(p, ancestor)
+    ]
+
+
+def _descends(pid: str, ancestor: int) -> bool:
+    while pid not in ("0", "1"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = f.read().rsplit(")", 1)[1].split()[1]  # the field after the state: ppid
+        except OSError:
+            return False
+        if pid == str(ancestor):
+            return True
+    return False
 
 
 def _cmdline(pid: str) -> str:
