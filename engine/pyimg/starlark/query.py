@@ -117,6 +117,7 @@ class BinOp(NamedTuple):
 
 
 Expr = Word | Var | Call | SetOf | Let | BinOp
+_NODES: dict[str, Any] = {n.__name__: n for n in (Word, Var, Call, SetOf, Let, BinOp)}
 
 
 def _caret(text: str, column: int, message: str) -> UsageError:
@@ -143,8 +144,100 @@ def _parser(cache_dir: Path | None = None) -> Any:
 def parse_query(text: str, cache_dir: Path | None = None) -> Expr:
     """Parse a query expression; a syntax error is a UsageError that points at the column.
 
-    `cache_dir`, when given, keeps the compiled parser between processes.
+    `cache_dir`, when given, keeps the compiled parser between processes, and the syntax trees
+    of the last expressions parsed: running a query again then needs no parser at all (importing
+    lark is a quarter of a query's time). Only well-formed trees are kept, never results: every
+    query is evaluated again on the current graph.
     """
+    if cache_dir is None:
+        return _parse(text, None)
+    parses = _ParseCache(cache_dir)
+    expr = parses.get(text)
+    if expr is None:
+        expr = _parse(text, cache_dir)
+        parses.put(text, expr)
+    return expr
+
+
+class _ParseCache:
+    """The syntax trees of the last `KEEP` expressions, in one small JSON file named by the
+    grammar and pyimg's version. Each entry carries a checksum; anything unreadable is a miss."""
+
+    KEEP = 64
+
+    def __init__(self, cache_dir: Path) -> None:
+        from pyimg import __version__
+
+        tag = hashlib.sha256(f"{__version__}\n{_TREE_FORMAT}\n{GRAMMAR}".encode()).hexdigest()
+        self.path = cache_dir / f"query-parses-{tag[:16]}.json"
+        self._entries: list[list[Any]] | None = None
+
+    def _load(self) -> list[list[Any]]:
+        if self._entries is None:
+            import json
+
+            try:
+                entries = json.loads(self.path.read_bytes())
+                self._entries = entries if isinstance(entries, list) else []
+            except (OSError, ValueError):
+                self._entries = []
+        return self._entries
+
+    @staticmethod
+    def _check(text: str, tree: Any) -> str:
+        import json
+
+        data = json.dumps([text, tree], separators=(",", ":"))
+        return hashlib.sha256(data.encode()).hexdigest()
+
+    def get(self, text: str) -> Expr | None:
+        for entry in self._load():
+            try:
+                got, tree, check = entry
+                if got == text and check == self._check(text, tree):
+                    return _decode(tree)
+            except (ValueError, TypeError, KeyError, IndexError):
+                continue  # a damaged entry: parse again
+        return None
+
+    def put(self, text: str, expr: Expr) -> None:
+        from pyimg.core.cas import atomic_write_bytes
+
+        tree = _encode(expr)
+        kept = [e for e in self._load() if not (isinstance(e, list) and e and e[0] == text)]
+        entries = [[text, tree, self._check(text, tree)], *kept][: self.KEEP]
+        try:
+            import json
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.path, json.dumps(entries, separators=(",", ":")).encode())
+        except OSError:
+            pass  # a read-only cache: the next query parses again
+
+
+# Bumped when the syntax tree's node types change: trees kept by _ParseCache are then unused.
+_TREE_FORMAT = 1
+
+
+def _encode(node: Any) -> Any:
+    """A syntax tree as JSON: a node is [type name, fields...]; a tuple of nodes is a dict."""
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return [type(node).__name__, *(_encode(f) for f in node)]
+    if isinstance(node, tuple):
+        return {"nodes": [_encode(n) for n in node]}
+    return node
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return tuple(_decode(n) for n in obj["nodes"])
+    if isinstance(obj, list):
+        cls = _NODES[obj[0]]
+        return cls(*(_decode(f) for f in obj[1:]))
+    return obj
+
+
+def _parse(text: str, cache_dir: Path | None) -> Expr:
     from lark import Token, Tree
     from lark.exceptions import (
         UnexpectedCharacters,

@@ -341,3 +341,29 @@ def test_parse_tree_shapes():
     assert isinstance(e.body.right, Call) and e.body.right.args[1] == Word(35, "2")
     with pytest.raises(UsageError):
         parse_query("   ")
+
+
+def test_syntax_trees_are_kept_between_processes(tmp_path, monkeypatch):
+    import pyimg.starlark.query as query
+
+    text = 'let v = deps(//app:image, 2) in $v - set(//a:b "//c:d") ^ kind("genrule", //...)'
+    first = parse_query(text, tmp_path)
+    monkeypatch.setattr(query, "_parse", lambda *a: pytest.fail("parsed again"))
+    assert parse_query(text, tmp_path) == first  # from the file: no lark, same tree
+
+    monkeypatch.undo()
+    (cache,) = tmp_path.glob("query-parses-*.json")
+    entries = json.loads(cache.read_text())
+    entries[0][1][0] = "Var"  # a damaged tree fails its checksum: parsed again, correctly
+    cache.write_text(json.dumps(entries))
+    assert parse_query(text, tmp_path) == first
+    cache.write_text("garbage")
+    assert parse_query(text, tmp_path) == first
+
+    for i in range(query._ParseCache.KEEP + 5):  # the most recent expressions only
+        parse_query(f"//p:t{i}", tmp_path)
+    assert len(json.loads(cache.read_text())) == query._ParseCache.KEEP
+    with pytest.raises(UsageError, match="unexpected end"):  # errors are never kept
+        parse_query("deps(", tmp_path)
+    with pytest.raises(UsageError, match="unexpected end"):
+        parse_query("deps(", tmp_path)
