@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyimg.core.digest import Digest
 from pyimg.core.errors import PyimgError, UserInputError
+from pyimg.core.workspace import EXTERNAL_DIR
 
 if TYPE_CHECKING:
     from pyimg.cli.repositories import Repositories
@@ -24,14 +25,13 @@ __all__ = ["MARKER_VERSION", "PulledBlobs", "pulled_markers"]
 # Of `<output base>/external/<name>.marker` (written by cli/repositories.py): bumped when the
 # layout of a materialized repository changes, so that older ones are redone.
 MARKER_VERSION = 2
-EXTERNAL = "external"  # = pyimg.starlark.analysis.EXTERNAL_DIR, not imported: that loads Starlark
 
 
 def pulled_markers(output_base: Path) -> list[dict[str, Any]]:
     """What each oci_pull repository of this output base recorded: name, registry, repository,
     blobs (every digest its images reference) and layers ({digest: size}, the lazy ones)."""
     found = []
-    for marker in sorted((output_base / EXTERNAL).glob("*.marker")):
+    for marker in sorted((output_base / EXTERNAL_DIR).glob("*.marker")):
         try:
             data = json.loads(marker.read_text())
         except (OSError, ValueError):

@@ -13,14 +13,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.cli.pulled import PulledBlobs, pulled_markers
 from pyimg.cli.repositories import RegistryOptions
 from pyimg.cli.session import Session
 from pyimg.core.digest import Digest
 from pyimg.core.errors import UsageError
-from pyimg.starlark.analysis import TargetResult
+
+if TYPE_CHECKING:
+    from pyimg.starlark.analysis import TargetResult
 
 __all__ = ["mount_source", "push_layout_dir", "run_push_target", "target_layout"]
 

@@ -1,4 +1,5 @@
-"""Finding the workspace root: the nearest directory holding MODULE.pyimg (cheap: no engine)."""
+"""Finding the workspace root: the nearest directory holding MODULE.pyimg (cheap: no engine);
+the names of the workspace's layout that light modules share."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from pathlib import Path
 
 from pyimg.core.errors import UsageError
 
-__all__ = ["MODULE_FILE", "find_workspace"]
+__all__ = ["EXTERNAL_DIR", "MODULE_FILE", "find_workspace"]
 
 MODULE_FILE = "MODULE.pyimg"
+# Exec paths of external repositories' files, `external/<name>/<path>`; materialized under the
+# output base at the same relative path.
+EXTERNAL_DIR = "external"
 
 
 def find_workspace(start: Path) -> Path:

@@ -19,6 +19,7 @@ import starlark as sl
 
 from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
 from pyimg.core.errors import UserInputError
+from pyimg.core.workspace import EXTERNAL_DIR
 from pyimg.starlark._eval import globals_, render_error
 from pyimg.starlark.labels import Label, LabelError, parse_label
 from pyimg.starlark.loading import PRELUDE, Loader, Target
@@ -26,7 +27,6 @@ from pyimg.starlark.loading import PRELUDE, Loader, Target
 __all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "EXTERNAL_DIR", "OUT_DIR", "TargetResult"]
 
 OUT_DIR = "pyimg-out"
-EXTERNAL_DIR = "external"  # exec paths of external repositories' files: external/<name>/<path>
 DEFAULT_INFO = f"{PRELUDE}%DefaultInfo"
 
 

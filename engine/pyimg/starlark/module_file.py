@@ -12,10 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import starlark as sl
-
 from pyimg.core.errors import UserInputError
-from pyimg.starlark._eval import globals_, parse_stack, prepare_source, render_error
 
 __all__ = [
     "Declaration",
@@ -141,6 +138,12 @@ def evaluate_module(workspace: Path) -> ModuleFile:
 
 
 def parse_module(text: str, path: Path) -> ModuleFile:
+    # Here, not at the top: the declarations' types are used where no MODULE.pyimg is evaluated
+    # (a push with nothing to build), and the Starlark interpreter costs start-up.
+    import starlark as sl
+
+    from pyimg.starlark._eval import globals_, parse_stack, prepare_source, render_error
+
     sources = {}
     found: list[Declaration] = []
     pending: list[UserInputError] = []
