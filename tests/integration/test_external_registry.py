@@ -226,6 +226,23 @@ def test_base_layers_are_fetched_only_when_an_output_needs_their_bytes(
     validate_layout(layout)
 
 
+def test_run_of_an_oci_push_mounts_lazy_layers(registry, tmp_path: Path) -> None:
+    ws, base_layer = _lazy_consumer(registry, tmp_path, "team/lazyrun")
+    ws.write(
+        "svc/BUILD.pyimg",
+        f"""
+        pkg_tar(name = "layer", srcs = ["x.txt"])
+        oci_image(name = "image", base = "@base", tars = [":layer"])
+        oci_push(name = "push", image = ":image", repository = "{registry.host}/team/lazyrun-svc")
+        """,
+    )
+    r = ws.run("run", "//svc:push")
+    assert r.code == 0, r.err
+    assert "1 mounted" in r.err, r.err
+    assert not _in_store(ws, base_layer)
+    assert r.out.strip().splitlines()[-1] == ws.out("svc/image.digest").read_text().strip()
+
+
 def test_loading_an_image_fetches_its_base_layers(registry, tmp_path: Path) -> None:
     import tarfile
 
