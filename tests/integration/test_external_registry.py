@@ -218,6 +218,7 @@ def test_base_layers_are_fetched_only_when_an_output_needs_their_bytes(
     # Writing the layout needs the bytes: `pyimg build` fetches the layer and completes it.
     r = ws.run("build", "//svc:image")
     assert r.code == 0, r.err
+    assert "Fetching 1 base image layer for pyimg-out/svc/image" in r.err, r.err
     assert _in_store(ws, base_layer)
     validate_layout(layout)
     assert ws.out("svc/image.digest").read_text().strip() == pushed

@@ -154,7 +154,7 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     _save_last_build(session, outcome.records)
     # Whatever was built is materialized, also when --keep-going went past a failure.
     try:
-        materialize(session, cas, executor, goals, lazy, options.fetch_lazy)
+        materialize(session, cas, executor, goals, lazy, options.fetch_lazy, out)
     finally:
         repos.close()
     digests.save()

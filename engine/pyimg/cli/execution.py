@@ -107,13 +107,15 @@ def new_context(
 
 
 def materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
-                goals: Iterable[str], lazy: BlobSource, fetch: bool = True) -> None:
+                goals: Iterable[str], lazy: BlobSource, fetch: bool = True,
+                out: TextIO | None = None) -> None:
     """Put the top-level outputs under pyimg-out/, as hard links to the content store; a goal
     already linked to its blob is left alone, one that no action produced in this build too.
 
     An image layout also gets the pulled base layers its output leaves out: every one (fetched
     if need be) with `fetch`, else those already in the store (a push fetches no more than the
     destination lacks, and the layout stays sparse only where bytes were never downloaded).
+    A download is announced on `out` (stderr): it may be the longest step of a build.
     """
     for path in goals:
         produced = executor.produced(path)
@@ -129,7 +131,7 @@ def materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
                 remove_tree(dest)
             cas.link_to(f.digest, dest, f.executable)
         else:
-            _materialize_dir(cas, result, path, dest, lazy, fetch)
+            _materialize_dir(cas, result, path, dest, lazy, fetch, out or sys.stderr)
 
 
 def _same_file(dest: Path, blob: Path) -> bool:
@@ -157,7 +159,7 @@ def _lazy_blobs(root: Path, tree: Mapping[str, Any], lazy: BlobSource) -> set[st
 
 
 def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: Path,
-                     lazy: BlobSource, fetch: bool) -> None:
+                     lazy: BlobSource, fetch: bool, out: TextIO) -> None:
     tree = result.dirs[path]
 
     def wanted(root: Path) -> list[Digest]:
@@ -185,6 +187,11 @@ def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: P
     blobs = wanted(tmp)
     if blobs:
         from concurrent.futures import ThreadPoolExecutor
+
+        missing = [d for d in blobs if not cas.verify(d)]
+        if missing:
+            print(f"Fetching {len(missing)} base image layer{'s' * (len(missing) != 1)} for "
+                  f"{path}", file=out, flush=True)
 
         # Into the store, verified; layers of one base download side by side, like a pull.
         with ThreadPoolExecutor(max_workers=min(4, len(blobs))) as pool:
