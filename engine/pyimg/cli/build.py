@@ -118,9 +118,6 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
         _, analysis = analyze(session, options.patterns, repos, digests)
     finally:
         repos.close()  # reopened if a lazy layer must be fetched
-    from pyimg.cli.pulled import PulledBlobs
-
-    lazy = PulledBlobs(session.output_base, lambda: repos)
     graph = ActionGraph(analysis.actions())
     top = [analysis.targets[label] for label in analysis.top_level]
     goals = sorted({f["path"] for t in top for f in t.default_files if not f["is_source"]})
@@ -130,6 +127,9 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     _release_memory()
 
     cas, cache = session.stores(digests)
+    from pyimg.cli.pulled import PulledBlobs
+
+    lazy = PulledBlobs(session.output_base, lambda: repos, cas)
     ctx = new_context(session, jobs, options.sandbox_strict, repos.source_path, out=out,
                       lazy_blobs=lazy)
     secrets = options.secrets.get("store")

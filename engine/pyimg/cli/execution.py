@@ -147,14 +147,12 @@ def _lazy_blobs(root: Path, tree: Mapping[str, Any], lazy: BlobSource) -> set[st
     layers of a pulled base. Empty for a directory that is not an OCI layout."""
     if "oci-layout" not in tree or "index.json" not in tree:
         return set()
-    from pyimg.oci.layout import Layout, walk
+    from pyimg.oci.layout import Layout, walk_all
 
-    layout = Layout(root, lazy=lazy)
     return {
-        f"blobs/{d.digest.algorithm}/{d.digest.hex}"
-        for entry in layout.index.manifests
-        for d in walk(layout, entry)
-        if f"blobs/{d.digest.algorithm}/{d.digest.hex}" not in tree and lazy.knows(d.digest)
+        rel
+        for d in walk_all(Layout(root))
+        if (rel := f"blobs/{d.digest.algorithm}/{d.digest.hex}") not in tree and lazy.knows(d.digest)
     }
 
 
@@ -186,16 +184,16 @@ def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: P
     tmp.mkdir(parents=True, exist_ok=True)
     blobs = wanted(tmp)
     if blobs:
-        from concurrent.futures import ThreadPoolExecutor
-
+        # Only what the store lacks: asking `lazy` for a stored layer would verify it again.
         missing = [d for d in blobs if not cas.verify(d)]
         if missing:
             print(f"Fetching {len(missing)} base image layer{'s' * (len(missing) != 1)} for "
                   f"{path}", file=out, flush=True)
+            from concurrent.futures import ThreadPoolExecutor
 
-        # Into the store, verified; layers of one base download side by side, like a pull.
-        with ThreadPoolExecutor(max_workers=min(4, len(blobs))) as pool:
-            list(pool.map(lazy.fetch, blobs))
+            # Into the store, verified; layers of one base download side by side, like a pull.
+            with ThreadPoolExecutor(max_workers=min(4, len(missing))) as pool:
+                list(pool.map(lazy.fetch, missing))
         for digest in blobs:
             cas.link_to(digest, tmp / "blobs" / "sha256" / digest.hex)
     old = dest.parent / f".old-{os.getpid()}-{dest.name}"

@@ -50,15 +50,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
         try:
             for name in args.update:
                 repos.declaration(name)  # an unknown name is an error, with "did you mean"
-            from pyimg.cli.repositories import read_lock, write_lock
+            from pyimg.cli.repositories import lock_covers, read_lock, write_lock
 
             old = read_lock(session.workspace)
             new = {}
             changed = []
             for decl in repos.module.declarations:
                 entry = old.get(decl.name)
-                from pyimg.cli.repositories import lock_covers
-
                 if decl.name in args.update or not lock_covers(decl, entry):
                     entry = repos.lock_entry(decl)
                     if entry is not None and entry != old.get(decl.name):

@@ -265,7 +265,7 @@ def _run(plan: _Plan, start: float) -> int | None:
     options = index["options"]
     jobs = options["jobs"] or os.cpu_count() or 1
     host_of = {s[0]: host for host, s in index["sources"].items()}
-    lazy = PulledBlobs(session.output_base, lambda: _repositories(session, options))
+    lazy = PulledBlobs(session.output_base, lambda: _repositories(session, options), cas)
     ctx = new_context(session, jobs, options["sandbox"] == "strict",
                       lambda p: Path(host_of[p]), index["format"], lazy_blobs=lazy)
     candidates = [recorded[i] for i in plan.candidates]

@@ -19,6 +19,7 @@ from pyimg.core.workspace import EXTERNAL_DIR
 
 if TYPE_CHECKING:
     from pyimg.cli.repositories import Repositories
+    from pyimg.core.cas import ContentStore
 
 __all__ = ["MARKER_VERSION", "PulledBlobs", "pulled_markers"]
 
@@ -44,11 +45,15 @@ def pulled_markers(output_base: Path) -> list[dict[str, Any]]:
 class PulledBlobs:
     """A `BlobSource` (core/builtin.py) for builtins and for materializing outputs: the layers of
     the output base's oci_pull repositories. `repositories()` gives the workspace's Repositories,
-    asked for only when a layer must be fetched. Thread-safe."""
+    asked for only when a layer must be fetched. `store`, the build's content store, answers
+    first: its verification is remembered across builds, so a stored layer is not hashed again.
+    Thread-safe."""
 
-    def __init__(self, output_base: Path, repositories: Callable[[], Repositories]) -> None:
+    def __init__(self, output_base: Path, repositories: Callable[[], Repositories],
+                 store: ContentStore | None = None) -> None:
         self.output_base = output_base
         self._repositories = repositories
+        self.store = store
         self.repos: Repositories | None = None
         self._layers: dict[Digest, tuple[str, int]] | None = None  # digest -> (repo name, size)
         self._lock = threading.Lock()
@@ -68,6 +73,8 @@ class PulledBlobs:
 
     def fetch(self, digest: Digest) -> Path:
         name, size = self._known()[digest]
+        if self.store is not None and self.store.verify(digest):
+            return self.store.path(digest)
         with self._lock:
             if self.repos is None:
                 self.repos = self._repositories()

@@ -40,10 +40,9 @@ def target_layout(session: Session, target: TargetResult) -> Path:
 
 def _referenced_blobs(layout_dir: Path) -> set[str]:
     """Every blob digest the layout's images reference, present or left out (lazy layers)."""
-    from pyimg.oci.layout import Layout, walk
+    from pyimg.oci.layout import Layout, walk_all
 
-    layout = Layout(layout_dir)
-    return {str(d.digest) for entry in layout.index.manifests for d in walk(layout, entry)}
+    return {str(d.digest) for d in walk_all(Layout(layout_dir))}
 
 
 def mount_source(session: Session, layout: Path, registry: str) -> str | None:

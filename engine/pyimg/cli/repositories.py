@@ -293,12 +293,9 @@ class Repositories:
         self.cas.put_bytes(fetched.data)
         return fetched.data
 
-    def blob(self, decl: OciPull, digest: str, size: int) -> Digest:
+    def blob(self, decl: OciPull, digest_text: str, size: int) -> Digest:
         """The blob in the repository cache (downloaded and verified unless it is there)."""
-        return self._blob(decl, {"digest": digest, "size": size})
-
-    def _blob(self, decl: OciPull, desc: dict[str, Any]) -> Digest:
-        digest = Digest.parse(desc["digest"])
+        digest = Digest.parse(digest_text)
         if self.cas.verify(digest):
             return digest
         self._online(decl, f"blob {digest}")
@@ -307,9 +304,7 @@ class Repositories:
         tmp = Path(tempfile.mkdtemp(dir=tmp_dir)) / "blob"
         try:
             ref = self._reference(decl)
-            self.client().fetch_blob(
-                ref, digest, tmp, int(desc["size"])
-            )  # verified while streaming
+            self.client().fetch_blob(ref, digest, tmp, size)  # verified while streaming
             self.downloads += 1
             self.cas.put_file(tmp, known=digest, link=True)
         finally:
@@ -374,7 +369,8 @@ class Repositories:
                     origin=decl.origin,
                 )
             # The config now (building needs it); layers when an output needs their bytes.
-            pulled.blobs.append(self._blob(decl, mdoc["config"]))
+            config = mdoc["config"]
+            pulled.blobs.append(self.blob(decl, config["digest"], int(config["size"])))
             for layer in mdoc.get("layers") or []:
                 pulled.layers[str(layer["digest"])] = int(layer["size"])
             entry = {"mediaType": mtype, "digest": str(mdigest), "size": len(mdata)}

@@ -7,12 +7,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyimg.core.builtin import BlobSource
 from pyimg.core.digest import Digest, canonical_json, digest_bytes
 from pyimg.core.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.model import Descriptor, Index, Manifest, load_json, parse_index, parse_manifest
+
+if TYPE_CHECKING:
+    from pyimg.core.builtin import BlobSource
 
 __all__ = [
     "IMAGE_LAYOUT_VERSION",
@@ -21,6 +24,7 @@ __all__ = [
     "LayoutWriter",
     "link_or_copy",
     "walk",
+    "walk_all",
 ]
 
 IMAGE_LAYOUT_VERSION = "1.0.0"
@@ -167,6 +171,16 @@ def walk(layout: Layout, root: Descriptor) -> Iterator[Descriptor]:
                 yield from visit(layer)
 
     yield from visit(root)
+
+
+def walk_all(layout: Layout) -> Iterator[Descriptor]:
+    """`walk` from every index.json entry: each descriptor the layout references, once."""
+    seen: set[Digest] = set()
+    for entry in layout.index.manifests:
+        for d in walk(layout, entry):
+            if d.digest not in seen:
+                seen.add(d.digest)
+                yield d
 
 
 class LayoutWriter:
