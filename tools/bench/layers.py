@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import os
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -47,18 +48,38 @@ def make_tree(root: Path, total: int, files: int, seed: int = 7) -> None:
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, shell: bool = False) -> float:
+    return timed_log(cmd, cwd, env, shell)[0]
+
+
+def timed_log(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
+              shell: bool = False) -> tuple[float, str]:
+    """Seconds the command took, and its stderr."""
     t0 = time.perf_counter()
-    subprocess.run(cmd if not shell else cmd[0], cwd=cwd, env=env, check=True, shell=shell,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - t0
+    proc = subprocess.run(cmd if not shell else cmd[0], cwd=cwd, env=env, check=True, shell=shell,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return time.perf_counter() - t0, proc.stderr
 
 
 def pyimg_build(ws: Path, target: str, cache: Path) -> float:
-    return timed([*PYIMG, "build", "--disk-cache", str(cache), target], ws)
+    return pyimg_build_log(ws, target, cache)[0]
+
+
+def pyimg_build_log(ws: Path, target: str, cache: Path) -> tuple[float, str]:
+    return timed_log([*PYIMG, "build", "--disk-cache", str(cache), target], ws)
+
+
+def layer_action_seconds(log: str) -> float:
+    """The layer action's own time, from the build's plain log `[1/2] Writing layer ... (3.1s)`."""
+    m = re.search(r"Writing layer .*\((\d+\.\d+)s\)", log)
+    if m is None:
+        raise SystemExit(f"no layer action in the build's log:\n{log}")
+    return float(m.group(1))
 
 
 def limit_zstd(tree: Path) -> float:
-    """One pass over the bytes: read, sha256, zstd level 3 with two threads (pyimg's settings)."""
+    """One pass over the bytes: read, sha256, zstd level 3 with two threads (as pyimg on 2 cores).
+
+    Nothing is written: no tar headers, no second hash, no blob on disk."""
     import zstandard
 
     t0 = time.perf_counter()
@@ -99,15 +120,21 @@ def main() -> int:
         tree = ws / "tree"
         t0 = time.perf_counter()
         make_tree(tree, args.size_mb << 20, args.files)
+        # A workspace's sources are not a gigabyte written seconds ago: let the kernel write the
+        # tree out now, not while the builds measured below sync their own blobs.
+        os.sync()
         print(f"# tree: {args.size_mb} MiB in {args.files} files ({time.perf_counter() - t0:.1f}s to make)")
 
         limit = limit_zstd(tree)
         workspace(ws, "tree", "zstd")
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        zstd = pyimg_build(ws, "//:image", tmp / "cache-zstd")
+        zstd, log = pyimg_build_log(ws, "//:image", tmp / "cache-zstd")
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         results.append(("zstd layer, cold: pyimg vs in-process limit (throughput ratio)",
                         f"{limit:.2f}s / {zstd:.2f}s", f"{limit / zstd:.2f} (goal >= 0.8)"))
+        action = layer_action_seconds(log)
+        results.append(("  of which the layer action alone (tar, 2 hashes, zstd, blob written and synced)",
+                        f"{limit:.2f}s / {action:.2f}s", f"{limit / action:.2f} (not the goal's measure)"))
         results.append(("peak RSS of the 1 GiB zstd build", f"{peak_kb / 1024:.0f} MB",
                         "goal < 200 MB" + ("" if peak_kb > usage0 else " (approx.)")))
 
@@ -140,6 +167,7 @@ def main() -> int:
         lines.append('oci_image(name = "one", tars = [":l00"])')
         (many / "MODULE.pyimg").write_text("")
         (many / "BUILD.pyimg").write_text("\n".join(lines) + "\n")
+        os.sync()
         cache = tmp / "cache-many"
         pyimg_build(many, "//:image", cache)
         victim = sorted((many / "l00").rglob("*.txt"))[0]

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from pyimg.core.cas import atomic_write_bytes
-from pyimg.core.digest import Digest, canonical_json, digest_file
+from pyimg.core.digest import Digest, canonical_json, digest_stream
 
 __all__ = ["SMALL", "FileDigestCache", "stat_key"]
 
@@ -104,14 +104,17 @@ class FileDigestCache:
             return Digest.from_hex(hit[1]), st.st_size, bool(st.st_mode & 0o111)
         return self.rehash(path)
 
-    def rehash(self, path: Path) -> tuple[Digest, int, bool]:
+    def rehash(self, path: str | Path) -> tuple[Digest, int, bool]:
         """`digest_and_mode` without looking the file up: for a file known to have changed."""
-        st = os.stat(path)
-        key = stat_key(st)
-        digest, size = digest_file(path)
-        # Re-stat: if the file changed while we read it, do not remember a digest for it.
-        if stat_key(os.stat(path)) == key:
-            self._set(str(path), (key, digest.hex))
+        with open(path, "rb") as f:
+            # The stat of the file read, before and after: if it changed while we read it, its
+            # digest is not remembered. A path renamed over meanwhile has another inode, which
+            # the next lookup sees.
+            st = os.fstat(f.fileno())
+            key = stat_key(st)
+            digest, size = digest_stream(f)
+            if stat_key(os.fstat(f.fileno())) == key:
+                self._set(str(path), (key, digest.hex))
         self.hashed += 1
         return digest, size, bool(st.st_mode & 0o111)
 

@@ -20,8 +20,8 @@ from pyimg.oci.format import (
     GZIP_LEVEL,
     GZIP_OS,
     ZSTD_CHECKSUM,
+    ZSTD_JOB_SIZE,
     ZSTD_LEVEL,
-    ZSTD_WORKERS,
 )
 
 __all__ = [
@@ -160,7 +160,8 @@ class CompressingWriter:
     The output depends only on the bytes written, never on how writes are split or on `jobs`:
     input is cut into GZIP_CHUNK pieces; gzip pieces become independent members compressed on
     `jobs` threads (a bounded window keeps ~2*jobs pieces in memory); zstd always runs in
-    multi-threaded mode, which gives the same frames for any worker count.
+    multi-threaded mode with `jobs` workers and fixed-size jobs, which gives the same frames for
+    any worker count.
     """
 
     def __init__(
@@ -183,12 +184,14 @@ class CompressingWriter:
         self._pool = ThreadPoolExecutor(max_workers=jobs) if self._gzip and jobs > 1 else None
         self._zstd: Any = None
         if compression == "zstd":
-            cctx = zstandard.ZstdCompressor(
-                level=ZSTD_LEVEL,
+            params = zstandard.ZstdCompressionParameters.from_level(
+                ZSTD_LEVEL,
                 write_checksum=ZSTD_CHECKSUM,
                 write_content_size=False,
-                threads=ZSTD_WORKERS,
+                threads=max(1, jobs),
+                job_size=ZSTD_JOB_SIZE,
             )
+            cctx = zstandard.ZstdCompressor(compression_params=params)
             # stream_writer, not compressobj: the same bytes, but compressobj buffered ~200 MB
             # more on incompressible input (measured on a 1 GiB layer).
             self._zstd = cctx.stream_writer(dst, closefd=False)  # type: ignore[arg-type]

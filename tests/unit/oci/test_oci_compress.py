@@ -19,7 +19,7 @@ from pyimg.oci.compress import (
     open_decompressed,
     read_exact,
 )
-from pyimg.oci.format import GZIP_CHUNK, OUTPUT_FORMAT_VERSION
+from pyimg.oci.format import GZIP_CHUNK, OUTPUT_FORMAT_VERSION, ZSTD_JOB_SIZE
 
 
 def _data(n: int) -> bytes:
@@ -58,7 +58,8 @@ def test_gzip_member_header_is_fixed() -> None:
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
 def test_bytes_do_not_depend_on_jobs_or_read_sizes(compression: str) -> None:
-    data = _data(int(2.5 * GZIP_CHUNK))
+    # Several gzip chunks and several zstd jobs, so that workers really share the input.
+    data = _data(int(2.5 * (GZIP_CHUNK if compression == "gzip" else ZSTD_JOB_SIZE)))
     outputs = {
         _compress(data, compression, jobs, trickle)
         for jobs in (1, 2, 4)
