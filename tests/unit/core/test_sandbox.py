@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pyimg.core import sandbox
 from pyimg.core.sandbox import (
     EXECROOT_IN_SANDBOX,
     OUTPUT_TAIL_BYTES,
@@ -325,6 +326,18 @@ def test_writable_dirs(tmp_path: Path, execroot: Path, any_isolation: str) -> No
 def test_exit_code_and_interleaved_output(execroot: Path, any_isolation: str) -> None:
     result = sh("echo out; echo err >&2; exit 3", execroot, any_isolation, env={})
     assert (result.exit_code, result.output) == (3, b"out\nerr\n")
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no-pidfd"])
+def test_a_command_that_closes_its_output_before_exiting(
+    execroot: Path, any_isolation: str, pidfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output before the close is kept and the exit code is the command's, whether its exit
+    is seen through a pidfd or (older kernels) by waiting on the process."""
+    if not pidfd:
+        monkeypatch.setattr(sandbox, "_exit_fd", lambda pid: None)
+    result = sh("echo before; exec >&- 2>&-; sleep 0.2; exit 4", execroot, any_isolation, env={})
+    assert (result.exit_code, result.output) == (4, b"before\n")
 
 
 def test_output_keeps_the_tail(execroot: Path, any_isolation: str) -> None:
