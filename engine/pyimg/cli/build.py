@@ -142,7 +142,8 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     needed = graph.closure(goals)
     _check_secrets(needed, secrets)
     progress = Progress(out, total=len(needed), verbose=options.verbose, color=options.color)
-    scheduler = Scheduler(executor, jobs, options.keep_going, progress.started, progress.finished)
+    scheduler = Scheduler(executor, jobs, options.keep_going, progress.started, progress.finished,
+                          progress.ended)
     try:
         outcome = scheduler.run(graph, goals)
     finally:

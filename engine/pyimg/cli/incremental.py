@@ -282,7 +282,7 @@ def _run(plan: _Plan, start: float) -> int | None:
     progress = Progress(sys.stderr, total=total, verbose=options["verbose"],
                         color=options["color"], hits=total - len(candidates))
     scheduler = Scheduler(executor, jobs, options["keep_going"], progress.started,
-                          progress.finished)
+                          progress.finished, progress.ended)
     graph = ActionGraph(r.action for r in candidates)
     try:
         outcome = scheduler.run(graph, graph.producer)

@@ -11,6 +11,8 @@ from pyimg.core.executor import ExecutionRecord
 
 __all__ = ["Progress"]
 
+_TICK_SECONDS = 0.5  # how often a terminal's display is redrawn while actions run
+
 
 class Progress:
     def __init__(self, out: TextIO, total: int, verbose: bool = False, color: str = "auto",
@@ -28,13 +30,25 @@ class Progress:
         self._lock = threading.Lock()
         self._last_draw = 0.0
         self._drawn = False
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def started(self, action: Action) -> None:
+        """An action began to run (called from the worker that runs it)."""
         with self._lock:
             self.running[id(action)] = (action, time.monotonic())
             if not self.tty and self.verbose:
                 self._line(f"[{self.done}/{self.total}] {action.progress_message}")
             self._draw()
+            if self.tty and self._ticker is None:
+                # The running actions' times go on while nothing starts or ends (a long layer).
+                self._ticker = threading.Thread(target=self._tick, daemon=True)
+                self._ticker.start()
+
+    def ended(self, action: Action) -> None:
+        """An action stopped running (called from its worker), with a result or without one."""
+        with self._lock:
+            self.running.pop(id(action), None)
 
     def finished(self, record: ExecutionRecord) -> None:
         with self._lock:
@@ -81,7 +95,14 @@ class Progress:
     def _bold(self, s: str) -> str:
         return f"\x1b[1m{s}\x1b[0m" if self.color else s
 
+    def _tick(self) -> None:
+        while not self._stop.wait(_TICK_SECONDS):
+            with self._lock:
+                if self.running and not self._stop.is_set():
+                    self._draw(force=True)
+
     def close(self) -> None:
+        self._stop.set()
         with self._lock:
             self._clear()
             if self.tty:

@@ -106,12 +106,17 @@ class Scheduler:
         keep_going: bool = False,
         on_start: Callable[[Action], None] | None = None,
         on_done: Callable[[ExecutionRecord], None] | None = None,
+        on_end: Callable[[Action], None] | None = None,
     ) -> None:
+        """`on_start` and `on_end` are called on the worker thread that runs an action, as it
+        begins and as it ends (also in failure; never for a cache hit); `on_done` on the caller's
+        thread for each action with a result."""
         self.executor = executor
         self.jobs = max(1, jobs)
         self.keep_going = keep_going
         self.on_start = on_start or (lambda a: None)
         self.on_done = on_done or (lambda r: None)
+        self.on_end = on_end or (lambda a: None)
 
     def run(self, graph: ActionGraph, outputs: Iterable[str]) -> BuildOutcome:
         """Run what `outputs` need. Raises InterruptedBuildError on Ctrl-C (after cleanup)."""
@@ -151,11 +156,19 @@ class Scheduler:
                 if item is None:
                     return
                 action, looked_up = item
+                result: tuple[Action, ExecutionRecord | None, BaseException | None]
                 try:
-                    record = self.executor.execute(action, looked_up)
-                    done_q.put((action, record, None))
+                    if not cancel.is_set():
+                        # Here, not when queued: the queue holds every ready action, and a
+                        # display of running actions must show only the `jobs` that run.
+                        self.on_start(action)
+                    result = (action, self.executor.execute(action, looked_up), None)
                 except BaseException as e:  # noqa: BLE001 - reported through the queue
-                    done_q.put((action, None, e))
+                    result = (action, None, e)
+                try:
+                    self.on_end(action)
+                finally:
+                    done_q.put(result)
 
         def complete(action: Action, record: ExecutionRecord) -> None:
             outcome.records.append(record)
@@ -185,7 +198,6 @@ class Scheduler:
                     if hit is not None:
                         complete(action, hit)  # served here: no worker round trip
                         continue
-                    self.on_start(action)
                     work_q.put((action, (key, components)))
                     running += 1
                 if not running:
