@@ -78,11 +78,11 @@ def test_random_genrule_output_is_named_down_to_the_byte_range_and_the_genrule(w
     assert "entry etc/stamp.txt" in text
     # `hello\n` agrees; the 16 random bytes differ (the first or last may agree by chance).
     assert re.search(r"content differs at bytes (6|7)\.\.(20|21) \(1[456] bytes", text), text
-    assert "Genrule //app:stamp (app/BUILD.pyimg:1)" in text
+    assert "Genrule //app:stamp (app/BUILD.pyimg:1:1)" in text
     # The layer streams pkg_tar's tar from its spec: the layer action leads to the genrule.
     assert "OciLayer //app:image" in text
     # The error itself points at the genrule's line in the BUILD file.
-    assert "ERROR: app/BUILD.pyimg:1: audit: not reproducible: //app:image" in r.err
+    assert "ERROR: app/BUILD.pyimg:1:1: audit: not reproducible: //app:image" in r.err
     # Progress: one line per run.
     assert r.err.count("audit: run ") == 2
     data = json.loads(report.read_text())
@@ -96,7 +96,7 @@ def test_random_genrule_output_is_named_down_to_the_byte_range_and_the_genrule(w
     assert len(data["runs"]) == 2
     assert data["runs"][0]["conditions"]["umask"] != data["runs"][1]["conditions"]["umask"]
     assert "# pyimg audit: NOT reproducible" in md.read_text()
-    assert "Genrule `//app:stamp` at `app/BUILD.pyimg:1`" in md.read_text()
+    assert "Genrule `//app:stamp` at `app/BUILD.pyimg:1:1`" in md.read_text()
 
 
 def test_steady_workspace_is_reproducible_over_three_runs(ws, tmp_path):
@@ -192,7 +192,7 @@ def test_against_a_tampered_layout_names_the_file(ws, tmp_path):
     text = r.out + r.err
     assert "layers[0] > entry etc/greeting.txt: content differs at bytes 0..4 (5 bytes" in text
     assert "published" in text and "rebuild" in text
-    assert "Genrule //app:greeting (app/BUILD.pyimg:1)" in text
+    assert "Genrule //app:greeting (app/BUILD.pyimg:1:1)" in text
     data = json.loads(report.read_text())
     assert data["against"]["ref"] == str(published)
     assert data["differences"][0]["sides"] == ["published", "rebuild"]

@@ -1,4 +1,4 @@
-"""Bad input exits 2 with one message that starts with the user's file:line, never a traceback."""
+"""Bad input exits 2 with one message that starts with the user's file:line:col, never a traceback."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ def _fails(ws, *args, code=2):
     assert "Traceback" not in r.err
     assert r.err.startswith("ERROR: "), r.err
     return r.err
+
+
+def _at(err, where):
+    """The message starts with exactly `where` (file:line:col)."""
+    assert err.startswith(f"ERROR: {where}: "), err
 
 
 def test_syntax_error_points_at_line_and_column(ws):
@@ -34,15 +39,37 @@ def test_unknown_function_suggests(ws):
 def test_bad_attribute_type(ws):
     ws.write("p/BUILD.pyimg", '\n\ngenrule(name = "a", srcs = "x.txt", outs = ["a"], cmd = "true")\n')
     err = _fails(ws, "//p:a")
-    assert err.strip() == (
-        "ERROR: p/BUILD.pyimg:3: genrule //p:a: attribute 'srcs' must be a list of labels, "
+    assert err.strip() == (  # the attribute's own line and column
+        "ERROR: p/BUILD.pyimg:3:21: genrule //p:a: attribute 'srcs' must be a list of labels, "
         'got "x.txt"'
     )
 
 
+def test_bad_attribute_type_on_a_line_of_its_own(ws):
+    ws.write("p/BUILD.pyimg", """
+        genrule(
+            name = "a",
+            outs = ["a"],
+            cmd = 7,  # cmd = "not this one"
+        )
+    """)
+    err = _fails(ws, "//p:a")
+    _at(err, "p/BUILD.pyimg:5:5")
+    assert "attribute 'cmd' must be a string" in err
+
+
+def test_syntax_error_at_end_of_file(ws):
+    ws.write("p/BUILD.pyimg", 'genrule(name = "a", outs = ["a"], cmd = "true"\n')
+    err = _fails(ws, "//p:a")
+    _at(err, "p/BUILD.pyimg:1:47")
+    assert "(at end of file)" in err
+
+
 def test_unknown_attribute_did_you_mean(ws):
     ws.write("p/BUILD.pyimg", 'genrule(name = "a", out = ["a"], cmd = "true")\n')
-    assert "did you mean 'outs'" in _fails(ws, "//p:a")
+    err = _fails(ws, "//p:a")
+    _at(err, "p/BUILD.pyimg:1:21")
+    assert "did you mean 'outs'" in err
 
 
 def test_missing_label_did_you_mean(ws):
@@ -51,7 +78,8 @@ def test_missing_label_did_you_mean(ws):
         genrule(name = "b", srcs = [":helo"], outs = ["b"], cmd = "true")
     """)
     err = _fails(ws, "//p:b")
-    assert "p/BUILD.pyimg:3:" in err and "//p:helo" in err and "did you mean ':hello'" in err
+    _at(err, "p/BUILD.pyimg:3:21")  # the attribute that names it
+    assert "//p:helo" in err and "did you mean ':hello'" in err
 
 
 def test_missing_target_on_command_line(ws):
@@ -67,7 +95,8 @@ def test_visibility_violation(ws):
     ws.write("lib/BUILD.pyimg", 'genrule(name = "private", outs = ["x"], cmd = "touch $@")\n')
     ws.write("app/BUILD.pyimg", 'genrule(name = "a", srcs = ["//lib:private"], outs = ["a"], cmd = "touch $@")\n')
     err = _fails(ws, "//app:a")
-    assert err.startswith("ERROR: app/BUILD.pyimg:1:") and "not visible" in err
+    _at(err, "app/BUILD.pyimg:1:21")
+    assert "not visible" in err and "declared at lib/BUILD.pyimg:1:1" in err
 
 
 def test_package_default_visibility_and_subpackages(ws):
@@ -88,13 +117,15 @@ def test_dependency_cycle_is_printed(ws):
         filegroup(name = "c", srcs = [":a"])
     """)
     err = _fails(ws, "//p:a")
+    _at(err, "p/BUILD.pyimg:2:23")  # //p:a's srcs, where the cycle starts
     assert "dependency cycle: //p:a -> //p:b -> //p:c -> //p:a" in err
 
 
 def test_duplicate_target_name(ws):
     ws.write("p/BUILD.pyimg", 'filegroup(name = "a")\nfilegroup(name = "a")\n')
     err = _fails(ws, "//p:all")
-    assert err.startswith("ERROR: p/BUILD.pyimg:2:") and "already declared at p/BUILD.pyimg:1" in err
+    _at(err, "p/BUILD.pyimg:2:1")
+    assert "already declared at p/BUILD.pyimg:1:1" in err
 
 
 def test_output_path_conflict(ws):
@@ -102,7 +133,9 @@ def test_output_path_conflict(ws):
         genrule(name = "a", outs = ["same.txt"], cmd = "touch $@")
         genrule(name = "b", outs = ["same.txt"], cmd = "touch $@")
     """)
-    assert "output path conflict" in _fails(ws, "//p:all")
+    err = _fails(ws, "//p:all")
+    _at(err, "p/BUILD.pyimg:3:1")
+    assert "output path conflict" in err
 
 
 def test_load_cycle(ws):
@@ -110,21 +143,30 @@ def test_load_cycle(ws):
     ws.write("p/b.bzl", 'load(":a.bzl", "A")\nB = 1\n')
     ws.write("p/BUILD.pyimg", 'load(":a.bzl", "A")\n')
     err = _fails(ws, "//p:all")
+    _at(err, "p/b.bzl:1:1")  # the load() that closes the cycle
     assert "load cycle: p/BUILD.pyimg -> p/a.bzl -> p/b.bzl -> p/a.bzl" in err
+
+
+def test_load_of_a_missing_file(ws):
+    ws.write("p/BUILD.pyimg", '# defs\n\nload(":nope.bzl", "X")\n')
+    err = _fails(ws, "//p:all")
+    _at(err, "p/BUILD.pyimg:3:1")
+    assert "p/nope.bzl does not exist" in err
 
 
 def test_fail_in_a_macro_points_at_the_build_file(ws):
     ws.write("p/defs.bzl", 'def m(name):\n    fail("m() needs a better name than " + name)\n')
     ws.write("p/BUILD.pyimg", 'load(":defs.bzl", "m")\n\nm(name = "x")\n')
     err = _fails(ws, "//p:all")
-    assert "needs a better name than x" in err and "p/BUILD.pyimg:3" in err
+    _at(err, "p/defs.bzl:2:5")  # the fail() itself, then the call that led there
+    assert "needs a better name than x" in err and "called from p/BUILD.pyimg:3:1 (<module>)" in err
 
 
 def test_pkg_tar_path_escaping_the_layer(ws):
     ws.write("p/f.txt", "x")
     ws.write("p/BUILD.pyimg", 'pkg_tar(name = "t", srcs = ["f.txt"], package_dir = "../etc")\n')
     err = _fails(ws, "//p:t")
-    assert err.startswith("ERROR: p/BUILD.pyimg:1: pkg_tar //p:t:") and "escapes the layer" in err
+    assert err.startswith("ERROR: p/BUILD.pyimg:1:1: pkg_tar //p:t:") and "escapes the layer" in err
 
 
 def test_pkg_tar_source_outside_the_workspace(ws):
@@ -164,7 +206,7 @@ def test_oci_layout_digest_mismatch(ws):
     wrong = "sha256:" + "ab" * 32
     ws.write("base/BUILD.pyimg", f'oci_layout(name = "b", path = "layout", digest = "{wrong}")\n')
     err = _fails(ws, "//base:b")
-    assert err.startswith("ERROR: base/BUILD.pyimg:1:") and wrong in err
+    assert err.startswith("ERROR: base/BUILD.pyimg:1:1: ") and wrong in err
     assert not ws.out("base/b").exists()
 
 

@@ -86,7 +86,7 @@ def test_failure_prints_label_command_and_output(ws):
     """)
     r = ws.run("build", "//p:bad")
     assert r.code == 1
-    assert "p/BUILD.pyimg:2: Genrule //p:bad exited with code 7" in r.err
+    assert "p/BUILD.pyimg:2:1: Genrule //p:bad exited with code 7" in r.err
     assert "some diagnostics" in r.err and "more" in r.err
     assert "command: /bin/sh -c" in r.err
     assert not ws.out("p/bad.txt").exists()

@@ -59,7 +59,7 @@ def test_input_file_change_names_the_input_and_its_digests(ws):
     ws.write("p/a.txt", "A2\n")
     assert ws.run("build", "//p:ab").code == 0
     out = _explain(ws, "//p:a")
-    assert "//p:a Genrule pyimg-out/p/a.out: ran (p/BUILD.pyimg:2)" in out
+    assert "//p:a Genrule pyimg-out/p/a.out: ran (p/BUILD.pyimg:2:1)" in out
     assert f"  input p/a.txt: {old} -> {_digest(ws, 'p/a.txt')}" in out
     assert out.splitlines()[-1] == "//p:a: 1 actions, 1 ran, 0 cache hits"
 
@@ -75,8 +75,8 @@ def test_dependency_output_change_is_traced_to_its_producer(ws):
     assert new == _digest(ws, "p/a.txt") != old  # a.out is a copy of a.txt
     lines = out.splitlines()
     # dependencies first: the root cause (a.txt) comes before what it caused
-    assert lines.index("//p:a Genrule pyimg-out/p/a.out: ran (p/BUILD.pyimg:2)") < lines.index(
-        "//p:ab Genrule pyimg-out/p/ab.out: ran (p/BUILD.pyimg:15)"
+    assert lines.index("//p:a Genrule pyimg-out/p/a.out: ran (p/BUILD.pyimg:2:1)") < lines.index(
+        "//p:ab Genrule pyimg-out/p/ab.out: ran (p/BUILD.pyimg:15:1)"
     )
     assert f"  input pyimg-out/p/a.out (output of //p:a Genrule): {old} -> {new}" in lines
     assert not any(line.startswith("//p:b ") for line in lines)  # a hit: only with --all

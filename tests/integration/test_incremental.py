@@ -274,7 +274,7 @@ def test_explain_after_an_incremental_build(ws, paths):
     ws.write("p/a.txt", "a2\n")
     assert _build(ws).code == 0 and paths.last() == "incremental"
     out = ws.run("explain", "//p:lines").out
-    assert "//p:a Genrule pyimg-out/p/a.out: ran (p/BUILD.pyimg:3)" in out
+    assert "//p:a Genrule pyimg-out/p/a.out: ran (p/BUILD.pyimg:3:1)" in out
     assert "input p/a.txt: sha256:" in out
     assert out.splitlines()[-1] == "//p:lines: 2 actions, 2 ran, 0 cache hits"
     # `all` read the same line count: a hit, and its dependencies ran.

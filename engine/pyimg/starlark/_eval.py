@@ -7,6 +7,7 @@ and call stacks are mapped back to the user's own line and column before anyone 
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -60,6 +61,82 @@ class SourceFile:
     def line_text(self, line: int) -> str:
         lines = self.text.splitlines()
         return lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def call_column(self, line: int, callee: str | None = None) -> int:
+        """The column of a call to `callee` on `line` (1-based), or of the line's first
+        non-blank character when `callee` is not there (a macro's call, `x = ...`)."""
+        code = self.line_text(line)
+        if callee:
+            m = re.search(rf"(?<![\w]){re.escape(callee)}\s*\(", code)
+            if m:
+                return m.start() + 1
+        return len(code) - len(code.lstrip()) + 1
+
+    def end_position(self) -> tuple[int, int]:
+        """(line, column) just after the last character: where "unexpected end of file" is."""
+        lines = self.text.splitlines() or [""]
+        return len(lines), len(lines[-1]) + 1
+
+    def argument_position(self, line: int, col: int, name: str) -> tuple[int, int] | None:
+        """Where `name = ...` is passed in the call whose callee starts at (line, col), or None
+        (a macro that sets the attribute itself). Strings and comments are skipped."""
+        text = self.text
+        starts = [0]
+        for m in re.finditer("\n", text):
+            starts.append(m.end())
+        if not 0 < line <= len(starts):
+            return None
+        i = text.find("(", starts[line - 1] + col - 1)
+        depth = 0
+        while 0 <= i < len(text):
+            c = text[i]
+            if c in "\"'":
+                i = _string_end(text, i)
+                continue
+            if c == "#":
+                i = text.find("\n", i)
+                continue
+            if c in "([{":
+                depth += 1
+            elif c in ")]}":
+                depth -= 1
+                if depth == 0:
+                    return None
+            elif depth == 1 and (c.isalpha() or c == "_") and not _IDENT_CHAR.match(text[i - 1]):
+                m = _IDENTIFIER.match(text, i)
+                assert m is not None
+                if m.group(0) == name and re.match(r"\s*=(?!=)", text[m.end():]):
+                    at = text.rfind("\n", 0, i) + 1
+                    return text.count("\n", 0, i) + 1, i - at + 1
+                i = m.end()
+                continue
+            i += 1
+        return None
+
+
+_IDENT_CHAR = re.compile(r"[A-Za-z0-9_.]")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _column(sources: dict[str, SourceFile], file: str, line: int, callee: str) -> int:
+    src = sources.get(file)
+    return src.call_column(line, callee) if src is not None else 1
+
+
+def _string_end(text: str, i: int) -> int:
+    """The index just after the string literal that starts at `i` (its quote)."""
+    quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else text[i]
+    j = i + len(quote)
+    while j < len(text):
+        if text[j] == "\\":
+            j += 2
+            continue
+        if text.startswith(quote, j):
+            return j + len(quote)
+        if text[j] == "\n" and len(quote) == 1:
+            return j  # an unterminated string: Starlark has already reported it
+        j += 1
+    return len(text)
 
 
 def prepare_source(name: str, text: str, prelude_loads: list[tuple[str, list[str]]]) -> SourceFile:
@@ -131,8 +208,10 @@ def render_error(error: sl.StarlarkError, sources: dict[str, SourceFile]) -> Use
             file, line, col = m.group(1), int(m.group(2)), int(m.group(3))
             src = sources.get(file)
             if "Parse error" in message and line == 1 and col == 1 and not re.search(r"^\s*1 \|", text, re.M):
-                # starlark reports errors at end of input as 1:1 with no snippet: name the file only.
-                origin = f"{file} (at end of file)"
+                # starlark reports errors at end of input as 1:1 with no snippet: the end is where.
+                end = src.end_position() if src is not None else None
+                origin = f"{file}:{end[0]}:{end[1]}" if end else file
+                message += " (at end of file)"
                 break
             if src is not None:
                 line, col = src.user_position(line, col)
@@ -141,9 +220,11 @@ def render_error(error: sl.StarlarkError, sources: dict[str, SourceFile]) -> Use
                     snippet = f"\n    {code}\n    {' ' * (col - 1)}^"
             origin = f"{file}:{line}:{col}"
             break
+    frames = parse_stack(text, sources)
     trace = [
-        f"  called from {f.file}:{f.line} ({f.function})"
-        for f in parse_stack(text, sources)[:-1]
+        f"  called from {f.file}:{f.line}:{_column(sources, f.file, f.line, callee.function)} "
+        f"({f.function})"
+        for f, callee in itertools.pairwise(frames)
         if not f.file.startswith("@pyimg/")
     ]
     full = message + snippet + ("\n" + "\n".join(trace) if trace else "")

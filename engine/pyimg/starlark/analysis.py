@@ -120,7 +120,15 @@ class Analyzer:
                 spec = target.rule.attrs[attr_name]
                 for dep in _labels_of(spec["type"], self._select(target, attr_name, value)):
                     dep_label = parse_label(dep)
-                    dep_result = self._analyze(dep_label, target.origin)
+                    try:
+                        dep_result = self._analyze(dep_label, target.origin)
+                    except UserInputError as e:
+                        if e.origin != target.origin:
+                            raise  # an error inside the dependency: it says where
+                        # The dependency itself is missing: point at the attribute naming it.
+                        raise UserInputError(
+                            e.message, origin=self.loader.argument_origin(target.origin, attr_name)
+                        ) from None
                     self._check_visibility(target, dep_label, attr_name)
                     deps[dep] = dep_result
             result = self._run_implementation(target, deps)
@@ -151,7 +159,7 @@ class Analyzer:
         raise UserInputError(
             f"{target.kind} {target.label}: attribute '{attr_name}': no select() condition "
             f"matches platform {self.platform['os']}/{self.platform['architecture']}",
-            origin=target.origin,
+            origin=self.loader.argument_origin(target.origin, attr_name),
         )
 
     def _check_visibility(self, target: Target, dep: Label, attr_name: str) -> None:
@@ -179,7 +187,7 @@ class Analyzer:
             f"{target.kind} {target.label}: attribute '{attr_name}': target '{dep}' is not "
             f"visible from package '//{target.label.package}' (its visibility is "
             f"{dep_target.visibility}, declared at {dep_target.origin})",
-            origin=target.origin,
+            origin=self.loader.argument_origin(target.origin, attr_name),
         )
 
     def _run_implementation(self, target: Target, deps: dict[str, TargetResult]) -> TargetResult:
@@ -201,7 +209,7 @@ class Analyzer:
                         raise UserInputError(
                             f"{target.kind} {target.label}: attribute '{name}' must name exactly "
                             f"one file, but '{value}' provides {len(dep_files)}",
-                            origin=target.origin,
+                            origin=self.loader.argument_origin(target.origin, name),
                         )
                     single.append(name)
             elif t == "label_list":
@@ -279,12 +287,20 @@ class Analyzer:
             raise UserInputError("this function is only available in a rule implementation")
         return self._current
 
+    def _user_origin(self, stack: str, callee: str | None = None) -> str:
+        """Where a call made by a rule implementation is, in a file the user can edit: the line
+        of a workspace .bzl, or for pyimg's own rules the target's line in its BUILD file."""
+        origin = self.loader.user_origin(stack, callee=callee)
+        if origin.startswith(("@pyimg/", "<")):
+            return self._cur().target.origin
+        return origin
+
     def _ctx_data(self) -> str:
         return json.dumps(self._cur().data)  # one string: see the prelude's docstring
 
     def _declare(self, filename: str, directory: bool, sibling: Any, stack: str) -> dict[str, Any]:
         cur = self._cur()
-        origin = self.loader.user_origin(stack)
+        origin = self._user_origin(stack, "declare_directory" if directory else "declare_file")
         if not isinstance(filename, str) or not filename or filename.startswith("/") or ".." in filename.split("/"):
             raise UserInputError(f"declare_file(): invalid file name {filename!r}", origin=origin)
         package = cur.target.label.package
@@ -298,9 +314,10 @@ class Analyzer:
             path = posixpath.join(OUT_DIR, package, filename) if package else posixpath.join(OUT_DIR, filename)
         owner = self._outputs.get(path)
         if owner is not None and owner != str(cur.target.label) or path in cur.declared:
+            other = self.results.get(owner or "")
             raise UserInputError(
                 f"{cur.target.kind} {cur.target.label}: output path conflict: '{path}' is also "
-                f"declared by {owner}",
+                f"declared by {owner or 'this target'}" + (f" ({other.origin})" if other else ""),
                 origin=origin,
             )
         self._outputs[path] = str(cur.target.label)
@@ -330,7 +347,7 @@ class Analyzer:
                 progress_message: Any = None, params: Any = None, builtin: str = "",
                 cache_dirs: Any = None, secrets: Any = None, host_tools: Any = None) -> None:
         cur = self._cur()
-        origin = self.loader.user_origin(stack)
+        origin = self._user_origin(stack)
         label = str(cur.target.label)
         outs = self._paths("outputs", outputs, origin)
         if not outs:
@@ -386,7 +403,7 @@ class Analyzer:
     def _expand(self, text: str, stack: str, extra: Any = None) -> str:
         """`$(location L)` and friends for labels among the current target's dependencies."""
         cur = self._cur()
-        origin = self.loader.user_origin(stack)
+        origin = self._user_origin(stack)
 
         def repl(m: re.Match[str]) -> str:
             fn, raw = m.group(1), m.group(2).strip()

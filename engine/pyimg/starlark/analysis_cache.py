@@ -22,6 +22,7 @@ from pyimg.starlark.analysis import AnalysisResult, TargetResult
 from pyimg.starlark.inputs import inputs_valid, loading_inputs
 from pyimg.starlark.labels import Pattern
 from pyimg.starlark.loading import Loader
+from pyimg.starlark.loading_cache import FORMAT
 
 __all__ = ["AnalysisCache"]
 
@@ -33,7 +34,7 @@ class AnalysisCache:
         self.digests = digests
 
     def _path(self, patterns: list[Pattern], platform: dict[str, str]) -> Path:
-        key = canonical_json({"v": __version__, "patterns": [str(p) for p in patterns],
+        key = canonical_json({"v": [__version__, FORMAT], "patterns": [str(p) for p in patterns],
                               "platform": platform})
         return self.directory / (hashlib.sha256(key).hexdigest()[:32] + ".json")
 

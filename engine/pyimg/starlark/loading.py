@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,15 @@ class Package:
     repo: str = ""  # "" for the main workspace, else the external repository's name
 
 
+def _split_origin(origin: str) -> tuple[str, int, int]:
+    """("file", line, col) of "file:line:col" (col 1 for "file:line")."""
+    parts = origin.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return parts[0], int(parts[1]), int(parts[2])
+    file, _, line = origin.rpartition(":")
+    return (file, int(line), 1) if line.isdigit() else (origin, 0, 0)
+
+
 def package_key(repo: str, package: str) -> str:
     """The key of `Loader.packages`: the plain package name in the main workspace (so existing
     callers keep working), `@repo//package` in an external repository."""
@@ -133,7 +143,7 @@ class Loader:
         self._package: Package | None = None
         self._pending: UserInputError | None = None
         self.on_analysis_call: dict[str, Callable[..., Any]] = {}
-        self._loader = sl.FileLoader(self._load)
+        self._loader = sl.FileLoader(self._load_for_starlark)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -154,33 +164,50 @@ class Loader:
         try:
             label = parse_label(module, current_pkg, current_repo)
         except LabelError as e:
-            raise self._fail(str(e)) from None
+            raise self._fail(str(e), module) from None
         if not label.name.endswith(".bzl"):
-            raise self._fail(f"load() of '{module}': only .bzl files can be loaded")
+            raise self._fail(f"load() of '{module}': only .bzl files can be loaded", module)
         if label.repo == "pyimg":
             rel = Path(label.package) / label.name
             if label.package != "rules" and not label.package.startswith("rules/"):
-                raise self._fail(f"load() of '{module}': @pyimg has only //rules/...")
+                raise self._fail(f"load() of '{module}': @pyimg has only //rules/...", module)
             path = self.rules_root / rel.relative_to("rules")
             return f"@pyimg//{label.package}:{label.name}", path, f"@pyimg/{rel.as_posix()}"
         rel = Path(label.package) / label.name
         if label.repo:
             try:
-                root = self.repo_root(label.repo, self._caller_origin())
+                root = self.repo_root(label.repo, self._load_origin(module))
             except UserInputError as e:
-                raise self._fail(f"load() of '{module}': {e.message}") from None
+                raise self._fail(f"load() of '{module}': {e.message}", module) from None
             display = f"external/{label.repo}/{rel.as_posix()}"
             return f"@{label.repo}//{label.package}:{label.name}", root / rel, display
         return f"//{label.package}:{label.name}", self.workspace / rel, rel.as_posix()
 
-    def _fail(self, message: str) -> UserInputError:
-        origin = self._caller_origin()
-        return UserInputError(message, origin=origin)
+    def _fail(self, message: str, module: str) -> UserInputError:
+        return UserInputError(message, origin=self._load_origin(module))
 
-    def _caller_origin(self) -> str | None:
-        if self._eval_stack:
-            return self._eval_stack[-1][1]
-        return None
+    def _load_origin(self, module: str) -> str | None:
+        """file:line:col of the load() of `module` in the file being evaluated (the file alone
+        when the statement cannot be found)."""
+        if not self._eval_stack:
+            return None
+        display = self._eval_stack[-1][1]
+        src = self.sources.get(display)
+        m = re.search(r"\bload\(\s*[\"']" + re.escape(module) + r"[\"']", src.text) if src else None
+        if src is None or m is None:
+            return display
+        line = src.text.count("\n", 0, m.start()) + 1
+        col = m.start() - src.text.rfind("\n", 0, m.start())
+        return f"{display}:{line}:{col}"
+
+    def _load_for_starlark(self, module: str) -> sl.FrozenModule:
+        """`_load` as Starlark's file loader: an error of a nested load reaches the outermost
+        evaluation as it was raised, instead of wrapped in each loading file's error."""
+        try:
+            return self._load(module)
+        except UserInputError as e:
+            self._pending = e
+            raise _Abort() from None
 
     def _load(self, module: str) -> sl.FrozenModule:
         module_id, path, display = self._resolve_module(module)
@@ -189,14 +216,14 @@ class Loader:
             return hit
         if any(m == module_id for m, _ in self._eval_stack):
             chain = " -> ".join([d for _, d in self._eval_stack] + [display])
-            self._pending = UserInputError(f"load cycle: {chain}", origin=self._eval_stack[-1][1])
+            self._pending = UserInputError(f"load cycle: {chain}", origin=self._load_origin(module))
             raise _Abort()
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             self._pending = UserInputError(
                 f"load() of '{module}': file {display} does not exist",
-                origin=self._eval_stack[-1][1] if self._eval_stack else None,
+                origin=self._load_origin(module),
             )
             raise _Abort() from None
         loads: list[tuple[str, list[str]]] = []
@@ -383,13 +410,27 @@ class Loader:
     def frames(self, stack: str) -> list[Any]:
         return parse_stack(stack, self.sources)
 
-    def user_origin(self, stack: str, outermost: bool = False) -> str:
-        """file:line of the innermost (or outermost) frame outside pyimg's bundled prelude."""
+    def user_origin(self, stack: str, outermost: bool = False, callee: str | None = None) -> str:
+        """file:line:col of the innermost (or outermost) frame outside pyimg's bundled prelude;
+        the column is that of the call to `callee` when it is on that line."""
         frames = [f for f in self.frames(stack) if f.file != "@pyimg/prelude.bzl"]
         if not frames:
             return "<unknown>"
         f = frames[0] if outermost else frames[-1]
-        return f"{f.file}:{f.line}"
+        return self.position(f.file, f.line, callee)
+
+    def position(self, file: str, line: int, callee: str | None = None) -> str:
+        src = self.sources.get(file)
+        col = src.call_column(line, callee) if src is not None else 1
+        return f"{file}:{line}:{col}"
+
+    def argument_origin(self, call_origin: str, name: str) -> str:
+        """Where attribute `name` is passed in the call at `call_origin` (file:line:col); the
+        call's own origin when it is not there literally (a default, or set by a macro)."""
+        file, line, col = _split_origin(call_origin)
+        src = self.sources.get(file)
+        at = src.argument_position(line, col, name) if src is not None else None
+        return f"{file}:{at[0]}:{at[1]}" if at else call_origin
 
     def _definition_site(self, stack: str, what: str) -> tuple[str, str, str]:
         """(module id, exported name, origin) of a top-level `NAME = rule(...)` / provider."""
@@ -399,7 +440,7 @@ class Loader:
         caller = frames[-2] if len(frames) >= 2 else frames[-1]
         src = self.sources.get(caller.file)
         name = src.exports.get(caller.line) if src else None
-        origin = f"{caller.file}:{caller.line}"
+        origin = self.position(caller.file, caller.line, what)
         if name is None:
             raise UserInputError(
                 f"{what}() must be assigned to a top-level name, like `my_{what} = {what}(...)`",
@@ -450,8 +491,8 @@ class Loader:
     def _register(self, rule: str, name: Any, attrs: dict[str, Any], stack: str) -> None:
         pkg = self._current_package("calling a rule")
         rule_class = self.rules[rule]
-        origin = self.user_origin(stack, outermost=True)
         kind = rule_class.name.lstrip("_")
+        origin = self.user_origin(stack, outermost=True, callee=kind)
         if not isinstance(name, str) or not name:
             raise UserInputError(f"{kind}: attribute 'name' must be a non-empty string", origin=origin)
         try:
@@ -473,8 +514,13 @@ class Loader:
             if spec is None:
                 close = difflib.get_close_matches(key, list(rule_class.attrs), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise UserInputError(f"{what}: no attribute '{key}'{hint}", origin=origin)
-            normalized[key] = _check_attr(what, key, spec, value, pkg.name, origin, pkg.repo)
+                raise UserInputError(f"{what}: no attribute '{key}'{hint}",
+                                     origin=self.argument_origin(origin, key))
+            try:
+                normalized[key] = _check_attr(what, key, spec, value, pkg.name, origin, pkg.repo)
+            except UserInputError as e:
+                # Point at the attribute the user wrote, not only at the call.
+                raise UserInputError(e.message, origin=self.argument_origin(origin, key)) from None
         for key, spec in rule_class.attrs.items():
             if key in normalized:
                 continue
@@ -492,7 +538,7 @@ class Loader:
 
     def _glob(self, include: Any, exclude: Any, allow_empty: bool, stack: str) -> str:
         pkg = self._current_package("glob()")
-        origin = self.user_origin(stack)
+        origin = self.user_origin(stack, callee="glob")
         for what, value in (("include", include), ("exclude", exclude)):
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise UserInputError(f"glob(): '{what}' must be a list of strings", origin=origin)
@@ -511,7 +557,8 @@ class Loader:
     def _package_fn(self, default_visibility: Any, stack: str) -> None:
         pkg = self._current_package("package()")
         if pkg.targets:
-            raise UserInputError("package() must come before any target", origin=self.user_origin(stack))
+            raise UserInputError("package() must come before any target",
+                                 origin=self.user_origin(stack, callee="package"))
         if default_visibility is not None:
             pkg.default_visibility = list(default_visibility)
 
@@ -528,10 +575,10 @@ class Loader:
         try:
             return str(parse_label(text, pkg, repo))
         except LabelError as e:
-            raise UserInputError(str(e), origin=self.user_origin(stack)) from None
+            raise UserInputError(str(e), origin=self.user_origin(stack, callee="Label")) from None
 
     def _select(self, conditions: Any, no_match_error: str, stack: str) -> Any:
-        origin = self.user_origin(stack)
+        origin = self.user_origin(stack, callee="select")
         if not isinstance(conditions, dict) or not conditions:
             raise UserInputError("select() takes a non-empty dict", origin=origin)
         return {"__select__": conditions, "origin": origin, "no_match_error": no_match_error}

@@ -16,6 +16,10 @@ from pyimg.starlark.loading import Loader, Package, RuleClass, Target
 
 __all__ = ["CachedLoader", "LoadingCache"]
 
+# Of what loading and analysis persist (this file and the analysis cache): bump it when their
+# contents change meaning (2: origins are file:line:col).
+FORMAT = 2
+
 
 def _merge_inputs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
     """The union of two input sets, or None when they disagree on a file's digest (it changed
@@ -51,7 +55,7 @@ class LoadingCache:
         except (FileNotFoundError, ValueError):
             return None
         try:
-            if data["v"] != __version__ or not isinstance(data["packages"], dict):
+            if data["v"] != [__version__, FORMAT] or not isinstance(data["packages"], dict):
                 return None
             if not isinstance(data["rules"], dict):
                 return None
@@ -65,7 +69,7 @@ class LoadingCache:
         """Save `data` (inputs, packages, rules) and return the entry as `get` would."""
         # Not canonical JSON: key order is part of the attribute values (a dict attribute prints
         # in the order the BUILD file wrote it).
-        data = {**data, "v": __version__}
+        data = {**data, "v": [__version__, FORMAT]}
         atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
         return data
 

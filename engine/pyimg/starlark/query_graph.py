@@ -34,7 +34,7 @@ __all__ = ["LABEL_TYPES", "SOURCE_FILE", "TargetGraph", "attr_labels", "select_b
 
 SOURCE_FILE = "source file"
 LABEL_TYPES = ("label", "label_list", "label_keyed_string_dict")
-_FORMAT = 1  # of graph.json; a file of another pyimg version or format is ignored
+_FORMAT = 2  # of graph.json (2: origins are file:line:col); another version or format is ignored
 
 
 def select_branches(value: Any) -> list[Any]:

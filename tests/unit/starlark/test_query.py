@@ -252,7 +252,7 @@ def test_output_label_kind(qws):
 
 def test_output_build(qws):
     out = "\n".join(q(qws, "//lib:gen + //base:x.txt", "--output", "build"))
-    assert out.startswith("# //base:x.txt (source file)\n\n# lib/BUILD.pyimg:2\ngenrule(\n")
+    assert out.startswith("# //base:x.txt (source file)\n\n# lib/BUILD.pyimg:2:1\ngenrule(\n")
     assert '    name = "gen",' in out
     assert '    srcs = ["//base:files"],' in out
     assert '    cmd = "cat $(SRCS) > $@",' in out
@@ -266,7 +266,7 @@ def test_output_json(qws):
     data = json.loads(r.out)
     assert [t["label"] for t in data["targets"]] == ["//lib:gen", "//lib:n.txt", "//lib:tar"]
     tar = data["targets"][2]
-    assert tar["kind"] == "pkg_tar" and tar["origin"] == "lib/BUILD.pyimg:10"
+    assert tar["kind"] == "pkg_tar" and tar["origin"] == "lib/BUILD.pyimg:10:1"
     assert tar["deps"] == ["//lib:gen", "//lib:n.txt"]
     assert tar["attrs"]["files"] == {"//lib:gen": "/gen", "//lib:n.txt": "/n"}
     assert data["targets"][1] == {"label": "//lib:n.txt", "kind": "source file", "deps": []}
