@@ -51,6 +51,7 @@ class SourceFile:
     first_line_prefix: int = 0  # characters added in front of line 1
     line_offset: int = 0  # lines added in front (when line 1 is a compound statement)
     exports: dict[int, str] = field(default_factory=dict)  # line -> top-level rule/provider name
+    lines: list[str] | None = field(default=None, repr=False, compare=False)  # `text`, split
 
     def user_position(self, line: int, col: int) -> tuple[int, int]:
         line -= self.line_offset
@@ -59,8 +60,14 @@ class SourceFile:
         return max(line, 1), col
 
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
+        lines = self._lines()
         return lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def _lines(self) -> list[str]:
+        # Split once: every target of a BUILD file asks for its line.
+        if self.lines is None:
+            self.lines = self.text.splitlines()
+        return self.lines
 
     def call_column(self, line: int, callee: str | None = None) -> int:
         """The column of a call to `callee` on `line` (1-based), or of the line's first
@@ -74,7 +81,7 @@ class SourceFile:
 
     def end_position(self) -> tuple[int, int]:
         """(line, column) just after the last character: where "unexpected end of file" is."""
-        lines = self.text.splitlines() or [""]
+        lines = self._lines() or [""]
         return len(lines), len(lines[-1]) + 1
 
     def argument_position(self, line: int, col: int, name: str) -> tuple[int, int] | None:
