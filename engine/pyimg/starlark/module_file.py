@@ -1,7 +1,7 @@
 """Evaluating `MODULE.pyimg`: the pinned external inputs (`oci_pull`, `http_file`, `http_archive`).
 
 MODULE.pyimg declares external repositories and nothing else (SPEC section 5). Each declaration
-becomes a frozen value carrying its origin (`MODULE.pyimg:LINE`), so that every later error about
+becomes a frozen value carrying its origin (`MODULE.pyimg:LINE:COL`), so that every later error about
 it (unpinned, download failed, digest mismatch) points at the line the user wrote.
 """
 
@@ -150,7 +150,10 @@ def parse_module(text: str, path: Path) -> ModuleFile:
 
     def declare(kind: str, name: Any, attrs: dict[str, Any], stack: str) -> None:
         frames = [f for f in parse_stack(stack, sources) if f.file == MODULE_FILE]
-        origin = f"{MODULE_FILE}:{frames[0].line}" if frames else MODULE_FILE
+        origin = MODULE_FILE
+        if frames:
+            line = frames[0].line
+            origin = f"{MODULE_FILE}:{line}:{sources[MODULE_FILE].call_column(line, kind)}"
         try:
             decl = _make(kind, name, attrs, origin)
             previous = next((d for d in found if d.name == decl.name), None)
@@ -174,10 +177,12 @@ def parse_module(text: str, path: Path) -> ModuleFile:
 
     def load(module: str) -> sl.FrozenModule:
         if module != _PRELUDE:
+            at = text.find(module)
+            line = text.count("\n", 0, at) + 1
             raise UserInputError(
                 f"load() of '{module}': {MODULE_FILE} declares external inputs only and cannot "
                 "load files",
-                origin=MODULE_FILE,
+                origin=f"{MODULE_FILE}:{line}:{src.call_column(line, 'load')}" if at >= 0 else MODULE_FILE,
             )
         return frozen
 

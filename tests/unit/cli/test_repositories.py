@@ -39,7 +39,7 @@ def test_unpinned_build_exits_2_naming_the_declaration(ws: Workspace) -> None:
     ws.write("app/x", "x")
     r = ws.run("build", "//app:f")
     assert r.code == 2
-    assert "MODULE.pyimg:2: oci_pull 'base' has no digest" in r.err
+    assert "MODULE.pyimg:2:1: oci_pull 'base' has no digest" in r.err
     assert "run `pyimg lock`" in r.err
 
 

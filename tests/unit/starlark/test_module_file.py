@@ -25,14 +25,14 @@ http_archive(name = "src", urls = ["https://x/src.tgz"], sha256 = "{SHA}", strip
     base, tool, src = m.declarations
     assert base == OciPull(
         "base",
-        "MODULE.pyimg:2",
+        "MODULE.pyimg:2:1",
         "gcr.io/distroless/static",
         None,
         "nonroot",
         ("linux/amd64", "linux/arm64/v8"),
     )
     assert (
-        isinstance(tool, HttpFile) and tool.origin == "MODULE.pyimg:4" and tool.file_name == "tool"
+        isinstance(tool, HttpFile) and tool.origin == "MODULE.pyimg:4:1" and tool.file_name == "tool"
     )
     assert isinstance(src, HttpArchive) and src.strip_prefix == "src-1" and src.pinned
 
@@ -40,7 +40,7 @@ http_archive(name = "src", urls = ["https://x/src.tgz"], sha256 = "{SHA}", strip
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('oci_pull(name = "b", image = "x")', "MODULE.pyimg:1: oci_pull 'b': give 'digest'"),
+        ('oci_pull(name = "b", image = "x")', "MODULE.pyimg:1:1: oci_pull 'b': give 'digest'"),
         ('oci_pull(name = "b", image = "x:1", tag = "t")', "must not hold a tag or digest"),
         ('oci_pull(name = "b", image = "x", digest = "sha256:1")', "'digest' must be"),
         ('oci_pull(name = "1b", image = "x", tag = "t")', "'name' must be a repository name"),
@@ -51,7 +51,7 @@ http_archive(name = "src", urls = ["https://x/src.tgz"], sha256 = "{SHA}", strip
             'http_file(name = "f", urls = ["https://x"], downloaded_file_path = "../x")',
             "'downloaded_file_path' must be a relative file path",
         ),
-        ('load("//x:y.bzl", "z")', "cannot load files"),
+        ('\n  \nload("//x:y.bzl", "z")', "MODULE.pyimg:3:1: load() of '//x:y.bzl'"),
     ],
 )
 def test_bad_declarations(text: str, message: str) -> None:
