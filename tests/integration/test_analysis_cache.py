@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def _analysis_files(ws):
-    return list(ws.cache.glob("output_bases/*/analysis/*.json"))
+    """The whole-analysis entries (targets.json holds the analyses of single targets)."""
+    return [p for p in ws.cache.glob("output_bases/*/analysis/*.json") if p.name != "targets.json"]
 
 
 def _built(ws, *patterns):

@@ -97,7 +97,15 @@ def analyze(
         if hit is not None:
             return loader, hit
     labels = loader.expand_patterns(parsed)
-    result = Analyzer(loader, PLATFORM).analyze(labels)
+    reuse = None
+    if cache is not None:
+        # A BUILD file changed: targets whose inputs did not are not analysed again.
+        from pyimg.starlark.target_cache import TargetCache
+
+        reuse = TargetCache(session.output_base / "analysis" / "targets.json", PLATFORM)
+    result = Analyzer(loader, PLATFORM, reuse).analyze(labels)
+    if reuse is not None:
+        reuse.save(loader.read_files, loader.read_paths)
     result.files = [str(p) for p in loader.read_paths.values()] + [
         str(session.workspace / "MODULE.pyimg"), str(session.workspace / "pyimg.lock")]
     if cache is not None:

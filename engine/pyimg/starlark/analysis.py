@@ -23,6 +23,7 @@ from pyimg.core.workspace import EXTERNAL_DIR
 from pyimg.starlark._eval import globals_, render_error
 from pyimg.starlark.labels import Label, LabelError, parse_label
 from pyimg.starlark.loading import PRELUDE, Loader, Target
+from pyimg.starlark.target_cache import TargetCache
 
 __all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "EXTERNAL_DIR", "OUT_DIR", "TargetResult"]
 
@@ -74,9 +75,12 @@ class _Current:
 
 
 class Analyzer:
-    def __init__(self, loader: Loader, platform: dict[str, str] | None = None) -> None:
+    def __init__(self, loader: Loader, platform: dict[str, str] | None = None,
+                 reuse: TargetCache | None = None) -> None:
+        """`reuse`: earlier analyses of targets, served where a target's inputs are the same."""
         self.loader = loader
         self.platform = platform or {"os": "linux", "architecture": "amd64"}
+        self.reuse = reuse
         self.results: dict[str, TargetResult] = {}
         self._stack: list[str] = []
         self._outputs: dict[str, str] = {}  # exec path -> owning label
@@ -229,9 +233,15 @@ class Analyzer:
             "files": files,
             "file": single,
         }
+        module, alias = self.loader.rule_load(target.rule)
+        reuse_key = None
+        if self.reuse is not None:
+            reuse_key = self.reuse.key(target.kind, target.origin, (module, alias), data)
+            reused = self._reused(target, reuse_key)
+            if reused is not None:
+                return reused
         current = _Current(target, data, deps=deps)
         pids = sorted({pid for d in deps.values() for pid in d.providers} | {DEFAULT_INFO})
-        module, alias = self.loader.rule_load(target.rule)
         lines = [f'load("{PRELUDE}", "analyze")', f'load("{module}", pyimg_rule = "{alias}")']
         mapping = []
         for i, pid in enumerate(pids):
@@ -278,7 +288,27 @@ class Analyzer:
                 f"{target.kind} {label}: declared output '{undeclared[0]}' is not created by any action",
                 origin=target.rule.origin,
             )
+        if reuse_key is not None:
+            assert self.reuse is not None
+            self.reuse.put(reuse_key, providers, current.actions)
         return TargetResult(str(label), target.kind, target.origin, providers, current.actions)
+
+    def _reused(self, target: Target, key: str) -> TargetResult | None:
+        """The earlier analysis of `target` with the same inputs, its outputs claimed as the
+        implementation's declarations would; None to run the implementation (also when an output
+        is another target's: running it reports the conflict as it always does)."""
+        assert self.reuse is not None
+        hit = self.reuse.get(key)
+        if hit is None:
+            return None
+        providers, actions = hit
+        label = str(target.label)
+        outputs = [o for a in actions for o in a.all_outputs]
+        if any(self._outputs.get(o, label) != label for o in outputs):
+            return None
+        for o in outputs:
+            self._outputs[o] = label
+        return TargetResult(label, target.kind, target.origin, providers, actions)
 
     # -- callables the prelude reaches during an implementation ---------------------------------
 

@@ -1,0 +1,98 @@
+"""Reuses the analysis of each target whose inputs did not change, when a BUILD file did.
+
+A target's analysis is a function of what its rule implementation is given (the ctx data: its
+label, attribute values and its dependencies' providers), where it is declared, and the Starlark
+code that runs: its rule's and providers' .bzl files and pyimg's own. An entry is kept under the
+hash of the first two; the code is covered by the digests of every .bzl file that the analyses
+which made the entries read. When any of those changed, nothing is reused (as Bazel re-analyses
+what a changed .bzl file may reach, and editing rules is rarer than editing BUILD files).
+
+Only the whole-analysis cache (`analysis_cache.py`) is consulted first: this one serves the build
+whose BUILD files changed, so that one edited package costs its own targets' analysis (and that of
+the targets whose dependencies' providers changed), not every target's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pyimg import __version__
+from pyimg.core.action import Action, action_from_json, action_to_json
+from pyimg.core.cas import atomic_write_bytes
+from pyimg.core.digest import digest_bytes
+
+__all__ = ["TargetCache"]
+
+_FORMAT = 1
+# Entries not used by the last analysis are kept up to this many (several sets of patterns built
+# in turn), then dropped.
+_KEEP = 20_000
+
+
+class TargetCache:
+    def __init__(self, path: Path, platform: dict[str, str]) -> None:
+        self.path = path
+        self._salt = json.dumps([__version__, _FORMAT, platform], sort_keys=True)
+        self._code: dict[str, str] = {}  # .bzl display name -> [path, text digest]
+        self._old: dict[str, Any] = {}  # entries of earlier analyses, valid for the same code
+        self._used: dict[str, Any] = {}  # entries this analysis looked up or made
+        self.hits = 0
+        self._load()
+
+    def _load(self) -> None:
+        if os.environ.get("PYIMG_ANALYSIS_REUSE") == "0":
+            return
+        try:
+            data = json.loads(self.path.read_bytes())
+            if data["salt"] != self._salt:
+                return
+            code = data["code"]
+            for path, digest in code.values():
+                if digest_bytes(Path(path).read_text(encoding="utf-8").encode()).hex != digest:
+                    return  # a rule or provider may have changed: analyse everything again
+            self._code, self._old = code, data["entries"]
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            self._code, self._old = {}, {}
+
+    def key(self, kind: str, origin: str, rule: tuple[str, str], data: dict[str, Any]) -> str:
+        """The entry key of a target: everything its implementation is given but the code.
+        Not canonical JSON: a dict attribute's order is part of its value."""
+        raw = json.dumps([self._salt, kind, origin, rule, data], separators=(",", ":"))
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def get(self, key: str) -> tuple[dict[str, Any], list[Action]] | None:
+        """(providers, actions) of an earlier analysis of the same target, or None."""
+        entry = self._used.get(key) or self._old.get(key)
+        if entry is None:
+            return None
+        try:
+            actions = [action_from_json(a) for a in entry["actions"]]
+            providers = entry["providers"]
+        except (KeyError, TypeError, ValueError):
+            return None
+        self._used[key] = entry
+        self.hits += 1
+        return providers, actions
+
+    def put(self, key: str, providers: dict[str, Any], actions: list[Action]) -> None:
+        self._used[key] = {"providers": providers, "actions": [action_to_json(a) for a in actions]}
+
+    def save(self, read_files: dict[str, str], read_paths: dict[str, Path]) -> None:
+        """Keep this analysis's entries (and earlier ones, within bounds) under the code they
+        were made with: the .bzl files read now, and those the reused entries were made with
+        (still the same, or nothing would have been reused)."""
+        code = dict(self._code)
+        for name, digest in read_files.items():
+            if name.endswith(".bzl"):
+                if name in code and code[name][1] != digest:
+                    # Edited while this build ran: entries made before and after may mix.
+                    self.path.unlink(missing_ok=True)
+                    return
+                code[name] = [str(read_paths[name]), digest]
+        entries = {**self._old, **self._used} if len(self._old) < _KEEP else dict(self._used)
+        data = {"salt": self._salt, "code": code, "entries": entries}
+        atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
