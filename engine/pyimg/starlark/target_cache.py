@@ -28,9 +28,6 @@ from pyimg.core.digest import digest_bytes
 __all__ = ["TargetCache"]
 
 _FORMAT = 1
-# Entries not used by the last analysis are kept up to this many (several sets of patterns built
-# in turn), then dropped.
-_KEEP = 20_000
 
 
 class TargetCache:
@@ -93,6 +90,9 @@ class TargetCache:
                     self.path.unlink(missing_ok=True)
                     return
                 code[name] = [str(read_paths[name]), digest]
-        entries = {**self._old, **self._used} if len(self._old) < _KEEP else dict(self._used)
+        # Entries of other builds (other patterns, or before an edit) are kept while they are
+        # not more than this build's own: the file stays within twice what one build needs.
+        unused = len(self._old.keys() - self._used.keys())
+        entries = {**self._old, **self._used} if unused <= len(self._used) else dict(self._used)
         data = {"salt": self._salt, "code": code, "entries": entries}
         atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
