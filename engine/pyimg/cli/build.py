@@ -102,7 +102,8 @@ def analyze(
         # A BUILD file changed: targets whose inputs did not are not analysed again.
         from pyimg.starlark.target_cache import TargetCache
 
-        reuse = TargetCache(session.output_base / "analysis" / "targets.json", PLATFORM)
+        reuse = TargetCache(session.output_base / "analysis" / "targets.json", PLATFORM,
+                            loader.read_files)
     result = Analyzer(loader, PLATFORM, reuse).analyze(labels)
     if reuse is not None:
         reuse.save(loader.read_files, loader.read_paths)

@@ -497,7 +497,7 @@ def _watch(
 
     The loop wakes on output, on the command's exit (`exit_fd`, a pidfd) and every
     _POLL_SECONDS for cancellation and the timeout. A command that closes its output a moment
-    before it exits (one short action in ten, two at a time) used to cost a whole poll: 50 ms
+    before it exits (one short action in six, two at a time) used to cost a whole poll: 50 ms
     (tools/bench/sandbox.py).
     """
     assert proc.stdout is not None

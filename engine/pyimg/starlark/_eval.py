@@ -84,6 +84,15 @@ class SourceFile:
         lines = self._lines() or [""]
         return len(lines), len(lines[-1]) + 1
 
+    def position(self, offset: int) -> tuple[int, int]:
+        """(line, column), 1-based, of a character offset into `text`."""
+        return self.text.count("\n", 0, offset) + 1, offset - self.text.rfind("\n", 0, offset)
+
+    def load_position(self, module: str) -> tuple[int, int] | None:
+        """Where the `load()` of `module` is, or None."""
+        m = re.search(r"\bload\(\s*[\"']" + re.escape(module) + r"[\"']", self.text)
+        return self.position(m.start()) if m else None
+
     def argument_position(self, line: int, col: int, name: str) -> tuple[int, int] | None:
         """Where `name = ...` is passed in the call whose callee starts at (line, col), or None
         (a macro that sets the attribute itself). Strings and comments are skipped."""
@@ -113,8 +122,7 @@ class SourceFile:
                 m = _IDENTIFIER.match(text, i)
                 assert m is not None
                 if m.group(0) == name and re.match(r"\s*=(?!=)", text[m.end():]):
-                    at = text.rfind("\n", 0, i) + 1
-                    return text.count("\n", 0, i) + 1, i - at + 1
+                    return self.position(i)
                 i = m.end()
                 continue
             i += 1

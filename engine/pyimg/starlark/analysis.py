@@ -68,7 +68,7 @@ class AnalysisResult:
 @dataclass
 class _Current:
     target: Target
-    data: dict[str, Any]
+    data: str  # the ctx data as JSON: what the implementation is given, and the reuse key's part
     declared: dict[str, bool] = field(default_factory=dict)  # exec path -> is directory
     actions: list[Action] = field(default_factory=list)
     deps: dict[str, TargetResult] = field(default_factory=dict)
@@ -227,12 +227,12 @@ class Analyzer:
             else:
                 attrs[name] = value
         label = target.label
-        data = {
+        data = json.dumps({
             "label": {"name": label.name, "package": label.package, "repo": label.repo, "str": str(label)},
             "attrs": attrs,
             "files": files,
             "file": single,
-        }
+        })
         module, alias = self.loader.rule_load(target.rule)
         reuse_key = None
         if self.reuse is not None:
@@ -326,7 +326,7 @@ class Analyzer:
         return origin
 
     def _ctx_data(self) -> str:
-        return json.dumps(self._cur().data)  # one string: see the prelude's docstring
+        return self._cur().data  # one string: see the prelude's docstring
 
     def _declare(self, filename: str, directory: bool, sibling: Any, stack: str) -> dict[str, Any]:
         cur = self._cur()

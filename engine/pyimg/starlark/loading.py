@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,13 +98,12 @@ class Package:
     repo: str = ""  # "" for the main workspace, else the external repository's name
 
 
-def _split_origin(origin: str) -> tuple[str, int, int]:
-    """("file", line, col) of "file:line:col" (col 1 for "file:line")."""
+def _split_origin(origin: str) -> tuple[str, int, int] | None:
+    """("file", line, col) of "file:line:col", or None for another form ("<unknown>")."""
     parts = origin.rsplit(":", 2)
     if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
         return parts[0], int(parts[1]), int(parts[2])
-    file, _, line = origin.rpartition(":")
-    return (file, int(line), 1) if line.isdigit() else (origin, 0, 0)
+    return None
 
 
 def package_key(repo: str, package: str) -> str:
@@ -193,12 +191,8 @@ class Loader:
             return None
         display = self._eval_stack[-1][1]
         src = self.sources.get(display)
-        m = re.search(r"\bload\(\s*[\"']" + re.escape(module) + r"[\"']", src.text) if src else None
-        if src is None or m is None:
-            return display
-        line = src.text.count("\n", 0, m.start()) + 1
-        col = m.start() - src.text.rfind("\n", 0, m.start())
-        return f"{display}:{line}:{col}"
+        at = src.load_position(module) if src is not None else None
+        return f"{display}:{at[0]}:{at[1]}" if at else display
 
     def _load_for_starlark(self, module: str) -> sl.FrozenModule:
         """`_load` as Starlark's file loader: an error of a nested load reaches the outermost
@@ -427,7 +421,10 @@ class Loader:
     def argument_origin(self, call_origin: str, name: str) -> str:
         """Where attribute `name` is passed in the call at `call_origin` (file:line:col); the
         call's own origin when it is not there literally (a default, or set by a macro)."""
-        file, line, col = _split_origin(call_origin)
+        split = _split_origin(call_origin)
+        if split is None:
+            return call_origin
+        file, line, col = split
         src = self.sources.get(file)
         at = src.argument_position(line, col, name) if src is not None else None
         return f"{file}:{at[0]}:{at[1]}" if at else call_origin

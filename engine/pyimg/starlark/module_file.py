@@ -177,12 +177,11 @@ def parse_module(text: str, path: Path) -> ModuleFile:
 
     def load(module: str) -> sl.FrozenModule:
         if module != _PRELUDE:
-            at = text.find(module)
-            line = text.count("\n", 0, at) + 1
+            at = src.load_position(module)
             raise UserInputError(
                 f"load() of '{module}': {MODULE_FILE} declares external inputs only and cannot "
                 "load files",
-                origin=f"{MODULE_FILE}:{line}:{src.call_column(line, 'load')}" if at >= 0 else MODULE_FILE,
+                origin=f"{MODULE_FILE}:{at[0]}:{at[1]}" if at else MODULE_FILE,
             )
         return frozen
 

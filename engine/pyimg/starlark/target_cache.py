@@ -31,16 +31,19 @@ _FORMAT = 1
 
 
 class TargetCache:
-    def __init__(self, path: Path, platform: dict[str, str]) -> None:
+    def __init__(self, path: Path, platform: dict[str, str],
+                 read_files: dict[str, str] | None = None) -> None:
+        """`read_files`: digests loading has already taken (display name -> digest), which spare
+        reading those .bzl files again to validate the entries."""
         self.path = path
         self._salt = json.dumps([__version__, _FORMAT, platform], sort_keys=True)
         self._code: dict[str, str] = {}  # .bzl display name -> [path, text digest]
         self._old: dict[str, Any] = {}  # entries of earlier analyses, valid for the same code
         self._used: dict[str, Any] = {}  # entries this analysis looked up or made
         self.hits = 0
-        self._load()
+        self._load(read_files or {})
 
-    def _load(self) -> None:
+    def _load(self, read_files: dict[str, str]) -> None:
         if os.environ.get("PYIMG_ANALYSIS_REUSE") == "0":
             return
         try:
@@ -48,18 +51,21 @@ class TargetCache:
             if data["salt"] != self._salt:
                 return
             code = data["code"]
-            for path, digest in code.values():
-                if digest_bytes(Path(path).read_text(encoding="utf-8").encode()).hex != digest:
+            for name, (path, digest) in code.items():
+                now = read_files.get(name) or digest_bytes(
+                    Path(path).read_text(encoding="utf-8").encode()).hex
+                if now != digest:
                     return  # a rule or provider may have changed: analyse everything again
             self._code, self._old = code, data["entries"]
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
             self._code, self._old = {}, {}
 
-    def key(self, kind: str, origin: str, rule: tuple[str, str], data: dict[str, Any]) -> str:
-        """The entry key of a target: everything its implementation is given but the code.
-        Not canonical JSON: a dict attribute's order is part of its value."""
-        raw = json.dumps([self._salt, kind, origin, rule, data], separators=(",", ":"))
-        return hashlib.sha256(raw.encode()).hexdigest()
+    def key(self, kind: str, origin: str, rule: tuple[str, str], data: str) -> str:
+        """The entry key of a target: everything its implementation is given (`data`, the ctx
+        data as the JSON it is handed over in; dict attributes keep their order) but the code."""
+        h = hashlib.sha256(json.dumps([self._salt, kind, origin, rule]).encode())
+        h.update(data.encode())
+        return h.hexdigest()
 
     def get(self, key: str) -> tuple[dict[str, Any], list[Action]] | None:
         """(providers, actions) of an earlier analysis of the same target, or None."""
