@@ -5,11 +5,11 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "engine" / "pyimg"
 ALLOWED = {
-    "core": {"core"},
-    "oci": {"core", "oci"},
-    "registry": {"core", "oci", "registry"},
-    "actions": {"core", "oci", "actions"},
-    "starlark": {"core", "starlark"},
+    "core": {"core", "errors"},
+    "oci": {"core", "oci", "errors"},
+    "registry": {"core", "oci", "registry", "errors"},
+    "actions": {"core", "oci", "actions", "errors"},
+    "starlark": {"core", "starlark", "errors", "labels"},
 }
 
 

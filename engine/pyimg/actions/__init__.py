@@ -13,7 +13,7 @@ Each is a pure function from input files to output files, run in-process by the 
 - Output bytes must depend only on params and input bytes: never on time, paths, `jobs` or hash
   seeds. `call.jobs` may be used for parallelism only.
 - Long loops call `call.check_cancelled()` now and then (raises on Ctrl-C).
-- A problem with the user's input raises `pyimg.core.errors.UserInputError` (or another
+- A problem with the user's input raises `pyimg.errors.UserInputError` (or another
   `PyimgError`) with a message naming the attribute or blob; the engine prefixes the action's
   target and origin.
 """

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyimg.actions import BuiltinCall
 from pyimg.core.digest import Digest
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 
 __all__ = [
     "input_path",

@@ -18,7 +18,7 @@ from pyimg.actions._common import (
     write_digest_file,
 )
 from pyimg.core.digest import canonical_json
-from pyimg.core.errors import IntegrityError, UserInputError
+from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.config import DEFAULT_CREATED, ConfigChanges, apply_config, config_diff_ids
 from pyimg.oci.layer import Layer

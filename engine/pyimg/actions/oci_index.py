@@ -11,7 +11,7 @@ from pyimg.actions._common import (
     str_dict,
     write_digest_file,
 )
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.config import config_platform
 from pyimg.oci.layout import REF_NAME, Layout, LayoutWriter, walk

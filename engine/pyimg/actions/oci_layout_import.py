@@ -13,7 +13,7 @@ from pyimg.actions._common import (
     write_digest_file,
 )
 from pyimg.core.digest import Digest, digest_file
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.layout import REF_NAME, LayoutWriter
 from pyimg.oci.model import (

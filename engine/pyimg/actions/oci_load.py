@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import input_path, only_input, params_dict
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.docker_archive import write_docker_archive
 from pyimg.oci.layout import Layout
 

@@ -18,7 +18,7 @@ from pyimg.actions._common import (
     parse_mode,
     parse_owner,
 )
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.compress import HashingWriter
 from pyimg.oci.tar import (
     TarEntry,

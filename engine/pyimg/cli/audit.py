@@ -18,8 +18,8 @@ from typing import Any
 
 from pyimg.cli.commands import add_common_flags, command
 from pyimg.core.digest import Digest
-from pyimg.core.errors import AuditDifferenceError, PyimgError, UsageError, UserInputError
 from pyimg.core.workspace import find_workspace
+from pyimg.errors import AuditDifferenceError, PyimgError, UsageError, UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.diff import Difference, content_span, diff_descriptors, diff_layer_files
 from pyimg.oci.layout import REF_NAME, Layout

@@ -12,12 +12,12 @@ from pyimg.cli.execution import format_files, materialize, new_context
 from pyimg.cli.progress import Progress
 from pyimg.cli.session import Session, cwd_package
 from pyimg.core.cas import remove_tree
-from pyimg.core.errors import UsageError, UserInputError
 from pyimg.core.executor import ActionExecutor, ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
+from pyimg.errors import UsageError, UserInputError
+from pyimg.labels import LabelError, parse_pattern
 from pyimg.starlark.analysis import AnalysisResult, Analyzer, TargetResult
-from pyimg.starlark.labels import LabelError, parse_pattern
 from pyimg.starlark.loading import Loader
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyimg.cli.session import Session
-from pyimg.core.errors import PyimgError, UsageError
 from pyimg.core.workspace import find_workspace
+from pyimg.errors import PyimgError, UsageError
 
 if TYPE_CHECKING:
     # Imported where used: every command module imports this one, and `pyimg query` served from

@@ -19,8 +19,8 @@ from pyimg.cli.session import Session
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.digest import Digest
-from pyimg.core.errors import PyimgError
 from pyimg.core.executor import ActionExecutor, BuildContext
+from pyimg.errors import PyimgError
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource

@@ -15,8 +15,8 @@ from typing import Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
 from pyimg.cli.session import cwd_package
-from pyimg.core.errors import UsageError
-from pyimg.starlark.labels import LabelError, parse_label
+from pyimg.errors import UsageError
+from pyimg.labels import LabelError, parse_label
 
 __all__ = ["cmd_explain", "diff_components", "explain"]
 

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.commands import _options, add_common_flags, command, open_session
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 
 if TYPE_CHECKING:
     from pyimg.cli.build import BuildOptions

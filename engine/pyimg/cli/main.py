@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pyimg import __version__
-from pyimg.core.errors import PyimgError, UsageError
+from pyimg.errors import PyimgError, UsageError
 
 __all__ = ["main"]
 

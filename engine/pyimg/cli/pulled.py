@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyimg.core.digest import Digest
-from pyimg.core.errors import PyimgError, UserInputError
 from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.errors import PyimgError, UserInputError
 
 if TYPE_CHECKING:
     from pyimg.cli.repositories import Repositories

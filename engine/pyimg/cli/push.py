@@ -19,7 +19,7 @@ from pyimg.cli.pulled import PulledBlobs, pulled_markers
 from pyimg.cli.repositories import RegistryOptions
 from pyimg.cli.session import Session
 from pyimg.core.digest import Digest
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 
 if TYPE_CHECKING:
     from pyimg.starlark.analysis import TargetResult

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
 from pyimg.cli.session import cwd_package
-from pyimg.core.errors import UsageError, UserInputError
-from pyimg.starlark.labels import LabelError, parse_pattern
+from pyimg.errors import UsageError, UserInputError
+from pyimg.labels import LabelError, parse_pattern
 from pyimg.starlark.query_graph import SOURCE_FILE
 
 if TYPE_CHECKING:

@@ -29,8 +29,8 @@ from pyimg.cli.pulled import MARKER_VERSION
 from pyimg.cli.session import Session
 from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import CHUNK, Digest, canonical_json
-from pyimg.core.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
 from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.starlark.module_file import (
     MODULE_FILE,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 
 __all__ = ["UnsafeArchiveError", "extract_archive"]
 

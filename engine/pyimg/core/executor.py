@@ -31,8 +31,8 @@ from pyimg.core.action import (
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
 from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.digest import Digest, canonical_json
-from pyimg.core.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
 from pyimg.core.file_digests import FileDigestCache
+from pyimg.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource

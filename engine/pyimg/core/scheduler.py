@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyimg.core.action import Action
-from pyimg.core.errors import InterruptedBuildError, PyimgError, UserInputError
 from pyimg.core.executor import ActionExecutor, ExecutionRecord
+from pyimg.errors import InterruptedBuildError, PyimgError, UserInputError
 
 __all__ = ["ActionGraph", "BuildOutcome", "Scheduler"]
 

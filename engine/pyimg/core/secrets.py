@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 
 __all__ = [
     "KEY_FILE",

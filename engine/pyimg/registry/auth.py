@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from pyimg.core.errors import RegistryError, UsageError
+from pyimg.errors import RegistryError, UsageError
 
 from .transport import (
     RETRYABLE_STATUSES,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import starlark as sl
 
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 
 __all__ = ["SourceFile", "StarlarkFailure", "globals_", "parse_stack", "prepare_source", "render_error"]
 

@@ -18,10 +18,10 @@ from typing import Any
 import starlark as sl
 
 from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
-from pyimg.core.errors import UserInputError
 from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.errors import UserInputError
+from pyimg.labels import Label, LabelError, parse_label
 from pyimg.starlark._eval import globals_, render_error
-from pyimg.starlark.labels import Label, LabelError, parse_label
 from pyimg.starlark.loading import PRELUDE, Loader, Target
 from pyimg.starlark.target_cache import TargetCache
 

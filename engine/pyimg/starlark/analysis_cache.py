@@ -18,9 +18,9 @@ from pyimg.core.action import action_from_json, action_to_json
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import canonical_json
 from pyimg.core.file_digests import FileDigestCache
+from pyimg.labels import Pattern
 from pyimg.starlark.analysis import AnalysisResult, TargetResult
 from pyimg.starlark.inputs import inputs_valid, loading_inputs
-from pyimg.starlark.labels import Pattern
 from pyimg.starlark.loading import Loader
 from pyimg.starlark.loading_cache import FORMAT
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyimg.core.file_digests import FileDigestCache
-    from pyimg.starlark.labels import Pattern
+    from pyimg.labels import Pattern
     from pyimg.starlark.loading import Loader
 
 __all__ = [

@@ -17,8 +17,9 @@ from typing import Any
 import starlark as sl
 
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import UserInputError
 from pyimg.core.workspace import find_workspace
+from pyimg.errors import UserInputError
+from pyimg.labels import Label, LabelError, Pattern, parse_label
 from pyimg.starlark._eval import (
     SourceFile,
     export_alias,
@@ -28,7 +29,6 @@ from pyimg.starlark._eval import (
     render_error,
 )
 from pyimg.starlark.inputs import find_build_file, find_packages, glob_package
-from pyimg.starlark.labels import Label, LabelError, Pattern, parse_label
 
 __all__ = [
     "Loader",

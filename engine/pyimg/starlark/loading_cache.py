@@ -10,8 +10,8 @@ from typing import Any
 from pyimg import __version__
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.file_digests import FileDigestCache
+from pyimg.labels import Label
 from pyimg.starlark.inputs import inputs_valid, loading_inputs
-from pyimg.starlark.labels import Label
 from pyimg.starlark.loading import Loader, Package, RuleClass, Target
 
 __all__ = ["CachedLoader", "LoadingCache"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 
 __all__ = [
     "Declaration",

@@ -15,9 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pyimg.core.errors import UsageError, UserInputError
 from pyimg.core.graphs import reachable
-from pyimg.starlark.labels import Label, LabelError, parse_label, parse_pattern
+from pyimg.errors import UsageError, UserInputError
+from pyimg.labels import Label, LabelError, parse_label, parse_pattern
 from pyimg.starlark.query_graph import LABEL_TYPES, TargetGraph, attr_labels, select_branches
 
 __all__ = [

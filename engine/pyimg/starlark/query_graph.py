@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyimg import __version__
 from pyimg.core.cas import atomic_write_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
+from pyimg.labels import Label, Pattern, parse_label
 from pyimg.starlark.inputs import find_packages, inputs_valid
-from pyimg.starlark.labels import Label, Pattern, parse_label
 
 if TYPE_CHECKING:
     # Not imported at run time: they start the Starlark interpreter, which a query served from

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pyimg.core.digest import Digest
-from pyimg.core.errors import IntegrityError, RegistryError
+from pyimg.errors import IntegrityError, RegistryError
 from pyimg.registry import CredentialStore, RegistryClient, RetryPolicy, parse_reference
 from regtestlib import FaultProxy, blob_files, make_image
 

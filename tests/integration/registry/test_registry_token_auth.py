@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from pyimg.core.errors import RegistryError
+from pyimg.errors import RegistryError
 from pyimg.registry import CredentialStore, RegistryClient
 from regtestlib import blob_files, make_image, start_registry
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import IntegrityError, RegistryError
+from pyimg.errors import IntegrityError, RegistryError
 from pyimg.oci.media_types import OCI_INDEX, OCI_MANIFEST
 from pyimg.registry import Credentials, RegistryClient, RetryPolicy, parse_reference
 from pyimg.registry.transport import ConnectionFailed, is_loopback, parse_retry_after, registry_url

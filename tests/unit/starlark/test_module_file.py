@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.starlark.module_file import HttpArchive, HttpFile, OciPull, parse_module
 
 SHA = "ab" * 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 from pyimg.starlark.query import BinOp, Call, Let, SetOf, Var, Word, parse_query
 
 PUBLIC = 'visibility = ["//visibility:public"]'

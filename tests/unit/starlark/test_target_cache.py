@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from pyimg.core.action import action_to_json
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
+from pyimg.labels import parse_pattern
 from pyimg.starlark.analysis import Analyzer
-from pyimg.starlark.labels import parse_pattern
 from pyimg.starlark.loading import Loader
 from pyimg.starlark.target_cache import TargetCache
 

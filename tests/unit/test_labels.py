@@ -1,5 +1,5 @@
 import pytest
-from pyimg.starlark.labels import Label, LabelError, parse_label, parse_pattern
+from pyimg.labels import Label, LabelError, parse_label, parse_pattern
 
 
 @pytest.mark.parametrize(
