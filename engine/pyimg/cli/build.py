@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pyimg.analysis.analyzer import AnalysisResult, Analyzer, TargetResult
 from pyimg.cli.execution import format_files, materialize, new_context
 from pyimg.cli.progress import Progress
 from pyimg.cli.session import Session, cwd_package
@@ -17,8 +18,7 @@ from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
 from pyimg.errors import UsageError, UserInputError
 from pyimg.labels import LabelError, parse_pattern
-from pyimg.starlark.analysis import AnalysisResult, Analyzer, TargetResult
-from pyimg.starlark.loading import Loader
+from pyimg.loading.loader import Loader
 
 if TYPE_CHECKING:
     from pyimg.cli.repositories import Repositories
@@ -90,7 +90,7 @@ def analyze(
         raise UsageError(str(e)) from None
     cache = None
     if digests is not None:
-        from pyimg.starlark.analysis_cache import AnalysisCache
+        from pyimg.analysis.cache import AnalysisCache
 
         cache = AnalysisCache(session.output_base / "analysis", session.workspace, digests)
         hit = cache.get(parsed, PLATFORM, loader)
@@ -100,7 +100,7 @@ def analyze(
     reuse = None
     if cache is not None:
         # A BUILD file changed: targets whose inputs did not are not analysed again.
-        from pyimg.starlark.target_cache import TargetCache
+        from pyimg.analysis.target_cache import TargetCache
 
         reuse = TargetCache(session.output_base / "analysis" / "targets.json", PLATFORM,
                             loader.read_files)

@@ -41,8 +41,8 @@ from pyimg.core.scheduler import ActionGraph, Scheduler
 if TYPE_CHECKING:
     import argparse
 
+    from pyimg.analysis.analyzer import TargetResult
     from pyimg.cli.build import BuildReport
-    from pyimg.starlark.analysis import TargetResult
 
 __all__ = ["rebuild", "record_lines", "render_report", "report_lines"]
 

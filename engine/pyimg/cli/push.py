@@ -22,7 +22,7 @@ from pyimg.core.digest import Digest
 from pyimg.errors import UsageError
 
 if TYPE_CHECKING:
-    from pyimg.starlark.analysis import TargetResult
+    from pyimg.analysis.analyzer import TargetResult
 
 __all__ = ["mount_source", "push_layout_dir", "run_push_target", "target_layout"]
 

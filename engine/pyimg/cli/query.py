@@ -12,12 +12,12 @@ from pyimg.cli.commands import add_common_flags, command, open_session
 from pyimg.cli.session import cwd_package
 from pyimg.errors import UsageError, UserInputError
 from pyimg.labels import LabelError, parse_pattern
-from pyimg.starlark.query_graph import SOURCE_FILE
+from pyimg.query.graph import SOURCE_FILE
 
 if TYPE_CHECKING:
     from pyimg.core.action import Action
-    from pyimg.starlark.loading_cache import CachedLoader
-    from pyimg.starlark.query import QueryEngine
+    from pyimg.loading.cache import CachedLoader
+    from pyimg.query.language import QueryEngine
 
 __all__ = ["action_rows", "cmd_aquery", "cmd_query", "render_query"]
 
@@ -67,8 +67,8 @@ class _LazyRepositories:
 
 def _engine(session: Any, text: str, repos: Any) -> QueryEngine:
     from pyimg.core.file_digests import FileDigestCache
-    from pyimg.starlark.query import QueryEngine
-    from pyimg.starlark.query_graph import TargetGraph
+    from pyimg.query.graph import TargetGraph
+    from pyimg.query.language import QueryEngine
 
     ws = session.workspace
     state = session.output_base / "loading"
@@ -78,7 +78,7 @@ def _engine(session: Any, text: str, repos: Any) -> QueryEngine:
 
     def loader() -> CachedLoader:
         # Made only when graph.json cannot answer: importing it starts the Starlark interpreter.
-        from pyimg.starlark.loading_cache import CachedLoader, LoadingCache
+        from pyimg.loading.cache import CachedLoader, LoadingCache
 
         cache = LoadingCache(
             state / "packages.json",
@@ -98,7 +98,7 @@ def _engine(session: Any, text: str, repos: Any) -> QueryEngine:
 )
 def cmd_query(args: argparse.Namespace) -> int:
     session = open_session(args)
-    from pyimg.starlark.query import parse_query
+    from pyimg.query.language import parse_query
 
     expr = parse_query(args.expression, session.cache_root / "parsers")  # first: a typo fails fast
     repos = _LazyRepositories(session)
@@ -230,7 +230,7 @@ def action_rows(session: Any, text: str) -> list[dict[str, Any]]:
     `key` is null and `key_note` says which input is missing.
     """
     from pyimg.cli.build import analyze, repositories
-    from pyimg.starlark.query import Word, parse_query
+    from pyimg.query.language import Word, parse_query
 
     expr = parse_query(text, session.cache_root / "parsers")
     repos = repositories(session)

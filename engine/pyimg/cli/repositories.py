@@ -31,8 +31,7 @@ from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import CHUNK, Digest, canonical_json
 from pyimg.core.workspace import EXTERNAL_DIR
 from pyimg.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
-from pyimg.oci import media_types as mt
-from pyimg.starlark.module_file import (
+from pyimg.loading.module_file import (
     MODULE_FILE,
     Declaration,
     HttpArchive,
@@ -41,6 +40,7 @@ from pyimg.starlark.module_file import (
     OciPull,
     evaluate_module,
 )
+from pyimg.oci import media_types as mt
 
 __all__ = [
     "DEFAULT_PLATFORM",

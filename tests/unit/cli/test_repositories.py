@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from pyimg.cli.repositories import lock_covers, read_lock, write_lock
-from pyimg.starlark.module_file import OciPull
+from pyimg.loading.module_file import OciPull
 from workspace_helpers import Workspace
 
 

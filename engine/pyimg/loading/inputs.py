@@ -8,16 +8,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyimg.core.file_digests import FileDigestCache
     from pyimg.labels import Pattern
-    from pyimg.starlark.loading import Loader
 
 __all__ = [
     "BUILD_FILE_NAMES",
+    "LoadingRecord",
     "find_build_file",
     "find_packages",
     "glob_package",
@@ -79,9 +80,21 @@ def _digest_or_absent(digests: FileDigestCache, path: str | Path) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class LoadingRecord:
+    """What one loading read, as a value (the loader makes it with `Loader.loading_record`), so
+    that checking a persisted cache needs neither the loader nor the Starlark interpreter."""
+
+    files: tuple[tuple[str, str, str], ...]  # (display name, path on disk, sha256), by name
+    globs: tuple[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...]
+    packages: tuple[tuple[str, tuple[str, ...]], ...]  # recursive pattern -> packages it matched
+    # Workspace packages only: an external repository's BUILD file is generated, and its digest
+    # (in `files`) already covers it.
+    build_files: tuple[tuple[str, str], ...]  # package -> its BUILD file, by package
+
+
 def loading_inputs(
-    loader: Loader,
-    patterns: Sequence[Pattern],
+    record: LoadingRecord,
     digests: FileDigestCache,
     extra_files: Sequence[Path] = (),
 ) -> dict[str, Any]:
@@ -90,25 +103,14 @@ def loading_inputs(
     `extra_files` (MODULE.pyimg, pyimg.lock) are recorded absent or not: they decide what the
     external repositories hold.
     """
-    files = {
-        name: [str(loader.read_paths[name]), digest]
-        for name, digest in sorted(loader.read_files.items())
-    }
+    files = {name: [path, digest] for name, path, digest in record.files}
     for path in extra_files:
         files[str(path)] = [str(path), _digest_or_absent(digests, path)]
     return {
         "files": files,
-        "globs": [[g[0], list(g[1]), list(g[2]), list(g[3])] for g in loader.globs],
-        "packages": {
-            str(p): list(loader.iter_packages(p.package)) for p in patterns if p.recursive
-        },
-        # Workspace packages only: an external repository's BUILD file is generated, and its
-        # digest (in "files") already covers it.
-        "build_files": {
-            name: str(pkg.build_file)
-            for name, pkg in sorted(loader.packages.items())
-            if not pkg.repo
-        },
+        "globs": [[g[0], list(g[1]), list(g[2]), list(g[3])] for g in record.globs],
+        "packages": {pattern: list(packages) for pattern, packages in record.packages},
+        "build_files": dict(record.build_files),
     }
 
 

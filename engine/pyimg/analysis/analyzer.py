@@ -17,13 +17,13 @@ from typing import Any
 
 import starlark as sl
 
+from pyimg.analysis.target_cache import TargetCache
 from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
 from pyimg.core.workspace import EXTERNAL_DIR
 from pyimg.errors import UserInputError
 from pyimg.labels import Label, LabelError, parse_label
-from pyimg.starlark._eval import globals_, render_error
-from pyimg.starlark.loading import PRELUDE, Loader, Target
-from pyimg.starlark.target_cache import TargetCache
+from pyimg.loading._eval import globals_, render_error
+from pyimg.loading.loader import PRELUDE, Loader, Target
 
 __all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "EXTERNAL_DIR", "OUT_DIR", "TargetResult"]
 

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from pyimg import __version__
+from pyimg.analysis.analyzer import AnalysisResult, TargetResult
 from pyimg.core.action import action_from_json, action_to_json
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import canonical_json
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.labels import Pattern
-from pyimg.starlark.analysis import AnalysisResult, TargetResult
-from pyimg.starlark.inputs import inputs_valid, loading_inputs
-from pyimg.starlark.loading import Loader
-from pyimg.starlark.loading_cache import FORMAT
+from pyimg.loading.cache import FORMAT
+from pyimg.loading.inputs import inputs_valid, loading_inputs
+from pyimg.loading.loader import Loader
 
 __all__ = ["AnalysisCache"]
 
@@ -64,7 +64,7 @@ class AnalysisCache:
         """Save `result`; `extra_files` also invalidate it (MODULE.pyimg, pyimg.lock), absent or not."""
         top = set(result.top_level)
         data = {
-            "inputs": loading_inputs(loader, patterns, self.digests, extra_files),
+            "inputs": loading_inputs(loader.loading_record(patterns), self.digests, extra_files),
             # A build needs the providers of the top-level targets only (what to materialize
             # and print); every other target contributes just its actions.
             "targets": {

@@ -21,14 +21,14 @@ from pyimg import __version__
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.errors import UserInputError
 from pyimg.labels import Label, Pattern, parse_label
-from pyimg.starlark.inputs import find_packages, inputs_valid
+from pyimg.loading.inputs import find_packages, inputs_valid
 
 if TYPE_CHECKING:
     # Not imported at run time: they start the Starlark interpreter, which a query served from
     # graph.json never needs.
     from pyimg.core.file_digests import FileDigestCache
-    from pyimg.starlark.loading import Target
-    from pyimg.starlark.loading_cache import CachedLoader
+    from pyimg.loading.cache import CachedLoader
+    from pyimg.loading.loader import Target
 
 __all__ = ["LABEL_TYPES", "SOURCE_FILE", "TargetGraph", "attr_labels", "select_branches"]
 

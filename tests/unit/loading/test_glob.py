@@ -1,4 +1,4 @@
-from pyimg.starlark.inputs import glob_package
+from pyimg.loading.inputs import glob_package
 
 
 def _ws(tmp_path, files):

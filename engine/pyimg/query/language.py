@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from pyimg.core.graphs import reachable
 from pyimg.errors import UsageError, UserInputError
 from pyimg.labels import Label, LabelError, parse_label, parse_pattern
-from pyimg.starlark.query_graph import LABEL_TYPES, TargetGraph, attr_labels, select_branches
+from pyimg.query.graph import LABEL_TYPES, TargetGraph, attr_labels, select_branches
 
 __all__ = [
     "FUNCTIONS",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from pyimg.errors import UsageError
-from pyimg.starlark.query import BinOp, Call, Let, SetOf, Var, Word, parse_query
+from pyimg.query.language import BinOp, Call, Let, SetOf, Var, Word, parse_query
 
 PUBLIC = 'visibility = ["//visibility:public"]'
 
@@ -344,7 +344,7 @@ def test_parse_tree_shapes():
 
 
 def test_syntax_trees_are_kept_between_processes(tmp_path, monkeypatch):
-    import pyimg.starlark.query as query
+    import pyimg.query.language as query
 
     text = 'let v = deps(//app:image, 2) in $v - set(//a:b "//c:d") ^ kind("genrule", //...)'
     first = parse_query(text, tmp_path)

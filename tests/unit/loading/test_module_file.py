@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from pyimg.errors import UserInputError
-from pyimg.starlark.module_file import HttpArchive, HttpFile, OciPull, parse_module
+from pyimg.loading.module_file import HttpArchive, HttpFile, OciPull, parse_module
 
 SHA = "ab" * 32
 

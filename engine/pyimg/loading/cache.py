@@ -11,8 +11,8 @@ from pyimg import __version__
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.labels import Label
-from pyimg.starlark.inputs import inputs_valid, loading_inputs
-from pyimg.starlark.loading import Loader, Package, RuleClass, Target
+from pyimg.loading.inputs import inputs_valid, loading_inputs
+from pyimg.loading.loader import Loader, Package, RuleClass, Target
 
 __all__ = ["CachedLoader", "LoadingCache"]
 
@@ -160,7 +160,9 @@ class CachedLoader(Loader):
         return self._entry
 
     def _write(self, fresh: dict[str, Package]) -> dict[str, Any]:
-        new = loading_inputs(self, (), self._cache.digests, self._cache.extra_files)
+        new = loading_inputs(
+            self.loading_record(), self._cache.digests, self._cache.extra_files
+        )
         packages, rules = {}, {}
         if self._entry is not None:
             merged = _merge_inputs(self._entry["inputs"], new)

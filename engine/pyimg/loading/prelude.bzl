@@ -8,7 +8,7 @@ Values cross to Python only as JSON-like data, so rules and providers work like 
   the target's dependencies carry, and calls `analyze(rule, providers)`. The rule closure then
   builds `ctx` from JSON that Python hands out, calls the implementation and returns its providers.
   Dependencies are dicts keyed by provider closures, so `dep[MyInfo]` works as in Bazel.
-The `_pyimg_*` functions are Python callables added by pyimg.starlark.loading. Large values cross
+The `_pyimg_*` functions are Python callables added by pyimg.loading.loader. Large values cross
 as one JSON string (json.encode/json.decode run natively): starlark-pyo3 converts other values
 one by one, which costs seconds for a pkg_tar of ten thousand files.
 """

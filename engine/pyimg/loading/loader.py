@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from pyimg.core.digest import digest_bytes
 from pyimg.core.workspace import find_workspace
 from pyimg.errors import UserInputError
 from pyimg.labels import Label, LabelError, Pattern, parse_label
-from pyimg.starlark._eval import (
+from pyimg.loading._eval import (
     SourceFile,
     export_alias,
     globals_,
@@ -28,7 +28,7 @@ from pyimg.starlark._eval import (
     prepare_source,
     render_error,
 )
-from pyimg.starlark.inputs import find_build_file, find_packages, glob_package
+from pyimg.loading.inputs import LoadingRecord, find_build_file, find_packages, glob_package
 
 __all__ = [
     "Loader",
@@ -319,6 +319,24 @@ class Loader:
         finally:
             self._package = None
         return pkg
+
+    def loading_record(self, patterns: Sequence[Pattern] = ()) -> LoadingRecord:
+        """What loading read so far, for a cache to persist (`inputs.loading_inputs`)."""
+        return LoadingRecord(
+            files=tuple(
+                (name, str(self.read_paths[name]), digest)
+                for name, digest in sorted(self.read_files.items())
+            ),
+            globs=tuple(self.globs),
+            packages=tuple(
+                (str(p), tuple(self.iter_packages(p.package))) for p in patterns if p.recursive
+            ),
+            build_files=tuple(
+                (name, str(pkg.build_file))
+                for name, pkg in sorted(self.packages.items())
+                if not pkg.repo
+            ),
+        )
 
     def iter_packages(self, under: str = "") -> Iterator[str]:
         """Packages at or below `under`, sorted; never descends into pyimg-out or dot dirs."""

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyimg.analysis.analyzer import Analyzer
+from pyimg.analysis.target_cache import TargetCache
 from pyimg.core.action import action_to_json
 from pyimg.errors import UserInputError
 from pyimg.labels import parse_pattern
-from pyimg.starlark.analysis import Analyzer
-from pyimg.starlark.loading import Loader
-from pyimg.starlark.target_cache import TargetCache
+from pyimg.loading.loader import Loader
 
 PLATFORM = {"os": "linux", "architecture": "amd64"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pyimg.starlark.inputs import find_build_file, find_packages
+from pyimg.loading.inputs import find_build_file, find_packages
 
 
 def _touch(root, *files):
