@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Any
 from pyimg.analysis.analyzer import AnalysisResult, Analyzer, TargetResult
 from pyimg.cli.execution import format_files, materialize, new_context
 from pyimg.cli.progress import Progress
-from pyimg.cli.session import Session, cwd_package
 from pyimg.core.cas import remove_tree
 from pyimg.core.executor import ActionExecutor, ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
+from pyimg.core.session import Session, cwd_package
 from pyimg.errors import UsageError, UserInputError
 from pyimg.labels import LabelError, parse_pattern
 from pyimg.loading.loader import Loader
 
 if TYPE_CHECKING:
-    from pyimg.cli.repositories import Repositories
+    from pyimg.external.repositories import Repositories
 
 __all__ = ["BuildOptions", "BuildReport", "analyze", "build"]
 
@@ -66,7 +66,7 @@ PLATFORM = {"os": "linux", "architecture": "amd64"}
 
 def repositories(session: Session, options: BuildOptions | None = None) -> Repositories:
     """The workspace's external repositories (MODULE.pyimg), fetched on first use."""
-    from pyimg.cli.repositories import RegistryOptions, Repositories
+    from pyimg.external.repositories import RegistryOptions, Repositories
 
     o = options or BuildOptions([])
     return Repositories(
@@ -136,7 +136,7 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     _release_memory()
 
     cas, cache = session.stores(digests)
-    from pyimg.cli.pulled import PulledBlobs
+    from pyimg.external.pulled import PulledBlobs
 
     lazy = PulledBlobs(session.output_base, lambda: repos, cas)
     ctx = new_context(session, jobs, options.sandbox_strict, repos.source_path, out=out,

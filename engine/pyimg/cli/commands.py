@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimg.cli.session import Session
+from pyimg.core.session import Session
 from pyimg.core.workspace import find_workspace
 from pyimg.errors import PyimgError, UsageError
 

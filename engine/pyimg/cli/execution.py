@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pyimg.cli.session import Session
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import ContentStore, remove_tree
 from pyimg.core.digest import Digest
 from pyimg.core.executor import ActionExecutor, BuildContext
+from pyimg.core.session import Session
 from pyimg.errors import PyimgError
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
-from pyimg.cli.session import cwd_package
+from pyimg.core.session import cwd_package
 from pyimg.errors import UsageError
 from pyimg.labels import LabelError, parse_label
 

@@ -11,20 +11,20 @@ from pyimg.errors import UsageError
 
 if TYPE_CHECKING:
     from pyimg.cli.build import BuildOptions
-    from pyimg.cli.repositories import RegistryOptions, Repositories
+    from pyimg.external.repositories import RegistryOptions, Repositories
 
 __all__ = ["cmd_fetch", "cmd_lock", "cmd_push"]
 
 
 def _repositories(session: Any, args: argparse.Namespace) -> Repositories:
     # Imported here: registration of the command must not cost the import (start-up time).
-    from pyimg.cli.repositories import Repositories
+    from pyimg.external.repositories import Repositories
 
     return Repositories(session, offline=args.offline, registry=_registry(args))
 
 
 def _registry(args: argparse.Namespace) -> RegistryOptions:
-    from pyimg.cli.repositories import RegistryOptions
+    from pyimg.external.repositories import RegistryOptions
 
     return RegistryOptions(args.registry_config, tuple(args.insecure_registry))
 
@@ -48,27 +48,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
     with session.locked("lock"):
         repos = _repositories(session, args)
         try:
-            for name in args.update:
-                repos.declaration(name)  # an unknown name is an error, with "did you mean"
-            from pyimg.cli.repositories import lock_covers, read_lock, write_lock
+            from pyimg.external.resolve import update_lock
 
-            old = read_lock(session.workspace)
-            new = {}
-            changed = []
-            for decl in repos.module.declarations:
-                entry = old.get(decl.name)
-                if decl.name in args.update or not lock_covers(decl, entry):
-                    entry = repos.lock_entry(decl)
-                    if entry is not None and entry != old.get(decl.name):
-                        changed.append(decl.name)
-                if entry is not None:
-                    new[decl.name] = entry
-                    pinned = entry.get("digest") or entry.get("sha256")
-                    print(f"@{decl.name} {pinned}")
-            dropped = sorted(set(old) - set(new))
-            write_lock(session.workspace, new)
+            result = update_lock(repos, session.workspace, args.update,
+                                 lambda name, pinned: print(f"@{name} {pinned}"))
         finally:
             repos.close()
+    changed, dropped, new = result.changed, result.dropped, result.entries
     what = ", ".join(f"@{n}" for n in changed + dropped) or "nothing"
     print(f"pyimg.lock: {len(new)} entries; changed: {what}", file=sys.stderr)
     return 0
@@ -86,10 +72,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     with session.locked("fetch"):
         repos = _repositories(session, args)
         try:
-            repos.check_pinned()
-            for decl in repos.module.declarations:
-                repos.resolve(decl.name)
-                repos.fetch(decl)  # with the base layers a build would fetch lazily
+            from pyimg.external.resolve import fetch_all
+
+            fetch_all(repos)
         finally:
             repos.close()
     n = len(repos.module.declarations)

@@ -27,8 +27,6 @@ from pyimg.cli.build_record import entries, record_base, save_build_record, upda
 from pyimg.cli.execution import materialize, new_context
 from pyimg.cli.noop import Check, command_key, file_stat, output_stats, pyimg_code, record_path
 from pyimg.cli.progress import Progress, summary
-from pyimg.cli.pulled import PulledBlobs
-from pyimg.cli.session import Session
 from pyimg.core.action import action_from_json, action_to_json, key_components
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import atomic_write_bytes, remove_tree
@@ -37,6 +35,8 @@ from pyimg.core.executor import ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.incremental import IncrementalExecutor, RecordedAction, downstream
 from pyimg.core.scheduler import ActionGraph, Scheduler
+from pyimg.core.session import Session
+from pyimg.external.pulled import PulledBlobs
 
 if TYPE_CHECKING:
     import argparse
@@ -333,7 +333,7 @@ def _run(plan: _Plan, start: float) -> int | None:
 def _repositories(session: Session, options: dict[str, Any]) -> Any:
     """The workspace's external repositories, with the recorded build's flags: opened only when
     a pulled base's layer must be downloaded (that evaluates MODULE.pyimg)."""
-    from pyimg.cli.repositories import RegistryOptions, Repositories
+    from pyimg.external.repositories import RegistryOptions, Repositories
 
     registry = RegistryOptions(options["registry_config"], tuple(options["insecure_registry"]))
     return Repositories(session, offline=options["offline"], registry=registry)

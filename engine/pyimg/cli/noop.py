@@ -161,7 +161,7 @@ class Check:
     @contextmanager
     def held(self, command: str) -> Iterator[None]:
         """Run `command` under the lock taken by the check, then release it."""
-        from pyimg.cli.session import holding
+        from pyimg.core.session import holding
 
         assert self.lock is not None
         try:
@@ -216,7 +216,7 @@ def locate(argv: list[str], workspace: Path) -> tuple[Path, Path]:
                 return a.split("=", 1)[1]
         return None
 
-    from pyimg.cli.session import default_cache_root
+    from pyimg.core.session import default_cache_root
 
     disk_cache = flag("--disk-cache")
     cache_root = Path(disk_cache).resolve() if disk_cache else default_cache_root()

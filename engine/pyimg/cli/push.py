@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pyimg.cli.pulled import PulledBlobs, pulled_markers
-from pyimg.cli.repositories import RegistryOptions
-from pyimg.cli.session import Session
 from pyimg.core.digest import Digest
+from pyimg.core.session import Session
 from pyimg.errors import UsageError
+from pyimg.external.pulled import PulledBlobs, pulled_markers
+from pyimg.external.repositories import RegistryOptions
 
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
@@ -111,7 +111,7 @@ class _LazyFetch:
     def __init__(self, session: Session, registry: RegistryOptions,
                  lazy_blobs: PulledBlobs | None) -> None:
         def repositories() -> Any:
-            from pyimg.cli.repositories import Repositories
+            from pyimg.external.repositories import Repositories
 
             return Repositories(session, registry=registry)
 

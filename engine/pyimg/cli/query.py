@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
-from pyimg.cli.session import cwd_package
+from pyimg.core.session import cwd_package
 from pyimg.errors import UsageError, UserInputError
 from pyimg.labels import LabelError, parse_pattern
 from pyimg.query.graph import SOURCE_FILE

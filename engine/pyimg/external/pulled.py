@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from pyimg.core.digest import Digest
 from pyimg.core.workspace import EXTERNAL_DIR
-from pyimg.errors import PyimgError, UserInputError
 
 if TYPE_CHECKING:
-    from pyimg.cli.repositories import Repositories
+    from pyimg.core.builtin import LayerFetcher
     from pyimg.core.cas import ContentStore
 
 __all__ = ["MARKER_VERSION", "PulledBlobs", "pulled_markers"]
 
-# Of `<output base>/external/<name>.marker` (written by cli/repositories.py): bumped when the
+# Of `<output base>/external/<name>.marker` (written by external/repositories.py): bumped when the
 # layout of a materialized repository changes, so that older ones are redone.
 MARKER_VERSION = 2
 
@@ -44,17 +43,17 @@ def pulled_markers(output_base: Path) -> list[dict[str, Any]]:
 
 class PulledBlobs:
     """A `BlobSource` (core/builtin.py) for builtins and for materializing outputs: the layers of
-    the output base's oci_pull repositories. `repositories()` gives the workspace's Repositories,
-    asked for only when a layer must be fetched. `store`, the build's content store, answers
+    the output base's oci_pull repositories. `repositories()` gives the `LayerFetcher` (the
+    workspace's external repositories), asked for only when a layer must be fetched. `store`, the build's content store, answers
     first: its verification is remembered across builds, so a stored layer is not hashed again.
     Thread-safe."""
 
-    def __init__(self, output_base: Path, repositories: Callable[[], Repositories],
+    def __init__(self, output_base: Path, repositories: Callable[[], LayerFetcher],
                  store: ContentStore | None = None) -> None:
         self.output_base = output_base
         self._repositories = repositories
         self.store = store
-        self.repos: Repositories | None = None
+        self.repos: LayerFetcher | None = None
         self._layers: dict[Digest, tuple[str, int]] | None = None  # digest -> (repo name, size)
         self._lock = threading.Lock()
         self._fetching: dict[Digest, threading.Lock] = {}
@@ -81,20 +80,7 @@ class PulledBlobs:
             repos = self.repos
             one = self._fetching.setdefault(digest, threading.Lock())
         with one:  # two actions needing the same layer download it once
-            decl = repos.module.get(name)
-            if decl is None or decl.kind != "oci_pull":
-                raise UserInputError(
-                    f"layer {digest} came from @{name}, which MODULE.pyimg no longer declares "
-                    "as an oci_pull"
-                )
-            try:
-                repos.blob(decl, str(digest), size)  # type: ignore[arg-type]
-            except PyimgError as e:
-                if e.origin is not None:
-                    raise
-                # Name the declaration: the error surfaces far from MODULE.pyimg (a push).
-                raise type(e)(f"@{name}: {e.message}", origin=decl.origin) from None
-        return repos.cas.path(digest)
+            return repos.fetch_layer(name, digest, size)
 
     def close(self) -> None:
         if self.repos is not None:

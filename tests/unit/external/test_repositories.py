@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pyimg.cli.repositories import lock_covers, read_lock, write_lock
+from pyimg.external.repositories import lock_covers, read_lock, write_lock
 from pyimg.loading.module_file import OciPull
 from workspace_helpers import Workspace
 

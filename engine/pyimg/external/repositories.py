@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from pyimg.cli.pulled import MARKER_VERSION
-from pyimg.cli.session import Session
 from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import CHUNK, Digest, canonical_json
+from pyimg.core.session import Session
 from pyimg.core.workspace import EXTERNAL_DIR
 from pyimg.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
+from pyimg.external.pulled import MARKER_VERSION
 from pyimg.loading.module_file import (
     MODULE_FILE,
     Declaration,
@@ -311,6 +311,23 @@ class Repositories:
             shutil.rmtree(tmp.parent, ignore_errors=True)
         return digest
 
+    def fetch_layer(self, repository: str, digest: Digest, size: int) -> Path:
+        """A lazy layer of the pulled image `repository` (a `LayerFetcher`, core/builtin.py)."""
+        decl = self.module.get(repository)
+        if decl is None or decl.kind != "oci_pull":
+            raise UserInputError(
+                f"layer {digest} came from @{repository}, which MODULE.pyimg no longer declares "
+                "as an oci_pull"
+            )
+        try:
+            self.blob(decl, str(digest), size)  # type: ignore[arg-type]
+        except PyimgError as e:
+            if e.origin is not None:
+                raise
+            # Name the declaration: the error surfaces far from MODULE.pyimg (a push).
+            raise type(e)(f"@{repository}: {e.message}", origin=decl.origin) from None
+        return self.cas.path(digest)
+
     def _online(self, decl: Declaration, what: str) -> None:
         if self.offline:
             raise MissingInputError(
@@ -502,7 +519,7 @@ class Repositories:
     ) -> dict[str, Any]:
         tmp = self._fresh(dest)
         tmp.rmdir()
-        from pyimg.core.archive import extract_archive  # only when an archive is unpacked
+        from pyimg.external.archive import extract_archive  # only when an archive is unpacked
 
         extract_archive(self.cas.path(digest), tmp, decl.urls[0], decl.strip_prefix)
         if decl.build_file_content is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from pyimg.core.archive import UnsafeArchiveError, extract_archive
+from pyimg.external.archive import UnsafeArchiveError, extract_archive
 
 
 def make_tar(path: Path, members: list[tuple[str, str, bytes | str]], mode: str = "w:gz") -> Path:
