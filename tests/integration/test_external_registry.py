@@ -331,7 +331,7 @@ def test_image_on_a_docker_typed_base_runs_in_podman(registry, tmp_path: Path) -
 def test_incremental_rebuild_on_a_lazy_base(registry, tmp_path: Path, monkeypatch) -> None:
     """A source edit re-keys the image through the incremental path: the base stays a lazy
     input, and writing the layout fetches its layer again when the store has lost it."""
-    import pyimg.cli.incremental as incremental
+    import pyimg.build.incremental as incremental
 
     ws, base_layer = _lazy_consumer(registry, tmp_path, "team/lazyincr")
     r = ws.run("build", "//svc:image")

@@ -12,6 +12,7 @@ ALLOWED = {
     "loading": {"core", "loading", "errors", "labels"},
     "analysis": {"core", "loading", "analysis", "errors", "labels"},
     "query": {"core", "loading", "query", "errors", "labels"},
+    "build": {"core", "oci", "registry", "actions", "loading", "analysis", "query", "external", "build", "errors", "labels"},
     "external": {"core", "loading", "registry", "oci", "external", "errors", "labels"},
 }
 

@@ -297,7 +297,7 @@ class Provenance:
     record (key components per action) and its action cache (output digests)."""
 
     def __init__(self, output_base: Path, cache_root: Path) -> None:
-        from pyimg.cli.build_record import load_build_records
+        from pyimg.build.build_record import load_build_records
         from pyimg.core.action_cache import ActionCache
         from pyimg.core.cas import ContentStore
 

@@ -10,7 +10,7 @@ from pyimg.cli.commands import _options, add_common_flags, command, open_session
 from pyimg.errors import UsageError
 
 if TYPE_CHECKING:
-    from pyimg.cli.build import BuildOptions
+    from pyimg.build.build import BuildOptions
     from pyimg.external.repositories import RegistryOptions, Repositories
 
 __all__ = ["cmd_fetch", "cmd_lock", "cmd_push"]
@@ -98,8 +98,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from pyimg.cli.noop import fast_summary, valid_record, write_record
-    from pyimg.cli.push import push_layout_dir, target_layout
+    from pyimg.build.noop import fast_summary, valid_record, write_record
+    from pyimg.build.push import push_layout_dir, target_layout
 
     session = open_session(args)
     start = time.monotonic()
@@ -109,8 +109,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         layout = Path(record["extra"]["layout"])
         print(fast_summary(record, time.monotonic() - start), file=sys.stderr)
     else:
-        from pyimg.cli.build import build
-        from pyimg.cli.progress import summary
+        from pyimg.build.build import build
+        from pyimg.build.progress import summary
 
         options: BuildOptions = _options(args, [args.label], session, fetch_lazy=False)
         with session.locked("push"):

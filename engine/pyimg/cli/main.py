@@ -80,7 +80,7 @@ def _main(argv: list[str]) -> int:
             # Before the engine is imported: with nothing changed, this is the whole command.
             import time
 
-            from pyimg.cli.noop import check_record, replay
+            from pyimg.build.noop import check_record, replay
 
             start = time.monotonic()
             check = check_record(argv, workspace)
@@ -88,7 +88,7 @@ def _main(argv: list[str]) -> int:
                 replay(check.record, start)
                 return 0
             if check is not None:  # files changed: if only sources, build what reads them
-                from pyimg.cli.incremental import rebuild
+                from pyimg.build.incremental import rebuild
 
                 try:
                     code = rebuild(check, workspace)

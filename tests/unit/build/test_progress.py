@@ -6,8 +6,8 @@ import io
 import re
 import time
 
-from pyimg.cli import progress as progress_module
-from pyimg.cli.progress import Progress
+from pyimg.build import progress as progress_module
+from pyimg.build.progress import Progress
 from pyimg.core.action import KIND_BUILTIN, Action
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.digest import digest_bytes

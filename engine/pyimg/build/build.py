@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pyimg.analysis.analyzer import AnalysisResult, Analyzer, TargetResult
-from pyimg.cli.execution import format_files, materialize, new_context
-from pyimg.cli.progress import Progress
+from pyimg.build.execution import format_files, materialize, new_context
+from pyimg.build.progress import Progress
 from pyimg.core.cas import remove_tree
 from pyimg.core.executor import ActionExecutor, ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
@@ -52,7 +52,7 @@ class BuildReport:
     inputs: list[str] = field(default_factory=list)  # every file the build read (for noop.py)
     outputs: list[str] = field(default_factory=list)  # what it placed under pyimg-out/
     lazy_blobs: Any = None  # the pulled bases' layers (PulledBlobs), for a push to fetch
-    # For the incremental build's record (cli/incremental.py):
+    # For the incremental build's record (build/incremental.py):
     goals: list[str] = field(default_factory=list)  # the exec paths of `outputs`
     sources: dict[str, str] = field(default_factory=dict)  # source exec path -> host path
     fixed: set[str] = field(default_factory=set)  # read by loading, host tools, format_files()
@@ -230,6 +230,6 @@ def _release_memory() -> None:
 
 def _save_last_build(session: Session, records: list[ExecutionRecord]) -> None:
     """A compact record of every action's key components, for `pyimg explain`."""
-    from pyimg.cli.build_record import entries, save_build_record
+    from pyimg.build.build_record import entries, save_build_record
 
     save_build_record(session.output_base, entries(records))

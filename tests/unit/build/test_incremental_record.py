@@ -7,7 +7,7 @@ import json
 import random
 
 import pytest
-from pyimg.cli.incremental import ActionLines, render_report
+from pyimg.build.incremental import ActionLines, render_report
 
 
 def _data(n: int) -> list[dict]:

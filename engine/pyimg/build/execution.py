@@ -1,7 +1,7 @@
 """What the full and the incremental build share to run actions and place their outputs: the
 output-format version, the build context, and materialization under pyimg-out/.
 
-Light on imports on purpose: the incremental build (`cli/incremental.py`) runs without loading
+Light on imports on purpose: the incremental build (`build/incremental.py`) runs without loading
 Starlark, analysis or the built-in actions until one is needed.
 """
 

@@ -7,7 +7,7 @@ of every workspace directory (a file added or removed anywhere changes its direc
 covers glob() and package discovery), and the stat of every output it placed under pyimg-out/.
 `check_record` compares them for the same command line in the same directory: with all unchanged,
 `replay` prints the build's report; when only files changed (every directory and output as left,
-every file still there), the check goes to the incremental build (`cli/incremental.py`), which
+every file still there), the check goes to the incremental build (`build/incremental.py`), which
 decides whether those are sources it can re-key from. Anything else, and any `--secret`, takes the
 normal path.
 
@@ -269,7 +269,7 @@ def check_record(argv: list[str], workspace: Path) -> Check | None:
                     return None  # a file that appeared or went away
                 changed[p] = now
         if not changed:
-            from pyimg.cli.build_record import mark_all_cached
+            from pyimg.build.build_record import mark_all_cached
 
             mark_all_cached(output_base)  # so that `explain` says what a no-op build would
             return Check(cache_root, output_base, path, record, raw, tail, {}, None)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pyimg.cli.noop import check_record, output_stats, write_record
+from pyimg.build.noop import check_record, output_stats, write_record
 
 
 @pytest.fixture

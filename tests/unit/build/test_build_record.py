@@ -7,7 +7,7 @@ import json
 import random
 
 import pytest
-from pyimg.cli.build_record import (
+from pyimg.build.build_record import (
     JOURNAL,
     LAST,
     load_build_records,

@@ -3,7 +3,7 @@ build of a command line, run only what depends on them, print the report a full 
 update the records by what changed.
 
 After a successful full build, `record_lines` writes one line per action to a file beside the
-no-op record (`cli/noop.py`: its definition, key, the input digests the key came from, its outputs
+no-op record (`build/noop.py`: its definition, key, the input digests the key came from, its outputs
 and the goals among them) and returns the record's index line (the build's options, each source
 file's exec path and readers, the readers of each action's outputs, the report, where each action
 line is). `rebuild` starts from a check whose changed files are all sources (no BUILD/.bzl/MODULE/
@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyimg.cli.build_record import entries, record_base, save_build_record, update_build_record
-from pyimg.cli.execution import materialize, new_context
-from pyimg.cli.noop import Check, command_key, file_stat, output_stats, pyimg_code, record_path
-from pyimg.cli.progress import Progress, summary
+from pyimg.build.build_record import entries, record_base, save_build_record, update_build_record
+from pyimg.build.execution import materialize, new_context
+from pyimg.build.noop import Check, command_key, file_stat, output_stats, pyimg_code, record_path
+from pyimg.build.progress import Progress, summary
 from pyimg.core.action import action_from_json, action_to_json, key_components
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import atomic_write_bytes, remove_tree
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import argparse
 
     from pyimg.analysis.analyzer import TargetResult
-    from pyimg.cli.build import BuildReport
+    from pyimg.build.build import BuildReport
 
 __all__ = ["rebuild", "record_lines", "render_report", "report_lines"]
 
@@ -152,7 +152,7 @@ def record_lines(
     """The incremental build's lines of a successful full build's record (`stdout`: its
     `report_lines`; `args`: its parsed command line), after writing its action lines."""
     if args.secret:
-        return []  # no record is kept (cli/noop.py)
+        return []  # no record is kept (build/noop.py)
     records = report.outcome.records
     producer = {o: i for i, r in enumerate(records) for o in r.action.all_outputs}
     readers: list[list[int]] = [[] for _ in records]
