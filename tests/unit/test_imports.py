@@ -13,6 +13,7 @@ ALLOWED = {
     "analysis": {"core", "loading", "analysis", "errors", "labels"},
     "query": {"core", "loading", "query", "errors", "labels"},
     "build": {"core", "oci", "registry", "actions", "loading", "analysis", "query", "external", "build", "errors", "labels"},
+    "audit": {"core", "oci", "registry", "build", "audit", "errors", "labels"},
     "external": {"core", "loading", "registry", "oci", "external", "errors", "labels"},
 }
 

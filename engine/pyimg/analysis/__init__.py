@@ -1,1 +1,2 @@
-"""Analysis: rule implementations run on loaded targets, giving providers and actions; its caches."""
+"""Analysis: rule implementations run on loaded targets, giving providers and actions; the
+analysis and target caches."""
