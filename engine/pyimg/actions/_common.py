@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions import BuiltinCall
+from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import Digest
 from pyimg.errors import UserInputError
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import (
     input_path,
     output_dir,
@@ -11,6 +10,8 @@ from pyimg.actions._common import (
     str_dict,
     write_digest_file,
 )
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
 from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.config import config_platform

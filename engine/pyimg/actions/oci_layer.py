@@ -6,8 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import only_input, params_dict
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import canonical_json
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import COMPRESSIONS

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import input_path, only_input, params_dict
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
 from pyimg.errors import UserInputError
 from pyimg.oci.docker_archive import write_docker_archive
 from pyimg.oci.layout import Layout

@@ -67,7 +67,7 @@ def _keys(
     """(key, cached, note) per action id, computed exactly as ActionExecutor.execute does."""
     import threading
 
-    from pyimg.actions import load_builtins
+    from pyimg.actions.builtins import load_builtins
     from pyimg.build.execution import current_format_version
     from pyimg.core.action import action_key
     from pyimg.core.executor import ActionExecutor, BuildContext

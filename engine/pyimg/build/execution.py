@@ -60,7 +60,7 @@ class LazyBuiltins(Mapping[str, Any]):
 
     def _load(self) -> Mapping[str, Any]:
         if self._table is None:
-            from pyimg.actions import load_builtins
+            from pyimg.actions.builtins import load_builtins
 
             self._table = load_builtins()
         return self._table

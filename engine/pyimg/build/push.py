@@ -71,7 +71,7 @@ def push_layout_dir(
     """Push the layout's image or index to `repository` (tagged with each of `tags`); returns
     the digest and the client's counters. `lazy_blobs` fetches the layers a sparse layout lacks
     (by default, from the workspace's oci_pull repositories, opened only if one is needed)."""
-    from pyimg.registry import parse_reference
+    from pyimg.registry.reference import parse_reference
 
     out = out or sys.stderr
     ref = parse_reference(repository)

@@ -1,4 +1,4 @@
-"""The contract between the executor and in-process built-in actions (see pyimg.actions)."""
+"""The contract between the executor and in-process built-in actions (see actions/builtins.py)."""
 
 from __future__ import annotations
 

@@ -71,7 +71,8 @@ class RegistryOptions:
     insecure: tuple[str, ...] = ()
 
     def client(self) -> Any:
-        from pyimg.registry import CredentialStore, RegistryClient
+        from pyimg.registry.auth import CredentialStore
+        from pyimg.registry.client import RegistryClient
 
         return RegistryClient(credentials=CredentialStore(self.config), insecure=self.insecure)
 
@@ -274,7 +275,7 @@ class Repositories:
     # -- oci_pull
 
     def _reference(self, decl: OciPull) -> Any:
-        from pyimg.registry import parse_reference
+        from pyimg.registry.reference import parse_reference
 
         try:
             return parse_reference(decl.image)
@@ -341,7 +342,7 @@ class Repositories:
 
     def _fetch_oci(self, decl: OciPull, digest: Digest) -> _Pulled:
         from pyimg.oci.model import load_json, sniff_media_type  # only when pulling
-        from pyimg.registry import Platform
+        from pyimg.registry.client import Platform
 
         data = self._manifest(decl, digest)
         doc = load_json(data, f"oci_pull '{decl.name}': manifest {digest}")

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from pyimg.errors import RegistryError
-from pyimg.registry import CredentialStore, RegistryClient
+from pyimg.registry.auth import CredentialStore
+from pyimg.registry.client import RegistryClient
 from regtestlib import blob_files, make_image, start_registry
 
 pytestmark = pytest.mark.slow
