@@ -1,5 +1,5 @@
 """Persists loading and analysis results, so a build whose BUILD/.bzl files did not change reads
-one file instead of evaluating Starlark (DESIGN.md: "a no-op build reads one file").
+one file instead of evaluating Starlark (docs/architecture.md, "How a build runs").
 
 An entry is valid while loading would read the same inputs (`inputs.inputs_valid`, shared
 with the persisted loading of `pyimg query`). The action graph does not depend on source contents

@@ -15,7 +15,7 @@ _UMASKS = (0o022, 0o077, 0o002)
 
 @dataclass(frozen=True)
 class RunConditions:
-    """What one audit run varies (SPEC section 7). Run 1 is the plain build; every later run
+    """What one audit run varies (docs/audit.md). Run 1 is the plain build; every later run
     changes each condition."""
 
     run: int  # 1-based

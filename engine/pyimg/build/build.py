@@ -120,7 +120,7 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
     start = time.monotonic()
     jobs = options.jobs or os.cpu_count() or 1
     repos = repositories(session, options)
-    # Nothing unpinned enters a build (SPEC section 5): checked before anything is fetched.
+    # Nothing unpinned enters a build (docs/external-inputs.md): checked before anything is fetched.
     repos.check_pinned()
     digests = session.digest_cache()
     try:
@@ -192,7 +192,7 @@ def build(session: Session, options: BuildOptions, out: Any = None) -> BuildRepo
 
 def _check_secrets(actions: list[Any], store: Any) -> None:
     """Every secret a needed action declares must have been given: one exit-2 error naming each
-    action (label, origin) and id, before anything runs (SPEC.md section 6, "Secrets")."""
+    action (label, origin) and id, before anything runs (docs/sandbox-secrets-caches.md, "Secrets")."""
     from pyimg.core.secrets import valid_secret_id
 
     given = store.ids() if store is not None else frozenset()

@@ -29,7 +29,7 @@ __all__ = ["current_format_version", "format_files", "materialize", "new_context
 
 
 def current_format_version() -> str:
-    """pyimg's output-format version: enters every action key (SPEC section 6)."""
+    """pyimg's output-format version: enters every action key (docs/sandbox-secrets-caches.md)."""
     from pyimg.oci.format import OUTPUT_FORMAT_VERSION
 
     return f"pyimg-actions/1;{OUTPUT_FORMAT_VERSION}"

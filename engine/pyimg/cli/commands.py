@@ -153,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     session = _session(args)
     with session.locked("run"):
-        # An oci_push fetches only the base layers its destination lacks (SPEC section 5).
+        # An oci_push fetches only the base layers its destination lacks (docs/external-inputs.md).
         report = build(session, _options(args, [args.label], session, fetch_lazy=False))
     if len(report.top_level) != 1:
         raise UsageError(f"'{args.label}' must name exactly one target")

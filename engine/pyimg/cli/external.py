@@ -1,4 +1,5 @@
-"""`pyimg lock`, `pyimg fetch` and `pyimg push`: the commands about external inputs (SPEC 5)."""
+"""`pyimg lock`, `pyimg fetch` and `pyimg push`: the commands about external inputs
+(docs/external-inputs.md)."""
 
 from __future__ import annotations
 

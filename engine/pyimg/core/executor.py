@@ -349,7 +349,7 @@ class ActionExecutor:
             )
             result = run_sandboxed(spec, self.ctx.cancel)
         finally:
-            # The secret file goes when the action ends, whatever happened (SPEC.md section 6).
+            # The secret file goes when the action ends, whatever happened (docs/sandbox-secrets-caches.md).
             release = self.ctx.secret_release or (lambda p: p.unlink(missing_ok=True))
             for path in secret_files.values():
                 release(path)

@@ -126,7 +126,7 @@ class Scheduler:
         index = dict(position)  # the start order among ready actions
         # Undocumented knob for `pyimg audit`: PYIMG_SCHEDULE_SEED permutes the order in which
         # ready actions start (deterministically per seed), so that an audit run can prove that
-        # outputs do not depend on the order independent actions run in (SPEC section 7).
+        # outputs do not depend on the order independent actions run in (docs/audit.md).
         seed = os.environ.get("PYIMG_SCHEDULE_SEED")
         if seed:
             order = list(range(len(needed)))

@@ -1,5 +1,6 @@
 """External repositories: pins from MODULE.pyimg and pyimg.lock, the repository cache, fetching,
-and materializing each repository as a directory with a generated BUILD file (SPEC section 5).
+and materializing each repository as a directory with a generated BUILD file
+(docs/external-inputs.md).
 
 Every download goes through the shared content store (`<cache_root>/cas`), verified against its
 digest before it is kept: so a second workspace of the same user downloads nothing, and
@@ -7,7 +8,7 @@ digest before it is kept: so a second workspace of the same user downloads nothi
 `<output_base>/external/<name>/` (files hard-linked from the store); its source files have exec
 paths `external/<name>/<path>`.
 
-Base image layers are lazy (SPEC section 5): an oci_pull repository holds the manifests and
+Base image layers are lazy (docs/external-inputs.md): an oci_pull repository holds the manifests and
 configs only, and `PulledBlobs` fetches a layer when an output needs its bytes.
 """
 

@@ -1,6 +1,6 @@
 """Evaluating `MODULE.pyimg`: the pinned external inputs (`oci_pull`, `http_file`, `http_archive`).
 
-MODULE.pyimg declares external repositories and nothing else (SPEC section 5). Each declaration
+MODULE.pyimg declares external repositories and nothing else (docs/external-inputs.md). Each declaration
 becomes a frozen value carrying its origin (`MODULE.pyimg:LINE:COL`), so that every later error about
 it (unpinned, download failed, digest mismatch) points at the line the user wrote.
 """
