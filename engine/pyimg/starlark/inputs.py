@@ -204,7 +204,8 @@ def glob_package(
 
     Symlinks are followed as in Bazel, directories too, but only while they stay inside the
     workspace: a matched symlink or a walked directory that leaves it, dangles or loops raises
-    `SourceLinkError` (a directory that links to one of its own parents is a loop).
+    `SourceLinkError` (a directory that links to one of its own parents is a loop). A link
+    into pyimg-out or a dot directory is not walked, as those are not walked by name.
     """
     confinement = confinement or Confinement(workspace)
     inc = [_glob_regex(p) for p in include]
@@ -243,6 +244,10 @@ def glob_package(
                                 f"'{_join(package, rel)}' is a symlink to "
                                 f"'{os.readlink(e.path)}', a directory that contains it "
                                 "(a symlink loop)")
+                        if _ignored(os.path.relpath(found, confinement.root)):
+                            # Never reached by name either (and the no-op record does not
+                            # watch those directories).
+                            continue
                         sub = found
                     stack.append((rel, sub, seen | {sub}))
                     continue
@@ -262,6 +267,10 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return entry.is_dir()
     except OSError:
         return False  # a symlink loop: reported if a pattern matches it
+
+
+def _ignored(rel: str) -> bool:
+    return any(part in IGNORED_DIRS or part.startswith(".") for part in rel.split("/"))
 
 
 def _join(package: str, rel: str) -> str:

@@ -53,6 +53,9 @@ def test_directory_links_inside_the_workspace_are_walked_as_in_bazel(tmp_path):
     os.symlink("../site", root / "p/web")
     os.symlink("../q", root / "p/other")  # a package: its files are not p's
     os.symlink("a.txt", root / "p/b.txt")
+    _ws(root, ["pyimg-out/p/o.txt", ".git/objects/x"])
+    os.symlink("../pyimg-out", root / "p/out")  # never walked by name, nor through a link
+    os.symlink("../.git", root / "p/git")
     assert glob_package(root, "p", ["**"], [], _build_file(root)) == [
         "a.txt", "b.txt", "web/www/i.html"]
 
