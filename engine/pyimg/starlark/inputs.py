@@ -270,7 +270,9 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def _ignored(rel: str) -> bool:
-    return any(part in IGNORED_DIRS or part.startswith(".") for part in rel.split("/"))
+    """Whether a workspace-relative directory ("." is the root) lies in one never walked."""
+    return rel != "." and any(
+        part in IGNORED_DIRS or part.startswith(".") for part in rel.split("/"))
 
 
 def _join(package: str, rel: str) -> str:

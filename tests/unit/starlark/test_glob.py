@@ -84,3 +84,9 @@ def test_links_that_leave_dangle_or_loop_are_refused(tmp_path, link, message):
     with pytest.raises(SourceLinkError) as e:
         glob_package(root, "p", ["**"], [], _build_file(root))
     assert e.value.message.startswith(message)
+
+
+def test_a_link_to_the_root_reaches_the_package_only_as_a_subpackage(tmp_path):
+    root = _ws(tmp_path / "ws", ["p/BUILD", "p/d/x.txt", "top.txt"])
+    os.symlink("../..", root / "p/d/root")
+    assert glob_package(root, "p", ["**"], [], _build_file(root)) == ["d/root/top.txt", "d/x.txt"]
