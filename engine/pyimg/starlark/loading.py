@@ -16,8 +16,9 @@ from typing import Any
 
 import starlark as sl
 
+from pyimg.core.confinement import Confinement
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.core.errors import SourceLinkError, UserInputError
 from pyimg.core.workspace import find_workspace
 from pyimg.starlark._eval import (
     SourceFile,
@@ -137,6 +138,10 @@ class Loader:
         # (package, include, exclude, result) of each glob() in the workspace (not in external
         # repositories): the persisted loading and analysis re-run them to validate.
         self.globs: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = []
+        # Sources must resolve inside the workspace; the workspace files checked so far (the
+        # analysis cache checks them again before it is reused).
+        self.confinement = Confinement(workspace)
+        self.source_files: set[str] = set()
         self._eval_stack: list[tuple[str, str]] = []  # (module id, display name)
         self._package: Package | None = None
         self._pending: UserInputError | None = None
@@ -356,7 +361,16 @@ class Loader:
             return t
         # os.path, not pathlib: query and analysis ask this for thousands of source files.
         root = str(self.repo_root(label.repo))
-        if os.path.isfile(os.path.join(root, label.package, label.name)):
+        is_file = os.path.isfile(os.path.join(root, label.package, label.name))
+        if not label.repo:
+            # An external repository's links were checked when it was unpacked.
+            rel = f"{label.package}/{label.name}" if label.package else label.name
+            problem = self.confinement.check(rel)
+            if problem is not None:
+                raise SourceLinkError(f"source file '{label}': {problem}", origin=origin)
+            if is_file:
+                self.source_files.add(rel)
+        if is_file:
             return None
         raise UserInputError(
             self._no_such_target(pkg, label.name).replace("no such target", "no such target or file"),
@@ -539,10 +553,14 @@ class Loader:
         for what, value in (("include", include), ("exclude", exclude)):
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise UserInputError(f"glob(): '{what}' must be a list of strings", origin=origin)
-        result = glob_package(
-            self.repo_root(pkg.repo), pkg.name, include, exclude,
-            lambda p: self.build_file(p, pkg.repo),
-        )
+        try:
+            result = glob_package(
+                self.repo_root(pkg.repo), pkg.name, include, exclude,
+                lambda p: self.build_file(p, pkg.repo),
+                None if pkg.repo else self.confinement,
+            )
+        except SourceLinkError as e:
+            raise SourceLinkError(f"glob({include}): {e.message}", origin=origin) from None
         if not pkg.repo:
             # An external repository's files are fixed by pyimg.lock: its globs need no re-run
             # (and re-running one against the workspace would be wrong).
