@@ -535,6 +535,14 @@ class ActionExecutor:
                 for name in sorted(filenames):
                     full = Path(dirpath) / name
                     rel = full.relative_to(base).as_posix()
+                    if not _is_utf8(rel):
+                        # Keys, records and labels are UTF-8 text: refuse rather than crash.
+                        raise ActionFailedError(
+                            f"{action.describe()}: output directory '{p}' holds a file whose "
+                            f"path is not valid UTF-8: {repr(os.fsencode(rel))[1:]} (pyimg packs "
+                            f"only UTF-8 file names)",
+                            origin=action.origin,
+                        )
                     if full.is_symlink():
                         raise ActionFailedError(
                             f"{action.describe()}: output directory '{p}' holds a symlink '{rel}' "
@@ -549,6 +557,14 @@ class ActionExecutor:
         st = path.stat()
         digest, executable = self.cas.put_file(path, links.get((st.st_dev, st.st_ino)), link=True)
         return FileOutput(digest, st.st_size, executable)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _failure_message(action: Action, what: str, output: bytes) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyimg.core.confinement import Confinement, LinkProblem
-from pyimg.core.errors import SourceLinkError
+from pyimg.core.errors import SourceLinkError, UserInputError
+from pyimg.starlark.labels import name_problem
 
 if TYPE_CHECKING:
     from pyimg.core.file_digests import FileDigestCache
@@ -146,8 +147,10 @@ def inputs_valid(
             if glob_package(workspace, package, include, exclude, build_file,
                             confinement) != result:
                 return False
-    except SourceLinkError:
-        return False  # loading runs again and reports it, at the glob() call
+    except UserInputError:
+        # A link leaving the workspace, or a name glob() refuses: loading runs again and
+        # reports it at the glob() call.
+        return False
     return True
 
 
@@ -172,7 +175,8 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
         parts.append(_segment_regex(seg))
         if not last:
             parts.append("/")
-    return re.compile("^" + "".join(parts) + "$")
+    # DOTALL: `**` must match a name with a newline too (then refused by name, not skipped).
+    return re.compile("^" + "".join(parts) + r"\Z", re.DOTALL)
 
 
 def _segment_regex(seg: str) -> str:
@@ -254,6 +258,7 @@ def glob_package(
                 if rel in BUILD_FILE_NAMES:
                     continue
                 if any(r.match(rel) for r in inc) and not any(r.match(rel) for r in exc):
+                    _check_file_name(package, rel)
                     if e.is_symlink():
                         problem = confinement.check(_join(package, rel))
                         if problem is not None:
@@ -294,6 +299,36 @@ def _starts_match(parts: list[str], pattern: list[str]) -> bool:
             return True
         if not re.match(_segment_regex(pattern[i]) + r"\Z", part):
             return False
+    return True
+
+
+def _check_file_name(package: str, rel: str) -> None:
+    """Refuse a matched file whose path is not valid UTF-8 (Starlark strings are UTF-8, so no
+    label could name it) or holds a control character; the error names the directory and shows
+    the offending name's bytes escaped."""
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        if not _is_utf8(part):
+            where = "/".join([*filter(None, [package]), *parts[:i]]) or "."
+            raise UserInputError(
+                f"the name {repr(os.fsencode(part))[1:]} in directory {where} is not "
+                f"valid UTF-8; pyimg packs only UTF-8 file names (rename it, or leave it out "
+                f"with glob's exclude)"
+            )
+    problem = name_problem(rel)
+    if problem:
+        where = "/".join(p for p in (package, rel.rpartition("/")[0]) if p) or "."
+        raise UserInputError(
+            f"a file in directory {where} cannot be a source: {problem} (rename it, or leave it "
+            f"out with glob's exclude)"
+        )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 

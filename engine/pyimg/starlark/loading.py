@@ -29,7 +29,7 @@ from pyimg.starlark._eval import (
     render_error,
 )
 from pyimg.starlark.inputs import find_build_file, find_packages, glob_package
-from pyimg.starlark.labels import Label, LabelError, Pattern, parse_label
+from pyimg.starlark.labels import Label, LabelError, Pattern, check_rule_name, parse_label
 
 __all__ = [
     "Loader",
@@ -507,9 +507,10 @@ class Loader:
         if not isinstance(name, str) or not name:
             raise UserInputError(f"{kind}: attribute 'name' must be a non-empty string", origin=origin)
         try:
+            check_rule_name(name)
             label = parse_label(f":{name}", pkg.name, pkg.repo)
         except LabelError as e:
-            raise UserInputError(f"{kind}: invalid name {name!r}: {e}", origin=origin) from None
+            raise UserInputError(f"{kind}: {e}", origin=self.argument_origin(origin, "name")) from None
         if name in pkg.targets:
             raise UserInputError(
                 f"{kind} {pkg.repo and '@' + pkg.repo}//{pkg.name}:{name}: a target named '{name}' is already declared "
@@ -559,15 +560,16 @@ class Loader:
                 lambda p: self.build_file(p, pkg.repo),
                 None if pkg.repo else self.confinement,
             )
-        except SourceLinkError as e:
-            raise SourceLinkError(f"glob({include}): {e.message}", origin=origin) from None
+        except UserInputError as e:  # a link leaving the workspace, or a name glob() refuses
+            raise type(e)(f"glob({include}): {e.message}", origin=origin) from None
         if not pkg.repo:
             # An external repository's files are fixed by pyimg.lock: its globs need no re-run
             # (and re-running one against the workspace would be wrong).
             self.globs.append((pkg.name, tuple(include), tuple(exclude), tuple(result)))
         if not result and not allow_empty:
             raise UserInputError(f"glob({include}) matched no files", origin=origin)
-        return json.dumps(result)
+        # As labels, `@x` would name a repository and `:x` the file `x`: the ':' keeps them files.
+        return json.dumps([":" + f if f[0] in "@:" else f for f in result])
 
     def _package_fn(self, default_visibility: Any, stack: str) -> None:
         pkg = self._current_package("package()")

@@ -1,7 +1,7 @@
 import os
 
 import pytest
-from pyimg.core.errors import SourceLinkError
+from pyimg.core.errors import SourceLinkError, UserInputError
 from pyimg.starlark.inputs import glob_package
 
 
@@ -90,3 +90,35 @@ def test_a_link_to_the_root_reaches_the_package_only_as_a_subpackage(tmp_path):
     root = _ws(tmp_path / "ws", ["p/BUILD", "p/d/x.txt", "top.txt"])
     os.symlink("../..", root / "p/d/root")
     assert glob_package(root, "p", ["**"], [], _build_file(root)) == ["d/root/top.txt", "d/x.txt"]
+
+
+NAMES = ["has space.txt", "données-ñ-日本語.txt", "x+@=,~#!$&'();[].txt", "@scope.txt",
+         "File::Spec.3pm", "d i r/ü.txt"]
+
+
+def test_glob_returns_any_utf8_name(tmp_path):
+    root = _ws(tmp_path, ["p/BUILD", *(f"p/{n}" for n in NAMES)])
+    got = glob_package(root, "p", ["**"], [], _build_file(root))
+    assert got == sorted(NAMES)
+
+
+def test_a_name_with_a_newline_is_refused_not_skipped(tmp_path):
+    root = _ws(tmp_path, ["p/BUILD", "p/d/new\nline.txt"])
+    with pytest.raises(UserInputError, match=r"directory p/d .*control character U\+000A"):
+        glob_package(root, "p", ["**"], [], _build_file(root))
+    assert glob_package(root, "p", ["**"], ["d/*"], _build_file(root)) == []
+
+
+def test_a_name_that_is_not_utf8_is_refused_naming_its_directory_and_bytes(tmp_path):
+    root = _ws(tmp_path, ["p/BUILD", "p/d/ok.txt"])
+    (tmp_path / os.fsdecode(b"p/d/caf\xe9.txt")).write_text("x")
+    (tmp_path / os.fsdecode(b"p/e\xff")).mkdir()
+    (tmp_path / os.fsdecode(b"p/e\xff/f.txt")).write_text("x")
+    with pytest.raises(UserInputError) as e:
+        glob_package(root, "p", ["d/*"], [], _build_file(root))
+    assert "the name 'caf\\xe9.txt' in directory p/d is not valid UTF-8" in e.value.message
+    with pytest.raises(UserInputError) as e:
+        glob_package(root, "p", ["e*/*"], [], _build_file(root))
+    assert "the name 'e\\xff' in directory p is not valid UTF-8" in e.value.message
+    # Excluded, it is no error: the rest of the tree still packs.
+    assert glob_package(root, "p", ["**"], ["d/caf*", "e*/**"], _build_file(root)) == ["d/ok.txt"]
