@@ -428,7 +428,10 @@ class Analyzer:
         )
         cur.actions.append(action)
 
-    _MAKE_VAR = re.compile(r"\$\((location|locations|execpath|execpaths|rootpath|rootpaths)\s+([^)]+)\)")
+    # The label may hold balanced parentheses (`$(location f(1).txt)`): file names do.
+    _MAKE_VAR = re.compile(
+        r"\$\((location|locations|execpath|execpaths|rootpath|rootpaths)\s+((?:[^()]|\([^()]*\))+)\)"
+    )
 
     def _expand(self, text: str, stack: str, extra: Any = None) -> str:
         """`$(location L)` and friends for labels among the current target's dependencies."""
@@ -436,7 +439,8 @@ class Analyzer:
         origin = self._user_origin(stack)
 
         def repl(m: re.Match[str]) -> str:
-            fn, raw = m.group(1), m.group(2).strip()
+            # `$$` is the command's escape for `$`, in a label as anywhere else in it.
+            fn, raw = m.group(1), m.group(2).strip().replace("$$", "$")
             try:
                 label = str(parse_label(raw, cur.target.label.package))
             except LabelError as e:

@@ -3,7 +3,8 @@ one file instead of evaluating Starlark (docs/architecture.md, "How a build runs
 
 An entry is valid while loading would read the same inputs (`inputs.inputs_valid`, shared
 with the persisted loading of `pyimg query`). The action graph does not depend on source contents
-(those enter action keys at execution), so nothing else needs checking.
+(those enter action keys at execution), so nothing else needs checking but that every source
+file still resolves inside the workspace (a symlink re-pointed outside is reported by loading).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pyimg.core.digest import canonical_json
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.labels import Pattern
 from pyimg.loading.cache import FORMAT
-from pyimg.loading.inputs import inputs_valid, loading_inputs
+from pyimg.loading.inputs import inputs_valid, loading_inputs, sources_confined
 from pyimg.loading.loader import Loader
 
 __all__ = ["AnalysisCache"]
@@ -45,7 +46,7 @@ class AnalysisCache:
         except (FileNotFoundError, ValueError):
             return None
         try:
-            if not self._valid(data["inputs"], patterns, loader):
+            if not self._valid(data["inputs"], patterns, loader) or not self._confined(data, loader):
                 return None
             targets = {
                 label: TargetResult(
@@ -77,8 +78,12 @@ class AnalysisCache:
                 if t.actions or label in top
             },
             "top_level": result.top_level,
+            "sources": sorted(loader.source_files),
         }
         atomic_write_bytes(self._path(patterns, platform), canonical_json(data))
 
     def _valid(self, inputs: dict[str, Any], patterns: list[Pattern], loader: Loader) -> bool:
         return inputs_valid(inputs, patterns, loader.workspace, self.digests)
+
+    def _confined(self, data: dict[str, Any], loader: Loader) -> bool:
+        return sources_confined(loader.workspace, data["sources"])

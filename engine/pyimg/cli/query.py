@@ -83,7 +83,8 @@ def cmd_aquery(args: argparse.Namespace) -> int:
 
 def _text_row(row: dict[str, Any]) -> str:
     def listing(values: list[str]) -> str:
-        return "[" + ", ".join(values) + "]"
+        # Quoted as the command line is where a path needs it (`a, b.txt` is one file).
+        return "[" + ", ".join(_quote(v) for v in values) + "]"
 
     lines = [
         f"action '{row['mnemonic']} {row['target']}'",
