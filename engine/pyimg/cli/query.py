@@ -104,7 +104,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     repos = _LazyRepositories(session)
     try:
         engine = _engine(session, args.expression, repos)
-        nodes = engine.sorted_nodes(engine.evaluate(expr))
+        nodes = engine.evaluate_in_order(expr)
         # Rendering may load more packages (the deps of --output json and graph).
         text = render_query(engine, nodes, args.output)
     finally:
@@ -120,8 +120,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def render_query(engine: QueryEngine, nodes: list[int], output: str) -> str:
-    """The result (nodes sorted by label) in one of QUERY_OUTPUTS; ends with a newline unless
-    empty."""
+    """The result (nodes in the order given: by label, or a somepath's path) in one of
+    QUERY_OUTPUTS; ends with a newline unless empty."""
     labels = engine.graph.labels
     lines: list[str] = []
     if output == "label":

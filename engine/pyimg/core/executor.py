@@ -177,7 +177,10 @@ class ActionExecutor:
             if self.ctx.secret_hmacs is None:
                 raise UserInputError(f"{action.describe()} needs secrets but none were given")
             hmacs = {s: self.ctx.secret_hmacs(s) for s in action.secrets}
-        host = {p: self._host_tool_digest(p) for p in action.host_tools}
+        try:
+            host = {p: self._host_tool_digest(p) for p in action.host_tools}
+        except UserInputError as e:  # gone since the build checked (builds check before running)
+            raise UserInputError(f"{action.describe()}: {e.message}", origin=action.origin or None) from None
         return key_components(action, digests, self.ctx.format_version, hmacs, host)
 
     # -- execution --------------------------------------------------------------------------
