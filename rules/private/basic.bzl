@@ -14,6 +14,8 @@ filegroup = rule(
 )
 
 def _host_tool_impl(ctx):
+    if not ctx.attr.path.startswith("/"):
+        fail("attribute 'path' must be an absolute path, like \"/usr/bin/cc\", got %r" % ctx.attr.path)
     return [DefaultInfo(files = []), HostToolInfo(path = ctx.attr.path)]
 
 host_tool = rule(
@@ -24,7 +26,7 @@ The program's bytes (after following symlinks) are part of the key of every acti
 and its name is on the action's PATH. What the program itself reads from the host (headers,
 libraries) is not tracked: pin the build machine's image when that matters.""",
     attrs = {
-        "path": attr.string(mandatory = True, doc = "Absolute path of the program, e.g. `/usr/bin/cc`."),
+        "path": attr.string(mandatory = True, doc = "Absolute path of the program, e.g. `/usr/bin/cc`. A build that needs it fails at this attribute when the path does not exist."),
     },
 )
 

@@ -13,8 +13,9 @@ ALLOWED = {
     "oci": {"core"},
     "registry": {"oci", "core"},
     "actions": {"oci", "core"},
-    "loading": {"core"},
-    "analysis": {"loading", "core"},
+    # Platform values (os, architecture, variant) are checked against oci/platforms.py.
+    "loading": {"oci", "core"},
+    "analysis": {"loading", "oci", "core"},
     "external": {"loading", "registry", "oci", "core"},
     "query": {"analysis", "external", "loading", "actions", "registry", "oci", "core"},
     # aquery keys actions as the build does, over what a query selects.

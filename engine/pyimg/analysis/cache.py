@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pyimg import __version__
-from pyimg.analysis.analyzer import AnalysisResult, TargetResult
+from pyimg.analysis.analyzer import AnalysisResult, TargetResult, host_tool_name
 from pyimg.core.action import action_from_json, action_to_json
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import canonical_json
@@ -63,19 +63,22 @@ class AnalysisCache:
     def put(self, patterns: list[Pattern], platform: dict[str, str], loader: Loader,
             result: AnalysisResult, extra_files: list[Path] = ()) -> None:  # type: ignore[assignment]
         """Save `result`; `extra_files` also invalidate it (MODULE.pyimg, pyimg.lock), absent or not."""
-        top = set(result.top_level)
+        # A build needs the providers of the top-level targets (what to materialize and print)
+        # and of host tools (where a missing one is declared); every other target contributes
+        # just its actions.
+        keep = set(result.top_level) | {
+            label for label, t in result.targets.items() if host_tool_name(t) is not None
+        }
         data = {
             "inputs": loading_inputs(loader.loading_record(patterns), self.digests, extra_files),
-            # A build needs the providers of the top-level targets only (what to materialize
-            # and print); every other target contributes just its actions.
             "targets": {
                 label: {
                     "label": t.label, "kind": t.kind, "origin": t.origin,
-                    "providers": t.providers if label in top else {},
+                    "providers": t.providers if label in keep else {},
                     "actions": [action_to_json(a) for a in t.actions],
                 }
                 for label, t in result.targets.items()
-                if t.actions or label in top
+                if t.actions or label in keep
             },
             "top_level": result.top_level,
             "sources": sorted(loader.source_files),

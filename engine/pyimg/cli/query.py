@@ -49,7 +49,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     repos = LazyRepositories(lambda: repositories(session))
     try:
         engine = query_engine(session, args.expression, repos)
-        nodes = engine.sorted_nodes(engine.evaluate(expr))
+        nodes = engine.evaluate_in_order(expr)
         # Rendering may load more packages (the deps of --output json and graph).
         text = render_query(engine, nodes, args.output)
     finally:

@@ -33,6 +33,7 @@ from pyimg.loading.inputs import LoadingRecord, find_build_file, find_packages, 
 
 __all__ = [
     "Loader",
+    "argument_origin_on_disk",
     "Package",
     "RuleClass",
     "Target",
@@ -105,6 +106,21 @@ def _split_origin(origin: str) -> tuple[str, int, int] | None:
     if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
         return parts[0], int(parts[1]), int(parts[2])
     return None
+
+
+def argument_origin_on_disk(workspace: Path, call_origin: str, name: str) -> str:
+    """`Loader.argument_origin` for a BUILD file this process has not loaded (its analysis came
+    from the cache): the file is read from the workspace; the call's origin when it cannot be."""
+    split = _split_origin(call_origin)
+    if split is None:
+        return call_origin
+    file, line, col = split
+    try:
+        text = (workspace / file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return call_origin
+    at = SourceFile(file, text).argument_position(line, col, name)
+    return f"{file}:{at[0]}:{at[1]}" if at else call_origin
 
 
 def package_key(repo: str, package: str) -> str:
@@ -569,6 +585,8 @@ class Loader:
     def _glob(self, include: Any, exclude: Any, allow_empty: bool, stack: str) -> str:
         pkg = self._current_package("glob()")
         origin = self.user_origin(stack, callee="glob")
+        if origin.startswith("@pyimg/"):
+            origin = self.user_origin(stack, outermost=True)  # a bundled macro's: the user's call
         for what, value in (("include", include), ("exclude", exclude)):
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise UserInputError(f"glob(): '{what}' must be a list of strings", origin=origin)

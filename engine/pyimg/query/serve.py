@@ -70,8 +70,8 @@ def query_engine(session: Any, text: str, repos: Any) -> QueryEngine:
 
 
 def render_query(engine: QueryEngine, nodes: list[int], output: str) -> str:
-    """The result (nodes sorted by label) in one of QUERY_OUTPUTS; ends with a newline unless
-    empty."""
+    """The result (nodes in the order given: by label, or a somepath's path) in one of
+    QUERY_OUTPUTS; ends with a newline unless empty."""
     labels = engine.graph.labels
     lines: list[str] = []
     if output == "label":
