@@ -107,6 +107,10 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     args.argv = argv  # the full command line after .pyimgrc, for the no-op record
+    from pyimg.starlark.limits import configure
+
+    # Every run sets them (to the defaults when not given): tests run many commands in-process.
+    configure(getattr(args, "starlark_memory_mib", None), getattr(args, "starlark_max_steps", None))
     return REGISTRY[args.command].run(args)
 
 

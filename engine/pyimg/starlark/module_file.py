@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pyimg.core.errors import UserInputError
+from pyimg.starlark.limits import decode_source
 
 __all__ = [
     "Declaration",
@@ -131,9 +132,10 @@ def evaluate_module(workspace: Path) -> ModuleFile:
     """Evaluate `<workspace>/MODULE.pyimg` (a missing file declares nothing)."""
     path = workspace / MODULE_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
-        text = ""
+        data = b""
+    text = decode_source(data, MODULE_FILE)
     return parse_module(text, path)
 
 
@@ -142,7 +144,7 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     # (a push with nothing to build), and the Starlark interpreter costs start-up.
     import starlark as sl
 
-    from pyimg.starlark._eval import globals_, parse_stack, prepare_source, render_error
+    from pyimg.starlark._eval import evaluate, parse_stack, prepare_source, render_error
 
     sources = {}
     found: list[Declaration] = []
@@ -172,7 +174,7 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     sources[_PRELUDE_DISPLAY] = prelude_src
     prelude = sl.Module()
     prelude.add_callable("_pyimg_declare", declare)
-    sl.eval(prelude, sl.parse(_PRELUDE_DISPLAY, prelude_src.evaluated), globals_())
+    evaluate(_PRELUDE_DISPLAY, prelude_src.evaluated, prelude)
     frozen = prelude.freeze()
 
     def load(module: str) -> sl.FrozenModule:
@@ -188,7 +190,7 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive"])])
     sources[MODULE_FILE] = src
     try:
-        sl.eval(sl.Module(), sl.parse(MODULE_FILE, src.evaluated), globals_(), sl.FileLoader(load))
+        evaluate(MODULE_FILE, src.evaluated, sl.Module(), sl.FileLoader(load))
     except sl.StarlarkError as e:
         if pending:
             raise pending[0] from None
