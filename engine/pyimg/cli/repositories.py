@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from pyimg.cli.pulled import MARKER_VERSION
 from pyimg.cli.session import Session
+from pyimg.core import json_input
 from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import CHUNK, Digest, canonical_json
 from pyimg.core.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
@@ -86,7 +87,7 @@ def read_lock(workspace: Path) -> dict[str, dict[str, Any]]:
     except FileNotFoundError:
         return {}
     try:
-        data = json.loads(text)
+        data = json_input.loads(text)
     except ValueError as e:
         raise UserInputError(f"{LOCK_FILE} is not valid JSON ({e}); run `pyimg lock`") from None
     repos = data.get("repositories") if isinstance(data, dict) else None

@@ -253,7 +253,13 @@ class _Evaluator:
         try:
             done.wait()
         except KeyboardInterrupt:
-            self.cancel.set()  # the budget hook stops the evaluation at its next check
+            # The budget hook stops the evaluation at its next check. Wait for that: a thread
+            # still inside starlark when the interpreter exits aborts the process.
+            self.cancel.set()
+            try:
+                done.wait()
+            except KeyboardInterrupt:
+                os._exit(130)  # a second Ctrl-C: the user wants out now
             raise
         ok, value = outcome[0]
         if not ok:
@@ -315,7 +321,7 @@ def run_limited(evaluate: Callable[[Any], T], display: str) -> T:
 
 
 # What Rust's default panic hook writes to stderr (with a backtrace under RUST_BACKTRACE=1).
-_PANIC_REPORT = re.compile(rb"thread '[^'\n]*'(?: \(\d+\))? panicked at .*", re.S)
+_PANIC_REPORT = re.compile(rb"\n?thread '[^'\n]*'(?: \(\d+\))? panicked at .*", re.S)
 _CAPTURE: list[Any] = []  # one temporary file, reused by every evaluation
 
 
