@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import sys
 from pathlib import Path
@@ -58,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         print("Interrupted.", file=sys.stderr, flush=True)
         return 130
     except BrokenPipeError:
+        return 1
+    except OSError as e:
+        # Writers that know their directory say "no space left on DIR" themselves; this is for
+        # any other write (a record, the digest cache, an unpacked repository).
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"ERROR: no space left on device{where}; free some space and run the command "
+              "again", file=sys.stderr, flush=True)
         return 1
 
 
