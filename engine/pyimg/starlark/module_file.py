@@ -45,10 +45,12 @@ def http_file(name, urls = None, sha256 = None, executable = False, downloaded_f
         "urls": urls, "url": url, "sha256": sha256, "executable": executable,
         "downloaded_file_path": downloaded_file_path})
 
-def http_archive(name, urls = None, sha256 = None, strip_prefix = "", build_file_content = None, url = None):
+def http_archive(name, urls = None, sha256 = None, strip_prefix = "", build_file_content = None, url = None,
+                 max_unpacked_bytes = None, max_unpacked_files = None):
     _pyimg_declare(kind = "http_archive", name = name, stack = call_stack(), attrs = {
         "urls": urls, "url": url, "sha256": sha256, "strip_prefix": strip_prefix,
-        "build_file_content": build_file_content})
+        "build_file_content": build_file_content, "max_unpacked_bytes": max_unpacked_bytes,
+        "max_unpacked_files": max_unpacked_files})
 """
 
 
@@ -104,6 +106,9 @@ class HttpArchive:
     sha256: str | None = None
     strip_prefix: str = ""
     build_file_content: str | None = None
+    # Bounds on unpacking (None: core/archive.py's defaults); they never change what is unpacked.
+    max_unpacked_bytes: int | None = None
+    max_unpacked_files: int | None = None
 
     @property
     def pinned(self) -> bool:
@@ -263,4 +268,10 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
     build = attrs.get("build_file_content")
     if build is not None and not isinstance(build, str):
         raise bad("'build_file_content' must be a string")
-    return HttpArchive(name, origin, tuple(urls), sha, strip.strip("/"), build)
+    bounds = []
+    for key in ("max_unpacked_bytes", "max_unpacked_files"):
+        value = attrs.get(key)
+        if value is not None and (type(value) is not int or value <= 0):
+            raise bad(f"'{key}' must be a positive integer, got {value!r}")
+        bounds.append(value)
+    return HttpArchive(name, origin, tuple(urls), sha, strip.strip("/"), build, *bounds)
