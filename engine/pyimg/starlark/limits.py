@@ -9,7 +9,7 @@ bound of its own on memory or time, so a hostile or mistaken BUILD file could cr
   file:line:col;
 - evaluates on one thread of its own with a large stack (`STACK_BYTES`), so that any file
   within that limit has a wide margin (measured: the 8 MiB default stack overflows at about
-  2,000 levels, this one at about 65,000);
+  2,000 levels, this one beyond 250,000);
 - counts evaluation steps through starlark's cancellation hook (called about once per thousand
   loop iterations) and stops a file after `Limits.max_steps` of them, which also makes Ctrl-C
   work during a long loop;
