@@ -30,9 +30,17 @@ from pyimg.core.action import (
 )
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
 from pyimg.core.cas import ContentStore, remove_tree
+from pyimg.core.confinement import Confinement
 from pyimg.core.digest import Digest, canonical_json
-from pyimg.core.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
+from pyimg.core.errors import (
+    ActionFailedError,
+    InterruptedBuildError,
+    PyimgError,
+    SourceLinkError,
+    UserInputError,
+)
 from pyimg.core.file_digests import FileDigestCache
+from pyimg.core.workspace import EXTERNAL_DIR
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource
@@ -102,6 +110,7 @@ class ActionExecutor:
         self._lock = threading.Lock()
         self._host_tool_digests: dict[str, str] = {}
         self._warned_isolation = False
+        self._confinement = Confinement(ctx.workspace)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -121,6 +130,11 @@ class ActionExecutor:
         shapes outputs, e.g. layer modes), or the digest of a whole output directory."""
         produced = self.produced(path)
         if produced is None:
+            if not path.startswith(EXTERNAL_DIR + "/"):
+                # Loading checked this too; a link re-pointed since must not be read either.
+                problem = self._confinement.check(path)
+                if problem is not None:
+                    raise SourceLinkError(f"source file '{path}': {problem}")
             src = self.source_path(path)
             try:
                 digest, _, executable = self.digests.digest_and_mode(src)
@@ -153,7 +167,11 @@ class ActionExecutor:
         return hit
 
     def components(self, action: Action) -> dict[str, Any]:
-        digests = {p: self.input_digest(p) for p in set(action.inputs) | set(action.tools)}
+        try:
+            digests = {p: self.input_digest(p) for p in set(action.inputs) | set(action.tools)}
+        except SourceLinkError as e:
+            raise SourceLinkError(f"{action.describe()}: {e.message}",
+                                  origin=e.origin or action.origin or None) from None
         hmacs = {}
         if action.secrets:
             if self.ctx.secret_hmacs is None:
@@ -517,6 +535,14 @@ class ActionExecutor:
                 for name in sorted(filenames):
                     full = Path(dirpath) / name
                     rel = full.relative_to(base).as_posix()
+                    if not _is_utf8(rel):
+                        # Keys, records and labels are UTF-8 text: refuse rather than crash.
+                        raise ActionFailedError(
+                            f"{action.describe()}: output directory '{p}' holds a file whose "
+                            f"path is not valid UTF-8: {repr(os.fsencode(rel))[1:]} (pyimg packs "
+                            f"only UTF-8 file names)",
+                            origin=action.origin,
+                        )
                     if full.is_symlink():
                         raise ActionFailedError(
                             f"{action.describe()}: output directory '{p}' holds a symlink '{rel}' "
@@ -531,6 +557,14 @@ class ActionExecutor:
         st = path.stat()
         digest, executable = self.cas.put_file(path, links.get((st.st_dev, st.st_ino)), link=True)
         return FileOutput(digest, st.st_size, executable)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _failure_message(action: Action, what: str, output: bytes) -> str:

@@ -220,15 +220,15 @@ class Analyzer:
                 attrs[name] = [_target_json(deps[v]) for v in value]
                 files[name] = t
             elif t == "label_keyed_string_dict":
-                # Targets are dicts, which Starlark cannot hash, so these arrive as a list of
-                # (target, string) pairs rather than a dict keyed by target.
+                # Targets are dicts, which Starlark cannot hash: the pairs cross as a list and
+                # the prelude gives the implementation a value with items(), keys(), values().
                 attrs[name] = [[_target_json(deps[k]), v] for k, v in value.items()]
                 files[name] = t
             else:
                 attrs[name] = value
         label = target.label
         data = json.dumps({
-            "label": {"name": label.name, "package": label.package, "repo": label.repo, "str": str(label)},
+            "label": str(label),  # a canonical string; the prelude gives it Label's fields
             "attrs": attrs,
             "files": files,
             "file": single,
@@ -427,7 +427,10 @@ class Analyzer:
         )
         cur.actions.append(action)
 
-    _MAKE_VAR = re.compile(r"\$\((location|locations|execpath|execpaths|rootpath|rootpaths)\s+([^)]+)\)")
+    # The label may hold balanced parentheses (`$(location f(1).txt)`): file names do.
+    _MAKE_VAR = re.compile(
+        r"\$\((location|locations|execpath|execpaths|rootpath|rootpaths)\s+((?:[^()]|\([^()]*\))+)\)"
+    )
 
     def _expand(self, text: str, stack: str, extra: Any = None) -> str:
         """`$(location L)` and friends for labels among the current target's dependencies."""
@@ -435,7 +438,8 @@ class Analyzer:
         origin = self._user_origin(stack)
 
         def repl(m: re.Match[str]) -> str:
-            fn, raw = m.group(1), m.group(2).strip()
+            # `$$` is the command's escape for `$`, in a label as anywhere else in it.
+            fn, raw = m.group(1), m.group(2).strip().replace("$$", "$")
             try:
                 label = str(parse_label(raw, cur.target.label.package))
             except LabelError as e:

@@ -3,7 +3,8 @@ one file instead of evaluating Starlark (DESIGN.md: "a no-op build reads one fil
 
 An entry is valid while loading would read the same inputs (`inputs.inputs_valid`, shared
 with the persisted loading of `pyimg query`). The action graph does not depend on source contents
-(those enter action keys at execution), so nothing else needs checking.
+(those enter action keys at execution), so nothing else needs checking but that every source
+file still resolves inside the workspace (a symlink re-pointed outside is reported by loading).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import canonical_json
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.starlark.analysis import AnalysisResult, TargetResult
-from pyimg.starlark.inputs import inputs_valid, loading_inputs
+from pyimg.starlark.inputs import inputs_valid, loading_inputs, sources_confined
 from pyimg.starlark.labels import Pattern
 from pyimg.starlark.loading import Loader
 from pyimg.starlark.loading_cache import FORMAT
@@ -45,7 +46,7 @@ class AnalysisCache:
         except (FileNotFoundError, ValueError):
             return None
         try:
-            if not self._valid(data["inputs"], patterns, loader):
+            if not self._valid(data["inputs"], patterns, loader) or not self._confined(data, loader):
                 return None
             targets = {
                 label: TargetResult(
@@ -77,8 +78,12 @@ class AnalysisCache:
                 if t.actions or label in top
             },
             "top_level": result.top_level,
+            "sources": sorted(loader.source_files),
         }
         atomic_write_bytes(self._path(patterns, platform), canonical_json(data))
 
     def _valid(self, inputs: dict[str, Any], patterns: list[Pattern], loader: Loader) -> bool:
         return inputs_valid(inputs, patterns, loader.workspace, self.digests)
+
+    def _confined(self, data: dict[str, Any], loader: Loader) -> bool:
+        return sources_confined(loader.workspace, data["sources"])

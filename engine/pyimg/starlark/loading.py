@@ -16,8 +16,9 @@ from typing import Any
 
 import starlark as sl
 
+from pyimg.core.confinement import Confinement
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.core.errors import SourceLinkError, UserInputError
 from pyimg.core.workspace import find_workspace
 from pyimg.starlark._eval import (
     SourceFile,
@@ -28,7 +29,7 @@ from pyimg.starlark._eval import (
     render_error,
 )
 from pyimg.starlark.inputs import find_build_file, find_packages, glob_package
-from pyimg.starlark.labels import Label, LabelError, Pattern, parse_label
+from pyimg.starlark.labels import Label, LabelError, Pattern, check_rule_name, parse_label
 from pyimg.starlark.limits import decode_source
 
 __all__ = [
@@ -44,8 +45,8 @@ __all__ = [
 PRELUDE = "@pyimg//:prelude.bzl"
 RULES_DEFS = "@pyimg//rules:defs.bzl"
 PRELUDE_BUILTINS = [
-    "DefaultInfo", "Label", "attr", "exports_files", "existing_rules", "glob", "native",
-    "package", "package_name", "provider", "repository_name", "rule", "select",
+    "DefaultInfo", "Label", "attr", "depset", "exports_files", "existing_rules", "glob", "native",
+    "package", "package_name", "provider", "pyimg_attr__", "repository_name", "rule", "select",
 ]  # fmt: skip
 # The rules every BUILD file sees; a unit test checks that rules/defs.bzl exports each.
 BUILD_RULES = [
@@ -138,6 +139,10 @@ class Loader:
         # (package, include, exclude, result) of each glob() in the workspace (not in external
         # repositories): the persisted loading and analysis re-run them to validate.
         self.globs: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = []
+        # Sources must resolve inside the workspace; the workspace files checked so far (the
+        # analysis cache checks them again before it is reused).
+        self.confinement = Confinement(workspace)
+        self.source_files: set[str] = set()
         self._eval_stack: list[tuple[str, str]] = []  # (module id, display name)
         self._package: Package | None = None
         self._pending: UserInputError | None = None
@@ -360,7 +365,16 @@ class Loader:
             return t
         # os.path, not pathlib: query and analysis ask this for thousands of source files.
         root = str(self.repo_root(label.repo))
-        if os.path.isfile(os.path.join(root, label.package, label.name)):
+        is_file = os.path.isfile(os.path.join(root, label.package, label.name))
+        if not label.repo:
+            # An external repository's links were checked when it was unpacked.
+            rel = f"{label.package}/{label.name}" if label.package else label.name
+            problem = self.confinement.check(rel)
+            if problem is not None:
+                raise SourceLinkError(f"source file '{label}': {problem}", origin=origin)
+            if is_file:
+                self.source_files.add(rel)
+        if is_file:
             return None
         raise UserInputError(
             self._no_such_target(pkg, label.name).replace("no such target", "no such target or file"),
@@ -497,9 +511,10 @@ class Loader:
         if not isinstance(name, str) or not name:
             raise UserInputError(f"{kind}: attribute 'name' must be a non-empty string", origin=origin)
         try:
+            check_rule_name(name)
             label = parse_label(f":{name}", pkg.name, pkg.repo)
         except LabelError as e:
-            raise UserInputError(f"{kind}: invalid name {name!r}: {e}", origin=origin) from None
+            raise UserInputError(f"{kind}: {e}", origin=self.argument_origin(origin, "name")) from None
         if name in pkg.targets:
             raise UserInputError(
                 f"{kind} {pkg.repo and '@' + pkg.repo}//{pkg.name}:{name}: a target named '{name}' is already declared "
@@ -543,17 +558,22 @@ class Loader:
         for what, value in (("include", include), ("exclude", exclude)):
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise UserInputError(f"glob(): '{what}' must be a list of strings", origin=origin)
-        result = glob_package(
-            self.repo_root(pkg.repo), pkg.name, include, exclude,
-            lambda p: self.build_file(p, pkg.repo),
-        )
+        try:
+            result = glob_package(
+                self.repo_root(pkg.repo), pkg.name, include, exclude,
+                lambda p: self.build_file(p, pkg.repo),
+                None if pkg.repo else self.confinement,
+            )
+        except UserInputError as e:  # a link leaving the workspace, or a name glob() refuses
+            raise type(e)(f"glob({include}): {e.message}", origin=origin) from None
         if not pkg.repo:
             # An external repository's files are fixed by pyimg.lock: its globs need no re-run
             # (and re-running one against the workspace would be wrong).
             self.globs.append((pkg.name, tuple(include), tuple(exclude), tuple(result)))
         if not result and not allow_empty:
             raise UserInputError(f"glob({include}) matched no files", origin=origin)
-        return json.dumps(result)
+        # As labels, `@x` would name a repository and `:x` the file `x`: the ':' keeps them files.
+        return json.dumps([":" + f if f[0] in "@:" else f for f in result])
 
     def _package_fn(self, default_visibility: Any, stack: str) -> None:
         pkg = self._current_package("package()")
