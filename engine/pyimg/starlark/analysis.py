@@ -20,7 +20,7 @@ import starlark as sl
 from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
 from pyimg.core.errors import UserInputError
 from pyimg.core.workspace import EXTERNAL_DIR
-from pyimg.starlark._eval import globals_, render_error
+from pyimg.starlark._eval import evaluate, render_error
 from pyimg.starlark.labels import Label, LabelError, parse_label
 from pyimg.starlark.loading import PRELUDE, Loader, Target
 from pyimg.starlark.target_cache import TargetCache
@@ -261,8 +261,7 @@ class Analyzer:
         source = "\n".join(lines) + "\n"
         self._current = current
         try:
-            ast = sl.parse(f"<analysis of {label}>", source)
-            returned = sl.eval(sl.Module(), ast, globals_(), self.loader._loader)
+            returned = evaluate(f"<analysis of {label}>", source, sl.Module(), self.loader._loader)
         except sl.StarlarkError as e:
             pending, self.loader._pending = self.loader._pending, None
             if pending is not None:
