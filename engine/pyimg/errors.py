@@ -7,6 +7,7 @@
     │   └── SourceLinkError     exit 2: a source's symlink leaves the workspace, dangles or loops
     ├── ActionFailedError       exit 1: an action ran and failed (label, mnemonic, output tail)
     ├── IntegrityError          exit 1: bytes did not match their digest
+    ├── DiskFullError           exit 1: no space left where pyimg writes (cache, pyimg-out)
     ├── RegistryError           exit 1: a registry request failed for good
     ├── AuditDifferenceError    exit 3: a reproducibility audit found a difference
     └── InterruptedBuildError   exit 130: Ctrl-C
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "ActionFailedError",
     "AuditDifferenceError",
+    "DiskFullError",
     "IntegrityError",
     "InterruptedBuildError",
     "PyimgError",
@@ -62,6 +64,10 @@ class ActionFailedError(PyimgError):
 
 
 class IntegrityError(PyimgError):
+    pass
+
+
+class DiskFullError(PyimgError):
     pass
 
 

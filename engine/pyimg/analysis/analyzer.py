@@ -22,7 +22,7 @@ from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
 from pyimg.core.workspace import EXTERNAL_DIR
 from pyimg.errors import UserInputError
 from pyimg.labels import Label, LabelError, parse_label
-from pyimg.loading._eval import globals_, render_error
+from pyimg.loading._eval import evaluate, render_error
 from pyimg.loading.loader import PRELUDE, Loader, Target
 
 __all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "EXTERNAL_DIR", "OUT_DIR", "TargetResult"]
@@ -261,8 +261,7 @@ class Analyzer:
         source = "\n".join(lines) + "\n"
         self._current = current
         try:
-            ast = sl.parse(f"<analysis of {label}>", source)
-            returned = sl.eval(sl.Module(), ast, globals_(), self.loader._loader)
+            returned = evaluate(f"<analysis of {label}>", source, sl.Module(), self.loader._loader)
         except sl.StarlarkError as e:
             pending, self.loader._pending = self.loader._pending, None
             if pending is not None:

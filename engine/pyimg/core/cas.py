@@ -9,6 +9,7 @@ edited by accident; `verify` re-hashes a blob only when its stat changed since i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -19,8 +20,16 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from pyimg.core.digest import CHUNK, Digest
+from pyimg.errors import DiskFullError
 
-__all__ = ["ContentStore", "StatMemo", "atomic_write_bytes", "fsync_dir", "remove_tree"]
+__all__ = [
+    "ContentStore",
+    "StatMemo",
+    "atomic_write_bytes",
+    "fsync_dir",
+    "no_space_reported",
+    "remove_tree",
+]
 
 StatKey = tuple[int, int, int, int]
 
@@ -47,6 +56,25 @@ class _DictMemo:
         self._d.pop(path, None)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def no_space_reported(where: Path) -> Iterator[None]:
+    """Turn "no space left on device" (or over quota) inside the block into a DiskFullError
+    naming `where`. Writers that use it leave no partial file behind (temp file + rename), so
+    the store is consistent and usable as it is once space is freed."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _NO_SPACE:
+            raise
+        raise DiskFullError(
+            f"no space left on {where} ({e.strerror}); free some space and run the command "
+            "again: what pyimg stored so far is consistent"
+        ) from None
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -57,18 +85,19 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write `data` to `path` through a temp file + fsync + rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with no_space_reported(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
 
 
 def remove_tree(path: Path) -> None:
@@ -155,14 +184,17 @@ class ContentStore:
 
     @contextmanager
     def _writer(self) -> Iterator[tuple[BinaryIO, str]]:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                yield f, tmp
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        """A temp file in the store, removed unless the block committed it; a full disk while
+        writing it is a DiskFullError naming the cache root."""
+        with no_space_reported(self.root):
+            self._dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    yield f, tmp
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
 
     def _commit(self, tmp: str, digest: Digest, executable: bool = False) -> Path:
         dest = self.path(digest, executable)
@@ -274,5 +306,9 @@ class ContentStore:
         try:
             os.link(src, tmp)
         except OSError:
-            shutil.copy2(src, tmp)
+            try:
+                shutil.copy2(src, tmp)
+            except BaseException:
+                _unlink_quietly(tmp)  # a full disk must not leave half a copy behind
+                raise
         os.replace(tmp, dest)

@@ -23,13 +23,14 @@ from pyimg.errors import SourceLinkError, UserInputError
 from pyimg.labels import Label, LabelError, Pattern, check_rule_name, parse_label
 from pyimg.loading._eval import (
     SourceFile,
+    evaluate,
     export_alias,
-    globals_,
     parse_stack,
     prepare_source,
     render_error,
 )
 from pyimg.loading.inputs import LoadingRecord, find_build_file, find_packages, glob_package
+from pyimg.loading.limits import decode_source
 
 __all__ = [
     "Loader",
@@ -234,7 +235,7 @@ class Loader:
             self._pending = UserInputError(f"load cycle: {chain}", origin=self._load_origin(module))
             raise _Abort()
         try:
-            text = path.read_text(encoding="utf-8")
+            text = decode_source(path.read_bytes(), display)
         except FileNotFoundError:
             self._pending = UserInputError(
                 f"load() of '{module}': file {display} does not exist",
@@ -266,8 +267,7 @@ class Loader:
         self.read_paths[display] = path
         self._eval_stack.append((module_id, display))
         try:
-            ast = sl.parse(display, src.evaluated)
-            sl.eval(module_obj, ast, globals_(), self._loader)
+            evaluate(display, src.evaluated, module_obj, self._loader)
         except sl.StarlarkError as e:
             pending, self._pending = self._pending, None
             if pending is not None:
@@ -323,7 +323,11 @@ class Loader:
             # External repositories are inputs the whole workspace uses: public unless they say.
             pkg.default_visibility = ["//visibility:public"]
         self.packages[key] = pkg
-        text = build.read_text(encoding="utf-8")
+        try:
+            text = decode_source(build.read_bytes(), display)
+        except UserInputError:
+            del self.packages[key]
+            raise
         self._package = pkg
         try:
             self._eval(

@@ -1,5 +1,6 @@
 import os
 
+import pytest
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
 from pyimg.core.cas import ContentStore
 from pyimg.core.digest import digest_bytes
@@ -93,3 +94,28 @@ def test_copy_to_is_a_private_copy_with_the_blobs_mode_and_mtime(tmp_path):
         dest.write_bytes(b"changed")
         assert cas.path(digest, executable).stat().st_mode == bst.st_mode
         assert cas.verify(digest, executable)
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_blob(tmp_path, monkeypatch):
+    import errno
+
+    from pyimg.errors import DiskFullError
+
+    store = ContentStore(tmp_path / "cache")
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(DiskFullError, match=f"no space left on {tmp_path / 'cache'}"):
+        store.put_bytes(b"payload")
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"from a file")
+    with pytest.raises(DiskFullError):
+        store.put_file(src)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the store works as before
+    digest = store.put_bytes(b"payload")
+    assert store.read_bytes(digest) == b"payload"

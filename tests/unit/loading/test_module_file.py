@@ -86,3 +86,13 @@ def test_unknown_parameter_points_at_the_line() -> None:
     with pytest.raises(UserInputError) as e:
         parse('\noci_pull(name = "b", imag = "x")\n')
     assert "MODULE.pyimg:2" in str(e.value)
+
+
+def test_http_archive_unpacking_bounds() -> None:
+    m = parse(f'http_archive(name = "a", urls = ["https://x/a.zip"], sha256 = "{SHA}", '
+              "max_unpacked_bytes = 1 << 34, max_unpacked_files = 10)\n")
+    (a,) = m.declarations
+    assert isinstance(a, HttpArchive) and (a.max_unpacked_bytes, a.max_unpacked_files) == (1 << 34, 10)
+    with pytest.raises(UserInputError, match="'max_unpacked_files' must be a positive integer, got '10'"):
+        parse(f'http_archive(name = "a", urls = ["https://x/a.zip"], sha256 = "{SHA}", '
+              'max_unpacked_files = "10")\n')
