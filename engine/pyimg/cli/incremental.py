@@ -37,6 +37,7 @@ from pyimg.core.executor import ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.incremental import IncrementalExecutor, RecordedAction, downstream
 from pyimg.core.scheduler import ActionGraph, Scheduler
+from pyimg.core.workspace import EXTERNAL_DIR
 
 if TYPE_CHECKING:
     import argparse
@@ -233,8 +234,13 @@ def _plan(check: Check, workspace: Path) -> _Plan | None:
     lines = ActionLines(actions_path(check.path), index["actions"], index["spans"])
     sources: dict[str, list[Any]] = index["sources"]
     fixed = set(index["fixed"])
+    # A file of an external repository is no source the user edits: it changed because the
+    # repository must be made again (its store blob was dropped as corrupt), which only the full
+    # build does.
+    external = f"{check.output_base / EXTERNAL_DIR}{os.sep}"
     if len(lines) != check.record["actions"] or any(
-            sources.get(host) is None or host in fixed for host in check.changed):
+            sources.get(host) is None or host in fixed or host.startswith(external)
+            for host in check.changed):
         return None
     digests = FileDigestCache(check.output_base / "file_digests.json", lazy=True)
     changed: dict[str, str] = {}
