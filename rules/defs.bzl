@@ -16,6 +16,7 @@ load(
     _OciImageIndexInfo = "OciImageIndexInfo",
     _OciImageInfo = "OciImageInfo",
     _OciLayerInfo = "OciLayerInfo",
+    _OciPushInfo = "OciPushInfo",
 )
 
 filegroup = _filegroup
@@ -32,3 +33,4 @@ HostToolInfo = _HostToolInfo
 OciImageIndexInfo = _OciImageIndexInfo
 OciImageInfo = _OciImageInfo
 OciLayerInfo = _OciLayerInfo
+OciPushInfo = _OciPushInfo

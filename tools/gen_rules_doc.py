@@ -71,7 +71,26 @@ def render() -> str:
             for arg, doc in args:
                 lines.append(f"| `{arg}` | {doc} |")
         lines.append("")
+    lines.extend(DIFFERENCES.strip("\n").splitlines())
+    lines.append("")
     return "\n".join(lines)
+
+
+# Written here, not generated: what a Bazel, rules_oci or rules_pkg user would trip on, and why.
+DIFFERENCES = """
+## Differences from Bazel, rules_oci and rules_pkg
+
+| where | Bazel, rules_oci, rules_pkg | pyimg | why |
+| --- | --- | --- | --- |
+| `pkg_tar` `mode` | `0555` for every file | `0644` for files, `0755` for executables and directories | a layer should keep a file's executability and nothing else of the host |
+| `pkg_tar` `mtime` | a fixed "portable" date (2000-01-01) | the `mtime` attribute, else `SOURCE_DATE_EPOCH`, else 0 | the reproducible-builds convention; one fixed time for every entry |
+| `oci_image` `created` | a file holding the time (often stamped) | a string, default `1970-01-01T00:00:00Z`, used for history too | the config must not depend on when it was built |
+| `oci_image` `entrypoint`, `cmd`, `env`, `labels`, `annotations` | a list or dict, or a file | a list or dict only | values are checked where the BUILD file is loaded |
+| `ctx.label`, `Label("//x:y")` | a `Label` object | the canonical string `//pkg:name` (`@repo//pkg:name`), with Label's fields `name`, `package`, `workspace_name`, `repo_name`; `type()` says `string` | pyimg's Starlark (starlark-pyo3) can define no type that prints as `//pkg:name` and has fields |
+| a dependency target | a `Target` with `.label`, indexed by providers | the same reads (`t.label`, `t[MyInfo]`, `MyInfo in t`; `t["label"]` still works), but `type()` says `dict`, and `hasattr(t, "label")` is false | a dict is the only value that `[MyInfo]` indexes; pyimg turns the reads `X.label`, `X.name`, `X.package`, `X.workspace_name`, `X.repo_name` and `X.to_list` into calls that know labels, targets and lists |
+| `attr.label_keyed_string_dict` | a dict keyed by `Target` | a value with `items()`, `keys()` and `values()` (no `len()`, `in` or `[]`) | a dict-like target cannot be a dict key |
+| `depset()`, `DefaultInfo(files = ...)` | a depset; `.to_list()` flattens it | a list without duplicates (direct, then transitive); `.to_list()` works on every list | pyimg has no transitive sets to defer: a list is what every rule reads |
+"""
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ _COMPRESSIONS = ["gzip", "zstd"]
 def _image_layout(target, what):
     if OciImageInfo in target:
         return target[OciImageInfo]
-    fail("attribute '%s': %s is not an image (oci_image, oci_layout or oci_pull)" % (what, target["label"]))
+    fail("attribute '%s': %s is not an image (oci_image, oci_layout or oci_pull)" % (what, target.label))
 
 def _oci_image_impl(ctx):
     layout = ctx.actions.declare_directory(ctx.label.name)
@@ -75,7 +75,7 @@ def _oci_image_impl(ctx):
         inputs = inputs,
         outputs = [layout, digest],
         mnemonic = "OciImage",
-        progress_message = "Assembling image %s" % ctx.label.full,
+        progress_message = "Assembling image %s" % ctx.label,
     )
     return [
         DefaultInfo(files = [layout, digest]),
@@ -116,7 +116,7 @@ def _oci_image_index_impl(ctx):
         inputs = layouts,
         outputs = [layout, digest],
         mnemonic = "OciIndex",
-        progress_message = "Assembling index %s" % ctx.label.full,
+        progress_message = "Assembling index %s" % ctx.label,
     )
     return [
         DefaultInfo(files = [layout, digest]),
@@ -207,7 +207,7 @@ def _oci_push_impl(ctx):
     elif OciImageIndexInfo in ctx.attr.image:
         info = ctx.attr.image[OciImageIndexInfo]
     else:
-        fail("attribute 'image': %s is not an image or index" % ctx.attr.image["label"])
+        fail("attribute 'image': %s is not an image or index" % ctx.attr.image.label)
     if not ctx.attr.repository:
         fail("attribute 'repository' must name a repository, like \"registry.example.com/team/app\"")
     return [

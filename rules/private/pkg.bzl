@@ -59,10 +59,10 @@ def _pkg_tar_impl(ctx):
     for f in ctx.files.srcs:
         add(_dest(ctx, f), {"src": f.path}, "srcs")
         inputs.append(f)
-    for target, path in ctx.attr.files:
+    for target, path in ctx.attr.files.items():
         files = target[DefaultInfo].files
         if len(files) != 1:
-            fail("attribute 'files': %s provides %d files; map exactly one file per label" % (target["label"], len(files)))
+            fail("attribute 'files': %s provides %d files; map exactly one file per label" % (target.label, len(files)))
         dest = _clean(path)
         add(dest, {"src": files[0].path}, "files")
         inputs.append(files[0])

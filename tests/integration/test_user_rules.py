@@ -28,7 +28,7 @@ def _stamp_impl(ctx):
         outputs = [out],
         env = {"STAMP": "yes" if ctx.attr.loud else "no"},
         mnemonic = "Stamp",
-        progress_message = "Stamping %s" % ctx.label.full,
+        progress_message = "Stamping %s" % str(ctx.label),
     )
     return [DefaultInfo(files = [out])]
 
@@ -169,3 +169,101 @@ def files_of(name, pattern):
     r = ws.run("build", "//p:cat")
     assert r.code == 0, r.err
     assert ws.out("p/cat.out").read_text() == "ab"
+
+
+BAZEL_API_DEFS = '''
+"""Rules written as a Bazel user writes them."""
+
+load("@pyimg//rules:defs.bzl", "OciImageInfo", "OciPushInfo")
+
+def _describe_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".txt")
+    lines = [
+        "self=" + str(ctx.label),
+        "fields=%s|%s|%s|%s" % (ctx.label.name, ctx.label.package, ctx.label.workspace_name, ctx.label.repo_name),
+        "label=" + str(Label("//app:img")) + " " + Label("//app:img").name,
+        "push_info=" + str(OciPushInfo in ctx.attr.push),
+        "image=%s %s" % (ctx.attr.image.label, OciImageInfo in ctx.attr.image),
+        "image_name=" + ctx.attr.image.label.name,
+        "legacy=" + ctx.attr.image["label"],
+    ]
+    for target in ctx.attr.srcs:
+        lines.append("src=%s %s" % (target.label, [f.basename for f in target[DefaultInfo].files.to_list()]))
+    for target, path in ctx.attr.files.items():
+        lines.append("file=%s -> %s" % (target.label, path))
+    lines.append("keys=%s values=%s" % ([str(t.label) for t in ctx.attr.files.keys()], ctx.attr.files.values()))
+    all_files = depset(ctx.files.srcs, transitive = [ctx.files.srcs])
+    lines.append("depset=%d" % len(all_files.to_list()))
+    ctx.actions.write(out, "\\n".join(lines) + "\\n")
+    return [DefaultInfo(files = depset([out]))]
+
+describe = rule(
+    implementation = _describe_impl,
+    attrs = {
+        "image": attr.label(),
+        "push": attr.label(),
+        "srcs": attr.label_list(allow_files = True),
+        "files": attr.label_keyed_string_dict(allow_files = True),
+    },
+)
+'''
+
+
+def test_bazel_target_and_label_api(ws):
+    """`target.label`, `str(ctx.label)` and Label's fields, a label_keyed_string_dict read with
+    items(), keys() and values(), depset().to_list(), and OciPushInfo from defs.bzl."""
+    ws.write("tools/defs.bzl", BAZEL_API_DEFS)
+    ws.write("tools/BUILD.pyimg", "")
+    ws.write("app/a.txt", "a")
+    ws.write("app/b.txt", "b")
+    ws.write("app/BUILD.pyimg", '''
+        load("//tools:defs.bzl", "describe")
+
+        oci_image(name = "img", entrypoint = ["/x"])
+
+        oci_push(name = "push", image = ":img", repository = "localhost/app")
+
+        describe(
+            name = "d",
+            image = ":img",
+            push = ":push",
+            srcs = ["a.txt", "b.txt"],
+            files = {"a.txt": "/etc/a", ":b.txt": "/etc/b"},
+        )
+    ''')
+    r = ws.run("build", "//app:d")
+    assert r.code == 0, r.err
+    assert ws.out("app/d.txt").read_text().splitlines() == [
+        "self=//app:d",
+        "fields=d|app||",
+        "label=//app:img img",
+        "push_info=True",
+        "image=//app:img True",
+        "image_name=img",
+        "legacy=//app:img",
+        "src=//app:a.txt [\"a.txt\"]",
+        "src=//app:b.txt [\"b.txt\"]",
+        "file=//app:a.txt -> /etc/a",
+        "file=//app:b.txt -> /etc/b",
+        'keys=["//app:a.txt", "//app:b.txt"] values=["/etc/a", "/etc/b"]',
+        "depset=2",
+    ]
+
+
+def test_label_field_error_points_at_the_user_line(ws):
+    """A field a value does not have is reported at the user's line and column, even though
+    pyimg reads `.name` through a helper."""
+    ws.write("tools/defs.bzl", '''
+def _impl(ctx):
+    x = struct(a = 1)
+    return [DefaultInfo(files = []), x.name]
+
+bad = rule(implementation = _impl)
+''')
+    ws.write("tools/BUILD.pyimg", "")
+    ws.write("app/BUILD.pyimg", 'load("//tools:defs.bzl", "bad")\nbad(name = "b")\n')
+    r = ws.run("build", "//app:b")
+    assert r.code == 2, r.err
+    assert "`.name` not supported on type `struct`" in r.err, r.err
+    assert "(in the rule implementation at tools/defs.bzl:4:38)" in r.err, r.err
+    assert "prelude" not in r.err, r.err

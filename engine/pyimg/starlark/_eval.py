@@ -7,8 +7,11 @@ and call stacks are mapped back to the user's own line and column before anyone 
 
 from __future__ import annotations
 
+import io
 import itertools
+import keyword
 import re
+import tokenize
 from dataclasses import dataclass, field
 
 import starlark as sl
@@ -52,12 +55,20 @@ class SourceFile:
     line_offset: int = 0  # lines added in front (when line 1 is a compound statement)
     exports: dict[int, str] = field(default_factory=dict)  # line -> top-level rule/provider name
     lines: list[str] | None = field(default=None, repr=False, compare=False)  # `text`, split
+    # line -> (column, characters removed, characters inserted) of each attribute rewrite on it
+    rewrites: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
 
     def user_position(self, line: int, col: int) -> tuple[int, int]:
         line -= self.line_offset
         if line == 1 and self.first_line_prefix:
             col = max(1, col - self.first_line_prefix)
-        return max(line, 1), col
+        shift = 0
+        for at, removed, inserted in self.rewrites.get(line, ()):
+            if col >= at + shift + inserted:
+                shift += inserted - removed
+            elif col >= at + shift:
+                return max(line, 1), at  # inside text pyimg added: where it was added
+        return max(line, 1), col - shift
 
     def line_text(self, line: int) -> str:
         lines = self._lines()
@@ -154,8 +165,94 @@ def _string_end(text: str, i: int) -> int:
     return len(text)
 
 
+# Bazel's Label has fields (`ctx.label.name`) and prints as `//pkg:name`; its Target has a
+# `.label` and is indexed by providers (`dep[MyInfo]`). starlark-pyo3 can define no type that
+# prints as it likes or has both fields and `[]`, so labels are canonical strings and targets
+# dicts, and in files that load it `X.label`, `X.name`, ... read through ATTR_HELPER, which gives
+# those strings and dicts these fields and reads every other value's attribute as Starlark does.
+ATTR_HELPER = "pyimg_attr__"
+LABEL_FIELDS = ("label", "name", "package", "workspace_name", "repo_name", "to_list")
+_LABEL_FIELD_ACCESS = re.compile(r"\.\s*(?:" + "|".join(LABEL_FIELDS) + r")\b")
+_OPENERS = {")": "(", "]": "[", "}": "{"}
+
+
+def rewrite_label_fields(text: str) -> tuple[str, dict[int, list[tuple[int, int, int]]]]:
+    """`X.name` -> `pyimg_attr__(X, "name")` for each of LABEL_FIELDS, and where each edit is
+    (line -> (column, removed, inserted), 1-based) so that errors keep the user's columns.
+    Text that does not tokenize is returned as is: Starlark reports the syntax error."""
+    if not _LABEL_FIELD_ACCESS.search(text):
+        return text, {}
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                  if t.type not in (tokenize.NL, tokenize.COMMENT)]
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return text, {}
+    edits: list[tuple[tuple[int, int], tuple[int, int], str]] = []  # (start, end, replacement)
+    for i in range(1, len(tokens) - 1):
+        dot, name = tokens[i], tokens[i + 1]
+        if dot.string != "." or name.type != tokenize.NAME or name.string not in LABEL_FIELDS:
+            continue
+        start = _operand_start(tokens, i - 1)
+        if start is None:
+            continue
+        edits.append((tokens[start].start, tokens[start].start, ATTR_HELPER + "("))
+        edits.append((dot.start, name.end, f', "{name.string}")'))
+    if not edits:
+        return text, {}
+    lines = text.splitlines(keepends=True)
+    rewrites: dict[int, list[tuple[int, int, int]]] = {}
+    # Right to left, so that earlier positions stay valid; edits never span lines.
+    for (row, col), (_, end_col), new in sorted(edits, key=lambda e: e[0], reverse=True):
+        line = lines[row - 1]
+        lines[row - 1] = line[:col] + new + line[end_col:]
+        rewrites.setdefault(row, []).insert(0, (col + 1, end_col - col, len(new)))
+    return "".join(lines), rewrites
+
+
+def _operand_start(tokens: list[tokenize.TokenInfo], j: int) -> int | None:
+    """The index of the first token of the primary expression that ends at token `j` (a name, a
+    call, an index, an attribute chain, a bracketed literal), or None when there is none."""
+    while j >= 0:
+        tok = tokens[j]
+        if tok.type == tokenize.OP and tok.string in _OPENERS:
+            depth = 0
+            while j >= 0:
+                s = tokens[j].string if tokens[j].type == tokenize.OP else ""
+                if s in _OPENERS:
+                    depth += 1
+                elif s in _OPENERS.values():
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j -= 1
+            if j < 0:
+                return None
+            opener = tokens[j].string
+            prev = tokens[j - 1] if j > 0 else None
+            is_suffix = opener != "{" and prev is not None and (
+                (prev.type == tokenize.NAME and not keyword.iskeyword(prev.string))
+                or prev.type == tokenize.STRING
+                or (prev.type == tokenize.OP and prev.string in _OPENERS)
+            )
+            if not is_suffix:
+                return j
+            j -= 1
+        elif tok.type in (tokenize.STRING, tokenize.NUMBER) or (
+            tok.type == tokenize.NAME and not keyword.iskeyword(tok.string)
+        ):
+            if j > 0 and tokens[j - 1].string == "." and tokens[j - 1].type == tokenize.OP:
+                j -= 2
+                continue
+            return j
+        else:
+            return None
+    return None
+
+
 def prepare_source(name: str, text: str, prelude_loads: list[tuple[str, list[str]]]) -> SourceFile:
     src = SourceFile(name, text)
+    if any(ATTR_HELPER in symbols for _, symbols in prelude_loads):
+        text, src.rewrites = rewrite_label_fields(text)
     for m in _EXPORT.finditer(text):
         src.exports[text.count("\n", 0, m.start()) + 1] = m.group(1)
     aliases = "".join(f"\n{export_alias(n)} = {n}" for n in sorted(set(src.exports.values())))
@@ -236,6 +333,17 @@ def render_error(error: sl.StarlarkError, sources: dict[str, SourceFile]) -> Use
             origin = f"{file}:{line}:{col}"
             break
     frames = parse_stack(text, sources)
+    if len(frames) >= 2 and frames[-1].function == ATTR_HELPER:
+        # A field the value does not have, read through the rewrite: the read is the user's.
+        caller = frames[-2]
+        src = sources.get(caller.file)
+        if src is not None:
+            edits = src.rewrites.get(caller.line)
+            col = edits[0][0] if edits else src.call_column(caller.line)
+            code = src.line_text(caller.line)
+            snippet = f"\n    {code}\n    {' ' * (col - 1)}^" if code else ""
+            origin = f"{caller.file}:{caller.line}:{col}"
+            frames = frames[:-1]
     trace = [
         f"  called from {f.file}:{f.line}:{_column(sources, f.file, f.line, callee.function)} "
         f"({f.function})"

@@ -220,15 +220,15 @@ class Analyzer:
                 attrs[name] = [_target_json(deps[v]) for v in value]
                 files[name] = t
             elif t == "label_keyed_string_dict":
-                # Targets are dicts, which Starlark cannot hash, so these arrive as a list of
-                # (target, string) pairs rather than a dict keyed by target.
+                # Targets are dicts, which Starlark cannot hash: the pairs cross as a list and
+                # the prelude gives the implementation a value with items(), keys(), values().
                 attrs[name] = [[_target_json(deps[k]), v] for k, v in value.items()]
                 files[name] = t
             else:
                 attrs[name] = value
         label = target.label
         data = json.dumps({
-            "label": {"name": label.name, "package": label.package, "repo": label.repo, "str": str(label)},
+            "label": str(label),  # a canonical string; the prelude gives it Label's fields
             "attrs": attrs,
             "files": files,
             "file": single,

@@ -43,8 +43,8 @@ __all__ = [
 PRELUDE = "@pyimg//:prelude.bzl"
 RULES_DEFS = "@pyimg//rules:defs.bzl"
 PRELUDE_BUILTINS = [
-    "DefaultInfo", "Label", "attr", "exports_files", "existing_rules", "glob", "native",
-    "package", "package_name", "provider", "repository_name", "rule", "select",
+    "DefaultInfo", "Label", "attr", "depset", "exports_files", "existing_rules", "glob", "native",
+    "package", "package_name", "provider", "pyimg_attr__", "repository_name", "rule", "select",
 ]  # fmt: skip
 # The rules every BUILD file sees; a unit test checks that rules/defs.bzl exports each.
 BUILD_RULES = [

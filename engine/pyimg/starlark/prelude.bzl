@@ -225,13 +225,15 @@ def _analyze(implementation, providers):
             targets = [value] if value != None else []
         elif kind == "label_keyed_string_dict":
             targets = [pair[0] for pair in value]
+            attr[name] = _keyed_by_targets(value)
         else:
             targets = value
         files[name] = [f for t in targets for f in t[DefaultInfo].files]
     for name in data["file"]:
         file[name] = files[name][0] if files[name] else None
     ctx = struct(
-        label = struct(name = data["label"]["name"], package = data["label"]["package"], workspace_name = data["label"]["repo"], full = data["label"]["str"]),
+        label = data["label"],
+        workspace_name = "",
         attr = struct(**attr),
         file = struct(**file),
         files = struct(**files),
@@ -247,6 +249,21 @@ def _analyze(implementation, providers):
     if type(returned) != "list":
         returned = [returned]
     return returned
+
+def _keyed_by_targets(pairs):
+    """A label_keyed_string_dict's value: Bazel gives a dict keyed by Target, but targets are
+    dicts here, which Starlark cannot hash; this answers items(), keys() and values() alike."""
+
+    def _items():
+        return [(target, value) for target, value in pairs]
+
+    def _keys():
+        return [pair[0] for pair in pairs]
+
+    def _values():
+        return [pair[1] for pair in pairs]
+
+    return struct(items = _items, keys = _keys, values = _values)
 
 def _expand_location(text, targets = [], short_paths = False):
     return _pyimg_expand(text = text, stack = call_stack())
@@ -282,7 +299,54 @@ def existing_rules():
     return _pyimg_existing_rules()
 
 def Label(text):
+    """A label, as the canonical string `//pkg:name` (`@repo//pkg:name`); its fields read
+    through pyimg_attr__ (see below)."""
     return _pyimg_label(text = text, stack = call_stack())
+
+def depset(direct = None, order = "default", transitive = None):
+    """Bazel's depset, as a plain list without duplicates (direct first, then transitive in
+    order): pyimg's DefaultInfo.files is a list, and `to_list()` works on it (pyimg_attr__)."""
+    out = []
+    seen = {}
+    for items in [direct or []] + (transitive or []):
+        for item in items:
+            key = item.path if type(item) == "struct" and hasattr(item, "_file") else item
+            if key not in seen:
+                seen[key] = True
+                out.append(item)
+    return out
+
+def _label_field(label, field):
+    repo = ""
+    rest = label
+    if label.startswith("@"):
+        i = label.find("//")
+        repo = label[1:i]
+        rest = label[i:]
+    package, _, name = rest[2:].partition(":")
+    if field == "name":
+        return name
+    if field == "package":
+        return package
+    return repo  # workspace_name, repo_name
+
+def pyimg_attr__(value, field):
+    """`value.field` where a file says `X.label`, `X.name`, `X.package`, `X.workspace_name`,
+    `X.repo_name` or `X.to_list`: pyimg rewrites those reads into calls of this function
+    (pyimg.starlark._eval.rewrite_label_fields), so that a label string has Bazel's Label fields,
+    a target dict has `.label`, and a list (a depset here) has `to_list()`. Any other value's
+    attribute is read as Starlark reads it, with the same error when it has none."""
+    t = type(value)
+    if t == "string" and field != "label" and field != "to_list" and (value.startswith("//") or value.startswith("@")):
+        return _label_field(value, field)
+    if t == "dict" and field == "label" and "label" in value:
+        return value["label"]
+    if t == "list" and field == "to_list":
+        def _to_list():
+            return list(value)
+
+        return _to_list
+    return getattr(value, field)
 
 native = struct(
     glob = glob,

@@ -27,7 +27,7 @@ from pyimg.core.digest import digest_bytes
 
 __all__ = ["TargetCache"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: ctx.label is a canonical string in the ctx data
 
 
 class TargetCache:
