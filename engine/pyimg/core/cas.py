@@ -129,6 +129,27 @@ def _fsync_file(path: str | Path) -> None:
         os.close(fd)
 
 
+def _copy_bytes(src_fd: int, dst_fd: int, size: int) -> None:
+    """Copy `size` bytes in the kernel (copy_file_range: a reflink where the filesystem has them)."""
+    left = size
+    try:
+        while left > 0:
+            n = os.copy_file_range(src_fd, dst_fd, left)
+            if n == 0:
+                break
+            left -= n
+    except OSError:
+        left = -1  # not supported here (another filesystem, an old kernel): copy in user space
+    if left != 0:
+        os.lseek(src_fd, 0, os.SEEK_SET)
+        os.lseek(dst_fd, 0, os.SEEK_SET)
+        os.ftruncate(dst_fd, 0)
+        while chunk := os.read(src_fd, CHUNK):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst_fd, view) :]
+
+
 def _unlink_quietly(path: str | Path) -> None:
     try:
         os.unlink(path)
@@ -354,6 +375,19 @@ class ContentStore:
         if not self.verify(digest):
             raise KeyError(str(digest))
         return self.path(digest).read_bytes()
+
+    def copy_to(self, digest: Digest, dest: Path, executable: bool = False) -> None:
+        """A private copy of a blob at `dest`, with the blob's mode and mtime, never its inode.
+
+        For places where the reader may write (a command's execroot): changing the copy can never
+        reach the store. `dest` must not exist.
+        """
+        src = self.path_str(digest, executable)
+        st = os.stat(src)
+        with open(src, "rb") as s, open(dest, "xb") as d:
+            _copy_bytes(s.fileno(), d.fileno(), st.st_size)
+        os.chmod(dest, st.st_mode & 0o7777)
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def link_to(self, digest: Digest, dest: Path, executable: bool = False) -> None:
         """Materialize a blob at `dest` (hard link, else copy), replacing what was there atomically."""

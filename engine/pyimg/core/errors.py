@@ -3,7 +3,8 @@
     PyimgError                  exit 1 unless a subclass says otherwise
     ├── UsageError              exit 2: bad flags, bad labels on the command line
     ├── UserInputError          exit 2: a bad BUILD/.bzl/MODULE file or attribute; has an origin
-    │   └── UnpinnedInputError  exit 2: an external input without a digest
+    │   ├── UnpinnedInputError  exit 2: an external input without a digest
+    │   └── SourceLinkError     exit 2: a source's symlink leaves the workspace, dangles or loops
     ├── ActionFailedError       exit 1: an action ran and failed (label, mnemonic, output tail)
     ├── IntegrityError          exit 1: bytes did not match their digest
     ├── RegistryError           exit 1: a registry request failed for good
@@ -22,6 +23,7 @@ __all__ = [
     "InterruptedBuildError",
     "PyimgError",
     "RegistryError",
+    "SourceLinkError",
     "UnpinnedInputError",
     "UsageError",
     "UserInputError",
@@ -48,6 +50,10 @@ class UserInputError(PyimgError):
 
 
 class UnpinnedInputError(UserInputError):
+    pass
+
+
+class SourceLinkError(UserInputError):
     pass
 
 

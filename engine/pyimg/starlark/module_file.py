@@ -178,11 +178,14 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     def load(module: str) -> sl.FrozenModule:
         if module != _PRELUDE:
             at = src.load_position(module)
-            raise UserInputError(
+            # Kept aside, as declare() does: Starlark would wrap it in a message of its own that
+            # repeats the location.
+            pending.append(UserInputError(
                 f"load() of '{module}': {MODULE_FILE} declares external inputs only and cannot "
                 "load files",
                 origin=f"{MODULE_FILE}:{at[0]}:{at[1]}" if at else MODULE_FILE,
-            )
+            ))
+            raise pending[-1]
         return frozen
 
     src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive"])])
@@ -236,6 +239,12 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
             raise bad(
                 f'\'platforms\' must be a list like ["linux/amd64", "linux/arm64/v8"], got {platforms!r}'
             )
+        from pyimg.oci.platforms import platform_text_problem
+
+        for p in platforms:
+            problem = platform_text_problem(p)
+            if problem is not None:
+                raise bad(f"'platforms': {problem[1]}")
         return OciPull(name, origin, image, digest, tag, tuple(platforms))
 
     urls = attrs.get("urls") or ([attrs["url"]] if attrs.get("url") else [])

@@ -78,6 +78,23 @@ def test_file_digest_cache_rehashes_only_on_change(tmp_path):
     assert again.digest(f)[0] != d1
 
 
+def test_copy_to_is_a_private_copy_with_the_blobs_mode_and_mtime(tmp_path):
+    cas = ContentStore(tmp_path)
+    for executable in (False, True):
+        digest = cas.put_bytes(b"payload " * 100_000, executable)
+        blob = cas.path(digest, executable)
+        dest = tmp_path / f"copy-{executable}"
+        cas.copy_to(digest, dest, executable)
+        st, bst = dest.stat(), blob.stat()
+        assert dest.read_bytes() == blob.read_bytes()
+        assert (st.st_mode, st.st_mtime_ns) == (bst.st_mode, bst.st_mtime_ns)
+        assert st.st_ino != bst.st_ino
+        dest.chmod(0o644)
+        dest.write_bytes(b"changed")
+        assert cas.path(digest, executable).stat().st_mode == bst.st_mode
+        assert cas.verify(digest, executable)
+
+
 def _rot(path, offset=0):
     """Flip one byte of a blob in place and give it back its mode and mtime: its stat (size,
     mtime, inode) is the one last verified, as when a disk rots bytes under the file system."""

@@ -52,12 +52,25 @@ http_archive(name = "src", urls = ["https://x/src.tgz"], sha256 = "{SHA}", strip
             "'downloaded_file_path' must be a relative file path",
         ),
         ('\n  \nload("//x:y.bzl", "z")', "MODULE.pyimg:3:1: load() of '//x:y.bzl'"),
+        (
+            'oci_pull(name = "b", image = "x", tag = "t", platforms = ["linux/aarch64"])',
+            'oci_pull \'b\': \'platforms\': architecture \'aarch64\' is not an OCI architecture',
+        ),
     ],
 )
 def test_bad_declarations(text: str, message: str) -> None:
     with pytest.raises(UserInputError) as e:
         parse(text + "\n")
     assert message in str(e.value)
+
+
+def test_refused_load_says_where_once() -> None:
+    with pytest.raises(UserInputError) as e:
+        parse('# x\nload("//x:y.bzl", "z")\n')
+    assert str(e.value) == (
+        "MODULE.pyimg:2:1: load() of '//x:y.bzl': MODULE.pyimg declares external inputs only "
+        "and cannot load files"
+    )
 
 
 def test_duplicate_name_names_both_lines() -> None:
