@@ -27,7 +27,7 @@ def _macro_doc(source: str, name: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def render() -> str:
-    from pyimg.starlark.loading import BUILD_RULES, RULES_DEFS, Loader
+    from pyimg.loading.loader import BUILD_RULES, RULES_DEFS, Loader
 
     with tempfile.TemporaryDirectory() as tmp:
         loader = Loader(Path(tmp))

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pyimg.cli.execution import RECHECK_ALWAYS_BYTES
+from pyimg.build.execution import RECHECK_ALWAYS_BYTES
 from workspace_helpers import Workspace
 
 BUILD = """

@@ -40,7 +40,7 @@ def _explain(ws, *args):
 
 
 def _record(ws, name="last"):
-    from pyimg.cli.build_record import load_build_records
+    from pyimg.build.build_record import load_build_records
 
     (output_base,) = ws.cache.glob("output_bases/*")
     last, previous = load_build_records(output_base)
@@ -151,7 +151,7 @@ def test_explain_errors(ws):
 
 
 def test_diff_components_of_params_tools_and_format():
-    from pyimg.cli.explain import diff_components
+    from pyimg.build.explain import diff_components
 
     old = {
         "format": "v1",

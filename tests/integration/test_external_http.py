@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from workspace_helpers import Workspace
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "core"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "external"))
 from test_archive import make_tar  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -152,7 +152,7 @@ def test_index_lock_records_platforms(registry, tmp_path: Path) -> None:
 
     layout = tmp_path / "idx"
     make_index(layout, tag="multi")
-    from pyimg.registry import push_layout
+    from pyimg.registry.client import push_layout
 
     index_digest = str(push_layout(layout, f"{registry.host}/team/multi:multi"))
     ws = Workspace(tmp_path / "ws", tmp_path / "cache")
@@ -288,7 +288,7 @@ def test_image_on_a_docker_typed_base_runs_in_podman(registry, tmp_path: Path) -
     """A base with Docker v2 schema 2 media types: pulled, built on, pushed, then pulled and
     run by podman, and copied by skopeo."""
     require("podman", "runc", "skopeo")
-    from pyimg.registry import RegistryClient
+    from pyimg.registry.client import RegistryClient
 
     src = tmp_path / "dbase"
     base = make_image(src, layers=[{"bin/busybox": Path("/bin/busybox").read_bytes()}],
@@ -331,7 +331,7 @@ def test_image_on_a_docker_typed_base_runs_in_podman(registry, tmp_path: Path) -
 def test_incremental_rebuild_on_a_lazy_base(registry, tmp_path: Path, monkeypatch) -> None:
     """A source edit re-keys the image through the incremental path: the base stays a lazy
     input, and writing the layout fetches its layer again when the store has lost it."""
-    import pyimg.cli.incremental as incremental
+    import pyimg.build.incremental as incremental
 
     ws, base_layer = _lazy_consumer(registry, tmp_path, "team/lazyincr")
     r = ws.run("build", "//svc:image")

@@ -50,8 +50,8 @@ class Paths:
     """Which path each build took, seen from inside the process."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import pyimg.cli.build as full
-        import pyimg.cli.incremental as incremental
+        import pyimg.build.build as full
+        import pyimg.build.incremental as incremental
 
         self.taken: list[str] = []
         build, run = full.build, incremental._run
@@ -238,8 +238,8 @@ def test_host_tool_change_takes_the_full_path(ws, paths, tmp_path):
 
 
 def test_engine_or_format_library_change_takes_the_full_path(ws, paths, tmp_path, monkeypatch):
-    import pyimg.cli.build as full
-    import pyimg.cli.noop as noop
+    import pyimg.build.build as full
+    import pyimg.build.noop as noop
 
     module, library = tmp_path / "module.py", tmp_path / "libz.so"
     module.write_text("# 1\n")

@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyimg.actions import BuiltinCall, load_builtins
+from pyimg.actions.builtins import load_builtins
+from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import digest_file
 from pyimg.oci.validate import validate_layout
 

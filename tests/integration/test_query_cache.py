@@ -8,7 +8,8 @@ import os
 import shutil
 
 import pytest
-from pyimg.starlark import loading, loading_cache
+from pyimg.loading import cache as loading_cache
+from pyimg.loading import loader as loading
 
 PUBLIC = 'visibility = ["//visibility:public"]'
 QUERIES = [

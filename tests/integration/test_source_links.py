@@ -203,7 +203,7 @@ def _repoint(link: Path, target: Path, keep_dir_mtime: bool) -> None:
 @pytest.mark.parametrize("case", sorted(REPOINT_CASES))
 def test_link_repointed_outside_after_a_build_is_refused(ws, outside, monkeypatch, case,
                                                          keep_dir_mtime):
-    import pyimg.cli.incremental as incremental
+    import pyimg.build.incremental as incremental
 
     build, position, message = REPOINT_CASES[case]
     ws.write("p/BUILD.pyimg", build)

@@ -15,7 +15,7 @@ def test_rules_reference_is_up_to_date():
 
 
 def test_defs_bzl_exports_every_build_rule():
-    from pyimg.starlark.loading import BUILD_RULES
+    from pyimg.loading.loader import BUILD_RULES
 
     defs = (REPO / "rules/defs.bzl").read_text()
     for name in BUILD_RULES:

@@ -1,45 +1,104 @@
-"""The import direction of DESIGN.md: cli -> starlark, actions, registry -> oci -> core."""
+"""The package map of docs/architecture.md: which package may import which, lazily or not."""
 
 import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "engine" / "pyimg"
+
+# The top-level modules every package may import.
+EVERYWHERE = {"errors", "labels"}
+# Each package and what it may import besides itself and EVERYWHERE. `cli` may import anything.
 ALLOWED = {
-    "core": {"core"},
-    "oci": {"core", "oci"},
-    "registry": {"core", "oci", "registry"},
-    "actions": {"core", "oci", "actions"},
-    "starlark": {"core", "oci", "starlark"},  # docs/architecture.md: starlark -> oci -> core
+    "core": set(),
+    "oci": {"core"},
+    "registry": {"oci", "core"},
+    "actions": {"oci", "core"},
+    # Platform values (os, architecture, variant) are checked against oci/platforms.py.
+    "loading": {"oci", "core"},
+    "analysis": {"loading", "oci", "core"},
+    "external": {"loading", "registry", "oci", "core"},
+    "query": {"analysis", "external", "loading", "actions", "registry", "oci", "core"},
+    # aquery keys actions as the build does, over what a query selects.
+    "build": {"query", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
+    # audit runs builds (in a subprocess) and reads the build records they leave.
+    "audit": {"build", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
 }
+TOP_LEVEL_MODULES = {"__init__", "errors", "labels"}
+STARLARK_USERS = {"loading", "analysis"}
 
 
-def test_layers_import_only_downwards():
+def _imports(path: Path) -> list[str]:
+    """Every module `path` imports, at the top or inside a function, relative imports resolved."""
+    package = ".".join(("pyimg", *path.relative_to(PKG).parent.parts))
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names.append(module)
+            # `from pyimg import x` and `from pyimg.oci import media_types` import submodules too.
+            names += [f"{module}.{a.name}" for a in node.names]
+    return names
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "pyimg" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def test_every_package_is_named():
+    packages = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.stem for p in PKG.glob("*.py")}
+    assert packages == set(ALLOWED) | {"cli"}
+    assert modules == TOP_LEVEL_MODULES
+
+
+def test_packages_import_only_what_they_may():
+    known = set(ALLOWED) | {"cli"} | TOP_LEVEL_MODULES - {"__init__"}
     bad = []
     for layer, allowed in ALLOWED.items():
+        may = allowed | EVERYWHERE | {layer}
         for path in (PKG / layer).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    names = [node.module]
-                for name in names:
-                    parts = name.split(".")
-                    if parts[0] == "pyimg" and len(parts) > 1 and parts[1] not in allowed:
-                        bad.append(f"{path.relative_to(PKG)} imports {name}")
+            for module in _imports(path):
+                target = _package(module)
+                if target is not None and target in known and target not in may:
+                    bad.append(f"{path.relative_to(PKG)} imports {module}")
     assert bad == []
 
 
-def test_only_starlark_imports_starlark():
+def test_top_level_modules_import_no_package():
+    bad = [
+        f"{name}.py imports {module}"
+        for name in EVERYWHERE
+        for module in _imports(PKG / f"{name}.py")
+        if _package(module) not in (None, "__version__")
+    ]
+    assert bad == []
+
+
+def test_only_loading_and_analysis_import_starlark():
     offenders = [
         str(p.relative_to(PKG))
         for p in PKG.rglob("*.py")
-        if "starlark" not in p.relative_to(PKG).parts[:1]
-        and any(
-            (isinstance(n, ast.Import) and any(a.name == "starlark" for a in n.names))
-            or (isinstance(n, ast.ImportFrom) and n.module == "starlark")
-            for n in ast.walk(ast.parse(p.read_text()))
-        )
+        if p.relative_to(PKG).parts[0] not in STARLARK_USERS
+        and any(m == "starlark" or m.startswith("starlark.") for m in _imports(p))
+    ]
+    assert offenders == []
+
+
+def test_every_init_is_free_of_imports():
+    # Importing a package must cost nothing: start-up time is part of every command's latency.
+    offenders = [
+        str(p.relative_to(PKG))
+        for p in PKG.rglob("__init__.py")
+        if any(isinstance(n, ast.Import | ast.ImportFrom) for n in ast.walk(ast.parse(p.read_text())))
     ]
     assert offenders == []
 
@@ -51,3 +110,13 @@ def test_every_module_states_its_responsibility():
         if not ast.get_docstring(ast.parse(p.read_text()))
     ]
     assert missing == []
+
+
+def test_module_docstrings_cite_nothing_outside_the_repository():
+    outside = ("SPEC", "DESIGN.md", "issue ")
+    offenders = [
+        str(p.relative_to(PKG))
+        for p in PKG.rglob("*.py")
+        if any(word in (ast.get_docstring(ast.parse(p.read_text())) or "") for word in outside)
+    ]
+    assert offenders == []

@@ -23,7 +23,7 @@ def _wheel_files() -> dict[str, Path]:
 
 
 def _installed_path(source: Path) -> str:
-    """Where an installed pyimg reads `source` from (see pyimg.starlark.loading.rules_dir)."""
+    """Where an installed pyimg reads `source` from (see pyimg.loading.loader.rules_dir)."""
     if source.is_relative_to(RULES):
         return f"pyimg/_rules/{source.relative_to(RULES).as_posix()}"
     return f"pyimg/{source.relative_to(ENGINE).as_posix()}"

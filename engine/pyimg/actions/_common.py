@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions import BuiltinCall
+from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import Digest
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 
 __all__ = [
     "input_path",

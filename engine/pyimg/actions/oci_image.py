@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import (
     input_path,
     opt_str,
@@ -17,8 +16,10 @@ from pyimg.actions._common import (
     str_dict,
     write_digest_file,
 )
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import canonical_json
-from pyimg.core.errors import IntegrityError, UserInputError
+from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.config import DEFAULT_CREATED, ConfigChanges, apply_config, config_diff_ids
 from pyimg.oci.layer import Layer

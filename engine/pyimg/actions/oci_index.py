@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import (
     input_path,
     output_dir,
@@ -11,7 +10,9 @@ from pyimg.actions._common import (
     str_dict,
     write_digest_file,
 )
-from pyimg.core.errors import UserInputError
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.config import config_platform
 from pyimg.oci.layout import REF_NAME, Layout, LayoutWriter, walk

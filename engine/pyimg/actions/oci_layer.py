@@ -6,10 +6,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import only_input, params_dict
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import canonical_json
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.compress import COMPRESSIONS
 from pyimg.oci.layer import Layer, layer_from_tar, write_layer
 

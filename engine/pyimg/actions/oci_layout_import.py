@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import (
     output_dir,
     output_with_suffix,
     params_dict,
     write_digest_file,
 )
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import Digest, digest_file
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.layout import REF_NAME, LayoutWriter
 from pyimg.oci.model import (

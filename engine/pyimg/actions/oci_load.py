@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import input_path, only_input, params_dict
-from pyimg.core.errors import UserInputError
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.config import config_platform
 from pyimg.oci.docker_archive import write_docker_archive

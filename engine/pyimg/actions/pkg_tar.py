@@ -11,14 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pyimg.actions import BuiltinCall, builtin
 from pyimg.actions._common import (
     input_path,
     params_dict,
     parse_mode,
     parse_owner,
 )
-from pyimg.core.errors import UserInputError
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
+from pyimg.errors import UserInputError
 from pyimg.oci.compress import HashingWriter
 from pyimg.oci.tar import (
     TarEntry,

@@ -21,10 +21,10 @@ def _configure_cache(p: argparse.ArgumentParser) -> None:
 
 @command("cache", "check the shared caches (`pyimg cache verify`)", _configure_cache)
 def cmd_cache(args: argparse.Namespace) -> int:
-    from pyimg.cli.session import default_cache_root
     from pyimg.core.action_cache import ActionCache
     from pyimg.core.cas import ContentStore
     from pyimg.core.executor import verify_trees
+    from pyimg.core.session import default_cache_root
 
     # The cache root alone: no workspace is needed, and none is locked (builds may run meanwhile;
     # every store and entry write is atomic, so they see a blob or entry whole, or not at all).

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimg.cli.session import Session
-from pyimg.core.errors import PyimgError, UsageError
+from pyimg.core.session import Session
 from pyimg.core.workspace import find_workspace
+from pyimg.errors import PyimgError, UsageError
 
 if TYPE_CHECKING:
     # Imported where used: every command module imports this one, and `pyimg query` served from
     # the loading cache must not pay for the build engine's imports.
-    from pyimg.cli.build import BuildOptions
+    from pyimg.build.build import BuildOptions
 
 __all__ = ["REGISTRY", "add_common_flags", "command", "load_commands", "open_session"]
 
@@ -100,7 +100,7 @@ def _configure_clean(p: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, patterns: list[str],
              session: Session | None = None, fetch_lazy: bool = True) -> BuildOptions:
-    from pyimg.cli.build import BuildOptions
+    from pyimg.build.build import BuildOptions
 
     return BuildOptions(
         fetch_lazy=fetch_lazy,
@@ -130,9 +130,9 @@ def _secrets(args: argparse.Namespace, session: Session | None) -> dict[str, obj
 
 @command("build", "build targets; prints each image's label, digest and path", _configure_build)
 def cmd_build(args: argparse.Namespace) -> int:
-    from pyimg.cli.build import build
-    from pyimg.cli.incremental import record_lines, render_report, report_lines
-    from pyimg.cli.progress import summary
+    from pyimg.build.build import build
+    from pyimg.build.incremental import record_lines, render_report, report_lines
+    from pyimg.build.progress import summary
 
     session = _session(args)
     with session.locked("build"):
@@ -142,7 +142,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         sys.stdout.write(stdout)
         sys.stdout.flush()
         if getattr(args, "argv", None) is not None:
-            from pyimg.cli.noop import write_record
+            from pyimg.build.noop import write_record
 
             actions = report.outcome.executed + report.outcome.cached
             write_record(session.output_base, session.workspace, args.argv, report.inputs,
@@ -155,11 +155,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 @command("run", "build and run a runnable target (oci_load, oci_push)", _configure_run)
 def cmd_run(args: argparse.Namespace) -> int:
-    from pyimg.cli.build import build
+    from pyimg.build.build import build
 
     session = _session(args)
     with session.locked("run"):
-        # An oci_push fetches only the base layers its destination lacks (SPEC section 5).
+        # An oci_push fetches only the base layers its destination lacks (docs/external-inputs.md).
         report = build(session, _options(args, [args.label], session, fetch_lazy=False))
     if len(report.top_level) != 1:
         raise UsageError(f"'{args.label}' must name exactly one target")
@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     return subprocess.call([exe, "load", *args.args], stdin=f)
         raise PyimgError("pyimg run of an oci_load needs podman or docker on PATH")
     if target.kind == "oci_push":
-        from pyimg.cli.push import run_push_target
+        from pyimg.build.push import run_push_target
 
         return run_push_target(session, target, args.args, report.lazy_blobs)
     raise UsageError(f"{target.label} ({target.kind}) is not runnable: run oci_load or oci_push targets")
@@ -193,7 +193,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             _rmtree_ro(session.cache_root / "cache_dirs")
             return 0
         shutil.rmtree(session.workspace / "pyimg-out", ignore_errors=True)
-        from pyimg.cli.build_record import FILES as RECORD_FILES
+        from pyimg.build.build_record import FILES as RECORD_FILES
 
         for name in (*RECORD_FILES, "file_digests.json", "file_digests.log", "analysis", "loading",
                      "noop"):

@@ -1,4 +1,5 @@
-"""`pyimg lock`, `pyimg fetch` and `pyimg push`: the commands about external inputs (SPEC 5)."""
+"""`pyimg lock`, `pyimg fetch` and `pyimg push`: the commands about external inputs
+(docs/external-inputs.md)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,24 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.commands import _options, add_common_flags, command, open_session
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 
 if TYPE_CHECKING:
-    from pyimg.cli.build import BuildOptions
-    from pyimg.cli.repositories import RegistryOptions, Repositories
+    from pyimg.build.build import BuildOptions
+    from pyimg.external.repositories import RegistryOptions, Repositories
 
 __all__ = ["cmd_fetch", "cmd_lock", "cmd_push"]
 
 
 def _repositories(session: Any, args: argparse.Namespace) -> Repositories:
     # Imported here: registration of the command must not cost the import (start-up time).
-    from pyimg.cli.repositories import Repositories
+    from pyimg.external.repositories import Repositories
 
     return Repositories(session, offline=args.offline, registry=_registry(args))
 
 
 def _registry(args: argparse.Namespace) -> RegistryOptions:
-    from pyimg.cli.repositories import RegistryOptions
+    from pyimg.external.repositories import RegistryOptions
 
     return RegistryOptions(args.registry_config, tuple(args.insecure_registry))
 
@@ -48,27 +49,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
     with session.locked("lock"):
         repos = _repositories(session, args)
         try:
-            for name in args.update:
-                repos.declaration(name)  # an unknown name is an error, with "did you mean"
-            from pyimg.cli.repositories import lock_covers, read_lock, write_lock
+            from pyimg.external.resolve import update_lock
 
-            old = read_lock(session.workspace)
-            new = {}
-            changed = []
-            for decl in repos.module.declarations:
-                entry = old.get(decl.name)
-                if decl.name in args.update or not lock_covers(decl, entry):
-                    entry = repos.lock_entry(decl)
-                    if entry is not None and entry != old.get(decl.name):
-                        changed.append(decl.name)
-                if entry is not None:
-                    new[decl.name] = entry
-                    pinned = entry.get("digest") or entry.get("sha256")
-                    print(f"@{decl.name} {pinned}")
-            dropped = sorted(set(old) - set(new))
-            write_lock(session.workspace, new)
+            result = update_lock(repos, session.workspace, args.update,
+                                 lambda name, pinned: print(f"@{name} {pinned}"))
         finally:
             repos.close()
+    changed, dropped, new = result.changed, result.dropped, result.entries
     what = ", ".join(f"@{n}" for n in changed + dropped) or "nothing"
     print(f"pyimg.lock: {len(new)} entries; changed: {what}", file=sys.stderr)
     return 0
@@ -86,10 +73,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     with session.locked("fetch"):
         repos = _repositories(session, args)
         try:
-            repos.check_pinned()
-            for decl in repos.module.declarations:
-                repos.resolve(decl.name)
-                repos.fetch(decl)  # with the base layers a build would fetch lazily
+            from pyimg.external.resolve import fetch_all
+
+            fetch_all(repos)
         finally:
             repos.close()
     n = len(repos.module.declarations)
@@ -113,8 +99,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from pyimg.cli.noop import fast_summary, valid_record, write_record
-    from pyimg.cli.push import push_layout_dir, target_layout
+    from pyimg.build.noop import fast_summary, valid_record, write_record
+    from pyimg.build.push import push_layout_dir, target_layout
 
     session = open_session(args)
     start = time.monotonic()
@@ -124,8 +110,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         layout = Path(record["extra"]["layout"])
         print(fast_summary(record, time.monotonic() - start), file=sys.stderr)
     else:
-        from pyimg.cli.build import build
-        from pyimg.cli.progress import summary
+        from pyimg.build.build import build
+        from pyimg.build.progress import summary
 
         options: BuildOptions = _options(args, [args.label], session, fetch_lazy=False)
         with session.locked("push"):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pyimg import __version__
-from pyimg.core.errors import PyimgError, UsageError
+from pyimg.errors import PyimgError, UsageError
 
 __all__ = ["main"]
 
@@ -90,7 +90,7 @@ def _main(argv: list[str]) -> int:
             # Before the engine is imported: with nothing changed, this is the whole command.
             import time
 
-            from pyimg.cli.noop import check_record, replay
+            from pyimg.build.noop import check_record, replay
 
             start = time.monotonic()
             check = check_record(argv, workspace)
@@ -98,7 +98,7 @@ def _main(argv: list[str]) -> int:
                 replay(check.record, start)
                 return 0
             if check is not None:  # files changed: if only sources, build what reads them
-                from pyimg.cli.incremental import rebuild
+                from pyimg.build.incremental import rebuild
 
                 try:
                     code = rebuild(check, workspace)
@@ -117,7 +117,7 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     args.argv = argv  # the full command line after .pyimgrc, for the no-op record
-    from pyimg.starlark.limits import configure
+    from pyimg.loading.limits import configure
 
     # Every run sets them (to the defaults when not given): tests run many commands in-process.
     configure(getattr(args, "starlark_memory_mib", None), getattr(args, "starlark_max_steps", None))

@@ -1,8 +1,8 @@
 """Actions as frozen values, and the action key: what can change an action's outputs, hashed.
 
 An action reads input files at exec paths (`pkg/src.c`, `pyimg-out/pkg/gen.h`) and writes output
-files or directories at exec paths. Its key (DESIGN.md principle 4) is a sha256 over canonical
-JSON of the kind, argv, declared env, input digests by path, output paths, tool digests, params,
+files or directories at exec paths. Its key (docs/architecture.md, "Invariants") is a sha256
+over canonical JSON of the kind, argv, declared env, input digests by path, output paths, tool digests, params,
 cache-dir variable names and secret HMACs, and the output-format version. Display-only fields
 (owner, origin, mnemonic, progress message) are excluded from equality and from the key.
 """

@@ -1,4 +1,4 @@
-"""The contract between the executor and in-process built-in actions (see pyimg.actions)."""
+"""The contract between the executor and in-process built-in actions (see actions/builtins.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from pyimg.core.digest import Digest
 
-__all__ = ["BlobSource", "BuiltinCall"]
+__all__ = ["BlobSource", "BuiltinCall", "LayerFetcher"]
 
 
 class BlobSource(Protocol):
@@ -22,6 +22,19 @@ class BlobSource(Protocol):
 
     def fetch(self, digest: Digest) -> Path:
         """A readable file holding the verified bytes (downloaded once, kept in the store)."""
+        ...
+
+
+class LayerFetcher(Protocol):
+    """Where a `BlobSource` of pulled base images gets a layer it knows by digest: the external
+    repository that declared the image downloads it once into its content store."""
+
+    def fetch_layer(self, repository: str, digest: Digest, size: int) -> Path:
+        """A readable file holding the verified layer `digest` of the pulled `repository`."""
+        ...
+
+    def close(self) -> None:
+        """Release what fetching opened (connections, locks)."""
         ...
 
 

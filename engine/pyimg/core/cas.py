@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from pyimg.core.digest import CHUNK, Digest
-from pyimg.core.errors import DiskFullError
+from pyimg.errors import DiskFullError
 
 __all__ = [
     "ContentStore",

@@ -32,15 +32,15 @@ from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
 from pyimg.core.cas import ContentStore, hash_file, remove_tree
 from pyimg.core.confinement import Confinement
 from pyimg.core.digest import Digest, canonical_json
-from pyimg.core.errors import (
+from pyimg.core.file_digests import FileDigestCache
+from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.errors import (
     ActionFailedError,
     InterruptedBuildError,
     PyimgError,
     SourceLinkError,
     UserInputError,
 )
-from pyimg.core.file_digests import FileDigestCache
-from pyimg.core.workspace import EXTERNAL_DIR
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource
@@ -406,7 +406,7 @@ class ActionExecutor:
             )
             result = run_sandboxed(spec, self.ctx.cancel, isolation=isolation)
         finally:
-            # The secret file goes when the action ends, whatever happened (SPEC.md section 6).
+            # The secret file goes when the action ends, whatever happened (docs/sandbox-secrets-caches.md).
             release = self.ctx.secret_release or (lambda p: p.unlink(missing_ok=True))
             for path in secret_files.values():
                 release(path)

@@ -2,7 +2,7 @@
 
 The engine prepares an execroot holding exactly the declared inputs (and empty parents for the
 declared outputs) and calls `run_sandboxed`; this module decides how to isolate the command and
-reports which mechanism it used (SPEC.md section 6, "Actions that run commands ...").
+reports which mechanism it used (docs/sandbox-secrets-caches.md).
 
 What the command sees (the same for "bwrap" and "unshare"; see `run_sandboxed` for "none"):
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyimg.core.action import Action
-from pyimg.core.errors import InterruptedBuildError, PyimgError, UserInputError
 from pyimg.core.executor import ActionExecutor, ExecutionRecord
+from pyimg.errors import InterruptedBuildError, PyimgError, UserInputError
 
 __all__ = ["ActionGraph", "BuildOutcome", "Scheduler"]
 
@@ -126,7 +126,7 @@ class Scheduler:
         index = dict(position)  # the start order among ready actions
         # Undocumented knob for `pyimg audit`: PYIMG_SCHEDULE_SEED permutes the order in which
         # ready actions start (deterministically per seed), so that an audit run can prove that
-        # outputs do not depend on the order independent actions run in (SPEC section 7).
+        # outputs do not depend on the order independent actions run in (docs/audit.md).
         seed = os.environ.get("PYIMG_SCHEDULE_SEED")
         if seed:
             order = list(range(len(needed)))

@@ -1,8 +1,8 @@
 """Build secrets: parsing `--secret`, keyed hashes for action keys, private files, leak scanning.
 
 A secret's value lives in this process's memory and, while an action that declared it runs, in one
-file of a private 0700 directory outside the cache root (SPEC.md section 6, "Secrets"). Everything
-else sees only `SecretStore.hmac(id)`: an HMAC-SHA256 under a random per-user key kept at
+file of a private 0700 directory outside the cache root (docs/sandbox-secrets-caches.md,
+"Secrets"). Everything else sees only `SecretStore.hmac(id)`: an HMAC-SHA256 under a random per-user key kept at
 `<cache_root>/secret.key`, so a cache entry changes with the secret but does not allow guessing it.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 
 __all__ = [
     "KEY_FILE",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 
 __all__ = ["EXTERNAL_DIR", "MODULE_FILE", "find_workspace"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyimg.core.digest import Digest
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.model import Platform
 
 __all__ = [

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.compress import DECOMPRESSION_ERRORS, open_decompressed, read_exact
 from pyimg.oci.layout import REF_NAME, Layout

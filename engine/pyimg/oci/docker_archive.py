@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pyimg.core.digest import CHUNK, Digest, canonical_json
-from pyimg.core.errors import IntegrityError, UserInputError
+from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.compress import open_decompressed
 from pyimg.oci.config import config_diff_ids

@@ -33,7 +33,7 @@ ZSTD_CHECKSUM = True
 # 75 MB at the same speed (tools/bench/layers.py keeps a 1 GiB layer under 200 MB).
 ZSTD_JOB_SIZE = 4 << 20
 
-# Folded into every action key by the engine (SPEC 6): change it whenever output bytes change.
+# Folded into every action key by the engine (docs/sandbox-secrets-caches.md): change it whenever output bytes change.
 OUTPUT_FORMAT_VERSION = (
     "pyimg-oci/1"
     " tar=pax,sorted,no-atime-ctime"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pyimg.core.digest import Digest
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.compress import (
     COMPRESSIONS,
     DECOMPRESSION_ERRORS,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyimg.core.digest import Digest, canonical_json, digest_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.model import Descriptor, Index, Manifest, load_json, parse_index, parse_manifest
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyimg.core import json_input
 from pyimg.core.digest import Digest, canonical_json, digest_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 
 __all__ = [

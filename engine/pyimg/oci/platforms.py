@@ -12,7 +12,7 @@ import platform as _host
 import sys
 from collections.abc import Iterable
 
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.model import Descriptor, Platform
 
 __all__ = [

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from pyimg.core.digest import CHUNK, Digest, digest_file
-from pyimg.core.errors import IntegrityError, PyimgError
+from pyimg.errors import IntegrityError, PyimgError
 from pyimg.oci import media_types as mt
 from pyimg.oci.compress import DECOMPRESSION_ERRORS, detect_compression, open_decompressed
 from pyimg.oci.config import config_diff_ids, config_platform

@@ -13,7 +13,7 @@ from typing import Any
 
 from pyimg.core import json_input
 from pyimg.core.digest import Digest, canonical_json, digest_bytes, digest_file
-from pyimg.core.errors import IntegrityError, UsageError
+from pyimg.errors import IntegrityError, UsageError
 from pyimg.oci.media_types import OCI_INDEX
 
 __all__ = ["REF_NAME", "Layout"]

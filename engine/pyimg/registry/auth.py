@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from pyimg.core import json_input
-from pyimg.core.errors import RegistryError, UsageError
+from pyimg.errors import RegistryError, UsageError
 
 from .transport import (
     RETRYABLE_STATUSES,

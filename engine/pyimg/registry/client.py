@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from pyimg.core import json_input
 from pyimg.core.digest import CHUNK, Digest, digest_bytes
-from pyimg.core.errors import IntegrityError, RegistryError, UsageError
+from pyimg.errors import IntegrityError, RegistryError, UsageError
 from pyimg.oci.media_types import INDEXES, MANIFESTS
 
 from ._layout import Layout

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from pyimg.core.digest import Digest
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 
 __all__ = [
     "DOCKER_HUB",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from pyimg.core.errors import RegistryError
+from pyimg.errors import RegistryError
 
 __all__ = [
     "Body",

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 from pyimg.core.digest import Digest
-from pyimg.core.errors import IntegrityError, RegistryError
-from pyimg.registry import CredentialStore, RegistryClient, RetryPolicy, parse_reference
+from pyimg.errors import IntegrityError, RegistryError
+from pyimg.registry.auth import CredentialStore
+from pyimg.registry.client import RegistryClient
+from pyimg.registry.reference import parse_reference
+from pyimg.registry.transport import RetryPolicy
 from regtestlib import FaultProxy, blob_files, make_image
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from pyimg.oci.validate import validate_layout
-from pyimg.registry import CredentialStore, RegistryClient
+from pyimg.registry.auth import CredentialStore
+from pyimg.registry.client import RegistryClient
 from regtestlib import FaultProxy, make_image, skopeo
 from workspace_helpers import Workspace
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from pyimg.core.digest import Digest
-from pyimg.registry import Platform, RegistryClient, parse_reference
+from pyimg.registry.client import Platform, RegistryClient
+from pyimg.registry.reference import parse_reference
 from regtestlib import blob_files, make_image, make_index, skopeo
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from pyimg.core.errors import RegistryError
-from pyimg.registry import CredentialStore, RegistryClient
+from pyimg.errors import RegistryError
+from pyimg.registry.auth import CredentialStore
+from pyimg.registry.client import RegistryClient
 from regtestlib import blob_files, make_image, start_registry
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions import BuiltinCall, load_builtins
-from pyimg.core.builtin import BlobSource
+from pyimg.actions.builtins import load_builtins
+from pyimg.core.builtin import BlobSource, BuiltinCall
 from pyimg.core.digest import digest_file
 from pyimg.oci.validate import validate_layout
 

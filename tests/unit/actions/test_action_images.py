@@ -10,7 +10,7 @@ import tarfile
 import pytest
 from oci_workspace import Workspace
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import IntegrityError, UserInputError
+from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.layout import Layout
 from pyimg.oci.validate import validate_layout

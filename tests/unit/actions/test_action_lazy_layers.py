@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from oci_workspace import Workspace
 from pyimg.core.digest import Digest
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.layout import Layout
 
 

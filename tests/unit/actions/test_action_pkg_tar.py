@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 from oci_workspace import Workspace
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 
 
 def _members(ws: Workspace, tar: str) -> dict[str, tarfile.TarInfo]:

@@ -99,7 +99,7 @@ def test_copy_to_is_a_private_copy_with_the_blobs_mode_and_mtime(tmp_path):
 def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_blob(tmp_path, monkeypatch):
     import errno
 
-    from pyimg.core.errors import DiskFullError
+    from pyimg.errors import DiskFullError
 
     store = ContentStore(tmp_path / "cache")
     real_fsync = os.fsync

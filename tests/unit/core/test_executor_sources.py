@@ -11,9 +11,9 @@ import pytest
 from pyimg.core.action import KIND_BUILTIN, Action
 from pyimg.core.action_cache import ActionCache
 from pyimg.core.cas import ContentStore
-from pyimg.core.errors import SourceLinkError
 from pyimg.core.executor import ActionExecutor, BuildContext
 from pyimg.core.file_digests import FileDigestCache
+from pyimg.errors import SourceLinkError
 
 
 def _executor(tmp_path: Path) -> ActionExecutor:

@@ -11,9 +11,9 @@ from typing import Any
 from pyimg.core.action import KIND_BUILTIN, Action
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import ActionFailedError, InterruptedBuildError
 from pyimg.core.executor import ExecutionRecord
 from pyimg.core.scheduler import ActionGraph, Scheduler
+from pyimg.errors import ActionFailedError, InterruptedBuildError
 
 
 def _action(output: str, *inputs: str) -> Action:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from pyimg.core import secrets as secrets_mod
-from pyimg.core.errors import UsageError
 from pyimg.core.secrets import (
     SecretSource,
     SecretStore,
@@ -19,6 +18,7 @@ from pyimg.core.secrets import (
     redact,
     scan_files,
 )
+from pyimg.errors import UsageError
 
 VALUE = b"s3cr3t-\xfb\xef\xbe\xff-value"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.config import ConfigChanges, apply_config, config_platform, expand_env
 
 BASE = {

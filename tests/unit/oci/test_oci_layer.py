@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.layer import Layer, layer_from_tar
 from pyimg.oci.media_types import OCI_LAYER_GZIP, OCI_LAYER_ZSTD
 from pyimg.oci.tar import TarEntry, write_tar

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pyimg.core.digest import canonical_json, digest_bytes
-from pyimg.core.errors import IntegrityError, UserInputError
+from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.config import ConfigChanges, apply_config
 from pyimg.oci.docker_archive import check_repo_tag, write_docker_archive

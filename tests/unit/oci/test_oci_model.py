@@ -6,7 +6,7 @@ import json
 
 import pytest
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.model import Descriptor, Index, Manifest, Platform, parse_index, parse_manifest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci import platforms
 from pyimg.oci.model import Descriptor, Platform
 from pyimg.oci.platforms import match_platform, parse_platform, platform_problem

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from pyimg.core.errors import UserInputError
+from pyimg.errors import UserInputError
 from pyimg.oci.tar import TarEntry, entries_from_tar, opaque_whiteout, whiteout, write_tar
 
 

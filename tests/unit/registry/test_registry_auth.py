@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from pyimg.core.errors import RegistryError, UsageError
+from pyimg.errors import RegistryError, UsageError
 from pyimg.registry.auth import (
     Authenticator,
     Challenge,

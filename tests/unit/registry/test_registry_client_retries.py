@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pytest
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import IntegrityError, RegistryError
+from pyimg.errors import IntegrityError, RegistryError
 from pyimg.oci.media_types import OCI_INDEX, OCI_MANIFEST
-from pyimg.registry import Credentials, RegistryClient, RetryPolicy, parse_reference
-from pyimg.registry.transport import ConnectionFailed, is_loopback, parse_retry_after, registry_url
+from pyimg.registry.auth import Credentials
+from pyimg.registry.client import RegistryClient
+from pyimg.registry.reference import parse_reference
+from pyimg.registry.transport import (
+    ConnectionFailed,
+    RetryPolicy,
+    is_loopback,
+    parse_retry_after,
+    registry_url,
+)
 from regfakes import FakeResponse, FakeTransport, resp, scripted
 
 MANIFEST = json.dumps(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pyimg.core.errors import UsageError
+from pyimg.errors import UsageError
 from pyimg.registry.reference import parse_reference
 
 H = "a" * 64

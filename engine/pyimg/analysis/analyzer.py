@@ -1,0 +1,537 @@
+"""Analysis: runs rule implementations over the target graph and collects their actions.
+
+For each target the analyzer evaluates a tiny synthetic Starlark module that loads the target's
+rule and the providers its dependencies carry, then calls the prelude's `analyze()`. The rule
+implementation sees a Bazel-like `ctx` built from JSON that this module hands out, and declares
+files and actions through Python callables. Results are JSON: providers by id, and Actions.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+import starlark as sl
+
+from pyimg.analysis.target_cache import TargetCache
+from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
+from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.errors import UserInputError
+from pyimg.labels import Label, LabelError, parse_label
+from pyimg.loading._eval import evaluate, render_error
+from pyimg.loading.loader import PRELUDE, Loader, Target
+
+__all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "EXTERNAL_DIR", "OUT_DIR", "TargetResult"]
+
+OUT_DIR = "pyimg-out"
+DEFAULT_INFO = f"{PRELUDE}%DefaultInfo"
+# `fail("attribute 'x': ...")` in a rule implementation: the error points at where x is set.
+_NAMED_ATTRIBUTE = re.compile(r"attribute '([A-Za-z_][A-Za-z0-9_]*)'")
+
+
+def file_json(path: str, owner: str, is_source: bool, is_directory: bool = False) -> dict[str, Any]:
+    """A File as it crosses into Starlark; `_file()` in the prelude derives basename, dirname,
+    extension and short_path from `path` (fewer bytes per file: a pkg_tar may have 10,000)."""
+    return {"_file": True, "path": path, "is_source": is_source, "is_directory": is_directory,
+            "owner": owner}
+
+
+@dataclass
+class TargetResult:
+    label: str
+    kind: str
+    origin: str
+    providers: dict[str, Any]  # pid -> fields (JSON)
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def default_files(self) -> list[dict[str, Any]]:
+        info = self.providers.get(DEFAULT_INFO) or {}
+        return list(info.get("files") or [])
+
+
+@dataclass
+class AnalysisResult:
+    targets: dict[str, TargetResult]  # by label string, for every analyzed target and source file
+    top_level: list[str]
+    files: list[str] = field(default_factory=list)  # every BUILD/.bzl file loading read (paths)
+
+    def actions(self) -> list[Action]:
+        out: list[Action] = []
+        for t in self.targets.values():
+            out.extend(t.actions)
+        return out
+
+
+@dataclass
+class _Current:
+    target: Target
+    data: str  # the ctx data as JSON: what the implementation is given, and the reuse key's part
+    declared: dict[str, bool] = field(default_factory=dict)  # exec path -> is directory
+    actions: list[Action] = field(default_factory=list)
+    deps: dict[str, TargetResult] = field(default_factory=dict)
+
+
+class Analyzer:
+    def __init__(self, loader: Loader, platform: dict[str, str] | None = None,
+                 reuse: TargetCache | None = None) -> None:
+        """`platform`: os and architecture for select(), and "host", the running machine's
+        platform (`ctx.fragments.platform.host_platform`). `reuse`: earlier analyses of targets,
+        served where a target's inputs are the same."""
+        self.loader = loader
+        self.platform = platform or {"os": "linux", "architecture": "amd64"}
+        if "host" not in self.platform:  # the running machine's: see _run_implementation
+            from pyimg.oci.platforms import host_platform
+
+            self.platform = {**self.platform, "host": str(host_platform())}
+        self.reuse = reuse
+        self.results: dict[str, TargetResult] = {}
+        self._stack: list[str] = []
+        self._outputs: dict[str, str] = {}  # exec path -> owning label
+        self._current: _Current | None = None
+        loader.on_analysis_call.update(
+            {
+                "_pyimg_ctx_data": self._ctx_data,
+                "_pyimg_declare": self._declare,
+                "_pyimg_action": self._action,
+                "_pyimg_expand": self._expand,
+            }
+        )
+
+    def analyze(self, labels: list[Label]) -> AnalysisResult:
+        for label in labels:
+            self._analyze(label, None)
+        return AnalysisResult(self.results, [str(label) for label in labels])
+
+    # -- per target ---------------------------------------------------------------------------
+
+    def _analyze(self, label: Label, origin: str | None) -> TargetResult:
+        key = str(label)
+        hit = self.results.get(key)
+        if hit is not None:
+            return hit
+        if key in self._stack:
+            cycle = self._stack[self._stack.index(key) :] + [key]
+            first = self.loader.package_of(parse_label(cycle[0])).targets[parse_label(cycle[0]).name]
+            raise UserInputError(
+                "dependency cycle: " + " -> ".join(cycle), origin=first.origin
+            )
+        target = self.loader.target(label, origin)
+        if target is None:
+            result = self._source_file(label)
+            self.results[key] = result
+            return result
+        self._stack.append(key)
+        try:
+            deps = {}
+            for attr_name, value in target.attrs.items():
+                spec = target.rule.attrs[attr_name]
+                for dep in _labels_of(spec["type"], self._select(target, attr_name, value)):
+                    dep_label = parse_label(dep)
+                    try:
+                        dep_result = self._analyze(dep_label, target.origin)
+                    except UserInputError as e:
+                        if e.origin != target.origin:
+                            raise  # an error inside the dependency: it says where
+                        # The dependency itself is missing: point at the attribute naming it.
+                        raise UserInputError(
+                            e.message, origin=self.loader.argument_origin(target.origin, attr_name)
+                        ) from None
+                    self._check_visibility(target, dep_label, attr_name)
+                    deps[dep] = dep_result
+            result = self._run_implementation(target, deps)
+        finally:
+            self._stack.pop()
+        self.results[key] = result
+        return result
+
+    def _source_file(self, label: Label) -> TargetResult:
+        path = f"{label.package}/{label.name}" if label.package else label.name
+        if label.repo:
+            # An external repository's files: BuildContext.source_root finds them on disk.
+            path = f"{EXTERNAL_DIR}/{label.repo}/{path}"
+        f = file_json(path, str(label), is_source=True)
+        return TargetResult(str(label), "source file", "", {DEFAULT_INFO: {"files": [f], "_provider": DEFAULT_INFO}})
+
+    def _select(self, target: Target, attr_name: str, value: Any) -> Any:
+        if not (isinstance(value, dict) and "__select__" in value):
+            return value
+        conditions = value["__select__"]
+        for key, choice in conditions.items():
+            name = key.rsplit(":", 1)[-1]
+            if name in (self.platform["os"], self.platform["architecture"],
+                        f"{self.platform['os']}_{self.platform['architecture']}"):
+                return choice
+        if "//conditions:default" in conditions:
+            return conditions["//conditions:default"]
+        raise UserInputError(
+            f"{target.kind} {target.label}: attribute '{attr_name}': no select() condition "
+            f"matches platform {self.platform['os']}/{self.platform['architecture']}",
+            origin=self.loader.argument_origin(target.origin, attr_name),
+        )
+
+    def _check_visibility(self, target: Target, dep: Label, attr_name: str) -> None:
+        if (dep.repo, dep.package) == (target.label.repo, target.label.package):
+            return
+        dep_target = self.loader.package_of(dep).targets.get(dep.name)
+        if dep_target is None:
+            return  # source files are visible to everyone
+        for v in dep_target.visibility:
+            if v == "//visibility:public":
+                return
+            try:
+                vl = parse_label(v, dep.package)
+            except LabelError:
+                continue
+            if vl.name == "__pkg__" and vl.package == target.label.package:
+                return
+            if vl.name == "__subpackages__" and (
+                target.label.package == vl.package
+                or target.label.package.startswith(vl.package + "/")
+                or vl.package == ""
+            ):
+                return
+        raise UserInputError(
+            f"{target.kind} {target.label}: attribute '{attr_name}': target '{dep}' is not "
+            f"visible from package '//{target.label.package}' (its visibility is "
+            f"{dep_target.visibility}, declared at {dep_target.origin})",
+            origin=self.loader.argument_origin(target.origin, attr_name),
+        )
+
+    def _run_implementation(self, target: Target, deps: dict[str, TargetResult]) -> TargetResult:
+        # `files` maps each label attribute to its kind; Starlark derives ctx.files / ctx.file
+        # from the targets themselves, so that every File crosses (and exists) only once.
+        attrs: dict[str, Any] = {}
+        files: dict[str, str] = {}
+        single: list[str] = []
+        for name, value in target.attrs.items():
+            spec = target.rule.attrs[name]
+            value = self._select(target, name, value)
+            t = spec["type"]
+            if t == "label":
+                attrs[name] = _target_json(deps[value]) if value else None
+                dep_files = deps[value].default_files if value else []
+                files[name] = t
+                if spec.get("single_file") or spec.get("executable"):
+                    if value and len(dep_files) != 1:
+                        raise UserInputError(
+                            f"{target.kind} {target.label}: attribute '{name}' must name exactly "
+                            f"one file, but '{value}' provides {len(dep_files)}",
+                            origin=self.loader.argument_origin(target.origin, name),
+                        )
+                    single.append(name)
+            elif t == "label_list":
+                attrs[name] = [_target_json(deps[v]) for v in value]
+                files[name] = t
+            elif t == "label_keyed_string_dict":
+                # Targets are dicts, which Starlark cannot hash: the pairs cross as a list and
+                # the prelude gives the implementation a value with items(), keys(), values().
+                attrs[name] = [[_target_json(deps[k]), v] for k, v in value.items()]
+                files[name] = t
+            else:
+                attrs[name] = value
+        label = target.label
+        data = json.dumps({
+            "label": str(label),  # a canonical string; the prelude gives it Label's fields
+            "attrs": attrs,
+            "files": files,
+            "file": single,
+            "host_platform": self.platform["host"],
+        })
+        module, alias = self.loader.rule_load(target.rule)
+        reuse_key = None
+        if self.reuse is not None:
+            reuse_key = self.reuse.key(target.kind, target.origin, (module, alias), data)
+            reused = self._reused(target, reuse_key)
+            if reused is not None:
+                return reused
+        current = _Current(target, data, deps=deps)
+        pids = sorted({pid for d in deps.values() for pid in d.providers} | {DEFAULT_INFO})
+        lines = [f'load("{PRELUDE}", "analyze")', f'load("{module}", pyimg_rule = "{alias}")']
+        mapping = []
+        for i, pid in enumerate(pids):
+            p_module, p_alias = self.loader.provider_load(pid)
+            lines.append(f'load("{p_module}", pyimg_p{i} = "{p_alias}")')
+            mapping.append(f'"{pid}": pyimg_p{i}')
+        lines.append("analyze(pyimg_rule, {" + ", ".join(mapping) + "})")
+        source = "\n".join(lines) + "\n"
+        self._current = current
+        try:
+            returned = evaluate(f"<analysis of {label}>", source, sl.Module(), self.loader._loader)
+        except sl.StarlarkError as e:
+            pending, self.loader._pending = self.loader._pending, None
+            if pending is not None:
+                raise pending from None
+            raise self._implementation_error(target, render_error(e, self.loader.sources)) from None
+        finally:
+            self._current = None
+        providers: dict[str, Any] = {}
+        for item in returned or []:
+            if not isinstance(item, dict) or "_provider" not in item:
+                raise UserInputError(
+                    f"{target.kind} {label}: the rule implementation must return a list of "
+                    f"providers, got {item!r}",
+                    origin=target.rule.origin,
+                )
+            providers[item["_provider"]] = item
+        if DEFAULT_INFO not in providers:
+            outs = [file_json(p, str(label), False, d) for p, d in sorted(current.declared.items())]
+            providers[DEFAULT_INFO] = {"_provider": DEFAULT_INFO, "files": outs}
+        undeclared = [p for p in current.declared if p not in {o for a in current.actions for o in a.all_outputs}]
+        if undeclared:
+            raise UserInputError(
+                f"{target.kind} {label}: declared output '{undeclared[0]}' is not created by any action",
+                origin=target.rule.origin,
+            )
+        if reuse_key is not None:
+            assert self.reuse is not None
+            self.reuse.put(reuse_key, providers, current.actions)
+        return TargetResult(str(label), target.kind, target.origin, providers, current.actions)
+
+    def _implementation_error(self, target: Target, err: UserInputError) -> UserInputError:
+        """A failure inside a rule implementation, reported at the target's BUILD line, or at
+        the attribute when the message names one (`fail("attribute 'x': ...")`)."""
+        first, _, rest = err.message.partition("\n")
+        attr = _NAMED_ATTRIBUTE.match(first)
+        origin = target.origin
+        if attr is not None and attr.group(1) in target.rule.attrs:
+            origin = self.loader.argument_origin(target.origin, attr.group(1))
+        if (err.origin or "").startswith("@pyimg/"):
+            # pyimg's own rules: the user cannot edit them, so their lines would only distract.
+            return UserInputError(f"{target.kind} {target.label}: {first}", origin=origin)
+        # A rule of the workspace: keep where in the rule the failure happened, which matters to
+        # whoever writes the rule.
+        where = f" (in the rule implementation at {err.origin})" if err.origin else ""
+        rest = "\n".join(ln for ln in rest.splitlines() if "<analysis of" not in ln)
+        return UserInputError(
+            f"{target.kind} {target.label}: {first}{where}" + (f"\n{rest}" if rest else ""),
+            origin=origin,
+        )
+
+    def _reused(self, target: Target, key: str) -> TargetResult | None:
+        """The earlier analysis of `target` with the same inputs, its outputs claimed as the
+        implementation's declarations would; None to run the implementation (also when an output
+        is another target's: running it reports the conflict as it always does)."""
+        assert self.reuse is not None
+        hit = self.reuse.get(key)
+        if hit is None:
+            return None
+        providers, actions = hit
+        label = str(target.label)
+        outputs = [o for a in actions for o in a.all_outputs]
+        if any(self._outputs.get(o, label) != label for o in outputs):
+            return None
+        for o in outputs:
+            self._outputs[o] = label
+        return TargetResult(label, target.kind, target.origin, providers, actions)
+
+    # -- callables the prelude reaches during an implementation ---------------------------------
+
+    def _cur(self) -> _Current:
+        if self._current is None:
+            raise UserInputError("this function is only available in a rule implementation")
+        return self._current
+
+    def _user_origin(self, stack: str, callee: str | None = None) -> str:
+        """Where a call made by a rule implementation is, in a file the user can edit: the line
+        of a workspace .bzl, or for pyimg's own rules the target's line in its BUILD file."""
+        origin = self.loader.user_origin(stack, callee=callee)
+        if origin.startswith(("@pyimg/", "<")):
+            return self._cur().target.origin
+        return origin
+
+    def _ctx_data(self) -> str:
+        return self._cur().data  # one string: see the prelude's docstring
+
+    def _declare(self, filename: str, directory: bool, sibling: Any, stack: str) -> dict[str, Any]:
+        cur = self._cur()
+        origin = self._user_origin(stack, "declare_directory" if directory else "declare_file")
+        if not isinstance(filename, str) or not filename or filename.startswith("/") or ".." in filename.split("/"):
+            raise UserInputError(f"declare_file(): invalid file name {filename!r}", origin=origin)
+        package = cur.target.label.package
+        if cur.target.label.repo:
+            # Outputs of external targets get their own tree: never a workspace package's.
+            package = "/".join(p for p in (EXTERNAL_DIR, cur.target.label.repo, package) if p)
+        if sibling is not None:
+            base = posixpath.dirname(sibling["path"])
+            path = posixpath.join(base, filename)
+        else:
+            path = posixpath.join(OUT_DIR, package, filename) if package else posixpath.join(OUT_DIR, filename)
+        owner = self._outputs.get(path)
+        if owner is not None and owner != str(cur.target.label) or path in cur.declared:
+            other = self.results.get(owner or "")
+            raise UserInputError(
+                f"{cur.target.kind} {cur.target.label}: output path conflict: '{path}' is also "
+                f"declared by {owner or 'this target'}" + (f" ({other.origin})" if other else ""),
+                origin=origin,
+            )
+        self._outputs[path] = str(cur.target.label)
+        cur.declared[path] = directory
+        return file_json(path, str(cur.target.label), False, directory)
+
+    def _paths(self, what: str, values: Any, origin: str) -> tuple[str, ...]:
+        if values is None:
+            return ()
+        if not isinstance(values, list):
+            values = [values]
+        out = []
+        for v in values:
+            if isinstance(v, dict) and "path" in v:
+                out.append(v["path"])
+            elif isinstance(v, str):
+                out.append(v)
+            else:
+                raise UserInputError(f"{what} must be Files, got {v!r}", origin=origin)
+        return tuple(out)
+
+    def _action(self, spec: str, stack: str) -> None:
+        self._declare_action(stack=stack, **json.loads(spec))
+
+    def _declare_action(self, kind: str, stack: str, outputs: Any, inputs: Any = None, executable: Any = None,
+                tools: Any = None, arguments: Any = None, env: Any = None, mnemonic: str = "Action",
+                progress_message: Any = None, params: Any = None, builtin: str = "",
+                cache_dirs: Any = None, secrets: Any = None, host_tools: Any = None) -> None:
+        cur = self._cur()
+        origin = self._user_origin(stack)
+        label = str(cur.target.label)
+        outs = self._paths("outputs", outputs, origin)
+        if not outs:
+            raise UserInputError("an action must have at least one output", origin=origin)
+        for o in outs:
+            if o not in cur.declared:
+                raise UserInputError(
+                    f"output '{o}' was not declared by this target (use ctx.actions.declare_file)",
+                    origin=origin,
+                )
+            if any(o in a.all_outputs for a in cur.actions):
+                raise UserInputError(f"output '{o}' is created by two actions", origin=origin)
+        files = tuple(o for o in outs if not cur.declared[o])
+        dirs = tuple(o for o in outs if cur.declared[o])
+        ins = self._paths("inputs", inputs, origin)
+        tls = self._paths("tools", tools, origin)
+        host = list(self._paths("host_tools", host_tools, origin))
+        argv: list[str] = []
+        if kind == KIND_RUN:
+            if executable is None:
+                raise UserInputError("ctx.actions.run() needs an executable", origin=origin)
+            exe = self._paths("executable", executable, origin)[0]
+            if exe.startswith("/"):
+                host.append(exe)
+            elif exe not in tls and exe not in ins:
+                tls = tls + (exe,)
+            argv = [exe] + [str(a) if not isinstance(a, dict) else a.get("path", "") for a in (arguments or [])]
+        if kind == "builtin" and isinstance(params, dict):
+            self._check_platform_params(cur.target, params)
+        if env is not None and not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            raise UserInputError("env must be a dict of strings", origin=origin)
+        action = Action(
+            kind={"run": KIND_RUN, "write": KIND_WRITE, "builtin": KIND_BUILTIN}[kind],
+            outputs=tuple(sorted(files)),
+            output_dirs=tuple(sorted(dirs)),
+            inputs=tuple(sorted(set(ins) - set(tls))),
+            tools=tuple(sorted(set(tls))),
+            argv=tuple(argv),
+            env=tuple(sorted((env or {}).items())),
+            params=params,
+            builtin=builtin or "",
+            cache_dirs=tuple(sorted((cache_dirs or {}).items())),
+            secrets=tuple(sorted(secrets or [])),
+            host_tools=tuple(sorted(set(host))),
+            owner=label,
+            # Failures are reported at the target's BUILD line: that is the file the user owns.
+            origin=cur.target.origin,
+            mnemonic=mnemonic or "Action",
+            progress_message=progress_message or f"{mnemonic} {label}",
+        )
+        cur.actions.append(action)
+
+    def _check_platform_params(self, target: Target, params: dict[str, Any]) -> None:
+        """Builtin params named os, architecture, variant and platform hold OCI platform values
+        (oci/platforms.py): checked here, where the error can point at the attribute that set
+        them, rather than when the action runs."""
+        from pyimg.oci.platforms import platform_problem, platform_text_problem
+
+        def text(name: str) -> str | None:
+            value = params.get(name)
+            return value if isinstance(value, str) and value else None
+
+        problem = platform_problem(text("os"), text("architecture"), text("variant"))
+        if problem is None and text("platform") is not None:
+            problem = platform_text_problem(params["platform"])
+            if problem is not None:
+                problem = ("platform", f"attribute 'platform': {problem[1]}")
+        if problem is not None:
+            raise UserInputError(
+                f"{target.kind} {target.label}: {problem[1]}",
+                origin=self.loader.argument_origin(target.origin, problem[0]),
+            )
+
+    # The label may hold balanced parentheses (`$(location f(1).txt)`): file names do.
+    _MAKE_VAR = re.compile(
+        r"\$\((location|locations|execpath|execpaths|rootpath|rootpaths)\s+((?:[^()]|\([^()]*\))+)\)"
+    )
+
+    def _expand(self, text: str, stack: str, extra: Any = None) -> str:
+        """`$(location L)` and friends for labels among the current target's dependencies."""
+        cur = self._cur()
+        origin = self._user_origin(stack)
+
+        def repl(m: re.Match[str]) -> str:
+            # `$$` is the command's escape for `$`, in a label as anywhere else in it.
+            fn, raw = m.group(1), m.group(2).strip().replace("$$", "$")
+            try:
+                label = str(parse_label(raw, cur.target.label.package))
+            except LabelError as e:
+                raise UserInputError(f"$({fn} {raw}): {e}", origin=cur.target.origin) from None
+            dep = cur.deps.get(label)
+            own = parse_label(label)
+            own_path = posixpath.join(OUT_DIR, own.package, own.name)
+            if dep is None and own.package == cur.target.label.package and own_path in cur.declared:
+                return shlex.quote(own_path)  # one of this target's own outputs (genrule outs)
+            if dep is None:
+                raise UserInputError(
+                    f"{cur.target.kind} {cur.target.label}: $({fn} {raw}): '{label}' is not a "
+                    f"dependency of this target (add it to srcs or tools)",
+                    origin=cur.target.origin,
+                )
+            paths = [host_tool_name(dep) or f["path"] for f in dep.default_files]
+            if fn in ("location", "execpath", "rootpath") and len(paths) != 1:
+                raise UserInputError(
+                    f"{cur.target.kind} {cur.target.label}: $({fn} {raw}) expands to "
+                    f"{len(paths)} files; use $({fn}s {raw})",
+                    origin=cur.target.origin,
+                )
+            return " ".join(shlex.quote(p) for p in paths)
+
+        text = self._MAKE_VAR.sub(repl, text)
+        for k, v in (extra or {}).items():
+            text = text.replace(f"$({k})", v)
+        del origin
+        return text
+
+
+def host_tool_name(dep: TargetResult) -> str | None:
+    for pid, fields in dep.providers.items():
+        if pid.endswith("%HostToolInfo"):
+            return posixpath.basename(fields["path"])
+    return None
+
+
+
+def _labels_of(t: str, value: Any) -> list[str]:
+    if t == "label":
+        return [value] if value else []
+    if t == "label_list":
+        return list(value)
+    if t == "label_keyed_string_dict":
+        return list(value)
+    return []
+
+
+def _target_json(result: TargetResult) -> dict[str, Any]:
+    return {"_target": result.label, "providers": result.providers}
+

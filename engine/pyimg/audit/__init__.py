@@ -1,0 +1,2 @@
+"""The reproducibility audit: run conditions, runs, provenance of a difference, comparison,
+reports."""

@@ -1,0 +1,264 @@
+"""`pyimg build`: load, analyze, execute, materialize, report."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyimg.analysis.analyzer import AnalysisResult, Analyzer, TargetResult
+from pyimg.build.execution import format_files, materialize, new_context
+from pyimg.build.progress import Progress
+from pyimg.core.cas import remove_tree
+from pyimg.core.executor import ActionExecutor, ExecutionRecord
+from pyimg.core.file_digests import FileDigestCache
+from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
+from pyimg.core.session import Session, cwd_package
+from pyimg.errors import UsageError, UserInputError
+from pyimg.labels import LabelError, parse_pattern
+from pyimg.loading.loader import Loader
+
+if TYPE_CHECKING:
+    from pyimg.external.repositories import Repositories
+
+__all__ = ["BuildOptions", "BuildReport", "analyze", "build"]
+
+
+@dataclass
+class BuildOptions:
+    patterns: list[str]
+    jobs: int = 0
+    keep_going: bool = False
+    verbose: bool = False
+    sandbox_strict: bool = False
+    color: str = "auto"
+    secrets: dict[str, Any] = field(default_factory=dict)
+    offline: bool = False  # external inputs only from the repository cache
+    registry_config: str | None = None  # a docker config.json for registry credentials
+    insecure_registries: tuple[str, ...] = ()  # hosts allowed over plain http
+    # Write the lazy layers of pulled bases into the image layouts under pyimg-out/. `pyimg push`
+    # does not: it fetches only what the destination registry can neither mount nor has.
+    fetch_lazy: bool = True
+
+
+@dataclass
+class BuildReport:
+    analysis: AnalysisResult
+    outcome: BuildOutcome
+    seconds: float
+    top_level: list[TargetResult]
+    inputs: list[str] = field(default_factory=list)  # every file the build read (for noop.py)
+    outputs: list[str] = field(default_factory=list)  # what it placed under pyimg-out/
+    lazy_blobs: Any = None  # the pulled bases' layers (PulledBlobs), for a push to fetch
+    # For the incremental build's record (build/incremental.py):
+    goals: list[str] = field(default_factory=list)  # the exec paths of `outputs`
+    sources: dict[str, str] = field(default_factory=dict)  # source exec path -> host path
+    fixed: set[str] = field(default_factory=set)  # read by loading, host tools, format_files()
+    format_version: str = ""
+    observed: dict[str, Any] = field(default_factory=dict)  # source host path -> stat hashed at
+
+
+# The target platform of analysis (select() conditions); the host's until --platform exists.
+# analyze() adds "host": the running machine's platform, which rules read as
+# `ctx.fragments.platform.host_platform` (oci_load picks it from an index).
+PLATFORM = {"os": "linux", "architecture": "amd64"}
+
+
+def repositories(session: Session, options: BuildOptions | None = None) -> Repositories:
+    """The workspace's external repositories (MODULE.pyimg), fetched on first use."""
+    from pyimg.external.repositories import RegistryOptions, Repositories
+
+    o = options or BuildOptions([])
+    return Repositories(
+        session,
+        offline=o.offline,
+        registry=RegistryOptions(o.registry_config, tuple(o.insecure_registries)),
+    )
+
+
+def analyze(
+    session: Session, patterns: list[str], repos: Repositories | None = None,
+    digests: FileDigestCache | None = None,
+) -> tuple[Loader, AnalysisResult]:
+    """Load and analyze `patterns`. With `digests`, a saved analysis is reused while valid."""
+    repos = repos or repositories(session)
+    loader = Loader(session.workspace, repos.resolve)
+    cwd_pkg = cwd_package(session.workspace)
+    try:
+        parsed = [parse_pattern(p, cwd_pkg) for p in patterns]
+    except LabelError as e:
+        raise UsageError(str(e)) from None
+    from pyimg.oci.platforms import host_platform
+
+    platform = {**PLATFORM, "host": str(host_platform())}
+    cache = None
+    if digests is not None:
+        from pyimg.analysis.cache import AnalysisCache
+
+        cache = AnalysisCache(session.output_base / "analysis", session.workspace, digests)
+        hit = cache.get(parsed, platform, loader)
+        if hit is not None:
+            return loader, hit
+    labels = loader.expand_patterns(parsed)
+    reuse = None
+    if cache is not None:
+        # A BUILD file changed: targets whose inputs did not are not analysed again.
+        from pyimg.analysis.target_cache import TargetCache
+
+        reuse = TargetCache(session.output_base / "analysis" / "targets.json", platform,
+                            loader.read_files)
+    result = Analyzer(loader, platform, reuse).analyze(labels)
+    if reuse is not None:
+        reuse.save(loader.read_files, loader.read_paths)
+    result.files = [str(p) for p in loader.read_paths.values()] + [
+        str(session.workspace / "MODULE.pyimg"), str(session.workspace / "pyimg.lock")]
+    if cache is not None:
+        cache.put(parsed, platform, loader, result, [
+            session.workspace / "MODULE.pyimg", session.workspace / "pyimg.lock"])
+    return loader, result
+
+
+def build(session: Session, options: BuildOptions, out: Any = None) -> BuildReport:
+    out = out or sys.stderr
+    start = time.monotonic()
+    jobs = options.jobs or os.cpu_count() or 1
+    repos = repositories(session, options)
+    # Nothing unpinned enters a build (docs/external-inputs.md): checked before anything is fetched.
+    repos.check_pinned()
+    digests = session.digest_cache()
+    try:
+        _, analysis = analyze(session, options.patterns, repos, digests)
+    finally:
+        repos.close()  # reopened if a lazy layer must be fetched
+    graph = ActionGraph(analysis.actions())
+    top = [analysis.targets[label] for label in analysis.top_level]
+    goals = sorted({f["path"] for t in top for f in t.default_files if not f["is_source"]})
+    needed = graph.closure(goals)
+    _check_host_tools(needed, analysis, session.workspace)
+    # The graph holds every action now; the other targets' providers (a pkg_tar of 10,000 files
+    # has as many source-file targets) need not stay in memory while layers are compressed.
+    analysis.targets = {t.label: t for t in top}
+    _release_memory()
+
+    cas, cache = session.stores(digests)
+    from pyimg.external.pulled import PulledBlobs
+
+    lazy = PulledBlobs(session.output_base, lambda: repos, cas)
+    ctx = new_context(session, jobs, options.sandbox_strict, repos.source_path, out=out,
+                      lazy_blobs=lazy)
+    secrets = options.secrets.get("store")
+    if secrets is not None:
+        ctx.secret_hmacs = secrets.hmac
+        ctx.secret_files = secrets.file
+        ctx.secret_release = secrets.release
+        ctx.secret_patterns = secrets.patterns
+    executor = ActionExecutor(ctx, cas, cache, digests)
+    _check_secrets(needed, secrets)
+    progress = Progress(out, total=len(needed), verbose=options.verbose, color=options.color)
+    scheduler = Scheduler(executor, jobs, options.keep_going, progress.started, progress.finished,
+                          progress.ended)
+    try:
+        outcome = scheduler.run(graph, goals)
+    finally:
+        if secrets is not None:
+            secrets.close()  # the build owns the secret files: none outlives it (also Ctrl-C)
+        progress.close()
+        digests.save()
+        remove_tree(ctx.scratch_root)
+    _save_last_build(session, outcome.records)
+    # Whatever was built is materialized, also when --keep-going went past a failure.
+    try:
+        materialize(session, cas, executor, goals, lazy, options.fetch_lazy, out)
+    finally:
+        repos.close()
+    digests.save()
+    if outcome.failures:
+        raise outcome.error()
+    sources = {
+        p: str(executor.source_path(p))
+        for a in needed
+        for p in a.inputs + a.tools
+        if graph.producer.get(p) is None
+    }
+    # A host tool by its path and by what it resolves to: a retargeted symlink is a change too.
+    host = {t for a in needed for t in a.host_tools}
+    host |= {os.path.realpath(t) for t in host}
+    fixed = set(analysis.files) | host | set(format_files())
+    return BuildReport(
+        analysis, outcome, time.monotonic() - start, top,
+        inputs=sorted(fixed | set(sources.values())),
+        outputs=[str(session.workspace / g) for g in goals],
+        goals=goals, sources=sources, fixed=fixed, format_version=ctx.format_version,
+        observed={h: digests.get(h) for h in sources.values()},
+        lazy_blobs=lazy,
+    )
+
+
+def _check_secrets(actions: list[Any], store: Any) -> None:
+    """Every secret a needed action declares must have been given: one exit-2 error naming each
+    action (label, origin) and id, before anything runs (docs/sandbox-secrets-caches.md, "Secrets")."""
+    from pyimg.core.secrets import valid_secret_id
+
+    given = store.ids() if store is not None else frozenset()
+    problems: list[tuple[str, str]] = []
+    for a in actions:
+        for sid in a.secrets:
+            if not valid_secret_id(sid):
+                problems.append((a.origin, f"{a.describe()}: secret id {sid!r} must match "
+                                           "[A-Za-z_][A-Za-z0-9_]*"))
+            elif sid not in given:
+                problems.append((a.origin, f"{a.describe()} needs secret '{sid}', which was not "
+                                           f"given: pass --secret id={sid},src=PATH or "
+                                           f"--secret id={sid},env=VAR"))
+    if problems:
+        first_origin, first = problems[0]
+        rest = [f"{origin}: {msg}" if origin else msg for origin, msg in problems[1:]]
+        raise UserInputError("\n".join([first, *rest]), origin=first_origin or None)
+
+
+def _check_host_tools(actions: list[Any], analysis: AnalysisResult, workspace: Any) -> None:
+    """Every host tool a needed action runs must exist: an exit-2 error at the `path` of the
+    host_tool that declares it (else at the action's target), before anything runs."""
+    from pyimg.loading.loader import argument_origin_on_disk
+
+    missing = sorted({p for a in actions for p in a.host_tools if not os.path.exists(p)})
+    if not missing:
+        return
+    path = missing[0]
+    user = next(a for a in actions if path in a.host_tools)
+    declared = next((t for t in analysis.targets.values() for pid, fields in t.providers.items()
+                     if pid.endswith("%HostToolInfo") and fields.get("path") == path), None)
+    # (analysis_cache.py keeps host tools' providers, so this holds for a cached analysis too)
+    if declared is None:  # a rule that names a host path itself
+        raise UserInputError(f"{user.describe()}: host tool '{path}' does not exist on this "
+                             "machine", origin=user.origin or None)
+    raise UserInputError(
+        f"{declared.kind} {declared.label}: attribute 'path': '{path}' does not exist on this "
+        f"machine (needed by {user.describe()}, {user.origin})",
+        origin=argument_origin_on_disk(workspace, declared.origin, "path"),
+    )
+
+
+def _release_memory() -> None:
+    """Hand the memory of loading and analysis back to the system before execution.
+
+    Starlark's heaps are freed when the loader goes, but glibc keeps freed pages mapped; without
+    malloc_trim they add to the peak of the compression that follows (tools/bench/layers.py).
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
+def _save_last_build(session: Session, records: list[ExecutionRecord]) -> None:
+    """A compact record of every action's key components, for `pyimg explain`."""
+    from pyimg.build.build_record import entries, save_build_record
+
+    save_build_record(session.output_base, entries(records))

@@ -1,0 +1,397 @@
+"""Incremental builds: when only the content of source files changed since the last successful
+build of a command line, run only what depends on them, print the report a full build would, and
+update the records by what changed.
+
+After a successful full build, `record_lines` writes one line per action to a file beside the
+no-op record (`build/noop.py`: its definition, key, the input digests the key came from, its outputs
+and the goals among them) and returns the record's index line (the build's options, each source
+file's exec path and readers, the readers of each action's outputs, the report, where each action
+line is). `rebuild` starts from a check whose changed files are all sources (no BUILD/.bzl/MODULE/
+lock file, host tool or pyimg module: loading read none of them, so the action graph is the
+recorded one), hashes them and re-keys what reads them through `core/incremental.py`; in any other
+case it returns None and the full build runs. It parses only the lines of the actions it re-keys
+and of their producers, and appends the lines it changes. Called before the command line is
+parsed, it imports only what running actions needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyimg.build.build_record import entries, record_base, save_build_record, update_build_record
+from pyimg.build.execution import materialize, new_context
+from pyimg.build.noop import Check, command_key, file_stat, output_stats, pyimg_code, record_path
+from pyimg.build.progress import Progress, summary
+from pyimg.core.action import action_from_json, action_to_json, key_components
+from pyimg.core.action_cache import ActionResult
+from pyimg.core.cas import atomic_write_bytes, remove_tree
+from pyimg.core.confinement import Confinement
+from pyimg.core.digest import Digest
+from pyimg.core.executor import ExecutionRecord
+from pyimg.core.file_digests import FileDigestCache
+from pyimg.core.incremental import IncrementalExecutor, RecordedAction, downstream
+from pyimg.core.scheduler import ActionGraph, Scheduler
+from pyimg.core.session import Session
+from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.external.pulled import PulledBlobs
+
+if TYPE_CHECKING:
+    import argparse
+
+    from pyimg.analysis.analyzer import TargetResult
+    from pyimg.build.build import BuildReport
+
+__all__ = ["rebuild", "record_lines", "render_report", "report_lines"]
+
+VERSION = 1  # of the index and action lines
+
+
+def report_lines(top_level: list[TargetResult], verbose: bool) -> list[list[str]]:
+    """What `pyimg build` prints on stdout, as `render_report` takes it: for an image or index,
+    its label, digest file and layout (the digest is read when rendering); other targets' files
+    with --verbose."""
+    lines: list[list[str]] = []
+    for target in top_level:
+        for pid, fields in target.providers.items():
+            if pid.endswith(("%OciImageInfo", "%OciImageIndexInfo")):
+                lines.append([target.label, fields["digest"]["path"], fields["layout"]["path"]])
+                break
+        else:
+            if verbose:
+                lines.extend([f"{target.label} {f['path']}"] for f in target.default_files)
+    return lines
+
+
+def render_report(workspace: Path, lines: list[list[str]]) -> str:
+    out = []
+    for line in lines:
+        if len(line) == 3:
+            label, digest_path, layout = line
+            digest = (workspace / digest_path).read_text().strip()
+            out.append(f"{label} {digest} {layout}\n")
+        else:
+            out.append(f"{line[0]}\n")
+    return "".join(out)
+
+
+class ActionLines:
+    """The action lines of a record, in a file of their own beside it: one JSON object per line,
+    parsed when asked for (a record holds thousands); replaced lines are appended, so that an
+    incremental build writes only what it changed. The file starts with a token that the index
+    names: an index never reads lines of another record (a full build writes both anew)."""
+
+    def __init__(self, path: Path, token: str, spans: list[int]) -> None:
+        self._path = path
+        self._token = token
+        self._spans = spans  # start and end of each line in the file
+        self._raw = path.read_bytes()
+        if not self._raw.startswith(token.encode() + b"\n"):
+            raise ValueError(f"{path} is not the file of this record")
+        self._parsed: dict[int, dict[str, Any]] = {}
+        self._replaced: dict[int, bytes] = {}
+
+    @staticmethod
+    def write(path: Path, lines: list[bytes]) -> tuple[str, list[int]]:
+        """A new file of `lines`; returns its token and spans."""
+        token = os.urandom(16).hex()
+        spans = []
+        offset = len(token) + 1
+        for line in lines:
+            spans += [offset, offset + len(line)]
+            offset += len(line) + 1
+        atomic_write_bytes(path, b"".join([token.encode() + b"\n", *(x + b"\n" for x in lines)]))
+        return token, spans
+
+    def __len__(self) -> int:
+        return len(self._spans) // 2
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        data = self._parsed.get(i)
+        if data is None:
+            data = self._parsed[i] = json.loads(self._raw[self._spans[2 * i]:self._spans[2 * i + 1]])
+        return data
+
+    def replace(self, i: int, data: dict[str, Any]) -> None:
+        self._parsed[i] = data
+        self._replaced[i] = json.dumps(data).encode()
+
+    def save(self) -> tuple[str, list[int]]:
+        """Write the replaced lines; returns the token and spans the index must name now. The
+        file is written anew instead when most of it would be replaced lines."""
+        if not self._replaced:
+            return self._token, self._spans
+        live = sum(self._spans[2 * i + 1] - self._spans[2 * i] + 1 for i in range(len(self)))
+        added = sum(len(x) + 1 for x in self._replaced.values())
+        if len(self._raw) + added > 2 * live + (1 << 16):
+            return self.write(self._path, [self._line(i) for i in range(len(self))])
+        spans = list(self._spans)
+        offset = len(self._raw)
+        with open(self._path, "ab") as f:
+            for i, line in sorted(self._replaced.items()):
+                f.write(line + b"\n")
+                spans[2 * i:2 * i + 2] = [offset, offset + len(line)]
+                offset += len(line) + 1
+            f.flush()
+            os.fsync(f.fileno())  # before the index that names these lines is written
+        return self._token, spans
+
+    def _line(self, i: int) -> bytes:
+        return self._replaced.get(i) or self._raw[self._spans[2 * i]:self._spans[2 * i + 1]]
+
+
+def actions_path(record: Path) -> Path:
+    return record.with_suffix(".actions")
+
+
+def record_lines(
+    session: Session, report: BuildReport, stdout: list[list[str]], args: argparse.Namespace
+) -> list[bytes]:
+    """The incremental build's lines of a successful full build's record (`stdout`: its
+    `report_lines`; `args`: its parsed command line), after writing its action lines."""
+    if args.secret:
+        return []  # no record is kept (build/noop.py)
+    records = report.outcome.records
+    producer = {o: i for i, r in enumerate(records) for o in r.action.all_outputs}
+    readers: list[list[int]] = [[] for _ in records]
+    sources: dict[str, list[Any]] = {}  # host path -> [exec path, readers]
+    goals = set(report.goals)
+    lines = []
+    for i, r in enumerate(records):
+        inputs = r.components["inputs"]
+        deps = sorted({producer[p] for p in inputs if p in producer})
+        for d in deps:
+            readers[d].append(i)
+        for p in inputs:
+            if p not in producer:
+                sources.setdefault(report.sources[p], [p, []])[1].append(i)
+        lines.append(json.dumps({
+            "action": action_to_json(r.action), "key": str(r.key), "inputs": inputs,
+            "host_tools": r.components["host_tools"], "result": r.result.to_json(), "deps": deps,
+            "goals": [o for o in r.action.all_outputs if o in goals],
+        }).encode())
+    # A file loading read, a host tool or an engine module may be a source as well: a change
+    # of it is never a change of contents only.
+    fixed = (report.fixed | set(pyimg_code())) & set(sources)
+    token, spans = ActionLines.write(
+        actions_path(record_path(session.output_base, command_key(args.argv))), lines)
+    index = {
+        "version": VERSION,
+        "base": record_base(session.output_base),
+        "cache_root": str(session.cache_root),
+        "format": report.format_version,
+        "options": {"jobs": args.jobs, "keep_going": args.keep_going, "verbose": args.verbose,
+                    "color": args.color, "sandbox": args.sandbox, "offline": args.offline,
+                    "registry_config": args.registry_config,
+                    "insecure_registry": list(args.insecure_registry)},
+        "stdout": stdout,
+        "sources": sources,
+        "fixed": sorted(fixed),
+        "readers": readers,
+        "actions": token,
+        "spans": spans,
+    }
+    return [json.dumps(index).encode()]
+
+
+def rebuild(check: Check, workspace: Path) -> int | None:
+    """Build incrementally from `check`, under its lock; None when only a full build can."""
+    with check.held("build"):
+        start = time.monotonic()
+        try:
+            plan = _plan(check, workspace)
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return None  # a record this version of pyimg cannot read, or a lost file
+        if plan is None:
+            return None
+        return _run(plan, start)
+
+
+class _Plan:
+    """What an incremental build found it has to do (see `_plan`)."""
+
+    def __init__(self, check: Check, workspace: Path, index: dict[str, Any], lines: ActionLines,
+                 changed: dict[str, str], candidates: list[int], recorded: dict[int, Any],
+                 digests: FileDigestCache) -> None:
+        self.check = check
+        self.session = Session(workspace, check.cache_root, check.output_base)
+        self.index = index
+        self.lines = lines
+        self.changed = changed  # exec path -> new digest, of the files whose contents changed
+        self.candidates = candidates  # the actions that may have to run again
+        self.recorded = recorded  # RecordedAction of the candidates and of their producers
+        self.digests = digests
+
+
+def _plan(check: Check, workspace: Path) -> _Plan | None:
+    """Which actions may have to run again, or None if not only sources' contents changed."""
+    index = json.loads(check.raw[check.tail:])
+    if index.get("version") != VERSION or index["cache_root"] != str(check.cache_root):
+        return None
+    lines = ActionLines(actions_path(check.path), index["actions"], index["spans"])
+    sources: dict[str, list[Any]] = index["sources"]
+    fixed = set(index["fixed"])
+    # A file of an external repository is no source the user edits: when its size changed, its
+    # store blob was dropped as corrupt (and emptied), and the repository must be made again,
+    # which only the full build does. (Its ctime alone moves whenever the blob is linked.)
+    external = f"{check.output_base / EXTERNAL_DIR}{os.sep}"
+    if len(lines) != check.record["actions"] or any(
+            sources.get(host) is None or host in fixed
+            or (host.startswith(external) and stat[0] != check.record["files"][host][0])
+            for host, stat in check.changed.items()):
+        return None
+    # A changed source may be a symlink re-pointed outside the workspace: the full build
+    # reports it where the BUILD file names it.
+    confinement = Confinement(workspace)
+    if any(confinement.check(sources[host][0]) is not None for host in check.changed
+           if not sources[host][0].startswith(EXTERNAL_DIR + "/")):
+        return None
+    digests = FileDigestCache(check.output_base / "file_digests.json", lazy=True)
+    changed: dict[str, str] = {}
+    for host, stat in check.changed.items():
+        digest, _, executable = digests.rehash(Path(host))
+        if file_stat(host) != stat:
+            return None  # it changed again since the check: let the full build sort it out
+        p, readers = sources[host]
+        if (new := f"{digest}+x" if executable else str(digest)) != lines[readers[0]]["inputs"][p]:
+            changed[p] = new  # not a file saved again as it was
+    candidates = downstream((i for host in check.changed for i in sources[host][1]
+                             if sources[host][0] in changed), index["readers"].__getitem__)
+    outside = {d for i in candidates for d in lines[i]["deps"]} - set(candidates)
+    recorded = {i: _recorded(lines[i]) for i in [*candidates, *outside]}
+    return _Plan(check, workspace, index, lines, changed, candidates, recorded, digests)
+
+
+def _run(plan: _Plan, start: float) -> int | None:
+    """Run the plan's candidates and, when all succeed, print the report and update the records."""
+    session, index, lines, recorded, digests = (
+        plan.session, plan.index, plan.lines, plan.recorded, plan.digests)
+    cas, cache = session.stores(digests)
+    # The record vouches for these outputs; the store must still hold them (another cache
+    # root, a cleaned cache): otherwise the full build creates them again.
+    if not all(cas.verify(f.digest, f.executable)
+               for r in recorded.values() for f in r.result.all_files()):
+        return None
+    options = index["options"]
+    jobs = options["jobs"] or os.cpu_count() or 1
+    host_of = {s[0]: host for host, s in index["sources"].items()}
+    lazy = PulledBlobs(session.output_base, lambda: _repositories(session, options), cas)
+    ctx = new_context(session, jobs, options["sandbox"] == "strict",
+                      lambda p: Path(host_of[p]), index["format"], lazy_blobs=lazy)
+    candidates = [recorded[i] for i in plan.candidates]
+    outside = [r for i, r in recorded.items() if i not in set(plan.candidates)]
+    read = {p: d for r in candidates for p, d in r.inputs.items() if p in host_of}
+    for p, digest in read.items():
+        if p not in plan.changed:  # what the record knows spares reading the cache's file
+            host = host_of[p]
+            digests.remember(host, tuple(plan.check.record["files"][host]),
+                             Digest.parse(digest.removesuffix("+x")))
+    executor = IncrementalExecutor(
+        ctx, cas, cache, digests, candidates, outside, {**read, **plan.changed})
+    total = len(lines)
+    progress = Progress(sys.stderr, total=total, verbose=options["verbose"],
+                        color=options["color"], hits=total - len(candidates))
+    scheduler = Scheduler(executor, jobs, options["keep_going"], progress.started,
+                          progress.finished, progress.ended)
+    graph = ActionGraph(r.action for r in candidates)
+    try:
+        outcome = scheduler.run(graph, graph.producer)
+    finally:
+        progress.close()
+        digests.append()
+        remove_tree(ctx.scratch_root)
+    goals = [g for i in plan.candidates for g in lines[i]["goals"]]
+    rekeyed = [r for r in outcome.records if r.action.all_outputs[0] not in executor.pruned]
+    if outcome.failures:
+        # As a failed full build: the record of what completed (each action not re-keyed as a
+        # hit, as recorded), what was built materialized, the no-op record left as it was.
+        rerun = {r.action.all_outputs[0] for r in candidates} - executor.pruned
+        save_build_record(session.output_base, {
+            **_recorded_entries(lines, rerun, index["format"]), **entries(rekeyed)})
+        try:
+            materialize(session, cas, executor, goals, lazy)
+        finally:
+            lazy.close()
+        raise outcome.error()
+    try:
+        materialize(session, cas, executor, goals, lazy)
+    finally:
+        lazy.close()
+    changes = entries(rekeyed)
+    if index["base"] is None or not update_build_record(session.output_base, index["base"],
+                                                       changes):
+        # The explain record is another build's by now: write this one's in full.
+        save_build_record(session.output_base, {
+            **_recorded_entries(lines, set(), index["format"]), **changes})
+        index["base"] = record_base(session.output_base)
+    position = {recorded[i].action.all_outputs[0]: i for i in plan.candidates}
+    for r in rekeyed:
+        i = position[r.action.all_outputs[0]]
+        lines.replace(i, {**lines[i], "key": str(r.key), "inputs": r.components["inputs"],
+                          "result": r.result.to_json()})
+    stdout = render_report(session.workspace, index["stdout"])
+    sys.stdout.write(stdout)
+    sys.stdout.flush()
+    if _update_stats(plan.check, session.workspace, goals, stdout):
+        index["actions"], index["spans"] = lines.save()
+        plan.check.save([json.dumps(index).encode()])
+    print(summary(outcome.executed, total - outcome.executed, time.monotonic() - start),
+          file=sys.stderr)
+    return 0
+
+
+def _repositories(session: Session, options: dict[str, Any]) -> Any:
+    """The workspace's external repositories, with the recorded build's flags: opened only when
+    a pulled base's layer must be downloaded (that evaluates MODULE.pyimg)."""
+    from pyimg.external.repositories import RegistryOptions, Repositories
+
+    registry = RegistryOptions(options["registry_config"], tuple(options["insecure_registry"]))
+    return Repositories(session, offline=options["offline"], registry=registry)
+
+
+def _recorded(data: dict[str, Any]) -> RecordedAction:
+    return RecordedAction(
+        action_from_json(data["action"]),
+        Digest.parse(data["key"]),
+        data["inputs"],
+        data["host_tools"],
+        ActionResult.from_json(data["result"]),
+    )
+
+
+def _recorded_entries(lines: ActionLines, skip: set[str], format_version: str) -> dict[str, Any]:
+    """The explain record of the recorded actions but those whose first output is in `skip`,
+    each as a cache hit."""
+    records = []
+    for i in range(len(lines)):
+        data = lines[i]
+        action = action_from_json(data["action"])
+        if action.all_outputs[0] not in skip:
+            components = key_components(
+                action, data["inputs"], format_version, {}, data["host_tools"])
+            records.append(ExecutionRecord(action, Digest.parse(data["key"]), components, True,
+                                           ActionResult({}, {})))
+    return entries(records)
+
+
+def _update_stats(check: Check, workspace: Path, goals: list[str], stdout: str) -> bool:
+    """The stat record after this build: the changed files as the check found them (the build
+    hashed exactly those), the goals it placed again. False when an output is missing."""
+    for host, stat in check.changed.items():
+        check.set("files", host, stat)
+    outputs = check.record["outputs"]
+    for g in goals:
+        path = str(workspace / g)
+        now = output_stats([path])
+        for old in [o for o in outputs if (o == path or o.startswith(path + "/")) and o not in now]:
+            check.drop("outputs", old)
+        for o, stat in now.items():
+            if outputs.get(o) != stat:
+                check.set("outputs", o, stat)
+    if stdout != check.record["stdout"]:
+        check.set(None, "stdout", stdout)
+    return all(v is not None for v in outputs.values())

@@ -1,0 +1,158 @@
+"""Pushing built images and indexes to a registry: `pyimg push` and `pyimg run` of an oci_push.
+
+A push goes through the registry client: blobs the repository has are skipped (HEAD first), blobs
+of a pulled base in another repository of the same registry are mounted, the rest uploaded; an
+index pushes every image in it. An unchanged image re-pushed uploads nothing. The layout may be
+sparse (a pulled base's layers never downloaded): such a layer is fetched only when the
+destination can neither mount it nor has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from pyimg.core.digest import Digest
+from pyimg.core.session import Session
+from pyimg.errors import UsageError
+from pyimg.external.pulled import PulledBlobs, pulled_markers
+from pyimg.external.repositories import RegistryOptions
+
+if TYPE_CHECKING:
+    from pyimg.analysis.analyzer import TargetResult
+
+__all__ = ["mount_source", "push_layout_dir", "run_push_target", "target_layout"]
+
+
+def target_layout(session: Session, target: TargetResult) -> Path:
+    """The OCI layout directory an image, index or oci_push target produced."""
+    for pid, fields in target.providers.items():
+        if pid.endswith(("%OciImageInfo", "%OciImageIndexInfo", "%OciPushInfo")):
+            return session.workspace / fields["layout"]["path"]
+    dirs = [f for f in target.default_files if f.get("is_directory")]
+    if len(dirs) == 1:
+        return session.workspace / dirs[0]["path"]
+    raise UsageError(f"{target.label} ({target.kind}) is not an image or index: nothing to push")
+
+
+def _referenced_blobs(layout_dir: Path) -> set[str]:
+    """Every blob digest the layout's images reference, present or left out (lazy layers)."""
+    from pyimg.oci.layout import Layout, walk_all
+
+    return {str(d.digest) for d in walk_all(Layout(layout_dir))}
+
+
+def mount_source(session: Session, layout: Path, registry: str) -> str | None:
+    """A repository of `registry` that an oci_pull of this workspace came from and that holds
+    the most of the layout's blobs: the registry can mount those instead of receiving them."""
+    blobs = _referenced_blobs(layout)
+    best: tuple[int, str] | None = None
+    for data in pulled_markers(session.output_base):
+        if data.get("registry") != registry:
+            continue
+        shared = len(blobs & set(data.get("blobs") or []))
+        if shared and (best is None or shared > best[0]):
+            best = (shared, data["repository"])
+    return best[1] if best else None
+
+
+def push_layout_dir(
+    session: Session,
+    layout: Path,
+    repository: str,
+    tags: list[str],
+    registry: RegistryOptions,
+    out: TextIO | None = None,
+    lazy_blobs: PulledBlobs | None = None,
+) -> tuple[Digest, Any]:
+    """Push the layout's image or index to `repository` (tagged with each of `tags`); returns
+    the digest and the client's counters. `lazy_blobs` fetches the layers a sparse layout lacks
+    (by default, from the workspace's oci_pull repositories, opened only if one is needed)."""
+    from pyimg.registry.reference import parse_reference
+
+    out = out or sys.stderr
+    ref = parse_reference(repository)
+    if ref.digest is not None:
+        raise UsageError(f"--repository {repository!r}: a push destination cannot hold a digest")
+    all_tags = list(dict.fromkeys([*([ref.tag] if ref.tag else []), *tags]))
+    for t in all_tags:
+        ref.with_tag(t)  # validates the tag before anything is sent
+    dest = parse_reference(ref.name)
+    client = registry.client()
+    fetch = _LazyFetch(session, registry, lazy_blobs)
+    try:
+        mount = mount_source(session, layout, dest.registry)
+        # Pushed by digest first; tags are set only once the whole tree is there.
+        digest = client.push_layout(layout, dest, [], mount_from=mount, fetch_missing=fetch)
+        data = (layout / "blobs" / digest.algorithm / digest.hex).read_bytes()
+        media_type = json.loads(data).get("mediaType") or _entry_type(layout, digest)
+        for tag in all_tags:
+            client.put_manifest(dest.with_tag(tag), data, media_type, tag)
+        c = client.counters
+        print(
+            f"Pushed {dest.name}@{digest} ({c.uploaded} blobs uploaded, {c.mounted} mounted, "
+            f"{c.skipped} already there)",
+            file=out,
+        )
+        return digest, c
+    finally:
+        fetch.close()
+        client.close()
+
+
+class _LazyFetch:
+    """fetch(digest) -> Path for a layer a sparse layout left out (the build's PulledBlobs, or
+    the output base's when the build was not run). The workspace's repositories (MODULE.pyimg)
+    are opened only when a layer must be downloaded."""
+
+    def __init__(self, session: Session, registry: RegistryOptions,
+                 lazy_blobs: PulledBlobs | None) -> None:
+        def repositories() -> Any:
+            from pyimg.external.repositories import Repositories
+
+            return Repositories(session, registry=registry)
+
+        self.source = lazy_blobs or PulledBlobs(session.output_base, repositories)
+
+    def __call__(self, digest: Digest) -> Path:
+        if not self.source.knows(digest):
+            raise UsageError(f"blob {digest} is neither in the layout nor in a pulled base image")
+        return self.source.fetch(digest)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _entry_type(layout: Path, digest: Digest) -> str:
+    index = json.loads((layout / "index.json").read_text())
+    for m in index.get("manifests") or []:
+        if m.get("digest") == str(digest):
+            return str(m["mediaType"])
+    raise UsageError(f"{layout}: {digest} is not in index.json")
+
+
+def run_push_target(session: Session, target: TargetResult, extra_args: list[str],
+                    lazy_blobs: PulledBlobs | None = None) -> int:
+    """`pyimg run //pkg:push [-- --tag T --repository R --insecure-registry H]`."""
+    info = next((f for pid, f in target.providers.items() if pid.endswith("%OciPushInfo")), None)
+    if info is None:
+        raise UsageError(f"{target.label} is not an oci_push target")
+    p = argparse.ArgumentParser(prog=f"pyimg run {target.label} --", add_help=False)
+    p.add_argument("--repository", default=info["repository"])
+    p.add_argument("--tag", action="append", default=[])
+    p.add_argument("--insecure-registry", action="append", default=[])
+    p.add_argument("--registry-config")
+    try:
+        args = p.parse_args(extra_args)
+    except SystemExit:
+        raise UsageError(f"bad arguments for {target.label}: {' '.join(extra_args)}") from None
+    registry = RegistryOptions(args.registry_config, tuple(args.insecure_registry))
+    layout = session.workspace / info["layout"]["path"]
+    tags = list(info.get("remote_tags") or []) + args.tag
+    digest, _ = push_layout_dir(session, layout, args.repository, tags, registry,
+                                lazy_blobs=lazy_blobs)
+    print(digest)
+    return 0

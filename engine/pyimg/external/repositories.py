@@ -1,0 +1,662 @@
+"""External repositories: pins from MODULE.pyimg and pyimg.lock, the repository cache, fetching,
+and materializing each repository as a directory with a generated BUILD file
+(docs/external-inputs.md).
+
+Every download goes through the shared content store (`<cache_root>/cas`), verified against its
+digest before it is kept: so a second workspace of the same user downloads nothing, and
+`--offline` needs only the store. A repository is materialized under
+`<output_base>/external/<name>/` (files hard-linked from the store); its source files have exec
+paths `external/<name>/<path>`.
+
+Base image layers are lazy (docs/external-inputs.md): an oci_pull repository holds the manifests and
+configs only, and `PulledBlobs` fetches a layer when an output needs its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from pyimg.core import json_input
+from pyimg.core.cas import ContentStore, atomic_write_bytes
+from pyimg.core.digest import CHUNK, Digest, canonical_json
+from pyimg.core.session import Session
+from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
+from pyimg.external.pulled import MARKER_VERSION
+from pyimg.loading.module_file import (
+    MODULE_FILE,
+    Declaration,
+    HttpArchive,
+    HttpFile,
+    ModuleFile,
+    OciPull,
+    evaluate_module,
+)
+from pyimg.oci import media_types as mt
+
+__all__ = [
+    "DEFAULT_PLATFORM",
+    "LOCK_FILE",
+    "MissingInputError",
+    "Repositories",
+    "RegistryOptions",
+    "read_lock",
+    "write_lock",
+]
+
+LOCK_FILE = "pyimg.lock"
+LOCK_VERSION = 1
+DEFAULT_PLATFORM = "linux/amd64"
+# Bumped when the layout of a materialized repository changes: older ones are redone.
+_MARKER_VERSION = MARKER_VERSION
+
+
+class MissingInputError(PyimgError):
+    """--offline and the repository cache lacks something a build needs."""
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to talk to registries: a docker config file and the hosts allowed over plain http."""
+
+    config: str | None = None
+    insecure: tuple[str, ...] = ()
+
+    def client(self) -> Any:
+        from pyimg.registry.auth import CredentialStore
+        from pyimg.registry.client import RegistryClient
+
+        return RegistryClient(credentials=CredentialStore(self.config), insecure=self.insecure)
+
+
+# -- the lock file ---------------------------------------------------------------------------
+
+
+def read_lock(workspace: Path) -> dict[str, dict[str, Any]]:
+    path = workspace / LOCK_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json_input.loads(text)
+    except ValueError as e:
+        raise UserInputError(f"{LOCK_FILE} is not valid JSON ({e}); run `pyimg lock`") from None
+    repos = data.get("repositories") if isinstance(data, dict) else None
+    if not isinstance(repos, dict):
+        raise UserInputError(f"{LOCK_FILE}: no 'repositories' object; run `pyimg lock`")
+    return repos
+
+
+def write_lock(workspace: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Sorted keys, one repository per line: two branches that lock different inputs merge."""
+    lines = [
+        f"    {json.dumps(name)}: {json.dumps(entries[name], sort_keys=True)}"
+        for name in sorted(entries)
+    ]
+    body = ",\n".join(lines)
+    text = '{\n  "repositories": {\n' + body + ("\n" if lines else "") + "  },\n"
+    text += f'  "version": {LOCK_VERSION}\n}}\n'
+    atomic_write_bytes(workspace / LOCK_FILE, text.encode())
+
+
+def lock_covers(decl: Declaration, entry: dict[str, Any] | None) -> bool:
+    """Does the lock entry still describe this declaration (same image and tag, same URLs)?"""
+    if not entry or entry.get("kind") != decl.kind:
+        return False
+    if isinstance(decl, OciPull):
+        return (
+            entry.get("image") == decl.image
+            and entry.get("tag") == decl.tag
+            and isinstance(entry.get("digest"), str)
+        )
+    return entry.get("urls") == list(decl.urls) and isinstance(entry.get("sha256"), str)
+
+
+# -- repositories ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Pulled:
+    """What an oci_pull fetched: the top manifest and the image manifests picked per platform."""
+
+    top: Digest
+    top_type: str
+    images: list[tuple[str, Digest, dict[str, Any]]]  # (platform, manifest digest, descriptor)
+    blobs: list[Digest] = field(default_factory=list)  # manifests, indexes, configs: in the store
+    layers: dict[str, int] = field(default_factory=dict)  # digest -> size, fetched only on demand
+
+
+class Repositories:
+    """The external repositories of one workspace, for one command.
+
+    `resolve(name, origin)` is the Loader's callback: it fetches (unless cached) and materializes
+    the repository, then returns its directory. Nothing is fetched for a repository no build
+    target uses.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        offline: bool = False,
+        registry: RegistryOptions | None = None,
+        module: ModuleFile | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.session = session
+        self.offline = offline
+        self.registry = registry or RegistryOptions()
+        self.module = module or evaluate_module(session.workspace)
+        self.lock = read_lock(session.workspace)
+        self.root = session.output_base / EXTERNAL_DIR
+        self.cas = ContentStore(session.cache_root)
+        self.out = out or sys.stderr
+        self.downloads = 0  # blobs and files downloaded by this command (tests assert on it)
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._done: dict[str, Path] = {}
+        self._source_lock = threading.Lock()  # source_path() runs on executor threads
+
+    # -- plumbing
+
+    def client(self) -> Any:
+        with self._client_lock:  # lazy layers are fetched from several actions at once
+            if self._client is None:
+                self._client = self.registry.client()
+            return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def declaration(self, name: str, origin: str | None = None) -> Declaration:
+        decl = self.module.get(name)
+        if decl is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.module.names, n=1)
+            hint = f" (did you mean '@{close[0]}'?)" if close else ""
+            raise UserInputError(
+                f"no repository '@{name}' is declared in {MODULE_FILE}{hint}", origin=origin
+            )
+        return decl
+
+    def pin(self, decl: Declaration) -> str:
+        """The digest (oci_pull) or sha256 (http_*) the declaration is pinned to."""
+        if isinstance(decl, OciPull) and decl.digest:
+            return decl.digest
+        if isinstance(decl, (HttpFile, HttpArchive)) and decl.sha256:
+            return decl.sha256
+        entry = self.lock.get(decl.name)
+        if lock_covers(decl, entry):
+            assert entry is not None
+            return str(entry["digest"] if isinstance(decl, OciPull) else entry["sha256"])
+        what = f"tag '{decl.tag}' of {decl.image}" if isinstance(decl, OciPull) else "its download"
+        why = "has no digest" if isinstance(decl, OciPull) else "has no sha256"
+        stale = " (its pyimg.lock entry is for other values)" if decl.name in self.lock else ""
+        raise UnpinnedInputError(
+            f"{decl.kind} '{decl.name}' {why} and {LOCK_FILE} does not pin {what}{stale}: "
+            f"run `pyimg lock` to record it",
+            origin=decl.origin,
+        )
+
+    def check_pinned(self) -> None:
+        """Nothing unpinned enters a build: every declaration must have a digest or a lock entry."""
+        for decl in self.module.declarations:
+            self.pin(decl)
+
+    def source_path(self, exec_path: str) -> Path:
+        """BuildContext.source_root: `external/<name>/...` lives under the output base."""
+        if exec_path.startswith(EXTERNAL_DIR + "/"):
+            name = exec_path.split("/", 2)[1]
+            if self.module.get(name) is not None:
+                if name not in self._done:
+                    # Once per build, also when the analysis came from its cache (and nothing
+                    # resolved the repository): one made from a blob the store dropped as
+                    # corrupt is made again before any of its files is read.
+                    with self._source_lock:
+                        self.resolve(name)
+                return self.session.output_base / exec_path
+        return self.session.workspace / exec_path
+
+    # -- the Loader's callback
+
+    def resolve(self, name: str, origin: str | None = None) -> Path:
+        hit = self._done.get(name)
+        if hit is not None:
+            return hit
+        decl = self.declaration(name, origin)
+        pin = self.pin(decl)
+        try:
+            path = self.materialize(decl, pin)
+        except PyimgError as e:
+            if e.origin is None:
+                raise type(e)(f"@{name}: {e.message}", origin=decl.origin) from None
+            raise
+        self._done[name] = path
+        return path
+
+    def fetch(self, decl: Declaration) -> None:
+        """Bring everything the declaration pins into the repository cache."""
+        pin = self.pin(decl)
+        if isinstance(decl, OciPull):
+            pulled = self._fetch_oci(decl, Digest.parse(pin))
+            for digest, size in pulled.layers.items():  # for --offline builds: the layers too
+                self.blob(decl, digest, size)
+        else:
+            self._fetch_http(decl, pin)
+
+    def materialize(self, decl: Declaration, pin: str) -> Path:
+        dest = self.root / decl.name
+        marker = self.root / f"{decl.name}.marker"
+        want = {"v": _MARKER_VERSION, "kind": decl.kind, "pin": pin, "decl": _decl_json(decl)}
+        try:
+            have = json.loads(marker.read_text())
+        except (FileNotFoundError, ValueError):
+            have = None
+        if (have is not None and {k: have.get(k) for k in want} == want and dest.is_dir()
+                and self._links_intact(decl, pin, dest)):
+            return dest
+        if isinstance(decl, OciPull):
+            pulled = self._fetch_oci(decl, Digest.parse(pin))
+            extra = self._write_oci_repo(decl, pulled, dest)
+        elif isinstance(decl, HttpFile):
+            digest = self._fetch_http(decl, pin)
+            extra = self._write_http_file_repo(decl, digest, dest)
+        else:
+            digest = self._fetch_http(decl, pin)
+            extra = self._write_http_archive_repo(decl, digest, dest)
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(marker, canonical_json({**want, **extra}))
+        return dest
+
+    def _links_intact(self, decl: Declaration, pin: str, dest: Path) -> bool:
+        """Whether every store blob a materialized repository links (an http_file's file, an
+        oci_pull's manifests and configs) is still in the store with the same size: a blob
+        dropped as corrupt (`pyimg cache verify`, materialization) is emptied and removed, and
+        the repository must then be made again from a verified blob rather than read as it is."""
+        linked: list[tuple[Path, Digest, bool]] = []
+        if isinstance(decl, HttpFile):
+            linked.append((dest / "file" / decl.file_name, Digest("sha256", pin), decl.executable))
+        elif isinstance(decl, OciPull):
+            linked += [(p, Digest("sha256", p.name), False)
+                       for p in dest.glob("layout/blobs/sha256/*")]
+        for path, digest, executable in linked:
+            try:
+                if path.stat().st_size != os.stat(self.cas.path_str(digest, executable)).st_size:
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
+
+    # -- oci_pull
+
+    def _reference(self, decl: OciPull) -> Any:
+        from pyimg.registry.reference import parse_reference
+
+        try:
+            return parse_reference(decl.image)
+        except PyimgError as e:
+            raise UserInputError(
+                f"oci_pull '{decl.name}': {e.message}", origin=decl.origin
+            ) from None
+
+    def _manifest(self, decl: OciPull, digest: Digest) -> bytes:
+        if self.cas.verify(digest):
+            return self.cas.path(digest).read_bytes()
+        self._online(decl, f"manifest {digest}")
+        ref = self._reference(decl).with_digest(digest)
+        fetched = self.client().get_manifest(ref)  # verified against the digest
+        self.downloads += 1
+        self.cas.put_bytes(fetched.data)
+        return fetched.data
+
+    def blob(self, decl: OciPull, digest_text: str, size: int) -> Digest:
+        """The blob in the repository cache (downloaded and verified unless it is there)."""
+        digest = Digest.parse(digest_text)
+        if self.cas.verify(digest):
+            return digest
+        self._online(decl, f"blob {digest}")
+        tmp_dir = self.session.cache_root / "repos" / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=tmp_dir)) / "blob"
+        try:
+            ref = self._reference(decl)
+            self.client().fetch_blob(ref, digest, tmp, size)  # verified while streaming
+            self.downloads += 1
+            self.cas.put_file(tmp, known=digest, link=True)
+        finally:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+        return digest
+
+    def fetch_layer(self, repository: str, digest: Digest, size: int) -> Path:
+        """A lazy layer of the pulled image `repository` (a `LayerFetcher`, core/builtin.py)."""
+        decl = self.module.get(repository)
+        if decl is None or decl.kind != "oci_pull":
+            raise UserInputError(
+                f"layer {digest} came from @{repository}, which MODULE.pyimg no longer declares "
+                "as an oci_pull"
+            )
+        try:
+            self.blob(decl, str(digest), size)  # type: ignore[arg-type]
+        except PyimgError as e:
+            if e.origin is not None:
+                raise
+            # Name the declaration: the error surfaces far from MODULE.pyimg (a push).
+            raise type(e)(f"@{repository}: {e.message}", origin=decl.origin) from None
+        return self.cas.path(digest)
+
+    def _online(self, decl: Declaration, what: str) -> None:
+        if self.offline:
+            raise MissingInputError(
+                f"{decl.kind} '{decl.name}': {what} is not in the repository cache and --offline "
+                "forbids downloading it (run `pyimg fetch` while online)",
+                origin=decl.origin,
+            )
+
+    def platforms(self, decl: OciPull) -> list[str]:
+        return list(decl.platforms) or [DEFAULT_PLATFORM]
+
+    def _fetch_oci(self, decl: OciPull, digest: Digest) -> _Pulled:
+        from pyimg.oci.model import load_json, sniff_media_type  # only when pulling
+        from pyimg.registry.client import Platform
+
+        data = self._manifest(decl, digest)
+        doc = load_json(data, f"oci_pull '{decl.name}': manifest {digest}")
+        top_type = sniff_media_type(doc)
+        images: list[tuple[str, Digest, dict[str, Any]]] = []
+        if top_type in mt.INDEXES:
+            entries = doc.get("manifests") or []
+            for text in self.platforms(decl):
+                platform = Platform.parse(text)
+                entry = next((e for e in entries if platform.matches(e.get("platform"))), None)
+                if entry is None:
+                    available = sorted(
+                        "/".join(
+                            x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x
+                        )
+                        for e in entries
+                        if (p := e.get("platform"))
+                    )
+                    raise UserInputError(
+                        f"oci_pull '{decl.name}': index {digest} has no image for platform "
+                        f"{text} (it has: {', '.join(available) or 'none'})",
+                        origin=decl.origin,
+                    )
+                images.append((text, Digest.parse(entry["digest"]), entry))
+        elif top_type in mt.MANIFESTS:
+            images.append(
+                ("", digest, {"mediaType": top_type, "digest": str(digest), "size": len(data)})
+            )
+        else:
+            raise UserInputError(
+                f"oci_pull '{decl.name}': {digest} is {top_type!r}, not an image or index",
+                origin=decl.origin,
+            )
+        pulled = _Pulled(digest, top_type, [])
+        for platform, mdigest, desc in images:
+            mdata = self._manifest(decl, mdigest) if mdigest != digest else data
+            mdoc = load_json(mdata, f"oci_pull '{decl.name}': manifest {mdigest}")
+            mtype = sniff_media_type(mdoc)
+            if mtype not in mt.MANIFESTS:
+                raise UserInputError(
+                    f"oci_pull '{decl.name}': {mdigest} is {mtype!r}, not an image manifest",
+                    origin=decl.origin,
+                )
+            # The config now (building needs it); layers when an output needs their bytes.
+            config = mdoc["config"]
+            pulled.blobs.append(self.blob(decl, config["digest"], int(config["size"])))
+            for layer in mdoc.get("layers") or []:
+                pulled.layers[str(layer["digest"])] = int(layer["size"])
+            entry = {"mediaType": mtype, "digest": str(mdigest), "size": len(mdata)}
+            if desc.get("platform"):
+                entry["platform"] = desc["platform"]
+            pulled.images.append((platform, mdigest, entry))
+            pulled.blobs.append(mdigest)
+        if top_type in mt.INDEXES:
+            pulled.blobs.append(digest)
+        return pulled
+
+    def _write_oci_repo(self, decl: OciPull, pulled: _Pulled, dest: Path) -> dict[str, Any]:
+        tmp = self._fresh(dest)
+        layout = tmp / "layout"
+        for d in dict.fromkeys(pulled.blobs):
+            self.cas.link_to(d, layout / "blobs" / d.algorithm / d.hex)
+        (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        index = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {
+                    **entry,
+                    "annotations": {"org.opencontainers.image.ref.name": platform or "latest"},
+                }
+                for platform, _, entry in pulled.images
+            ],
+        }
+        (layout / "index.json").write_bytes(canonical_json(index))
+        lines = [
+            f'"""Generated by pyimg from {decl.origin}: oci_pull(name = "{decl.name}")."""',
+            "",
+            'load("@pyimg//rules/private:pull.bzl", "oci_pulled_image")',
+            "",
+        ]
+        targets = [(decl.name, pulled.images[0][1])]
+        for platform, mdigest, _ in pulled.images:
+            if platform:
+                targets.append((platform.replace("/", "_"), mdigest))
+        for name, mdigest in dict.fromkeys(targets):
+            lines.append(
+                f'oci_pulled_image(name = "{name}", digest = "{mdigest}", '
+                f'image = "{decl.image}", srcs = glob(["layout/**"]))'
+            )
+        (tmp / "BUILD.pyimg").write_text("\n".join(lines) + "\n")
+        self._swap(tmp, dest)
+        ref = self._reference(decl)
+        return {
+            "registry": ref.registry,
+            "repository": ref.repository,
+            "blobs": sorted({str(d) for d in pulled.blobs} | set(pulled.layers)),
+            "layers": dict(sorted(pulled.layers.items())),
+        }
+
+    # -- http_file / http_archive
+
+    def _fetch_http(self, decl: HttpFile | HttpArchive, sha256: str | None) -> Digest:
+        """Download (unless cached) and return the verified digest; `sha256=None`: trust on
+        first use (only `pyimg lock` does that, to record the digest)."""
+        executable = isinstance(decl, HttpFile) and decl.executable
+        if sha256 is not None:
+            digest = Digest("sha256", sha256)
+            if self.cas.verify(digest, executable):
+                return digest
+            if executable and self.cas.verify(digest):
+                # The same bytes, cached by a non-executable declaration: add the +x variant.
+                return self._store(self.cas.path(digest), digest, executable)
+        self._online(decl, f"{decl.urls[0]} (sha256 {sha256})")
+        errors = []
+        for url in decl.urls:
+            tmp_dir = Path(tempfile.mkdtemp(dir=self._tmp_root()))
+            try:
+                tmp = tmp_dir / "download"
+                try:
+                    got = _download(url, tmp)
+                except OSError as e:
+                    errors.append(f"{url}: {e}")
+                    continue
+                self.downloads += 1
+                if sha256 is not None and got != sha256:
+                    raise IntegrityError(
+                        f"{decl.kind} '{decl.name}': {url} has sha256 {got}, but the declaration "
+                        f"pins {sha256}",
+                        origin=decl.origin,
+                    )
+                return self._store(tmp, Digest("sha256", got), executable)
+            finally:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise PyimgError(
+            f"{decl.kind} '{decl.name}': download failed from every URL:\n  " + "\n  ".join(errors),
+            origin=decl.origin,
+        )
+
+    def _store(self, src: Path, digest: Digest, executable: bool) -> Digest:
+        """Put verified bytes into the store (the +x variant for executable http_files)."""
+        tmp_dir = Path(tempfile.mkdtemp(dir=self._tmp_root()))
+        try:
+            tmp = tmp_dir / "blob"
+            shutil.copyfile(src, tmp)  # never chmod `src`: it may be a read-only store blob
+            os.chmod(tmp, 0o755 if executable else 0o644)
+            self.cas.put_file(tmp, known=digest, link=True)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        return digest
+
+    def _tmp_root(self) -> Path:
+        d = self.session.cache_root / "repos" / "tmp"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _write_http_file_repo(self, decl: HttpFile, digest: Digest, dest: Path) -> dict[str, Any]:
+        tmp = self._fresh(dest)
+        name = decl.file_name
+        self.cas.link_to(digest, tmp / "file" / name, decl.executable)
+        header = (
+            f'"""Generated by pyimg from {decl.origin}: http_file(name = "{decl.name}")."""\n\n'
+        )
+        (tmp / "file" / "BUILD.pyimg").write_text(
+            header + f'filegroup(name = "file", srcs = [{json.dumps(name)}])\n'
+        )
+        (tmp / "BUILD.pyimg").write_text(
+            header + f'filegroup(name = "{decl.name}", srcs = ["//file"])\n'
+        )
+        self._swap(tmp, dest)
+        return {}
+
+    def _write_http_archive_repo(
+        self, decl: HttpArchive, digest: Digest, dest: Path
+    ) -> dict[str, Any]:
+        tmp = self._fresh(dest)
+        tmp.rmdir()
+        from pyimg.external import archive  # only when an archive is unpacked
+
+        archive.extract_archive(
+            self.cas.path(digest), tmp, decl.urls[0], decl.strip_prefix,
+            max_bytes=decl.max_unpacked_bytes or archive.MAX_UNPACKED_BYTES,
+            max_files=decl.max_unpacked_files or archive.MAX_UNPACKED_FILES,
+        )
+        if decl.build_file_content is not None:
+            for name in ("BUILD", "BUILD.pyimg"):
+                (tmp / name).unlink(missing_ok=True)
+            (tmp / "BUILD.pyimg").write_text(decl.build_file_content)
+        elif not any((tmp / n).is_file() for n in ("BUILD", "BUILD.pyimg")):
+            (tmp / "BUILD.pyimg").write_text(
+                f'filegroup(name = "{decl.name}", srcs = glob(["**"]))\n'
+            )
+        self._swap(tmp, dest)
+        return {}
+
+    def _fresh(self, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".tmp-{os.getpid()}-{dest.name}"
+        _rmtree(tmp)
+        tmp.mkdir()
+        return tmp
+
+    def _swap(self, tmp: Path, dest: Path) -> None:
+        old = dest.parent / f".old-{os.getpid()}-{dest.name}"
+        if dest.exists() or dest.is_symlink():
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+        _rmtree(old)
+
+    # -- pyimg lock
+
+    def lock_entry(self, decl: Declaration) -> dict[str, Any] | None:
+        """Resolve what the declaration leaves open (a tag, a missing sha256) into a lock entry;
+        None when the declaration pins itself."""
+        if isinstance(decl, OciPull):
+            if decl.digest:
+                return None
+            if self.offline:
+                raise MissingInputError("`pyimg lock` resolves tags and needs the network")
+            ref = self._reference(decl).with_tag(decl.tag or "latest")
+            top = self.client().get_manifest(ref)
+            self.cas.put_bytes(top.data)
+            entry: dict[str, Any] = {
+                "digest": str(top.digest),
+                "image": decl.image,
+                "kind": decl.kind,
+                "media_type": top.media_type,
+                "tag": decl.tag,
+            }
+            if top.is_index:
+                platforms = {}
+                for e in top.json().get("manifests") or []:
+                    p = e.get("platform") or {}
+                    key = "/".join(
+                        x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x
+                    )
+                    if key and key != "unknown/unknown":  # attestation manifests
+                        platforms[key] = e["digest"]
+                entry["platforms"] = dict(sorted(platforms.items()))
+            return entry
+        if decl.sha256:
+            return None
+        digest = self._fetch_http(decl, None)
+        return {"kind": decl.kind, "sha256": digest.hex, "urls": list(decl.urls)}
+
+
+def _decl_json(decl: Declaration) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(decl)
+    d.pop("origin", None)  # moving a line in MODULE.pyimg must not redo a repository
+    d.pop("max_unpacked_bytes", None)  # bounds on unpacking never change what was unpacked
+    d.pop("max_unpacked_files", None)
+    return d
+
+
+def _download(url: str, dest: Path) -> str:
+    """Stream `url` to `dest`, returning the sha256 hex of what arrived."""
+    h = hashlib.sha256()
+    if url.startswith("file://"):
+        src = urllib.parse.urlsplit(url).path
+        with open(src, "rb") as s, open(dest, "wb") as f:
+            while chunk := s.read(CHUNK):
+                h.update(chunk)
+                f.write(chunk)
+        return h.hexdigest()
+    import requests
+
+    try:
+        with requests.get(url, stream=True, timeout=(10, 120)) as resp:
+            if resp.status_code != 200:
+                raise OSError(f"HTTP {resp.status_code}")
+            with open(dest, "wb") as f:
+                for chunk in resp.iter_content(CHUNK):
+                    h.update(chunk)
+                    f.write(chunk)
+    except requests.RequestException as e:
+        raise OSError(str(e)) from None
+    return h.hexdigest()
+
+
+def _rmtree(path: Path) -> None:
+    from pyimg.core.cas import remove_tree as rm
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        rm(path)

@@ -1,0 +1,286 @@
+"""Evaluating `MODULE.pyimg`: the pinned external inputs (`oci_pull`, `http_file`, `http_archive`).
+
+MODULE.pyimg declares external repositories and nothing else (docs/external-inputs.md). Each declaration
+becomes a frozen value carrying its origin (`MODULE.pyimg:LINE:COL`), so that every later error about
+it (unpinned, download failed, digest mismatch) points at the line the user wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pyimg.errors import UserInputError
+from pyimg.loading.limits import decode_source
+
+__all__ = [
+    "Declaration",
+    "HttpArchive",
+    "HttpFile",
+    "MODULE_FILE",
+    "ModuleFile",
+    "OciPull",
+    "evaluate_module",
+    "parse_module",
+]
+
+MODULE_FILE = "MODULE.pyimg"
+_PRELUDE = "@pyimg//:module_prelude.bzl"
+_PRELUDE_DISPLAY = "@pyimg/module_prelude.bzl"
+_REPO_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PLATFORM = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_.]+)?$")
+
+# The declarations are Starlark functions so that call_stack() gives each its MODULE.pyimg line;
+# they hand everything to one Python callable.
+_PRELUDE_TEXT = """
+def oci_pull(name, image, digest = None, tag = None, platforms = None):
+    _pyimg_declare(kind = "oci_pull", name = name, stack = call_stack(), attrs = {
+        "image": image, "digest": digest, "tag": tag, "platforms": platforms})
+
+def http_file(name, urls = None, sha256 = None, executable = False, downloaded_file_path = None, url = None):
+    _pyimg_declare(kind = "http_file", name = name, stack = call_stack(), attrs = {
+        "urls": urls, "url": url, "sha256": sha256, "executable": executable,
+        "downloaded_file_path": downloaded_file_path})
+
+def http_archive(name, urls = None, sha256 = None, strip_prefix = "", build_file_content = None, url = None,
+                 max_unpacked_bytes = None, max_unpacked_files = None):
+    _pyimg_declare(kind = "http_archive", name = name, stack = call_stack(), attrs = {
+        "urls": urls, "url": url, "sha256": sha256, "strip_prefix": strip_prefix,
+        "build_file_content": build_file_content, "max_unpacked_bytes": max_unpacked_bytes,
+        "max_unpacked_files": max_unpacked_files})
+"""
+
+
+@dataclass(frozen=True)
+class OciPull:
+    """A registry image pinned by manifest or index digest (or by tag plus pyimg.lock)."""
+
+    kind: ClassVar[str] = "oci_pull"
+    name: str
+    origin: str
+    image: str
+    digest: str | None = None
+    tag: str | None = None
+    platforms: tuple[str, ...] = ()
+
+    @property
+    def pinned(self) -> bool:
+        return self.digest is not None
+
+
+@dataclass(frozen=True)
+class HttpFile:
+    """One downloaded file, pinned by sha256."""
+
+    kind: ClassVar[str] = "http_file"
+    name: str
+    origin: str
+    urls: tuple[str, ...]
+    sha256: str | None = None
+    executable: bool = False
+    downloaded_file_path: str = ""
+
+    @property
+    def pinned(self) -> bool:
+        return self.sha256 is not None
+
+    @property
+    def file_name(self) -> str:
+        if self.downloaded_file_path:
+            return self.downloaded_file_path
+        base = self.urls[0].split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        return base or "downloaded"
+
+
+@dataclass(frozen=True)
+class HttpArchive:
+    """A tar or zip archive, pinned by sha256, unpacked safely, with a BUILD file of our own."""
+
+    kind: ClassVar[str] = "http_archive"
+    name: str
+    origin: str
+    urls: tuple[str, ...]
+    sha256: str | None = None
+    strip_prefix: str = ""
+    build_file_content: str | None = None
+    # Bounds on unpacking (None: external/archive.py's defaults); they never change what is unpacked.
+    max_unpacked_bytes: int | None = None
+    max_unpacked_files: int | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return self.sha256 is not None
+
+
+Declaration = OciPull | HttpFile | HttpArchive
+
+
+@dataclass(frozen=True)
+class ModuleFile:
+    """The declarations of MODULE.pyimg, by name, in file order."""
+
+    path: Path
+    declarations: tuple[Declaration, ...]
+
+    def get(self, name: str) -> Declaration | None:
+        return next((d for d in self.declarations if d.name == name), None)
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.declarations]
+
+
+def evaluate_module(workspace: Path) -> ModuleFile:
+    """Evaluate `<workspace>/MODULE.pyimg` (a missing file declares nothing)."""
+    path = workspace / MODULE_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    text = decode_source(data, MODULE_FILE)
+    return parse_module(text, path)
+
+
+def parse_module(text: str, path: Path) -> ModuleFile:
+    # Here, not at the top: the declarations' types are used where no MODULE.pyimg is evaluated
+    # (a push with nothing to build), and the Starlark interpreter costs start-up.
+    import starlark as sl
+
+    from pyimg.loading._eval import evaluate, parse_stack, prepare_source, render_error
+
+    sources = {}
+    found: list[Declaration] = []
+    pending: list[UserInputError] = []
+
+    def declare(kind: str, name: Any, attrs: dict[str, Any], stack: str) -> None:
+        frames = [f for f in parse_stack(stack, sources) if f.file == MODULE_FILE]
+        origin = MODULE_FILE
+        if frames:
+            line = frames[0].line
+            origin = f"{MODULE_FILE}:{line}:{sources[MODULE_FILE].call_column(line, kind)}"
+        try:
+            decl = _make(kind, name, attrs, origin)
+            previous = next((d for d in found if d.name == decl.name), None)
+            if previous is not None:
+                raise UserInputError(
+                    f"{kind}: a repository named '{decl.name}' is already declared at "
+                    f"{previous.origin}",
+                    origin=origin,
+                )
+        except UserInputError as e:
+            pending.append(e)
+            raise
+        found.append(decl)
+
+    prelude_src = prepare_source(_PRELUDE_DISPLAY, _PRELUDE_TEXT, [])
+    sources[_PRELUDE_DISPLAY] = prelude_src
+    prelude = sl.Module()
+    prelude.add_callable("_pyimg_declare", declare)
+    evaluate(_PRELUDE_DISPLAY, prelude_src.evaluated, prelude)
+    frozen = prelude.freeze()
+
+    def load(module: str) -> sl.FrozenModule:
+        if module != _PRELUDE:
+            at = src.load_position(module)
+            # Kept aside, as declare() does: Starlark would wrap it in a message of its own that
+            # repeats the location.
+            pending.append(UserInputError(
+                f"load() of '{module}': {MODULE_FILE} declares external inputs only and cannot "
+                "load files",
+                origin=f"{MODULE_FILE}:{at[0]}:{at[1]}" if at else MODULE_FILE,
+            ))
+            raise pending[-1]
+        return frozen
+
+    src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive"])])
+    sources[MODULE_FILE] = src
+    try:
+        evaluate(MODULE_FILE, src.evaluated, sl.Module(), sl.FileLoader(load))
+    except sl.StarlarkError as e:
+        if pending:
+            raise pending[0] from None
+        raise render_error(e, sources) from None
+    return ModuleFile(path, tuple(found))
+
+
+def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declaration:
+    def bad(message: str) -> UserInputError:
+        return UserInputError(f"{kind} '{name}': {message}", origin=origin)
+
+    if not isinstance(name, str) or not _REPO_NAME.match(name):
+        raise UserInputError(
+            f"{kind}: 'name' must be a repository name (a letter, then letters, digits, '_', "
+            f"'-' or '.'), got {name!r}",
+            origin=origin,
+        )
+    if name == "pyimg":
+        raise bad("the repository name 'pyimg' is reserved for pyimg's own rules")
+
+    def opt_str(key: str) -> str | None:
+        value = attrs.get(key)
+        if value is not None and not isinstance(value, str):
+            raise bad(f"'{key}' must be a string, got {value!r}")
+        return value or None
+
+    if kind == "oci_pull":
+        image = opt_str("image")
+        if not image:
+            raise bad("'image' must name a registry image, like \"gcr.io/distroless/static\"")
+        if "@" in image or ":" in image.rsplit("/", 1)[-1]:
+            raise bad(
+                f"'image' must not hold a tag or digest (use 'tag' and 'digest'), got {image!r}"
+            )
+        digest = opt_str("digest")
+        if digest is not None and not (digest.startswith("sha256:") and _SHA256.match(digest[7:])):
+            raise bad(f"'digest' must be \"sha256:<64 hex digits>\", got {digest!r}")
+        tag = opt_str("tag")
+        if digest is None and tag is None:
+            raise bad("give 'digest' (or a 'tag' and run `pyimg lock` to pin it)")
+        platforms = attrs.get("platforms") or []
+        if not isinstance(platforms, list) or not all(
+            isinstance(p, str) and _PLATFORM.match(p) for p in platforms
+        ):
+            raise bad(
+                f'\'platforms\' must be a list like ["linux/amd64", "linux/arm64/v8"], got {platforms!r}'
+            )
+        from pyimg.oci.platforms import platform_text_problem
+
+        for p in platforms:
+            problem = platform_text_problem(p)
+            if problem is not None:
+                raise bad(f"'platforms': {problem[1]}")
+        return OciPull(name, origin, image, digest, tag, tuple(platforms))
+
+    urls = attrs.get("urls") or ([attrs["url"]] if attrs.get("url") else [])
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
+        raise bad(f"'urls' must be a non-empty list of URLs, got {attrs.get('urls')!r}")
+    for u in urls:
+        if not u.startswith(("http://", "https://", "file://")):
+            raise bad(f"URL {u!r} must start with https://, http:// or file://")
+    sha = opt_str("sha256")
+    if sha is not None:
+        sha = sha.lower().removeprefix("sha256:")
+        if not _SHA256.match(sha):
+            raise bad(f"'sha256' must be 64 hex digits, got {attrs.get('sha256')!r}")
+    if kind == "http_file":
+        path = opt_str("downloaded_file_path") or ""
+        if path.startswith("/") or ".." in path.split("/") or path.endswith("/"):
+            raise bad(f"'downloaded_file_path' must be a relative file path, got {path!r}")
+        executable = attrs.get("executable", False)
+        if not isinstance(executable, bool):
+            raise bad(f"'executable' must be True or False, got {executable!r}")
+        return HttpFile(name, origin, tuple(urls), sha, executable, path)
+    strip = opt_str("strip_prefix") or ""
+    build = attrs.get("build_file_content")
+    if build is not None and not isinstance(build, str):
+        raise bad("'build_file_content' must be a string")
+    bounds = []
+    for key in ("max_unpacked_bytes", "max_unpacked_files"):
+        value = attrs.get(key)
+        if value is not None and (type(value) is not int or value <= 0):
+            raise bad(f"'{key}' must be a positive integer, got {value!r}")
+        bounds.append(value)
+    return HttpArchive(name, origin, tuple(urls), sha, strip.strip("/"), build, *bounds)

@@ -1,0 +1,1 @@
+"""The query language and the persisted target graph it walks; serving `pyimg query`."""

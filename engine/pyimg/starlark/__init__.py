@@ -1,1 +1,0 @@
-"""Loading and analysis: the only code that imports `starlark`."""

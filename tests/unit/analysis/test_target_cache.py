@@ -1,0 +1,180 @@
+"""Reused target analyses: after any sequence of edits, analysing with reuse gives exactly what a
+fresh analysis gives (the same errors too), and an edit to one package reuses the others."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyimg.analysis.analyzer import Analyzer
+from pyimg.analysis.target_cache import TargetCache
+from pyimg.core.action import action_to_json
+from pyimg.errors import UserInputError
+from pyimg.labels import parse_pattern
+from pyimg.loading.loader import Loader
+
+PLATFORM = {"os": "linux", "architecture": "amd64"}
+
+DEFS = '''
+Info = provider(fields = ["word"])
+
+def _shout_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".txt")
+    words = [d[Info].word for d in ctx.attr.deps if Info in d]
+    ctx.actions.write(out, "%s%s %s\\n" % (PREFIX, ctx.attr.word, " ".join(words)))
+    return [DefaultInfo(files = [out]), Info(word = ctx.attr.word)]
+
+shout = rule(implementation = _shout_impl, attrs = {
+    "word": attr.string(),
+    "deps": attr.label_list(),
+    "env": attr.string_dict(),
+})
+'''
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+class World:
+    """A workspace of three packages whose BUILD files are regenerated from a model."""
+
+    def __init__(self, root: Path, rng: random.Random) -> None:
+        self.root = root
+        self.rng = rng
+        self.prefix = "!"
+        # package -> target name -> (word, deps, env order)
+        self.model: dict[str, dict[str, tuple[str, list[str], list[str]]]] = {
+            "a": {"x": ("hello", [], ["A", "B"]), "y": ("world", [":x"], [])},
+            "b": {"z": ("again", ["//a:y"], []), "w": ("more", [":z", "//a:x"], ["C"])},
+            "c": {"v": ("last", ["//b:w"], [])},
+        }
+        _write(root / "MODULE.pyimg", "")
+        _write(root / "tools/BUILD.pyimg", "")
+        self.write_all()
+
+    def write_all(self) -> None:
+        _write(self.root / "tools/defs.bzl", f'PREFIX = "{self.prefix}"\n' + DEFS)
+        for pkg, targets in self.model.items():
+            lines = ['load("//tools:defs.bzl", "shout")', 'package(default_visibility = ["//visibility:public"])']
+            for name, (word, deps, env) in targets.items():
+                env_text = ", ".join(f'"{k}": "{k.lower()}"' for k in env)
+                lines.append(f'shout(name = "{name}", word = "{word}", deps = {deps!r}, env = {{{env_text}}})'
+                             .replace("'", '"'))
+                lines.append(f'genrule(name = "{name}_g", srcs = [":{name}"], outs = ["{name}.out"], '
+                             f'cmd = "cat $< > $@")')
+            _write(self.root / pkg / "BUILD.pyimg", "\n".join(lines) + "\n")
+
+    def edit(self) -> str:
+        """One random edit; returns what it was."""
+        rng = self.rng
+        pkg = rng.choice(sorted(self.model))
+        targets = self.model[pkg]
+        what = rng.choice(["word", "dep", "env order", "move", "add", "remove", "bzl", "bad dep"])
+        name = rng.choice(sorted(targets)) if targets else None
+        if what == "word" and name:
+            word, deps, env = targets[name]
+            targets[name] = (word + rng.choice("abc"), deps, env)
+        elif what == "dep" and name:
+            word, deps, env = targets[name]
+            # Only on packages before this one: edits never make a cycle.
+            others = [f"//{p}:{t}" for p in sorted(self.model) if p < pkg for t in sorted(self.model[p])]
+            targets[name] = (word, deps[:-1] if deps and rng.random() < 0.5 else deps + others[:1], env)
+        elif what == "env order" and name:
+            word, deps, env = targets[name]
+            targets[name] = (word, deps, list(reversed(env)) or ["Q", "R"])
+        elif what == "move":
+            # A line added above every target: their origins move.
+            self.model[pkg] = dict(reversed(list(targets.items())))
+        elif what == "add":
+            targets[f"n{rng.randrange(1000)}"] = ("new", [], [])
+        elif what == "remove" and name and len(targets) > 1:
+            del targets[name]
+        elif what == "bzl":
+            self.prefix = rng.choice("?!#")
+        elif what == "bad dep" and name:
+            word, deps, env = targets[name]
+            targets[name] = (word, deps + [":missing"], env)
+        self.write_all()
+        return f"{what} in {pkg}"
+
+    def repair(self) -> None:
+        for targets in self.model.values():
+            for name, (word, deps, env) in list(targets.items()):
+                live = [d for d in deps if d != ":missing" and self._exists(d)]
+                targets[name] = (word, live, env)
+        self.write_all()
+
+    def _exists(self, label: str) -> bool:
+        if label.startswith(":"):
+            return True
+        pkg, name = label[2:].split(":")
+        return name in self.model.get(pkg, {})
+
+
+def _analyze(root: Path, reuse: TargetCache | None) -> dict[str, Any]:
+    loader = Loader(root)
+    labels = loader.expand_patterns([parse_pattern("//...", "")])
+    try:
+        result = Analyzer(loader, PLATFORM, reuse).analyze(labels)
+    except UserInputError as e:
+        return {"error": str(e)}
+    if reuse is not None:
+        reuse.save(loader.read_files, loader.read_paths)
+    return {
+        label: [t.kind, t.origin, t.providers, [action_to_json(a) for a in t.actions]]
+        for label, t in sorted(result.targets.items())
+    }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reuse_gives_what_a_fresh_analysis_gives(tmp_path: Path, seed: int) -> None:
+    world = World(tmp_path / "ws", random.Random(seed))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, PLATFORM))
+    reused = 0
+    for step in range(12):
+        what = world.edit()
+        fresh = _analyze(world.root, None)
+        cache = TargetCache(cache_file, PLATFORM)
+        assert _analyze(world.root, cache) == fresh, f"step {step}: {what}"
+        reused += cache.hits
+        if "error" in fresh:
+            world.repair()
+    assert reused > 0
+
+
+def test_an_edit_to_one_package_reuses_the_others(tmp_path: Path) -> None:
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, PLATFORM))
+    x_word, x_deps, x_env = world.model["c"]["v"]
+    world.model["c"]["v"] = (x_word + "!", x_deps, x_env)  # a leaf: nothing depends on //c:v
+    world.write_all()
+    cache = TargetCache(cache_file, PLATFORM)
+    _analyze(world.root, cache)
+    assert cache.hits == 8  # every target of a and b; //c:v and //c:v_g are analysed again
+
+
+def test_an_edited_bzl_file_reuses_nothing(tmp_path: Path) -> None:
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, PLATFORM))
+    world.prefix = "?"
+    world.write_all()
+    cache = TargetCache(cache_file, PLATFORM)
+    assert _analyze(world.root, cache) == _analyze(world.root, None)
+    assert cache.hits == 0
+
+
+def test_reuse_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, PLATFORM))
+    monkeypatch.setenv("PYIMG_ANALYSIS_REUSE", "0")
+    cache = TargetCache(cache_file, PLATFORM)
+    _analyze(world.root, cache)
+    assert cache.hits == 0

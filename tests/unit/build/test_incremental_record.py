@@ -1,0 +1,74 @@
+"""The incremental build's action lines: parsed one by one, replaced by appending; and the
+report as a full build prints it."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from pyimg.build.incremental import ActionLines, render_report
+
+
+def _data(n: int) -> list[dict]:
+    return [{"i": i, "pad": "x" * (i % 7)} for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_replaced_lines_read_back(tmp_path, seed):
+    rng = random.Random(seed)
+    path = tmp_path / "r.actions"
+    expected = _data(rng.randrange(1, 30))
+    token, spans = ActionLines.write(path, [json.dumps(d).encode() for d in expected])
+    for _ in range(4):  # builds one after the other, appending (or writing anew)
+        lines = ActionLines(path, token, spans)
+        assert len(lines) == len(expected)
+        for i in rng.sample(range(len(expected)), rng.randrange(len(expected) + 1)):
+            expected[i] = {"i": i, "new": "y" * rng.randrange(200)}
+            lines.replace(i, expected[i])
+        token, spans = lines.save()
+        again = ActionLines(path, token, spans)
+        assert [again[i] for i in range(len(again))] == expected
+
+
+def test_appends_until_the_file_is_mostly_replaced_lines(tmp_path):
+    path = tmp_path / "r.actions"
+    token, spans = ActionLines.write(path, [json.dumps(d).encode() for d in _data(100)])
+    size = path.stat().st_size
+    lines = ActionLines(path, token, spans)
+    lines.replace(3, {"i": 3})
+    assert lines.save()[0] == token and path.stat().st_size > size  # appended
+    for round_ in range(400):
+        lines = ActionLines(path, token, spans)
+        lines.replace(round_ % 100, {"i": round_ % 100, "pad": "z" * 500})
+        new_token, spans = lines.save()
+        if new_token != token:
+            break
+    assert new_token != token  # written anew, under a new token
+    live = sum(end - start + 1 for start, end in zip(spans[::2], spans[1::2], strict=True))
+    assert path.stat().st_size == len(new_token) + 1 + live  # no replaced line left in it
+
+
+def test_an_index_never_reads_another_records_lines(tmp_path):
+    path = tmp_path / "r.actions"
+    token, spans = ActionLines.write(path, [b'{"i": 0}'])
+    ActionLines.write(path, [b'{"i": 1}'])  # a full build since, whose index was then lost
+    with pytest.raises(ValueError):
+        ActionLines(path, token, spans)
+
+
+def test_lines_are_parsed_when_asked_for(tmp_path):
+    path = tmp_path / "r.actions"
+    token, spans = ActionLines.write(path, [b'{"i": 0}', b'{"i": !broken}'])
+    lines = ActionLines(path, token, spans)
+    assert lines[0] == {"i": 0}
+    with pytest.raises(ValueError):
+        lines[1]
+
+
+def test_render_report_reads_the_digests(tmp_path):
+    (tmp_path / "pyimg-out/p").mkdir(parents=True)
+    (tmp_path / "pyimg-out/p/image.digest").write_text("sha256:abc\n")
+    lines = [["//p:image", "pyimg-out/p/image.digest", "pyimg-out/p/image"], ["//p:f pyimg-out/f"]]
+    assert render_report(tmp_path, lines) == (
+        "//p:image sha256:abc pyimg-out/p/image\n//p:f pyimg-out/f\n")

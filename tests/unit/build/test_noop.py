@@ -1,0 +1,119 @@
+"""The no-op record's check: what changed since the record, and the lock it hands over."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pyimg.build.noop import check_record, output_stats, write_record
+
+
+@pytest.fixture
+def recorded(tmp_path, monkeypatch):
+    """A workspace with a source and an output, and a record of a build of it."""
+    monkeypatch.delenv("PYIMG_FAST_NOOP", raising=False)
+    ws = tmp_path / "ws"
+    (ws / "pyimg-out").mkdir(parents=True)
+    (ws / "src.txt").write_text("1")
+    (ws / "pyimg-out/out.txt").write_text("o")
+    output_base = tmp_path / "ob"
+    output_base.mkdir()
+    (output_base / "lock").touch()
+    argv = ["build", "--output-base", str(output_base), "//:all"]
+    monkeypatch.chdir(ws)
+    write_record(output_base, ws, argv, [str(ws / "src.txt"), str(ws / "absent")],
+                 [str(ws / "pyimg-out/out.txt")], "report\n", 1, lines=[b"{}", b""])
+    return ws, argv, output_base
+
+
+def test_nothing_changed(recorded):
+    ws, argv, _ = recorded
+    check = check_record(argv, ws)
+    assert check is not None and check.changed == {} and check.lock is None
+    assert check.record["stdout"] == "report\n"
+
+
+def test_changed_files_and_the_lock_held(recorded):
+    ws, argv, output_base = recorded
+    (ws / "src.txt").write_text("2")
+    check = check_record(argv, ws)
+    assert check is not None and list(check.changed) == [str(ws / "src.txt")]
+    assert check.changed[str(ws / "src.txt")][0] == 1  # the size, as the check saw it
+    with open(output_base / "lock") as other:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        check.release()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@pytest.mark.parametrize("change", ["new file", "removed", "appeared", "output", "dir"])
+def test_more_than_contents(recorded, change):
+    ws, argv, _ = recorded
+    (ws / "src.txt").write_text("2")
+    if change == "new file":
+        (ws / "new.txt").write_text("x")  # the directory's mtime moves
+    elif change == "removed":
+        os.unlink(ws / "src.txt")
+    elif change == "appeared":
+        (ws / "absent").write_text("x")
+    elif change == "output":
+        (ws / "pyimg-out/out.txt").write_text("changed")
+    else:
+        (ws / "sub").mkdir()
+    assert check_record(argv, ws) is None
+
+
+def test_another_check_holding_the_lock(recorded):
+    ws, argv, output_base = recorded
+    (ws / "src.txt").write_text("2")
+    with open(output_base / "lock") as other:
+        fcntl.flock(other, fcntl.LOCK_SH)  # a concurrent no-op check: cannot take it over
+        assert check_record(argv, ws) is None
+        fcntl.flock(other, fcntl.LOCK_UN)
+    (ws / "src.txt").write_text("3")
+    check = check_record(argv, ws)
+    assert check is not None and check.lock is not None
+    check.release()
+
+
+def test_escape_hatch_and_other_command_lines(recorded, monkeypatch):
+    ws, argv, _ = recorded
+    assert check_record([*argv, "--jobs", "1"], ws) is None
+    monkeypatch.setenv("PYIMG_FAST_NOOP", "0")
+    assert check_record(argv, ws) is None
+
+
+def test_output_stats_walk_directories(tmp_path):
+    d = tmp_path / "layout"
+    (d / "blobs").mkdir(parents=True)
+    (d / "blobs/x").write_text("x")
+    stats = output_stats([str(d), str(tmp_path / "missing")])
+    assert set(stats) == {str(d), str(d / "blobs"), str(d / "blobs/x"), str(tmp_path / "missing")}
+    assert stats[str(tmp_path / "missing")] is None
+    assert stats[str(d / "blobs/x")][3] == 0  # no ctime: linking outputs again changes it
+    assert Path(d / "blobs/x").exists()
+
+
+def test_saved_record_patches_what_changed(recorded):
+    ws, argv, output_base = recorded
+    (ws / "src.txt").write_text("22")
+    check = check_record(argv, ws)
+    assert check is not None
+    check.release()
+    src = str(ws / "src.txt")
+    check.set("files", src, check.changed[src])
+    check.set(None, "stdout", 'new "report"\n')
+    check.save([b"{}"])
+    # The very bytes of serializing it all again.
+    assert check.path.read_bytes().split(b"\n")[0] == json.dumps(check.record).encode()
+    assert check.record["files"][src] == check.changed[src]
+    # What cannot be patched is serialized again, with the same result.
+    out = str(ws / "pyimg-out/out.txt")
+    check.drop("outputs", out)
+    check.set("outputs", out + ".new", [1, 2, 3, 0])
+    check.save([b"{}"])
+    assert json.loads(check.path.read_bytes().split(b"\n")[0]) == check.record
+    assert check_record(argv, ws) is None  # that output is not there
