@@ -80,15 +80,17 @@ class PulledBlobs:
                 self.repos = self._repositories()
             repos = self.repos
             one = self._fetching.setdefault(digest, threading.Lock())
+        from pyimg.starlark.module_file import OciPull  # loaded already, by Repositories
+
         with one:  # two actions needing the same layer download it once
             decl = repos.module.get(name)
-            if decl is None or decl.kind != "oci_pull":
+            if not isinstance(decl, OciPull):
                 raise UserInputError(
                     f"layer {digest} came from @{name}, which MODULE.pyimg no longer declares "
                     "as an oci_pull"
                 )
             try:
-                repos.blob(decl, str(digest), size)  # type: ignore[arg-type]
+                repos.blob(decl, str(digest), size)
             except PyimgError as e:
                 if e.origin is not None:
                     raise

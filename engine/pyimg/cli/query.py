@@ -15,6 +15,8 @@ from pyimg.starlark.labels import LabelError, parse_pattern
 from pyimg.starlark.query_graph import SOURCE_FILE
 
 if TYPE_CHECKING:
+    from pyimg.cli.repositories import Repositories
+    from pyimg.cli.session import Session
     from pyimg.core.action import Action
     from pyimg.starlark.loading_cache import CachedLoader
     from pyimg.starlark.query import QueryEngine
@@ -49,16 +51,16 @@ class _LazyRepositories:
     """The workspace's external repositories, read (MODULE.pyimg, pyimg.lock) only when the query
     reaches an `@repo//` label: a query served from the loading cache never needs them."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
-        self._repos: Any = None
+        self._repos: Repositories | None = None
 
     def resolve(self, name: str, origin: str | None = None) -> Path:
         if self._repos is None:
             from pyimg.cli.build import repositories
 
             self._repos = repositories(self._session)
-        return self._repos.resolve(name, origin)  # type: ignore[no-any-return]
+        return self._repos.resolve(name, origin)
 
     def close(self) -> None:
         if self._repos is not None:

@@ -333,8 +333,8 @@ class Repositories:
         if top_type in mt.INDEXES:
             entries = doc.get("manifests") or []
             for text in self.platforms(decl):
-                platform = Platform.parse(text)
-                entry = next((e for e in entries if platform.matches(e.get("platform"))), None)
+                wanted = Platform.parse(text)
+                entry = next((e for e in entries if wanted.matches(e.get("platform"))), None)
                 if entry is None:
                     available = sorted(
                         "/".join(

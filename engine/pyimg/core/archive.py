@@ -9,7 +9,6 @@ ownership.
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import shutil
@@ -20,9 +19,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from pyimg.core.errors import UserInputError
+from pyimg.core.streams import ByteReader
 
 __all__ = ["UnsafeArchiveError", "extract_archive"]
 
@@ -141,7 +140,7 @@ class _Writer:
         joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
         return joined != ".." and not joined.startswith("../")
 
-    def write_file(self, rel: str, data: BinaryIO, executable: bool) -> None:
+    def write_file(self, rel: str, data: ByteReader, executable: bool) -> None:
         out = self.dest / rel
         self._parent(out, rel)
         with open(out, "wb") as f:
@@ -275,5 +274,5 @@ def _extract_zip(path: Path, dest: Path, archive: str, strip_prefix: str) -> int
                     f"archive {archive}: strip_prefix '{w.prefix}' names a file"
                 )
             with zf.open(info) as f:
-                w.write_file(rel, io.BufferedReader(f), bool(mode & 0o111))  # type: ignore[arg-type]
+                w.write_file(rel, f, bool(mode & 0o111))
     return w.finish()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,7 +377,7 @@ class Loader:
 
             return call
 
-        for name, fn in {
+        loading_callables: dict[str, Callable[..., Any]] = {
             "_pyimg_new_rule": self._new_rule,
             "_pyimg_new_provider": self._new_provider,
             "_pyimg_register_target": self._register_target,
@@ -386,7 +387,8 @@ class Loader:
             "_pyimg_existing_rules": self._existing_rules,
             "_pyimg_label": self._label_fn,
             "_pyimg_select": self._select,
-        }.items():
+        }
+        for name, fn in loading_callables.items():
             module.add_callable(name, wrap(fn))
         # Analysis-time callables are looked up at call time (set by the analyzer).
         for name in ("_pyimg_ctx_data", "_pyimg_declare", "_pyimg_action", "_pyimg_expand"):
@@ -633,8 +635,7 @@ def _check_attr(
         if not isinstance(value, list):
             raise bad()
         out = [label(v) for v in value]
-        seen: set[str] = set()
-        dupes = sorted({v for v in out if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+        dupes = sorted(v for v, n in Counter(out).items() if n > 1)
         if dupes:
             raise UserInputError(f"{what}: attribute '{key}' lists {dupes[0]} twice", origin=origin)
         return out

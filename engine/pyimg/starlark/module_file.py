@@ -142,9 +142,9 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     # (a push with nothing to build), and the Starlark interpreter costs start-up.
     import starlark as sl
 
-    from pyimg.starlark._eval import globals_, parse_stack, prepare_source, render_error
+    from pyimg.starlark._eval import SourceFile, globals_, parse_stack, prepare_source, render_error
 
-    sources = {}
+    sources: dict[str, SourceFile] = {}
     found: list[Declaration] = []
     pending: list[UserInputError] = []
 
