@@ -336,7 +336,8 @@ def _field(m: tarfile.TarInfo, name: str) -> Any:
 def _tar_stream(stream: ByteReader) -> tarfile.TarFile:
     """A tarfile reading `stream` in order: mode 'r|' neither seeks nor closes it."""
     # typeshed asks for a seekable, writable file object in every mode; 'r|' only reads.
-    return tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]  # noqa: SIM115
+    tar: tarfile.TarFile = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
+    return tar
 
 
 def content_span(fa: ByteReader, fb: ByteReader) -> tuple[int, int] | None:

@@ -100,7 +100,11 @@ class FetchedManifest:
         return self.media_type in INDEXES
 
     def json(self) -> dict[str, Any]:
-        return json.loads(self.data)
+        """The manifest as a JSON object (a registry may serve any bytes under a manifest type)."""
+        doc = json.loads(self.data)
+        if not isinstance(doc, dict):
+            raise RegistryError(f"manifest {self.digest}: not a JSON object")
+        return doc
 
     def descriptor(self) -> dict[str, Any]:
         return {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
