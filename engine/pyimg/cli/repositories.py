@@ -23,7 +23,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.cli.pulled import MARKER_VERSION
 from pyimg.cli.session import Session
@@ -41,6 +41,9 @@ from pyimg.starlark.module_file import (
     OciPull,
     evaluate_module,
 )
+
+if TYPE_CHECKING:
+    from pyimg.registry import Reference, RegistryClient
 
 __all__ = [
     "DEFAULT_PLATFORM",
@@ -70,7 +73,7 @@ class RegistryOptions:
     config: str | None = None
     insecure: tuple[str, ...] = ()
 
-    def client(self) -> Any:
+    def client(self) -> RegistryClient:
         from pyimg.registry import CredentialStore, RegistryClient
 
         return RegistryClient(credentials=CredentialStore(self.config), insecure=self.insecure)
@@ -160,13 +163,13 @@ class Repositories:
         self.cas = ContentStore(session.cache_root)
         self.out = out or sys.stderr
         self.downloads = 0  # blobs and files downloaded by this command (tests assert on it)
-        self._client: Any = None
+        self._client: RegistryClient | None = None
         self._client_lock = threading.Lock()
         self._done: dict[str, Path] = {}
 
     # -- plumbing
 
-    def client(self) -> Any:
+    def client(self) -> RegistryClient:
         with self._client_lock:  # lazy layers are fetched from several actions at once
             if self._client is None:
                 self._client = self.registry.client()
@@ -273,7 +276,7 @@ class Repositories:
 
     # -- oci_pull
 
-    def _reference(self, decl: OciPull) -> Any:
+    def _reference(self, decl: OciPull) -> Reference:
         from pyimg.registry import parse_reference
 
         try:
