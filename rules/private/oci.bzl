@@ -97,9 +97,9 @@ oci_image = rule(
         "volumes": attr.string_list(doc = "Volume mount points."),
         "labels": attr.string_dict(doc = "Config labels."),
         "annotations": attr.string_dict(doc = "Manifest annotations."),
-        "os": attr.string(doc = "Platform OS. Default: the base image's, else `linux`."),
-        "architecture": attr.string(doc = "Platform architecture. Default: the base image's, else `amd64`."),
-        "variant": attr.string(doc = "Platform variant (e.g. `v8` for arm64)."),
+        "os": attr.string(doc = "Platform OS, a `GOOS` value (`linux`, `windows`). Default: the base image's, else `linux`."),
+        "architecture": attr.string(doc = "Platform architecture, a `GOARCH` value (`amd64`, `arm64`, `arm`, `386`, ...; `aarch64` is an error with \"did you mean\"). Default: the base image's, else `amd64`."),
+        "variant": attr.string(doc = "Platform variant: `v6`/`v7`/`v8` for arm, `v8` for arm64, `v1`-`v4` for amd64."),
         "stop_signal": attr.string(doc = "The stop signal, e.g. `SIGTERM`."),
         "compression": attr.string(default = "gzip", values = _COMPRESSIONS, doc = "Layer compression: `gzip` or `zstd`."),
         "created": attr.string(default = "1970-01-01T00:00:00Z", doc = "The config's `created` time (fixed, for reproducibility)."),
@@ -136,11 +136,13 @@ def _oci_layout_impl(ctx):
     layout = ctx.actions.declare_directory(ctx.label.name)
     digest_file = ctx.actions.declare_file(ctx.label.name + ".digest")
     d = ctx.attr.digest
-    if not d.startswith("sha256:") or len(d) != 71:
+    if not d.startswith("sha256:") or len(d) != 71 or [c for c in d[7:].elems() if c not in "0123456789abcdef"]:
         fail("attribute 'digest' must be a sha256 digest like \"sha256:<64 hex digits>\", got %r" % d)
     path = ctx.attr.path
     if ctx.label.package:
         path = ctx.label.package + "/" + path
+    if not ctx.files.srcs:
+        fail("attribute 'path': no OCI layout at '%s' (the directory is missing or empty)" % path)
     ctx.actions.builtin(
         kind = "oci_layout_import",
         params = {"path": path, "digest": d},
@@ -167,7 +169,8 @@ def oci_layout(name, path, digest, **kwargs):
 
     Args:
       name: the target name.
-      path: the layout directory, relative to the package.
+      path: the layout directory, relative to the package (an error at this attribute when it
+        is missing or empty).
       digest: the manifest (or index) digest, `sha256:...`. Required.
       **kwargs: common attributes (visibility, tags).
     """
@@ -175,16 +178,25 @@ def oci_layout(name, path, digest, **kwargs):
         name = name,
         path = path,
         digest = digest,
-        srcs = native.glob([path + "/**"], allow_empty = False),
+        # An empty match is reported by the rule, at the `path` the user wrote.
+        srcs = native.glob([path + "/**"]),
         **kwargs
     )
 
 def _oci_load_impl(ctx):
     tarball = ctx.actions.declare_file(ctx.label.name + ".tar")
-    info = _image_layout(ctx.attr.image, "image")
+    if OciImageIndexInfo in ctx.attr.image:
+        info = ctx.attr.image[OciImageIndexInfo]
+    else:
+        info = _image_layout(ctx.attr.image, "image")
     ctx.actions.builtin(
         kind = "oci_load",
-        params = {"image": info.layout.path, "repo_tags": ctx.attr.repo_tags},
+        params = {
+            "image": info.layout.path,
+            "repo_tags": ctx.attr.repo_tags,
+            "platform": ctx.attr.platform or None,
+            "host_platform": ctx.fragments.platform.host_platform,
+        },
         inputs = [info.layout],
         outputs = [tarball],
         mnemonic = "OciLoad",
@@ -194,10 +206,15 @@ def _oci_load_impl(ctx):
 
 oci_load = rule(
     implementation = _oci_load_impl,
-    doc = "A `docker load` / `podman load` tarball; `pyimg run` pipes it into podman or docker.",
+    doc = """A `docker load` / `podman load` tarball; `pyimg run` pipes it into podman or docker.
+
+A tarball holds one image: of an index (`oci_image_index`, or an `oci_pull`/`oci_layout` pinned
+by an index digest), the image for `platform`, else for the platform of the machine that builds
+(`linux`, its architecture and variant). An image without a variant fits any variant.""",
     attrs = {
-        "image": attr.label(mandatory = True, doc = "The image to load."),
+        "image": attr.label(mandatory = True, doc = "The image, or index, to load."),
         "repo_tags": attr.string_list(doc = "Tags given to the loaded image, like `app:latest`."),
+        "platform": attr.string(doc = "`os/architecture[/variant]`, like `linux/arm64`: the image of an index to load (default: this machine's platform). For a single image, the platform it must be."),
     },
 )
 

@@ -99,6 +99,10 @@ def _pkg_tar_impl(ctx):
         "remove": [_clean(r) for r in ctx.attr.remove if not r.endswith("/")],
         "opaque_dirs": [_clean(r) for r in ctx.attr.remove if r.endswith("/")],
     }
+    if deps and _clean(ctx.attr.package_dir):
+        # As rules_pkg does: the merged tars' entries land under package_dir too. Only set when
+        # used, so that the key of every other pkg_tar stays as it was.
+        params["deps_dir"] = _clean(ctx.attr.package_dir)
     ctx.actions.builtin(
         kind = "pkg_tar",
         params = params,
@@ -119,7 +123,7 @@ pkg_tar = rule(
     doc = "One canonical layer tarball: sorted entries, fixed owner and mtime, normalized modes.",
     attrs = {
         "srcs": attr.label_list(allow_files = True, doc = "Files to put in the layer (placed by `package_dir` and `strip_prefix`)."),
-        "package_dir": attr.string(doc = "Directory in the layer that receives `srcs`, e.g. `/app`."),
+        "package_dir": attr.string(doc = "Directory in the layer that receives `srcs`, `empty_dirs` and the entries of `deps` (as in rules_pkg), e.g. `/app`. Not `files`, `symlinks`, `modes` or `remove`: their paths are full layer paths."),
         "strip_prefix": attr.string(doc = "Empty: files land by basename. `.`: paths relative to the package are kept. `/x`: relative to workspace dir x. `x`: relative to the package's subdirectory x."),
         "files": attr.label_keyed_string_dict(allow_files = True, doc = "Exact placement: label -> path in the layer."),
         "symlinks": attr.string_dict(doc = "Symbolic links: path in the layer -> link target."),

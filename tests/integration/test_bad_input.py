@@ -13,6 +13,16 @@ def _fails(ws, *args, code=2):
     return r.err
 
 
+def _fails_running(ws, *args, code=2):
+    """Like _fails, for an error found when an action runs (progress lines come first)."""
+    r = ws.run("build", *args)
+    assert r.code == code, (r.code, r.err)
+    assert "Traceback" not in r.err
+    lines = r.err.splitlines()
+    assert len(lines) == 1 + sum(1 for ln in lines if ln.startswith("[")), r.err
+    return next(ln for ln in lines if ln.startswith("ERROR: "))
+
+
 def _at(err, where):
     """The message starts with exactly `where` (file:line:col)."""
     assert err.startswith(f"ERROR: {where}: "), err
@@ -230,3 +240,143 @@ def test_oci_layout_bad_digest_attribute(ws):
     ws.write("base/layout/index.json", "{}")
     ws.write("base/BUILD.pyimg", 'oci_layout(name = "b", path = "layout", digest = "latest")\n')
     assert "attribute 'digest' must be a sha256 digest" in _fails(ws, "//base:b")
+
+
+def test_oci_layout_missing_directory_points_at_path(ws):
+    ws.write("base/BUILD.pyimg", f"""
+        oci_layout(
+            name = "b",
+            path = "nope",
+            digest = "sha256:{"ab" * 32}",
+        )
+    """)
+    err = _fails(ws, "//base:b")
+    _at(err, "base/BUILD.pyimg:4:5")  # the `path` attribute, not the rule's glob
+    assert "attribute 'path': no OCI layout at 'base/nope'" in err and "@pyimg" not in err
+
+
+def test_oci_layout_wrong_digest_lists_what_index_json_names(ws):
+    digest = _base_layout(ws)
+    wrong = "sha256:" + "cd" * 32
+    ws.write("base/BUILD.pyimg", f'oci_layout(name = "b", path = "layout", digest = "{wrong}")\n')
+    err = _fails(ws, "//base:b")
+    assert "neither in index.json nor a blob; index.json names:" in err
+    assert f"{digest} (application/vnd.oci.image.manifest.v1+json, ref 'latest')" in err
+
+
+@pytest.mark.parametrize("digest", ["ab" * 32, "sha256:" + "zz" * 32, "sha256:abc"])
+def test_oci_layout_digest_without_sha256_points_at_the_attribute(ws, digest):
+    ws.write("base/layout/index.json", "{}")
+    ws.write("base/BUILD.pyimg", f'oci_layout(\n    name = "b",\n    path = "layout",\n    digest = "{digest}",\n)\n')
+    err = _fails(ws, "//base:b")
+    _at(err, "base/BUILD.pyimg:4:5")
+    assert "attribute 'digest' must be a sha256 digest" in err
+    # pyimg's own rule internals are not shown: the user cannot edit them.
+    assert "oci.bzl" not in err and "fail(" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_fail_naming_an_attribute_in_a_user_rule_keeps_the_rule_line(ws):
+    ws.write("p/defs.bzl", """
+        def _impl(ctx):
+            fail("attribute 'size' must be positive")
+        r = rule(implementation = _impl, attrs = {"size": attr.int()})
+    """)
+    ws.write("p/BUILD.pyimg", 'load(":defs.bzl", "r")\nr(\n    name = "x",\n    size = -1,\n)\n')
+    err = _fails(ws, "//p:x")
+    _at(err, "p/BUILD.pyimg:4:5")
+    assert "(in the rule implementation at p/defs.bzl:3:5)" in err
+
+
+def test_missing_host_tool_points_at_its_path(ws):
+    ws.write("p/BUILD.pyimg", """
+        host_tool(
+            name = "cc",
+            path = "/nonexistent/cc",
+        )
+        genrule(name = "g", outs = ["g"], tools = [":cc"], cmd = "cc > $@")
+    """)
+    err = _fails(ws, "//p:g")
+    _at(err, "p/BUILD.pyimg:4:5")
+    assert "'/nonexistent/cc' does not exist on this machine (needed by Genrule //p:g" in err
+
+
+def test_host_tool_removed_after_a_build_points_at_its_path(ws, tmp_path):
+    tool = tmp_path / "bin/mytool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    ws.write("p/BUILD.pyimg", f"""
+        host_tool(name = "t", path = "{tool}")
+        genrule(name = "g", outs = ["g"], tools = [":t"], cmd = "echo made > $@")
+    """)
+    assert ws.run("build", "//p:g").code == 0
+    tool.unlink()
+    err = _fails(ws, "//p:g")  # the analysis comes from its cache now
+    _at(err, "p/BUILD.pyimg:2:23")
+    assert "does not exist on this machine" in err
+
+
+def test_host_tool_path_must_be_absolute(ws):
+    ws.write("p/BUILD.pyimg", 'host_tool(name = "cc", path = "gcc")\ngenrule(name = "g", outs = ["g"], tools = [":cc"], cmd = "x")\n')
+    err = _fails(ws, "//p:g")
+    _at(err, "p/BUILD.pyimg:1:24")
+    assert "attribute 'path' must be an absolute path" in err
+
+
+def test_module_load_error_says_where_once(ws):
+    ws.write("MODULE.pyimg", '# inputs\n\nload("//:defs.bzl", "x")\n')
+    ws.write("p/BUILD.pyimg", 'filegroup(name = "a")\n')
+    err = _fails(ws, "//p:a")
+    assert err.strip() == (
+        "ERROR: MODULE.pyimg:3:1: load() of '//:defs.bzl': MODULE.pyimg declares external "
+        "inputs only and cannot load files"
+    )
+
+
+@pytest.mark.parametrize(
+    "attrs, where, message",
+    [
+        ('architecture = "aarch64"', "1:23", 'architecture \'aarch64\' is not an OCI architecture value (one of Go\'s GOARCH); did you mean "arm64"?'),
+        ('architecture = "x86_64"', "1:23", 'did you mean "amd64"?'),
+        ('architecture = "armhf"', "1:23", 'did you mean architecture = "arm", variant = "v7"?'),
+        ('architecture = "i386"', "1:23", 'did you mean "386"?'),
+        ('os = "Linux"', "1:23", 'did you mean "linux"?'),
+        ('architecture = "arm", variant = "7"', "1:45", 'did you mean "v7"?'),
+        ('architecture = "amd64", variant = "v8"', "1:47", "known: v1, v2, v3, v4"),
+        ('architecture = "s390x", variant = "v1"', "1:47", "architecture 's390x' has no variants"),
+    ],
+)
+def test_platform_values_are_checked(ws, attrs, where, message):
+    ws.write("p/BUILD.pyimg", f'oci_image(name = "i", {attrs})\n')
+    err = _fails(ws, "//p:i")
+    _at(err, f"p/BUILD.pyimg:{where}")
+    assert message in err
+
+
+def test_oci_load_platform_is_checked(ws):
+    ws.write("p/BUILD.pyimg", """
+        oci_image(name = "i")
+        oci_load(name = "l", image = ":i", platform = "linux/aarch64")
+    """)
+    err = _fails(ws, "//p:l")
+    _at(err, "p/BUILD.pyimg:3:36")
+    assert "attribute 'platform': architecture 'aarch64'" in err and 'did you mean "arm64"?' in err
+
+
+def test_oci_load_of_an_index_without_the_platform(ws):
+    ws.write("p/BUILD.pyimg", """
+        oci_image(name = "a", architecture = "s390x")
+        oci_image(name = "b", architecture = "ppc64le")
+        oci_image_index(name = "idx", images = [":a", ":b"])
+        oci_load(name = "l", image = ":idx", platform = "linux/riscv64")
+    """)
+    err = _fails_running(ws, "//p:l")
+    _at(err, "p/BUILD.pyimg:5:1")
+    assert "has no image for linux/riscv64; it has linux/ppc64le, linux/s390x" in err
+
+
+def test_oci_load_of_an_image_of_another_platform_than_asked(ws):
+    ws.write("p/BUILD.pyimg", """
+        oci_image(name = "a", architecture = "s390x")
+        oci_load(name = "l", image = ":a", platform = "linux/arm64")
+    """)
+    assert "platform is linux/arm64, but the image" in _fails_running(ws, "//p:l")

@@ -169,3 +169,21 @@ def test_without_namespaces_one_warning_or_strict_failure(ws, monkeypatch):
     assert r.code == 1
     assert "--sandbox=strict" in r.err and "p/BUILD.pyimg:" in r.err
     assert ws.out("p/a.txt").read_text() == "a\n"  # the unisolated command did not run
+
+
+@needs_isolation
+def test_host_secret_files_are_unreadable_also_when_pyimg_runs_as_root(ws):
+    # As root the command is host root (without capabilities) on the host's read-only /etc, and
+    # root owns /etc/shadow: the sandbox masks it. CI runs this as root and as uid 65534.
+    if not Path("/etc/shadow").exists():
+        pytest.skip("no /etc/shadow here")
+    ws.write("p/BUILD.pyimg", """
+        genrule(name = "peek", outs = ["peek.txt"],
+                cmd = "for f in /etc/shadow /etc/gshadow /etc/ssh/ssh_host_*key /root; do "
+                      + "cat $$f || ls -A $$f; done > $@ 2>&1; echo end >> $@")
+    """)
+    r = ws.run("build", "//p:peek")
+    assert r.code == 0, r.err
+    seen = ws.out("p/peek.txt").read_text()
+    assert "/etc/shadow: Permission denied" in seen and "/etc/gshadow: Permission denied" in seen
+    assert "\nroot:" not in "\n" + seen  # the first line of shadow and gshadow

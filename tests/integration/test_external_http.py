@@ -237,3 +237,24 @@ def test_zip_archive(server: _Server, tmp_path: Path) -> None:
     _archive_workspace(ws, server, "src.zip", _sha(path), "top")
     r = ws.run("build", "//app:image")
     assert r.code == 0, r.err
+
+
+def test_http_archive_zip_bomb_stops_at_the_limit(server: _Server, tmp_path: Path) -> None:
+    import zipfile
+
+    path = server.root / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("top/zeros", "w") as f:
+        for _ in range(32):
+            f.write(bytes(1 << 20))
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    _archive_workspace(ws, server, "bomb.zip", _sha(path), "top")
+    module = (ws.root / "MODULE.pyimg").read_text()
+    ws.write("MODULE.pyimg", module.replace('strip_prefix = "top",', 'strip_prefix = "top", max_unpacked_bytes = 8388608,'))
+    r = ws.run("build", "//app:image")
+    assert r.code == 2, r.err
+    assert "MODULE.pyimg:2" in r.err and "bomb.zip: unpacks to more than 8,388,608 bytes" in r.err
+    assert "Traceback" not in r.err
+    assert not list((ws.cache).rglob("zeros"))  # nothing half-unpacked is kept
+    ws.write("MODULE.pyimg", module.replace('strip_prefix = "top",', 'strip_prefix = "top", max_unpacked_bytes = 67108864,'))
+    r = ws.run("build", "//app:image")
+    assert r.code == 0, r.err

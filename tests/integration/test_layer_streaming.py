@@ -43,3 +43,24 @@ def test_image_build_does_not_write_the_tarball(ws):
     assert r.code == 0, r.err
     assert "PkgTar" not in r.err and "Writing layer p/layer.tar" in r.err
     assert not ws.out("p/layer.tar").exists()
+
+
+def test_package_dir_applies_to_merged_deps(ws):
+    """As in rules_pkg: `package_dir` places the entries of `deps` too, in the tarball and in
+    the image layer streamed from the same spec."""
+    import tarfile
+
+    ws.write("p/f.txt", "f\n")
+    ws.write("p/BUILD.pyimg", """
+        pkg_tar(name = "inner", srcs = ["f.txt"], package_dir = "etc")
+        pkg_tar(name = "outer", deps = [":inner"], package_dir = "/app")
+        oci_image(name = "image", tars = [":outer"])
+    """)
+    r = ws.run("build", "//p:outer", "//p:image")
+    assert r.code == 0, r.err
+    with tarfile.open(ws.out("p/outer.tar")) as tf:
+        assert tf.getnames() == ["app", "app/etc", "app/etc/f.txt"]
+    layout = Layout(ws.out("p/image"))
+    config = json.loads(layout.read_blob(layout.manifest(layout.resolve("latest")).config))
+    tar_digest = "sha256:" + hashlib.sha256(ws.out("p/outer.tar").read_bytes()).hexdigest()
+    assert config["rootfs"]["diff_ids"] == [tar_digest]

@@ -127,3 +127,49 @@ def test_umoci_unpacks_the_declared_tree(tmp_path: Path) -> None:
     assert (rootfs / "data").is_dir() and not any((rootfs / "data").iterdir())
     config = json.loads((bundle / "config.json").read_text())
     assert config["process"]["args"] == ["/app/bin/run"]
+
+
+def test_oci_load_of_an_index_loads_the_host_image_into_podman(ws, tmp_path: Path) -> None:
+    """An oci_load of an index holds this machine's image (or the one `platform` names); podman
+    loads it and it runs."""
+    from pyimg.oci.platforms import host_platform
+    from realtools import podman_env, require
+
+    require("podman", "runc", "busybox")
+    host = host_platform()
+    other = "s390x" if host.architecture != "s390x" else "amd64"
+    (ws.root / "p").mkdir(parents=True)
+    (ws.root / "p/busybox").write_bytes(Path(shutil.which("busybox") or "").read_bytes())
+    (ws.root / "p/busybox").chmod(0o755)
+    ws.write("p/host.txt", "host image\n")
+    ws.write("p/other.txt", "other image\n")
+    variant = f', variant = "{host.variant}"' if host.variant else ""
+    ws.write("p/BUILD.pyimg", f"""
+        pkg_tar(name = "bin", srcs = ["busybox"], package_dir = "/bin")
+        pkg_tar(name = "host_mark", files = {{"host.txt": "which.txt"}})
+        pkg_tar(name = "other_mark", files = {{"other.txt": "which.txt"}})
+        oci_image(name = "host", tars = [":bin", ":host_mark"], architecture = "{host.architecture}"{variant},
+                  entrypoint = ["/bin/busybox", "cat", "/which.txt"])
+        oci_image(name = "other", tars = [":bin", ":other_mark"], architecture = "{other}",
+                  entrypoint = ["/bin/busybox", "cat", "/which.txt"])
+        oci_image_index(name = "index", images = [":other", ":host"])
+        oci_load(name = "load", image = ":index", repo_tags = ["example.local/idx:host"])
+        oci_load(name = "load_other", image = ":index", repo_tags = ["example.local/idx:other"],
+                 platform = "linux/{other}")
+    """)
+    r = ws.run("build", "//p:load", "//p:load_other")
+    assert r.code == 0, r.err
+    env = podman_env(tmp_path / "podman")
+    for tar in ("load", "load_other"):
+        load = subprocess.run(["podman", "load", "-i", str(ws.out(f"p/{tar}.tar"))],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert load.returncode == 0, load.stderr
+    run = subprocess.run(["podman", "run", "--rm", "example.local/idx:host"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "host image\n"
+    inspect = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Architecture}}", "example.local/idx:other"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert inspect.stdout.strip() == other

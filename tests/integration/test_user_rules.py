@@ -124,7 +124,8 @@ candy = rule(implementation = _impl, attrs = {"flavor": attr.string()})
     ws.write("tools/BUILD.pyimg", 'load(":defs.bzl", "candy")\n\ncandy(name = "c", flavor = "sour")\n')
     r = ws.run("build", "//tools:c")
     assert r.code == 2
-    assert r.err.startswith("ERROR: tools/BUILD.pyimg:3:1: candy //tools:c: attribute 'flavor' must be sweet, got sour")
+    # At the attribute the message names (where the user fixes it), then where the rule failed.
+    assert r.err.startswith("ERROR: tools/BUILD.pyimg:3:19: candy //tools:c: attribute 'flavor' must be sweet, got sour")
     assert "tools/defs.bzl:3" in r.err
 
 

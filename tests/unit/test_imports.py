@@ -9,7 +9,7 @@ ALLOWED = {
     "oci": {"core", "oci"},
     "registry": {"core", "oci", "registry"},
     "actions": {"core", "oci", "actions"},
-    "starlark": {"core", "starlark"},
+    "starlark": {"core", "oci", "starlark"},  # docs/architecture.md: starlark -> oci -> core
 }
 
 

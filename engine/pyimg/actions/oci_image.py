@@ -24,6 +24,7 @@ from pyimg.oci.config import DEFAULT_CREATED, ConfigChanges, apply_config, confi
 from pyimg.oci.layer import Layer
 from pyimg.oci.layout import REF_NAME, Layout, LayoutWriter
 from pyimg.oci.model import Descriptor, Manifest, load_json
+from pyimg.oci.platforms import check_platform
 
 __all__ = ["oci_image", "select_platform"]
 
@@ -97,6 +98,7 @@ def _changes(params: Mapping[str, Any]) -> ConfigChanges:
     ports = cfg.get("exposed_ports") or []
     if not isinstance(ports, list) or not all(isinstance(p, str | int) for p in ports):
         raise UserInputError(f"oci_image: config.exposed_ports must be a list, got {ports!r}")
+    check_platform(params.get("os"), params.get("architecture"), params.get("variant"), "oci_image")
     created = params.get("created") or DEFAULT_CREATED
     if not isinstance(created, str):
         raise UserInputError(f"oci_image: created must be an RFC 3339 string, got {created!r}")

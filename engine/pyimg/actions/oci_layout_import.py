@@ -77,6 +77,22 @@ class _Source:
         return path
 
 
+def _listing(entries: tuple[Descriptor, ...]) -> str:
+    """What index.json names, one entry a line, for an error about a digest it lacks."""
+    if not entries:
+        return "index.json names nothing"
+    lines = []
+    for d in entries:
+        details = [d.media_type]
+        if d.platform is not None:
+            details.append(str(d.platform))
+        ref = dict(d.annotations).get(REF_NAME)
+        if ref:
+            details.append(f"ref {ref!r}")
+        lines.append(f"\n  {d.digest} ({', '.join(details)})")
+    return "index.json names:" + "".join(lines)
+
+
 @builtin("oci_layout_import")
 def oci_layout_import(call: BuiltinCall) -> None:
     """Import one pinned image or index from an OCI layout directory of the workspace.
@@ -117,7 +133,8 @@ def oci_layout_import(call: BuiltinCall) -> None:
         found = src.file(f"blobs/{pinned.algorithm}/{pinned.hex}")
         if found is None:
             raise UserInputError(
-                f"oci_layout_import: {prefix}: {pinned} is neither in index.json nor a blob"
+                f"oci_layout_import: {prefix}: {pinned} is neither in index.json nor a blob; "
+                + _listing(top.manifests)
             )
         data = found[0].read_bytes()
         media_type = sniff_media_type(load_json(data, f"{prefix}: blob {pinned}"))

@@ -39,6 +39,7 @@ _PARAMS = {
     "owner",
     "mtime",
     "deps",
+    "deps_dir",
     "remove",
     "opaque_dirs",
     "empty_dirs",
@@ -146,6 +147,8 @@ def pkg_tar(call: BuiltinCall) -> None:
              SOURCE_DATE_EPOCH), default 0; every entry gets it.
       deps: [EXEC_PATH]: tars (plain, gzip or zstd) whose entries are merged in (modes, owners and
             link targets kept; mtimes replaced). Order does not matter.
+      deps_dir: in-layer directory | null: where the deps' entries land (their paths and hard
+            link targets are prefixed with it; symlink targets are kept verbatim).
       remove: [in-layer path]: written as whiteouts `dir/.wh.name`.
       opaque_dirs: [in-layer dir]: written as opaque whiteouts `dir/.wh..wh..opq`.
       empty_dirs: [in-layer path]: directories (default mode 0755).
@@ -204,16 +207,31 @@ def write_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter, 
         entries.append(whiteout(path))
     for path in params.get("opaque_dirs") or []:
         entries.append(opaque_whiteout(path))
+    deps_dir = params.get("deps_dir")
+    if deps_dir is not None:
+        deps_dir = normalize_path(deps_dir, f"{what}: deps_dir")
     for i, dep in enumerate(params.get("deps") or []):
         call.check_cancelled()
         src = input_path(call, dep, f"{what}: deps[{i}]")
-        entries.extend(entries_from_tar(src, scratch, what=f"{what}: deps[{i}] ({dep})"))
+        merged = entries_from_tar(src, scratch, what=f"{what}: deps[{i}] ({dep})")
+        if deps_dir is not None:
+            merged = [_under(deps_dir, e) for e in merged]
+        entries.extend(merged)
     modes = params.get("modes") or {}
     if not isinstance(modes, dict):
         raise UserInputError(f"{what}: modes must be a dict of path to mode")
     if modes:
         entries = _apply_modes(entries, modes)
     write_tar(out, entries, mtime=mtime, uid=uid, gid=gid, check_cancelled=call.check_cancelled)
+
+
+def _under(directory: str, entry: TarEntry) -> TarEntry:
+    """`entry` moved under `directory`; a hard link's target is an in-layer path, so it moves
+    too."""
+    path = posixpath.join(directory, normalize_path(entry.path))
+    if entry.kind == "hardlink":
+        return replace(entry, path=path, target=posixpath.join(directory, normalize_path(entry.target)))
+    return replace(entry, path=path)
 
 
 def _apply_modes(entries: list[TarEntry], modes: dict[str, Any]) -> list[TarEntry]:

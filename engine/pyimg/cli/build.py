@@ -62,6 +62,8 @@ class BuildReport:
 
 
 # The target platform of analysis (select() conditions); the host's until --platform exists.
+# analyze() adds "host": the running machine's platform, which rules read as
+# `ctx.fragments.platform.host_platform` (oci_load picks it from an index).
 PLATFORM = {"os": "linux", "architecture": "amd64"}
 
 
@@ -89,12 +91,15 @@ def analyze(
         parsed = [parse_pattern(p, cwd_pkg) for p in patterns]
     except LabelError as e:
         raise UsageError(str(e)) from None
+    from pyimg.oci.platforms import host_platform
+
+    platform = {**PLATFORM, "host": str(host_platform())}
     cache = None
     if digests is not None:
         from pyimg.starlark.analysis_cache import AnalysisCache
 
         cache = AnalysisCache(session.output_base / "analysis", session.workspace, digests)
-        hit = cache.get(parsed, PLATFORM, loader)
+        hit = cache.get(parsed, platform, loader)
         if hit is not None:
             return loader, hit
     labels = loader.expand_patterns(parsed)
@@ -103,15 +108,15 @@ def analyze(
         # A BUILD file changed: targets whose inputs did not are not analysed again.
         from pyimg.starlark.target_cache import TargetCache
 
-        reuse = TargetCache(session.output_base / "analysis" / "targets.json", PLATFORM,
+        reuse = TargetCache(session.output_base / "analysis" / "targets.json", platform,
                             loader.read_files)
-    result = Analyzer(loader, PLATFORM, reuse).analyze(labels)
+    result = Analyzer(loader, platform, reuse).analyze(labels)
     if reuse is not None:
         reuse.save(loader.read_files, loader.read_paths)
     result.files = [str(p) for p in loader.read_paths.values()] + [
         str(session.workspace / "MODULE.pyimg"), str(session.workspace / "pyimg.lock")]
     if cache is not None:
-        cache.put(parsed, PLATFORM, loader, result, [
+        cache.put(parsed, platform, loader, result, [
             session.workspace / "MODULE.pyimg", session.workspace / "pyimg.lock"])
     return loader, result
 
@@ -131,6 +136,8 @@ def build(session: Session, options: BuildOptions, out: TextIO | None = None) ->
     graph = ActionGraph(analysis.actions())
     top = [analysis.targets[label] for label in analysis.top_level]
     goals = sorted({f["path"] for t in top for f in t.default_files if not f["is_source"]})
+    needed = graph.closure(goals)
+    _check_host_tools(needed, analysis, session.workspace)
     # The graph holds every action now; the other targets' providers (a pkg_tar of 10,000 files
     # has as many source-file targets) need not stay in memory while layers are compressed.
     analysis.targets = {t.label: t for t in top}
@@ -149,7 +156,6 @@ def build(session: Session, options: BuildOptions, out: TextIO | None = None) ->
         ctx.secret_release = secrets.release
         ctx.secret_patterns = secrets.patterns
     executor = ActionExecutor(ctx, cas, cache, digests)
-    needed = graph.closure(goals)
     _check_secrets(needed, secrets)
     progress = Progress(out, total=len(needed), verbose=options.verbose, color=options.color)
     scheduler = Scheduler(executor, jobs, options.keep_going, progress.started, progress.finished,
@@ -211,6 +217,29 @@ def _check_secrets(actions: list[Any], store: Any) -> None:
         first_origin, first = problems[0]
         rest = [f"{origin}: {msg}" if origin else msg for origin, msg in problems[1:]]
         raise UserInputError("\n".join([first, *rest]), origin=first_origin or None)
+
+
+def _check_host_tools(actions: list[Any], analysis: AnalysisResult, workspace: Any) -> None:
+    """Every host tool a needed action runs must exist: an exit-2 error at the `path` of the
+    host_tool that declares it (else at the action's target), before anything runs."""
+    from pyimg.starlark.loading import argument_origin_on_disk
+
+    missing = sorted({p for a in actions for p in a.host_tools if not os.path.exists(p)})
+    if not missing:
+        return
+    path = missing[0]
+    user = next(a for a in actions if path in a.host_tools)
+    declared = next((t for t in analysis.targets.values() for pid, fields in t.providers.items()
+                     if pid.endswith("%HostToolInfo") and fields.get("path") == path), None)
+    # (analysis_cache.py keeps host tools' providers, so this holds for a cached analysis too)
+    if declared is None:  # a rule that names a host path itself
+        raise UserInputError(f"{user.describe()}: host tool '{path}' does not exist on this "
+                             "machine", origin=user.origin or None)
+    raise UserInputError(
+        f"{declared.kind} {declared.label}: attribute 'path': '{path}' does not exist on this "
+        f"machine (needed by {user.describe()}, {user.origin})",
+        origin=argument_origin_on_disk(workspace, declared.origin, "path"),
+    )
 
 
 def _release_memory() -> None:

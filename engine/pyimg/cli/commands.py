@@ -65,6 +65,12 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                    help="allow plain http to HOST (loopback registries always are)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH|id=ID,env=VAR",
                    help="a secret that actions declaring `secrets = [ID]` may read (repeatable)")
+    p.add_argument("--starlark-memory-mib", type=int, metavar="MIB",
+                   help="memory a BUILD/.bzl/MODULE.pyimg evaluation may take (default 4096; "
+                        "0: no limit)")
+    p.add_argument("--starlark-max-steps", type=int, metavar="N",
+                   help="thousands of loop iterations one file may run (default 10000; 0: no "
+                        "limit)")
 
 
 def open_session(args: argparse.Namespace) -> Session:

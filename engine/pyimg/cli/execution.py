@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.cli.session import Session
 from pyimg.core.action_cache import ActionResult
-from pyimg.core.cas import ContentStore, remove_tree
+from pyimg.core.cas import ContentStore, no_space_reported, remove_tree
 from pyimg.core.digest import Digest
 from pyimg.core.errors import PyimgError
 from pyimg.core.executor import ActionExecutor, BuildContext
@@ -117,6 +117,12 @@ def materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
     destination lacks, and the layout stays sparse only where bytes were never downloaded).
     A download is announced on `out` (stderr): it may be the longest step of a build.
     """
+    with no_space_reported(session.workspace / "pyimg-out"):
+        _materialize(session, cas, executor, goals, lazy, fetch, out)
+
+
+def _materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
+                 goals: Iterable[str], lazy: BlobSource, fetch: bool, out: TextIO | None) -> None:
     for path in goals:
         produced = executor.produced(path)
         if produced is None:
@@ -179,23 +185,27 @@ def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: P
             return
     tmp = dest.parent / f".tmp-{os.getpid()}-{dest.name}"
     remove_tree(tmp)
-    for rel, f in sorted(tree.items()):
-        cas.link_to(f.digest, tmp / rel, f.executable)
-    tmp.mkdir(parents=True, exist_ok=True)
-    blobs = wanted(tmp)
-    if blobs:
-        # Only what the store lacks: asking `lazy` for a stored layer would verify it again.
-        missing = [d for d in blobs if not cas.verify(d)]
-        if missing:
-            print(f"Fetching {len(missing)} base image layer{'s' * (len(missing) != 1)} for "
-                  f"{path}", file=out, flush=True)
-            from concurrent.futures import ThreadPoolExecutor
+    try:
+        for rel, f in sorted(tree.items()):
+            cas.link_to(f.digest, tmp / rel, f.executable)
+        tmp.mkdir(parents=True, exist_ok=True)
+        blobs = wanted(tmp)
+        if blobs:
+            # Only what the store lacks: asking `lazy` for a stored layer would verify it again.
+            missing = [d for d in blobs if not cas.verify(d)]
+            if missing:
+                print(f"Fetching {len(missing)} base image layer{'s' * (len(missing) != 1)} for "
+                      f"{path}", file=out, flush=True)
+                from concurrent.futures import ThreadPoolExecutor
 
-            # Into the store, verified; layers of one base download side by side, like a pull.
-            with ThreadPoolExecutor(max_workers=min(4, len(missing))) as pool:
-                list(pool.map(lazy.fetch, missing))
-        for digest in blobs:
-            cas.link_to(digest, tmp / "blobs" / "sha256" / digest.hex)
+                # Into the store, verified; layers of one base download side by side, like a pull.
+                with ThreadPoolExecutor(max_workers=min(4, len(missing))) as pool:
+                    list(pool.map(lazy.fetch, missing))
+            for digest in blobs:
+                cas.link_to(digest, tmp / "blobs" / "sha256" / digest.hex)
+    except BaseException:
+        remove_tree(tmp)  # a full disk or a failed fetch leaves pyimg-out/ as it was
+        raise
     old = dest.parent / f".old-{os.getpid()}-{dest.name}"
     if dest.exists() or dest.is_symlink():
         os.rename(dest, old)

@@ -32,11 +32,13 @@ from pyimg.cli.session import Session
 from pyimg.core.action import action_from_json, action_to_json, key_components
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import atomic_write_bytes, remove_tree
+from pyimg.core.confinement import Confinement
 from pyimg.core.digest import Digest
 from pyimg.core.executor import ExecutionRecord
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.incremental import IncrementalExecutor, RecordedAction, downstream
 from pyimg.core.scheduler import ActionGraph, Scheduler
+from pyimg.core.workspace import EXTERNAL_DIR
 
 if TYPE_CHECKING:
     import argparse
@@ -235,6 +237,12 @@ def _plan(check: Check, workspace: Path) -> _Plan | None:
     fixed = set(index["fixed"])
     if len(lines) != check.record["actions"] or any(
             sources.get(host) is None or host in fixed for host in check.changed):
+        return None
+    # A changed source may be a symlink re-pointed outside the workspace: the full build
+    # reports it where the BUILD file names it.
+    confinement = Confinement(workspace)
+    if any(confinement.check(sources[host][0]) is not None for host in check.changed
+           if not sources[host][0].startswith(EXTERNAL_DIR + "/")):
         return None
     digests = FileDigestCache(check.output_base / "file_digests.json", lazy=True)
     changed: dict[str, str] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import sys
 from pathlib import Path
@@ -59,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as e:
+        # Writers that know their directory say "no space left on DIR" themselves; this is for
+        # any other write (a record, the digest cache, an unpacked repository).
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"ERROR: no space left on device{where}; free some space and run the command "
+              "again", file=sys.stderr, flush=True)
+        return 1
 
 
 def _main(argv: list[str]) -> int:
@@ -107,6 +117,10 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     args.argv = argv  # the full command line after .pyimgrc, for the no-op record
+    from pyimg.starlark.limits import configure
+
+    # Every run sets them (to the defaults when not given): tests run many commands in-process.
+    configure(getattr(args, "starlark_memory_mib", None), getattr(args, "starlark_max_steps", None))
     return REGISTRY[args.command].run(args)
 
 

@@ -106,7 +106,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     repos = _LazyRepositories(session)
     try:
         engine = _engine(session, args.expression, repos)
-        nodes = engine.sorted_nodes(engine.evaluate(expr))
+        nodes = engine.evaluate_in_order(expr)
         # Rendering may load more packages (the deps of --output json and graph).
         text = render_query(engine, nodes, args.output)
     finally:
@@ -122,8 +122,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def render_query(engine: QueryEngine, nodes: list[int], output: str) -> str:
-    """The result (nodes sorted by label) in one of QUERY_OUTPUTS; ends with a newline unless
-    empty."""
+    """The result (nodes in the order given: by label, or a somepath's path) in one of
+    QUERY_OUTPUTS; ends with a newline unless empty."""
     labels = engine.graph.labels
     lines: list[str] = []
     if output == "label":
@@ -170,7 +170,7 @@ def _build_stanza(engine: QueryEngine, node: int) -> list[str]:
     t = engine.graph.target(node)
     if t is None:
         return [f"# {engine.graph.labels[node]} (source file)"]
-    lines = [f"# {t.origin}", f"{t.kind}(", f'    name = "{t.label.name}",']
+    lines = [f"# {t.origin}", f"{t.kind}(", f"    name = {_starlark(t.label.name)},"]
     for key, value in sorted(t.attrs.items()):
         lines.append(f"    {key} = {_starlark(value)},")
     lines.append(")")
@@ -196,14 +196,20 @@ def _graph(engine: QueryEngine, nodes: list[int]) -> str:
     graph = engine.graph
     members = set(nodes)
     lines = ['digraph "pyimg query" {', "  node [shape=box];"]
-    lines += [f'  "{graph.labels[n]}";' for n in nodes]
+    lines += [f"  {_dot_id(graph.labels[n])};" for n in nodes]
     for n in nodes:
         if graph.kind(n) == SOURCE_FILE:
             continue
         edges = [d for d in graph.deps_of(n) if d in members]
-        lines += [f'  "{graph.labels[n]}" -> "{graph.labels[d]}";' for d in edges]
+        lines += [f"  {_dot_id(graph.labels[n])} -> {_dot_id(graph.labels[d])};" for d in edges]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _dot_id(label: object) -> str:
+    """A label as a dot string: a quote or backslash in a file name must not end it early."""
+    text = str(label).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
 
 
 # -- aquery ------------------------------------------------------------------------------------
@@ -345,7 +351,8 @@ def _row(action: Action, key: tuple[Any, ...] | None) -> dict[str, Any]:
 
 def _text_row(row: dict[str, Any]) -> str:
     def listing(values: list[str]) -> str:
-        return "[" + ", ".join(values) + "]"
+        # Quoted as the command line is where a path needs it (`a, b.txt` is one file).
+        return "[" + ", ".join(_quote(v) for v in values) + "]"
 
     lines = [
         f"action '{row['mnemonic']} {row['target']}'",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.cli.pulled import MARKER_VERSION
 from pyimg.cli.session import Session
+from pyimg.core import json_input
 from pyimg.core.cas import ContentStore, atomic_write_bytes
 from pyimg.core.digest import CHUNK, Digest, canonical_json
 from pyimg.core.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
@@ -89,7 +90,7 @@ def read_lock(workspace: Path) -> dict[str, dict[str, Any]]:
     except FileNotFoundError:
         return {}
     try:
-        data = json.loads(text)
+        data = json_input.loads(text)
     except ValueError as e:
         raise UserInputError(f"{LOCK_FILE} is not valid JSON ({e}); run `pyimg lock`") from None
     repos = data.get("repositories") if isinstance(data, dict) else None
@@ -505,9 +506,13 @@ class Repositories:
     ) -> dict[str, Any]:
         tmp = self._fresh(dest)
         tmp.rmdir()
-        from pyimg.core.archive import extract_archive  # only when an archive is unpacked
+        from pyimg.core import archive  # only when an archive is unpacked
 
-        extract_archive(self.cas.path(digest), tmp, decl.urls[0], decl.strip_prefix)
+        archive.extract_archive(
+            self.cas.path(digest), tmp, decl.urls[0], decl.strip_prefix,
+            max_bytes=decl.max_unpacked_bytes or archive.MAX_UNPACKED_BYTES,
+            max_files=decl.max_unpacked_files or archive.MAX_UNPACKED_FILES,
+        )
         if decl.build_file_content is not None:
             for name in ("BUILD", "BUILD.pyimg"):
                 (tmp / name).unlink(missing_ok=True)
@@ -575,6 +580,8 @@ def _decl_json(decl: Declaration) -> dict[str, Any]:
 
     d = asdict(decl)
     d.pop("origin", None)  # moving a line in MODULE.pyimg must not redo a repository
+    d.pop("max_unpacked_bytes", None)  # bounds on unpacking never change what was unpacked
+    d.pop("max_unpacked_files", None)
     return d
 
 

@@ -4,7 +4,8 @@ An archive is untrusted input: extraction refuses absolute paths, `..`, symlinks
 that point outside the root, device and fifo entries, and duplicate entries, naming the archive
 and the member. Only regular files, directories and in-root links are created; modes keep only
 the executable bit (files 0644/0755), so extraction never depends on the umask or on the archive's
-ownership.
+ownership. An archive that would unpack to more than a limit of bytes or entries (a "zip
+bomb", or simply far more than expected) is refused as soon as it passes the limit.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from pathlib import Path
 from pyimg.core.errors import UserInputError
 from pyimg.core.streams import ByteReader
 
-__all__ = ["UnsafeArchiveError", "extract_archive"]
+__all__ = ["MAX_UNPACKED_BYTES", "MAX_UNPACKED_FILES", "UnsafeArchiveError", "extract_archive"]
+
+# Defaults of http_archive's max_unpacked_bytes / max_unpacked_files (docs/external-inputs.md).
+MAX_UNPACKED_BYTES = 4 << 30
+MAX_UNPACKED_FILES = 250_000
 
 
 class UnsafeArchiveError(UserInputError):
@@ -89,11 +94,19 @@ def _tar_members(tar: tarfile.TarFile, archive: str) -> Iterator[tuple[tarfile.T
         yield info, _norm(archive, info.name)
 
 
-def extract_archive(path: Path, dest: Path, archive: str, strip_prefix: str = "") -> int:
+def extract_archive(
+    path: Path,
+    dest: Path,
+    archive: str,
+    strip_prefix: str = "",
+    max_bytes: int = MAX_UNPACKED_BYTES,
+    max_files: int = MAX_UNPACKED_FILES,
+) -> int:
     """Extract `path` (tar, tar.gz, tgz, tar.zst or zip) into `dest`, which must not exist.
 
     `archive` names the archive in errors (its URL). Returns the number of entries written.
-    On any error `dest` is removed: a partial tree is never left behind.
+    More than `max_bytes` of file content or `max_files` entries is an error. On any error
+    `dest` is removed: a partial tree is never left behind.
     """
     if dest.exists():
         raise FileExistsError(dest)
@@ -101,11 +114,8 @@ def extract_archive(path: Path, dest: Path, archive: str, strip_prefix: str = ""
     try:
         with open(path, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"
-        n = (
-            _extract_zip(path, dest, archive, strip_prefix)
-            if is_zip
-            else _extract_tar(path, dest, archive, strip_prefix)
-        )
+        w = _Writer(dest, archive, strip_prefix, max_bytes, max_files)
+        n = _extract_zip(path, w) if is_zip else _extract_tar(path, w)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -113,7 +123,9 @@ def extract_archive(path: Path, dest: Path, archive: str, strip_prefix: str = ""
 
 
 class _Writer:
-    def __init__(self, dest: Path, archive: str, strip_prefix: str) -> None:
+    def __init__(
+        self, dest: Path, archive: str, strip_prefix: str, max_bytes: int, max_files: int
+    ) -> None:
         self.dest = dest
         self.archive = archive
         self.prefix = strip_prefix.strip("/")
@@ -121,12 +133,20 @@ class _Writer:
         self.links: list[_Member] = []
         self.matched = False
         self.count = 0
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.written = 0
 
     def place(self, raw: str, name: str) -> str | None:
         """The member's path under `dest` after strip_prefix (None: outside the prefix)."""
         if name in self.seen and name:
             raise UnsafeArchiveError(f"archive {self.archive}: duplicate entry '{raw}'")
         self.seen.add(name)
+        if len(self.seen) > self.max_files:
+            raise UnsafeArchiveError(
+                f"archive {self.archive}: more than {self.max_files:,} entries, the limit "
+                "(max_unpacked_files; raise it if you expect that many)"
+            )
         rel = _strip(name, self.prefix)
         if rel is None:
             return None
@@ -144,7 +164,15 @@ class _Writer:
         out = self.dest / rel
         self._parent(out, rel)
         with open(out, "wb") as f:
-            shutil.copyfileobj(data, f, 1 << 20)
+            # Counted as written, not as declared: a header can lie about the size.
+            while chunk := data.read(1 << 20):
+                self.written += len(chunk)
+                if self.written > self.max_bytes:
+                    raise UnsafeArchiveError(
+                        f"archive {self.archive}: unpacks to more than {self.max_bytes:,} bytes, "
+                        "the limit (max_unpacked_bytes; raise it if you expect that much)"
+                    )
+                f.write(chunk)
         os.chmod(out, 0o755 if executable else 0o644)
         self.count += 1
 
@@ -187,8 +215,8 @@ class _Writer:
         return self.count
 
 
-def _extract_tar(path: Path, dest: Path, archive: str, strip_prefix: str) -> int:
-    w = _Writer(dest, archive, strip_prefix)
+def _extract_tar(path: Path, w: _Writer) -> int:
+    dest, archive = w.dest, w.archive
     with ExitStack() as stack:
         tar = _open_tar(path, archive, stack)
         try:
@@ -236,8 +264,8 @@ def _extract_tar(path: Path, dest: Path, archive: str, strip_prefix: str) -> int
     return w.finish()
 
 
-def _extract_zip(path: Path, dest: Path, archive: str, strip_prefix: str) -> int:
-    w = _Writer(dest, archive, strip_prefix)
+def _extract_zip(path: Path, w: _Writer) -> int:
+    dest, archive = w.dest, w.archive
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:

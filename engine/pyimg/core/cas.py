@@ -9,6 +9,7 @@ edited by accident; `verify` re-hashes a blob only when its stat changed since i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -19,8 +20,16 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from pyimg.core.digest import CHUNK, Digest
+from pyimg.core.errors import DiskFullError
 
-__all__ = ["ContentStore", "StatMemo", "atomic_write_bytes", "fsync_dir", "remove_tree"]
+__all__ = [
+    "ContentStore",
+    "StatMemo",
+    "atomic_write_bytes",
+    "fsync_dir",
+    "no_space_reported",
+    "remove_tree",
+]
 
 StatKey = tuple[int, int, int, int]
 
@@ -47,6 +56,25 @@ class _DictMemo:
         self._d.pop(path, None)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def no_space_reported(where: Path) -> Iterator[None]:
+    """Turn "no space left on device" (or over quota) inside the block into a DiskFullError
+    naming `where`. Writers that use it leave no partial file behind (temp file + rename), so
+    the store is consistent and usable as it is once space is freed."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _NO_SPACE:
+            raise
+        raise DiskFullError(
+            f"no space left on {where} ({e.strerror}); free some space and run the command "
+            "again: what pyimg stored so far is consistent"
+        ) from None
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -57,18 +85,19 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write `data` to `path` through a temp file + fsync + rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with no_space_reported(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
 
 
 def remove_tree(path: Path) -> None:
@@ -104,6 +133,27 @@ def _fsync_file(path: str | Path) -> None:
         os.close(fd)
 
 
+def _copy_bytes(src_fd: int, dst_fd: int, size: int) -> None:
+    """Copy `size` bytes in the kernel (copy_file_range: a reflink where the filesystem has them)."""
+    left = size
+    try:
+        while left > 0:
+            n = os.copy_file_range(src_fd, dst_fd, left)
+            if n == 0:
+                break
+            left -= n
+    except OSError:
+        left = -1  # not supported here (another filesystem, an old kernel): copy in user space
+    if left != 0:
+        os.lseek(src_fd, 0, os.SEEK_SET)
+        os.lseek(dst_fd, 0, os.SEEK_SET)
+        os.ftruncate(dst_fd, 0)
+        while chunk := os.read(src_fd, CHUNK):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst_fd, view) :]
+
+
 def _unlink_quietly(path: str | Path) -> None:
     try:
         os.unlink(path)
@@ -134,14 +184,17 @@ class ContentStore:
 
     @contextmanager
     def _writer(self) -> Iterator[tuple[BinaryIO, str]]:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                yield f, tmp
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        """A temp file in the store, removed unless the block committed it; a full disk while
+        writing it is a DiskFullError naming the cache root."""
+        with no_space_reported(self.root):
+            self._dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    yield f, tmp
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
 
     def _commit(self, tmp: str, digest: Digest, executable: bool = False) -> Path:
         dest = self.path(digest, executable)
@@ -231,6 +284,19 @@ class ContentStore:
             raise KeyError(str(digest))
         return self.path(digest).read_bytes()
 
+    def copy_to(self, digest: Digest, dest: Path, executable: bool = False) -> None:
+        """A private copy of a blob at `dest`, with the blob's mode and mtime, never its inode.
+
+        For places where the reader may write (a command's execroot): changing the copy can never
+        reach the store. `dest` must not exist.
+        """
+        src = self.path_str(digest, executable)
+        st = os.stat(src)
+        with open(src, "rb") as s, open(dest, "xb") as d:
+            _copy_bytes(s.fileno(), d.fileno(), st.st_size)
+        os.chmod(dest, st.st_mode & 0o7777)
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+
     def link_to(self, digest: Digest, dest: Path, executable: bool = False) -> None:
         """Materialize a blob at `dest` (hard link, else copy), replacing what was there atomically."""
         src = self.path(digest, executable)
@@ -240,5 +306,9 @@ class ContentStore:
         try:
             os.link(src, tmp)
         except OSError:
-            shutil.copy2(src, tmp)
+            try:
+                shutil.copy2(src, tmp)
+            except BaseException:
+                _unlink_quietly(tmp)  # a full disk must not leave half a copy behind
+                raise
         os.replace(tmp, dest)

@@ -3,9 +3,11 @@
     PyimgError                  exit 1 unless a subclass says otherwise
     ├── UsageError              exit 2: bad flags, bad labels on the command line
     ├── UserInputError          exit 2: a bad BUILD/.bzl/MODULE file or attribute; has an origin
-    │   └── UnpinnedInputError  exit 2: an external input without a digest
+    │   ├── UnpinnedInputError  exit 2: an external input without a digest
+    │   └── SourceLinkError     exit 2: a source's symlink leaves the workspace, dangles or loops
     ├── ActionFailedError       exit 1: an action ran and failed (label, mnemonic, output tail)
     ├── IntegrityError          exit 1: bytes did not match their digest
+    ├── DiskFullError           exit 1: no space left where pyimg writes (cache, pyimg-out)
     ├── RegistryError           exit 1: a registry request failed for good
     ├── AuditDifferenceError    exit 3: a reproducibility audit found a difference
     └── InterruptedBuildError   exit 130: Ctrl-C
@@ -18,10 +20,12 @@ from __future__ import annotations
 __all__ = [
     "ActionFailedError",
     "AuditDifferenceError",
+    "DiskFullError",
     "IntegrityError",
     "InterruptedBuildError",
     "PyimgError",
     "RegistryError",
+    "SourceLinkError",
     "UnpinnedInputError",
     "UsageError",
     "UserInputError",
@@ -51,11 +55,19 @@ class UnpinnedInputError(UserInputError):
     pass
 
 
+class SourceLinkError(UserInputError):
+    pass
+
+
 class ActionFailedError(PyimgError):
     pass
 
 
 class IntegrityError(PyimgError):
+    pass
+
+
+class DiskFullError(PyimgError):
     pass
 
 

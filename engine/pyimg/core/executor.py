@@ -30,9 +30,17 @@ from pyimg.core.action import (
 )
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
 from pyimg.core.cas import ContentStore, remove_tree
+from pyimg.core.confinement import Confinement
 from pyimg.core.digest import Digest, canonical_json
-from pyimg.core.errors import ActionFailedError, InterruptedBuildError, PyimgError, UserInputError
+from pyimg.core.errors import (
+    ActionFailedError,
+    InterruptedBuildError,
+    PyimgError,
+    SourceLinkError,
+    UserInputError,
+)
 from pyimg.core.file_digests import FileDigestCache
+from pyimg.core.workspace import EXTERNAL_DIR
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource
@@ -44,6 +52,12 @@ OUTPUT_TAIL_LINES = 30
 _CACHE_DIR_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\Z")
 _LOCK_POLL_SECONDS = 0.05
 HOST_TOOLS_DIR = "_pyimg_host_tools"  # relative to the execroot
+# A command's inputs up to this size are private copies; larger ones are hard links to the store
+# made read-only by a bind mount each. A copy of 1 MiB costs about what one more mount does, and
+# bwrap's mounts cost more with each one (it re-reads the mount table): past _MAX_READ_ONLY_BINDS
+# per action, larger inputs are copied too (docs/sandbox-secrets-caches.md, "Inputs").
+COPY_INPUTS_UP_TO = 1 << 20
+_MAX_READ_ONLY_BINDS = 64
 
 
 def tree_digest(tree: Mapping[str, FileOutput]) -> str:
@@ -102,6 +116,7 @@ class ActionExecutor:
         self._lock = threading.Lock()
         self._host_tool_digests: dict[str, str] = {}
         self._warned_isolation = False
+        self._confinement = Confinement(ctx.workspace)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -121,6 +136,11 @@ class ActionExecutor:
         shapes outputs, e.g. layer modes), or the digest of a whole output directory."""
         produced = self.produced(path)
         if produced is None:
+            if not path.startswith(EXTERNAL_DIR + "/"):
+                # Loading checked this too; a link re-pointed since must not be read either.
+                problem = self._confinement.check(path)
+                if problem is not None:
+                    raise SourceLinkError(f"source file '{path}': {problem}")
             src = self.source_path(path)
             try:
                 digest, _, executable = self.digests.digest_and_mode(src)
@@ -153,13 +173,20 @@ class ActionExecutor:
         return hit
 
     def components(self, action: Action) -> dict[str, Any]:
-        digests = {p: self.input_digest(p) for p in set(action.inputs) | set(action.tools)}
+        try:
+            digests = {p: self.input_digest(p) for p in set(action.inputs) | set(action.tools)}
+        except SourceLinkError as e:
+            raise SourceLinkError(f"{action.describe()}: {e.message}",
+                                  origin=e.origin or action.origin or None) from None
         hmacs = {}
         if action.secrets:
             if self.ctx.secret_hmacs is None:
                 raise UserInputError(f"{action.describe()} needs secrets but none were given")
             hmacs = {s: self.ctx.secret_hmacs(s) for s in action.secrets}
-        host = {p: self._host_tool_digest(p) for p in action.host_tools}
+        try:
+            host = {p: self._host_tool_digest(p) for p in action.host_tools}
+        except UserInputError as e:  # gone since the build checked (builds check before running)
+            raise UserInputError(f"{action.describe()}: {e.message}", origin=action.origin or None) from None
         return key_components(action, digests, self.ctx.format_version, hmacs, host)
 
     # -- execution --------------------------------------------------------------------------
@@ -306,8 +333,10 @@ class ActionExecutor:
         execroot = scratch / "execroot"
         execroot.mkdir()
         links: dict[tuple[int, int], Digest] = {}
+        isolation = probe_isolation()
+        staged = _StagedInputs(allow_binds=isolation != "none")
         for p in action.inputs + action.tools:
-            self._stage_into_execroot(p, execroot, links)
+            self._stage_into_execroot(p, execroot, links, staged)
         for p in action.outputs:
             (execroot / p).parent.mkdir(parents=True, exist_ok=True)
         for p in action.output_dirs:
@@ -321,7 +350,6 @@ class ActionExecutor:
                 os.symlink(tool, execroot / bin_dir / os.path.basename(tool))
             tool_dirs.append(bin_dir)
         tool_dirs.extend(sorted({Path(t).parent for t in action.tools}))
-        isolation = probe_isolation()
         if isolation == "none":
             if not self.ctx.sandbox_strict:
                 self.ctx.warn(
@@ -346,8 +374,9 @@ class ActionExecutor:
                 tool_dirs=tuple(tool_dirs),
                 writable_dirs=writable,
                 secret_files=secret_files,
+                read_only_files=tuple(staged.read_only),
             )
-            result = run_sandboxed(spec, self.ctx.cancel)
+            result = run_sandboxed(spec, self.ctx.cancel, isolation=isolation)
         finally:
             # The secret file goes when the action ends, whatever happened (SPEC.md section 6).
             release = self.ctx.secret_release or (lambda p: p.unlink(missing_ok=True))
@@ -358,6 +387,8 @@ class ActionExecutor:
         if self.ctx.cancel.is_set():
             raise InterruptedBuildError("interrupted")
         output = self._redact(action, result.output)
+        # Before anything else: a changed input is the cause to report, and must not be ingested.
+        self._check_inputs_unchanged(action, execroot, staged, output)
         if result.exit_code != 0:
             raise ActionFailedError(
                 _failure_message(action, f"exited with code {result.exit_code}", output),
@@ -473,26 +504,70 @@ class ActionExecutor:
             )
 
     def _stage_into_execroot(self, path: str, execroot: Path,
-                             links: dict[tuple[int, int], Digest]) -> None:
+                             links: dict[tuple[int, int], Digest], staged: _StagedInputs) -> None:
+        """Stage one input so that the command cannot change the store through it.
+
+        A small file is a private copy (changing it changes nothing else; the check after the
+        command fails the action). A large one is a hard link to its blob that the sandbox mounts
+        read-only over itself: no write, chmod, rename or unlink reaches it, and a mount cannot
+        be undone by a command without capabilities. Without a sandbox everything is copied.
+        """
         dest = execroot / path
         dest.parent.mkdir(parents=True, exist_ok=True)
         produced = self.produced(path)
         if produced is None:
             # Sources enter the store once (copied, so a tool cannot edit the user's file through a
-            # hard link), then are linked like any other input.
+            # hard link), then are staged like any other input.
             src = self.source_path(path)
             digest, executable = self.cas.put_file(src, self.digests.digest(src)[0])
-            self.cas.link_to(digest, dest, executable)
-            return
-        kind, result = produced
-        files = (
-            {"": result.files[path]} if kind == "file" else result.dirs[path]
-        )
+            files = {"": FileOutput(digest, src.stat().st_size, executable)}
+        else:
+            kind, result = produced
+            files = {"": result.files[path]} if kind == "file" else dict(result.dirs[path])
         for rel, f in files.items():
             target = dest / rel if rel else dest
-            self.cas.link_to(f.digest, target, f.executable)
-            st = target.stat()
-            links[(st.st_dev, st.st_ino)] = f.digest
+            exec_path = f"{path}/{rel}" if rel else path
+            blob = self.cas.path(f.digest, f.executable)
+            if staged.bind(f.size):
+                self.cas.link_to(f.digest, target, f.executable)
+                st = target.stat()
+                links[(st.st_dev, st.st_ino)] = f.digest
+                staged.read_only.append(exec_path)
+                staged.add(exec_path, target, blob, shared_inode=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.unlink(missing_ok=True)  # the same input named twice
+                self.cas.copy_to(f.digest, target, f.executable)
+                staged.add(exec_path, target, blob, shared_inode=False)
+
+    def _check_inputs_unchanged(
+        self, action: Action, execroot: Path, staged: _StagedInputs, output: bytes
+    ) -> None:
+        """Fails the action, naming the file, when the command changed a staged input or a blob.
+
+        A changed blob (which the staging makes impossible) is removed from the store, so that it
+        is never served; a changed private copy only means the command broke the rule.
+        """
+        for exec_path, target, shared, before, blob, blob_before in staged.entries:
+            blob_now = _stat_key(blob, shared_inode=True)
+            # Only a change in place: the store itself replaces a blob by rename (a new inode).
+            if blob_now != blob_before and blob_now and blob_before and blob_now[3] == blob_before[3]:
+                blob.unlink(missing_ok=True)
+                what = f"the content store's blob {blob.name} changed ({_change(blob_before, blob_now)})"
+            else:
+                now = _stat_key(target, shared)
+                if now == before:
+                    continue
+                what = _change(before, now)
+            raise ActionFailedError(
+                _failure_message(
+                    action,
+                    f"changed its input '{exec_path}' ({what}): inputs are read-only to a command; "
+                    f"copy the file to change it (cp {shlex.quote(exec_path)} copy)",
+                    output,
+                ),
+                origin=action.origin,
+            )
 
     def _ingest(self, action: Action, root: Path, links: dict[tuple[int, int], Digest]) -> ActionResult:
         files: dict[str, FileOutput] = {}
@@ -517,6 +592,14 @@ class ActionExecutor:
                 for name in sorted(filenames):
                     full = Path(dirpath) / name
                     rel = full.relative_to(base).as_posix()
+                    if not _is_utf8(rel):
+                        # Keys, records and labels are UTF-8 text: refuse rather than crash.
+                        raise ActionFailedError(
+                            f"{action.describe()}: output directory '{p}' holds a file whose "
+                            f"path is not valid UTF-8: {repr(os.fsencode(rel))[1:]} (pyimg packs "
+                            f"only UTF-8 file names)",
+                            origin=action.origin,
+                        )
                     if full.is_symlink():
                         raise ActionFailedError(
                             f"{action.describe()}: output directory '{p}' holds a symlink '{rel}' "
@@ -531,6 +614,64 @@ class ActionExecutor:
         st = path.stat()
         digest, executable = self.cas.put_file(path, links.get((st.st_dev, st.st_ino)), link=True)
         return FileOutput(digest, st.st_size, executable)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _StagedInputs:
+    """The inputs staged for one command, with their stat before it ran; which ones to bind."""
+
+    def __init__(self, allow_binds: bool) -> None:
+        self.allow_binds = allow_binds
+        self.read_only: list[str] = []
+        # (exec path, staged path, whether it is the blob's inode, its stat key, blob, blob's key)
+        self.entries: list[
+            tuple[str, Path, bool, tuple[int, ...] | None, Path, tuple[int, ...] | None]
+        ] = []
+
+    def bind(self, size: int) -> bool:
+        return (
+            self.allow_binds
+            and size > COPY_INPUTS_UP_TO
+            and len(self.read_only) < _MAX_READ_ONLY_BINDS
+        )
+
+    def add(self, exec_path: str, target: Path, blob: Path, shared_inode: bool) -> None:
+        self.entries.append((
+            exec_path, target, shared_inode, _stat_key(target, shared_inode), blob,
+            _stat_key(blob, True),
+        ))
+
+
+def _stat_key(path: Path, shared_inode: bool) -> tuple[int, ...] | None:
+    """What proves a staged file unchanged: mode, size, mtime, inode, and ctime unless the inode is
+    shared with the store (every hard link made by a concurrent action moves a blob's ctime)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    key = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
+    return key if shared_inode else (*key, st.st_ctime_ns)
+
+
+def _change(before: tuple[int, ...] | None, now: tuple[int, ...] | None) -> str:
+    if now is None:
+        return "deleted"
+    if before is None:
+        return "created"
+    if now[3] != before[3]:
+        return "replaced by another file"
+    if now[0] != before[0]:
+        return f"mode {before[0] & 0o7777:04o} -> {now[0] & 0o7777:04o}"
+    if now[1] != before[1]:
+        return f"size {before[1]} -> {now[1]} bytes"
+    return "rewritten"
 
 
 def _failure_message(action: Action, what: str, output: bytes) -> str:

@@ -9,11 +9,14 @@ What the command sees (the same for "bwrap" and "unshare"; see `run_sandboxed` f
     /pyimg/execroot          the execroot, read-write, and the working directory. A fixed path, so
                              that absolute paths a tool records (debug info, shebangs, error
                              messages) do not vary with the host's directory layout.
+    /pyimg/execroot/<f>      each `read_only_files` entry: a read-only bind mount of itself, so
+                             that the command can neither write, chmod, delete nor replace it
     /pyimg/home              a fresh empty directory, $HOME
     /tmp                     a fresh empty directory, $TMPDIR
     /pyimg/cache/<VAR>       each writable_dirs entry, read-write, path in $VAR
     /pyimg/secrets/<id>      each secret file, read-only, path in $PYIMG_SECRET_<id>
-    /usr /etc                host directories, read-only (the shell, coreutils, ld.so.cache)
+    /usr /etc                host directories, read-only (the shell, coreutils, ld.so.cache),
+                             with host secrets masked: see `host_secret_masks`
     /bin /sbin /lib /lib64   read-only, or the host's symlinks into /usr where the host is usr-merged
     <read_only_host_paths>   read-only at their host path; tool dirs outside the execroot likewise
     /proc /dev               a new procfs for the new pid namespace; a minimal /dev
@@ -27,7 +30,8 @@ and SOURCE_DATE_EPOCH (they are part of the action key then); declaring PATH, HO
 PYIMG_SECRET_* or a writable_dirs name is a ValueError.
 
 The command runs as uid/gid 0 of a new user namespace with no capabilities (files it writes belong
-to the invoking user on the host), umask 022, host name "localhost", in its own network, pid, ipc
+to the invoking user on the host; when pyimg runs as root that is host root, which owns /etc/shadow,
+hence the masks), umask 022, host name "localhost", in its own network, pid, ipc
 and uts namespaces. The "unshare" fallback builds the same tree with util-linux tools; it is weaker
 than bwrap in the ways `_unshare_argv` lists.
 """
@@ -55,6 +59,7 @@ __all__ = [
     "OUTPUT_TAIL_BYTES",
     "SandboxResult",
     "SandboxSpec",
+    "host_secret_masks",
     "probe_isolation",
     "run_sandboxed",
 ]
@@ -69,6 +74,10 @@ BASE_PATH = ("/usr/bin", "/bin")
 
 # Host directories every command may read. /etc is needed for ld.so.cache, passwd, nsswitch.conf.
 _SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Masked even where they are world-readable by mistake; /root and /home are never mounted at all.
+_SECRET_GLOBS = ("/etc/shadow*", "/etc/gshadow*", "/etc/ssh/ssh_host_*key")
+# Walked for entries that not every local user may read (see host_secret_masks).
+_SECRET_SCAN_DIRS = ("/etc",)
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ISOLATIONS = ("bwrap", "unshare", "none")
@@ -94,6 +103,8 @@ class SandboxSpec:
     writable_dirs: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
     secret_files: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
     timeout: float | None = None
+    # Files of the execroot (relative paths) mounted read-only over themselves; ignored by "none".
+    read_only_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,56 @@ def _works(isolation: str) -> bool:
         return result.exit_code == 0
 
 
+def host_secret_masks() -> tuple[tuple[str, bool], ...]:
+    """The host paths a sandbox hides, as (path, is_dir), sorted; memoised for the process.
+
+    The rule: a command sees of the host's /etc only what every local user may read. Each entry
+    under /etc that is not readable by "other" (a file without o+r, a directory without o+rx) is
+    masked, with nothing below it, plus `_SECRET_GLOBS` whatever their modes. This matters when
+    pyimg runs as root: the command is then host root without capabilities, and root owns
+    /etc/shadow (mode 0640). Mapping it to another uid inside the namespace would not help, as
+    ownership is decided by the host uid behind it. A masked file reads as an empty file of mode
+    0000 and a masked directory as an empty one, both on a read-only mount: "Permission denied",
+    as an unprivileged user sees it.
+    """
+    return _host_secret_masks(_SECRET_SCAN_DIRS, _SECRET_GLOBS)
+
+
+@functools.cache
+def _host_secret_masks(
+    scan_dirs: tuple[str, ...], globs: tuple[str, ...]
+) -> tuple[tuple[str, bool], ...]:
+    import glob
+    import stat
+
+    found: dict[str, bool] = {}
+    for pattern in globs:
+        for path in glob.glob(pattern):
+            if not os.path.islink(path):
+                found[path] = os.path.isdir(path)
+    for top in scan_dirs:
+        for dirpath, dirnames, filenames in os.walk(top, onerror=lambda e: None):
+            for name in (*dirnames, *filenames):
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if st.st_mode & 0o005 != 0o005:
+                        found[path] = True
+                elif stat.S_ISREG(st.st_mode) and not st.st_mode & 0o004:
+                    found[path] = False
+            # Nothing below a masked directory is visible: do not descend into it.
+            dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in found]
+    # Only the top-most: a path below a masked directory is hidden already.
+    kept: list[tuple[str, bool]] = []
+    for path in sorted(found, key=lambda p: Path(p).parts):
+        if not any(is_dir and _under(path, d) for d, is_dir in kept):
+            kept.append((path, found[path]))
+    return tuple(kept)
+
+
 def run_sandboxed(
     spec: SandboxSpec,
     cancel: threading.Event | None = None,
@@ -195,6 +256,8 @@ def run_sandboxed(
             argv = list(spec.argv)
         return _run(argv, plan, spec, cancel, isolation)
     finally:
+        if (scratch / "masked-dir").exists():
+            (scratch / "masked-dir").chmod(0o700)  # mode 0000 while in use; rmtree must list it
         # The sandbox's mounts live in its own mount namespace (private propagation), so the host
         # sees only plain directories here and this never reaches into the execroot or a cache.
         shutil.rmtree(scratch, ignore_errors=True)
@@ -222,6 +285,9 @@ def _validate(spec: SandboxSpec) -> None:
     ):
         if not p.is_absolute():
             raise ValueError(f"host path must be absolute: {p}")
+    for rel in spec.read_only_files:
+        if os.path.isabs(rel) or ".." in Path(rel).parts or not (spec.execroot / rel).is_file():
+            raise ValueError(f"read-only file must be a file of the execroot: {rel}")
     for p in spec.read_only_host_paths:
         if _under(str(p), "/pyimg") or str(p) in ("/", "/proc", "/dev", "/tmp"):
             raise ValueError(f"cannot expose {p} read-only: it is managed by the sandbox")
@@ -281,6 +347,8 @@ def _plan(spec: SandboxSpec, scratch: Path, isolation: str) -> _Plan:
     env["HOME"] = HOME_IN_SANDBOX
     env["TMPDIR"] = TMP_IN_SANDBOX
     add(_Mount(EXECROOT_IN_SANDBOX, "rw", execroot))
+    for rel in spec.read_only_files:
+        add(_Mount(f"{EXECROOT_IN_SANDBOX}/{Path(rel).as_posix()}", "ro-file", f"{execroot}/{rel}"))
     add(_Mount(HOME_IN_SANDBOX, "rw", str(scratch / "home")))
     add(_Mount(TMP_IN_SANDBOX, "rw", str(scratch / "tmp")))
     for name, host_dir in sorted(spec.writable_dirs.items()):
@@ -293,6 +361,15 @@ def _plan(spec: SandboxSpec, scratch: Path, isolation: str) -> _Plan:
         env[f"PYIMG_SECRET_{sid}"] = dest
     for host in _SYSTEM_DIRS:
         expose_ro(host)
+    masks = host_secret_masks()
+    if masks:
+        masked_file, masked_dir = scratch / "masked-file", scratch / "masked-dir"
+        masked_file.touch(mode=0)
+        masked_dir.mkdir(mode=0)
+        for host, is_dir in masks:
+            if any(_under(host, m.dest) for m in mounts.values() if m.kind == "ro"):
+                kind, src = ("ro", masked_dir) if is_dir else ("ro-file", masked_file)
+                add(_Mount(host, kind, str(src)))
     for p in spec.read_only_host_paths:
         expose_ro(os.path.normpath(str(p)))
     for path_dir in path_dirs:
@@ -420,7 +497,8 @@ def _unshare_argv(plan: _Plan, argv: tuple[str, ...], root: Path) -> list[str]:
             lines.append(f"mkdir -p {dest} && {mount} --bind -o ro {src} {dest} || fail {what}")
         elif m.kind == "ro-file":
             lines.append(
-                f"mkdir -p $(dirname {dest}) && touch {dest} && "
+                # touch only a missing file: touching one on a read-only mount (/etc) fails.
+                f"mkdir -p $(dirname {dest}) && {{ [ -e {dest} ] || touch {dest}; }} && "
                 f"{mount} --bind -o ro {src} {dest} || fail {what}"
             )
         else:

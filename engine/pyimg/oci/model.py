@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyimg.core import json_input
 from pyimg.core.digest import Digest, canonical_json, digest_bytes
 from pyimg.core.errors import UserInputError
 from pyimg.oci import media_types as mt
@@ -214,7 +214,7 @@ class Index:
 def load_json(data: bytes, where: str) -> dict[str, Any]:
     """Parse a JSON object from a blob or file we did not write; errors name `where`."""
     try:
-        obj = json.loads(data)
+        obj = json_input.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise UserInputError(f"{where}: not valid JSON: {e}") from None
     if not isinstance(obj, dict):

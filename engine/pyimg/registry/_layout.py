@@ -6,12 +6,12 @@ Blob writes go to a temp file in the same directory, fsync, then rename; reads o
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from pyimg.core import json_input
 from pyimg.core.digest import Digest, canonical_json, digest_bytes, digest_file
 from pyimg.core.errors import IntegrityError, UsageError
 from pyimg.oci.media_types import OCI_INDEX
@@ -46,7 +46,7 @@ class Layout:
         layout = cls(root)
         marker = layout.root / "oci-layout"
         try:
-            version = json.loads(marker.read_text()).get("imageLayoutVersion")
+            version = json_input.loads(marker.read_bytes()).get("imageLayoutVersion")
         except (FileNotFoundError, NotADirectoryError):
             raise UsageError(
                 f"{layout.root} is not an OCI image layout (no oci-layout file)"
@@ -106,7 +106,7 @@ class Layout:
 
     def index(self) -> dict[str, Any]:
         try:
-            data = json.loads((self.root / "index.json").read_bytes())
+            data = json_input.loads((self.root / "index.json").read_bytes())
         except FileNotFoundError:
             raise UsageError(f"{self.root}: no index.json") from None
         except ValueError:

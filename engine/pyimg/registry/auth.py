@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from pyimg.core import json_input
 from pyimg.core.errors import RegistryError, UsageError
 
 from .transport import (
@@ -156,7 +157,7 @@ class CredentialStore:
                     raise UsageError(f"registry config {self._path} does not exist") from None
                 text = "{}"
             try:
-                config = json.loads(text) if text.strip() else {}
+                config = json_input.loads(text) if text.strip() else {}
             except json.JSONDecodeError as exc:
                 # The position, not the text: the file holds secrets.
                 raise UsageError(
@@ -218,7 +219,7 @@ class CredentialStore:
                 f"credential helper {program} failed for {server} (exit {proc.returncode})"
             )
         try:
-            data = json.loads(proc.stdout)
+            data = json_input.loads(proc.stdout)
             username, secret = data["Username"], data["Secret"]
         except (ValueError, KeyError, TypeError):
             raise RegistryError(
@@ -386,7 +387,7 @@ class Authenticator:
             if resp.status != 200:
                 raise RegistryError(f"{where}: HTTP {resp.status}")
             try:
-                parsed = json.loads(data)
+                parsed = json_input.loads(data)
             except ValueError:
                 raise RegistryError(f"{where}: response is not JSON") from None
             if not isinstance(parsed, dict):

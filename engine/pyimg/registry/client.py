@@ -7,7 +7,6 @@ Every byte that comes from a registry is verified against its digest before anyt
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
+from pyimg.core import json_input
 from pyimg.core.digest import CHUNK, Digest, digest_bytes
 from pyimg.core.errors import IntegrityError, RegistryError, UsageError
 from pyimg.oci.media_types import INDEXES, MANIFESTS
@@ -101,7 +101,10 @@ class FetchedManifest:
 
     def json(self) -> dict[str, Any]:
         """The manifest as a JSON object (a registry may serve any bytes under a manifest type)."""
-        doc = json.loads(self.data)
+        try:
+            doc = json_input.loads(self.data)
+        except ValueError as e:
+            raise RegistryError(f"manifest {self.digest}: not valid JSON: {e}") from None
         if not isinstance(doc, dict):
             raise RegistryError(f"manifest {self.digest}: not a JSON object")
         return doc
@@ -229,7 +232,7 @@ class RegistryClient:
         detail = ""
         try:
             body = resp.read(64 << 10) if method != "HEAD" else b""
-            errors = json.loads(body).get("errors") or []
+            errors = json_input.loads(body).get("errors") or []
             codes = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
             detail = f" ({'; '.join(codes)})" if codes else ""
         except Exception:  # noqa: BLE001 - the status alone is still a good message
@@ -270,7 +273,7 @@ class RegistryClient:
         if media_type not in MANIFESTS | INDEXES:
             # Some registries send application/json; the document's own mediaType then decides.
             try:
-                media_type = json.loads(data).get("mediaType") or media_type
+                media_type = json_input.loads(data).get("mediaType") or media_type
             except (ValueError, AttributeError):
                 pass
         if media_type not in MANIFESTS | INDEXES:
@@ -556,7 +559,7 @@ class RegistryClient:
         fetch_missing: Callable[[Digest], Path] | None,
     ) -> None:
         data = layout.read_blob(digest)
-        doc = json.loads(data)
+        doc = json_input.loads(data)
         if self.has_manifest(ref, digest):
             # A manifest is only stored after all it references, so its blobs are there too.
             self._count("manifests_skipped", 1)

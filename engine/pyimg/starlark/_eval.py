@@ -17,8 +17,17 @@ from dataclasses import dataclass, field
 import starlark as sl
 
 from pyimg.core.errors import UserInputError
+from pyimg.starlark.limits import check_nesting, run_limited, steps_message
 
-__all__ = ["SourceFile", "StarlarkFailure", "globals_", "parse_stack", "prepare_source", "render_error"]
+__all__ = [
+    "SourceFile",
+    "StarlarkFailure",
+    "evaluate",
+    "globals_",
+    "parse_stack",
+    "prepare_source",
+    "render_error",
+]
 
 _GLOBALS: sl.Globals | None = None
 
@@ -250,6 +259,7 @@ def _operand_start(tokens: list[tokenize.TokenInfo], j: int) -> int | None:
 
 
 def prepare_source(name: str, text: str, prelude_loads: list[tuple[str, list[str]]]) -> SourceFile:
+    check_nesting(text, name)  # before the parser, whose stack such a file would overflow
     src = SourceFile(name, text)
     if any(ATTR_HELPER in symbols for _, symbols in prelude_loads):
         text, src.rewrites = rewrite_label_fields(text)
@@ -270,6 +280,16 @@ def prepare_source(name: str, text: str, prelude_loads: list[tuple[str, list[str
         src.evaluated = prefix + body + aliases
         src.first_line_prefix = len(prefix)
     return src
+
+
+def evaluate(name: str, source: str, module: sl.Module, loader: sl.FileLoader | None = None) -> object:
+    """Parse and evaluate `source` into `module` within pyimg's limits (limits.py); returns the
+    value of its last statement. Errors are starlark's, for `render_error`."""
+
+    def run(options: sl.EvalOptions) -> object:
+        return sl.eval_with(options, module, sl.parse(name, source), globals_(), loader).value
+
+    return run_limited(run, name)
 
 
 def _q(s: str) -> str:
@@ -312,6 +332,8 @@ def render_error(error: sl.StarlarkError, sources: dict[str, SourceFile]) -> Use
     if not message:
         message = lines[0] if lines else "Starlark error"
     message = message.removeprefix("fail: ")
+    if message == "Evaluation cancelled":  # the step budget ran out (Ctrl-C never gets here)
+        message = steps_message()
     origin = None
     snippet = ""
     for raw in lines:
@@ -350,5 +372,26 @@ def render_error(error: sl.StarlarkError, sources: dict[str, SourceFile]) -> Use
         for f, callee in itertools.pairwise(frames)
         if not f.file.startswith("@pyimg/")
     ]
+    trace = _shorten_trace(trace)
     full = message + snippet + ("\n" + "\n".join(trace) if trace else "")
     return StarlarkFailure(full, origin=origin)
+
+
+_TRACE_HEAD, _TRACE_TAIL = 10, 5
+
+
+def _shorten_trace(trace: list[str]) -> list[str]:
+    """A readable trace of a deep recursion: runs of the same call folded into one line, and
+    only the outermost and innermost calls of a trace still longer than a screen."""
+    folded: list[str] = []
+    i = 0
+    while i < len(trace):
+        j = i
+        while j + 1 < len(trace) and trace[j + 1] == trace[i]:
+            j += 1
+        folded.append(trace[i] + (f" [{j - i + 1} times]" if j > i else ""))
+        i = j + 1
+    if len(folded) <= _TRACE_HEAD + _TRACE_TAIL + 1:
+        return folded
+    hidden = len(folded) - _TRACE_HEAD - _TRACE_TAIL
+    return [*folded[:_TRACE_HEAD], f"  ... {hidden} more calls ...", *folded[-_TRACE_TAIL:]]

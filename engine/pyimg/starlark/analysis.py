@@ -20,7 +20,7 @@ import starlark as sl
 from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
 from pyimg.core.errors import UserInputError
 from pyimg.core.workspace import EXTERNAL_DIR
-from pyimg.starlark._eval import globals_, render_error
+from pyimg.starlark._eval import evaluate, render_error
 from pyimg.starlark.labels import Label, LabelError, parse_label
 from pyimg.starlark.loading import PRELUDE, Loader, Target
 from pyimg.starlark.target_cache import TargetCache
@@ -29,6 +29,8 @@ __all__ = ["AnalysisResult", "Analyzer", "DEFAULT_INFO", "EXTERNAL_DIR", "OUT_DI
 
 OUT_DIR = "pyimg-out"
 DEFAULT_INFO = f"{PRELUDE}%DefaultInfo"
+# `fail("attribute 'x': ...")` in a rule implementation: the error points at where x is set.
+_NAMED_ATTRIBUTE = re.compile(r"attribute '([A-Za-z_][A-Za-z0-9_]*)'")
 
 
 def file_json(path: str, owner: str, is_source: bool, is_directory: bool = False) -> dict[str, Any]:
@@ -77,9 +79,15 @@ class _Current:
 class Analyzer:
     def __init__(self, loader: Loader, platform: dict[str, str] | None = None,
                  reuse: TargetCache | None = None) -> None:
-        """`reuse`: earlier analyses of targets, served where a target's inputs are the same."""
+        """`platform`: os and architecture for select(), and "host", the running machine's
+        platform (`ctx.fragments.platform.host_platform`). `reuse`: earlier analyses of targets,
+        served where a target's inputs are the same."""
         self.loader = loader
         self.platform = platform or {"os": "linux", "architecture": "amd64"}
+        if "host" not in self.platform:  # the running machine's: see _run_implementation
+            from pyimg.oci.platforms import host_platform
+
+            self.platform = {**self.platform, "host": str(host_platform())}
         self.reuse = reuse
         self.results: dict[str, TargetResult] = {}
         self._stack: list[str] = []
@@ -232,6 +240,7 @@ class Analyzer:
             "attrs": attrs,
             "files": files,
             "file": single,
+            "host_platform": self.platform["host"],
         })
         module, alias = self.loader.rule_load(target.rule)
         reuse_key = None
@@ -252,22 +261,12 @@ class Analyzer:
         source = "\n".join(lines) + "\n"
         self._current = current
         try:
-            ast = sl.parse(f"<analysis of {label}>", source)
-            returned = sl.eval(sl.Module(), ast, globals_(), self.loader._loader)
+            returned = evaluate(f"<analysis of {label}>", source, sl.Module(), self.loader._loader)
         except sl.StarlarkError as e:
             pending, self.loader._pending = self.loader._pending, None
             if pending is not None:
                 raise pending from None
-            err = render_error(e, self.loader.sources)
-            # Lead with the target's BUILD line (the file the user edits); keep where in the rule
-            # the failure happened, which matters to whoever writes the rule.
-            where = f" (in the rule implementation at {err.origin})" if err.origin else ""
-            first, _, rest = err.message.partition("\n")
-            rest = "\n".join(ln for ln in rest.splitlines() if "<analysis of" not in ln)
-            raise UserInputError(
-                f"{target.kind} {label}: {first}{where}" + (f"\n{rest}" if rest else ""),
-                origin=target.origin,
-            ) from None
+            raise self._implementation_error(target, render_error(e, self.loader.sources)) from None
         finally:
             self._current = None
         providers: dict[str, Any] = {}
@@ -293,6 +292,26 @@ class Analyzer:
             assert self.reuse is not None
             self.reuse.put(reuse_key, providers, current.actions)
         return TargetResult(str(label), target.kind, target.origin, providers, current.actions)
+
+    def _implementation_error(self, target: Target, err: UserInputError) -> UserInputError:
+        """A failure inside a rule implementation, reported at the target's BUILD line, or at
+        the attribute when the message names one (`fail("attribute 'x': ...")`)."""
+        first, _, rest = err.message.partition("\n")
+        attr = _NAMED_ATTRIBUTE.match(first)
+        origin = target.origin
+        if attr is not None and attr.group(1) in target.rule.attrs:
+            origin = self.loader.argument_origin(target.origin, attr.group(1))
+        if (err.origin or "").startswith("@pyimg/"):
+            # pyimg's own rules: the user cannot edit them, so their lines would only distract.
+            return UserInputError(f"{target.kind} {target.label}: {first}", origin=origin)
+        # A rule of the workspace: keep where in the rule the failure happened, which matters to
+        # whoever writes the rule.
+        where = f" (in the rule implementation at {err.origin})" if err.origin else ""
+        rest = "\n".join(ln for ln in rest.splitlines() if "<analysis of" not in ln)
+        return UserInputError(
+            f"{target.kind} {target.label}: {first}{where}" + (f"\n{rest}" if rest else ""),
+            origin=origin,
+        )
 
     def _reused(self, target: Target, key: str) -> TargetResult | None:
         """The earlier analysis of `target` with the same inputs, its outputs claimed as the
@@ -406,6 +425,8 @@ class Analyzer:
             elif exe not in tls and exe not in ins:
                 tls = tls + (exe,)
             argv = [exe] + [str(a) if not isinstance(a, dict) else a.get("path", "") for a in (arguments or [])]
+        if kind == "builtin" and isinstance(params, dict):
+            self._check_platform_params(cur.target, params)
         if env is not None and not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
             raise UserInputError("env must be a dict of strings", origin=origin)
         action = Action(
@@ -429,7 +450,31 @@ class Analyzer:
         )
         cur.actions.append(action)
 
-    _MAKE_VAR = re.compile(r"\$\((location|locations|execpath|execpaths|rootpath|rootpaths)\s+([^)]+)\)")
+    def _check_platform_params(self, target: Target, params: dict[str, Any]) -> None:
+        """Builtin params named os, architecture, variant and platform hold OCI platform values
+        (oci/platforms.py): checked here, where the error can point at the attribute that set
+        them, rather than when the action runs."""
+        from pyimg.oci.platforms import platform_problem, platform_text_problem
+
+        def text(name: str) -> str | None:
+            value = params.get(name)
+            return value if isinstance(value, str) and value else None
+
+        problem = platform_problem(text("os"), text("architecture"), text("variant"))
+        if problem is None and text("platform") is not None:
+            problem = platform_text_problem(params["platform"])
+            if problem is not None:
+                problem = ("platform", f"attribute 'platform': {problem[1]}")
+        if problem is not None:
+            raise UserInputError(
+                f"{target.kind} {target.label}: {problem[1]}",
+                origin=self.loader.argument_origin(target.origin, problem[0]),
+            )
+
+    # The label may hold balanced parentheses (`$(location f(1).txt)`): file names do.
+    _MAKE_VAR = re.compile(
+        r"\$\((location|locations|execpath|execpaths|rootpath|rootpaths)\s+((?:[^()]|\([^()]*\))+)\)"
+    )
 
     def _expand(self, text: str, stack: str, extra: Any = None) -> str:
         """`$(location L)` and friends for labels among the current target's dependencies."""
@@ -437,7 +482,8 @@ class Analyzer:
         origin = self._user_origin(stack)
 
         def repl(m: re.Match[str]) -> str:
-            fn, raw = m.group(1), m.group(2).strip()
+            # `$$` is the command's escape for `$`, in a label as anywhere else in it.
+            fn, raw = m.group(1), m.group(2).strip().replace("$$", "$")
             try:
                 label = str(parse_label(raw, cur.target.label.package))
             except LabelError as e:

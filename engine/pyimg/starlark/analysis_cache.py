@@ -3,7 +3,8 @@ one file instead of evaluating Starlark (DESIGN.md: "a no-op build reads one fil
 
 An entry is valid while loading would read the same inputs (`inputs.inputs_valid`, shared
 with the persisted loading of `pyimg query`). The action graph does not depend on source contents
-(those enter action keys at execution), so nothing else needs checking.
+(those enter action keys at execution), so nothing else needs checking but that every source
+file still resolves inside the workspace (a symlink re-pointed outside is reported by loading).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pyimg.core.action import action_from_json, action_to_json
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import canonical_json
 from pyimg.core.file_digests import FileDigestCache
-from pyimg.starlark.analysis import AnalysisResult, TargetResult
-from pyimg.starlark.inputs import inputs_valid, loading_inputs
+from pyimg.starlark.analysis import AnalysisResult, TargetResult, host_tool_name
+from pyimg.starlark.inputs import inputs_valid, loading_inputs, sources_confined
 from pyimg.starlark.labels import Pattern
 from pyimg.starlark.loading import Loader
 from pyimg.starlark.loading_cache import FORMAT
@@ -46,7 +47,7 @@ class AnalysisCache:
         except (FileNotFoundError, ValueError):
             return None
         try:
-            if not self._valid(data["inputs"], patterns, loader):
+            if not self._valid(data["inputs"], patterns, loader) or not self._confined(data, loader):
                 return None
             targets = {
                 label: TargetResult(
@@ -63,23 +64,30 @@ class AnalysisCache:
     def put(self, patterns: list[Pattern], platform: dict[str, str], loader: Loader,
             result: AnalysisResult, extra_files: Sequence[Path] = ()) -> None:
         """Save `result`; `extra_files` also invalidate it (MODULE.pyimg, pyimg.lock), absent or not."""
-        top = set(result.top_level)
+        # A build needs the providers of the top-level targets (what to materialize and print)
+        # and of host tools (where a missing one is declared); every other target contributes
+        # just its actions.
+        keep = set(result.top_level) | {
+            label for label, t in result.targets.items() if host_tool_name(t) is not None
+        }
         data = {
             "inputs": loading_inputs(loader, patterns, self.digests, extra_files),
-            # A build needs the providers of the top-level targets only (what to materialize
-            # and print); every other target contributes just its actions.
             "targets": {
                 label: {
                     "label": t.label, "kind": t.kind, "origin": t.origin,
-                    "providers": t.providers if label in top else {},
+                    "providers": t.providers if label in keep else {},
                     "actions": [action_to_json(a) for a in t.actions],
                 }
                 for label, t in result.targets.items()
-                if t.actions or label in top
+                if t.actions or label in keep
             },
             "top_level": result.top_level,
+            "sources": sorted(loader.source_files),
         }
         atomic_write_bytes(self._path(patterns, platform), canonical_json(data))
 
     def _valid(self, inputs: dict[str, Any], patterns: list[Pattern], loader: Loader) -> bool:
         return inputs_valid(inputs, patterns, loader.workspace, self.digests)
+
+    def _confined(self, data: dict[str, Any], loader: Loader) -> bool:
+        return sources_confined(loader.workspace, data["sources"])

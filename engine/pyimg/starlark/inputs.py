@@ -11,6 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyimg.core.confinement import Confinement, LinkProblem
+from pyimg.core.errors import SourceLinkError, UserInputError
+from pyimg.starlark.labels import name_problem
+
 if TYPE_CHECKING:
     from pyimg.core.file_digests import FileDigestCache
     from pyimg.starlark.labels import Pattern
@@ -23,6 +27,7 @@ __all__ = [
     "glob_package",
     "inputs_valid",
     "loading_inputs",
+    "sources_confined",
 ]
 
 BUILD_FILE_NAMES = ("BUILD.pyimg", "BUILD")
@@ -136,10 +141,24 @@ def inputs_valid(
     def build_file(package: str) -> str | None:
         return find_build_file(workspace, package)
 
-    for package, include, exclude, result in inputs["globs"]:
-        if glob_package(workspace, package, include, exclude, build_file) != result:
-            return False
+    confinement = Confinement(workspace)
+    try:
+        for package, include, exclude, result in inputs["globs"]:
+            if glob_package(workspace, package, include, exclude, build_file,
+                            confinement) != result:
+                return False
+    except UserInputError:
+        # A link leaving the workspace, or a name glob() refuses: loading runs again and
+        # reports it at the glob() call.
+        return False
     return True
+
+
+def sources_confined(workspace: Path, sources: Sequence[str]) -> bool:
+    """Whether every source file (workspace-relative) still resolves inside the workspace: a
+    symlink re-pointed outside since loading checked it is reported by loading it again."""
+    confinement = Confinement(workspace)
+    return all(confinement.check(rel) is None for rel in sources)
 
 
 # -- glob --------------------------------------------------------------------------------------
@@ -156,7 +175,8 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
         parts.append(_segment_regex(seg))
         if not last:
             parts.append("/")
-    return re.compile("^" + "".join(parts) + "$")
+    # DOTALL: `**` must match a name with a newline too (then refused by name, not skipped).
+    return re.compile("^" + "".join(parts) + r"\Z", re.DOTALL)
 
 
 def _segment_regex(seg: str) -> str:
@@ -177,37 +197,139 @@ def glob_package(
     include: list[str],
     exclude: list[str],
     build_file: Callable[[str], str | Path | None],
+    confinement: Confinement | None = None,
 ) -> list[str]:
     """Files of `package` matching `include` but not `exclude`, relative to the package, sorted.
 
     Never descends into a subpackage (a directory with its own BUILD file) or pyimg-out. Walks
-    only below each pattern's literal directory prefix (`assets/**` never lists `src/`): globs
-    are re-run to validate the persisted analysis, so their cost is part of every no-op build.
+    only below each pattern's literal directory prefix (`assets/**` never lists `src/`), and only
+    into directories a pattern can match below: globs are re-run to validate the persisted
+    analysis, so their cost is part of every no-op build.
+
+    Symlinks are followed as in Bazel, directories too, but only while they stay inside the
+    workspace: a matched symlink or a walked directory that leaves it, dangles or loops raises
+    `SourceLinkError` (a directory that links to one of its own parents is a loop). A link
+    into pyimg-out or a dot directory is not walked, as those are not walked by name.
     """
-    root = workspace / package
+    confinement = confinement or Confinement(workspace)
     inc = [_glob_regex(p) for p in include]
     exc = [_glob_regex(p) for p in exclude]
+    patterns = [p.split("/") for p in include]
     matches = []
     for base in _walk_roots(include):
         if not _enterable(package, base, build_file):
             continue
-        for dirpath, dirnames, filenames in os.walk(root / base if base else root):
-            rel_dir = Path(dirpath).relative_to(root).as_posix()
-            rel_dir = "" if rel_dir == "." else rel_dir
-            keep = []
-            for d in sorted(dirnames):
-                sub_pkg = "/".join(p for p in (package, rel_dir, d) if p)
-                if d in IGNORED_DIRS or d.startswith(".") or build_file(sub_pkg) is not None:
+        start = _join(package, base)
+        real = confinement.real_dir(start)
+        if isinstance(real, LinkProblem):
+            raise SourceLinkError(str(real))
+        # (directory relative to the package, its real path, the real paths of its parents)
+        stack = [(base, real, frozenset([real]))]
+        while stack:
+            rel_dir, real_dir, seen = stack.pop()
+            try:
+                entries = list(os.scandir(real_dir))
+            except OSError:
+                continue
+            for e in entries:
+                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+                if _is_dir(e):  # follows a symlink: a directory through a link is walked too
+                    if (e.name in IGNORED_DIRS or e.name.startswith(".")
+                            or not _may_match_below(rel, patterns)
+                            or build_file(_join(package, rel)) is not None):
+                        continue
+                    sub = e.path
+                    if e.is_symlink():
+                        found = confinement.real_dir(_join(package, rel))
+                        if isinstance(found, LinkProblem):
+                            raise SourceLinkError(str(found))
+                        if found in seen:
+                            raise SourceLinkError(
+                                f"'{_join(package, rel)}' is a symlink to "
+                                f"'{os.readlink(e.path)}', a directory that contains it "
+                                "(a symlink loop)")
+                        if _ignored(os.path.relpath(found, confinement.root)):
+                            # Never reached by name either (and the no-op record does not
+                            # watch those directories).
+                            continue
+                        sub = found
+                    stack.append((rel, sub, seen | {sub}))
                     continue
-                keep.append(d)
-            dirnames[:] = keep
-            for f in filenames:
-                rel = f"{rel_dir}/{f}" if rel_dir else f
                 if rel in BUILD_FILE_NAMES:
                     continue
                 if any(r.match(rel) for r in inc) and not any(r.match(rel) for r in exc):
+                    _check_file_name(package, rel)
+                    if e.is_symlink():
+                        problem = confinement.check(_join(package, rel))
+                        if problem is not None:
+                            raise SourceLinkError(str(problem))
                     matches.append(rel)
     return sorted(matches)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False  # a symlink loop: reported if a pattern matches it
+
+
+def _ignored(rel: str) -> bool:
+    """Whether a workspace-relative directory ("." is the root) lies in one never walked."""
+    return rel != "." and any(
+        part in IGNORED_DIRS or part.startswith(".") for part in rel.split("/"))
+
+
+def _join(package: str, rel: str) -> str:
+    return f"{package}/{rel}" if package and rel else package or rel
+
+
+def _may_match_below(rel_dir: str, patterns: list[list[str]]) -> bool:
+    """Whether some pattern (split at "/") can match a file below directory `rel_dir`."""
+    parts = rel_dir.split("/")
+    return any(_starts_match(parts, pattern) for pattern in patterns)
+
+
+def _starts_match(parts: list[str], pattern: list[str]) -> bool:
+    for i, part in enumerate(parts):
+        if i >= len(pattern) - 1:
+            # Only the file's own segment is left, unless it is "**" (any depth).
+            return i < len(pattern) and pattern[i] == "**"
+        if pattern[i] == "**":
+            return True
+        if not re.match(_segment_regex(pattern[i]) + r"\Z", part):
+            return False
+    return True
+
+
+def _check_file_name(package: str, rel: str) -> None:
+    """Refuse a matched file whose path is not valid UTF-8 (Starlark strings are UTF-8, so no
+    label could name it) or holds a control character; the error names the directory and shows
+    the offending name's bytes escaped."""
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        if not _is_utf8(part):
+            where = "/".join([*filter(None, [package]), *parts[:i]]) or "."
+            raise UserInputError(
+                f"the name {repr(os.fsencode(part))[1:]} in directory {where} is not "
+                f"valid UTF-8; pyimg packs only UTF-8 file names (rename it, or leave it out "
+                f"with glob's exclude)"
+            )
+    problem = name_problem(rel)
+    if problem:
+        where = "/".join(p for p in (package, rel.rpartition("/")[0]) if p) or "."
+        raise UserInputError(
+            f"a file in directory {where} cannot be a source: {problem} (rename it, or leave it "
+            f"out with glob's exclude)"
+        )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _walk_roots(include: list[str]) -> list[str]:

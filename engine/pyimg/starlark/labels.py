@@ -6,9 +6,23 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Label", "LabelError", "Pattern", "parse_label", "parse_pattern"]
+__all__ = [
+    "RULE_NAME_CHARACTERS",
+    "Label",
+    "LabelError",
+    "Pattern",
+    "check_rule_name",
+    "name_problem",
+    "parse_label",
+    "parse_pattern",
+]
 
-_NAME_OK = re.compile(r"^[A-Za-z0-9!%@^_\"#$&'()*\-+,;<=>?\[\]{|}~/.]+$")
+# The names of rule targets keep Bazel's documented set. Files are named by whatever the file
+# system holds (docs/concepts.md, "File names"): any character but the control characters,
+# which no terminal, log line or line-per-label output could show unambiguously.
+RULE_NAME_CHARACTERS = "!%-@^_\"#$&'()*+,;<=>?[]{|}~/."
+_RULE_NAME_OK = re.compile(r"^[A-Za-z0-9!%@^_\"#$&'()*\-+,;<=>?\[\]{|}~/.]+$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _REPO_OK = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 
 
@@ -45,14 +59,48 @@ def _check_package(text: str, package: str) -> None:
             raise LabelError(f"invalid package name in label '{text}': '{part}' is not allowed")
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a file of a package (a path below the package, '/'-separated), or
+    None: it may hold any character but control characters (U+0000-U+001F, U+007F-U+009F)."""
+    bad = _CONTROL.search(name)
+    if bad:
+        return f"control character U+{ord(bad.group()):04X} in {ascii(name)}"
+    if name.startswith("/") or name.endswith("/"):
+        return f"'{name}' starts or ends with '/'"
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            return f"'{part}' is not allowed as a path segment"
+    return None
+
+
 def _check_name(text: str, name: str) -> None:
     if not name:
         raise LabelError(f"empty target name in label '{text}'")
-    if not _NAME_OK.match(name) or name.startswith("/") or name.endswith("/"):
-        raise LabelError(f"invalid target name in label '{text}'")
-    for part in name.split("/"):
-        if part in ("", ".", ".."):
-            raise LabelError(f"invalid target name in label '{text}': '{part}' is not allowed")
+    problem = name_problem(name)
+    if problem:
+        raise LabelError(f"invalid target name in label {_shown(text)}: {problem}")
+
+
+def _shown(text: str) -> str:
+    return ascii(text) if _CONTROL.search(text) else f"'{text}'"
+
+
+def check_rule_name(name: str) -> None:
+    """Raise LabelError unless `name` is a valid name for a rule target (Bazel's rules: letters,
+    digits and RULE_NAME_CHARACTERS, no empty, '.' or '..' segment); the message says which
+    character is wrong and what is allowed."""
+    if not name:
+        raise LabelError("empty target name")
+    if not _RULE_NAME_OK.match(name):
+        bad = next(c for c in name if not _RULE_NAME_OK.match(c))
+        raise LabelError(
+            f"invalid target name {_shown(name)}: {bad!r} (U+{ord(bad):04X}) is not allowed in "
+            f"the name of a rule target (allowed: letters A-Z a-z, digits and "
+            f"{RULE_NAME_CHARACTERS}; source files may hold any character)"
+        )
+    problem = name_problem(name)
+    if problem:
+        raise LabelError(f"invalid target name '{name}': {problem}")
 
 
 def parse_label(text: str, current_package: str = "", current_repo: str = "") -> Label:
@@ -85,10 +133,10 @@ def parse_label(text: str, current_package: str = "", current_repo: str = "") ->
         _check_package(text, package)
         _check_name(text, name)
         return Label(repo, package, name)
+    # A relative label is `:name` or `name`; the name is the rest, ':' included (`File::Spec.3pm`).
+    # A file whose name starts with '@' or ':' is written with the leading ':' (glob() does so).
     if rest.startswith(":"):
         rest = rest[1:]
-    if ":" in rest:
-        raise LabelError(f"invalid label '{text}': relative labels cannot contain ':' after the name")
     _check_name(text, rest)
     return Label(repo, current_package, rest)
 

@@ -17,22 +17,25 @@ from typing import Any
 
 import starlark as sl
 
+from pyimg.core.confinement import Confinement
 from pyimg.core.digest import digest_bytes
-from pyimg.core.errors import UserInputError
+from pyimg.core.errors import SourceLinkError, UserInputError
 from pyimg.core.workspace import find_workspace
 from pyimg.starlark._eval import (
     SourceFile,
+    evaluate,
     export_alias,
-    globals_,
     parse_stack,
     prepare_source,
     render_error,
 )
 from pyimg.starlark.inputs import find_build_file, find_packages, glob_package
-from pyimg.starlark.labels import Label, LabelError, Pattern, parse_label
+from pyimg.starlark.labels import Label, LabelError, Pattern, check_rule_name, parse_label
+from pyimg.starlark.limits import decode_source
 
 __all__ = [
     "Loader",
+    "argument_origin_on_disk",
     "Package",
     "RuleClass",
     "Target",
@@ -107,6 +110,21 @@ def _split_origin(origin: str) -> tuple[str, int, int] | None:
     return None
 
 
+def argument_origin_on_disk(workspace: Path, call_origin: str, name: str) -> str:
+    """`Loader.argument_origin` for a BUILD file this process has not loaded (its analysis came
+    from the cache): the file is read from the workspace; the call's origin when it cannot be."""
+    split = _split_origin(call_origin)
+    if split is None:
+        return call_origin
+    file, line, col = split
+    try:
+        text = (workspace / file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return call_origin
+    at = SourceFile(file, text).argument_position(line, col, name)
+    return f"{file}:{at[0]}:{at[1]}" if at else call_origin
+
+
 def package_key(repo: str, package: str) -> str:
     """The key of `Loader.packages`: the plain package name in the main workspace (so existing
     callers keep working), `@repo//package` in an external repository."""
@@ -138,6 +156,10 @@ class Loader:
         # (package, include, exclude, result) of each glob() in the workspace (not in external
         # repositories): the persisted loading and analysis re-run them to validate.
         self.globs: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = []
+        # Sources must resolve inside the workspace; the workspace files checked so far (the
+        # analysis cache checks them again before it is reused).
+        self.confinement = Confinement(workspace)
+        self.source_files: set[str] = set()
         self._eval_stack: list[tuple[str, str]] = []  # (module id, display name)
         self._package: Package | None = None
         self._pending: UserInputError | None = None
@@ -214,7 +236,7 @@ class Loader:
             self._pending = UserInputError(f"load cycle: {chain}", origin=self._load_origin(module))
             raise _Abort()
         try:
-            text = path.read_text(encoding="utf-8")
+            text = decode_source(path.read_bytes(), display)
         except FileNotFoundError:
             self._pending = UserInputError(
                 f"load() of '{module}': file {display} does not exist",
@@ -246,8 +268,7 @@ class Loader:
         self.read_paths[display] = path
         self._eval_stack.append((module_id, display))
         try:
-            ast = sl.parse(display, src.evaluated)
-            sl.eval(module_obj, ast, globals_(), self._loader)
+            evaluate(display, src.evaluated, module_obj, self._loader)
         except sl.StarlarkError as e:
             pending, self._pending = self._pending, None
             if pending is not None:
@@ -303,7 +324,11 @@ class Loader:
             # External repositories are inputs the whole workspace uses: public unless they say.
             pkg.default_visibility = ["//visibility:public"]
         self.packages[key] = pkg
-        text = build.read_text(encoding="utf-8")
+        try:
+            text = decode_source(build.read_bytes(), display)
+        except UserInputError:
+            del self.packages[key]
+            raise
         self._package = pkg
         try:
             self._eval(
@@ -357,7 +382,16 @@ class Loader:
             return t
         # os.path, not pathlib: query and analysis ask this for thousands of source files.
         root = str(self.repo_root(label.repo))
-        if os.path.isfile(os.path.join(root, label.package, label.name)):
+        is_file = os.path.isfile(os.path.join(root, label.package, label.name))
+        if not label.repo:
+            # An external repository's links were checked when it was unpacked.
+            rel = f"{label.package}/{label.name}" if label.package else label.name
+            problem = self.confinement.check(rel)
+            if problem is not None:
+                raise SourceLinkError(f"source file '{label}': {problem}", origin=origin)
+            if is_file:
+                self.source_files.add(rel)
+        if is_file:
             return None
         raise UserInputError(
             self._no_such_target(pkg, label.name).replace("no such target", "no such target or file"),
@@ -495,9 +529,10 @@ class Loader:
         if not isinstance(name, str) or not name:
             raise UserInputError(f"{kind}: attribute 'name' must be a non-empty string", origin=origin)
         try:
+            check_rule_name(name)
             label = parse_label(f":{name}", pkg.name, pkg.repo)
         except LabelError as e:
-            raise UserInputError(f"{kind}: invalid name {name!r}: {e}", origin=origin) from None
+            raise UserInputError(f"{kind}: {e}", origin=self.argument_origin(origin, "name")) from None
         if name in pkg.targets:
             raise UserInputError(
                 f"{kind} {pkg.repo and '@' + pkg.repo}//{pkg.name}:{name}: a target named '{name}' is already declared "
@@ -538,20 +573,27 @@ class Loader:
     def _glob(self, include: Any, exclude: Any, allow_empty: bool, stack: str) -> str:
         pkg = self._current_package("glob()")
         origin = self.user_origin(stack, callee="glob")
+        if origin.startswith("@pyimg/"):
+            origin = self.user_origin(stack, outermost=True)  # a bundled macro's: the user's call
         for what, value in (("include", include), ("exclude", exclude)):
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise UserInputError(f"glob(): '{what}' must be a list of strings", origin=origin)
-        result = glob_package(
-            self.repo_root(pkg.repo), pkg.name, include, exclude,
-            lambda p: self.build_file(p, pkg.repo),
-        )
+        try:
+            result = glob_package(
+                self.repo_root(pkg.repo), pkg.name, include, exclude,
+                lambda p: self.build_file(p, pkg.repo),
+                None if pkg.repo else self.confinement,
+            )
+        except UserInputError as e:  # a link leaving the workspace, or a name glob() refuses
+            raise type(e)(f"glob({include}): {e.message}", origin=origin) from None
         if not pkg.repo:
             # An external repository's files are fixed by pyimg.lock: its globs need no re-run
             # (and re-running one against the workspace would be wrong).
             self.globs.append((pkg.name, tuple(include), tuple(exclude), tuple(result)))
         if not result and not allow_empty:
             raise UserInputError(f"glob({include}) matched no files", origin=origin)
-        return json.dumps(result)
+        # As labels, `@x` would name a repository and `:x` the file `x`: the ':' keeps them files.
+        return json.dumps([":" + f if f[0] in "@:" else f for f in result])
 
     def _package_fn(self, default_visibility: Any, stack: str) -> None:
         pkg = self._current_package("package()")

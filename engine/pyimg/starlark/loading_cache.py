@@ -17,8 +17,9 @@ from pyimg.starlark.loading import Loader, Package, RuleClass, Target
 __all__ = ["CachedLoader", "LoadingCache"]
 
 # Of what loading and analysis persist (this file and the analysis cache): bump it when their
-# contents change meaning (2: origins are file:line:col; 3: ctx.label is a canonical string).
-FORMAT = 3
+# contents change meaning (2: origins are file:line:col; 3: ctx.label is a canonical string;
+# 4: the sources analysis checks stay in the workspace, and host tools' providers).
+FORMAT = 4
 
 
 def _merge_inputs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pyimg.core.errors import UserInputError
+from pyimg.starlark.limits import decode_source
 
 __all__ = [
     "Declaration",
@@ -44,10 +45,12 @@ def http_file(name, urls = None, sha256 = None, executable = False, downloaded_f
         "urls": urls, "url": url, "sha256": sha256, "executable": executable,
         "downloaded_file_path": downloaded_file_path})
 
-def http_archive(name, urls = None, sha256 = None, strip_prefix = "", build_file_content = None, url = None):
+def http_archive(name, urls = None, sha256 = None, strip_prefix = "", build_file_content = None, url = None,
+                 max_unpacked_bytes = None, max_unpacked_files = None):
     _pyimg_declare(kind = "http_archive", name = name, stack = call_stack(), attrs = {
         "urls": urls, "url": url, "sha256": sha256, "strip_prefix": strip_prefix,
-        "build_file_content": build_file_content})
+        "build_file_content": build_file_content, "max_unpacked_bytes": max_unpacked_bytes,
+        "max_unpacked_files": max_unpacked_files})
 """
 
 
@@ -103,6 +106,9 @@ class HttpArchive:
     sha256: str | None = None
     strip_prefix: str = ""
     build_file_content: str | None = None
+    # Bounds on unpacking (None: core/archive.py's defaults); they never change what is unpacked.
+    max_unpacked_bytes: int | None = None
+    max_unpacked_files: int | None = None
 
     @property
     def pinned(self) -> bool:
@@ -131,9 +137,10 @@ def evaluate_module(workspace: Path) -> ModuleFile:
     """Evaluate `<workspace>/MODULE.pyimg` (a missing file declares nothing)."""
     path = workspace / MODULE_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
-        text = ""
+        data = b""
+    text = decode_source(data, MODULE_FILE)
     return parse_module(text, path)
 
 
@@ -142,7 +149,7 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     # (a push with nothing to build), and the Starlark interpreter costs start-up.
     import starlark as sl
 
-    from pyimg.starlark._eval import SourceFile, globals_, parse_stack, prepare_source, render_error
+    from pyimg.starlark._eval import SourceFile, evaluate, parse_stack, prepare_source, render_error
 
     sources: dict[str, SourceFile] = {}
     found: list[Declaration] = []
@@ -172,23 +179,26 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     sources[_PRELUDE_DISPLAY] = prelude_src
     prelude = sl.Module()
     prelude.add_callable("_pyimg_declare", declare)
-    sl.eval(prelude, sl.parse(_PRELUDE_DISPLAY, prelude_src.evaluated), globals_())
+    evaluate(_PRELUDE_DISPLAY, prelude_src.evaluated, prelude)
     frozen = prelude.freeze()
 
     def load(module: str) -> sl.FrozenModule:
         if module != _PRELUDE:
             at = src.load_position(module)
-            raise UserInputError(
+            # Kept aside, as declare() does: Starlark would wrap it in a message of its own that
+            # repeats the location.
+            pending.append(UserInputError(
                 f"load() of '{module}': {MODULE_FILE} declares external inputs only and cannot "
                 "load files",
                 origin=f"{MODULE_FILE}:{at[0]}:{at[1]}" if at else MODULE_FILE,
-            )
+            ))
+            raise pending[-1]
         return frozen
 
     src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive"])])
     sources[MODULE_FILE] = src
     try:
-        sl.eval(sl.Module(), sl.parse(MODULE_FILE, src.evaluated), globals_(), sl.FileLoader(load))
+        evaluate(MODULE_FILE, src.evaluated, sl.Module(), sl.FileLoader(load))
     except sl.StarlarkError as e:
         if pending:
             raise pending[0] from None
@@ -236,6 +246,12 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
             raise bad(
                 f'\'platforms\' must be a list like ["linux/amd64", "linux/arm64/v8"], got {platforms!r}'
             )
+        from pyimg.oci.platforms import platform_text_problem
+
+        for p in platforms:
+            problem = platform_text_problem(p)
+            if problem is not None:
+                raise bad(f"'platforms': {problem[1]}")
         return OciPull(name, origin, image, digest, tag, tuple(platforms))
 
     urls = attrs.get("urls") or ([attrs["url"]] if attrs.get("url") else [])
@@ -261,4 +277,10 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
     build = attrs.get("build_file_content")
     if build is not None and not isinstance(build, str):
         raise bad("'build_file_content' must be a string")
-    return HttpArchive(name, origin, tuple(urls), sha, strip.strip("/"), build)
+    bounds = []
+    for key in ("max_unpacked_bytes", "max_unpacked_files"):
+        value = attrs.get(key)
+        if value is not None and (type(value) is not int or value <= 0):
+            raise bad(f"'{key}' must be a positive integer, got {value!r}")
+        bounds.append(value)
+    return HttpArchive(name, origin, tuple(urls), sha, strip.strip("/"), build, *bounds)

@@ -242,6 +242,9 @@ def _analyze(implementation, providers):
         bin_dir = struct(path = "pyimg-out"),
         expand_location = _expand_location,
         expand_make_variables = _expand_make_variables,
+        # Bazel has the same field (a label there): here the OCI platform of the running
+        # machine, like "linux/arm64/v8".
+        fragments = struct(platform = struct(host_platform = data["host_platform"])),
     )
     returned = implementation(ctx)
     if returned == None:

@@ -2,7 +2,8 @@
 
 Evaluation walks a `TargetGraph` (the loading-phase target graph, see `query_graph`). Results are
 sets of node ids; callers print them sorted by label (the order Bazel uses by default), so output
-never depends on set or dict order.
+never depends on set or dict order. A `somepath()` result is printed as its path, in path order
+(`QueryEngine.evaluate_in_order`).
 """
 
 from __future__ import annotations
@@ -396,6 +397,16 @@ class QueryEngine:
         except re.error as e:
             raise UsageError(f"bad regular expression in query: {e}") from None
 
+    def evaluate_in_order(self, expr: Expr) -> list[int]:
+        """The result in the order to print it: a `somepath()` as its path, from start to end
+        (as Bazel prints one); any other result sorted by label."""
+        if isinstance(expr, Call) and expr.name == "somepath":
+            try:
+                return self._somepath(expr, {})
+            except re.error as e:
+                raise UsageError(f"bad regular expression in query: {e}") from None
+        return self.sorted_nodes(self.evaluate(expr))
+
     def _error(self, expr: Expr, message: str) -> UsageError:
         return _caret(self.text, expr.column, message) if self.text else UsageError(message)
 
@@ -504,6 +515,10 @@ class QueryEngine:
         return out
 
     def _fn_somepath(self, call: Call, env: dict[str, set[int]]) -> set[int]:
+        return set(self._somepath(call, env))
+
+    def _somepath(self, call: Call, env: dict[str, set[int]]) -> list[int]:
+        """A shortest path from the first set to the second, in path order (start first)."""
         starts = self._eval(call.args[0], env)
         ends = self._eval(call.args[1], env)
         parent: dict[int, int | None] = {s: None for s in starts}
@@ -511,17 +526,17 @@ class QueryEngine:
         while frontier:
             node = frontier.popleft()
             if node in ends:
-                path = set()
+                path = []
                 cur: int | None = node
                 while cur is not None:
-                    path.add(cur)
+                    path.append(cur)
                     cur = parent[cur]
-                return path
+                return path[::-1]
             for dep in self.graph.deps_of(node):
                 if dep not in parent:
                     parent[dep] = node
                     frontier.append(dep)
-        return set()
+        return []
 
     def _fn_allpaths(self, call: Call, env: dict[str, set[int]]) -> set[int]:
         forward = self.closure(self._eval(call.args[0], env))

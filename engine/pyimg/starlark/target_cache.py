@@ -27,7 +27,7 @@ from pyimg.core.digest import digest_bytes
 
 __all__ = ["TargetCache"]
 
-_FORMAT = 2  # 2: ctx.label is a canonical string in the ctx data
+_FORMAT = 3  # 2: ctx.label is a canonical string in the ctx data; 3: the host platform
 
 
 class TargetCache:

@@ -78,6 +78,21 @@ def test_deps_are_merged(ws: Workspace) -> None:
     assert not list(ws.path("pyimg-out").glob(".pkg_tar-*"))  # scratch removed
 
 
+def test_deps_dir_moves_merged_entries_and_hard_link_targets(ws: Workspace) -> None:
+    ws.write("a", "a")
+    t1 = ws.tar("one", {
+        "entries": [{"path": "usr/a", "src": "a"},
+                    {"path": "usr/b", "type": "hardlink", "target": "usr/a"}],
+        "symlinks": {"usr/c": "/usr/a"},
+    }, ["a"])
+    t2 = ws.tar("two", {"deps": [t1], "deps_dir": "opt/app"}, [t1])
+    ms = _members(ws, t2)
+    assert sorted(ms) == ["opt", "opt/app", "opt/app/usr", "opt/app/usr/a", "opt/app/usr/b",
+                          "opt/app/usr/c"]
+    assert ms["opt/app/usr/b"].islnk() and ms["opt/app/usr/b"].linkname == "opt/app/usr/a"
+    assert ms["opt/app/usr/c"].linkname == "/usr/a"  # a symlink's target is kept verbatim
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [

@@ -122,3 +122,37 @@ def test_zip_and_hostile_zip(tmp_path: Path) -> None:
         z.writestr(info, "../../etc/passwd")
     with pytest.raises(UnsafeArchiveError, match="symlink 'l' points outside"):
         extract_archive(link, tmp_path / "link-out", "link.zip")
+
+
+def _zeros_zip(path: Path, files: int, size: int) -> Path:
+    """A small zip bomb: `files` members of `size` zero bytes each, compressed to almost nothing."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(files):
+            with z.open(f"zeros/{i}.bin", "w") as f:
+                for _ in range(size >> 20):
+                    f.write(bytes(1 << 20))
+    return path
+
+
+def test_an_archive_unpacking_past_the_size_limit_is_refused(tmp_path: Path) -> None:
+    bomb = _zeros_zip(tmp_path / "bomb.zip", 1, 64 << 20)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(UnsafeArchiveError, match=r"unpacks to more than 16,777,216 bytes.*max_unpacked_bytes"):
+        extract_archive(bomb, tmp_path / "out", "bomb.zip", max_bytes=16 << 20)
+    assert not (tmp_path / "out").exists()  # nothing half-unpacked is left
+    tar = tmp_path / "bomb.tar.gz"
+    with tarfile.open(tar, "w:gz") as t:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 64 << 20
+        t.addfile(info, io.BytesIO(bytes(info.size)))
+    with pytest.raises(UnsafeArchiveError, match="unpacks to more than"):
+        extract_archive(tar, tmp_path / "out", "bomb.tar.gz", max_bytes=16 << 20)
+    assert extract_archive(tar, tmp_path / "out", "bomb.tar.gz", max_bytes=64 << 20) == 1
+
+
+def test_an_archive_with_too_many_entries_is_refused(tmp_path: Path) -> None:
+    many = make_tar(tmp_path / "many.tar.gz", [(f"f{i}", "file", b"") for i in range(101)])
+    with pytest.raises(UnsafeArchiveError, match=r"more than 100 entries.*max_unpacked_files"):
+        extract_archive(many, tmp_path / "out", "many.tar.gz", max_files=100)
+    assert not (tmp_path / "out").exists()
+    assert extract_archive(many, tmp_path / "out", "many.tar.gz", max_files=101) == 101

@@ -1,5 +1,6 @@
 import os
 
+import pytest
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
 from pyimg.core.cas import ContentStore
 from pyimg.core.digest import digest_bytes
@@ -76,3 +77,45 @@ def test_file_digest_cache_rehashes_only_on_change(tmp_path):
     f.write_text("two")
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime: ctime still changes
     assert again.digest(f)[0] != d1
+
+
+def test_copy_to_is_a_private_copy_with_the_blobs_mode_and_mtime(tmp_path):
+    cas = ContentStore(tmp_path)
+    for executable in (False, True):
+        digest = cas.put_bytes(b"payload " * 100_000, executable)
+        blob = cas.path(digest, executable)
+        dest = tmp_path / f"copy-{executable}"
+        cas.copy_to(digest, dest, executable)
+        st, bst = dest.stat(), blob.stat()
+        assert dest.read_bytes() == blob.read_bytes()
+        assert (st.st_mode, st.st_mtime_ns) == (bst.st_mode, bst.st_mtime_ns)
+        assert st.st_ino != bst.st_ino
+        dest.chmod(0o644)
+        dest.write_bytes(b"changed")
+        assert cas.path(digest, executable).stat().st_mode == bst.st_mode
+        assert cas.verify(digest, executable)
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_blob(tmp_path, monkeypatch):
+    import errno
+
+    from pyimg.core.errors import DiskFullError
+
+    store = ContentStore(tmp_path / "cache")
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(DiskFullError, match=f"no space left on {tmp_path / 'cache'}"):
+        store.put_bytes(b"payload")
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"from a file")
+    with pytest.raises(DiskFullError):
+        store.put_file(src)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the store works as before
+    digest = store.put_bytes(b"payload")
+    assert store.read_bytes(digest) == b"payload"

@@ -52,12 +52,25 @@ http_archive(name = "src", urls = ["https://x/src.tgz"], sha256 = "{SHA}", strip
             "'downloaded_file_path' must be a relative file path",
         ),
         ('\n  \nload("//x:y.bzl", "z")', "MODULE.pyimg:3:1: load() of '//x:y.bzl'"),
+        (
+            'oci_pull(name = "b", image = "x", tag = "t", platforms = ["linux/aarch64"])',
+            'oci_pull \'b\': \'platforms\': architecture \'aarch64\' is not an OCI architecture',
+        ),
     ],
 )
 def test_bad_declarations(text: str, message: str) -> None:
     with pytest.raises(UserInputError) as e:
         parse(text + "\n")
     assert message in str(e.value)
+
+
+def test_refused_load_says_where_once() -> None:
+    with pytest.raises(UserInputError) as e:
+        parse('# x\nload("//x:y.bzl", "z")\n')
+    assert str(e.value) == (
+        "MODULE.pyimg:2:1: load() of '//x:y.bzl': MODULE.pyimg declares external inputs only "
+        "and cannot load files"
+    )
 
 
 def test_duplicate_name_names_both_lines() -> None:
@@ -73,3 +86,13 @@ def test_unknown_parameter_points_at_the_line() -> None:
     with pytest.raises(UserInputError) as e:
         parse('\noci_pull(name = "b", imag = "x")\n')
     assert "MODULE.pyimg:2" in str(e.value)
+
+
+def test_http_archive_unpacking_bounds() -> None:
+    m = parse(f'http_archive(name = "a", urls = ["https://x/a.zip"], sha256 = "{SHA}", '
+              "max_unpacked_bytes = 1 << 34, max_unpacked_files = 10)\n")
+    (a,) = m.declarations
+    assert isinstance(a, HttpArchive) and (a.max_unpacked_bytes, a.max_unpacked_files) == (1 << 34, 10)
+    with pytest.raises(UserInputError, match="'max_unpacked_files' must be a positive integer, got '10'"):
+        parse(f'http_archive(name = "a", urls = ["https://x/a.zip"], sha256 = "{SHA}", '
+              'max_unpacked_files = "10")\n')

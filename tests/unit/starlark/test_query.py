@@ -183,14 +183,13 @@ def test_filter(qws):
 
 
 def test_somepath_and_allpaths(qws):
-    assert q(qws, "somepath(//app:app, //base:x.txt)") == [
-        "//app:app",
-        "//app:copied",
-        "//base:files",
-        "//base:x.txt",
-        "//lib:gen",
-        "//lib:tar",
-    ]
+    # A path prints in path order, from the start to the end, as Bazel prints it.
+    path = ["//app:app", "//app:copied", "//lib:tar", "//lib:gen", "//base:files", "//base:x.txt"]
+    assert q(qws, "somepath(//app:app, //base:x.txt)") == path
+    r = qws.run("query", "somepath(//app:app, //base:x.txt)", "--output", "label_kind")
+    assert [line.split()[-1] for line in r.out.splitlines()] == path
+    # Anything else stays sorted by label, a path inside a larger expression too.
+    assert q(qws, "somepath(//app:app, //base:x.txt) union //other:lone") == sorted([*path, "//other:lone"])
     assert q(qws, "somepath(//app:app, //other:lone)") == []
     assert q(qws, "allpaths(//app:app, //lib:gen)") == [
         "//app:app",
