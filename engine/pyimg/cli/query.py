@@ -15,9 +15,12 @@ from pyimg.starlark.labels import LabelError, parse_pattern
 from pyimg.starlark.query_graph import SOURCE_FILE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyimg.cli.repositories import Repositories
     from pyimg.cli.session import Session
     from pyimg.core.action import Action
+    from pyimg.core.digest import Digest
     from pyimg.starlark.loading_cache import CachedLoader
     from pyimg.starlark.query import QueryEngine
 
@@ -67,7 +70,7 @@ class _LazyRepositories:
             self._repos.close()
 
 
-def _engine(session: Any, text: str, repos: Any) -> QueryEngine:
+def _engine(session: Session, text: str, repos: Repositories | _LazyRepositories) -> QueryEngine:
     from pyimg.core.file_digests import FileDigestCache
     from pyimg.starlark.query import QueryEngine
     from pyimg.starlark.query_graph import TargetGraph
@@ -230,7 +233,7 @@ def cmd_aquery(args: argparse.Namespace) -> int:
     return 0
 
 
-def action_rows(session: Any, text: str) -> list[dict[str, Any]]:
+def action_rows(session: Session, text: str) -> list[dict[str, Any]]:
     """The actions of the targets `text` matches, with the keys a build would compute now.
 
     A key needs the digests of all inputs; a generated input's digest is known only when the action
@@ -275,8 +278,11 @@ def _is_wildcard(text: str, workspace: Path) -> bool:
 
 
 def _keys(
-    session: Any, actions: list[Action], selected: list[Action], source_root: Any
-) -> dict[int, tuple[Any, ...]]:
+    session: Session,
+    actions: list[Action],
+    selected: list[Action],
+    source_root: Callable[[str], Path] | None,
+) -> dict[int, tuple[Digest | None, bool, str]]:
     """(key, cached, note) per action id, computed exactly as ActionExecutor.execute does."""
     import threading
 
@@ -299,7 +305,7 @@ def _keys(
         cancel=threading.Event(),
     )
     executor = ActionExecutor(ctx, cas, cache, digests)
-    out: dict[int, tuple[Any, ...]] = {}
+    out: dict[int, tuple[Digest | None, bool, str]] = {}
     order = graph.closure(p for a in selected for p in a.all_outputs)
     for action in order:
         missing = [
@@ -323,7 +329,7 @@ def _keys(
     return out
 
 
-def _row(action: Action, key: tuple[Any, ...] | None) -> dict[str, Any]:
+def _row(action: Action, key: tuple[Digest | None, bool, str] | None) -> dict[str, Any]:
     digest, cached, note = key or (None, False, "not analyzed")
     row: dict[str, Any] = {
         "mnemonic": action.mnemonic,

@@ -38,7 +38,7 @@ class Layer:
         return {**self.descriptor.to_json(), "diffId": str(self.diff_id)}
 
     @classmethod
-    def from_json(cls, obj: Any, where: str) -> Layer:
+    def from_json(cls, obj: object, where: str) -> Layer:
         if not isinstance(obj, dict) or "diffId" not in obj:
             raise UserInputError(f"{where}: not a layer descriptor (needs diffId)")
         try:

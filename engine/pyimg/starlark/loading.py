@@ -22,6 +22,7 @@ from pyimg.core.digest import digest_bytes
 from pyimg.core.errors import SourceLinkError, UserInputError
 from pyimg.core.workspace import find_workspace
 from pyimg.starlark._eval import (
+    Frame,
     SourceFile,
     evaluate,
     export_alias,
@@ -437,7 +438,7 @@ class Loader:
 
         return call
 
-    def frames(self, stack: str) -> list[Any]:
+    def frames(self, stack: str) -> list[Frame]:
         return parse_stack(stack, self.sources)
 
     def user_origin(self, stack: str, outermost: bool = False, callee: str | None = None) -> str:
