@@ -8,6 +8,7 @@ COMMAND_MODULES = {
     "build": "pyimg.cli.commands",
     "run": "pyimg.cli.commands",
     "clean": "pyimg.cli.commands",
+    "cache": "pyimg.cli.cache",
     "query": "pyimg.cli.query",
     "aquery": "pyimg.cli.query",
     "explain": "pyimg.cli.explain",

@@ -19,7 +19,7 @@ from pyimg.cli.session import Session
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import ContentStore, no_space_reported, remove_tree
 from pyimg.core.digest import Digest
-from pyimg.core.errors import PyimgError
+from pyimg.core.errors import IntegrityError, PyimgError
 from pyimg.core.executor import ActionExecutor, BuildContext
 
 if TYPE_CHECKING:
@@ -106,6 +106,32 @@ def new_context(
     )
 
 
+# A blob linked out under pyimg-out/ is re-hashed first, whatever its stat says (bytes can rot
+# under an unchanged stat): always up to this size (manifests, configs, small files: a hash costs
+# less than the link), and beyond it unless this build wrote it, hashing its bytes on the way in.
+# So a cold build reads no layer twice; a layer served from the cache is read once more.
+RECHECK_ALWAYS_BYTES = 1 << 20
+
+
+def _check_blob(cas: ContentStore, digest: Digest, executable: bool, where: Path,
+                workspace: Path) -> None:
+    """Fail the build on a blob that no longer holds its digest's bytes (it is dropped, so the
+    next build makes it again) instead of linking it out."""
+    blob = cas.path_str(digest, executable)
+    try:
+        size = os.stat(blob).st_size
+    except FileNotFoundError:
+        size = 0  # recheck says so below
+    if cas.recheck(digest, executable, trust_fresh=size > RECHECK_ALWAYS_BYTES):
+        return
+    rel = where.relative_to(workspace) if where.is_relative_to(workspace) else where
+    raise IntegrityError(
+        f"{rel}: blob {digest} of the content store ({blob}) no longer holds the bytes of its "
+        "digest (they changed on disk); it was dropped, and the next build makes it again. "
+        "`pyimg cache verify` checks the whole cache."
+    )
+
+
 def materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
                 goals: Iterable[str], lazy: BlobSource, fetch: bool = True,
                 out: TextIO | None = None) -> None:
@@ -116,6 +142,7 @@ def materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
     if need be) with `fetch`, else those already in the store (a push fetches no more than the
     destination lacks, and the layout stays sparse only where bytes were never downloaded).
     A download is announced on `out` (stderr): it may be the longest step of a build.
+    Each blob is checked before it is linked (`_check_blob`); a corrupt one fails the build.
     """
     with no_space_reported(session.workspace / "pyimg-out"):
         _materialize(session, cas, executor, goals, lazy, fetch, out)
@@ -133,11 +160,13 @@ def _materialize(session: Session, cas: ContentStore, executor: ActionExecutor,
             f = result.files[path]
             if _same_file(dest, cas.path(f.digest, f.executable)):
                 continue
+            _check_blob(cas, f.digest, f.executable, dest, session.workspace)
             if dest.is_dir() and not dest.is_symlink():
                 remove_tree(dest)
             cas.link_to(f.digest, dest, f.executable)
         else:
-            _materialize_dir(cas, result, path, dest, lazy, fetch, out or sys.stderr)
+            _materialize_dir(cas, result, path, dest, lazy, fetch, out or sys.stderr,
+                             session.workspace)
 
 
 def _same_file(dest: Path, blob: Path) -> bool:
@@ -163,7 +192,7 @@ def _lazy_blobs(root: Path, tree: Mapping[str, Any], lazy: BlobSource) -> set[st
 
 
 def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: Path,
-                     lazy: BlobSource, fetch: bool, out: TextIO) -> None:
+                     lazy: BlobSource, fetch: bool, out: TextIO, workspace: Path) -> None:
     tree = result.dirs[path]
 
     def wanted(root: Path) -> list[Digest]:
@@ -187,6 +216,7 @@ def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: P
     remove_tree(tmp)
     try:
         for rel, f in sorted(tree.items()):
+            _check_blob(cas, f.digest, f.executable, dest / rel, workspace)
             cas.link_to(f.digest, tmp / rel, f.executable)
         tmp.mkdir(parents=True, exist_ok=True)
         blobs = wanted(tmp)
@@ -202,9 +232,11 @@ def _materialize_dir(cas: ContentStore, result: ActionResult, path: str, dest: P
                 with ThreadPoolExecutor(max_workers=min(4, len(missing))) as pool:
                     list(pool.map(lazy.fetch, missing))
             for digest in blobs:
+                _check_blob(cas, digest, False, dest / "blobs" / "sha256" / digest.hex, workspace)
                 cas.link_to(digest, tmp / "blobs" / "sha256" / digest.hex)
     except BaseException:
-        remove_tree(tmp)  # a full disk or a failed fetch leaves pyimg-out/ as it was
+        # A full disk, a failed fetch or a corrupt blob leaves pyimg-out/ as it was.
+        remove_tree(tmp)
         raise
     old = dest.parent / f".old-{os.getpid()}-{dest.name}"
     if dest.exists() or dest.is_symlink():

@@ -235,8 +235,14 @@ def _plan(check: Check, workspace: Path) -> _Plan | None:
     lines = ActionLines(actions_path(check.path), index["actions"], index["spans"])
     sources: dict[str, list[Any]] = index["sources"]
     fixed = set(index["fixed"])
+    # A file of an external repository is no source the user edits: when its size changed, its
+    # store blob was dropped as corrupt (and emptied), and the repository must be made again,
+    # which only the full build does. (Its ctime alone moves whenever the blob is linked.)
+    external = f"{check.output_base / EXTERNAL_DIR}{os.sep}"
     if len(lines) != check.record["actions"] or any(
-            sources.get(host) is None or host in fixed for host in check.changed):
+            sources.get(host) is None or host in fixed
+            or (host.startswith(external) and stat[0] != check.record["files"][host][0])
+            for host, stat in check.changed.items()):
         return None
     # A changed source may be a symlink re-pointed outside the workspace: the full build
     # reports it where the BUILD file names it.

@@ -167,6 +167,7 @@ class Repositories:
         self._client: RegistryClient | None = None
         self._client_lock = threading.Lock()
         self._done: dict[str, Path] = {}
+        self._source_lock = threading.Lock()  # source_path() runs on executor threads
 
     # -- plumbing
 
@@ -222,6 +223,12 @@ class Repositories:
         if exec_path.startswith(EXTERNAL_DIR + "/"):
             name = exec_path.split("/", 2)[1]
             if self.module.get(name) is not None:
+                if name not in self._done:
+                    # Once per build, also when the analysis came from its cache (and nothing
+                    # resolved the repository): one made from a blob the store dropped as
+                    # corrupt is made again before any of its files is read.
+                    with self._source_lock:
+                        self.resolve(name)
                 return self.session.output_base / exec_path
         return self.session.workspace / exec_path
 
@@ -260,7 +267,8 @@ class Repositories:
             have = json.loads(marker.read_text())
         except (FileNotFoundError, ValueError):
             have = None
-        if have is not None and {k: have.get(k) for k in want} == want and dest.is_dir():
+        if (have is not None and {k: have.get(k) for k in want} == want and dest.is_dir()
+                and self._links_intact(decl, pin, dest)):
             return dest
         if isinstance(decl, OciPull):
             pulled = self._fetch_oci(decl, Digest.parse(pin))
@@ -274,6 +282,25 @@ class Repositories:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(marker, canonical_json({**want, **extra}))
         return dest
+
+    def _links_intact(self, decl: Declaration, pin: str, dest: Path) -> bool:
+        """Whether every store blob a materialized repository links (an http_file's file, an
+        oci_pull's manifests and configs) is still in the store with the same size: a blob
+        dropped as corrupt (`pyimg cache verify`, materialization) is emptied and removed, and
+        the repository must then be made again from a verified blob rather than read as it is."""
+        linked: list[tuple[Path, Digest, bool]] = []
+        if isinstance(decl, HttpFile):
+            linked.append((dest / "file" / decl.file_name, Digest("sha256", pin), decl.executable))
+        elif isinstance(decl, OciPull):
+            linked += [(p, Digest("sha256", p.name), False)
+                       for p in dest.glob("layout/blobs/sha256/*")]
+        for path, digest, executable in linked:
+            try:
+                if path.stat().st_size != os.stat(self.cas.path_str(digest, executable)).st_size:
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
 
     # -- oci_pull
 

@@ -5,6 +5,8 @@ must be executable: a hard link shares its inode's mode, so the two variants are
 fsync, then rename, so a reader sees a whole blob or none; concurrent writers of the same blob are
 harmless (same bytes). Blobs are made read-only so that a hard link handed out by `link_to` is not
 edited by accident; `verify` re-hashes a blob only when its stat changed since it was last checked.
+Bytes that rot while the stat stays the same pass `verify`: `recheck` (materialization) and
+`verify_all` (`pyimg cache verify`) re-hash whatever the stat says.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -25,13 +29,28 @@ from pyimg.core.errors import DiskFullError
 __all__ = [
     "ContentStore",
     "StatMemo",
+    "StoreCheck",
     "atomic_write_bytes",
     "fsync_dir",
+    "hash_file",
     "no_space_reported",
     "remove_tree",
 ]
 
 StatKey = tuple[int, int, int, int]
+_BLOB_NAME = re.compile(r"^([0-9a-f]{64})(\.x)?$")
+
+
+@dataclass
+class StoreCheck:
+    """What `ContentStore.verify_all` found: `dropped` holds (path under the root, why) of every
+    blob it removed; `good` maps the (st_dev, st_ino) of each blob it found whole to its digest,
+    so that other hard links to it need not be read again."""
+
+    blobs: int = 0
+    size: int = 0
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    good: dict[tuple[int, int], Digest] = field(default_factory=dict)
 
 
 class StatMemo(Protocol):
@@ -161,6 +180,29 @@ def _unlink_quietly(path: str | Path) -> None:
         pass
 
 
+def hash_file(path: str | Path) -> str:
+    """The sha256 hex of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _drop_corrupt(path: str | Path) -> None:
+    """Remove a corrupt blob, emptying it first: every other hard link to it (pyimg-out/ of any
+    workspace, trees, external repositories) then changes size and mtime, so that the stat checks
+    there (the no-op record, materialization, the file-digest cache) see a change instead of
+    trusting the rotten bytes. Best effort: a blob pyimg cannot write is only unlinked."""
+    try:
+        os.chmod(path, 0o644)
+        with open(path, "r+b") as f:
+            f.truncate(0)
+    except OSError:
+        pass
+    _unlink_quietly(path)
+
+
 class ContentStore:
     """Blobs by digest under `root`. Safe for several processes at once."""
 
@@ -171,6 +213,9 @@ class ContentStore:
         # _blob_key() of blobs already verified; persistent when the engine
         # passes its file-digest cache, so a no-op build does not re-read every blob.
         self._verified: StatMemo = memo if memo is not None else _DictMemo()
+        # Paths of blobs this process wrote, hashing the bytes on their way in: `recheck` may
+        # trust those without reading them again.
+        self._fresh: set[str] = set()
 
     def path(self, digest: Digest, executable: bool = False) -> Path:
         return Path(self.path_str(digest, executable))
@@ -204,6 +249,7 @@ class ContentStore:
         os.replace(tmp, dest)
         st = dest.stat()
         self._verified.put(str(dest), _blob_key(st))
+        self._fresh.add(str(dest))
         return dest
 
     def put_bytes(self, data: bytes, executable: bool = False) -> Digest:
@@ -243,6 +289,7 @@ class ContentStore:
                 os.replace(tmp_link, dest)
                 st = dest.stat()
                 self._verified.put(str(dest), _blob_key(st))
+                self._fresh.add(str(dest))
                 return known, executable
             except OSError:
                 _unlink_quietly(tmp_link)
@@ -267,17 +314,88 @@ class ContentStore:
         key = _blob_key(st)
         if self._verified.get(name) == key:
             return True
-        path = Path(name)
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        if h.hexdigest() != digest.hex:
-            _unlink_quietly(path)
-            self._verified.pop(str(path))
+        return self._rehash(name, digest, key)
+
+    def _rehash(self, name: str, digest: Digest, key: StatKey) -> bool:
+        if hash_file(name) != digest.hex:
+            _drop_corrupt(name)
+            self._verified.pop(name)
+            self._fresh.discard(name)
             return False
-        self._verified.put(str(path), key)
+        self._verified.put(name, key)
         return True
+
+    def recheck(self, digest: Digest, executable: bool = False, trust_fresh: bool = False) -> bool:
+        """Like `verify`, but re-hash the blob even when its stat is the one last verified (bytes
+        can rot under an unchanged stat). With `trust_fresh`, a blob this process wrote is not
+        read again: its bytes were hashed as they were written."""
+        name = self.path_str(digest, executable)
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            return False
+        if trust_fresh and name in self._fresh and self._verified.get(name) == _blob_key(st):
+            return True
+        return self._rehash(name, digest, _blob_key(st))
+
+    def verify_all(self, jobs: int = 1) -> StoreCheck:
+        """Re-hash every blob (`jobs` at a time) and drop each that is corrupt: bytes that do not
+        match the name, a misplaced or unknown name, or a mode other than the variant's (0444,
+        `.x` 0555). Temp files of writers at work are left alone."""
+        from concurrent.futures import ThreadPoolExecutor  # here: builds never need it
+
+        check = StoreCheck()
+        blobs: list[tuple[str, Digest, bool]] = []
+        for fan in sorted(self._dir.glob("*")) if self._dir.is_dir() else []:
+            if fan.name.startswith(".tmp-"):
+                continue  # a writer at work
+            if not fan.is_dir() or fan.is_symlink():
+                self._drop_checked(check, str(fan), f"cas/sha256/{fan.name}", "not a blob name")
+                continue
+            for name in sorted(os.listdir(fan)):
+                rel = f"cas/sha256/{fan.name}/{name}"
+                path = os.path.join(fan, name)
+                if name.startswith(".tmp-"):
+                    continue
+                m = _BLOB_NAME.match(name)
+                if m is None or fan.name != m.group(1)[:2] or not os.path.isfile(path):
+                    self._drop_checked(check, path, rel, "not a blob name")
+                    continue
+                blobs.append((rel, Digest("sha256", m.group(1)), m.group(2) is not None))
+
+        def one(item: tuple[str, Digest, bool]) -> tuple[str, os.stat_result | None, str | None]:
+            rel, digest, executable = item
+            name = self.path_str(digest, executable)
+            try:
+                st = os.stat(name)
+                mode = 0o555 if executable else 0o444
+                if st.st_mode & 0o7777 != mode:
+                    return rel, st, f"mode {st.st_mode & 0o7777:04o}, not {mode:04o}"
+                ok = hash_file(name) == digest.hex
+            except FileNotFoundError:
+                return rel, None, None  # removed meanwhile (another command dropped it)
+            return rel, st, None if ok else "bytes do not match the digest"
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for rel, st, problem in pool.map(one, blobs):
+                if st is None:
+                    continue
+                check.blobs += 1
+                check.size += st.st_size
+                if problem is None:
+                    check.good[(st.st_dev, st.st_ino)] = Digest("sha256", rel.rsplit("/", 1)[1][:64])
+                else:
+                    self._drop_checked(check, str(self.root / rel), rel, problem)
+        return check
+
+    def _drop_checked(self, check: StoreCheck, path: str, rel: str, why: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            remove_tree(Path(path))
+        else:
+            _drop_corrupt(path)
+        self._verified.pop(path)
+        self._fresh.discard(path)
+        check.dropped.append((rel, why))
 
     def read_bytes(self, digest: Digest) -> bytes:
         if not self.verify(digest):

@@ -29,7 +29,7 @@ from pyimg.core.action import (
     key_components,
 )
 from pyimg.core.action_cache import ActionCache, ActionResult, FileOutput
-from pyimg.core.cas import ContentStore, remove_tree
+from pyimg.core.cas import ContentStore, hash_file, remove_tree
 from pyimg.core.confinement import Confinement
 from pyimg.core.digest import Digest, canonical_json
 from pyimg.core.errors import (
@@ -45,7 +45,8 @@ from pyimg.core.workspace import EXTERNAL_DIR
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource
 
-__all__ = ["ActionExecutor", "ExecutionRecord", "tree_digest"]
+__all__ = [
+    "ActionExecutor", "ExecutionRecord", "tree_digest", "verify_trees"]
 
 OUTPUT_TAIL_LINES = 30
 # A cache dir name is one path component under <cache_root>/cache_dirs; "." starts the lock files.
@@ -64,6 +65,33 @@ def tree_digest(tree: Mapping[str, FileOutput]) -> str:
     """The digest that stands for a whole output directory in the keys of its consumers."""
     data = {p: [str(f.digest), f.executable] for p, f in sorted(tree.items())}
     return "sha256:" + hashlib.sha256(canonical_json(data)).hexdigest()
+
+
+def verify_trees(trees: Path, known: Mapping[tuple[int, int], Digest]) -> list[str]:
+    """Check each `trees/<xx>/<digest>` (an output directory linked out of the store once for
+    the actions that read it, then reused as it is) against its name, and remove each that does
+    not match: one linked to a blob the store dropped is one. `known` gives the digest of files
+    by (st_dev, st_ino), the blobs the store just re-hashed; any other file is read. Returns the
+    removed trees, relative to `trees`."""
+    removed = []
+    for fan in sorted(trees.glob("[0-9a-f][0-9a-f]")):
+        for tree in sorted(fan.iterdir()):
+            if tree.name.startswith("."):
+                continue  # a tree being made
+            files: dict[str, FileOutput] = {}
+            for dirpath, _, names in os.walk(tree):
+                for n in names:
+                    path = os.path.join(dirpath, n)
+                    st = os.lstat(path)
+                    digest = known.get((st.st_dev, st.st_ino))
+                    if digest is None:
+                        digest = Digest("sha256", hash_file(path))
+                    rel = os.path.relpath(path, tree).replace(os.sep, "/")
+                    files[rel] = FileOutput(digest, st.st_size, bool(st.st_mode & 0o100))
+            if tree_digest(files) != f"sha256:{tree.name}":
+                remove_tree(tree)
+                removed.append(tree.relative_to(trees).as_posix())
+    return removed
 
 
 @dataclass

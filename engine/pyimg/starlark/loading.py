@@ -61,12 +61,15 @@ COMMON_ATTRS = {"visibility", "tags", "testonly", "features", "deprecation", "co
 
 
 def rules_dir() -> Path:
-    """The bundled Starlark rules: `rules/` in a source checkout, `pyimg/_rules` when installed."""
+    """The bundled Starlark rules: `pyimg/_rules` when installed from a wheel, else `rules/` of
+    the source checkout (an editable install)."""
     here = Path(__file__).resolve()
-    checkout = here.parents[3] / "rules"
-    if (checkout / "defs.bzl").is_file():
-        return checkout
-    return here.parents[1] / "_rules"
+    installed = here.parents[1] / "_rules"
+    # The wheel's copy first: an installed pyimg must never pick up a `rules/` that happens to
+    # sit a few directories above its site-packages.
+    if (installed / "defs.bzl").is_file():
+        return installed
+    return here.parents[3] / "rules"
 
 
 @dataclass

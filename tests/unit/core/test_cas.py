@@ -119,3 +119,107 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_blob(tmp_path, monke
     monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the store works as before
     digest = store.put_bytes(b"payload")
     assert store.read_bytes(digest) == b"payload"
+
+
+def _rot(path, offset=0):
+    """Flip one byte of a blob in place and give it back its mode and mtime: its stat (size,
+    mtime, inode) is the one last verified, as when a disk rots bytes under the file system."""
+    st = path.stat()
+    path.chmod(0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 1]))
+    path.chmod(st.st_mode & 0o7777)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_rot_under_an_unchanged_stat_passes_verify_but_not_recheck(tmp_path):
+    cas = ContentStore(tmp_path)
+    d = cas.put_bytes(b"payload")
+    out = tmp_path / "out"
+    cas.link_to(d, out)  # a hard link elsewhere (pyimg-out/) to the same bytes
+    _rot(cas.path(d))
+    assert cas.verify(d)  # the stat is the one verified: the cheap check cannot tell
+    assert not cas.recheck(d)
+    assert not cas.path(d).exists()
+    assert out.stat().st_size == 0  # emptied, so that stat checks on every link see a change
+
+
+def test_recheck_trusts_a_blob_this_store_wrote_only_when_asked(tmp_path):
+    cas = ContentStore(tmp_path)
+    d = cas.put_bytes(b"payload")
+    _rot(cas.path(d))
+    assert cas.recheck(d, trust_fresh=True)  # hashed as it was written, by this process
+    assert not ContentStore(tmp_path).recheck(d, trust_fresh=True)  # another process reads it
+
+
+def test_verify_all_drops_rotten_misnamed_and_mode_flipped_blobs(tmp_path):
+    cas = ContentStore(tmp_path)
+    good = cas.put_bytes(b"good")
+    rotten = cas.put_bytes(b"rotten")
+    flipped = cas.put_bytes(b"flipped")
+    _rot(cas.path(rotten))
+    cas.path(flipped).chmod(0o555)  # an action made a shared input executable
+    (cas.path(good).parent / "junk").write_bytes(b"x")
+    (tmp_path / "cas/sha256/.tmp-writer").write_bytes(b"half")  # a writer at work: left alone
+
+    check = ContentStore(tmp_path).verify_all(jobs=2)
+
+    assert check.blobs == 3
+    assert {rel.rsplit("/", 1)[1]: why for rel, why in check.dropped} == {
+        rotten.hex: "bytes do not match the digest",
+        flipped.hex: "mode 0555, not 0444",
+        "junk": "not a blob name",
+    }
+    assert cas.verify(good) and not cas.path(rotten).exists() and not cas.path(flipped).exists()
+    assert (tmp_path / "cas/sha256/.tmp-writer").exists()
+    st = cas.path(good).stat()
+    assert check.good == {(st.st_dev, st.st_ino): good}
+    assert ContentStore(tmp_path).verify_all().dropped == []
+
+
+def test_action_cache_verify_all_drops_entries_that_are_corrupt_or_name_dropped_blobs(tmp_path):
+    cas = ContentStore(tmp_path)
+    ac = ActionCache(tmp_path, cas)
+    kept, dangling, broken = (digest_bytes(k) for k in (b"kept", b"dangling", b"broken"))
+    blob = cas.put_bytes(b"output")
+    gone = cas.put_bytes(b"gone")
+    ac.put(kept, ActionResult({"o": FileOutput(blob, 6, False)}, {}))
+    ac.put(dangling, ActionResult({"o": FileOutput(blob, 6, False)},
+                                  {"d": {"f": FileOutput(gone, 4, False)}}))
+    ac.put(broken, ActionResult({"o": FileOutput(blob, 6, False)}, {}))
+    _rot(cas.path(gone))
+    entry = tmp_path / "ac" / broken.hex[:2] / broken.hex
+    entry.write_bytes(entry.read_bytes().replace(b"output", b"0utput")[:-1] + b" ")
+
+    dropped_blobs = cas.verify_all().dropped
+    entries, dropped = ac.verify_all()
+
+    assert [rel.rsplit("/", 1)[1] for rel, _ in dropped_blobs] == [gone.hex]
+    assert entries == 3
+    assert {rel.rsplit("/", 1)[1]: why.split(",")[0] for rel, why in dropped} == {
+        dangling.hex: "names 1 blob(s) the store does not hold",
+        broken.hex: "its bytes do not match its check line",
+    }
+    assert ac.get(kept) is not None and ac.get(dangling) is None
+    assert ac.verify_all() == (1, [])
+
+
+def test_verify_trees_removes_a_tree_that_linked_a_dropped_blob(tmp_path):
+    from pyimg.core.executor import tree_digest, verify_trees
+
+    cas = ContentStore(tmp_path)
+    trees = {}
+    for name, content in (("kept", b"kept bytes"), ("rotten", b"rotten bytes")):
+        tree = {"blobs/f": FileOutput(cas.put_bytes(content), len(content), False)}
+        hexd = tree_digest(tree).split(":")[1]
+        cas.link_to(tree["blobs/f"].digest, tmp_path / "trees" / hexd[:2] / hexd / "blobs/f")
+        trees[name] = f"{hexd[:2]}/{hexd}"
+    _rot(tmp_path / "trees" / trees["rotten"] / "blobs/f")
+
+    check = cas.verify_all()
+    assert len(check.dropped) == 1
+    assert verify_trees(tmp_path / "trees", check.good) == [trees["rotten"]]
+    assert (tmp_path / "trees" / trees["kept"] / "blobs/f").read_bytes() == b"kept bytes"
