@@ -264,5 +264,6 @@ def test_ctrl_c_during_an_action_leaves_no_secret_file(ws: Workspace, tmp_path: 
             proc.wait()
     assert proc.returncode == 130, err
     assert not any(f.exists() for f in mine)
-    assert _secret_dirs() <= before
+    # This build's secret directories are gone (other builds on the machine may have their own).
+    assert not any(f.parents[1].exists() for f in mine)
     assert _holders(leak_patterns(value), ws.cache, ws.root) == []
