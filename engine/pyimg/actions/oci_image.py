@@ -190,24 +190,24 @@ def oci_image(call: BuiltinCall) -> None:
                 f"{layout.what}: manifest {image.digest} has {len(m.layers)} layers but its "
                 f"config lists {len(diff_ids)} diff_ids"
             )
-        for layer in m.layers:
+        for desc in m.layers:
             call.check_cancelled()
-            layers.append(layer.with_media_type(mt.TO_OCI.get(layer.media_type, layer.media_type)))
-            if layout.is_lazy(layer.digest):
+            layers.append(desc.with_media_type(mt.TO_OCI.get(desc.media_type, desc.media_type)))
+            if layout.is_lazy(desc.digest):
                 continue  # a pulled base's layer: reused by digest, fetched when bytes are needed
-            path = layout.blob_path(layer.digest)
+            path = layout.blob_path(desc.digest)
             try:
                 size = os.stat(path).st_size
             except FileNotFoundError:
                 raise UserInputError(
-                    f"{layout.what}: layer blob {layer.digest} is missing"
+                    f"{layout.what}: layer blob {desc.digest} is missing"
                 ) from None
-            if size != layer.size:
+            if size != desc.size:
                 raise IntegrityError(
-                    f"{layout.what}: layer blob {layer.digest} has {size} bytes, its descriptor "
-                    f"says {layer.size}"
+                    f"{layout.what}: layer blob {desc.digest} has {size} bytes, its descriptor "
+                    f"says {desc.size}"
                 )
-            writer.add_file(layer.digest, path)
+            writer.add_file(desc.digest, path)
 
     new: list[Layer] = []
     for i, (desc_path, blob_path) in enumerate(zip(layer_paths, blob_paths, strict=True)):

@@ -164,8 +164,8 @@ def oci_layout_import(call: BuiltinCall) -> None:
         elif desc.media_type in mt.MANIFESTS:
             m = parse_manifest(path.read_bytes(), where)
             visit(m.config, f"config of manifest {desc.digest}")
-            for i, layer in enumerate(m.layers):
-                visit(layer, f"layers[{i}] of manifest {desc.digest}", layer=True)
+            for i, child in enumerate(m.layers):
+                visit(child, f"layers[{i}] of manifest {desc.digest}", layer=True)
 
     visit(root, "pinned")
     # Keep the entry's platform, drop its other annotations: the ref name is ours.

@@ -73,13 +73,13 @@ def _image(layout: Layout, asked: str | None, host: str | None) -> Descriptor:
     images = [d for d in layout.image_index(root).manifests if d.media_type in mt.MANIFESTS]
     chosen = match_platform(images, want)
     if chosen is None:
-        have = sorted(str(d.platform) for d in images if d.platform is not None)
+        offered = sorted(str(d.platform) for d in images if d.platform is not None)
         whose = "" if asked else " (this machine's platform)"
         fits = [d for d in images if d.platform and match_platform([d], want) is not None]
         problem = "more than one image" if len(fits) > 1 else "no image"
         raise UserInputError(
             f"oci_load: index {root.digest} has {problem} for {want}{whose}; it has "
-            f"{', '.join(have) or 'no image with a platform'}: set the oci_load's `platform` "
+            f"{', '.join(offered) or 'no image with a platform'}: set the oci_load's `platform` "
             "attribute to the one to load"
         )
     return chosen

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pyimg.actions._common import (
     input_path,
@@ -19,6 +19,7 @@ from pyimg.actions._common import (
 )
 from pyimg.actions.builtins import builtin
 from pyimg.core.builtin import BuiltinCall
+from pyimg.core.streams import ByteWriter
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import HashingWriter
 from pyimg.oci.tar import (
@@ -165,12 +166,12 @@ def pkg_tar(call: BuiltinCall) -> None:
     (out_path,) = call.outputs.values()
     with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".pkg_tar-") as scratch:
         with open(out_path, "wb") as out:
-            sink = HashingWriter(out)  # type: ignore[arg-type]
-            write_layer_tar(call, params, sink, Path(scratch))  # type: ignore[arg-type]
+            sink = HashingWriter(out)
+            write_layer_tar(call, params, sink, Path(scratch))
     call.output_digests[str(out_path)] = sink.digest()
 
 
-def write_layer_tar(call: BuiltinCall, params: dict[str, Any], out: BinaryIO, scratch: Path,
+def write_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter, scratch: Path,
                     what: str = "pkg_tar") -> None:
     """Write the canonical tar that pkg_tar `params` describe to `out` (the one definition of
     those bytes: `oci_layer` streams the same tar straight into its compressor)."""

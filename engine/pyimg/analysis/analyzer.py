@@ -270,7 +270,8 @@ class Analyzer:
         finally:
             self._current = None
         providers: dict[str, Any] = {}
-        for item in returned or []:
+        assert isinstance(returned, list)  # the prelude's _analyze always returns a list
+        for item in returned:
             if not isinstance(item, dict) or "_provider" not in item:
                 raise UserInputError(
                     f"{target.kind} {label}: the rule implementation must return a list of "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ class AnalysisCache:
             return None
 
     def put(self, patterns: list[Pattern], platform: dict[str, str], loader: Loader,
-            result: AnalysisResult, extra_files: list[Path] = ()) -> None:  # type: ignore[assignment]
+            result: AnalysisResult, extra_files: Sequence[Path] = ()) -> None:
         """Save `result`; `extra_files` also invalidate it (MODULE.pyimg, pyimg.lock), absent or not."""
         # A build needs the providers of the top-level targets (what to materialize and print)
         # and of host tools (where a missing one is declared); every other target contributes

@@ -37,7 +37,7 @@ class TargetCache:
         reading those .bzl files again to validate the entries."""
         self.path = path
         self._salt = json.dumps([__version__, _FORMAT, platform], sort_keys=True)
-        self._code: dict[str, str] = {}  # .bzl display name -> [path, text digest]
+        self._code: dict[str, list[str]] = {}  # .bzl display name -> [path, text digest]
         self._old: dict[str, Any] = {}  # entries of earlier analyses, valid for the same code
         self._used: dict[str, Any] = {}  # entries this analysis looked up or made
         self.hits = 0

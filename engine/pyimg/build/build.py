@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.analysis.analyzer import AnalysisResult, Analyzer, TargetResult
 from pyimg.build.execution import format_files, materialize, new_context
@@ -21,6 +21,7 @@ from pyimg.labels import LabelError, parse_pattern
 from pyimg.loading.loader import Loader
 
 if TYPE_CHECKING:
+    from pyimg.external.pulled import PulledBlobs
     from pyimg.external.repositories import Repositories
 
 __all__ = ["BuildOptions", "BuildReport", "analyze", "build"]
@@ -51,7 +52,7 @@ class BuildReport:
     top_level: list[TargetResult]
     inputs: list[str] = field(default_factory=list)  # every file the build read (for noop.py)
     outputs: list[str] = field(default_factory=list)  # what it placed under pyimg-out/
-    lazy_blobs: Any = None  # the pulled bases' layers (PulledBlobs), for a push to fetch
+    lazy_blobs: PulledBlobs | None = None  # the pulled bases' layers, for a push to fetch
     # For the incremental build's record (build/incremental.py):
     goals: list[str] = field(default_factory=list)  # the exec paths of `outputs`
     sources: dict[str, str] = field(default_factory=dict)  # source exec path -> host path
@@ -120,7 +121,7 @@ def analyze(
     return loader, result
 
 
-def build(session: Session, options: BuildOptions, out: Any = None) -> BuildReport:
+def build(session: Session, options: BuildOptions, out: TextIO | None = None) -> BuildReport:
     out = out or sys.stderr
     start = time.monotonic()
     jobs = options.jobs or os.cpu_count() or 1

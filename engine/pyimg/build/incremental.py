@@ -389,9 +389,9 @@ def _update_stats(check: Check, workspace: Path, goals: list[str], stdout: str) 
         now = output_stats([path])
         for old in [o for o in outputs if (o == path or o.startswith(path + "/")) and o not in now]:
             check.drop("outputs", old)
-        for o, stat in now.items():
-            if outputs.get(o) != stat:
-                check.set("outputs", o, stat)
+        for o, output_stat in now.items():
+            if outputs.get(o) != output_stat:
+                check.set("outputs", o, output_stat)
     if stdout != check.record["stdout"]:
         check.set(None, "stdout", stdout)
     return all(v is not None for v in outputs.values())

@@ -247,9 +247,10 @@ def check_record(argv: list[str], workspace: Path) -> Check | None:
     if not isinstance(record, dict) or record.get("key") != key:
         return None
     try:
-        lock: IO[str] | None = open(output_base / "lock", "a+")  # noqa: SIM115 - see finally
+        lock = open(output_base / "lock", "a+")  # noqa: SIM115 - see finally
     except OSError:
         return None
+    handed_over = False  # to the Check, which releases it
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -282,10 +283,10 @@ def check_record(argv: list[str], workspace: Path) -> Check | None:
         except BlockingIOError:
             return None
         check = Check(cache_root, output_base, path, record, raw, tail, changed, lock)
-        lock = None
+        handed_over = True
         return check
     finally:
-        if lock is not None:
+        if not handed_over:
             lock.close()
 
 

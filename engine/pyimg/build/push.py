@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pyimg.core.digest import Digest
 from pyimg.core.session import Session
@@ -23,6 +23,8 @@ from pyimg.external.repositories import RegistryOptions
 
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
+    from pyimg.external.repositories import Repositories
+    from pyimg.registry.client import PushCounters
 
 __all__ = ["mount_source", "push_layout_dir", "run_push_target", "target_layout"]
 
@@ -67,7 +69,7 @@ def push_layout_dir(
     registry: RegistryOptions,
     out: TextIO | None = None,
     lazy_blobs: PulledBlobs | None = None,
-) -> tuple[Digest, Any]:
+) -> tuple[Digest, PushCounters]:
     """Push the layout's image or index to `repository` (tagged with each of `tags`); returns
     the digest and the client's counters. `lazy_blobs` fetches the layers a sparse layout lacks
     (by default, from the workspace's oci_pull repositories, opened only if one is needed)."""
@@ -110,7 +112,7 @@ class _LazyFetch:
 
     def __init__(self, session: Session, registry: RegistryOptions,
                  lazy_blobs: PulledBlobs | None) -> None:
-        def repositories() -> Any:
+        def repositories() -> Repositories:
             from pyimg.external.repositories import Repositories
 
             return Repositories(session, registry=registry)

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pyimg.cli.commands import _options, add_common_flags, command, open_session
 from pyimg.errors import UsageError
 
 if TYPE_CHECKING:
     from pyimg.build.build import BuildOptions
+    from pyimg.core.session import Session
     from pyimg.external.repositories import RegistryOptions, Repositories
 
 __all__ = ["cmd_fetch", "cmd_lock", "cmd_push"]
 
 
-def _repositories(session: Any, args: argparse.Namespace) -> Repositories:
+def _repositories(session: Session, args: argparse.Namespace) -> Repositories:
     # Imported here: registration of the command must not cost the import (start-up time).
     from pyimg.external.repositories import Repositories
 

@@ -280,19 +280,19 @@ class ContentStore:
         if known is not None and link:
             dest = self.path(known, executable)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.parent / f".tmp-link-{os.getpid()}-{known.hex[:12]}"
+            tmp_link = dest.parent / f".tmp-link-{os.getpid()}-{known.hex[:12]}"
             try:
-                _unlink_quietly(tmp)
+                _unlink_quietly(tmp_link)
                 _fsync_file(src)  # the bytes must be durable before an action-cache entry names them
-                os.link(src, tmp)
-                os.chmod(tmp, 0o555 if executable else 0o444)
-                os.replace(tmp, dest)
+                os.link(src, tmp_link)
+                os.chmod(tmp_link, 0o555 if executable else 0o444)
+                os.replace(tmp_link, dest)
                 st = dest.stat()
                 self._verified.put(str(dest), _blob_key(st))
                 self._fresh.add(str(dest))
                 return known, executable
             except OSError:
-                _unlink_quietly(tmp)
+                _unlink_quietly(tmp_link)
         h = hashlib.sha256()
         with self._writer() as (f, tmp), open(src, "rb") as s:
             while chunk := s.read(CHUNK):

@@ -52,7 +52,7 @@ class FileDigestCache:
         entries: dict[str, _Entry] = {}
         try:
             raw = json.loads(self._path.read_bytes())
-            entries = {k: (tuple(v[0]), v[1]) for k, v in raw.items()}  # type: ignore[misc]
+            entries = {k: (tuple(v[0]), v[1]) for k, v in raw.items()}
         except (FileNotFoundError, ValueError, TypeError, IndexError, AttributeError):
             entries = {}
         try:

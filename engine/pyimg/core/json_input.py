@@ -25,9 +25,10 @@ def loads(data: str | bytes) -> Any:
         obj = json.loads(data)
     except RecursionError:  # the C parser stops at Python's recursion limit, cleanly
         raise too_deep from None
-    brackets = data.count("[" if isinstance(data, str) else b"[") + data.count(
-        "{" if isinstance(data, str) else b"{"
-    )
+    if isinstance(data, str):
+        brackets = data.count("[") + data.count("{")
+    else:
+        brackets = data.count(b"[") + data.count(b"{")
     if brackets > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
         raise too_deep
     return obj

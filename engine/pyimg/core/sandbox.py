@@ -372,9 +372,9 @@ def _plan(spec: SandboxSpec, scratch: Path, isolation: str) -> _Plan:
                 add(_Mount(host, kind, str(src)))
     for p in spec.read_only_host_paths:
         expose_ro(os.path.normpath(str(p)))
-    for d in path_dirs:
-        if not _under(d, "/pyimg"):
-            expose_ro(d)
+    for path_dir in path_dirs:
+        if not _under(path_dir, "/pyimg"):
+            expose_ro(path_dir)
     # Parents before children: both bwrap and the unshare script mount in this order.
     ordered = sorted(mounts.values(), key=lambda m: Path(m.dest).parts)
     return _Plan(tuple(ordered), env, EXECROOT_IN_SANDBOX)

@@ -22,6 +22,9 @@ from pyimg.errors import InterruptedBuildError, PyimgError, UserInputError
 
 __all__ = ["ActionGraph", "BuildOutcome", "Scheduler"]
 
+# What a worker reports for one action: the action, and its record or the error it raised.
+_Finished = tuple[Action, ExecutionRecord | None, BaseException | None]
+
 
 class ActionGraph:
     """Actions indexed by the exec paths they produce. Inputs nobody produces are source files."""
@@ -143,9 +146,7 @@ class Scheduler:
         ready: list[tuple[int, int]] = [(index[id(a)], i) for i, a in enumerate(needed)
                                         if waiting_on[id(a)] == 0]
         heapq.heapify(ready)
-        done_q: queue.Queue[tuple[Action, ExecutionRecord | None, BaseException | None]] = (
-            queue.Queue()
-        )
+        done_q: queue.Queue[_Finished] = queue.Queue()
         outcome = BuildOutcome()
 
         work_q: queue.Queue[tuple[Action, tuple[Any, Any]] | None] = queue.Queue()
@@ -156,7 +157,7 @@ class Scheduler:
                 if item is None:
                     return
                 action, looked_up = item
-                result: tuple[Action, ExecutionRecord | None, BaseException | None]
+                result: _Finished
                 try:
                     if not cancel.is_set():
                         # Here, not when queued: the queue holds every ready action, and a
@@ -229,7 +230,7 @@ class Scheduler:
         return outcome
 
     @staticmethod
-    def _drain(done_q: queue.Queue, running: int, timeout: float) -> None:
+    def _drain(done_q: queue.Queue[_Finished], running: int, timeout: float) -> None:
         """Wait (bounded) for running actions to observe the cancel event and clean up."""
         import time
 

@@ -338,7 +338,7 @@ def redact(text: bytes, secrets: Mapping[str, Iterable[bytes]]) -> bytes:
         ps = tuple(ps)
         if ps:
             text = _regex(ps).sub(f"[secret {sid}]".encode(), text)
-    sid = contains_secret(text, secrets)
-    if sid is not None:
-        return f"[output withheld: it holds secret {sid} across line breaks]\n".encode()
+    leaked = contains_secret(text, secrets)
+    if leaked is not None:
+        return f"[output withheld: it holds secret {leaked} across line breaks]\n".encode()
     return text

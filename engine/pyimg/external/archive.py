@@ -10,7 +10,6 @@ bomb", or simply far more than expected) is refused as soon as it passes the lim
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import shutil
@@ -21,8 +20,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
+from pyimg.core.streams import ByteReader
 from pyimg.errors import UserInputError
 
 __all__ = ["MAX_UNPACKED_BYTES", "MAX_UNPACKED_FILES", "UnsafeArchiveError", "extract_archive"]
@@ -161,7 +160,7 @@ class _Writer:
         joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
         return joined != ".." and not joined.startswith("../")
 
-    def write_file(self, rel: str, data: BinaryIO, executable: bool) -> None:
+    def write_file(self, rel: str, data: ByteReader, executable: bool) -> None:
         out = self.dest / rel
         self._parent(out, rel)
         with open(out, "wb") as f:
@@ -303,5 +302,5 @@ def _extract_zip(path: Path, w: _Writer) -> int:
                     f"archive {archive}: strip_prefix '{w.prefix}' names a file"
                 )
             with zf.open(info) as f:
-                w.write_file(rel, io.BufferedReader(f), bool(mode & 0o111))  # type: ignore[arg-type]
+                w.write_file(rel, f, bool(mode & 0o111))
     return w.finish()

@@ -79,6 +79,7 @@ class PulledBlobs:
                 self.repos = self._repositories()
             repos = self.repos
             one = self._fetching.setdefault(digest, threading.Lock())
+
         with one:  # two actions needing the same layer download it once
             return repos.fetch_layer(name, digest, size)
 

@@ -24,7 +24,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.core import json_input
 from pyimg.core.cas import ContentStore, atomic_write_bytes
@@ -43,6 +43,10 @@ from pyimg.loading.module_file import (
     evaluate_module,
 )
 from pyimg.oci import media_types as mt
+
+if TYPE_CHECKING:
+    from pyimg.registry.client import RegistryClient
+    from pyimg.registry.reference import Reference
 
 __all__ = [
     "DEFAULT_PLATFORM",
@@ -72,7 +76,7 @@ class RegistryOptions:
     config: str | None = None
     insecure: tuple[str, ...] = ()
 
-    def client(self) -> Any:
+    def client(self) -> RegistryClient:
         from pyimg.registry.auth import CredentialStore
         from pyimg.registry.client import RegistryClient
 
@@ -163,14 +167,14 @@ class Repositories:
         self.cas = ContentStore(session.cache_root)
         self.out = out or sys.stderr
         self.downloads = 0  # blobs and files downloaded by this command (tests assert on it)
-        self._client: Any = None
+        self._client: RegistryClient | None = None
         self._client_lock = threading.Lock()
         self._done: dict[str, Path] = {}
         self._source_lock = threading.Lock()  # source_path() runs on executor threads
 
     # -- plumbing
 
-    def client(self) -> Any:
+    def client(self) -> RegistryClient:
         with self._client_lock:  # lazy layers are fetched from several actions at once
             if self._client is None:
                 self._client = self.registry.client()
@@ -303,7 +307,7 @@ class Repositories:
 
     # -- oci_pull
 
-    def _reference(self, decl: OciPull) -> Any:
+    def _reference(self, decl: OciPull) -> Reference:
         from pyimg.registry.reference import parse_reference
 
         try:
@@ -380,8 +384,8 @@ class Repositories:
         if top_type in mt.INDEXES:
             entries = doc.get("manifests") or []
             for text in self.platforms(decl):
-                platform = Platform.parse(text)
-                entry = next((e for e in entries if platform.matches(e.get("platform"))), None)
+                wanted = Platform.parse(text)
+                entry = next((e for e in entries if wanted.matches(e.get("platform"))), None)
                 if entry is None:
                     available = sorted(
                         "/".join(

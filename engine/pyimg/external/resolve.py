@@ -41,7 +41,7 @@ def update_lock(
                 result.changed.append(decl.name)
         if entry is not None:
             result.entries[decl.name] = entry
-            on_pinned(decl.name, entry.get("digest") or entry.get("sha256"))
+            on_pinned(decl.name, str(entry.get("digest") or entry.get("sha256")))
     result.dropped = sorted(set(old) - set(result.entries))
     write_lock(workspace, result.entries)
     return result

@@ -139,11 +139,11 @@ class SourceFile:
                 if depth == 0:
                     return None
             elif depth == 1 and (c.isalpha() or c == "_") and not _IDENT_CHAR.match(text[i - 1]):
-                m = _IDENTIFIER.match(text, i)
-                assert m is not None
-                if m.group(0) == name and re.match(r"\s*=(?!=)", text[m.end():]):
+                ident = _IDENTIFIER.match(text, i)
+                assert ident is not None
+                if ident.group(0) == name and re.match(r"\s*=(?!=)", text[ident.end():]):
                     return self.position(i)
-                i = m.end()
+                i = ident.end()
                 continue
             i += 1
         return None

@@ -132,8 +132,8 @@ def inputs_valid(
                 return False
         except OSError:
             return False
-    for name, build_file in inputs["build_files"].items():
-        if find_build_file(workspace, name) != build_file:
+    for name, recorded in inputs["build_files"].items():
+        if find_build_file(workspace, name) != recorded:
             return False
     for pattern in patterns:
         if pattern.recursive:

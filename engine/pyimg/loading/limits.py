@@ -29,9 +29,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyimg.errors import UserInputError
+
+if TYPE_CHECKING:
+    import starlark as sl
 
 __all__ = [
     "MAX_NESTING",
@@ -290,7 +293,7 @@ class _Evaluator:
 _EVALUATOR = _Evaluator()
 
 
-def run_limited(evaluate: Callable[[Any], T], display: str) -> T:
+def run_limited(evaluate: Callable[[sl.EvalOptions], T], display: str) -> T:
     """Call `evaluate(options)` (a starlark `EvalOptions` carrying the step budget) within the
     limits: on the large-stack thread, with the address space capped while it runs. Running out
     of memory raises StarlarkLimitError naming `display`; running out of steps makes starlark

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from pyimg.core.workspace import find_workspace
 from pyimg.errors import SourceLinkError, UserInputError
 from pyimg.labels import Label, LabelError, Pattern, check_rule_name, parse_label
 from pyimg.loading._eval import (
+    Frame,
     SourceFile,
     evaluate,
     export_alias,
@@ -431,7 +433,7 @@ class Loader:
 
             return call
 
-        for name, fn in {
+        loading_callables: dict[str, Callable[..., Any]] = {
             "_pyimg_new_rule": self._new_rule,
             "_pyimg_new_provider": self._new_provider,
             "_pyimg_register_target": self._register_target,
@@ -441,7 +443,8 @@ class Loader:
             "_pyimg_existing_rules": self._existing_rules,
             "_pyimg_label": self._label_fn,
             "_pyimg_select": self._select,
-        }.items():
+        }
+        for name, fn in loading_callables.items():
             module.add_callable(name, wrap(fn))
         # Analysis-time callables are looked up at call time (set by the analyzer).
         for name in ("_pyimg_ctx_data", "_pyimg_declare", "_pyimg_action", "_pyimg_expand"):
@@ -456,7 +459,7 @@ class Loader:
 
         return call
 
-    def frames(self, stack: str) -> list[Any]:
+    def frames(self, stack: str) -> list[Frame]:
         return parse_stack(stack, self.sources)
 
     def user_origin(self, stack: str, outermost: bool = False, callee: str | None = None) -> str:
@@ -696,8 +699,7 @@ def _check_attr(
         if not isinstance(value, list):
             raise bad()
         out = [label(v) for v in value]
-        seen: set[str] = set()
-        dupes = sorted({v for v in out if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+        dupes = sorted(v for v, n in Counter(out).items() if n > 1)
         if dupes:
             raise UserInputError(f"{what}: attribute '{key}' lists {dupes[0]} twice", origin=origin)
         return out

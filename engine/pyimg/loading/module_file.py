@@ -149,9 +149,9 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     # (a push with nothing to build), and the Starlark interpreter costs start-up.
     import starlark as sl
 
-    from pyimg.loading._eval import evaluate, parse_stack, prepare_source, render_error
+    from pyimg.loading._eval import SourceFile, evaluate, parse_stack, prepare_source, render_error
 
-    sources = {}
+    sources: dict[str, SourceFile] = {}
     found: list[Declaration] = []
     pending: list[UserInputError] = []
 

@@ -10,11 +10,12 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zstandard
 
 from pyimg.core.digest import Digest
+from pyimg.core.streams import ByteReader, ByteWriter
 from pyimg.oci.format import (
     GZIP_CHUNK,
     GZIP_LEVEL,
@@ -24,10 +25,14 @@ from pyimg.oci.format import (
     ZSTD_LEVEL,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 __all__ = [
     "COMPRESSIONS",
     "CompressingWriter",
     "DECOMPRESSION_ERRORS",
+    "DecompressedReader",
     "HashingWriter",
     "compress_stream",
     "detect_compression",
@@ -65,7 +70,7 @@ def detect_compression(head: bytes) -> str:
     return "none"
 
 
-def read_exact(stream: BinaryIO, n: int) -> bytes:
+def read_exact(stream: ByteReader, n: int) -> bytes:
     """Read exactly `n` bytes, or fewer only at end of stream (decompressors may return short)."""
     first = stream.read(n)
     if len(first) == n or not first:
@@ -84,14 +89,15 @@ def read_exact(stream: BinaryIO, n: int) -> bytes:
 class _Prefixed(io.RawIOBase):
     """A stream that yields `head` and then the rest of `rest` (detection without seeking)."""
 
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+    def __init__(self, head: bytes, rest: ByteReader) -> None:
         self._head = head
         self._rest = rest
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        buf = memoryview(buffer)
         if self._head:
             n = min(len(buf), len(self._head))
             buf[:n] = self._head[:n]
@@ -102,12 +108,19 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def prefixed(head: bytes, rest: BinaryIO) -> BinaryIO:
+def prefixed(head: bytes, rest: ByteReader) -> io.BufferedReader:
     """A buffered stream yielding `head` then the rest of `rest` (put back what was peeked)."""
-    return io.BufferedReader(_Prefixed(head, rest), buffer_size=GZIP_CHUNK)  # type: ignore[return-value]
+    return io.BufferedReader(_Prefixed(head, rest), buffer_size=GZIP_CHUNK)
 
 
-def open_decompressed(stream: BinaryIO) -> tuple[BinaryIO, str]:
+class DecompressedReader(ByteReader, Protocol):
+    """What `open_decompressed` returns: uncompressed bytes to read, and a `close` that leaves
+    the compressed source open."""
+
+    def close(self) -> None: ...
+
+
+def open_decompressed(stream: ByteReader) -> tuple[DecompressedReader, str]:
     """Wrap `stream` so that reads yield uncompressed bytes; returns (reader, detected compression).
 
     Detects gzip (also multi-member) and zstd (also multi-frame) by magic. The caller closes
@@ -117,24 +130,24 @@ def open_decompressed(stream: BinaryIO) -> tuple[BinaryIO, str]:
     raw = prefixed(head, stream)
     kind = detect_compression(head)
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), kind  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb"), kind
     if kind == "zstd":
         reader = zstandard.ZstdDecompressor().stream_reader(
             raw, read_across_frames=True, closefd=False
         )
-        return reader, kind  # type: ignore[return-value]
-    return raw, kind  # type: ignore[return-value]
+        return reader, kind
+    return raw, kind
 
 
 class HashingWriter:
     """Forwards writes to `sink` while computing their sha256 and size (hash what you write)."""
 
-    def __init__(self, sink: BinaryIO) -> None:
+    def __init__(self, sink: ByteWriter) -> None:
         self._sink = sink
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         self._hash.update(data)
         self.size += len(data)
         self._sink.write(data)
@@ -166,7 +179,7 @@ class CompressingWriter:
 
     def __init__(
         self,
-        dst: HashingWriter | BinaryIO,
+        dst: ByteWriter,
         compression: str,
         jobs: int = 1,
         check_cancelled: Callable[[], None] | None = None,
@@ -193,7 +206,8 @@ class CompressingWriter:
             )
             cctx = zstandard.ZstdCompressor(compression_params=params)
             # stream_writer, not compressobj: the same bytes, but compressobj buffered ~200 MB
-            # more on incompressible input (measured on a 1 GiB layer).
+            # more on incompressible input (measured on a 1 GiB layer). zstandard's stubs ask for
+            # IO[bytes]; the writer needs only dst.write (it looks up flush and close if present).
             self._zstd = cctx.stream_writer(dst, closefd=False)  # type: ignore[arg-type]
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -254,8 +268,8 @@ class CompressingWriter:
 
 
 def compress_stream(
-    src: BinaryIO,
-    dst: HashingWriter | BinaryIO,
+    src: ByteReader,
+    dst: ByteWriter,
     compression: str,
     jobs: int = 1,
     check_cancelled: Callable[[], None] | None = None,

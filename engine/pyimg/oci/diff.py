@@ -17,8 +17,9 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from pyimg.core.streams import ByteReader
 from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.compress import DECOMPRESSION_ERRORS, open_decompressed, read_exact
@@ -80,6 +81,8 @@ _TYPE_NAMES = {
     tarfile.FIFOTYPE: "fifo",
 }
 _CHUNK = 1 << 20
+# What reading a layer's tar stream can raise when its bytes are corrupt.
+_LAYER_READ_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, *DECOMPRESSION_ERRORS)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -250,7 +253,7 @@ def diff_layer_files(a: Path, b: Path, where: tuple[str, ...] = ()) -> Differenc
                 return found
             ha.drain()
             hb.drain()
-        except (tarfile.TarError, *DECOMPRESSION_ERRORS) as e:
+        except _LAYER_READ_ERRORS as e:
             raise UserInputError(
                 f"{' > '.join(where) or 'layer'}: cannot read the layer: {e}"
             ) from None
@@ -262,14 +265,13 @@ def diff_layer_files(a: Path, b: Path, where: tuple[str, ...] = ()) -> Differenc
         return Difference("tar-bytes", where, offset=_first_offset(ra, rb))
 
 
-def diff_tar_streams(a: BinaryIO, b: BinaryIO, where: tuple[str, ...] = ()) -> Difference | None:
+def diff_tar_streams(a: ByteReader, b: ByteReader, where: tuple[str, ...] = ()) -> Difference | None:
     """The first differing entry of two uncompressed tar streams read in order, or None.
 
     Entries are compared by position; when the names at one position differ, the bytewise
     smaller one is reported as present on its side only (canonical tars are sorted that way).
     """
-    ta = tarfile.open(fileobj=a, mode="r|")  # noqa: SIM115 (streams are the caller's)
-    tb = tarfile.open(fileobj=b, mode="r|")  # noqa: SIM115
+    ta, tb = _tar_stream(a), _tar_stream(b)
     while True:
         ma, mb = ta.next(), tb.next()
         if ma is None and mb is None:
@@ -331,7 +333,14 @@ def _field(m: tarfile.TarInfo, name: str) -> Any:
     return getattr(m, name)
 
 
-def content_span(fa: BinaryIO, fb: BinaryIO) -> tuple[int, int] | None:
+def _tar_stream(stream: ByteReader) -> tarfile.TarFile:
+    """A tarfile reading `stream` in order: mode 'r|' neither seeks nor closes it."""
+    # typeshed asks for a seekable, writable file object in every mode; 'r|' only reads.
+    tar: tarfile.TarFile = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
+    return tar
+
+
+def content_span(fa: ByteReader, fb: ByteReader) -> tuple[int, int] | None:
     """(first differing offset, length up to the last differing byte) within the shorter content,
     or None when the common prefix is equal (then the sizes, compared before, are too)."""
     first = last = -1
@@ -351,7 +360,7 @@ def content_span(fa: BinaryIO, fb: BinaryIO) -> tuple[int, int] | None:
     return None if first < 0 else (first, last - first + 1)
 
 
-def _same_stream(a: BinaryIO, b: BinaryIO) -> bool:
+def _same_stream(a: ByteReader, b: ByteReader) -> bool:
     while True:
         ca, cb = read_exact(a, _CHUNK), read_exact(b, _CHUNK)
         if ca != cb:
@@ -360,7 +369,7 @@ def _same_stream(a: BinaryIO, b: BinaryIO) -> bool:
             return True
 
 
-def _first_offset(a: BinaryIO, b: BinaryIO) -> int:
+def _first_offset(a: ByteReader, b: ByteReader) -> int:
     pos = 0
     while True:
         ca, cb = read_exact(a, _CHUNK), read_exact(b, _CHUNK)
@@ -375,7 +384,7 @@ def _first_offset(a: BinaryIO, b: BinaryIO) -> int:
 class _Hashing:
     """A reader that hashes what passes through (tarfile reads the stream; we want its digest)."""
 
-    def __init__(self, inner: BinaryIO) -> None:
+    def __init__(self, inner: ByteReader) -> None:
         self._inner = inner
         self._h = hashlib.sha256()
 
@@ -466,7 +475,7 @@ class _Differ:
                 "manifest-field", where, "layers (count)", len(ma.layers), len(mb.layers), platform
             )
         else:
-            skip = {("config", "digest"), ("config", "size")}
+            skip: set[tuple[str | int, ...]] = {("config", "digest"), ("config", "size")}
             skip |= {("layers", i, f) for i in range(len(ma.layers)) for f in ("digest", "size")}
             for path, va, vb in diff_json(ja, jb):
                 if path[:3] not in skip and path[:2] not in skip:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO
 
 from pyimg.core.digest import CHUNK, Digest, canonical_json
+from pyimg.core.streams import ByteReader, ByteWriter
 from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
-from pyimg.oci.compress import open_decompressed
+from pyimg.oci.compress import DecompressedReader, open_decompressed
 from pyimg.oci.config import config_diff_ids
 from pyimg.oci.layout import Layout
 from pyimg.oci.model import Descriptor, load_json
@@ -40,7 +41,7 @@ def _uncompressed_size(path: Path, diff_id: Digest, what: str) -> int:
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
-        reader, _ = open_decompressed(f)  # type: ignore[arg-type]
+        reader, _ = open_decompressed(f)
         while chunk := reader.read(CHUNK):
             h.update(chunk)
             size += len(chunk)
@@ -49,22 +50,22 @@ def _uncompressed_size(path: Path, diff_id: Digest, what: str) -> int:
     return size
 
 
-def _decompressing_opener(path: Path) -> Callable[[], BinaryIO]:
+def _decompressing_opener(path: Path) -> Callable[[], AbstractContextManager[ByteReader]]:
     class _Reader:
-        def __enter__(self) -> BinaryIO:
+        def __enter__(self) -> DecompressedReader:
             self._f = open(path, "rb")  # noqa: SIM115 (closed in __exit__)
-            self._r, _ = open_decompressed(self._f)  # type: ignore[arg-type]
+            self._r, _ = open_decompressed(self._f)
             return self._r
 
         def __exit__(self, *exc: object) -> None:
             self._r.close()
             self._f.close()
 
-    return _Reader  # type: ignore[return-value]
+    return _Reader
 
 
 def write_docker_archive(
-    out: BinaryIO,
+    out: ByteWriter,
     layout: Layout,
     manifest: Descriptor,
     repo_tags: Sequence[str],

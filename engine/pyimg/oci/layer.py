@@ -6,9 +6,10 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pyimg.core.digest import Digest
+from pyimg.core.streams import ByteReader, ByteWriter
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import (
     COMPRESSIONS,
@@ -37,7 +38,7 @@ class Layer:
         return {**self.descriptor.to_json(), "diffId": str(self.diff_id)}
 
     @classmethod
-    def from_json(cls, obj: Any, where: str) -> Layer:
+    def from_json(cls, obj: object, where: str) -> Layer:
         if not isinstance(obj, dict) or "diffId" not in obj:
             raise UserInputError(f"{where}: not a layer descriptor (needs diffId)")
         try:
@@ -87,7 +88,7 @@ def layer_from_tar(
 
 
 def layer_from_stream(
-    stream: BinaryIO,
+    stream: ByteReader,
     out: Path,
     compression: str,
     *,
@@ -102,7 +103,7 @@ def layer_from_stream(
         head = read_exact(reader, 512)
         _check_tar_start(head, what)
 
-        def copy(writer: BinaryIO) -> None:
+        def copy(writer: ByteWriter) -> None:
             writer.write(head)
             while chunk := reader.read(GZIP_CHUNK):
                 writer.write(chunk)
@@ -115,7 +116,7 @@ def layer_from_stream(
 def write_layer(
     out: Path,
     compression: str,
-    write_tar: Callable[[BinaryIO], None],
+    write_tar: Callable[[ByteWriter], None],
     *,
     jobs: int = 1,
     check_cancelled: Callable[[], None] | None = None,
@@ -125,10 +126,10 @@ def write_layer(
     thread (zstd's and gzip's own workers aside), with no tar on disk and no pipe."""
     _check_compression(compression)
     with open(out, "wb") as o:
-        sink = HashingWriter(o)  # type: ignore[arg-type]
+        sink = HashingWriter(o)
         writer = CompressingWriter(sink, compression, jobs, check_cancelled)
         try:
-            write_tar(writer)  # type: ignore[arg-type]
+            write_tar(writer)
         except BaseException:
             writer.abort()
             raise

@@ -91,7 +91,7 @@ class Descriptor:
         return out
 
     @classmethod
-    def from_json(cls, obj: Any, where: str) -> Descriptor:
+    def from_json(cls, obj: object, where: str) -> Descriptor:
         """Parse a descriptor; `where` names it in errors (e.g. 'layers[2] of sha256:...')."""
         if not isinstance(obj, Mapping):
             raise UserInputError(f"{where}: a descriptor must be a JSON object")

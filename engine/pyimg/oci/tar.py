@@ -7,10 +7,12 @@ import posixpath
 import stat
 import tarfile
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
 
+from pyimg.core.streams import ByteReader, ByteWriter
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed, read_exact
 
@@ -61,7 +63,9 @@ class TarEntry:
     executable: bool = False
     # Opens a stream yielding exactly `size` bytes (e.g. a decompressing reader); the writer
     # closes it. Excluded from equality: it is a way to read, not part of the entry.
-    opener: Callable[[], BinaryIO] | None = field(default=None, compare=False)
+    opener: Callable[[], AbstractContextManager[ByteReader]] | None = field(
+        default=None, compare=False
+    )
 
 
 def normalize_path(path: str, what: str = "path") -> str:
@@ -210,15 +214,17 @@ def _header(entry: TarEntry, *, size: int, mtime: int, uid: int, gid: int) -> by
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _copy_content(entry: TarEntry, out: BinaryIO, size: int) -> None:
+def _copy_content(entry: TarEntry, out: ByteWriter, size: int) -> None:
+    stream: AbstractContextManager[ByteReader]
     if entry.opener is not None:
         stream = entry.opener()
     else:
         assert entry.src is not None
-        stream = open(entry.src, "rb")  # noqa: SIM115 (closed below)
-    with stream as f:
+        src = open(entry.src, "rb")  # noqa: SIM115 (closed below)
         if entry.offset:
-            f.seek(entry.offset)
+            src.seek(entry.offset)
+        stream = src
+    with stream as f:
         left = size
         while left:
             chunk = read_exact(f, min(left, _COPY_CHUNK))
@@ -229,7 +235,7 @@ def _copy_content(entry: TarEntry, out: BinaryIO, size: int) -> None:
 
 
 def write_tar(
-    out: BinaryIO,
+    out: ByteWriter,
     entries: Iterable[TarEntry],
     *,
     mtime: int = 0,
@@ -299,19 +305,15 @@ def entries_from_tar(path: Path, scratch_dir: Path, what: str = "tar") -> list[T
                 if m.name in (".", "./", ""):
                     continue
                 name = normalize_path(m.name, f"{what} member")
-                common = {"mode": stat.S_IMODE(m.mode), "uid": m.uid, "gid": m.gid}
+                entry = partial(TarEntry, mode=stat.S_IMODE(m.mode), uid=m.uid, gid=m.gid)
                 if m.isreg():
-                    out.append(
-                        TarEntry(
-                            name, "file", src=path, offset=m.offset_data, size=m.size, **common
-                        )
-                    )
+                    out.append(entry(name, "file", src=path, offset=m.offset_data, size=m.size))
                 elif m.isdir():
-                    out.append(TarEntry(name, "dir", **common))
+                    out.append(entry(name, "dir"))
                 elif m.issym():
-                    out.append(TarEntry(name, "symlink", target=m.linkname, **common))
+                    out.append(entry(name, "symlink", target=m.linkname))
                 elif m.islnk():
-                    out.append(TarEntry(name, "hardlink", target=m.linkname, **common))
+                    out.append(entry(name, "hardlink", target=m.linkname))
                 else:
                     raise UserInputError(f"{what}: {name!r} is a device, fifo or unknown entry")
     except tarfile.TarError as e:

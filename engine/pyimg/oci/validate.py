@@ -116,7 +116,7 @@ class _Checker:
                         f"{self.where}: {what}: blob {desc.digest} is {found}-compressed but its "
                         f"media type {desc.media_type} says {expected}"
                     )
-                reader, _ = open_decompressed(f)  # type: ignore[arg-type]
+                reader, _ = open_decompressed(f)
                 while chunk := reader.read(CHUNK):
                     h.update(chunk)
         except DECOMPRESSION_ERRORS as e:

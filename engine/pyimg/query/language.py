@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -260,7 +260,7 @@ def _parse(text: str, cache_dir: Path | None) -> Expr:
             text,
             e.column,
             f"syntax error at column {e.column} of the query expression: "
-            f"unexpected character {text[e.pos_in_stream]!r}",
+            f"unexpected character {e.char!r}",
         ) from None
     except UnexpectedToken as e:
         if e.token.type == "$END":
@@ -281,33 +281,40 @@ def _parse(text: str, cache_dir: Path | None) -> Expr:
             text, column, f"syntax error at column {column} of the query expression"
         ) from None
 
-    def word(tok: Token) -> Word:
-        if tok.type == "STRING":
-            return Word(tok.column, tok.value[1:-1], quoted=True)
-        return Word(tok.column, tok.value)
+    def token(node: Token | Tree[Token]) -> tuple[int, str]:
+        """(column, text) of a terminal, where the grammar puts one."""
+        assert isinstance(node, Token) and node.column is not None, node
+        return node.column, node.value
 
-    def build(node: Any) -> Expr:
+    def word(node: Token | Tree[Token]) -> Word:
+        column, value = token(node)
+        if isinstance(node, Token) and node.type == "STRING":
+            return Word(column, value[1:-1], quoted=True)
+        return Word(column, value)
+
+    def build(node: Token | Tree[Token]) -> Expr:
         if isinstance(node, Token):
             return word(node)
-        assert isinstance(node, Tree)
         col = node.meta.column if not node.meta.empty else 1
         kids = node.children
         if node.data == "word":
             return word(kids[0])
         if node.data == "var":
-            return Var(kids[0].column, kids[0].value[1:])
+            column, value = token(kids[0])
+            return Var(column, value[1:])
         if node.data == "set_":
             return SetOf(col, tuple(word(k) for k in kids))
         if node.data == "let":
-            return Let(col, kids[0].value, build(kids[1]), build(kids[2]))
+            return Let(col, token(kids[0])[1], build(kids[1]), build(kids[2]))
         if node.data == "binop":
-            op = kids[1].children[0]
-            return BinOp(op.column, _OPS[op.value], build(kids[0]), build(kids[2]))
+            assert isinstance(kids[1], Tree)
+            column, op = token(kids[1].children[0])
+            return BinOp(column, _OPS[op], build(kids[0]), build(kids[2]))
         if node.data == "call":
-            name_tok = kids[0]
+            column, name = token(kids[0])
             args = tuple(build(k) for k in kids[1:] if k is not None)
-            _check_call(text, name_tok.value, name_tok.column, args)
-            return Call(name_tok.column, name_tok.value, args)
+            _check_call(text, name, column, args)
+            return Call(column, name, args)
         raise AssertionError(node.data)
 
     return build(tree)
@@ -429,7 +436,9 @@ class QueryEngine:
                 return left - right
             return left & right
         if isinstance(expr, Call):
-            return getattr(self, f"_fn_{expr.name}")(expr, env)  # type: ignore[no-any-return]
+            function: Callable[[Call, dict[str, set[int]]], set[int]]
+            function = getattr(self, f"_fn_{expr.name}")
+            return function(expr, env)
         raise AssertionError(expr)
 
     def pattern(self, word: Word) -> set[int]:

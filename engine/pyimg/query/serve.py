@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyimg.core.session import cwd_package
 from pyimg.errors import UsageError
@@ -20,19 +20,27 @@ __all__ = ["QUERY_OUTPUTS", "LazyRepositories", "query_engine", "render_query"]
 QUERY_OUTPUTS = ("label", "label_kind", "build", "json", "graph")
 
 
+class ExternalRepositories(Protocol):
+    """What a query needs of the external repositories: where `@name` lies, and closing them."""
+
+    def resolve(self, name: str, origin: str | None = None) -> Path: ...
+
+    def close(self) -> None: ...
+
+
 class LazyRepositories:
     """The workspace's external repositories, made by `open_repositories()` (which reads
     MODULE.pyimg and pyimg.lock) only when the query reaches an `@repo//` label: a query served
     from the loading cache never needs them."""
 
-    def __init__(self, open_repositories: Callable[[], Any]) -> None:
+    def __init__(self, open_repositories: Callable[[], ExternalRepositories]) -> None:
         self._open = open_repositories
-        self._repos: Any = None
+        self._repos: ExternalRepositories | None = None
 
     def resolve(self, name: str, origin: str | None = None) -> Path:
         if self._repos is None:
             self._repos = self._open()
-        return self._repos.resolve(name, origin)  # type: ignore[no-any-return]
+        return self._repos.resolve(name, origin)
 
     def close(self) -> None:
         if self._repos is not None:

@@ -100,6 +100,7 @@ class FetchedManifest:
         return self.media_type in INDEXES
 
     def json(self) -> dict[str, Any]:
+        """The manifest as a JSON object (a registry may serve any bytes under a manifest type)."""
         try:
             doc = json_input.loads(self.data)
         except ValueError as e:

@@ -8,10 +8,13 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pyimg.errors import RegistryError
+
+if TYPE_CHECKING:
+    import requests  # imported where used: it costs start-up
 
 __all__ = [
     "Body",
@@ -83,7 +86,7 @@ class RetryableStatus(Exception):
 
 
 class _RequestsResponse:
-    def __init__(self, resp: Any) -> None:
+    def __init__(self, resp: requests.Response) -> None:
         self._resp = resp
         self.status: int = resp.status_code
         self.headers: Mapping[str, str] = resp.headers
@@ -124,7 +127,9 @@ class _RequestsResponse:
 class RequestsTransport:
     """The real transport on a `requests.Session` (connection pooling, TLS verification on)."""
 
-    def __init__(self, session: Any = None, timeout: tuple[float, float] = (10.0, 120.0)) -> None:
+    def __init__(
+        self, session: requests.Session | None = None, timeout: tuple[float, float] = (10.0, 120.0)
+    ) -> None:
         import requests
 
         if session is None:

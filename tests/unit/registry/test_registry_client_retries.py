@@ -13,7 +13,7 @@ from pyimg.core.digest import digest_bytes
 from pyimg.errors import IntegrityError, RegistryError
 from pyimg.oci.media_types import OCI_INDEX, OCI_MANIFEST
 from pyimg.registry.auth import Credentials
-from pyimg.registry.client import RegistryClient
+from pyimg.registry.client import Platform, RegistryClient
 from pyimg.registry.reference import parse_reference
 from pyimg.registry.transport import (
     ConnectionFailed,
@@ -288,3 +288,12 @@ def test_http_only_for_loopback_or_insecure() -> None:
 
 def test_sha256_helper_agrees() -> None:
     assert BLOB_DIGEST.hex == hashlib.sha256(BLOB).hexdigest()
+
+
+def test_index_that_is_not_a_json_object_is_a_registry_error() -> None:
+    # Served as an index but a JSON array: an error naming the manifest, not an AttributeError.
+    body = b"[]"
+    t = scripted(resp(200, body, Content_Type=OCI_INDEX))
+    client = _client(t)
+    with pytest.raises(RegistryError, match=f"manifest {digest_bytes(body)}: not a JSON object"):
+        client.resolve_platform(REF, Platform("linux", "amd64"))
