@@ -348,13 +348,13 @@ class Repositories:
     def fetch_layer(self, repository: str, digest: Digest, size: int) -> Path:
         """A lazy layer of the pulled image `repository` (a `LayerFetcher`, core/builtin.py)."""
         decl = self.module.get(repository)
-        if decl is None or decl.kind != "oci_pull":
+        if not isinstance(decl, OciPull):
             raise UserInputError(
                 f"layer {digest} came from @{repository}, which MODULE.pyimg no longer declares "
                 "as an oci_pull"
             )
         try:
-            self.blob(decl, str(digest), size)  # type: ignore[arg-type]
+            self.blob(decl, str(digest), size)
         except PyimgError as e:
             if e.origin is not None:
                 raise
