@@ -12,6 +12,7 @@ __all__ = [
     "LabelError",
     "Pattern",
     "check_rule_name",
+    "is_utf8_name",
     "name_problem",
     "parse_label",
     "parse_pattern",
@@ -42,11 +43,6 @@ class Label(NamedTuple):
         repo = f"@{self.repo}" if self.repo else ""
         return f"{repo}//{self.package}:{self.name}"
 
-    @property
-    def package_label(self) -> str:
-        repo = f"@{self.repo}" if self.repo else ""
-        return f"{repo}//{self.package}"
-
     def sibling(self, name: str) -> Label:
         return Label(self.repo, self.package, name)
 
@@ -71,6 +67,16 @@ def name_problem(name: str) -> str | None:
         if part in ("", ".", ".."):
             return f"'{part}' is not allowed as a path segment"
     return None
+
+
+def is_utf8_name(name: str) -> bool:
+    """Whether a file name read from disk (os.fsdecode: undecodable bytes become surrogates) is
+    valid UTF-8: keys, records and labels are UTF-8 text, so other names are refused."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_name(text: str, name: str) -> None:

@@ -120,3 +120,29 @@ def test_module_docstrings_cite_nothing_outside_the_repository():
         if any(word in (ast.get_docstring(ast.parse(p.read_text())) or "") for word in outside)
     ]
     assert offenders == []
+
+
+def test_no_function_imports_what_its_module_imports_at_the_top():
+    # A deferred import is for start-up time; repeating one the module already made is noise.
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = {
+            (node.module, alias.name)
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        } | {(None, alias.name) for node in tree.body if isinstance(node, ast.Import)
+             for alias in node.names}
+        top_modules = {module for module, _ in top if module}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and inner.module in top_modules:
+                    offenders.append(f"{path.relative_to(PKG)}:{inner.lineno} {inner.module}")
+                elif isinstance(inner, ast.Import) and any(
+                    (None, a.name) in top for a in inner.names
+                ):
+                    offenders.append(f"{path.relative_to(PKG)}:{inner.lineno}")
+    assert offenders == []

@@ -22,12 +22,12 @@ import sys
 import tempfile
 import threading
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.core import json_input
-from pyimg.core.cas import ContentStore, atomic_write_bytes
+from pyimg.core.cas import ContentStore, atomic_write_bytes, remove_tree
 from pyimg.core.digest import CHUNK, Digest, canonical_json
 from pyimg.core.session import Session
 from pyimg.core.workspace import EXTERNAL_DIR
@@ -61,8 +61,6 @@ __all__ = [
 LOCK_FILE = "pyimg.lock"
 LOCK_VERSION = 1
 DEFAULT_PLATFORM = "linux/amd64"
-# Bumped when the layout of a materialized repository changes: older ones are redone.
-_MARKER_VERSION = MARKER_VERSION
 
 
 class MissingInputError(PyimgError):
@@ -265,7 +263,7 @@ class Repositories:
     def materialize(self, decl: Declaration, pin: str) -> Path:
         dest = self.root / decl.name
         marker = self.root / f"{decl.name}.marker"
-        want = {"v": _MARKER_VERSION, "kind": decl.kind, "pin": pin, "decl": _decl_json(decl)}
+        want = {"v": MARKER_VERSION, "kind": decl.kind, "pin": pin, "decl": _decl_json(decl)}
         try:
             have = json.loads(marker.read_text())
         except (FileNotFoundError, ValueError):
@@ -623,8 +621,6 @@ class Repositories:
 
 
 def _decl_json(decl: Declaration) -> dict[str, Any]:
-    from dataclasses import asdict
-
     d = asdict(decl)
     d.pop("origin", None)  # moving a line in MODULE.pyimg must not redo a repository
     d.pop("max_unpacked_bytes", None)  # bounds on unpacking never change what was unpacked
@@ -658,9 +654,7 @@ def _download(url: str, dest: Path) -> str:
 
 
 def _rmtree(path: Path) -> None:
-    from pyimg.core.cas import remove_tree as rm
-
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():
-        rm(path)
+        remove_tree(path)
