@@ -146,3 +146,29 @@ def test_no_function_imports_what_its_module_imports_at_the_top():
                 ):
                     offenders.append(f"{path.relative_to(PKG)}:{inner.lineno}")
     assert offenders == []
+
+
+# Names defined in several modules on purpose: type variables are local to their module, and
+# cli/query.py repeats the output formats of query/serve.py, which registering the command must
+# not import (start-up time).
+SHARED_NAMES = {"T", "QUERY_OUTPUTS"}
+
+
+def test_one_owner_per_concept():
+    # A public class, function or constant is defined once: a second Platform, Layout or REF_NAME
+    # drifts from the first (docs/architecture.md, "Layout").
+    owners: dict[str, list[str]] = {}
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            else:
+                continue
+            for name in names:
+                if not name.startswith("_") and name not in SHARED_NAMES:
+                    owners.setdefault(name, []).append(str(path.relative_to(PKG)))
+    assert {name: paths for name, paths in owners.items() if len(paths) > 1} == {}

@@ -23,7 +23,7 @@ from pyimg.external.repositories import RegistryOptions, Repositories
 
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
-    from pyimg.registry.client import PushCounters
+    from pyimg.registry.push import PushCounters
 
 __all__ = ["mount_source", "push_layout_dir", "run_push_target", "target_layout"]
 
