@@ -79,16 +79,6 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def is_utf8_name(name: str) -> bool:
-    """Whether a file name read from disk (os.fsdecode: undecodable bytes become surrogates) is
-    valid UTF-8: keys, records and labels are UTF-8 text, so other names are refused."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_name(text: str, name: str) -> None:
     if not name:
         raise LabelError(f"empty target name in label '{text}'")
