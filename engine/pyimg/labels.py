@@ -12,6 +12,7 @@ __all__ = [
     "LabelError",
     "Pattern",
     "check_rule_name",
+    "is_utf8_name",
     "name_problem",
     "parse_label",
     "parse_pattern",
@@ -41,11 +42,6 @@ class Label(NamedTuple):
     def __str__(self) -> str:
         repo = f"@{self.repo}" if self.repo else ""
         return f"{repo}//{self.package}:{self.name}"
-
-    @property
-    def package_label(self) -> str:
-        repo = f"@{self.repo}" if self.repo else ""
-        return f"{repo}//{self.package}"
 
     def sibling(self, name: str) -> Label:
         return Label(self.repo, self.package, name)

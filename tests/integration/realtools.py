@@ -1,4 +1,5 @@
-"""Helpers for tests on real components: skopeo, umoci, podman (settings from DESIGN.md)."""
+"""Helpers for tests on real components: skopeo, umoci, podman, each set up here to run
+rootless and without a daemon."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Cache directories: persistent, shared safely, in no key and no output (SPEC.md section 6)."""
+"""Cache directories: persistent, shared safely, in no key and no output
+(docs/sandbox-secrets-caches.md, "Cache directories")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Any file name a file system allows packs (issue 11, point 2): spaces, any UTF-8 character,
+"""Any file name a file system allows packs (docs/concepts.md, "File names"): spaces, any UTF-8 character,
 shell and label punctuation, long names; they reach the layer byte-exact (PAX records only where
 ustar cannot hold them), the genrule command quoted, query and aquery unambiguous; names that are
 not UTF-8, and rule names outside Bazel's set, are clear errors."""

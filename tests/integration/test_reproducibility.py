@@ -1,5 +1,5 @@
 """The example builds to the same digests whatever the path, umask, TZ, locale, env, mtimes, jobs
-and cache state (SPEC section 6): each run is a separate `pyimg` process under other conditions."""
+and cache state (docs/concepts.md, "Reproducible images"): each run is a separate `pyimg` process under other conditions."""
 
 from __future__ import annotations
 

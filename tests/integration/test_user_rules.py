@@ -1,4 +1,5 @@
-"""User-defined rules, providers and macros in .bzl files behave as in Bazel (SPEC section 3)."""
+"""User-defined rules, providers and macros in .bzl files behave as in Bazel
+(docs/concepts.md, "Rules, targets, providers")."""
 
 from __future__ import annotations
 

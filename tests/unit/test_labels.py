@@ -3,6 +3,7 @@ from pyimg.labels import (
     Label,
     LabelError,
     check_rule_name,
+    is_utf8_name,
     parse_label,
     parse_pattern,
 )
@@ -106,3 +107,10 @@ def test_rule_names_outside_bazels_set_say_which_character_and_what_is_allowed(n
 def test_rule_names_with_bad_segments(name):
     with pytest.raises(LabelError):
         check_rule_name(name)
+
+
+def test_is_utf8_name():
+    assert is_utf8_name("données-ñ-日本語.txt")
+    assert is_utf8_name("has space.txt")
+    # os.fsdecode turns the byte 0xff, which UTF-8 never uses, into a lone surrogate.
+    assert not is_utf8_name(b"bad\xff.txt".decode("utf-8", "surrogateescape"))

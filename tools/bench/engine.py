@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Engine benchmark (issue 2): cold build, no-op rebuild and one-file change on a generated
+"""Engine benchmark (docs/benchmarks.md, "Engine"): cold build, no-op rebuild and one-file change on a generated
 workspace of 200 packages and 1,000 targets (600 small genrules, 400 `write` actions), each
 reported as a ratio to the start-up time of `pyimg --version` measured in the same run.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Layer benchmark (issue 3): pyimg's layer pipeline against references measured in the same run.
+"""Layer benchmark (docs/benchmarks.md, "Layers"): pyimg's layer pipeline against references measured in the same run.
 
 Reports ratios, never absolute goals: zstd against the in-process limit (one pass of sha256 plus
 zstandard over the same bytes), gzip against `tar --sort=name | gzip -6`, a cold image build

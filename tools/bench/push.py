@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Push benchmark (issue 4): pushing a ~500 MB image built by pyimg to a local docker-registry,
+"""Push benchmark (docs/benchmarks.md, "Push"): pushing a ~500 MB image built by pyimg to a local docker-registry,
 against `skopeo copy oci:DIR docker://...` of the same layout, and re-pushing it unchanged.
 
     .venv/bin/python tools/bench/push.py [--size-mb 500]

@@ -3,7 +3,7 @@
     .venv/bin/python tools/bench/query.py [--targets 1000] [--packages 200] [--runs 5]
 
 Every command runs as a subprocess (start-up included, as a user sees it); each figure is the
-median of `--runs`. Goal (issue 6): each query at most 1.5x the no-op build. Also reported: the
+median of `--runs`. Goal (docs/benchmarks.md, "Query"): each query at most 1.5x the no-op build. Also reported: the
 same query with a text never seen before (its syntax tree not kept yet).
 """
 

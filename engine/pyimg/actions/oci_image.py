@@ -21,7 +21,7 @@ from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import canonical_json
 from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
-from pyimg.oci.config import DEFAULT_CREATED, ConfigChanges, apply_config, config_diff_ids
+from pyimg.oci.config import DEFAULT_CREATED, ConfigChanges, apply_config, layer_diff_ids
 from pyimg.oci.layer import Layer
 from pyimg.oci.layout import REF_NAME, Layout, LayoutWriter
 from pyimg.oci.model import Descriptor, Manifest, load_json
@@ -184,12 +184,7 @@ def oci_image(call: BuiltinCall) -> None:
         )
         m = layout.manifest(image)
         base_cfg = load_json(layout.read_blob(m.config), f"{layout.what}: config")
-        diff_ids = config_diff_ids(base_cfg, f"{layout.what}: config {m.config.digest}")
-        if len(diff_ids) != len(m.layers):
-            raise UserInputError(
-                f"{layout.what}: manifest {image.digest} has {len(m.layers)} layers but its "
-                f"config lists {len(diff_ids)} diff_ids"
-            )
+        layer_diff_ids(base_cfg, m, f"{layout.what}: manifest {image.digest}")
         for desc in m.layers:
             call.check_cancelled()
             layers.append(desc.with_media_type(mt.TO_OCI.get(desc.media_type, desc.media_type)))

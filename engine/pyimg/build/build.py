@@ -18,7 +18,7 @@ from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
 from pyimg.core.session import Session, cwd_package
 from pyimg.errors import UsageError, UserInputError
 from pyimg.labels import LabelError, parse_pattern
-from pyimg.loading.loader import Loader
+from pyimg.loading.loader import Loader, argument_origin_on_disk
 
 if TYPE_CHECKING:
     from pyimg.external.pulled import PulledBlobs
@@ -222,8 +222,6 @@ def _check_secrets(actions: list[Any], store: Any) -> None:
 def _check_host_tools(actions: list[Any], analysis: AnalysisResult, workspace: Any) -> None:
     """Every host tool a needed action runs must exist: an exit-2 error at the `path` of the
     host_tool that declares it (else at the action's target), before anything runs."""
-    from pyimg.loading.loader import argument_origin_on_disk
-
     missing = sorted({p for a in actions for p in a.host_tools if not os.path.exists(p)})
     if not missing:
         return

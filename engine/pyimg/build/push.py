@@ -19,12 +19,11 @@ from pyimg.core.digest import Digest
 from pyimg.core.session import Session
 from pyimg.errors import UsageError
 from pyimg.external.pulled import PulledBlobs, pulled_markers
-from pyimg.external.repositories import RegistryOptions
+from pyimg.external.repositories import RegistryOptions, Repositories
 
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
-    from pyimg.external.repositories import Repositories
-    from pyimg.registry.client import PushCounters
+    from pyimg.registry.push import PushCounters
 
 __all__ = ["mount_source", "push_layout_dir", "run_push_target", "target_layout"]
 
@@ -113,8 +112,6 @@ class _LazyFetch:
     def __init__(self, session: Session, registry: RegistryOptions,
                  lazy_blobs: PulledBlobs | None) -> None:
         def repositories() -> Repositories:
-            from pyimg.external.repositories import Repositories
-
             return Repositories(session, registry=registry)
 
         self.source = lazy_blobs or PulledBlobs(session.output_base, repositories)

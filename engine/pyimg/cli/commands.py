@@ -78,9 +78,6 @@ def open_session(args: argparse.Namespace) -> Session:
     return Session.open(workspace, args.disk_cache, args.output_base)
 
 
-_session = open_session
-
-
 def _configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("patterns", nargs="+", metavar="PATTERN")
     add_common_flags(p)
@@ -134,7 +131,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pyimg.build.incremental import record_lines, render_report, report_lines
     from pyimg.build.progress import summary
 
-    session = _session(args)
+    session = open_session(args)
     with session.locked("build"):
         report = build(session, _options(args, args.patterns, session))
         lines = report_lines(report.top_level, args.verbose)
@@ -157,7 +154,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pyimg.build.build import build
 
-    session = _session(args)
+    session = open_session(args)
     with session.locked("run"):
         # An oci_push fetches only the base layers its destination lacks (docs/external-inputs.md).
         report = build(session, _options(args, [args.label], session, fetch_lazy=False))
@@ -186,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 @command("clean", "remove outputs (with --expunge: the caches too)", _configure_clean)
 def cmd_clean(args: argparse.Namespace) -> int:
-    session = _session(args)
+    session = open_session(args)
     with session.locked("clean"):
         if args.cache_dirs:
             # _rmtree_ro: tools make read-only cache trees (Go's module cache).

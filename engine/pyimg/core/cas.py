@@ -30,6 +30,7 @@ __all__ = [
     "ContentStore",
     "StatMemo",
     "StoreCheck",
+    "atomic_file",
     "atomic_write_bytes",
     "fsync_dir",
     "hash_file",
@@ -102,14 +103,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` through a temp file + fsync + rename (never half-written)."""
+@contextmanager
+def atomic_file(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to write `path` through: a temp file in the same directory, fsynced and renamed
+    into place when the block ends normally, removed when it raises (a download that does not
+    hash to its digest raises inside the block). A reader sees the old file or the whole new
+    one; a full disk is a DiskFullError naming the directory."""
     with no_space_reported(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, mode)
@@ -117,6 +122,12 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         except BaseException:
             _unlink_quietly(tmp)
             raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` through `atomic_file` (never half-written)."""
+    with atomic_file(path, mode) as f:
+        f.write(data)
 
 
 def remove_tree(path: Path) -> None:

@@ -22,19 +22,18 @@ import sys
 import tempfile
 import threading
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pyimg.core import json_input
-from pyimg.core.cas import ContentStore, atomic_write_bytes
+from pyimg.core.cas import ContentStore, atomic_write_bytes, remove_tree
 from pyimg.core.digest import CHUNK, Digest, canonical_json
 from pyimg.core.session import Session
-from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.core.workspace import EXTERNAL_DIR, MODULE_FILE
 from pyimg.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
 from pyimg.external.pulled import MARKER_VERSION
 from pyimg.loading.module_file import (
-    MODULE_FILE,
     Declaration,
     HttpArchive,
     HttpFile,
@@ -45,6 +44,7 @@ from pyimg.loading.module_file import (
 from pyimg.oci import media_types as mt
 
 if TYPE_CHECKING:
+    from pyimg.oci.model import Descriptor
     from pyimg.registry.client import RegistryClient
     from pyimg.registry.reference import Reference
 
@@ -61,8 +61,6 @@ __all__ = [
 LOCK_FILE = "pyimg.lock"
 LOCK_VERSION = 1
 DEFAULT_PLATFORM = "linux/amd64"
-# Bumped when the layout of a materialized repository changes: older ones are redone.
-_MARKER_VERSION = MARKER_VERSION
 
 
 class MissingInputError(PyimgError):
@@ -136,7 +134,7 @@ class _Pulled:
 
     top: Digest
     top_type: str
-    images: list[tuple[str, Digest, dict[str, Any]]]  # (platform, manifest digest, descriptor)
+    images: list[tuple[str, Descriptor]]  # (platform text or "", the image manifest)
     blobs: list[Digest] = field(default_factory=list)  # manifests, indexes, configs: in the store
     layers: dict[str, int] = field(default_factory=dict)  # digest -> size, fetched only on demand
 
@@ -265,7 +263,7 @@ class Repositories:
     def materialize(self, decl: Declaration, pin: str) -> Path:
         dest = self.root / decl.name
         marker = self.root / f"{decl.name}.marker"
-        want = {"v": _MARKER_VERSION, "kind": decl.kind, "pin": pin, "decl": _decl_json(decl)}
+        want = {"v": MARKER_VERSION, "kind": decl.kind, "pin": pin, "decl": _decl_json(decl)}
         try:
             have = json.loads(marker.read_text())
         except (FileNotFoundError, ValueError):
@@ -374,93 +372,83 @@ class Repositories:
         return list(decl.platforms) or [DEFAULT_PLATFORM]
 
     def _fetch_oci(self, decl: OciPull, digest: Digest) -> _Pulled:
-        from pyimg.oci.model import load_json, sniff_media_type  # only when pulling
-        from pyimg.registry.client import Platform
+        # Only when pulling: a build on materialized repositories needs none of this.
+        from pyimg.oci.model import (
+            Descriptor,
+            load_json,
+            parse_index,
+            parse_manifest,
+            sniff_media_type,
+        )
+        from pyimg.oci.platforms import first_platform_match, parse_platform
 
+        what = f"oci_pull '{decl.name}'"
         data = self._manifest(decl, digest)
-        doc = load_json(data, f"oci_pull '{decl.name}': manifest {digest}")
-        top_type = sniff_media_type(doc)
-        images: list[tuple[str, Digest, dict[str, Any]]] = []
+        top_type = sniff_media_type(load_json(data, f"{what}: manifest {digest}"))
+        images: list[tuple[str, Descriptor]] = []
         if top_type in mt.INDEXES:
-            entries = doc.get("manifests") or []
+            entries = parse_index(data, f"{what}: index {digest}").manifests
             for text in self.platforms(decl):
-                wanted = Platform.parse(text)
-                entry = next((e for e in entries if wanted.matches(e.get("platform"))), None)
+                entry = first_platform_match(entries, parse_platform(text, f"{what}: platform"))
                 if entry is None:
-                    available = sorted(
-                        "/".join(
-                            x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x
-                        )
-                        for e in entries
-                        if (p := e.get("platform"))
-                    )
+                    available = sorted(str(d.platform) for d in entries if d.platform is not None)
                     raise UserInputError(
-                        f"oci_pull '{decl.name}': index {digest} has no image for platform "
+                        f"{what}: index {digest} has no image for platform "
                         f"{text} (it has: {', '.join(available) or 'none'})",
                         origin=decl.origin,
                     )
-                images.append((text, Digest.parse(entry["digest"]), entry))
+                images.append((text, entry))
         elif top_type in mt.MANIFESTS:
-            images.append(
-                ("", digest, {"mediaType": top_type, "digest": str(digest), "size": len(data)})
-            )
+            images.append(("", Descriptor(top_type, digest, len(data))))
         else:
             raise UserInputError(
-                f"oci_pull '{decl.name}': {digest} is {top_type!r}, not an image or index",
-                origin=decl.origin,
+                f"{what}: {digest} is {top_type!r}, not an image or index", origin=decl.origin
             )
         pulled = _Pulled(digest, top_type, [])
-        for platform, mdigest, desc in images:
+        for platform, entry in images:
+            mdigest = entry.digest
             mdata = self._manifest(decl, mdigest) if mdigest != digest else data
-            mdoc = load_json(mdata, f"oci_pull '{decl.name}': manifest {mdigest}")
-            mtype = sniff_media_type(mdoc)
+            where = f"{what}: manifest {mdigest}"
+            mtype = sniff_media_type(load_json(mdata, where))
             if mtype not in mt.MANIFESTS:
                 raise UserInputError(
-                    f"oci_pull '{decl.name}': {mdigest} is {mtype!r}, not an image manifest",
-                    origin=decl.origin,
+                    f"{what}: {mdigest} is {mtype!r}, not an image manifest", origin=decl.origin
                 )
+            m = parse_manifest(mdata, where)
             # The config now (building needs it); layers when an output needs their bytes.
-            config = mdoc["config"]
-            pulled.blobs.append(self.blob(decl, config["digest"], int(config["size"])))
-            for layer in mdoc.get("layers") or []:
-                pulled.layers[str(layer["digest"])] = int(layer["size"])
-            entry = {"mediaType": mtype, "digest": str(mdigest), "size": len(mdata)}
-            if desc.get("platform"):
-                entry["platform"] = desc["platform"]
-            pulled.images.append((platform, mdigest, entry))
+            pulled.blobs.append(self.blob(decl, str(m.config.digest), m.config.size))
+            for layer in m.layers:
+                pulled.layers[str(layer.digest)] = layer.size
+            pulled.images.append(
+                (platform, Descriptor(mtype, mdigest, len(mdata), platform=entry.platform))
+            )
             pulled.blobs.append(mdigest)
         if top_type in mt.INDEXES:
             pulled.blobs.append(digest)
         return pulled
 
     def _write_oci_repo(self, decl: OciPull, pulled: _Pulled, dest: Path) -> dict[str, Any]:
+        from pyimg.oci.layout import REF_NAME, LayoutWriter
+
         tmp = self._fresh(dest)
-        layout = tmp / "layout"
+        layout = LayoutWriter(tmp / "layout")
         for d in dict.fromkeys(pulled.blobs):
-            self.cas.link_to(d, layout / "blobs" / d.algorithm / d.hex)
-        (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-        index = {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_INDEX,
-            "manifests": [
-                {
-                    **entry,
-                    "annotations": {"org.opencontainers.image.ref.name": platform or "latest"},
-                }
-                for platform, _, entry in pulled.images
-            ],
-        }
-        (layout / "index.json").write_bytes(canonical_json(index))
+            self.cas.link_to(d, layout.blob_path(d))
+        # Each image is named by its platform (the only one, by "latest").
+        layout.finish([
+            desc.with_annotations({REF_NAME: platform or "latest"})
+            for platform, desc in pulled.images
+        ])
         lines = [
             f'"""Generated by pyimg from {decl.origin}: oci_pull(name = "{decl.name}")."""',
             "",
             'load("@pyimg//rules/private:pull.bzl", "oci_pulled_image")',
             "",
         ]
-        targets = [(decl.name, pulled.images[0][1])]
-        for platform, mdigest, _ in pulled.images:
+        targets = [(decl.name, pulled.images[0][1].digest)]
+        for platform, desc in pulled.images:
             if platform:
-                targets.append((platform.replace("/", "_"), mdigest))
+                targets.append((platform.replace("/", "_"), desc.digest))
         for name, mdigest in dict.fromkeys(targets):
             lines.append(
                 f'oci_pulled_image(name = "{name}", digest = "{mdigest}", '
@@ -607,13 +595,10 @@ class Repositories:
             }
             if top.is_index:
                 platforms = {}
-                for e in top.json().get("manifests") or []:
-                    p = e.get("platform") or {}
-                    key = "/".join(
-                        x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x
-                    )
+                for d in top.index().manifests:
+                    key = str(d.platform) if d.platform is not None else ""
                     if key and key != "unknown/unknown":  # attestation manifests
-                        platforms[key] = e["digest"]
+                        platforms[key] = str(d.digest)
                 entry["platforms"] = dict(sorted(platforms.items()))
             return entry
         if decl.sha256:
@@ -623,8 +608,6 @@ class Repositories:
 
 
 def _decl_json(decl: Declaration) -> dict[str, Any]:
-    from dataclasses import asdict
-
     d = asdict(decl)
     d.pop("origin", None)  # moving a line in MODULE.pyimg must not redo a repository
     d.pop("max_unpacked_bytes", None)  # bounds on unpacking never change what was unpacked
@@ -658,9 +641,7 @@ def _download(url: str, dest: Path) -> str:
 
 
 def _rmtree(path: Path) -> None:
-    from pyimg.core.cas import remove_tree as rm
-
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():
-        rm(path)
+        remove_tree(path)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pyimg.core.workspace import MODULE_FILE
 from pyimg.errors import UserInputError
 from pyimg.loading.limits import decode_source
 
@@ -19,14 +20,12 @@ __all__ = [
     "Declaration",
     "HttpArchive",
     "HttpFile",
-    "MODULE_FILE",
     "ModuleFile",
     "OciPull",
     "evaluate_module",
     "parse_module",
 ]
 
-MODULE_FILE = "MODULE.pyimg"
 _PRELUDE = "@pyimg//:module_prelude.bzl"
 _PRELUDE_DISPLAY = "@pyimg/module_prelude.bzl"
 _REPO_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")

@@ -10,15 +10,15 @@ from typing import Any
 
 from pyimg.core.digest import Digest
 from pyimg.errors import UserInputError
-from pyimg.oci.model import Platform
+from pyimg.oci.model import Manifest, Platform
 
 __all__ = [
     "DEFAULT_CREATED",
     "ConfigChanges",
     "apply_config",
-    "config_diff_ids",
     "config_platform",
     "expand_env",
+    "layer_diff_ids",
     "scratch_config",
 ]
 
@@ -169,15 +169,26 @@ def apply_config(
     return cfg
 
 
-def config_diff_ids(cfg: Mapping[str, Any], where: str) -> list[Digest]:
-    """rootfs.diff_ids of a config, parsed; errors name `where`."""
+def layer_diff_ids(cfg: Mapping[str, Any], manifest: Manifest, where: str) -> list[Digest]:
+    """The rootfs.diff_ids of `manifest`'s config `cfg`: one per layer, in the layers' order.
+
+    A config without them, or listing another number than the manifest has layers, does not
+    describe its image: a UserInputError that starts with `where` (naming the manifest).
+    """
+    config = f"{where}: config {manifest.config.digest}"
     rootfs = cfg.get("rootfs")
     if not isinstance(rootfs, Mapping) or not isinstance(rootfs.get("diff_ids"), list):
-        raise UserInputError(f"{where}: config lacks rootfs.diff_ids")
+        raise UserInputError(f"{config} lacks rootfs.diff_ids")
     try:
-        return [Digest.parse(str(d)) for d in rootfs["diff_ids"]]
+        diff_ids = [Digest.parse(str(d)) for d in rootfs["diff_ids"]]
     except ValueError as e:
-        raise UserInputError(f"{where}: rootfs.diff_ids: {e}") from None
+        raise UserInputError(f"{config}: rootfs.diff_ids: {e}") from None
+    if len(diff_ids) != len(manifest.layers):
+        raise UserInputError(
+            f"{where} has {len(manifest.layers)} layers but its config "
+            f"{manifest.config.digest} lists {len(diff_ids)} diff_ids"
+        )
+    return diff_ids
 
 
 def config_platform(cfg: Mapping[str, Any]) -> Platform:

@@ -15,7 +15,7 @@ import json
 import re
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -527,8 +527,6 @@ class _Differ:
 
 
 def _with(d: Difference, **changes: Any) -> Difference:
-    from dataclasses import replace
-
     return replace(d, **{k: v for k, v in changes.items() if getattr(d, k) is None})
 
 

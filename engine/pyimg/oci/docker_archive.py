@@ -13,7 +13,7 @@ from pyimg.core.streams import ByteReader, ByteWriter
 from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
 from pyimg.oci.compress import DecompressedReader, open_decompressed
-from pyimg.oci.config import config_diff_ids
+from pyimg.oci.config import layer_diff_ids
 from pyimg.oci.layout import Layout
 from pyimg.oci.model import Descriptor, load_json
 from pyimg.oci.tar import TarEntry, write_tar
@@ -87,12 +87,8 @@ def write_docker_archive(
     tags = [check_repo_tag(t) for t in repo_tags]
     m = layout.manifest(manifest)
     cfg_bytes = layout.read_blob(m.config)
-    diff_ids = config_diff_ids(load_json(cfg_bytes, f"config {m.config.digest}"), "config")
-    if len(diff_ids) != len(m.layers):
-        raise UserInputError(
-            f"{layout.what}: manifest {manifest.digest}: {len(m.layers)} layers but "
-            f"{len(diff_ids)} diff_ids in its config"
-        )
+    cfg = load_json(cfg_bytes, f"{layout.what}: config {m.config.digest}")
+    diff_ids = layer_diff_ids(cfg, m, f"{layout.what}: manifest {manifest.digest}")
     entries: dict[str, TarEntry] = {}
     cfg_name = f"blobs/sha256/{m.config.digest.hex}"
     entries[cfg_name] = TarEntry(cfg_name, data=cfg_bytes)

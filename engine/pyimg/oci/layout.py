@@ -1,4 +1,8 @@
-"""OCI image layout directories: read (`index.json`, blobs by digest) and write (hard links)."""
+"""OCI image layout directories: read (`index.json`, blobs by digest) and write (hard links).
+
+The one reader and the one writer of layouts: actions write their outputs with `LayoutWriter`,
+the registry client pulls into one (`durable`), external repositories materialize one.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import Digest, canonical_json, digest_bytes
 from pyimg.errors import UserInputError
 from pyimg.oci import media_types as mt
@@ -184,19 +189,37 @@ def walk_all(layout: Layout) -> Iterator[Descriptor]:
 
 
 class LayoutWriter:
-    """Builds an OCI image layout in `root` (created; must be empty or absent).
+    """Builds an OCI image layout in `root` (created if absent).
 
     Blobs are added by hard link (or copy) from files, or from bytes; `finish` writes
-    `index.json` (canonical JSON) and `oci-layout` last.
+    `index.json` (canonical JSON) and `oci-layout` last, so that a directory is a layout only
+    once every blob it names is there. An action's outputs need nothing more (a failed action's
+    outputs are discarded). A `durable` writer, for a directory that outlives a failure (a
+    pull), writes each file through a temp file, fsync and rename: an interrupted write leaves
+    no partial blob that a later pull would take as present.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
         self.root = Path(root)
         self.blobs = self.root / "blobs" / "sha256"
         self.blobs.mkdir(parents=True, exist_ok=True)
+        self._durable = durable
 
     def blob_path(self, digest: Digest) -> Path:
         return self.blobs / digest.hex
+
+    def has_blob(self, digest: Digest, size: int) -> bool:
+        """Whether the blob is there already with `size` bytes (a resumed pull skips it)."""
+        try:
+            return self.blob_path(digest).stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+    def _write(self, path: Path, data: bytes) -> None:
+        if self._durable:
+            atomic_write_bytes(path, data)
+        else:
+            path.write_bytes(data)
 
     def add_file(self, digest: Digest, src: Path) -> Path:
         """Add the blob `digest` from `src` (trusted to hold those bytes; the validator checks)."""
@@ -209,13 +232,12 @@ class LayoutWriter:
         digest = digest_bytes(data)
         dst = self.blob_path(digest)
         if not dst.exists():
-            dst.write_bytes(data)
+            self._write(dst, data)
         return digest
 
     def finish(self, manifests: Sequence[Descriptor]) -> None:
         """Write index.json listing `manifests` in the given order, then oci-layout."""
-        index = Index(tuple(manifests))
-        (self.root / "index.json").write_bytes(index.to_bytes())
-        (self.root / "oci-layout").write_bytes(
-            canonical_json({"imageLayoutVersion": IMAGE_LAYOUT_VERSION})
+        self._write(self.root / "index.json", Index(tuple(manifests)).to_bytes())
+        self._write(
+            self.root / "oci-layout", canonical_json({"imageLayoutVersion": IMAGE_LAYOUT_VERSION})
         )

@@ -36,15 +36,15 @@ DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+jso
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+OCI_LAYER_NONDISTRIBUTABLE_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
 
 MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
-LAYERS = frozenset(
-    {OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, DOCKER_LAYER_GZIP, DOCKER_FOREIGN_LAYER_GZIP}
-)
-
-OCI_LAYER_NONDISTRIBUTABLE_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+LAYERS = frozenset({
+    OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_LAYER_NONDISTRIBUTABLE_GZIP,
+    DOCKER_LAYER_GZIP, DOCKER_FOREIGN_LAYER_GZIP,
+})  # fmt: skip
 
 # How each Docker schema-2 type is written when pyimg re-emits a manifest as OCI (same bytes).
 TO_OCI = {
@@ -54,8 +54,6 @@ TO_OCI = {
     DOCKER_LAYER_GZIP: OCI_LAYER_GZIP,
     DOCKER_FOREIGN_LAYER_GZIP: OCI_LAYER_NONDISTRIBUTABLE_GZIP,
 }
-
-LAYERS = LAYERS | {OCI_LAYER_NONDISTRIBUTABLE_GZIP}
 
 
 def layer_compression(media_type: str) -> str:

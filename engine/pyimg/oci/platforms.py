@@ -20,6 +20,7 @@ __all__ = [
     "OPERATING_SYSTEMS",
     "VARIANTS",
     "check_platform",
+    "first_platform_match",
     "host_platform",
     "match_platform",
     "parse_platform",
@@ -158,6 +159,22 @@ def _variant(p: Platform) -> str | None:
     if p.architecture == "arm64" and p.variant in (None, "", "v8"):
         return "v8"
     return p.variant or None
+
+
+def first_platform_match(entries: Iterable[Descriptor], want: Platform) -> Descriptor | None:
+    """The first entry of `want`'s os and architecture, and of its variant when `want` names one.
+
+    How pulls choose (the registry client, oci_pull). Builds choose with `match_platform`, which
+    also reads arm64 as v8, falls back to an entry without a variant, and refuses an ambiguous
+    choice; pulls keep their own rule until a change of which entry they pick is wanted.
+    """
+    for d in entries:
+        p = d.platform
+        if p is not None and (p.os, p.architecture) == (want.os, want.architecture) and (
+            want.variant is None or p.variant == want.variant
+        ):
+            return d
+    return None
 
 
 def match_platform(entries: Iterable[Descriptor], want: Platform) -> Descriptor | None:

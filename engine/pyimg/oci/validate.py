@@ -9,7 +9,7 @@ from pyimg.core.digest import CHUNK, Digest, digest_file
 from pyimg.errors import IntegrityError, PyimgError
 from pyimg.oci import media_types as mt
 from pyimg.oci.compress import DECOMPRESSION_ERRORS, detect_compression, open_decompressed
-from pyimg.oci.config import config_diff_ids, config_platform
+from pyimg.oci.config import config_platform, layer_diff_ids
 from pyimg.oci.layout import Layout
 from pyimg.oci.model import Descriptor, load_json, parse_index, parse_manifest, sniff_media_type
 
@@ -90,12 +90,7 @@ class _Checker:
                 f"{m.config.media_type!r}"
             )
         cfg = load_json(self.small(m.config), f"{self.where}: config {m.config.digest}")
-        diff_ids = config_diff_ids(cfg, f"{self.where}: config {m.config.digest}")
-        if len(diff_ids) != len(m.layers):
-            raise IntegrityError(
-                f"{self.where}: manifest {desc.digest} has {len(m.layers)} layers but its config "
-                f"{m.config.digest} lists {len(diff_ids)} diff_ids"
-            )
+        diff_ids = layer_diff_ids(cfg, m, f"{self.where}: manifest {desc.digest}")
         for i, (layer, diff_id) in enumerate(zip(m.layers, diff_ids, strict=True)):
             self.layer(layer, diff_id, f"layers[{i}] of manifest {desc.digest}")
 

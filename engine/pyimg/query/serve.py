@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pyimg.core.session import cwd_package
 from pyimg.errors import UsageError
-from pyimg.query.graph import SOURCE_FILE
+from pyimg.query.graph import SOURCE_FILE, TargetGraph
 
 if TYPE_CHECKING:
     from pyimg.loading.cache import CachedLoader
@@ -51,7 +51,6 @@ def query_engine(session: Any, text: str, repos: Any) -> QueryEngine:
     """A query engine over the output base's persisted graph, loading packages only when the
     graph cannot answer."""
     from pyimg.core.file_digests import FileDigestCache
-    from pyimg.query.graph import TargetGraph
     from pyimg.query.language import QueryEngine
 
     ws = session.workspace

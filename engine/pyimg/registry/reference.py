@@ -68,10 +68,6 @@ class Reference:
     def with_digest(self, digest: Digest) -> Reference:
         return Reference(self.registry, self.repository, self.tag, digest)
 
-    def in_repository(self, repository: str) -> Reference:
-        """The same registry, another repository (for cross-repository mounts)."""
-        return parse_reference(f"{self.registry}/{repository}")
-
     def __str__(self) -> str:
         text = self.name
         if self.tag is not None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from pyimg.core.digest import Digest
-from pyimg.registry.client import Platform, RegistryClient
+from pyimg.oci.platforms import parse_platform
+from pyimg.registry.client import RegistryClient
 from pyimg.registry.reference import parse_reference
 from regtestlib import blob_files, make_image, make_index, skopeo
 
@@ -75,11 +76,11 @@ def test_index_push_and_platform_pull(registry, tmp_path: Path) -> None:
     )
     assert len(raw["manifests"]) == 2
 
-    arm = client.pull_to_layout(f"{repo}:multi", tmp_path / "arm", platform="linux/arm64")
+    arm = client.pull_to_layout(f"{repo}:multi", tmp_path / "arm", platform=parse_platform("linux/arm64", "test"))
     assert arm.manifest.digest == Digest.parse(raw["manifests"][1]["digest"])
     config = json.loads(
         (
-            tmp_path / "arm" / "blobs" / "sha256" / arm.manifest.json()["config"]["digest"][7:]
+            tmp_path / "arm" / "blobs" / "sha256" / arm.manifest.manifest().config.digest.hex
         ).read_bytes()
     )
     assert config["architecture"] == "arm64"
@@ -88,7 +89,7 @@ def test_index_push_and_platform_pull(registry, tmp_path: Path) -> None:
     assert whole.manifest.is_index
     assert blob_files(tmp_path / "whole") == blob_files(src)
 
-    m = client.resolve_platform(parse_reference(f"{repo}:multi"), Platform.parse("linux/amd64"))
+    m = client.resolve_platform(parse_reference(f"{repo}:multi"), parse_platform("linux/amd64", "test"))
     assert m.digest == Digest.parse(raw["manifests"][0]["digest"])
 
 
@@ -99,7 +100,7 @@ def test_lazy_pull_then_push_mounts(registry, tmp_path: Path) -> None:
     client.push_layout(src, f"{registry.host}/lazy-src:v1")
     lazy = client.pull_to_layout(f"{registry.host}/lazy-src:v1", tmp_path / "lazy", lazy=True)
     assert len(lazy.missing) == 1
-    assert not (tmp_path / "lazy" / "blobs" / "sha256" / lazy.missing[0]["digest"][7:]).exists()
+    assert not (tmp_path / "lazy" / "blobs" / "sha256" / lazy.missing[0].digest.hex).exists()
 
     pusher = _client()
     pusher.push_layout(

@@ -9,10 +9,11 @@ import tarfile
 
 import pytest
 from oci_workspace import Workspace
-from pyimg.core.digest import digest_bytes
+from pyimg.core.digest import canonical_json, digest_bytes
 from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
-from pyimg.oci.layout import Layout
+from pyimg.oci.layout import Layout, LayoutWriter
+from pyimg.oci.model import Descriptor, Manifest
 from pyimg.oci.validate import validate_layout
 
 
@@ -78,6 +79,24 @@ def test_image_on_base_reuses_layers_and_applies_docker_rules(ws: Workspace) -> 
     assert cfg["config"]["Entrypoint"] == ["/new"] and "Cmd" not in cfg["config"]
     assert cfg["config"]["Env"] == ["P=/x:/b"]
     assert len(cfg["rootfs"]["diff_ids"]) == 2 and len(cfg["history"]) == 2
+
+
+def test_base_whose_config_lists_other_diff_ids_than_layers(ws: Workspace) -> None:
+    base = ws.simple_image("base")
+    layout = Layout(ws.path(base))
+    top = layout.resolve()
+    m = layout.manifest(top)
+    cfg = json.loads(layout.read_blob(m.config))
+    cfg["rootfs"]["diff_ids"] = []
+    cfg_bytes = canonical_json(cfg)
+    writer = LayoutWriter(ws.path("bad"))
+    writer.add_file(m.layers[0].digest, layout.blob_path(m.layers[0].digest))
+    config = Descriptor(mt.OCI_CONFIG, writer.add_bytes(cfg_bytes), len(cfg_bytes))
+    data = Manifest(config, m.layers).to_bytes()
+    digest = writer.add_bytes(data)
+    writer.finish([Descriptor(mt.OCI_MANIFEST, digest, len(data))])
+    with pytest.raises(UserInputError, match=f"manifest {digest} has 1 layers but its config"):
+        ws.image("top", [], base="bad")
 
 
 def test_base_that_is_a_docker_image_index(ws: Workspace) -> None:

@@ -1,5 +1,5 @@
 """Sparse layouts: a pulled base's layers stay out of every layout until an output needs their
-bytes (SPEC section 5); the builtins reference them by digest and fetch them only to load."""
+bytes (docs/external-inputs.md, "Lazy base layers"); the builtins reference them by digest and fetch them only to load."""
 
 from __future__ import annotations
 

@@ -173,3 +173,20 @@ def test_bad_repo_tags(tag: str) -> None:
 def test_good_repo_tags() -> None:
     for tag in ("app:1", "localhost:5000/a/b:latest", "docker.io/library/busybox:1.36.1"):
         assert check_repo_tag(tag) == tag
+
+
+def test_diff_id_count_is_one_check_with_one_error(tmp_path: Path) -> None:
+    # A config listing more diff_ids than its manifest has layers does not describe the image:
+    # the validator and the docker-archive writer report it alike (as oci_image does for a base).
+    root = make_layout(tmp_path)
+    layout, m = _manifest(root)
+    cfg = json.loads(layout.read_blob(m.config))
+    cfg["rootfs"]["diff_ids"] *= 2
+    _rewrite(root, layout, m, cfg=cfg)
+    layout = Layout(root)
+    top = layout.resolve()
+    expected = f"manifest {top.digest} has 1 layers but its config .* lists 2 diff_ids"
+    with pytest.raises(UserInputError, match=expected):
+        validate_layout(root)
+    with pytest.raises(UserInputError, match=expected):
+        write_docker_archive(io.BytesIO(), layout, top, [])

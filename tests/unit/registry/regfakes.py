@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
 
 from pyimg.registry.transport import ConnectionFailed, Request
 from requests.structures import CaseInsensitiveDict
@@ -67,3 +69,62 @@ def scripted(*answers: FakeResponse | Exception) -> FakeTransport:
         return queue.pop(0)
 
     return FakeTransport(handler)
+
+
+class FakeRegistry:
+    """An in-memory registry behind a FakeTransport: manifests by tag or digest, blobs, monolithic
+    uploads and cross-repository mounts (refused, with an upload session instead, when
+    `mounts` is False). `log` records `METHOD path` of each request."""
+
+    def __init__(self, mounts: bool = True) -> None:
+        self.blobs: dict[tuple[str, str], bytes] = {}  # (repository, digest) -> bytes
+        self.manifests: dict[tuple[str, str], tuple[str, bytes]] = {}  # (repo, tag|digest)
+        self.mounts = mounts
+        self.log: list[str] = []
+        self.transport = FakeTransport(self._handle)
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.blobs[(repository, digest)] = data
+        return digest
+
+    def put_manifest(self, repository: str, media_type: str, data: bytes, tag: str) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        for key in (digest, tag):
+            self.manifests[(repository, key)] = (media_type, data)
+        return digest
+
+    def _handle(self, req: Request) -> FakeResponse:
+        parts = urlsplit(req.url)
+        query = dict(parse_qsl(parts.query))
+        self.log.append(f"{req.method} {parts.path}")
+        repo, _, rest = parts.path.removeprefix("/v2/").partition("/blobs/")
+        if rest.startswith("uploads/"):
+            if req.method == "POST" and "mount" in query:
+                if self.mounts and (query["from"], query["mount"]) in self.blobs:
+                    self.blobs[(repo, query["mount"])] = self.blobs[(query["from"], query["mount"])]
+                    return resp(201)
+            if req.method == "POST":
+                return resp(202, Location=f"/v2/{repo}/blobs/uploads/session")
+            if callable(req.body):
+                with req.body() as f:
+                    data = f.read()
+            else:
+                data = req.body or b""
+            assert self.put_blob(repo, data) == query["digest"]
+            return resp(201)
+        if rest:
+            data = self.blobs.get((repo, rest))
+            if data is None:
+                return resp(404)
+            return resp(200, b"" if req.method == "HEAD" else data, Content_Length=str(len(data)))
+        repo, _, ref = parts.path.removeprefix("/v2/").partition("/manifests/")
+        if req.method == "PUT":
+            assert isinstance(req.body, bytes)
+            self.put_manifest(repo, dict(req.headers)["Content-Type"], req.body, ref)
+            return resp(201)
+        found = self.manifests.get((repo, ref))
+        if found is None:
+            return resp(404)
+        media_type, data = found
+        return resp(200, b"" if req.method == "HEAD" else data, Content_Type=media_type)

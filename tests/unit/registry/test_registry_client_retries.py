@@ -12,8 +12,9 @@ import pytest
 from pyimg.core.digest import digest_bytes
 from pyimg.errors import IntegrityError, RegistryError
 from pyimg.oci.media_types import OCI_INDEX, OCI_MANIFEST
+from pyimg.oci.model import Platform
 from pyimg.registry.auth import Credentials
-from pyimg.registry.client import Platform, RegistryClient
+from pyimg.registry.client import RegistryClient
 from pyimg.registry.reference import parse_reference
 from pyimg.registry.transport import (
     ConnectionFailed,
@@ -295,5 +296,5 @@ def test_index_that_is_not_a_json_object_is_a_registry_error() -> None:
     body = b"[]"
     t = scripted(resp(200, body, Content_Type=OCI_INDEX))
     client = _client(t)
-    with pytest.raises(RegistryError, match=f"manifest {digest_bytes(body)}: not a JSON object"):
+    with pytest.raises(RegistryError, match=f"manifest {digest_bytes(body)}: expected a JSON object"):
         client.resolve_platform(REF, Platform("linux", "amd64"))

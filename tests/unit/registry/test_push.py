@@ -1,0 +1,53 @@
+"""Pushes over a fake registry: layouts up, skipped when there, mounted, and what they refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyimg.errors import UserInputError
+from pyimg.oci.layout import Layout
+from pyimg.registry.connection import Connection
+from pyimg.registry.push import Pusher
+from pyimg.registry.reference import parse_reference
+from regfakes import FakeRegistry
+from regimages import serve_image, write_layout
+
+REF = parse_reference("127.0.0.1:5000/app:v1")
+
+
+def _pusher(registry: FakeRegistry) -> Pusher:
+    return Pusher(Connection(registry.transport, sleep=lambda s: None))
+
+
+def test_push_layout_then_again_uploads_nothing(tmp_path: Path) -> None:
+    desc = write_layout(tmp_path / "img", tag="v1")
+    registry = FakeRegistry()
+    pusher = _pusher(registry)
+    assert pusher.push_layout(tmp_path / "img", REF, ["latest"]) == desc.digest
+    for key in (str(desc.digest), "v1", "latest"):
+        assert registry.manifests[("app", key)][1] == (tmp_path / "img/blobs/sha256" / desc.digest.hex).read_bytes()
+    c = pusher.counters
+    assert (c.uploaded, c.mounted, c.skipped, c.manifests_put) == (2, 0, 0, 3)
+    again = _pusher(registry)
+    again.push_layout(tmp_path / "img", REF)
+    c = again.counters
+    assert (c.uploaded, c.manifests_skipped, c.manifests_put) == (0, 1, 1)
+
+
+def test_push_mounts_what_another_repository_holds(tmp_path: Path) -> None:
+    write_layout(tmp_path / "img", tag="v1")
+    registry = FakeRegistry()
+    serve_image(registry, "base", "v1")  # the same blobs
+    pusher = _pusher(registry)
+    pusher.push_layout(tmp_path / "img", REF, mount_from="base")
+    assert (pusher.counters.mounted, pusher.counters.uploaded) == (2, 0)
+
+
+def test_push_refuses_a_corrupt_layout_blob(tmp_path: Path) -> None:
+    write_layout(tmp_path / "img", tag="v1")
+    layout = Layout(tmp_path / "img")
+    path = layout.blob_path(layout.resolve("v1").digest)
+    path.write_bytes(path.read_bytes() + b" ")
+    with pytest.raises(UserInputError, match="is corrupt"):
+        _pusher(FakeRegistry()).push_layout(tmp_path / "img", REF)
