@@ -59,6 +59,16 @@ def _check_package(text: str, package: str) -> None:
             raise LabelError(f"invalid package name in label '{text}': '{part}' is not allowed")
 
 
+def is_utf8_name(name: str) -> bool:
+    """Whether a file name read from the filesystem (`os.fsdecode`: undecodable bytes become
+    surrogates) is valid UTF-8, which every label and Starlark string must be."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def name_problem(name: str) -> str | None:
     """Why `name` cannot name a file of a package (a path below the package, '/'-separated), or
     None: it may hold any character but control characters (U+0000-U+001F, U+007F-U+009F)."""

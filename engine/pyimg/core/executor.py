@@ -41,6 +41,7 @@ from pyimg.errors import (
     SourceLinkError,
     UserInputError,
 )
+from pyimg.labels import is_utf8_name
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource
@@ -608,7 +609,7 @@ class ActionExecutor:
                 for name in sorted(filenames):
                     full = Path(dirpath) / name
                     rel = full.relative_to(base).as_posix()
-                    if not _is_utf8(rel):
+                    if not is_utf8_name(rel):
                         # Keys, records and labels are UTF-8 text: refuse rather than crash.
                         raise ActionFailedError(
                             f"{action.describe()}: output directory '{p}' holds a file whose "
@@ -630,14 +631,6 @@ class ActionExecutor:
         st = path.stat()
         digest, executable = self.cas.put_file(path, links.get((st.st_dev, st.st_ino)), link=True)
         return FileOutput(digest, st.st_size, executable)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class _StagedInputs:

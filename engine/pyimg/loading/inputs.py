@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyimg.core.confinement import Confinement, LinkProblem
 from pyimg.errors import SourceLinkError, UserInputError
-from pyimg.labels import name_problem
+from pyimg.labels import is_utf8_name, name_problem
 
 if TYPE_CHECKING:
     from pyimg.core.file_digests import FileDigestCache
@@ -310,7 +310,7 @@ def _check_file_name(package: str, rel: str) -> None:
     the offending name's bytes escaped."""
     parts = rel.split("/")
     for i, part in enumerate(parts):
-        if not _is_utf8(part):
+        if not is_utf8_name(part):
             where = "/".join([*filter(None, [package]), *parts[:i]]) or "."
             raise UserInputError(
                 f"the name {repr(os.fsencode(part))[1:]} in directory {where} is not "
@@ -324,14 +324,6 @@ def _check_file_name(package: str, rel: str) -> None:
             f"a file in directory {where} cannot be a source: {problem} (rename it, or leave it "
             f"out with glob's exclude)"
         )
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _walk_roots(include: list[str]) -> list[str]:
