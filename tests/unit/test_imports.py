@@ -174,3 +174,86 @@ def test_one_owner_per_concept():
                 if not name.startswith("_") and name not in SHARED_NAMES:
                     owners.setdefault(name, []).append(str(path.relative_to(PKG)))
     assert {name: paths for name, paths in owners.items() if len(paths) > 1} == {}
+
+
+# The switches a user sets, read once by cli/ and passed down typed (docs/architecture.md).
+# PYIMG_SECRET_<id> is not one: the sandbox sets it for a command, nothing reads it.
+_NOT_SWITCHES = ("PYIMG_SECRET_",)
+
+
+def _environ_reads(path: Path) -> list[str]:
+    """Each `PYIMG_*` name that `path` reads from the process environment: `os.environ[...]`,
+    `.get()`/`.pop()`, `in os.environ`, `os.getenv()`, also through a module constant holding the
+    name, an f-string starting with it, or a local name bound to `os.environ`."""
+    tree = ast.parse(path.read_text())
+    constants = {
+        t.id: n.value.value
+        for n in tree.body if isinstance(n, ast.Assign)
+        and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+        for t in n.targets if isinstance(t, ast.Name)
+    }
+
+    def is_os_environ(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr in ("environ", "environb")
+                and isinstance(node.value, ast.Name) and node.value.id == "os")
+
+    aliases = {
+        a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+        and n.module == "os" for a in n.names if a.name in ("environ", "environb")}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and any(is_os_environ(x) for x in ast.walk(n.value)):
+            aliases |= {t.id for t in n.targets if isinstance(t, ast.Name)}
+
+    def is_environ(node: ast.AST) -> bool:
+        return is_os_environ(node) or isinstance(node, ast.Name) and node.id in aliases
+
+    def name(key: ast.AST) -> str | None:
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            return key.value
+        if isinstance(key, ast.Name):
+            return constants.get(key.id)
+        if isinstance(key, ast.JoinedStr) and key.values:
+            return name(key.values[0])
+        return None
+
+    keys: list[ast.AST] = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Subscript) and is_environ(n.value):
+            keys.append(n.slice)
+        elif isinstance(n, ast.Call) and n.args:
+            f = n.func
+            if (isinstance(f, ast.Attribute) and f.attr in ("get", "pop") and is_environ(f.value)
+                    or isinstance(f, ast.Attribute) and f.attr == "getenv"
+                    or isinstance(f, ast.Name) and f.id == "getenv"):
+                keys.append(n.args[0])
+        elif isinstance(n, ast.Compare) and any(isinstance(op, ast.In | ast.NotIn) for op in n.ops):
+            if any(is_environ(c) for c in n.comparators):
+                keys.append(n.left)
+    found = [k for k in map(name, keys) if k is not None]
+    return [k for k in found if k.startswith("PYIMG_") and not k.startswith(_NOT_SWITCHES)]
+
+
+def _switch_readers(root: Path) -> list[str]:
+    return [
+        f"{p.relative_to(root)} reads {name}"
+        for p in sorted(root.rglob("*.py")) if p.relative_to(root).parts[0] != "cli"
+        for name in _environ_reads(p)
+    ]
+
+
+def test_only_cli_reads_pyimg_switches():
+    assert _switch_readers(PKG) == []
+
+
+def test_the_switch_check_sees_every_form_of_read(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "m.py").write_text(
+        "import os\nfrom os import environ as env, getenv\nSEED = 'PYIMG_SEED'\n"
+        "e = os.environ\n"
+        "a = os.environ.get('PYIMG_A')\nb = env['PYIMG_B']\nc = 'PYIMG_C' in os.environ\n"
+        "d = getenv('PYIMG_D')\nx = os.environ.get(SEED)\nf = e.get(f'PYIMG_F{a}')\n"
+        "g = os.environ.get('HOME')\nh = {'PYIMG_SECRET_x': 1}\ni = os.environ['PYIMG_SECRET_y']\n")
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "main.py").write_text("import os\nos.environ.get('PYIMG_OK')\n")
+    assert sorted(_switch_readers(tmp_path)) == [
+        f"core/m.py reads PYIMG_{n}" for n in ["A", "B", "C", "D", "F", "SEED"]]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +31,20 @@ _FORMAT = 3  # 2: ctx.label is a canonical string in the ctx data; 3: the host p
 
 class TargetCache:
     def __init__(self, path: Path, platform: dict[str, str],
-                 read_files: dict[str, str] | None = None) -> None:
+                 read_files: dict[str, str] | None = None, reuse: bool = True) -> None:
         """`read_files`: digests loading has already taken (display name -> digest), which spare
-        reading those .bzl files again to validate the entries."""
+        reading those .bzl files again to validate the entries. Without `reuse`
+        (PYIMG_ANALYSIS_REUSE=0), no earlier entry is served; this analysis's are still saved."""
         self.path = path
         self._salt = json.dumps([__version__, _FORMAT, platform], sort_keys=True)
         self._code: dict[str, list[str]] = {}  # .bzl display name -> [path, text digest]
         self._old: dict[str, Any] = {}  # entries of earlier analyses, valid for the same code
         self._used: dict[str, Any] = {}  # entries this analysis looked up or made
         self.hits = 0
-        self._load(read_files or {})
+        if reuse:
+            self._load(read_files or {})
 
     def _load(self, read_files: dict[str, str]) -> None:
-        if os.environ.get("PYIMG_ANALYSIS_REUSE") == "0":
-            return
         try:
             data = json.loads(self.path.read_bytes())
             if data["salt"] != self._salt:

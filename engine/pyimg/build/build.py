@@ -6,14 +6,16 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from pyimg.analysis.analyzer import AnalysisResult, Analyzer, TargetResult
 from pyimg.build.execution import format_files, materialize, new_context
 from pyimg.build.progress import Progress
+from pyimg.build.request import BuildRequest
 from pyimg.core.cas import remove_tree
 from pyimg.core.executor import ActionExecutor, ExecutionRecord
-from pyimg.core.file_digests import FileDigestCache
+from pyimg.core.file_digests import FileDigestCache, StatKey
 from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
 from pyimg.core.session import Session, cwd_package
 from pyimg.errors import UsageError, UserInputError
@@ -21,31 +23,19 @@ from pyimg.labels import LabelError, parse_pattern
 from pyimg.loading.loader import Loader, argument_origin_on_disk
 
 if TYPE_CHECKING:
+    from pyimg.core.action import Action
+    from pyimg.core.secrets import SecretProvider
+    from pyimg.external.options import RegistryOptions
     from pyimg.external.pulled import PulledBlobs
     from pyimg.external.repositories import Repositories
 
-__all__ = ["BuildOptions", "BuildReport", "analyze", "build"]
-
-
-@dataclass
-class BuildOptions:
-    patterns: list[str]
-    jobs: int = 0
-    keep_going: bool = False
-    verbose: bool = False
-    sandbox_strict: bool = False
-    color: str = "auto"
-    secrets: dict[str, Any] = field(default_factory=dict)
-    offline: bool = False  # external inputs only from the repository cache
-    registry_config: str | None = None  # a docker config.json for registry credentials
-    insecure_registries: tuple[str, ...] = ()  # hosts allowed over plain http
-    # Write the lazy layers of pulled bases into the image layouts under pyimg-out/. `pyimg push`
-    # does not: it fetches only what the destination registry can neither mount nor has.
-    fetch_lazy: bool = True
+__all__ = ["BuildReport", "analyze", "build"]
 
 
 @dataclass
 class BuildReport:
+    """What a successful build did and read (a failed one raises instead)."""
+
     analysis: AnalysisResult
     outcome: BuildOutcome
     seconds: float
@@ -58,7 +48,8 @@ class BuildReport:
     sources: dict[str, str] = field(default_factory=dict)  # source exec path -> host path
     fixed: set[str] = field(default_factory=set)  # read by loading, host tools, format_files()
     format_version: str = ""
-    observed: dict[str, Any] = field(default_factory=dict)  # source host path -> stat hashed at
+    # Source host path -> the stat its digest was taken at (None: not in the digest cache).
+    observed: dict[str, StatKey | None] = field(default_factory=dict)
 
 
 # The target platform of analysis (select() conditions); the host's until --platform exists.
@@ -67,23 +58,19 @@ class BuildReport:
 PLATFORM = {"os": "linux", "architecture": "amd64"}
 
 
-def repositories(session: Session, options: BuildOptions | None = None) -> Repositories:
+def repositories(session: Session, registry: RegistryOptions | None = None) -> Repositories:
     """The workspace's external repositories (MODULE.pyimg), fetched on first use."""
-    from pyimg.external.repositories import RegistryOptions, Repositories
+    from pyimg.external.repositories import Repositories
 
-    o = options or BuildOptions([])
-    return Repositories(
-        session,
-        offline=o.offline,
-        registry=RegistryOptions(o.registry_config, tuple(o.insecure_registries)),
-    )
+    return Repositories(session, registry=registry)
 
 
 def analyze(
-    session: Session, patterns: list[str], repos: Repositories | None = None,
-    digests: FileDigestCache | None = None,
+    session: Session, patterns: list[str] | tuple[str, ...], repos: Repositories | None = None,
+    digests: FileDigestCache | None = None, reuse_targets: bool = True,
 ) -> tuple[Loader, AnalysisResult]:
-    """Load and analyze `patterns`. With `digests`, a saved analysis is reused while valid."""
+    """Load and analyze `patterns`. With `digests`, a saved analysis is reused while valid, and
+    with `reuse_targets` too, the analyses of unchanged targets when a BUILD file changed."""
     repos = repos or repositories(session)
     loader = Loader(session.workspace, repos.resolve)
     cwd_pkg = cwd_package(session.workspace)
@@ -109,7 +96,7 @@ def analyze(
         from pyimg.analysis.target_cache import TargetCache
 
         reuse = TargetCache(session.output_base / "analysis" / "targets.json", platform,
-                            loader.read_files)
+                            loader.read_files, reuse=reuse_targets)
     result = Analyzer(loader, platform, reuse).analyze(labels)
     if reuse is not None:
         reuse.save(loader.read_files, loader.read_paths)
@@ -121,16 +108,26 @@ def analyze(
     return loader, result
 
 
-def build(session: Session, options: BuildOptions, out: TextIO | None = None) -> BuildReport:
-    out = out or sys.stderr
+def build(session: Session, request: BuildRequest, out: TextIO | None = None) -> BuildReport:
+    """Load, analyze, run and place what `request` asks for; progress and warnings go to `out`
+    (stderr). Closes `request.secrets`, also when the build fails."""
+    try:
+        return _build(session, request, out or sys.stderr)
+    finally:
+        if request.secrets is not None:
+            request.secrets.close()  # the build owns the secret files: none outlives it (Ctrl-C)
+
+
+def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
     start = time.monotonic()
-    jobs = options.jobs or os.cpu_count() or 1
-    repos = repositories(session, options)
+    execution, display = request.execution, request.display
+    jobs = execution.workers()
+    repos = repositories(session, request.registry)
     # Nothing unpinned enters a build (docs/external-inputs.md): checked before anything is fetched.
     repos.check_pinned()
     digests = session.digest_cache()
     try:
-        _, analysis = analyze(session, options.patterns, repos, digests)
+        _, analysis = analyze(session, request.patterns, repos, digests, request.reuse_analysis)
     finally:
         repos.close()  # reopened if a lazy layer must be fetched
     graph = ActionGraph(analysis.actions())
@@ -147,31 +144,23 @@ def build(session: Session, options: BuildOptions, out: TextIO | None = None) ->
     from pyimg.external.pulled import PulledBlobs
 
     lazy = PulledBlobs(session.output_base, lambda: repos, cas)
-    ctx = new_context(session, jobs, options.sandbox_strict, repos.source_path, out=out,
-                      lazy_blobs=lazy)
-    secrets = options.secrets.get("store")
-    if secrets is not None:
-        ctx.secret_hmacs = secrets.hmac
-        ctx.secret_files = secrets.file
-        ctx.secret_release = secrets.release
-        ctx.secret_patterns = secrets.patterns
+    ctx = new_context(session, jobs, execution.sandbox_strict, repos.source_path, out=out,
+                      lazy_blobs=lazy, secrets=request.secrets)
     executor = ActionExecutor(ctx, cas, cache, digests)
-    _check_secrets(needed, secrets)
-    progress = Progress(out, total=len(needed), verbose=options.verbose, color=options.color)
-    scheduler = Scheduler(executor, jobs, options.keep_going, progress.started, progress.finished,
-                          progress.ended)
+    _check_secrets(needed, request.secrets)
+    progress = Progress(out, total=len(needed), verbose=display.verbose, color=display.color)
+    scheduler = Scheduler(executor, jobs, execution.keep_going, progress.started,
+                          progress.finished, progress.ended, execution.schedule_seed)
     try:
         outcome = scheduler.run(graph, goals)
     finally:
-        if secrets is not None:
-            secrets.close()  # the build owns the secret files: none outlives it (also Ctrl-C)
         progress.close()
         digests.save()
         remove_tree(ctx.scratch_root)
     _save_last_build(session, outcome.records)
     # Whatever was built is materialized, also when --keep-going went past a failure.
     try:
-        materialize(session, cas, executor, goals, lazy, options.fetch_lazy, out)
+        materialize(session, cas, executor, goals, lazy, request.fetch_lazy, out)
     finally:
         repos.close()
     digests.save()
@@ -197,7 +186,7 @@ def build(session: Session, options: BuildOptions, out: TextIO | None = None) ->
     )
 
 
-def _check_secrets(actions: list[Any], store: Any) -> None:
+def _check_secrets(actions: list[Action], store: SecretProvider | None) -> None:
     """Every secret a needed action declares must have been given: one exit-2 error naming each
     action (label, origin) and id, before anything runs (docs/sandbox-secrets-caches.md, "Secrets")."""
     from pyimg.core.secrets import valid_secret_id
@@ -219,7 +208,7 @@ def _check_secrets(actions: list[Any], store: Any) -> None:
         raise UserInputError("\n".join([first, *rest]), origin=first_origin or None)
 
 
-def _check_host_tools(actions: list[Any], analysis: AnalysisResult, workspace: Any) -> None:
+def _check_host_tools(actions: list[Action], analysis: AnalysisResult, workspace: Path) -> None:
     """Every host tool a needed action runs must exist: an exit-2 error at the `path` of the
     host_tool that declares it (else at the action's target), before anything runs."""
     missing = sorted({p for a in actions for p in a.host_tools if not os.path.exists(p)})

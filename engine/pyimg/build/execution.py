@@ -24,6 +24,7 @@ from pyimg.errors import IntegrityError, PyimgError
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource
+    from pyimg.core.secrets import SecretProvider
 
 __all__ = ["current_format_version", "format_files", "materialize", "new_context"]
 
@@ -78,11 +79,11 @@ class LazyBuiltins(Mapping[str, Any]):
 def new_context(
     session: Session, jobs: int, sandbox_strict: bool, source_root: Callable[[str], Path],
     format_version: str | None = None, out: TextIO | None = None,
-    lazy_blobs: BlobSource | None = None,
+    lazy_blobs: BlobSource | None = None, secrets: SecretProvider | None = None,
 ) -> BuildContext:
     """The context of one build's executor; warnings go to `out` (stderr), each once.
     `format_version` is the current one when omitted; `lazy_blobs` gives the pulled bases'
-    layers to the builtins that need their bytes."""
+    layers to the builtins that need their bytes; `secrets`, the --secret values."""
     out = out or sys.stderr
     warned: list[str] = []
 
@@ -103,6 +104,7 @@ def new_context(
         warn=warn,
         cancel=threading.Event(),
         lazy_blobs=lazy_blobs,
+        secrets=secrets,
     )
 
 

@@ -27,6 +27,7 @@ from pyimg.build.build_record import entries, record_base, save_build_record, up
 from pyimg.build.execution import materialize, new_context
 from pyimg.build.noop import Check, command_key, file_stat, output_stats, pyimg_code, record_path
 from pyimg.build.progress import Progress, summary
+from pyimg.build.request import BuildRequest, DisplayOptions, ExecutionOptions
 from pyimg.core.action import action_from_json, action_to_json, key_components
 from pyimg.core.action_cache import ActionResult
 from pyimg.core.cas import atomic_write_bytes, remove_tree
@@ -38,13 +39,13 @@ from pyimg.core.incremental import IncrementalExecutor, RecordedAction, downstre
 from pyimg.core.scheduler import ActionGraph, Scheduler
 from pyimg.core.session import Session
 from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.external.options import RegistryOptions
 from pyimg.external.pulled import PulledBlobs
 
 if TYPE_CHECKING:
-    import argparse
-
     from pyimg.analysis.analyzer import TargetResult
     from pyimg.build.build import BuildReport
+    from pyimg.external.repositories import Repositories
 
 __all__ = ["rebuild", "record_lines", "render_report", "report_lines"]
 
@@ -149,11 +150,13 @@ def actions_path(record: Path) -> Path:
 
 
 def record_lines(
-    session: Session, report: BuildReport, stdout: list[list[str]], args: argparse.Namespace
+    session: Session, report: BuildReport, stdout: list[list[str]], request: BuildRequest,
+    argv: list[str],
 ) -> list[bytes]:
     """The incremental build's lines of a successful full build's record (`stdout`: its
-    `report_lines`; `args`: its parsed command line), after writing its action lines."""
-    if args.secret:
+    `report_lines`; `request` and `argv`: what it was asked, and its command line), after
+    writing its action lines."""
+    if request.secrets is not None:
         return []  # no record is kept (build/noop.py)
     records = report.outcome.records
     producer = {o: i for i, r in enumerate(records) for o in r.action.all_outputs}
@@ -178,16 +181,13 @@ def record_lines(
     # of it is never a change of contents only.
     fixed = (report.fixed | set(pyimg_code())) & set(sources)
     token, spans = ActionLines.write(
-        actions_path(record_path(session.output_base, command_key(args.argv))), lines)
+        actions_path(record_path(session.output_base, command_key(argv))), lines)
     index = {
         "version": VERSION,
         "base": record_base(session.output_base),
         "cache_root": str(session.cache_root),
         "format": report.format_version,
-        "options": {"jobs": args.jobs, "keep_going": args.keep_going, "verbose": args.verbose,
-                    "color": args.color, "sandbox": args.sandbox, "offline": args.offline,
-                    "registry_config": args.registry_config,
-                    "insecure_registry": list(args.insecure_registry)},
+        "options": _options_to_json(request),
         "stdout": stdout,
         "sources": sources,
         "fixed": sorted(fixed),
@@ -198,17 +198,41 @@ def record_lines(
     return [json.dumps(index).encode()]
 
 
-def rebuild(check: Check, workspace: Path) -> int | None:
-    """Build incrementally from `check`, under its lock; None when only a full build can."""
+def _options_to_json(request: BuildRequest) -> dict[str, Any]:
+    execution, display, registry = request.execution, request.display, request.registry
+    return {"jobs": execution.jobs, "keep_going": execution.keep_going,
+            "verbose": display.verbose, "color": display.color,
+            "sandbox": "strict" if execution.sandbox_strict else "auto",
+            "offline": registry.offline, "registry_config": registry.config,
+            "insecure_registry": list(registry.insecure)}
+
+
+def _recorded_request(options: dict[str, Any], schedule_seed: str | None) -> BuildRequest:
+    """The request of the recorded build (its patterns aside: the record holds the graph)."""
+    return BuildRequest(
+        patterns=(),
+        display=DisplayOptions(verbose=options["verbose"], color=options["color"]),
+        execution=ExecutionOptions(jobs=options["jobs"], keep_going=options["keep_going"],
+                                   sandbox_strict=options["sandbox"] == "strict",
+                                   schedule_seed=schedule_seed),
+        registry=RegistryOptions(options["registry_config"], tuple(options["insecure_registry"]),
+                                 options["offline"]),
+    )
+
+
+def rebuild(check: Check, workspace: Path, schedule_seed: str | None = None) -> int | None:
+    """Build incrementally from `check`, under its lock, with the recorded build's options;
+    None when only a full build can. `schedule_seed`: see `ExecutionOptions`."""
     with check.held("build"):
         start = time.monotonic()
         try:
             plan = _plan(check, workspace)
+            if plan is None:
+                return None
+            request = _recorded_request(plan.index["options"], schedule_seed)
         except (OSError, ValueError, KeyError, IndexError, TypeError):
             return None  # a record this version of pyimg cannot read, or a lost file
-        if plan is None:
-            return None
-        return _run(plan, start)
+        return _run(plan, request, start)
 
 
 class _Plan:
@@ -266,7 +290,7 @@ def _plan(check: Check, workspace: Path) -> _Plan | None:
     return _Plan(check, workspace, index, lines, changed, candidates, recorded, digests)
 
 
-def _run(plan: _Plan, start: float) -> int | None:
+def _run(plan: _Plan, request: BuildRequest, start: float) -> int | None:
     """Run the plan's candidates and, when all succeed, print the report and update the records."""
     session, index, lines, recorded, digests = (
         plan.session, plan.index, plan.lines, plan.recorded, plan.digests)
@@ -276,11 +300,11 @@ def _run(plan: _Plan, start: float) -> int | None:
     if not all(cas.verify(f.digest, f.executable)
                for r in recorded.values() for f in r.result.all_files()):
         return None
-    options = index["options"]
-    jobs = options["jobs"] or os.cpu_count() or 1
+    execution, display = request.execution, request.display
+    jobs = execution.workers()
     host_of = {s[0]: host for host, s in index["sources"].items()}
-    lazy = PulledBlobs(session.output_base, lambda: _repositories(session, options), cas)
-    ctx = new_context(session, jobs, options["sandbox"] == "strict",
+    lazy = PulledBlobs(session.output_base, lambda: _repositories(session, request.registry), cas)
+    ctx = new_context(session, jobs, execution.sandbox_strict,
                       lambda p: Path(host_of[p]), index["format"], lazy_blobs=lazy)
     candidates = [recorded[i] for i in plan.candidates]
     outside = [r for i, r in recorded.items() if i not in set(plan.candidates)]
@@ -293,10 +317,10 @@ def _run(plan: _Plan, start: float) -> int | None:
     executor = IncrementalExecutor(
         ctx, cas, cache, digests, candidates, outside, {**read, **plan.changed})
     total = len(lines)
-    progress = Progress(sys.stderr, total=total, verbose=options["verbose"],
-                        color=options["color"], hits=total - len(candidates))
-    scheduler = Scheduler(executor, jobs, options["keep_going"], progress.started,
-                          progress.finished, progress.ended)
+    progress = Progress(sys.stderr, total=total, verbose=display.verbose, color=display.color,
+                        hits=total - len(candidates))
+    scheduler = Scheduler(executor, jobs, execution.keep_going, progress.started,
+                          progress.finished, progress.ended, execution.schedule_seed)
     graph = ActionGraph(r.action for r in candidates)
     try:
         outcome = scheduler.run(graph, graph.producer)
@@ -344,13 +368,12 @@ def _run(plan: _Plan, start: float) -> int | None:
     return 0
 
 
-def _repositories(session: Session, options: dict[str, Any]) -> Any:
+def _repositories(session: Session, registry: RegistryOptions) -> Repositories:
     """The workspace's external repositories, with the recorded build's flags: opened only when
     a pulled base's layer must be downloaded (that evaluates MODULE.pyimg)."""
-    from pyimg.external.repositories import RegistryOptions, Repositories
+    from pyimg.external.repositories import Repositories
 
-    registry = RegistryOptions(options["registry_config"], tuple(options["insecure_registry"]))
-    return Repositories(session, offline=options["offline"], registry=registry)
+    return Repositories(session, registry=registry)
 
 
 def _recorded(data: dict[str, Any]) -> RecordedAction:

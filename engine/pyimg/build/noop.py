@@ -206,8 +206,10 @@ class Check:
         return head
 
 
-def locate(argv: list[str], workspace: Path) -> tuple[Path, Path]:
-    """The cache root and output base that `Session.open` would use for these flags."""
+def locate(argv: list[str], workspace: Path,
+           configured_cache: str | None = None) -> tuple[Path, Path]:
+    """The cache root and output base that `Session.open` would use for these flags
+    (`configured_cache`: PYIMG_DISK_CACHE, see `default_cache_root`)."""
     def flag(name: str) -> str | None:
         for i, a in enumerate(argv):
             if a == name and i + 1 < len(argv):
@@ -219,7 +221,8 @@ def locate(argv: list[str], workspace: Path) -> tuple[Path, Path]:
     from pyimg.core.session import default_cache_root
 
     disk_cache = flag("--disk-cache")
-    cache_root = Path(disk_cache).resolve() if disk_cache else default_cache_root()
+    cache_root = (Path(disk_cache).resolve() if disk_cache
+                  else default_cache_root(configured_cache))
     output_base = flag("--output-base")
     if output_base:
         return cache_root, Path(output_base).resolve()
@@ -227,15 +230,14 @@ def locate(argv: list[str], workspace: Path) -> tuple[Path, Path]:
     return cache_root, cache_root / "output_bases" / tag
 
 
-def check_record(argv: list[str], workspace: Path) -> Check | None:
+def check_record(argv: list[str], workspace: Path,
+                 configured_cache: str | None = None) -> Check | None:
     """The record of the last successful run of this command line and what changed since; None
-    when there is none, when more than files changed, when another command holds the output
-    base, and always with PYIMG_FAST_NOOP=0."""
+    when there is none, when more than files changed, or when another command holds the output
+    base. (With PYIMG_FAST_NOOP=0 the command line does not ask: docs/cli.md.)"""
     import fcntl
 
-    if os.environ.get("PYIMG_FAST_NOOP") == "0":
-        return None  # the escape hatch: always verify everything (docs/cli.md)
-    cache_root, output_base = locate(argv, workspace)
+    cache_root, output_base = locate(argv, workspace, configured_cache)
     key = command_key(argv)
     path = record_path(output_base, key)
     try:
@@ -290,10 +292,11 @@ def check_record(argv: list[str], workspace: Path) -> Check | None:
             lock.close()
 
 
-def valid_record(argv: list[str], workspace: Path) -> dict[str, Any] | None:
+def valid_record(argv: list[str], workspace: Path,
+                 configured_cache: str | None = None) -> dict[str, Any] | None:
     """The record of the last successful run of this command line if nothing it depends on
     changed since; None otherwise."""
-    check = check_record(argv, workspace)
+    check = check_record(argv, workspace, configured_cache)
     if check is None or check.changed:
         if check is not None:
             check.release()

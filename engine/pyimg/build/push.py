@@ -9,7 +9,6 @@ destination can neither mount it nor has it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,14 +17,15 @@ from typing import TYPE_CHECKING, TextIO
 from pyimg.core.digest import Digest
 from pyimg.core.session import Session
 from pyimg.errors import UsageError
+from pyimg.external.options import RegistryOptions
 from pyimg.external.pulled import PulledBlobs, pulled_markers
-from pyimg.external.repositories import RegistryOptions, Repositories
+from pyimg.external.repositories import Repositories
 
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
     from pyimg.registry.push import PushCounters
 
-__all__ = ["mount_source", "push_layout_dir", "run_push_target", "target_layout"]
+__all__ = ["mount_source", "push_layout_dir", "push_target", "target_layout"]
 
 
 def target_layout(session: Session, target: TargetResult) -> Path:
@@ -133,25 +133,16 @@ def _entry_type(layout: Path, digest: Digest) -> str:
     raise UsageError(f"{layout}: {digest} is not in index.json")
 
 
-def run_push_target(session: Session, target: TargetResult, extra_args: list[str],
-                    lazy_blobs: PulledBlobs | None = None) -> int:
-    """`pyimg run //pkg:push [-- --tag T --repository R --insecure-registry H]`."""
+def push_target(session: Session, target: TargetResult, registry: RegistryOptions,
+                repository: str | None = None, tags: tuple[str, ...] = (),
+                lazy_blobs: PulledBlobs | None = None) -> Digest:
+    """Push what an oci_push target built to its repository (or `repository`), tagged with its
+    remote_tags and `tags`; returns the pushed digest."""
     info = next((f for pid, f in target.providers.items() if pid.endswith("%OciPushInfo")), None)
     if info is None:
         raise UsageError(f"{target.label} is not an oci_push target")
-    p = argparse.ArgumentParser(prog=f"pyimg run {target.label} --", add_help=False)
-    p.add_argument("--repository", default=info["repository"])
-    p.add_argument("--tag", action="append", default=[])
-    p.add_argument("--insecure-registry", action="append", default=[])
-    p.add_argument("--registry-config")
-    try:
-        args = p.parse_args(extra_args)
-    except SystemExit:
-        raise UsageError(f"bad arguments for {target.label}: {' '.join(extra_args)}") from None
-    registry = RegistryOptions(args.registry_config, tuple(args.insecure_registry))
     layout = session.workspace / info["layout"]["path"]
-    tags = list(info.get("remote_tags") or []) + args.tag
-    digest, _ = push_layout_dir(session, layout, args.repository, tags, registry,
-                                lazy_blobs=lazy_blobs)
-    print(digest)
-    return 0
+    all_tags = list(info.get("remote_tags") or []) + list(tags)
+    digest, _ = push_layout_dir(session, layout, repository or info["repository"], all_tags,
+                                registry, lazy_blobs=lazy_blobs)
+    return digest

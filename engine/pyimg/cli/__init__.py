@@ -5,15 +5,15 @@ __all__ = ["COMMAND_MODULES"]
 # The module that defines each command: `pyimg COMMAND` imports only that one, because start-up
 # time is part of every command's latency (a unit test checks that this table is complete).
 COMMAND_MODULES = {
-    "build": "pyimg.cli.commands",
-    "run": "pyimg.cli.commands",
-    "clean": "pyimg.cli.commands",
+    "build": "pyimg.cli.build",
+    "run": "pyimg.cli.run",
+    "clean": "pyimg.cli.clean",
     "cache": "pyimg.cli.cache",
     "query": "pyimg.cli.query",
     "aquery": "pyimg.cli.query",
     "explain": "pyimg.cli.explain",
     "audit": "pyimg.cli.audit",
-    "lock": "pyimg.cli.external",
-    "fetch": "pyimg.cli.external",
-    "push": "pyimg.cli.external",
+    "lock": "pyimg.cli.lock",
+    "fetch": "pyimg.cli.fetch",
+    "push": "pyimg.cli.push",
 }

@@ -28,7 +28,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     # The cache root alone: no workspace is needed, and none is locked (builds may run meanwhile;
     # every store and entry write is atomic, so they see a blob or entry whole, or not at all).
-    root = Path(args.disk_cache).resolve() if args.disk_cache else default_cache_root()
+    root = (Path(args.disk_cache).resolve() if args.disk_cache
+            else default_cache_root(args.switches.disk_cache))
     cas = ContentStore(root)
     store = cas.verify_all(jobs=args.jobs or os.cpu_count() or 1)
     entries, dropped_entries = ActionCache(root, cas).verify_all()

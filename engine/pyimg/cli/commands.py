@@ -1,14 +1,13 @@
-"""The commands behind `pyimg COMMAND`: each turns parsed flags into engine calls and output.
+"""The command registry and what every command shares: the common flags, the session, the
+build request made from flags.
 
-A command is registered with `@command(name, help, configure)`; modules holding more commands are
-imported at the bottom of this file so that `REGISTRY` is complete.
+A command module registers itself with `@command(name, help, configure)`; `pyimg COMMAND` imports
+only its module (cli/__init__.py names it), so this one imports nothing heavy at the top.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +15,22 @@ from typing import TYPE_CHECKING
 
 from pyimg.core.session import Session
 from pyimg.core.workspace import find_workspace
-from pyimg.errors import PyimgError, UsageError
 
 if TYPE_CHECKING:
-    # Imported where used: every command module imports this one, and `pyimg query` served from
-    # the loading cache must not pay for the build engine's imports.
-    from pyimg.build.build import BuildOptions
+    # Imported where used: `pyimg query` served from the loading cache must not pay for them.
+    from pyimg.build.request import BuildRequest
+    from pyimg.core.secrets import SecretStore
+    from pyimg.external.options import RegistryOptions
 
-__all__ = ["REGISTRY", "add_common_flags", "command", "load_commands", "open_session"]
+__all__ = [
+    "REGISTRY",
+    "add_common_flags",
+    "build_request",
+    "command",
+    "load_commands",
+    "open_session",
+    "registry_options",
+]
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,17 @@ def command(
         return fn
 
     return register
+
+
+def load_commands(names: list[str] | None = None) -> dict[str, Command]:
+    """Import the modules of `names` (default: every command) and return the registry."""
+    import importlib
+
+    from pyimg.cli import COMMAND_MODULES
+
+    for name in names if names is not None else list(COMMAND_MODULES):
+        importlib.import_module(COMMAND_MODULES[name])
+    return REGISTRY
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
@@ -75,147 +93,41 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
 
 def open_session(args: argparse.Namespace) -> Session:
     workspace = find_workspace(Path.cwd())
-    return Session.open(workspace, args.disk_cache, args.output_base)
+    return Session.open(workspace, args.disk_cache, args.output_base, args.switches.disk_cache)
 
 
-def _configure_build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("patterns", nargs="+", metavar="PATTERN")
-    add_common_flags(p)
+def registry_options(args: argparse.Namespace) -> RegistryOptions:
+    from pyimg.external.options import RegistryOptions
+
+    return RegistryOptions(args.registry_config, tuple(args.insecure_registry), args.offline)
 
 
-def _configure_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("label")
-    p.add_argument("args", nargs="*", help="arguments for the program, after --")
-    add_common_flags(p)
+def build_request(args: argparse.Namespace, patterns: list[str], session: Session,
+                  fetch_lazy: bool = True) -> BuildRequest:
+    """The request of a build of `patterns` with these flags and switches (cli/main.py)."""
+    from pyimg.build.request import BuildRequest, DisplayOptions, ExecutionOptions
 
-
-def _configure_clean(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--expunge", action="store_true", help="also remove the shared caches")
-    p.add_argument("--cache-dirs", action="store_true", help="remove only the actions' cache dirs")
-    add_common_flags(p)
-
-
-def _options(args: argparse.Namespace, patterns: list[str],
-             session: Session | None = None, fetch_lazy: bool = True) -> BuildOptions:
-    from pyimg.build.build import BuildOptions
-
-    return BuildOptions(
-        fetch_lazy=fetch_lazy,
-        patterns=patterns,
-        jobs=args.jobs,
-        keep_going=args.keep_going,
-        verbose=args.verbose,
-        sandbox_strict=args.sandbox == "strict",
-        color=args.color,
+    return BuildRequest(
+        patterns=tuple(patterns),
+        display=DisplayOptions(verbose=args.verbose, color=args.color),
+        execution=ExecutionOptions(
+            jobs=args.jobs,
+            keep_going=args.keep_going,
+            sandbox_strict=args.sandbox == "strict",
+            schedule_seed=args.switches.schedule_seed,
+        ),
+        registry=registry_options(args),
         secrets=_secrets(args, session),
-        offline=getattr(args, "offline", False),
-        registry_config=getattr(args, "registry_config", None),
-        insecure_registries=tuple(getattr(args, "insecure_registry", None) or ()),
+        reuse_analysis=args.switches.analysis_reuse,
+        fetch_lazy=fetch_lazy,
     )
 
 
-def _secrets(args: argparse.Namespace, session: Session | None) -> dict[str, object]:
-    """{"store": SecretStore} when --secret was given; values are read now (a missing file or
-    variable is a usage error before anything runs). build() closes the store."""
-    flags = getattr(args, "secret", None) or []
-    if not flags or session is None:
-        return {}
+def _secrets(args: argparse.Namespace, session: Session) -> SecretStore | None:
+    """The --secret values, read now (a missing file or variable is a usage error before
+    anything runs); None without --secret. The build closes the store."""
+    if not args.secret:
+        return None
     from pyimg.core.secrets import SecretStore, parse_secret_flag
 
-    return {"store": SecretStore([parse_secret_flag(f) for f in flags], session.cache_root)}
-
-
-@command("build", "build targets; prints each image's label, digest and path", _configure_build)
-def cmd_build(args: argparse.Namespace) -> int:
-    from pyimg.build.build import build
-    from pyimg.build.incremental import record_lines, render_report, report_lines
-    from pyimg.build.progress import summary
-
-    session = open_session(args)
-    with session.locked("build"):
-        report = build(session, _options(args, args.patterns, session))
-        lines = report_lines(report.top_level, args.verbose)
-        stdout = render_report(session.workspace, lines)
-        sys.stdout.write(stdout)
-        sys.stdout.flush()
-        if getattr(args, "argv", None) is not None:
-            from pyimg.build.noop import write_record
-
-            actions = report.outcome.executed + report.outcome.cached
-            write_record(session.output_base, session.workspace, args.argv, report.inputs,
-                         report.outputs, stdout, actions,
-                         lines=record_lines(session, report, lines, args),
-                         observed=report.observed)
-    print(summary(report.outcome.executed, report.outcome.cached, report.seconds), file=sys.stderr)
-    return 0
-
-
-@command("run", "build and run a runnable target (oci_load, oci_push)", _configure_run)
-def cmd_run(args: argparse.Namespace) -> int:
-    from pyimg.build.build import build
-
-    session = open_session(args)
-    with session.locked("run"):
-        # An oci_push fetches only the base layers its destination lacks (docs/external-inputs.md).
-        report = build(session, _options(args, [args.label], session, fetch_lazy=False))
-    if len(report.top_level) != 1:
-        raise UsageError(f"'{args.label}' must name exactly one target")
-    target = report.top_level[0]
-    if target.kind == "oci_load":
-        import subprocess
-
-        tarball = session.workspace / target.default_files[0]["path"]
-        for tool in ("podman", "docker"):
-            exe = shutil.which(tool)
-            if exe:
-                print(f"Loading {tarball.relative_to(session.workspace)} with {tool}", file=sys.stderr)
-                import subprocess  # here: every command imports this module, few run a tool
-
-                with open(tarball, "rb") as f:
-                    return subprocess.call([exe, "load", *args.args], stdin=f)
-        raise PyimgError("pyimg run of an oci_load needs podman or docker on PATH")
-    if target.kind == "oci_push":
-        from pyimg.build.push import run_push_target
-
-        return run_push_target(session, target, args.args, report.lazy_blobs)
-    raise UsageError(f"{target.label} ({target.kind}) is not runnable: run oci_load or oci_push targets")
-
-
-@command("clean", "remove outputs (with --expunge: the caches too)", _configure_clean)
-def cmd_clean(args: argparse.Namespace) -> int:
-    session = open_session(args)
-    with session.locked("clean"):
-        if args.cache_dirs:
-            # _rmtree_ro: tools make read-only cache trees (Go's module cache).
-            _rmtree_ro(session.cache_root / "cache_dirs")
-            return 0
-        shutil.rmtree(session.workspace / "pyimg-out", ignore_errors=True)
-        from pyimg.build.build_record import FILES as RECORD_FILES
-
-        for name in (*RECORD_FILES, "file_digests.json", "file_digests.log", "analysis", "loading",
-                     "noop"):
-            p = session.output_base / name
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            elif p.exists():
-                p.unlink()
-        if args.expunge:
-            _rmtree_ro(session.cache_root)
-    return 0
-
-
-def _rmtree_ro(path: Path) -> None:
-    from pyimg.core.cas import remove_tree
-
-    remove_tree(path)
-
-
-def load_commands(names: list[str] | None = None) -> dict[str, Command]:
-    """Import the modules of `names` (default: every command) and return the registry."""
-    import importlib
-
-    from pyimg.cli import COMMAND_MODULES
-
-    for name in names if names is not None else list(COMMAND_MODULES):
-        importlib.import_module(COMMAND_MODULES[name])
-    return REGISTRY
+    return SecretStore([parse_secret_flag(f) for f in args.secret], session.cache_root)

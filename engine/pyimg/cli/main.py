@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -76,7 +77,9 @@ def _main(argv: list[str]) -> int:
         print(f"pyimg {__version__}")  # the fast path: no command modules imported
         return 0
     from pyimg.cli import COMMAND_MODULES
+    from pyimg.cli.switches import Switches
 
+    switches = Switches.read(os.environ)
     known = bool(argv) and argv[0] in COMMAND_MODULES
     if known:
         from pyimg.core.workspace import find_workspace
@@ -86,14 +89,14 @@ def _main(argv: list[str]) -> int:
         except UsageError:
             workspace = None
         argv = [argv[0], *_rc_args(argv[0], workspace), *argv[1:]]
-        if argv[0] == "build" and workspace is not None:
+        if argv[0] == "build" and workspace is not None and switches.fast_noop:
             # Before the engine is imported: with nothing changed, this is the whole command.
             import time
 
             from pyimg.build.noop import check_record, replay
 
             start = time.monotonic()
-            check = check_record(argv, workspace)
+            check = check_record(argv, workspace, switches.disk_cache)
             if check is not None and not check.changed:
                 replay(check.record, start)
                 return 0
@@ -101,7 +104,7 @@ def _main(argv: list[str]) -> int:
                 from pyimg.build.incremental import rebuild
 
                 try:
-                    code = rebuild(check, workspace)
+                    code = rebuild(check, workspace, switches.schedule_seed)
                 finally:
                     check.release()
                 if code is not None:
@@ -117,6 +120,7 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     args.argv = argv  # the full command line after .pyimgrc, for the no-op record
+    args.switches = switches
     from pyimg.loading.limits import configure
 
     # Every run sets them (to the defaults when not given): tests run many commands in-process.

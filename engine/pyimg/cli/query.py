@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyimg.cli.commands import add_common_flags, command, open_session
+
+if TYPE_CHECKING:
+    from pyimg.core.session import Session
+    from pyimg.external.repositories import Repositories
 
 __all__ = ["cmd_aquery", "cmd_query"]
 
@@ -41,12 +45,11 @@ def _configure_aquery(p: argparse.ArgumentParser) -> None:
 )
 def cmd_query(args: argparse.Namespace) -> int:
     session = open_session(args)
-    from pyimg.build.build import repositories
     from pyimg.query.language import parse_query
     from pyimg.query.serve import LazyRepositories, query_engine, render_query
 
     expr = parse_query(args.expression, session.cache_root / "parsers")  # first: a typo fails fast
-    repos = LazyRepositories(lambda: repositories(session))
+    repos = LazyRepositories(lambda: _repositories(session))
     try:
         engine = query_engine(session, args.expression, repos)
         nodes = engine.evaluate_in_order(expr)
@@ -59,6 +62,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     if not nodes:
         print("Empty query results", file=sys.stderr)
     return 0
+
+
+def _repositories(session: Session) -> Repositories:
+    """The workspace's external repositories, opened (MODULE.pyimg evaluated) only when a query
+    loads a package of one."""
+    from pyimg.external.repositories import Repositories
+
+    return Repositories(session)
 
 
 # -- aquery ------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from pyimg.labels import is_utf8_name
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource
+    from pyimg.core.secrets import SecretProvider
 
 __all__ = [
     "ActionExecutor", "ExecutionRecord", "tree_digest", "verify_trees"]
@@ -119,12 +120,8 @@ class BuildContext:
     jobs: int = 1
     # Where a source exec path lives on disk (external repositories live outside the workspace).
     source_root: Callable[[str], Path] | None = None
-    secret_hmacs: Callable[[str], str] | None = None
-    # A fresh host file holding the secret, for one action; secret_release deletes it afterwards.
-    secret_files: Callable[[str], Path] | None = None
-    secret_release: Callable[[Path], None] | None = None
-    # The byte strings (raw, base64, hex) whose presence in an output or a log means a leak.
-    secret_patterns: Callable[[str], tuple[bytes, ...]] | None = None
+    # The build's secrets: keyed hashes for keys, private files for commands, leak checks.
+    secrets: SecretProvider | None = None
     # The layers of pulled base images, fetched only when a builtin needs their bytes.
     lazy_blobs: BlobSource | None = None
     sandbox_strict: bool = False
@@ -209,9 +206,9 @@ class ActionExecutor:
                                   origin=e.origin or action.origin or None) from None
         hmacs = {}
         if action.secrets:
-            if self.ctx.secret_hmacs is None:
+            if self.ctx.secrets is None:
                 raise UserInputError(f"{action.describe()} needs secrets but none were given")
-            hmacs = {s: self.ctx.secret_hmacs(s) for s in action.secrets}
+            hmacs = {s: self.ctx.secrets.keyed_hash(s) for s in action.secrets}
         try:
             host = {p: self._host_tool_digest(p) for p in action.host_tools}
         except UserInputError as e:  # gone since the build checked (builds check before running)
@@ -408,9 +405,9 @@ class ActionExecutor:
             result = run_sandboxed(spec, self.ctx.cancel, isolation=isolation)
         finally:
             # The secret file goes when the action ends, whatever happened (docs/sandbox-secrets-caches.md).
-            release = self.ctx.secret_release or (lambda p: p.unlink(missing_ok=True))
             for path in secret_files.values():
-                release(path)
+                assert self.ctx.secrets is not None  # it made them
+                self.ctx.secrets.release(path)
             for fd in lock_fds:
                 os.close(fd)  # closing the last descriptor releases the flock
         if self.ctx.cancel.is_set():
@@ -477,42 +474,33 @@ class ActionExecutor:
                     f"{action.describe()}: secret id {sid!r} must match [A-Za-z_][A-Za-z0-9_]*",
                     origin=action.origin,
                 )
-        if self.ctx.secret_files is None:
+        provider = self.ctx.secrets
+        if provider is None:
             raise UserInputError(f"{action.describe()} needs secrets but none were given",
                                  origin=action.origin)
         files: dict[str, Path] = {}
         try:
             for sid in action.secrets:
-                files[sid] = self.ctx.secret_files(sid)
+                files[sid] = provider.private_file(sid)
         except BaseException:
             for path in files.values():
-                path.unlink(missing_ok=True)
+                provider.release(path)
             raise
         return files
 
-    def _secret_patterns(self, action: Action) -> dict[str, tuple[bytes, ...]]:
-        if not action.secrets or self.ctx.secret_patterns is None:
-            return {}
-        return {sid: self.ctx.secret_patterns(sid) for sid in action.secrets}
-
     def _redact(self, action: Action, output: bytes) -> bytes:
-        patterns = self._secret_patterns(action)
-        if not patterns:
+        if not action.secrets or self.ctx.secrets is None:
             return output
         from pyimg.core.sandbox import OUTPUT_TAIL_BYTES
-        from pyimg.core.secrets import redact
 
         if len(output) >= OUTPUT_TAIL_BYTES:
             # The tail may start inside a secret, where no pattern matches: drop that line.
             output = output.split(b"\n", 1)[-1]
-        return redact(output, patterns)
+        return self.ctx.secrets.redact(action.secrets, output)
 
     def _check_no_secret_in_outputs(self, action: Action, root: Path) -> None:
-        patterns = self._secret_patterns(action)
-        if not patterns:
+        if not action.secrets or self.ctx.secrets is None:
             return
-        from pyimg.core.secrets import scan_files
-
         files: list[tuple[str, Path]] = []
         for p in action.outputs:
             if (root / p).is_file() and not (root / p).is_symlink():
@@ -524,7 +512,7 @@ class ActionExecutor:
                     full = Path(dirpath) / name
                     if full.is_file() and not full.is_symlink():
                         files.append((f"{p}/{full.relative_to(root / p).as_posix()}", full))
-        leak = scan_files(files, patterns)
+        leak = self.ctx.secrets.find_leak(action.secrets, files)
         if leak is not None:
             raise ActionFailedError(
                 f"{action.describe()}: output '{leak.path}' contains the value of secret "

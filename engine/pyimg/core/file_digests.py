@@ -19,15 +19,15 @@ from pathlib import Path
 from pyimg.core.cas import atomic_write_bytes
 from pyimg.core.digest import Digest, canonical_json, digest_stream
 
-__all__ = ["SMALL", "FileDigestCache", "stat_key"]
+__all__ = ["SMALL", "FileDigestCache", "StatKey", "stat_key"]
 
-_StatKey = tuple[int, int, int, int]
-_Entry = tuple[_StatKey, str]  # the stat it was taken at, the hex digest ("" for a verified blob)
+StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+_Entry = tuple[StatKey, str]  # the stat it was taken at, the hex digest ("" for a verified blob)
 SMALL = 1 << 20
 _LOG_LIMIT = 1 << 18  # beyond this many bytes of log, `append` folds it into the file
 
 
-def stat_key(st: os.stat_result) -> _StatKey:
+def stat_key(st: os.stat_result) -> StatKey:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
@@ -118,13 +118,13 @@ class FileDigestCache:
         self.hashed += 1
         return digest, size, bool(st.st_mode & 0o111)
 
-    def remember(self, path: str, key: _StatKey, digest: Digest) -> None:
+    def remember(self, path: str, key: StatKey, digest: Digest) -> None:
         """An entry known from elsewhere (the build record): it spares reading the file."""
         with self._lock:
             self._entries[path] = (key, digest.hex)
 
     # StatMemo protocol, so the content store can persist which blobs it verified.
-    def get(self, path: str) -> _StatKey | None:
+    def get(self, path: str) -> StatKey | None:
         with self._lock:
             hit = self._entries.get(path)
             loaded = self._loaded
@@ -136,7 +136,7 @@ class FileDigestCache:
             hit = self._lookup(path, size)
         return hit[0] if hit else None
 
-    def put(self, path: str, key: _StatKey) -> None:
+    def put(self, path: str, key: StatKey) -> None:
         self._set(path, (key, ""))
 
     def pop(self, path: str) -> None:

@@ -8,7 +8,6 @@ cancel event, which running sandboxes and builtins observe within a fraction of 
 from __future__ import annotations
 
 import heapq
-import os
 import queue
 import random
 import threading
@@ -110,16 +109,22 @@ class Scheduler:
         on_start: Callable[[Action], None] | None = None,
         on_done: Callable[[ExecutionRecord], None] | None = None,
         on_end: Callable[[Action], None] | None = None,
+        schedule_seed: str | None = None,
     ) -> None:
         """`on_start` and `on_end` are called on the worker thread that runs an action, as it
         begins and as it ends (also in failure; never for a cache hit); `on_done` on the caller's
-        thread for each action with a result."""
+        thread for each action with a result.
+
+        `schedule_seed` (for `pyimg audit`, through PYIMG_SCHEDULE_SEED) permutes the order in
+        which ready actions start, deterministically per seed, so that an audit run can prove
+        that outputs do not depend on the order independent actions run in (docs/audit.md)."""
         self.executor = executor
         self.jobs = max(1, jobs)
         self.keep_going = keep_going
         self.on_start = on_start or (lambda a: None)
         self.on_done = on_done or (lambda r: None)
         self.on_end = on_end or (lambda a: None)
+        self.schedule_seed = schedule_seed
 
     def run(self, graph: ActionGraph, outputs: Iterable[str]) -> BuildOutcome:
         """Run what `outputs` need. Raises InterruptedBuildError on Ctrl-C (after cleanup)."""
@@ -127,10 +132,7 @@ class Scheduler:
         needed = graph.closure(outputs)
         position = {id(a): i for i, a in enumerate(needed)}
         index = dict(position)  # the start order among ready actions
-        # Undocumented knob for `pyimg audit`: PYIMG_SCHEDULE_SEED permutes the order in which
-        # ready actions start (deterministically per seed), so that an audit run can prove that
-        # outputs do not depend on the order independent actions run in (docs/audit.md).
-        seed = os.environ.get("PYIMG_SCHEDULE_SEED")
+        seed = self.schedule_seed
         if seed:
             order = list(range(len(needed)))
             random.Random(seed).shuffle(order)

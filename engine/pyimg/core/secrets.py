@@ -1,9 +1,10 @@
-"""Build secrets: parsing `--secret`, keyed hashes for action keys, private files, leak scanning.
+"""Build secrets: the `SecretProvider` the executor asks, and `SecretStore`, the `--secret` values.
 
 A secret's value lives in this process's memory and, while an action that declared it runs, in one
 file of a private 0700 directory outside the cache root (docs/sandbox-secrets-caches.md,
-"Secrets"). Everything else sees only `SecretStore.hmac(id)`: an HMAC-SHA256 under a random per-user key kept at
-`<cache_root>/secret.key`, so a cache entry changes with the secret but does not allow guessing it.
+"Secrets"). Everything else sees only `SecretStore.keyed_hash(id)`: an HMAC-SHA256 under a random
+per-user key kept at `<cache_root>/secret.key`, so a cache entry changes with the secret but does
+not allow guessing it.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import secrets as _random
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pyimg.errors import UsageError
 
 __all__ = [
     "KEY_FILE",
     "SecretLeak",
+    "SecretProvider",
     "SecretSource",
     "SecretStore",
     "contains_secret",
@@ -85,8 +88,46 @@ def _shown(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+class SecretProvider(Protocol):
+    """The secrets of one build, as the executor uses them; called from several threads at once.
+
+    The build closes the provider when it ends, also on failure and Ctrl-C: no file that
+    `private_file` handed out may outlive it.
+    """
+
+    def ids(self) -> frozenset[str]:
+        """The ids of the secrets given."""
+        ...
+
+    def keyed_hash(self, sid: str) -> str:
+        """What enters the action key for secret `sid`: changes with the value, reveals nothing."""
+        ...
+
+    def private_file(self, sid: str) -> Path:
+        """A fresh read-only file holding the value, for one command; `release` removes it."""
+        ...
+
+    def release(self, path: Path) -> None:
+        """Removes a file `private_file` returned."""
+        ...
+
+    def redact(self, sids: Collection[str], text: bytes) -> bytes:
+        """A command's log with the values (raw or encoded) of the secrets `sids` hidden."""
+        ...
+
+    def find_leak(
+        self, sids: Collection[str], files: Iterable[tuple[str, Path]]
+    ) -> SecretLeak | None:
+        """The first (output name, path) of `files` holding a value of the secrets `sids`."""
+        ...
+
+    def close(self) -> None:
+        """Removes every file handed out."""
+        ...
+
+
 class SecretStore:
-    """The secrets of one build. Thread-safe. `close()` removes every file it handed out.
+    """The `--secret` values of one build: a `SecretProvider`. Thread-safe.
 
     Values are read when the store is made (a missing file or variable is a UsageError then, before
     anything runs). The store never puts a value into an exception message or a repr.
@@ -120,7 +161,7 @@ class SecretStore:
     def __contains__(self, sid: object) -> bool:
         return sid in self._values
 
-    def hmac(self, sid: str) -> str:
+    def keyed_hash(self, sid: str) -> str:
         """What enters the action key for secret `sid`: HMAC-SHA256 under the per-user key."""
         value = self._value(sid)
         with self._lock:
@@ -129,7 +170,7 @@ class SecretStore:
             key = self._key
         return "hmac-sha256:" + hmac.new(key, value, "sha256").hexdigest()
 
-    def file(self, sid: str) -> Path:
+    def private_file(self, sid: str) -> Path:
         """A fresh read-only file holding the value, for one action; the caller deletes it when the
         action ends (and `close()` deletes whatever is left)."""
         value = self._value(sid)
@@ -148,8 +189,16 @@ class SecretStore:
         return path
 
     def release(self, path: Path) -> None:
-        """Deletes a file `file()` returned (and its per-action directory)."""
+        """Deletes a file `private_file()` returned (and its per-action directory)."""
         shutil.rmtree(path.parent, ignore_errors=True)
+
+    def redact(self, sids: Collection[str], text: bytes) -> bytes:
+        return redact(text, {sid: self.patterns(sid) for sid in sids})
+
+    def find_leak(
+        self, sids: Collection[str], files: Iterable[tuple[str, Path]]
+    ) -> SecretLeak | None:
+        return scan_files(files, {sid: self.patterns(sid) for sid in sids})
 
     def patterns(self, sid: str) -> tuple[bytes, ...]:
         """The byte strings whose presence in an output means the secret leaked."""

@@ -20,10 +20,11 @@ if TYPE_CHECKING:  # imported where used: the no-op fast path needs only default
 __all__ = ["Session", "cwd_package", "default_cache_root", "holding"]
 
 
-def default_cache_root() -> Path:
-    env = os.environ.get("PYIMG_DISK_CACHE")
-    if env:
-        return Path(env)
+def default_cache_root(configured: str | None = None) -> Path:
+    """The cache root when --disk-cache is not given: `configured` (PYIMG_DISK_CACHE, which
+    only cli/ reads), else the user's XDG cache directory."""
+    if configured:
+        return Path(configured)
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "pyimg"
@@ -62,8 +63,12 @@ class Session:
     output_base: Path
 
     @classmethod
-    def open(cls, workspace: Path, disk_cache: str | None, output_base: str | None) -> Session:
-        cache_root = Path(disk_cache).resolve() if disk_cache else default_cache_root()
+    def open(cls, workspace: Path, disk_cache: str | None, output_base: str | None,
+             configured_cache: str | None = None) -> Session:
+        """`disk_cache` and `output_base`: the flags; `configured_cache`: see
+        `default_cache_root`."""
+        cache_root = (Path(disk_cache).resolve() if disk_cache
+                      else default_cache_root(configured_cache))
         if output_base:
             ob = Path(output_base).resolve()
         else:

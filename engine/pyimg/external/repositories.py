@@ -32,6 +32,7 @@ from pyimg.core.digest import CHUNK, Digest, canonical_json
 from pyimg.core.session import Session
 from pyimg.core.workspace import EXTERNAL_DIR, MODULE_FILE
 from pyimg.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInputError
+from pyimg.external.options import RegistryOptions
 from pyimg.external.pulled import MARKER_VERSION
 from pyimg.loading.module_file import (
     Declaration,
@@ -53,7 +54,6 @@ __all__ = [
     "LOCK_FILE",
     "MissingInputError",
     "Repositories",
-    "RegistryOptions",
     "read_lock",
     "write_lock",
 ]
@@ -65,20 +65,6 @@ DEFAULT_PLATFORM = "linux/amd64"
 
 class MissingInputError(PyimgError):
     """--offline and the repository cache lacks something a build needs."""
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to talk to registries: a docker config file and the hosts allowed over plain http."""
-
-    config: str | None = None
-    insecure: tuple[str, ...] = ()
-
-    def client(self) -> RegistryClient:
-        from pyimg.registry.auth import CredentialStore
-        from pyimg.registry.client import RegistryClient
-
-        return RegistryClient(credentials=CredentialStore(self.config), insecure=self.insecure)
 
 
 # -- the lock file ---------------------------------------------------------------------------
@@ -151,14 +137,13 @@ class Repositories:
         self,
         session: Session,
         *,
-        offline: bool = False,
         registry: RegistryOptions | None = None,
         module: ModuleFile | None = None,
         out: TextIO | None = None,
     ) -> None:
         self.session = session
-        self.offline = offline
         self.registry = registry or RegistryOptions()
+        self.offline = self.registry.offline
         self.module = module or evaluate_module(session.workspace)
         self.lock = read_lock(session.workspace)
         self.root = session.output_base / EXTERNAL_DIR

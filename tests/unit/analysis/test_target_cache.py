@@ -170,11 +170,10 @@ def test_an_edited_bzl_file_reuses_nothing(tmp_path: Path) -> None:
     assert cache.hits == 0
 
 
-def test_reuse_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reuse_can_be_turned_off(tmp_path: Path) -> None:
     world = World(tmp_path / "ws", random.Random(0))
     cache_file = tmp_path / "targets.json"
     _analyze(world.root, TargetCache(cache_file, PLATFORM))
-    monkeypatch.setenv("PYIMG_ANALYSIS_REUSE", "0")
-    cache = TargetCache(cache_file, PLATFORM)
+    cache = TargetCache(cache_file, PLATFORM, reuse=False)
     _analyze(world.root, cache)
     assert cache.hits == 0

@@ -50,7 +50,7 @@ def test_values_come_from_files_or_env_and_later_flags_win(tmp_path: Path) -> No
         environ={"X": "from-env"},
     )
     assert store.ids() == {"a"}
-    assert store.file("a").read_bytes() == VALUE
+    assert store.private_file("a").read_bytes() == VALUE
     store.close()
     with pytest.raises(UsageError, match="not set"):
         SecretStore([SecretSource("a", env="NOPE")], tmp_path, environ={})
@@ -63,19 +63,19 @@ def test_hmac_is_keyed_per_user_and_hides_the_value(tmp_path: Path) -> None:
     store = SecretStore(
         [SecretSource("a", env="A"), SecretSource("b", env="B")], tmp_path, environ=env
     )
-    h = store.hmac("a")
+    h = store.keyed_hash("a")
     assert h.startswith("hmac-sha256:") and len(h) == len("hmac-sha256:") + 64
-    assert h == store.hmac("a") != store.hmac("b")
+    assert h == store.keyed_hash("a") != store.keyed_hash("b")
     assert "one" not in h and "one" not in repr(store)
     key = tmp_path / "secret.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     # The same key is reused by the next build; a different cache root has another key.
     again = SecretStore([SecretSource("a", env="A")], tmp_path, environ=env)
-    assert again.hmac("a") == h
+    assert again.keyed_hash("a") == h
     other = SecretStore([SecretSource("a", env="A")], tmp_path / "other", environ=env)
-    assert other.hmac("a") != h
+    assert other.keyed_hash("a") != h
     with pytest.raises(UsageError, match="'zzz' was not given"):
-        store.hmac("zzz")
+        store.keyed_hash("zzz")
 
 
 def test_concurrent_builds_agree_on_one_key(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_files_are_private_outside_the_cache_root_and_removed(tmp_path: Path) ->
     store = SecretStore(
         [SecretSource("tok", env="T")], cache_root, environ={"T": "v"}, private_parent=cache_root
     )
-    one, two = store.file("tok"), store.file("tok")
+    one, two = store.private_file("tok"), store.private_file("tok")
     assert one != two
     for f in (one, two):
         assert cache_root not in f.parents

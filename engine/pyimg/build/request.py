@@ -1,0 +1,59 @@
+"""What a build is asked to do: one `BuildRequest` holding the typed options of each layer.
+
+The command line (cli/) turns flags and `PYIMG_*` switches into a request; nothing below cli/
+reads either. Light on imports: the incremental build makes one from its record before the
+engine is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pyimg.external.options import RegistryOptions
+
+if TYPE_CHECKING:
+    from pyimg.core.secrets import SecretProvider
+
+__all__ = ["BuildRequest", "DisplayOptions", "ExecutionOptions"]
+
+
+@dataclass(frozen=True)
+class DisplayOptions:
+    """How progress is shown on stderr: every action logged (`verbose`), bold text (`color`:
+    yes, no, or auto for a terminal)."""
+
+    verbose: bool = False
+    color: str = "auto"
+
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """How the engine (core/) runs actions."""
+
+    jobs: int = 0  # parallel actions; 0: one per core
+    keep_going: bool = False  # build as much as possible after a failure
+    sandbox_strict: bool = False  # fail instead of running an action unsandboxed
+    # Permutes the start order of ready actions (PYIMG_SCHEDULE_SEED, set by `pyimg audit`).
+    schedule_seed: str | None = None
+
+    def workers(self) -> int:
+        return self.jobs or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """A build of `patterns` (target patterns, relative to the current directory's package)."""
+
+    patterns: tuple[str, ...]
+    display: DisplayOptions = field(default_factory=DisplayOptions)
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
+    # The --secret values; the build closes the provider when it ends (none outlives it).
+    secrets: SecretProvider | None = None
+    # Serve unchanged targets' analyses when a BUILD file changed (PYIMG_ANALYSIS_REUSE=0: no).
+    reuse_analysis: bool = True
+    # Write the lazy layers of pulled bases into the image layouts under pyimg-out/. `pyimg push`
+    # does not: it fetches only what the destination registry can neither mount nor has.
+    fetch_lazy: bool = True
