@@ -16,12 +16,11 @@ import os
 import threading
 from pathlib import Path
 
-from pyimg.core.cas import atomic_write_bytes
+from pyimg.core.cas import StatKey, atomic_write_bytes
 from pyimg.core.digest import Digest, canonical_json, digest_stream
 
 __all__ = ["SMALL", "FileDigestCache", "StatKey", "stat_key"]
 
-StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
 _Entry = tuple[StatKey, str]  # the stat it was taken at, the hex digest ("" for a verified blob)
 SMALL = 1 << 20
 _LOG_LIMIT = 1 << 18  # beyond this many bytes of log, `append` folds it into the file
