@@ -38,7 +38,7 @@ __all__ = [
     "remove_tree",
 ]
 
-StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns: a file unchanged
+StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns (0 for blobs: _blob_key)
 _BLOB_NAME = re.compile(r"^([0-9a-f]{64})(\.x)?$")
 
 
