@@ -46,7 +46,7 @@ def ar_members(f: BinaryIO, what: str) -> list[_Member]:
     """The members of the `ar` archive `f` (the container format of a `.deb`)."""
     if f.read(len(_AR_MAGIC)) != _AR_MAGIC:
         raise UserInputError(f"{what}: not a Debian package (no 'ar' archive magic)")
-    members = []
+    members: list[_Member] = []
     offset = len(_AR_MAGIC)
     while True:
         f.seek(offset)
@@ -277,7 +277,7 @@ def account_files(users: Any, groups: Any, what: str) -> list[TarEntry]:
         TarEntry("etc/group", "file", mode=0o644, data=group.encode()),
         TarEntry("root", "dir", mode=0o700),
     ]
-    for name, uid, gid, home in accounts[1:]:
+    for _name, uid, gid, home in accounts[1:]:
         entries.append(TarEntry(home.lstrip("/"), "dir", mode=0o755, uid=uid, gid=gid))
     return entries
 
