@@ -106,7 +106,7 @@ def _decompressed_chunks(f: BinaryIO, member: _Member, what: str) -> Iterator[by
 
 
 @dataclass(frozen=True)
-class Package:
+class DebPackage:
     """One `.deb`, read: its control paragraph, md5sums and data entries (content in `scratch`)."""
 
     name: str
@@ -115,7 +115,7 @@ class Package:
     entries: list[TarEntry]
 
 
-def read_deb(path: Path, scratch: Path, what: str) -> Package:
+def read_deb(path: Path, scratch: Path, what: str) -> DebPackage:
     """Read the `.deb` at `path`; its data tar is decompressed into a file under `scratch`."""
     with open(path, "rb") as f:
         members = ar_members(f, what)
@@ -135,7 +135,7 @@ def read_deb(path: Path, scratch: Path, what: str) -> Package:
     for entry in entries:
         if entry.kind == "hardlink":
             normalize_path(entry.target, f"{what}: hard link {entry.path!r}")
-    return Package(name, control, md5sums, entries)
+    return DebPackage(name, control, md5sums, entries)
 
 
 def _control_files(control_tar: bytes, what: str) -> tuple[str, bytes | None]:
@@ -210,7 +210,7 @@ def _same(a: TarEntry, b: TarEntry) -> bool:
     return a.size == b.size and _content_digest(a) == _content_digest(b)
 
 
-def merge_packages(packages: list[Package], what: str) -> dict[str, tuple[str, TarEntry]]:
+def merge_packages(packages: list[DebPackage], what: str) -> dict[str, tuple[str, TarEntry]]:
     """Every path of every package, with the package that ships it; a path shipped twice with
     different content is an error naming both packages."""
     merged: dict[str, tuple[str, TarEntry]] = {}
@@ -330,7 +330,7 @@ def write_deb_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
     debs = params.get("debs") or []
     if not isinstance(debs, list):
         raise UserInputError(f"{what}: debs must be a list of inputs")
-    packages: list[Package] = []
+    packages: list[DebPackage] = []
     names: dict[str, str] = {}
     for i, deb in enumerate(debs):
         call.check_cancelled()
