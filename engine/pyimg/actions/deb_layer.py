@@ -210,12 +210,46 @@ def _same(a: TarEntry, b: TarEntry) -> bool:
     return a.size == b.size and _content_digest(a) == _content_digest(b)
 
 
+def _through_links(path: str, links: dict[str, str], what: str) -> str:
+    """`path` with each leading directory that is a symlink in the layer replaced by its target:
+    dpkg installs `bin/sh` through `bin -> usr/bin` on a merged-/usr system. A link leaving the
+    layer is not followed (the layer then refuses the path under a symlink)."""
+    for _ in range(40):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            target = links.get(prefix)
+            if target is None:
+                continue
+            base = "" if target.startswith("/") else posixpath.dirname(prefix)
+            resolved = posixpath.normpath(posixpath.join(base, target.lstrip("/")))
+            if resolved in (".", "") or resolved == ".." or resolved.startswith("../"):
+                return path
+            path = "/".join([resolved, *parts[i:]])
+            break
+        else:
+            return path
+    raise UserInputError(f"{what}: /{path}: too many levels of symbolic links")
+
+
 def merge_packages(packages: list[DebPackage], what: str) -> dict[str, tuple[str, TarEntry]]:
     """Every path of every package, with the package that ships it; a path shipped twice with
-    different content is an error naming both packages."""
+    different content is an error naming both packages. Paths under a directory symlink that a
+    package ships (merged /usr: `bin -> usr/bin`) land where the link points, and a directory
+    shipped where a package ships a symlink is the symlink, as dpkg leaves them."""
+    links = {
+        e.path: e.target for p in packages for e in p.entries if e.kind == "symlink"
+    }
     merged: dict[str, tuple[str, TarEntry]] = {}
     for package in sorted(packages, key=lambda p: p.name):
         for entry in package.entries:
+            if links:
+                if entry.kind == "dir" and entry.path in links:
+                    continue
+                entry = replace(entry, path=_through_links(entry.path, links, what))
+                if entry.kind == "hardlink":
+                    target = normalize_path(entry.target, what)
+                    entry = replace(entry, target=_through_links(target, links, what))
             old = merged.get(entry.path)
             if old is None:
                 merged[entry.path] = (package.name, entry)

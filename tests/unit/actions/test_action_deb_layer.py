@@ -227,3 +227,27 @@ def test_oci_layer_streams_the_same_tar(ws: Workspace, debs: Path) -> None:
     )
     descriptor = json.loads(ws.path(desc).read_text())
     assert descriptor["diffId"] == "sha256:" + hashlib.sha256(tar.read_bytes()).hexdigest()
+
+
+def test_merged_usr_links_are_followed(ws: Workspace, debs: Path) -> None:
+    base = make_deb(
+        debs, "base-files", {"usr/bin/.keep": b""}, symlinks={"bin": "usr/bin", "lib": "/usr/lib"}
+    )
+    old = make_deb(
+        debs,
+        "old-style",
+        {"bin/tool": (b"t", 0o755), "lib/libx.so": b"x"},
+        hardlinks={"bin/tool2": "bin/tool"},
+    )
+    listing = {m[0]: m for m in _listing(_deb_layer(ws, [old, base]))}
+    assert listing["bin"][1:3] == ("l", "0o777") and listing["lib"][5] == "/usr/lib"
+    assert listing["usr/bin/tool"][1] == "f" and listing["usr/lib/libx.so"][1] == "f"
+    assert listing["usr/bin/tool2"][1:] == ("h", "0o755", 0, 0, "usr/bin/tool", 0)
+    assert not any(p.startswith(("bin/", "lib/")) for p in listing)
+
+
+def test_a_link_cycle_is_refused(ws: Workspace, debs: Path) -> None:
+    a = make_deb(debs, "loop", {"a/x": b"x"}, symlinks={"b": "c", "c": "b"})
+    b = make_deb(debs, "user", {"b/y": b"y"})
+    with pytest.raises(UserInputError, match="too many levels of symbolic links"):
+        _deb_layer(ws, [a, b])
