@@ -32,7 +32,7 @@ from typing import Any
 
 from pyimg.core.digest import canonical_json
 from pyimg.errors import IntegrityError, PyimgError, UserInputError
-from pyimg.external.deb_control import Package, PackageIndex, parse_paragraphs, resolve
+from pyimg.external.deb_control import DebPackage, PackageIndex, parse_paragraphs, resolve
 from pyimg.loading.module_file import DebIndex, DebSource
 
 __all__ = [
@@ -180,7 +180,7 @@ def load_indexes(
 
 def _read_packages(
     decl: DebIndex, source: DebSource, release: Release, directory: str, fetch: Fetch
-) -> list[Package]:
+) -> list[DebPackage]:
     for name, decompress in _INDEX_NAMES:
         path = f"{directory}/{name}"
         if path not in release.sha256:
@@ -201,7 +201,7 @@ def _read_packages(
         except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
             raise UserInputError(f"deb_index '{decl.name}': cannot decompress {url}: {e}",
                                  origin=decl.origin) from None
-        return [Package.from_paragraph(p, source.url, url) for p in parse_paragraphs(text)]
+        return [DebPackage.from_paragraph(p, source.url, url) for p in parse_paragraphs(text)]
     return []  # binary-all is often not a separate index: its packages sit in each binary-ARCH
 
 

@@ -17,7 +17,7 @@ from functools import cmp_to_key
 from pyimg.errors import UserInputError
 
 __all__ = [
-    "Package",
+    "DebPackage",
     "PackageIndex",
     "Relation",
     "ResolutionError",
@@ -174,7 +174,7 @@ def parse_relations(text: str, where: str) -> list[list[Relation]]:
 
 
 @dataclass(frozen=True)
-class Package:
+class DebPackage:
     """One binary package of an archive's Packages index, with where its .deb lives."""
 
     name: str
@@ -194,7 +194,7 @@ class Package:
         return f"{self.base_url.rstrip('/')}/{self.filename}"
 
     @staticmethod
-    def from_paragraph(fields: dict[str, str], base_url: str, where: str) -> Package:
+    def from_paragraph(fields: dict[str, str], base_url: str, where: str) -> DebPackage:
         name = fields.get("Package", "")
         version = fields.get("Version", "")
         if not name or not version:
@@ -210,18 +210,18 @@ class Package:
             size = int(fields.get("Size", "0"))
         except ValueError:
             raise UserInputError(f"{here}: Size {fields.get('Size')!r} is not a number") from None
-        return Package(
+        return DebPackage(
             name, version, fields.get("Architecture", ""), tuple(depends), tuple(provides),
             fields.get("Multi-Arch", ""), fields.get("Filename", ""), base_url,
             fields.get("SHA256", "").lower(), size, fields.get("Essential", "") == "yes",
         )
 
 
-def _newer_first(a: Package, b: Package) -> int:
+def _newer_first(a: DebPackage, b: DebPackage) -> int:
     return compare_versions(b.version, a.version)
 
 
-def _newest_first(packages: Iterable[Package]) -> list[Package]:
+def _newest_first(packages: Iterable[DebPackage]) -> list[DebPackage]:
     return sorted(packages, key=cmp_to_key(_newer_first))
 
 
@@ -230,10 +230,10 @@ class PackageIndex:
     """Every package of one architecture (its own and `Architecture: all`), from all sources."""
 
     architecture: str
-    by_name: dict[str, list[Package]] = field(default_factory=dict)
-    providers: dict[str, list[tuple[Package, Relation]]] = field(default_factory=dict)
+    by_name: dict[str, list[DebPackage]] = field(default_factory=dict)
+    providers: dict[str, list[tuple[DebPackage, Relation]]] = field(default_factory=dict)
 
-    def add(self, pkg: Package) -> None:
+    def add(self, pkg: DebPackage) -> None:
         versions = self.by_name.setdefault(pkg.name, [])
         if any(p.version == pkg.version for p in versions):
             return  # the first source listing a version wins, as apt's pinning does by default
@@ -242,7 +242,7 @@ class PackageIndex:
         for prov in pkg.provides:
             self.providers.setdefault(prov.name, []).append((pkg, prov))
 
-    def candidates(self, rel: Relation) -> list[Package]:
+    def candidates(self, rel: Relation) -> list[DebPackage]:
         """Packages that satisfy `rel`: real ones first (newest first), then providers."""
         real = [p for p in self.by_name.get(rel.name, []) if rel.allows(p.version)]
         provided = [
@@ -257,17 +257,17 @@ class PackageIndex:
 
 def resolve(
     index: PackageIndex, wanted: list[str], other_arches: dict[str, PackageIndex] | None = None
-) -> list[Package]:
+) -> list[DebPackage]:
     """The closure of `wanted` in `index`, sorted by name: for each dependency group the first
     alternative that a chosen package already satisfies, else the first that can be satisfied
     (its newest version, real packages before virtual providers). Conflicts, Breaks and
     Recommends are not followed. One version per package: a later constraint that the chosen
     version does not meet is an error naming the chain."""
-    chosen: dict[str, Package] = {}
+    chosen: dict[str, DebPackage] = {}
     arch = index.architecture
     others: dict[str, PackageIndex] = other_arches or {}
 
-    def satisfied(rel: Relation) -> Package | None:
+    def satisfied(rel: Relation) -> DebPackage | None:
         pkg = chosen.get(rel.name)
         if pkg is not None and rel.allows(pkg.version):
             return pkg
@@ -288,7 +288,7 @@ def resolve(
             return f"{path}: no provider of {rel.name} offers a matching version for {arch}"
         return f"{path}: no package or provider named {rel.name} for {arch}"
 
-    def add(pkg: Package, chain: list[str]) -> None:
+    def add(pkg: DebPackage, chain: list[str]) -> None:
         chosen[pkg.name] = pkg
         here = [*chain, f"{pkg.name} {pkg.version}"]
         for group in pkg.depends:

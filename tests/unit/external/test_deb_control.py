@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pyimg.external.deb_control import (
-    Package,
+    DebPackage,
     PackageIndex,
     ResolutionError,
     compare_versions,
@@ -56,11 +56,11 @@ def _index(arch: str, *stanzas: str) -> PackageIndex:
     for s in stanzas:
         fields = next(parse_paragraphs(s))
         fields.setdefault("Architecture", arch)
-        index.add(Package.from_paragraph(fields, "http://x", "test"))
+        index.add(DebPackage.from_paragraph(fields, "http://x", "test"))
     return index
 
 
-def _names(pkgs: list[Package]) -> list[str]:
+def _names(pkgs: list[DebPackage]) -> list[str]:
     return [f"{p.name}={p.version}" for p in pkgs]
 
 
