@@ -160,7 +160,13 @@ def load_indexes(
     for source in decl.sources:
         base = f"{source.url}/dists/{source.suite}"
         what = f"deb_index '{decl.name}': {base}/InRelease"
-        release = parse_release(verify_inrelease(fetch(f"{base}/InRelease"), keyring, what), what)
+        try:
+            signed = verify_inrelease(fetch(f"{base}/InRelease"), keyring, what)
+            release = parse_release(signed, what)
+        except PyimgError as e:
+            if e.origin is not None:
+                raise
+            raise type(e)(e.message, origin=decl.origin) from None
         if release.date is not None:
             age_days = ((now or time.time()) - release.date) / 86400
             if age_days > decl.max_release_age_days:

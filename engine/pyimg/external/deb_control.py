@@ -306,10 +306,16 @@ def resolve(
                     f"cannot satisfy a dependency for {arch}:\n  " + "\n  ".join(problems)
                 )
 
-    for name in wanted:
+    # Requests pinned to a version first: the closure of the others must then agree with them.
+    for name in sorted(wanted, key=lambda w: "=" not in w):
         rel = _wanted_relation(name)
         if satisfied(rel):
             continue
+        if rel.name in chosen:
+            raise ResolutionError(
+                f"cannot satisfy the request {name} for {arch}: {rel.name} "
+                f"{chosen[rel.name].version} is already chosen"
+            )
         options = index.candidates(rel)
         if not options:
             raise ResolutionError(_unknown(rel, index, others))
