@@ -1,0 +1,40 @@
+"""deb_index's lock entry format, file names and Release parsing (the archive itself is tested
+against a signed loopback archive in tests/integration/test_external_deb.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pyimg.errors import UserInputError
+from pyimg.external.deb import deb_file_name, parse_release, render_entry
+
+
+def test_file_names_write_the_epoch_as_apt_does() -> None:
+    assert deb_file_name("libc6", "1:2.36-9", "amd64") == "libc6_1%3a2.36-9_amd64.deb"
+    assert deb_file_name("tzdata", "2024a-0+deb12u1", "all") == "tzdata_2024a-0+deb12u1_all.deb"
+
+
+def test_lock_entry_has_one_package_per_line_and_reads_back() -> None:
+    pkg = {"arch": "amd64", "sha256": "a" * 64, "size": 1, "url": "http://x/a.deb", "version": "1"}
+    entry = {"kind": "deb_index", "digest": "sha256:" + "b" * 64, "packages": ["zz", "a"],
+             "sources": ["http://x bookworm main"], "architectures": ["arm64", "amd64"],
+             "debs": {"arm64": {"zz": pkg, "a": pkg}, "amd64": {"b": pkg}}}
+    text = render_entry(entry)
+    assert json.loads(text) == entry
+    lines = text.splitlines()
+    assert [line.split('"')[1] for line in lines if '"sha256": "a' in line] == ["b", "a", "zz"]
+    assert render_entry(json.loads(text)) == text  # stable through a read and a write
+
+
+def test_release_sha256_list_and_date() -> None:
+    release = parse_release(
+        "Origin: Debian\nDate: Sat, 10 Feb 2024 09:13:58 UTC\nMD5Sum:\n 00 1 main/x\n"
+        "SHA256:\n abc 12 main/binary-amd64/Packages.xz\n def 30 main/binary-amd64/Packages\n",
+        "InRelease",
+    )
+    assert release.sha256 == {"main/binary-amd64/Packages.xz": ("abc", 12),
+                              "main/binary-amd64/Packages": ("def", 30)}
+    assert release.date == 1707556438.0
+    with pytest.raises(UserInputError, match="no SHA256 list"):
+        parse_release("Origin: x\nMD5Sum:\n 00 1 main/x\n", "InRelease")
