@@ -256,8 +256,6 @@ def run_sandboxed(
             argv = list(spec.argv)
         return _run(argv, plan, spec, cancel, isolation)
     finally:
-        if (scratch / "masked-dir").exists():
-            (scratch / "masked-dir").chmod(0o700)  # mode 0000 while in use; rmtree must list it
         # The sandbox's mounts live in its own mount namespace (private propagation), so the host
         # sees only plain directories here and this never reaches into the execroot or a cache.
         shutil.rmtree(scratch, ignore_errors=True)
@@ -295,6 +293,36 @@ def _validate(spec: SandboxSpec) -> None:
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+_MASK_LOCK = threading.Lock()
+_MASK_SOURCES: list[tuple[str, str]] = []
+
+
+def _mask_sources() -> tuple[str, str]:
+    """An empty file and an empty directory, both mode 0000, that masked host paths are bound
+    to; made once per process (not per command: a mode-0000 directory in each scratch made
+    every sandbox's removal take the slow path) and removed when the process exits."""
+    with _MASK_LOCK:
+        if _MASK_SOURCES and not all(map(os.path.lexists, _MASK_SOURCES[0])):
+            _MASK_SOURCES.clear()  # removed under a long-running process (a /tmp cleaner)
+        if not _MASK_SOURCES:
+            import atexit
+
+            where = Path(tempfile.mkdtemp(prefix="pyimg-masks-"))
+            (where / "file").touch(mode=0)
+            (where / "dir").mkdir(mode=0)
+            atexit.register(_remove_mask_sources, where)
+            _MASK_SOURCES.append((str(where / "file"), str(where / "dir")))
+        return _MASK_SOURCES[0]
+
+
+def _remove_mask_sources(where: Path) -> None:
+    try:
+        (where / "dir").chmod(0o700)  # rmtree must list it
+    except OSError:
+        pass
+    shutil.rmtree(where, ignore_errors=True)
 
 
 def _plan(spec: SandboxSpec, scratch: Path, isolation: str) -> _Plan:
@@ -363,9 +391,7 @@ def _plan(spec: SandboxSpec, scratch: Path, isolation: str) -> _Plan:
         expose_ro(host)
     masks = host_secret_masks()
     if masks:
-        masked_file, masked_dir = scratch / "masked-file", scratch / "masked-dir"
-        masked_file.touch(mode=0)
-        masked_dir.mkdir(mode=0)
+        masked_file, masked_dir = _mask_sources()
         for host, is_dir in masks:
             if any(_under(host, m.dest) for m in mounts.values() if m.kind == "ro"):
                 kind, src = ("ro", masked_dir) if is_dir else ("ro-file", masked_file)

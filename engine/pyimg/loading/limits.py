@@ -115,6 +115,11 @@ def check_nesting(text: str, display: str, limit: int = MAX_NESTING) -> None:
     where the bound is first passed. The bound is an upper one: each open bracket, each
     operator since the last `,` at its bracket level, each call or index, and each indented
     block adds one. Strings and comments are skipped as Starlark's tokenizer skips them."""
+    if _nesting_bound(text) > limit:  # most files are far below: no scan needed
+        _scan_nesting(text, display, limit)
+
+
+def _scan_nesting(text: str, display: str, limit: int) -> None:
     levels = [0]  # operators in the current segment, per open bracket (index 0: the statement)
     total = 0  # sum(levels) + open brackets
     indents = [0]
@@ -168,6 +173,22 @@ def check_nesting(text: str, display: str, limit: int = MAX_NESTING) -> None:
                 "named intermediate values; see the Limits section of docs/concepts.md)",
                 origin=f"{display}:{line}:{col}",
             )
+
+
+def _nesting_bound(text: str) -> int:
+    """A cheap upper bound of what `check_nesting` can count anywhere in `text` (C-speed substring
+    counts, strings and comments included): every bracket twice (itself, and a call or index),
+    every operator character and keyword (as a substring), and one indented block per line."""
+    return (
+        2 * sum(map(text.count, "([{"))
+        + sum(map(text.count, "-+*/%&|^~<>."))
+        + sum(map(text.count, _LEVEL_WORDS))
+        + text.count("\n")
+        + 1
+    )
+
+
+_LEVEL_WORDS = ("and", "or", "not", "in", "if", "else", "lambda", "for")
 
 
 def _is_postfix(text: str, start: int) -> bool:

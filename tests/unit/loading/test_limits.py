@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 from pyimg.errors import UserInputError
-from pyimg.loading.limits import StarlarkLimitError, check_nesting, decode_source
+from pyimg.loading.limits import (
+    StarlarkLimitError,
+    _nesting_bound,
+    _scan_nesting,
+    check_nesting,
+    decode_source,
+)
 
 
 def _deepest_ok(text_for_depth) -> int:
@@ -36,6 +42,20 @@ def test_siblings_strings_and_comments_do_not_count():
     check_nesting('x = "' + "[(" * 5000 + '"  # ' + "(" * 5000 + "\n", "f", limit=5)
     check_nesting("x = '''\n" + "(" * 5000 + "\n'''\n" + "y = r'\\'' + '[['\n", "f", limit=5)
     check_nesting("\n".join(["x = 1 + 1 + 1"] * 5000), "f", limit=5)  # statements are siblings
+
+
+def test_the_quick_bound_is_never_below_what_the_scan_counts():
+    # check_nesting skips the scan when _nesting_bound says the file cannot reach the limit:
+    # on random token soups, the scan never passes that bound.
+    import random
+
+    pieces = ["(", ")", "[", "]", "{", "}", "f(", "x[", ",", ";", "\n", "\n  ", "\n    ", " + ",
+              " - ", ".b", " and ", " not ", " in ", " if ", " else ", " for ", "lambda ", "**",
+              "'s(['", '"x"', "# c(\n", "\\\n", "1", "name", "'''a\n(('''", "\t", "\r\n"]
+    rng = random.Random(7)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 120)))
+        _scan_nesting(text, "f", _nesting_bound(text))  # raises if the scan counted more
 
 
 def test_the_error_is_where_the_limit_is_passed():
