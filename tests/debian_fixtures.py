@@ -64,8 +64,9 @@ class Deb:
         return f"{self.name}_{self.version.split(':', 1)[-1]}_{self.architecture}.deb"
 
 
-def build_deb(deb: Deb, out_dir: Path) -> Path:
-    """`dpkg-deb --build` of the package (owned root:root, gzip, so it builds fast)."""
+def build_deb(deb: Deb, out_dir: Path, compression: str = "gzip") -> Path:
+    """`dpkg-deb --build` of the package, owned root:root; `compression` is dpkg-deb's -Z (gzip
+    by default: it builds fast; xz and zstd as Debian's archive uses them)."""
     with tempfile.TemporaryDirectory(prefix="pyimg-deb-") as tmp:
         root = Path(tmp) / "root"
         (root / "DEBIAN").mkdir(parents=True)
@@ -78,7 +79,7 @@ def build_deb(deb: Deb, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / deb.file_name()
         subprocess.run(
-            ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)],
+            ["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(out)],
             check=True, capture_output=True,
             env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
         )
