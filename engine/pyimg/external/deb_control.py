@@ -12,7 +12,7 @@ import difflib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cmp_to_key
+from functools import cached_property, cmp_to_key
 
 from pyimg.errors import UserInputError
 
@@ -180,14 +180,23 @@ class DebPackage:
     name: str
     version: str
     architecture: str  # the package's own: an index's arch, or "all"
-    depends: tuple[tuple[Relation, ...], ...] = ()  # Pre-Depends, then Depends
+    depends_text: tuple[str, str] = ("", "")  # Pre-Depends, Depends: read when followed
     provides: tuple[Relation, ...] = ()
     multi_arch: str = ""
     filename: str = ""  # relative to the source's base URL
     base_url: str = ""
     sha256: str = ""
     size: int = 0
-    essential: bool = False
+    where: str = ""  # the index it came from, for errors
+
+    @cached_property
+    def depends(self) -> tuple[tuple[Relation, ...], ...]:
+        """Pre-Depends, then Depends: parsed only for the packages the resolver visits (an
+        archive's index lists tens of thousands)."""
+        pre, plain = self.depends_text
+        here = f"{self.where}: package {self.name}"
+        return tuple(tuple(g) for g in parse_relations(pre, f"{here} Pre-Depends")
+                     + parse_relations(plain, f"{here} Depends"))
 
     @property
     def url(self) -> str:
@@ -200,9 +209,6 @@ class DebPackage:
         if not name or not version:
             raise UserInputError(f"{where}: a paragraph without Package or Version")
         here = f"{where}: package {name}"
-        depends: list[tuple[Relation, ...]] = []
-        for key in ("Pre-Depends", "Depends"):
-            depends += [tuple(g) for g in parse_relations(fields.get(key, ""), f"{here} {key}")]
         provides = [
             g[0] for g in parse_relations(fields.get("Provides", ""), f"{here} Provides")
         ]
@@ -211,9 +217,10 @@ class DebPackage:
         except ValueError:
             raise UserInputError(f"{here}: Size {fields.get('Size')!r} is not a number") from None
         return DebPackage(
-            name, version, fields.get("Architecture", ""), tuple(depends), tuple(provides),
+            name, version, fields.get("Architecture", ""),
+            (fields.get("Pre-Depends", ""), fields.get("Depends", "")), tuple(provides),
             fields.get("Multi-Arch", ""), fields.get("Filename", ""), base_url,
-            fields.get("SHA256", "").lower(), size, fields.get("Essential", "") == "yes",
+            fields.get("SHA256", "").lower(), size, where,
         )
 
 
