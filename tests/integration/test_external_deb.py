@@ -50,7 +50,7 @@ def archive(tmp_path: Path) -> Iterator[tuple[Archive, ArchiveServer]]:
 
 def _workspace(tmp_path: Path, server: ArchiveServer, arc: Archive, name: str = "ws",
                packages: tuple[str, ...] = ("app",), armor: bool = True, key: bytes | None = None,
-               extra: str = "") -> Workspace:
+               extra: str = "", arches: tuple[str, ...] = ("amd64", "arm64")) -> Workspace:
     ws = Workspace(tmp_path / name, tmp_path / f"{name}-cache")
     (ws.root / "keys").mkdir(exist_ok=True)
     (ws.root / "keys" / "archive.gpg").write_bytes(key or arc.key.keyring(armor=armor))
@@ -59,7 +59,7 @@ def _workspace(tmp_path: Path, server: ArchiveServer, arc: Archive, name: str = 
             name = "debian",
             sources = ["{server.url}/debian bookworm main"],
             keyring = "keys/archive.gpg",
-            architectures = ["amd64", "arm64"],
+            architectures = {json.dumps(list(arches))},
             packages = {json.dumps(list(packages))},{extra}
         )
         """)
@@ -219,3 +219,12 @@ def test_an_old_release_warns(archive, tmp_path: Path) -> None:  # noqa: ANN001
     fresh = _workspace(tmp_path, server, arc, name="fresh")  # the default allows 90 days
     r = _lock(fresh)
     assert r.code == 0 and "days old" not in r.err
+
+
+def test_an_architecture_the_archive_lacks_is_named(archive, tmp_path: Path) -> None:  # noqa: ANN001
+    arc, server = archive
+    ws = _workspace(tmp_path, server, arc, arches=("amd64", "riscv64"))
+    r = _lock(ws)
+    assert r.code == 2
+    assert "MODULE.pyimg:2" in r.err and "no Packages index for architecture riscv64" in r.err
+    assert "bookworm main" in r.err, r.err

@@ -20,6 +20,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -50,6 +51,12 @@ _INDEX_NAMES = (("Packages.xz", lzma.decompress), ("Packages.gz", gzip.decompres
                 ("Packages.bz2", bz2.decompress), ("Packages", lambda b: b))
 
 Fetch = Callable[[str], bytes]
+
+LOCK_FILE = "pyimg.lock"
+_PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]*$")
+_VERSION = re.compile(r"^[A-Za-z0-9.+~:\-]+$")
+_ARCH = re.compile(r"^[a-z0-9][a-z0-9\-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,11 @@ def load_indexes(
                     for pkg in _read_packages(decl, source, release, f"{component}/{sub}", fetch):
                         if pkg.architecture in (arch, "all"):
                             indexes[arch].add(pkg)
+    for arch, index in indexes.items():
+        if not index.by_name:
+            raise UserInputError(
+                f"deb_index '{decl.name}': no Packages index for architecture {arch} in "
+                + ", ".join(f"'{s}'" for s in decl.sources), origin=decl.origin)
     return indexes
 
 
@@ -264,9 +276,15 @@ def entry_pins(decl: DebIndex, entry: dict[str, Any]) -> dict[str, list[DebPin]]
                        str(d["sha256"]), int(d["size"]))
                 for name, d in sorted(entry["debs"][arch].items())
             ]
-    except (KeyError, TypeError, ValueError) as e:
+            for pin in pins[arch]:
+                # The names become file names in the repository: nothing may leave it.
+                if not (_PACKAGE_NAME.match(pin.name) and _VERSION.match(pin.version)
+                        and _ARCH.match(pin.architecture) and _SHA256.match(pin.sha256)):
+                    raise ValueError(f"package {pin.name!r} {pin.version!r} {pin.architecture!r} "
+                                     f"sha256 {pin.sha256!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserInputError(
-            f"pyimg.lock: the entry of deb_index '{decl.name}' is malformed ({e!r}); run "
+            f"{LOCK_FILE}: the entry of deb_index '{decl.name}' is malformed ({e}); run "
             f"`pyimg lock --update {decl.name}`", origin=decl.origin) from None
     return pins
 

@@ -38,3 +38,28 @@ def test_release_sha256_list_and_date() -> None:
     assert release.date == 1707556438.0
     with pytest.raises(UserInputError, match="no SHA256 list"):
         parse_release("Origin: x\nMD5Sum:\n 00 1 main/x\n", "InRelease")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "../../escape"), ("version", "1/../../x"), ("arch", "amd64/.."),
+     ("sha256", "0" * 63), ("size", "big")],
+)
+def test_a_hand_edited_lock_entry_is_refused(field: str, value: str) -> None:
+    from pathlib import Path
+
+    from pyimg.loading.module_file import parse_module
+
+    (decl,) = parse_module(
+        'deb_index(name = "d", sources = ["http://x/debian bookworm main"], keyring = "k", '
+        'architectures = ["amd64"], packages = ["a"])\n', Path("MODULE.pyimg")).declarations
+    pkg = {"arch": "amd64", "sha256": "a" * 64, "size": 1, "url": "http://x/a.deb", "version": "1"}
+    name = "a"
+    if field == "name":
+        name = value
+    else:
+        pkg[field] = value
+    from pyimg.external.deb import entry_pins
+
+    with pytest.raises(UserInputError, match="entry of deb_index 'd' is malformed"):
+        entry_pins(decl, {"debs": {"amd64": {name: pkg}}})  # type: ignore[arg-type]
