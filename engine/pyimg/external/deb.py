@@ -83,23 +83,28 @@ def deb_file_name(name: str, version: str, architecture: str) -> str:
 
 
 def _dearmor(data: bytes) -> bytes:
-    """An ASCII-armored key block as binary packets (gpgv reads binary keyrings only)."""
-    lines = data.decode("ascii", "replace").splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.startswith("-----BEGIN PGP"))
-    except StopIteration:
-        return data
-    body = []
-    i = start + 1
-    while i < len(lines) and lines[i].strip():  # armor headers end at the first blank line
-        if ":" not in lines[i]:
-            break
-        i += 1
-    for line in lines[i:]:
-        if line.startswith("-----END PGP") or line.startswith("="):
-            break
-        body.append(line.strip())
-    return base64.b64decode("".join(body))
+    """ASCII-armored key blocks as binary packets (gpgv reads binary keyrings only); every
+    block of the file, so that a keyring may hold several keys."""
+    packets = b""
+    body: list[str] | None = None
+    in_headers = False
+    for line in data.decode("ascii", "replace").splitlines():
+        if line.startswith("-----BEGIN PGP"):
+            body, in_headers = [], True
+        elif body is None:
+            continue
+        elif line.startswith("-----END PGP"):
+            packets += base64.b64decode("".join(body))
+            body = None
+        elif in_headers and ":" in line:
+            continue  # an armor header ("Comment: ...")
+        elif line.startswith("="):  # the CRC line after the base64 body: not key data
+            in_headers = False
+        else:
+            in_headers = False
+            if line.strip():
+                body.append(line.strip())
+    return packets
 
 
 def verify_inrelease(data: bytes, keyring: bytes, what: str) -> str:

@@ -63,3 +63,17 @@ def test_a_hand_edited_lock_entry_is_refused(field: str, value: str) -> None:
 
     with pytest.raises(UserInputError, match="entry of deb_index 'd' is malformed"):
         entry_pins(decl, {"debs": {"amd64": {name: pkg}}})  # type: ignore[arg-type]
+
+
+def test_an_armored_keyring_with_several_blocks_is_read_whole() -> None:
+    import base64
+
+    from pyimg.external.deb import _dearmor
+
+    def block(data: bytes) -> str:
+        text = base64.b64encode(data).decode()
+        return ("-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: a key\n\n"
+                + "\n".join(text[i:i + 8] for i in range(0, len(text), 8))
+                + "\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n")
+
+    assert _dearmor((block(b"first key") + "\n" + block(b"second")).encode()) == b"first keysecond"
