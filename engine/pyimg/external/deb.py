@@ -52,7 +52,6 @@ _INDEX_NAMES = (("Packages.xz", lzma.decompress), ("Packages.gz", gzip.decompres
 
 Fetch = Callable[[str], bytes]
 
-LOCK_FILE = "pyimg.lock"
 _PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]*$")
 _VERSION = re.compile(r"^[A-Za-z0-9.+~:\-]+$")
 _ARCH = re.compile(r"^[a-z0-9][a-z0-9\-]*$")
@@ -289,7 +288,7 @@ def entry_pins(decl: DebIndex, entry: dict[str, Any]) -> dict[str, list[DebPin]]
                                      f"sha256 {pin.sha256!r}")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserInputError(
-            f"{LOCK_FILE}: the entry of deb_index '{decl.name}' is malformed ({e}); run "
+            f"pyimg.lock: the entry of deb_index '{decl.name}' is malformed ({e}); run "
             f"`pyimg lock --update {decl.name}`", origin=decl.origin) from None
     return pins
 
