@@ -12,11 +12,19 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from debian_fixtures import DPKG_DEB, make_deb, make_raw_deb
+from debian_fixtures import (
+    Archive,
+    Deb,
+    SigningKey,
+    make_deb,
+    make_raw_deb,
+    require_tools,
+    serve,
+)
 from realtools import podman_env, require, umoci_unpack
 from workspace_helpers import Workspace
 
-pytestmark = pytest.mark.skipif(DPKG_DEB is None, reason="needs dpkg-deb")
+pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 
 BUILD = """\
 load("@pyimg//rules:defs.bzl", "deb_layer", "oci_image", "oci_load")
@@ -148,3 +156,47 @@ def test_umoci_unpacks_and_podman_runs(tmp_path: Path) -> None:
     lines = run.stdout.split()
     assert lines[:2] == ["1000", "greeting=hi"]
     assert {"busybox-static", "hello-conf"} <= set(lines[2:])
+
+
+@pytest.mark.slow
+def test_a_locked_deb_index_becomes_a_layer_per_architecture(tmp_path: Path) -> None:
+    """The declaration side and this one together: `pyimg lock` pins the closure from a signed
+    loopback archive, and deb_layer makes one layer per architecture of `@debian//ARCH:packages`."""
+    require_tools()
+    packages = [
+        *(Deb("app", "1.0", a, depends="libfoo") for a in ("amd64", "arm64")),
+        *(Deb("libfoo", "2.0", a, multi_arch="same") for a in ("amd64", "arm64")),
+        Deb("base-files", "12.4", "all"),
+    ]
+    arc = Archive(tmp_path / "www" / "debian", SigningKey(tmp_path / "gnupg"), packages=packages)
+    arc.publish()
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    (ws.root / "archive.gpg").write_bytes(arc.key.keyring())
+    with serve(tmp_path / "www") as server:
+        ws.write("MODULE.pyimg", f"""
+            deb_index(
+                name = "debian",
+                sources = ["{server.url}/debian bookworm main"],
+                keyring = "archive.gpg",
+                architectures = ["amd64", "arm64"],
+                packages = ["app", "base-files"],
+            )
+            """)
+        ws.write("BUILD.pyimg", """
+            load("@pyimg//rules:defs.bzl", "deb_layer")
+            deb_layer(name = "amd64", debs = ["@debian//amd64:packages"])
+            deb_layer(name = "arm64", debs = ["@debian//arm64:packages"])
+            """)
+        r = ws.run("lock", "--disk-cache", str(ws.cache))
+        assert r.code == 0, r.err
+        r = ws.run("build", "//:amd64", "//:arm64")
+        assert r.code == 0, r.err
+    for arch in ("amd64", "arm64"):
+        with tarfile.open(ws.out(f"{arch}.tar")) as tar:
+            names = tar.getnames()
+            record = tar.extractfile("var/lib/dpkg/status.d/app")
+            assert record is not None
+            assert f"Architecture: {arch}" in record.read().decode()
+        assert {n.rpartition("/")[2] for n in names if n.startswith("var/lib/dpkg/status.d/")} == {
+            "app", "libfoo", "base-files"}
+        assert "usr/share/doc/libfoo/copyright" in names

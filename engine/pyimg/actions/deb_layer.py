@@ -106,7 +106,7 @@ def _decompressed_chunks(f: BinaryIO, member: _Member, what: str) -> Iterator[by
 
 
 @dataclass(frozen=True)
-class DebPackage:
+class UnpackedDeb:
     """One `.deb`, read: its control paragraph, md5sums and data entries (content in `scratch`)."""
 
     name: str
@@ -115,7 +115,7 @@ class DebPackage:
     entries: list[TarEntry]
 
 
-def read_deb(path: Path, scratch: Path, what: str) -> DebPackage:
+def read_deb(path: Path, scratch: Path, what: str) -> UnpackedDeb:
     """Read the `.deb` at `path`; its data tar is decompressed into a file under `scratch`."""
     with open(path, "rb") as f:
         members = ar_members(f, what)
@@ -135,7 +135,7 @@ def read_deb(path: Path, scratch: Path, what: str) -> DebPackage:
     for entry in entries:
         if entry.kind == "hardlink":
             normalize_path(entry.target, f"{what}: hard link {entry.path!r}")
-    return DebPackage(name, control, md5sums, entries)
+    return UnpackedDeb(name, control, md5sums, entries)
 
 
 def _control_files(control_tar: bytes, what: str) -> tuple[str, bytes | None]:
@@ -232,7 +232,7 @@ def _through_links(path: str, links: dict[str, str], what: str) -> str:
     raise UserInputError(f"{what}: /{path}: too many levels of symbolic links")
 
 
-def merge_packages(packages: list[DebPackage], what: str) -> dict[str, tuple[str, TarEntry]]:
+def merge_packages(packages: list[UnpackedDeb], what: str) -> dict[str, tuple[str, TarEntry]]:
     """Every path of every package, with the package that ships it; a path shipped twice with
     different content is an error naming both packages. Paths under a directory symlink that a
     package ships (merged /usr: `bin -> usr/bin`) land where the link points, and a directory
@@ -364,7 +364,7 @@ def write_deb_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
     debs = params.get("debs") or []
     if not isinstance(debs, list):
         raise UserInputError(f"{what}: debs must be a list of inputs")
-    packages: list[DebPackage] = []
+    packages: list[UnpackedDeb] = []
     names: dict[str, str] = {}
     for i, deb in enumerate(debs):
         call.check_cancelled()

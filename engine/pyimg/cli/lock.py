@@ -1,5 +1,5 @@
-"""`pyimg lock`: resolve tags and unpinned downloads of MODULE.pyimg into pyimg.lock
-(docs/external-inputs.md)."""
+"""`pyimg lock`: resolve tags, unpinned downloads and Debian packages of MODULE.pyimg into
+pyimg.lock (docs/external-inputs.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     add_common_flags(p)
 
 
-@command("lock", "resolve tags and unpinned downloads in MODULE.pyimg into pyimg.lock", _configure)
+@command("lock", "resolve tags, unpinned downloads and Debian packages in MODULE.pyimg into "
+         "pyimg.lock", _configure)
 def cmd_lock(args: argparse.Namespace) -> int:
     from pyimg.external.repositories import Repositories
     from pyimg.external.resolve import update_lock

@@ -35,6 +35,7 @@ from pyimg.errors import IntegrityError, PyimgError, UnpinnedInputError, UserInp
 from pyimg.external.options import RegistryOptions
 from pyimg.external.pulled import MARKER_VERSION
 from pyimg.loading.module_file import (
+    DebIndex,
     Declaration,
     HttpArchive,
     HttpFile,
@@ -45,6 +46,7 @@ from pyimg.loading.module_file import (
 from pyimg.oci import media_types as mt
 
 if TYPE_CHECKING:
+    from pyimg.external.deb import DebPin
     from pyimg.oci.model import Descriptor
     from pyimg.registry.client import RegistryClient
     from pyimg.registry.reference import Reference
@@ -88,20 +90,30 @@ def read_lock(workspace: Path) -> dict[str, dict[str, Any]]:
 
 def write_lock(workspace: Path, entries: dict[str, dict[str, Any]]) -> None:
     """Sorted keys, one repository per line: two branches that lock different inputs merge."""
-    lines = [
-        f"    {json.dumps(name)}: {json.dumps(entries[name], sort_keys=True)}"
-        for name in sorted(entries)
-    ]
+    lines = [f"    {json.dumps(name)}: {_render_entry(entries[name])}" for name in sorted(entries)]
     body = ",\n".join(lines)
     text = '{\n  "repositories": {\n' + body + ("\n" if lines else "") + "  },\n"
     text += f'  "version": {LOCK_VERSION}\n}}\n'
     atomic_write_bytes(workspace / LOCK_FILE, text.encode())
 
 
+def _render_entry(entry: dict[str, Any]) -> str:
+    if entry.get("kind") == DebIndex.kind and isinstance(entry.get("debs"), dict):
+        from pyimg.external.deb import render_entry
+
+        return render_entry(entry)
+    return json.dumps(entry, sort_keys=True)
+
+
 def lock_covers(decl: Declaration, entry: dict[str, Any] | None) -> bool:
-    """Does the lock entry still describe this declaration (same image and tag, same URLs)?"""
+    """Does the lock entry still describe this declaration (same image and tag, same URLs,
+    same sources, architectures and packages)?"""
     if not entry or entry.get("kind") != decl.kind:
         return False
+    if isinstance(decl, DebIndex):
+        from pyimg.external.deb import entry_covers
+
+        return entry_covers(decl, entry)
     if isinstance(decl, OciPull):
         return (
             entry.get("image") == decl.image
@@ -189,9 +201,14 @@ class Repositories:
         entry = self.lock.get(decl.name)
         if lock_covers(decl, entry):
             assert entry is not None
-            return str(entry["digest"] if isinstance(decl, OciPull) else entry["sha256"])
-        what = f"tag '{decl.tag}' of {decl.image}" if isinstance(decl, OciPull) else "its download"
-        why = "has no digest" if isinstance(decl, OciPull) else "has no sha256"
+            return str(entry["digest"] if isinstance(decl, (OciPull, DebIndex))
+                       else entry["sha256"])
+        if isinstance(decl, DebIndex):
+            what, why = "its packages", "is resolved only by the lock"
+        elif isinstance(decl, OciPull):
+            what, why = f"tag '{decl.tag}' of {decl.image}", "has no digest"
+        else:
+            what, why = "its download", "has no sha256"
         stale = " (its pyimg.lock entry is for other values)" if decl.name in self.lock else ""
         raise UnpinnedInputError(
             f"{decl.kind} '{decl.name}' {why} and {LOCK_FILE} does not pin {what}{stale}: "
@@ -242,6 +259,10 @@ class Repositories:
             pulled = self._fetch_oci(decl, Digest.parse(pin))
             for digest, size in pulled.layers.items():  # for --offline builds: the layers too
                 self.blob(decl, digest, size)
+        elif isinstance(decl, DebIndex):
+            for arch_pins in self._deb_pins(decl).values():
+                for deb in arch_pins:
+                    self._fetch_deb(decl, deb)
         else:
             self._fetch_http(decl, pin)
 
@@ -259,6 +280,8 @@ class Repositories:
         if isinstance(decl, OciPull):
             pulled = self._fetch_oci(decl, Digest.parse(pin))
             extra = self._write_oci_repo(decl, pulled, dest)
+        elif isinstance(decl, DebIndex):
+            extra = self._write_deb_repo(decl, dest)
         elif isinstance(decl, HttpFile):
             digest = self._fetch_http(decl, pin)
             extra = self._write_http_file_repo(decl, digest, dest)
@@ -280,6 +303,9 @@ class Repositories:
         elif isinstance(decl, OciPull):
             linked += [(p, Digest("sha256", p.name), False)
                        for p in dest.glob("layout/blobs/sha256/*")]
+        elif isinstance(decl, DebIndex):
+            linked += [(dest / arch / deb.file_name(), Digest("sha256", deb.sha256), False)
+                       for arch, pins in self._deb_pins(decl).items() for deb in pins]
         for path, digest, executable in linked:
             try:
                 if path.stat().st_size != os.stat(self.cas.path_str(digest, executable)).st_size:
@@ -544,6 +570,82 @@ class Repositories:
         self._swap(tmp, dest)
         return {}
 
+    # -- deb_index
+
+    def _deb_pins(self, decl: DebIndex) -> dict[str, list[DebPin]]:
+        from pyimg.external.deb import entry_pins
+
+        self.pin(decl)
+        return entry_pins(decl, self.lock[decl.name])
+
+    def _fetch_deb(self, decl: DebIndex, deb: DebPin) -> Digest:
+        """The pinned .deb in the repository cache, downloaded and verified unless it is there."""
+        digest = Digest("sha256", deb.sha256)
+        if self.cas.verify(digest):
+            return digest
+        what = f"{deb.name} {deb.version} ({deb.architecture})"
+        self._online(decl, f"package {what} from {deb.url}")
+        tmp_dir = Path(tempfile.mkdtemp(dir=self._tmp_root()))
+        try:
+            tmp = tmp_dir / "download"
+            try:
+                got = _download(deb.url, tmp)
+            except OSError as e:
+                raise PyimgError(f"deb_index '{decl.name}': download of {what} failed: "
+                                 f"{deb.url}: {e}", origin=decl.origin) from None
+            self.downloads += 1
+            size = tmp.stat().st_size
+            if got != deb.sha256 or size != deb.size:
+                raise IntegrityError(
+                    f"deb_index '{decl.name}': package {what} from {deb.url} has sha256 {got} "
+                    f"({size} bytes), but {LOCK_FILE} pins {deb.sha256} ({deb.size} bytes): "
+                    "refused",
+                    origin=decl.origin,
+                )
+            return self._store(tmp, digest, False)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    def _write_deb_repo(self, decl: DebIndex, dest: Path) -> dict[str, Any]:
+        from pyimg.external.deb import write_repo
+
+        pins = self._deb_pins(decl)
+        tmp = self._fresh(dest)
+
+        def link(deb: DebPin, path: Path) -> None:
+            self.cas.link_to(self._fetch_deb(decl, deb), path)
+
+        write_repo(decl, pins, tmp, link)
+        self._swap(tmp, dest)
+        return {}
+
+    def _deb_lock_entry(self, decl: DebIndex) -> dict[str, Any]:
+        from pyimg.external.deb import lock_entry
+
+        if self.offline:
+            raise MissingInputError("`pyimg lock` resolves Debian packages and needs the network")
+        try:
+            keyring = (self.session.workspace / decl.keyring).read_bytes()
+        except OSError as e:
+            raise UserInputError(
+                f"deb_index '{decl.name}': cannot read keyring '{decl.keyring}': "
+                f"{e.strerror or e}", origin=decl.origin) from None
+
+        def fetch(url: str) -> bytes:
+            tmp_dir = Path(tempfile.mkdtemp(dir=self._tmp_root()))
+            try:
+                try:
+                    _download(url, tmp_dir / "download")
+                except OSError as e:
+                    raise PyimgError(f"deb_index '{decl.name}': cannot fetch {url}: {e}",
+                                     origin=decl.origin) from None
+                self.downloads += 1
+                return (tmp_dir / "download").read_bytes()
+            finally:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+
+        return lock_entry(decl, keyring, fetch, lambda text: print(text, file=self.out))
+
     def _fresh(self, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".tmp-{os.getpid()}-{dest.name}"
@@ -563,6 +665,8 @@ class Repositories:
     def lock_entry(self, decl: Declaration) -> dict[str, Any] | None:
         """Resolve what the declaration leaves open (a tag, a missing sha256) into a lock entry;
         None when the declaration pins itself."""
+        if isinstance(decl, DebIndex):
+            return self._deb_lock_entry(decl)
         if isinstance(decl, OciPull):
             if decl.digest:
                 return None

@@ -1,4 +1,5 @@
-"""Evaluating `MODULE.pyimg`: the pinned external inputs (`oci_pull`, `http_file`, `http_archive`).
+"""Evaluating `MODULE.pyimg`: the pinned external inputs (`oci_pull`, `http_file`, `http_archive`,
+`deb_index`).
 
 MODULE.pyimg declares external repositories and nothing else (docs/external-inputs.md). Each declaration
 becomes a frozen value carrying its origin (`MODULE.pyimg:LINE:COL`), so that every later error about
@@ -8,6 +9,7 @@ it (unpinned, download failed, digest mismatch) points at the line the user wrot
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +19,8 @@ from pyimg.errors import UserInputError
 from pyimg.loading.limits import decode_source
 
 __all__ = [
+    "DebIndex",
+    "DebSource",
     "Declaration",
     "HttpArchive",
     "HttpFile",
@@ -50,6 +54,11 @@ def http_archive(name, urls = None, sha256 = None, strip_prefix = "", build_file
         "urls": urls, "url": url, "sha256": sha256, "strip_prefix": strip_prefix,
         "build_file_content": build_file_content, "max_unpacked_bytes": max_unpacked_bytes,
         "max_unpacked_files": max_unpacked_files})
+
+def deb_index(name, sources, keyring, architectures, packages, max_release_age_days = None):
+    _pyimg_declare(kind = "deb_index", name = name, stack = call_stack(), attrs = {
+        "sources": sources, "keyring": keyring, "architectures": architectures,
+        "packages": packages, "max_release_age_days": max_release_age_days})
 """
 
 
@@ -114,7 +123,42 @@ class HttpArchive:
         return self.sha256 is not None
 
 
-Declaration = OciPull | HttpFile | HttpArchive
+@dataclass(frozen=True)
+class DebSource:
+    """One apt source line: `URL SUITE COMPONENT...`."""
+
+    url: str
+    suite: str
+    components: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return " ".join((self.url, self.suite, *self.components))
+
+
+@dataclass(frozen=True)
+class DebIndex:
+    """Debian packages from signed apt archives, resolved per architecture by `pyimg lock`."""
+
+    kind: ClassVar[str] = "deb_index"
+    name: str
+    origin: str
+    sources: tuple[DebSource, ...]
+    keyring: str  # a workspace-relative file
+    architectures: tuple[str, ...]
+    packages: tuple[str, ...]
+    # Release files older than this warn at `pyimg lock` (a frozen or replayed archive).
+    max_release_age_days: int = 90
+
+    @property
+    def pinned(self) -> bool:
+        return False  # only pyimg.lock pins it
+
+
+Declaration = OciPull | HttpFile | HttpArchive | DebIndex
+
+DEFAULT_MAX_RELEASE_AGE_DAYS = 90
+_DEB_ARCH = re.compile(r"^[a-z0-9][a-z0-9\-]*$")
+_DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.\-]*(=[A-Za-z0-9.+~:\-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -194,7 +238,7 @@ def parse_module(text: str, path: Path) -> ModuleFile:
             raise pending[-1]
         return frozen
 
-    src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive"])])
+    src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive", "deb_index"])])
     sources[MODULE_FILE] = src
     try:
         evaluate(MODULE_FILE, src.evaluated, sl.Module(), sl.FileLoader(load))
@@ -252,6 +296,8 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
             if problem is not None:
                 raise bad(f"'platforms': {problem[1]}")
         return OciPull(name, origin, image, digest, tag, tuple(platforms))
+    if kind == "deb_index":
+        return _make_deb_index(name, attrs, origin, bad)
 
     urls = attrs.get("urls") or ([attrs["url"]] if attrs.get("url") else [])
     if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
@@ -283,3 +329,47 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
             raise bad(f"'{key}' must be a positive integer, got {value!r}")
         bounds.append(value)
     return HttpArchive(name, origin, tuple(urls), sha, strip.strip("/"), build, *bounds)
+
+
+def _make_deb_index(
+    name: str, attrs: dict[str, Any], origin: str, bad: Callable[[str], UserInputError]
+) -> DebIndex:
+    def str_list(key: str, example: str) -> list[str]:
+        value = attrs.get(key)
+        if not isinstance(value, list) or not value or not all(
+            isinstance(v, str) and v.strip() for v in value
+        ):
+            raise bad(f"'{key}' must be a non-empty list of strings like {example}, got {value!r}")
+        return [v.strip() for v in value]
+
+    sources = []
+    for line in str_list("sources", '["https://deb.debian.org/debian bookworm main"]'):
+        parts = line.split()
+        if len(parts) < 3 or not parts[0].startswith(("http://", "https://", "file://")):
+            raise bad(
+                f"source {line!r} must be 'URL SUITE COMPONENT...', the URL starting with "
+                "https://, http:// or file://"
+            )
+        sources.append(DebSource(parts[0].rstrip("/"), parts[1], tuple(parts[2:])))
+    keyring = attrs.get("keyring")
+    if not isinstance(keyring, str) or not keyring or keyring.startswith("/") or (
+        ".." in keyring.split("/")
+    ):
+        raise bad(f"'keyring' must be a file path inside the workspace, got {keyring!r}")
+    arches = str_list("architectures", '["amd64", "arm64"]')
+    for a in arches:
+        if not _DEB_ARCH.match(a) or a == "all":
+            raise bad(f"'architectures': {a!r} is not a Debian architecture like amd64 or arm64")
+    packages = str_list("packages", '["python3-minimal"]')
+    for p in packages:
+        if not _DEB_PACKAGE.match(p):
+            raise bad(f"'packages': {p!r} is not a Debian package name (optionally =VERSION)")
+    age = attrs.get("max_release_age_days")
+    if age is None:
+        age = DEFAULT_MAX_RELEASE_AGE_DAYS
+    if type(age) is not int or age <= 0:
+        raise bad(f"'max_release_age_days' must be a positive integer, got {age!r}")
+    return DebIndex(
+        name, origin, tuple(sources), keyring, tuple(dict.fromkeys(arches)),
+        tuple(dict.fromkeys(packages)), age,
+    )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
-from debian_fixtures import DPKG_DEB, make_deb, make_raw_deb
+from debian_fixtures import make_deb, make_raw_deb
 from oci_workspace import Workspace
 from pyimg.errors import UserInputError
 
-pytestmark = pytest.mark.skipif(DPKG_DEB is None, reason="needs dpkg-deb")
+pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 
 
 def _deb_layer(ws: Workspace, debs: list[Path], **params: object) -> Path:
@@ -55,7 +56,7 @@ def test_listing_is_exact(ws: Workspace, debs: Path, compression: str) -> None:
         hardlinks={"usr/bin/tool2": "usr/bin/tool"},
         dirs={"var/cache/tool": 0o700},
         compression=compression,
-        extra_control="Depends: libc6\n",
+        depends="libc6",
     )
     tar = _deb_layer(ws, [tool], mtime=7)
     S = "var/lib/dpkg/status.d"
@@ -81,7 +82,7 @@ def test_listing_is_exact(ws: Workspace, debs: Path, compression: str) -> None:
     ]
     assert _read(tar, f"{S}/tool") == (
         b"Package: tool\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n"
-        b"Maintainer: Test <test@example.invalid>\nDepends: libc6\n"
+        b"Maintainer: pyimg tests <tests@example.invalid>\nDepends: libc6\n"
         b"Description: test package tool\n"
     )
     md5 = hashlib.md5(b"#!/bin/sh\n").hexdigest()

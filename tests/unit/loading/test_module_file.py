@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 from pyimg.errors import UserInputError
-from pyimg.loading.module_file import HttpArchive, HttpFile, OciPull, parse_module
+from pyimg.loading.module_file import (
+    DebIndex,
+    DebSource,
+    HttpArchive,
+    HttpFile,
+    OciPull,
+    parse_module,
+)
 
 SHA = "ab" * 32
 
@@ -96,3 +103,42 @@ def test_http_archive_unpacking_bounds() -> None:
     with pytest.raises(UserInputError, match="'max_unpacked_files' must be a positive integer, got '10'"):
         parse(f'http_archive(name = "a", urls = ["https://x/a.zip"], sha256 = "{SHA}", '
               'max_unpacked_files = "10")\n')
+
+
+_DEB = ('deb_index(name = "d", sources = {sources}, keyring = {keyring}, '
+        'architectures = {arches}, packages = {packages}{extra})')
+
+
+def _deb(sources: str = '["https://x/debian bookworm main contrib"]', keyring: str = '"k.gpg"',
+         arches: str = '["amd64"]', packages: str = '["a", "b=1:2.0-1"]', extra: str = "") -> str:
+    return _DEB.format(sources=sources, keyring=keyring, arches=arches, packages=packages,
+                       extra=extra)
+
+
+def test_deb_index_declaration() -> None:
+    (d,) = parse("\n" + _deb(arches='["amd64", "arm64", "amd64"]') + "\n").declarations
+    assert isinstance(d, DebIndex) and d.origin == "MODULE.pyimg:2:1" and not d.pinned
+    assert d.sources == (DebSource("https://x/debian", "bookworm", ("main", "contrib")),)
+    assert str(d.sources[0]) == "https://x/debian bookworm main contrib"
+    assert d.architectures == ("amd64", "arm64") and d.packages == ("a", "b=1:2.0-1")
+    assert d.max_release_age_days == 90
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (_deb(sources='["https://x/debian bookworm"]'), "must be 'URL SUITE COMPONENT...'"),
+        (_deb(sources='["ftp://x bookworm main"]'), "must be 'URL SUITE COMPONENT...'"),
+        (_deb(sources="[]"), "'sources' must be a non-empty list"),
+        (_deb(keyring='"/etc/apt/trusted.gpg"'), "'keyring' must be a file path inside"),
+        (_deb(keyring='"../k.gpg"'), "'keyring' must be a file path inside"),
+        (_deb(arches='["all"]'), "'all' is not a Debian architecture"),
+        (_deb(arches='["x86_64"]'), "'x86_64' is not a Debian architecture"),
+        (_deb(packages='["Python3"]'), "'Python3' is not a Debian package name"),
+        (_deb(extra=", max_release_age_days = 0"), "'max_release_age_days' must be a positive"),
+    ],
+)
+def test_bad_deb_index(text: str, message: str) -> None:
+    with pytest.raises(UserInputError) as e:
+        parse(text + "\n")
+    assert "MODULE.pyimg:1:1: deb_index 'd'" in str(e.value) and message in str(e.value)
