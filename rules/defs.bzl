@@ -1,5 +1,6 @@
 """The public rules of pyimg (this file only re-exports; see rules/private/)."""
 
+load("@pyimg//rules/private:deb.bzl", _deb_layer = "deb_layer")
 load("@pyimg//rules/private:basic.bzl", _filegroup = "filegroup", _genrule = "genrule", _host_tool = "host_tool")
 load(
     "@pyimg//rules/private:oci.bzl",
@@ -19,6 +20,7 @@ load(
     _OciPushInfo = "OciPushInfo",
 )
 
+deb_layer = _deb_layer
 filegroup = _filegroup
 genrule = _genrule
 host_tool = _host_tool

@@ -27,6 +27,9 @@ def _oci_image_impl(ctx):
         if OciLayerInfo in t and t[OciLayerInfo].spec != None:
             info = t[OciLayerInfo]
             params = {"compression": ctx.attr.compression, "tar_spec": json.decode(info.spec)}
+            if info.writer != None:
+                # Only set for other writers than pkg_tar, so that pkg_tar layers keep their keys.
+                params["tar_writer"] = info.writer
             sources.append((params, info.inputs, info.tar.short_path))
         else:
             for tar in t[DefaultInfo].files:
@@ -87,7 +90,7 @@ oci_image = rule(
     doc = "An OCI image: a base (or scratch), layers from `tars`, and the image config.",
     attrs = {
         "base": attr.label(doc = "The base image: an `oci_image`, `oci_layout` or `oci_pull`. None: scratch."),
-        "tars": attr.label_list(allow_files = True, doc = "Layers, lowest first: `pkg_tar` targets or tar files (plain, gzip or zstd)."),
+        "tars": attr.label_list(allow_files = True, doc = "Layers, lowest first: `pkg_tar` or `deb_layer` targets or tar files (plain, gzip or zstd)."),
         "entrypoint": attr.string_list(doc = "The entrypoint. Setting it clears the base image's `cmd` unless `cmd` is set too (as Docker does)."),
         "cmd": attr.string_list(doc = "Default arguments."),
         "env": attr.string_dict(doc = "Environment variables; `$VAR` and `${VAR}` expand from the base image's environment."),

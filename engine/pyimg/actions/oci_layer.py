@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ def oci_layer(call: BuiltinCall) -> None:
     """Compress one tar into a layer blob and write its descriptor.
 
     params: {"compression": "gzip" | "zstd" (default "gzip"),
-             "tar_spec": pkg_tar params (optional)}
+             "tar_spec": pkg_tar params (optional),
+             "tar_writer": "pkg_tar" (default) | "deb_layer": whose params tar_spec is}
     inputs: without tar_spec, exactly one tar file (plain, gzip or zstd; detected by magic and
             recompressed canonically, so the blob depends only on the uncompressed tar bytes).
             With tar_spec, the inputs pkg_tar would take: the canonical tar those params describe
@@ -34,7 +36,7 @@ def oci_layer(call: BuiltinCall) -> None:
          "digest": "sha256:<blob>", "size": <blob bytes>, "diffId": "sha256:<uncompressed tar>"}
       - the other one: the compressed blob.
     """
-    params = params_dict(call, {"compression", "tar_spec"}, "oci_layer")
+    params = params_dict(call, {"compression", "tar_spec", "tar_writer"}, "oci_layer")
     compression = params.get("compression") or "gzip"
     if compression not in COMPRESSIONS:
         raise UserInputError(
@@ -50,7 +52,7 @@ def oci_layer(call: BuiltinCall) -> None:
     blob = Path(call.outputs[blob_outs[0]])
     spec = params.get("tar_spec")
     if spec is not None:
-        layer = _layer_from_spec(call, spec, blob, compression)
+        layer = _layer_from_spec(call, spec, params.get("tar_writer") or "pkg_tar", blob, compression)
     else:
         exec_path, src = only_input(call, "oci_layer")
         layer = layer_from_tar(
@@ -65,12 +67,21 @@ def oci_layer(call: BuiltinCall) -> None:
     Path(call.outputs[json_outs[0]]).write_bytes(canonical_json(layer.to_json()))
 
 
-def _layer_from_spec(call: BuiltinCall, spec: Any, blob: Path, compression: str) -> Layer:
-    """pkg_tar's canonical tar, written straight into hashing and compression: no tar file."""
-    from pyimg.actions.pkg_tar import _PARAMS, write_layer_tar
-
-    if not isinstance(spec, dict) or set(spec) - _PARAMS:
-        raise UserInputError(f"oci_layer: tar_spec must be pkg_tar params, got {spec!r}")
+def _layer_from_spec(call: BuiltinCall, spec: Any, writer: Any, blob: Path,
+                     compression: str) -> Layer:
+    """The canonical tar of a pkg_tar or deb_layer, written straight into hashing and
+    compression: no tar file."""
+    write_layer_tar: Callable[..., None]
+    if writer == "pkg_tar":
+        from pyimg.actions.pkg_tar import _PARAMS as known
+        from pyimg.actions.pkg_tar import write_layer_tar
+    elif writer == "deb_layer":
+        from pyimg.actions.deb_layer import PARAMS as known
+        from pyimg.actions.deb_layer import write_deb_layer_tar as write_layer_tar
+    else:
+        raise UserInputError(f"oci_layer: tar_writer must be pkg_tar or deb_layer, got {writer!r}")
+    if not isinstance(spec, dict) or set(spec) - known:
+        raise UserInputError(f"oci_layer: tar_spec must be {writer} params, got {spec!r}")
     with tempfile.TemporaryDirectory(dir=blob.parent, prefix=".oci_layer-") as scratch:
         return write_layer(
             blob,

@@ -1,0 +1,429 @@
+"""The `deb_layer` builtin: one canonical layer tar from a set of Debian `.deb` packages."""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import lzma
+import posixpath
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pyimg.actions._common import input_path, params_dict
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
+from pyimg.core.streams import ByteWriter
+from pyimg.errors import UserInputError
+from pyimg.oci.compress import HashingWriter
+from pyimg.oci.tar import TarEntry, entries_from_tar, normalize_path, write_tar
+
+__all__ = ["PARAMS", "deb_layer", "write_deb_layer_tar"]
+
+PARAMS = {"debs", "mtime", "users", "groups"}
+STATUS_DIR = "var/lib/dpkg/status.d"
+CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
+_CA_SOURCES = "usr/share/ca-certificates/"
+_AR_MAGIC = b"!<arch>\n"
+_AR_HEADER = 60
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One member of an `ar` archive: its name and where its bytes are in the file."""
+
+    name: str
+    offset: int
+    size: int
+
+
+def ar_members(f: BinaryIO, what: str) -> list[_Member]:
+    """The members of the `ar` archive `f` (the container format of a `.deb`)."""
+    if f.read(len(_AR_MAGIC)) != _AR_MAGIC:
+        raise UserInputError(f"{what}: not a Debian package (no 'ar' archive magic)")
+    members: list[_Member] = []
+    offset = len(_AR_MAGIC)
+    while True:
+        f.seek(offset)
+        header = f.read(_AR_HEADER)
+        if not header:
+            return members
+        if len(header) != _AR_HEADER or header[58:60] != b"`\n":
+            raise UserInputError(f"{what}: truncated or corrupt 'ar' header at byte {offset}")
+        # GNU ar ends names with '/'; dpkg-deb writes them without. Both are fine.
+        name = header[0:16].decode("ascii", "replace").rstrip(" ").rstrip("/")
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except ValueError:
+            raise UserInputError(f"{what}: bad size in the 'ar' header of {name!r}") from None
+        members.append(_Member(name, offset + _AR_HEADER, size))
+        offset += _AR_HEADER + size + (size & 1)
+
+
+def _decompressor(name: str, what: str) -> Callable[[bytes], bytes]:
+    """A function decompressing successive chunks of the member `name` (by its suffix)."""
+    suffix = name.rpartition(".")[2] if name.count(".") >= 2 else ""
+    if suffix == "":
+        return lambda chunk: chunk
+    if suffix == "gz":
+        return zlib.decompressobj(wbits=47).decompress
+    if suffix == "xz":
+        return lzma.LZMADecompressor().decompress
+    if suffix == "zst":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress
+    if suffix == "bz2":
+        return bz2.BZ2Decompressor().decompress
+    raise UserInputError(f"{what}: {name}: unsupported compression {suffix!r}")
+
+
+def _member_named(members: list[_Member], stem: str, what: str) -> _Member:
+    found = [m for m in members if m.name == stem or m.name.startswith(stem + ".")]
+    if len(found) != 1:
+        raise UserInputError(f"{what}: expected one {stem}.* member, found {[m.name for m in members]}")
+    return found[0]
+
+
+def _decompressed_chunks(f: BinaryIO, member: _Member, what: str) -> Iterator[bytes]:
+    decompress = _decompressor(member.name, what)
+    f.seek(member.offset)
+    left = member.size
+    try:
+        while left:
+            chunk = f.read(min(left, _CHUNK))
+            if not chunk:
+                raise UserInputError(f"{what}: {member.name} is truncated")
+            left -= len(chunk)
+            yield decompress(chunk)
+    except (lzma.LZMAError, zlib.error, OSError, ValueError) as e:
+        raise UserInputError(f"{what}: {member.name}: corrupt compressed data ({e})") from None
+
+
+@dataclass(frozen=True)
+class UnpackedDeb:
+    """One `.deb`, read: its control paragraph, md5sums and data entries (content in `scratch`)."""
+
+    name: str
+    control: str
+    md5sums: bytes | None
+    entries: list[TarEntry]
+
+
+def read_deb(path: Path, scratch: Path, what: str) -> UnpackedDeb:
+    """Read the `.deb` at `path`; its data tar is decompressed into a file under `scratch`."""
+    with open(path, "rb") as f:
+        members = ar_members(f, what)
+        if not members or members[0].name != "debian-binary":
+            raise UserInputError(f"{what}: not a Debian package (no leading debian-binary member)")
+        control_tar = b"".join(_decompressed_chunks(f, _member_named(members, "control.tar", what), what))
+        data = _member_named(members, "data.tar", what)
+        with tempfile.NamedTemporaryFile(dir=scratch, suffix=".tar", delete=False) as plain:
+            for chunk in _decompressed_chunks(f, data, what):
+                plain.write(chunk)
+    control, md5sums = _control_files(control_tar, what)
+    name = _field(control, "Package")
+    if not name or "/" in name or name.startswith("."):
+        raise UserInputError(f"{what}: control file has no valid 'Package' field")
+    what = f"{what} (package {name})"
+    entries = entries_from_tar(Path(plain.name), scratch, what=what)
+    for entry in entries:
+        if entry.kind == "hardlink":
+            normalize_path(entry.target, f"{what}: hard link {entry.path!r}")
+    return UnpackedDeb(name, control, md5sums, entries)
+
+
+def _control_files(control_tar: bytes, what: str) -> tuple[str, bytes | None]:
+    import io
+
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(control_tar), mode="r:") as tf:
+            for m in tf:
+                name = m.name.removeprefix("./")
+                if name in ("control", "md5sums") and m.isreg():
+                    data = tf.extractfile(m)
+                    assert data is not None
+                    found[name] = data.read()
+    except tarfile.TarError as e:
+        raise UserInputError(f"{what}: control.tar is not a valid tar archive: {e}") from None
+    if "control" not in found:
+        raise UserInputError(f"{what}: control.tar has no 'control' file")
+    try:
+        control = found["control"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserInputError(f"{what}: the control file is not UTF-8") from None
+    return control, found.get("md5sums")
+
+
+def _field(control: str, name: str) -> str:
+    for line in control.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key == name:
+            return value.strip()
+    return ""
+
+
+def status_record(control: str) -> bytes:
+    """The dpkg status paragraph of an installed package, as dpkg and distroless write it: the
+    control paragraph with `Status: install ok installed` after its `Package` line."""
+    lines = [line for line in control.strip("\n").split("\n") if line.strip()]
+    out = []
+    for line in lines:
+        out.append(line)
+        if line.startswith("Package:"):
+            out.append("Status: install ok installed")
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def _content_digest(entry: TarEntry) -> str:
+    assert entry.src is not None and entry.size is not None
+    h = hashlib.sha256()
+    with open(entry.src, "rb") as f:
+        f.seek(entry.offset)
+        left = entry.size
+        while left:
+            chunk = f.read(min(left, _CHUNK))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def _same(a: TarEntry, b: TarEntry) -> bool:
+    """Whether two packages ship the same entry (dpkg shares such directories and, for
+    Multi-Arch: same packages, such files)."""
+    if (a.kind, a.mode, a.uid, a.gid) != (b.kind, b.mode, b.uid, b.gid):
+        return False
+    if a.kind == "dir":
+        return True
+    if a.kind == "symlink":
+        return a.target == b.target
+    if a.kind == "hardlink":
+        return normalize_path(a.target) == normalize_path(b.target)
+    return a.size == b.size and _content_digest(a) == _content_digest(b)
+
+
+def _through_links(path: str, links: dict[str, str], what: str) -> str:
+    """`path` with each leading directory that is a symlink in the layer replaced by its target:
+    dpkg installs `bin/sh` through `bin -> usr/bin` on a merged-/usr system. A link leaving the
+    layer is not followed (the layer then refuses the path under a symlink)."""
+    for _ in range(40):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            target = links.get(prefix)
+            if target is None:
+                continue
+            base = "" if target.startswith("/") else posixpath.dirname(prefix)
+            resolved = posixpath.normpath(posixpath.join(base, target.lstrip("/")))
+            if resolved in (".", "") or resolved == ".." or resolved.startswith("../"):
+                return path
+            path = "/".join([resolved, *parts[i:]])
+            break
+        else:
+            return path
+    raise UserInputError(f"{what}: /{path}: too many levels of symbolic links")
+
+
+def merge_packages(packages: list[UnpackedDeb], what: str) -> dict[str, tuple[str, TarEntry]]:
+    """Every path of every package, with the package that ships it; a path shipped twice with
+    different content is an error naming both packages. Paths under a directory symlink that a
+    package ships (merged /usr: `bin -> usr/bin`) land where the link points, and a directory
+    shipped where a package ships a symlink is the symlink, as dpkg leaves them."""
+    links = {
+        e.path: e.target for p in packages for e in p.entries if e.kind == "symlink"
+    }
+    merged: dict[str, tuple[str, TarEntry]] = {}
+    for package in sorted(packages, key=lambda p: p.name):
+        for entry in package.entries:
+            if links:
+                if entry.kind == "dir" and entry.path in links:
+                    continue
+                entry = replace(entry, path=_through_links(entry.path, links, what))
+                if entry.kind == "hardlink":
+                    target = normalize_path(entry.target, what)
+                    entry = replace(entry, target=_through_links(target, links, what))
+            old = merged.get(entry.path)
+            if old is None:
+                merged[entry.path] = (package.name, entry)
+            elif not _same(old[1], entry):
+                raise UserInputError(
+                    f"{what}: /{entry.path} is in packages {old[0]!r} ({old[1].kind}) and "
+                    f"{package.name!r} ({entry.kind}) with different content or metadata "
+                    "(dpkg would refuse to install both)"
+                )
+    return merged
+
+
+def _id(value: Any, what: str) -> int:
+    if not isinstance(value, str) or not value.isdigit():
+        raise UserInputError(f"{what}: expected a number, got {value!r}")
+    return int(value)
+
+
+def account_files(users: Any, groups: Any, what: str) -> list[TarEntry]:
+    """/etc/passwd, /etc/group and home directories for the named users and groups.
+
+    users: {name: "UID" or "UID:GID"}; a user without ":GID" has GID = UID. groups: {name: "GID"}.
+    A user's primary GID with no group of its own is given a group named after the user. root
+    (0:0) is always present. Homes are /home/NAME (owned by the user, 0755), shells /sbin/nologin.
+    """
+    if not isinstance(users, dict) or not isinstance(groups, dict):
+        raise UserInputError(f"{what}: users and groups must be dicts of name to id")
+    group_ids = {"root": 0}
+    for name, gid in sorted(groups.items()):
+        _check_name(name, f"{what}: groups")
+        group_ids[name] = _id(gid, f"{what}: groups[{name!r}]")
+    accounts = [("root", 0, 0, "/root")]
+    for name, ids in sorted(users.items()):
+        _check_name(name, f"{what}: users")
+        if name == "root":
+            raise UserInputError(f"{what}: users: 'root' is always present (uid 0)")
+        uid_text, _, gid_text = str(ids).partition(":")
+        uid = _id(uid_text, f"{what}: users[{name!r}]")
+        gid = _id(gid_text, f"{what}: users[{name!r}] gid") if gid_text else uid
+        if gid not in group_ids.values():
+            if name in group_ids:
+                raise UserInputError(
+                    f"{what}: users[{name!r}]: gid {gid} has no group, and group {name!r} has "
+                    f"gid {group_ids[name]}"
+                )
+            group_ids[name] = gid
+        accounts.append((name, uid, gid, f"/home/{name}"))
+    _unique([a[1] for a in accounts], f"{what}: users: two users share a uid")
+    _unique(list(group_ids.values()), f"{what}: groups: two groups share a gid")
+    passwd = "".join(
+        f"{name}:x:{uid}:{gid}:{name}:{home}:/sbin/nologin\n" for name, uid, gid, home in
+        sorted(accounts, key=lambda a: a[1])
+    )
+    group = "".join(
+        f"{name}:x:{gid}:\n" for name, gid in sorted(group_ids.items(), key=lambda g: g[1])
+    )
+    entries = [
+        TarEntry("etc/passwd", "file", mode=0o644, data=passwd.encode()),
+        TarEntry("etc/group", "file", mode=0o644, data=group.encode()),
+        TarEntry("root", "dir", mode=0o700),
+    ]
+    for _name, uid, gid, home in accounts[1:]:
+        entries.append(TarEntry(home.lstrip("/"), "dir", mode=0o755, uid=uid, gid=gid))
+    return entries
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or any(c in name for c in ":\n/") or name.startswith("-"):
+        raise UserInputError(f"{what}: invalid name {name!r}")
+
+
+def _unique(values: list[int], message: str) -> None:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise UserInputError(f"{message} ({value})")
+        seen.add(value)
+
+
+def ca_bundle(merged: dict[str, tuple[str, TarEntry]]) -> TarEntry | None:
+    """The bundle that ca-certificates' postinst (update-ca-certificates) would build: every
+    certificate under /usr/share/ca-certificates, sorted by path, each ending in a newline."""
+    if CA_BUNDLE in merged:
+        return None
+    certs = sorted(
+        p for p, (_, e) in merged.items()
+        if p.startswith(_CA_SOURCES) and p.endswith(".crt") and e.kind == "file"
+    )
+    if not certs:
+        return None
+    parts = []
+    for path in certs:
+        entry = merged[path][1]
+        assert entry.src is not None and entry.size is not None
+        with open(entry.src, "rb") as f:
+            f.seek(entry.offset)
+            data = f.read(entry.size)
+        parts.append(data if data.endswith(b"\n") else data + b"\n")
+    return TarEntry(CA_BUNDLE, "file", mode=0o644, data=b"".join(parts))
+
+
+def write_deb_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter, scratch: Path,
+                        what: str = "deb_layer") -> None:
+    """Write the canonical tar of the `.deb`s that deb_layer `params` name to `out` (the one
+    definition of those bytes: `oci_layer` streams the same tar into its compressor)."""
+    unknown = sorted(set(params) - PARAMS)
+    if unknown:
+        raise UserInputError(f"{what}: unknown params {unknown}")
+    mtime = params.get("mtime") or 0
+    if not isinstance(mtime, int) or isinstance(mtime, bool) or mtime < 0:
+        raise UserInputError(f"{what}: mtime must be a non-negative integer, got {mtime!r}")
+    debs = params.get("debs") or []
+    if not isinstance(debs, list):
+        raise UserInputError(f"{what}: debs must be a list of inputs")
+    packages: list[UnpackedDeb] = []
+    names: dict[str, str] = {}
+    for i, deb in enumerate(debs):
+        call.check_cancelled()
+        src = input_path(call, deb, f"{what}: debs[{i}]")
+        package = read_deb(src, scratch, f"{what}: {deb}")
+        if package.name in names:
+            raise UserInputError(
+                f"{what}: package {package.name!r} is given twice ({names[package.name]} and {deb})"
+            )
+        names[package.name] = deb
+        packages.append(package)
+    merged = merge_packages(packages, what)
+    extra: list[TarEntry] = []
+    for package in packages:
+        record = posixpath.join(STATUS_DIR, package.name)
+        extra.append(TarEntry(record, "file", mode=0o644, data=status_record(package.control)))
+        if package.md5sums is not None:
+            extra.append(TarEntry(record + ".md5sums", "file", mode=0o644, data=package.md5sums))
+    users, groups = params.get("users") or {}, params.get("groups") or {}
+    if users or groups:
+        for entry in account_files(users, groups, what):
+            shipped = merged.get(entry.path)
+            if shipped is not None and entry.kind == "file":
+                raise UserInputError(
+                    f"{what}: /{entry.path} is shipped by package {shipped[0]!r}; users and "
+                    "groups would overwrite it"
+                )
+            if shipped is not None:
+                continue  # a directory a package already ships (e.g. /root) keeps its metadata
+            extra.append(entry)
+    bundle = ca_bundle(merged)
+    if bundle is not None:
+        extra.append(bundle)
+    for entry in extra:
+        if entry.path in merged:
+            raise UserInputError(f"{what}: /{entry.path} is shipped by package {merged[entry.path][0]!r}")
+    entries = [replace(e, path=p) for p, (_, e) in merged.items()] + extra
+    write_tar(out, entries, mtime=mtime, uid=0, gid=0, check_cancelled=call.check_cancelled)
+
+
+@builtin("deb_layer")
+def deb_layer(call: BuiltinCall) -> None:
+    """Write one uncompressed canonical layer tar of the `.deb`s `params` name to the one output.
+
+    params: {"debs": [EXEC_PATH of a .deb], "mtime": int, "users": {name: "UID[:GID]"},
+             "groups": {name: "GID"}}
+    The data entries of every package keep their modes, owners, link targets and hard links
+    (mtimes become `mtime`); a path two packages ship differently is an error naming both; a
+    path escaping the root, a device node or a fifo is an error naming the package and path.
+    Added: /var/lib/dpkg/status.d/<package> (and <package>.md5sums) per package, the
+    ca-certificates bundle when certificates are present and no package ships the bundle, and
+    /etc/passwd, /etc/group and homes when users or groups are given. No maintainer script runs.
+    """
+    params = params_dict(call, PARAMS, "deb_layer")
+    if len(call.outputs) != 1:
+        raise UserInputError(f"deb_layer: expected one output, got {sorted(call.outputs)}")
+    (out_path,) = call.outputs.values()
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".deb_layer-") as scratch:
+        with open(out_path, "wb") as out:
+            sink = HashingWriter(out)
+            write_deb_layer_tar(call, params, sink, Path(scratch))
+    call.output_digests[str(out_path)] = sink.digest()
