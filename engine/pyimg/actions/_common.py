@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import Digest
+from pyimg.core.streams import ByteWriter
 from pyimg.errors import UserInputError
+from pyimg.oci.compress import HashingWriter
 
 __all__ = [
+    "write_tar_output",
     "input_path",
     "only_input",
     "opt_str",
@@ -137,3 +141,18 @@ def str_dict(params: Mapping[str, Any], key: str, action: str) -> dict[str, str]
     ):
         raise UserInputError(f"{action}: {key} must be a dict of strings, got {value!r}")
     return dict(value)
+
+
+def write_tar_output(call: BuiltinCall, what: str,
+                     write: Callable[[ByteWriter, Path], None]) -> None:
+    """The builtins whose one output is a layer tar: `write(sink, scratch)` streams the tar into
+    the output, hashed while it is written (the store then needs no second read), with a scratch
+    directory beside it that is removed afterwards."""
+    if len(call.outputs) != 1:
+        raise UserInputError(f"{what}: expected one output, got {sorted(call.outputs)}")
+    (out_path,) = call.outputs.values()
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=f".{what}-") as scratch:
+        with open(out_path, "wb") as out:
+            sink = HashingWriter(out)
+            write(sink, Path(scratch))
+    call.output_digests[str(out_path)] = sink.digest()

@@ -14,12 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pyimg.actions._common import input_path, params_dict
+from pyimg.actions._common import input_path, params_dict, write_tar_output
 from pyimg.actions.builtins import builtin
 from pyimg.core.builtin import BuiltinCall
 from pyimg.core.streams import ByteWriter
 from pyimg.errors import UserInputError
-from pyimg.oci.compress import HashingWriter
 from pyimg.oci.tar import TarEntry, entries_from_tar, normalize_path, write_tar
 
 __all__ = ["PARAMS", "deb_layer", "write_deb_layer_tar"]
@@ -419,11 +418,4 @@ def deb_layer(call: BuiltinCall) -> None:
     /etc/passwd, /etc/group and homes when users or groups are given. No maintainer script runs.
     """
     params = params_dict(call, PARAMS, "deb_layer")
-    if len(call.outputs) != 1:
-        raise UserInputError(f"deb_layer: expected one output, got {sorted(call.outputs)}")
-    (out_path,) = call.outputs.values()
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".deb_layer-") as scratch:
-        with open(out_path, "wb") as out:
-            sink = HashingWriter(out)
-            write_deb_layer_tar(call, params, sink, Path(scratch))
-    call.output_digests[str(out_path)] = sink.digest()
+    write_tar_output(call, "deb_layer", lambda sink, scratch: write_deb_layer_tar(call, params, sink, scratch))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,12 +15,12 @@ from pyimg.actions._common import (
     params_dict,
     parse_mode,
     parse_owner,
+    write_tar_output,
 )
 from pyimg.actions.builtins import builtin
 from pyimg.core.builtin import BuiltinCall
 from pyimg.core.streams import ByteWriter
 from pyimg.errors import UserInputError
-from pyimg.oci.compress import HashingWriter
 from pyimg.oci.tar import (
     TarEntry,
     entries_from_tar,
@@ -161,14 +160,7 @@ def pkg_tar(call: BuiltinCall) -> None:
     carries the content. Output: exactly one declared output, the `.tar`.
     """
     params = params_dict(call, _PARAMS, "pkg_tar")
-    if len(call.outputs) != 1:
-        raise UserInputError(f"pkg_tar: expected one output, got {sorted(call.outputs)}")
-    (out_path,) = call.outputs.values()
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".pkg_tar-") as scratch:
-        with open(out_path, "wb") as out:
-            sink = HashingWriter(out)
-            write_layer_tar(call, params, sink, Path(scratch))
-    call.output_digests[str(out_path)] = sink.digest()
+    write_tar_output(call, "pkg_tar", lambda sink, scratch: write_layer_tar(call, params, sink, scratch))
 
 
 def write_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter, scratch: Path,
