@@ -94,15 +94,18 @@ def test_recursion_is_a_short_clean_error(ws):
     assert len(err.splitlines()) < 30
 
 
-def test_a_loop_that_never_ends_stops_at_the_step_limit(ws):
-    ws.write("p/BUILD.pyimg", """
+FOREVER = """
 def forever():
     for i in range(2000000000):
         for j in range(2000000000):
             pass
 
 forever()
-""")
+"""  # a loop that never ends, at line 4
+
+
+def test_a_loop_that_never_ends_stops_at_the_step_limit(ws):
+    ws.write("p/BUILD.pyimg", FOREVER)
     err = _clean_failure(ws, "--starlark-max-steps=200", "//p:all")
     assert err.startswith("ERROR: p/BUILD.pyimg:4:9: evaluation stopped after about 200,000 loop")
     assert "--starlark-max-steps" in err
@@ -130,14 +133,7 @@ def test_doubling_a_list_forty_times_hits_the_memory_limit(ws):
 
 
 def test_ctrl_c_stops_a_loop_that_never_ends(ws):
-    ws.write("p/BUILD.pyimg", """
-def forever():
-    for i in range(2000000000):
-        for j in range(2000000000):
-            pass
-
-forever()
-""")
+    ws.write("p/BUILD.pyimg", FOREVER)
     proc = ws.spawn("build", "--starlark-max-steps=0", "//p:all", preexec_fn=_cap)
     stat = Path(f"/proc/{proc.pid}/stat")
     # Wait until the child is busy in the loop (it has used CPU time), then interrupt it.
