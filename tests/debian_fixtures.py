@@ -36,7 +36,8 @@ def require_tools() -> None:
 
 @dataclass
 class Deb:
-    """A package to build: control fields plus files `{path: bytes}` under the root."""
+    """A package to build: control fields plus files `{path: bytes or (bytes, mode)}` under the
+    root."""
 
     name: str
     version: str = "1.0"
@@ -45,7 +46,8 @@ class Deb:
     pre_depends: str = ""
     provides: str = ""
     multi_arch: str = ""
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, bytes | tuple[bytes, int]] = field(default_factory=dict)
+    extra: str = ""  # further control lines, as written (Conflicts, Breaks, Essential, ...)
 
     def control(self) -> str:
         lines = [
@@ -58,6 +60,7 @@ class Deb:
                            ("Provides", self.provides), ("Multi-Arch", self.multi_arch)):
             if value:
                 lines.append(f"{key}: {value}")
+        lines.extend(line for line in self.extra.splitlines() if line.strip())
         lines.append(f"Description: test package {self.name}")
         return "\n".join(lines) + "\n"
 
@@ -74,10 +77,12 @@ def build_deb(deb: Deb, out_dir: Path, compression: str = "gzip") -> Path:
         (root / "DEBIAN").mkdir(parents=True)
         (root / "DEBIAN" / "control").write_text(deb.control())
         files = deb.files or {f"usr/share/doc/{deb.name}/copyright": b"public domain\n"}
-        for path, data in files.items():
+        for path, spec in files.items():
+            data, mode = spec if isinstance(spec, tuple) else (spec, 0o644)
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+            target.chmod(mode)
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / deb.file_name()
         subprocess.run(
