@@ -114,6 +114,9 @@ class SigningKey:
     def clearsign(self, text: bytes) -> bytes:
         return self._gpg("--digest-algo", "SHA256", "--clearsign", stdin=text)
 
+    def detach_sign(self, text: bytes) -> bytes:
+        return self._gpg("--digest-algo", "SHA256", "--armor", "--detach-sign", stdin=text)
+
 
 @dataclass
 class Archive:
@@ -126,6 +129,8 @@ class Archive:
     architectures: tuple[str, ...] = ("amd64", "arm64")
     packages: list[Deb] = field(default_factory=list)
     date: float | None = None  # Release's Date (now when None)
+    valid_until: float | None = None  # Release's Valid-Until (none when None)
+    inrelease: bool = True  # False: only Release and its detached Release.gpg, as older tools
 
     def publish(self) -> None:
         pool = self.root / "pool" / self.component
@@ -153,11 +158,15 @@ class Archive:
         release = (
             f"Origin: pyimg-tests\nSuite: {self.suite}\nCodename: {self.suite}\n"
             f"Date: {formatdate(self.date, usegmt=True)}\n"
+            + (f"Valid-Until: {formatdate(self.valid_until, usegmt=True)}\n"
+               if self.valid_until is not None else "") +
             f"Architectures: {' '.join(self.architectures)}\nComponents: {self.component}\n"
             "SHA256:\n" + "\n".join(listed) + "\n"
         ).encode()
         (dists / "Release").write_bytes(release)
-        (dists / "InRelease").write_bytes(self.key.clearsign(release))
+        (dists / "Release.gpg").write_bytes(self.key.detach_sign(release))
+        if self.inrelease:
+            (dists / "InRelease").write_bytes(self.key.clearsign(release))
 
     def pool_file(self, deb: Deb) -> Path:
         return self.root / "pool" / self.component / deb.file_name()
