@@ -38,7 +38,8 @@ def test_the_committed_lock_covers_the_example_s_declaration() -> None:
     for arch in ("amd64", "arm64"):
         names = {p.name for p in pins[arch]}
         assert {"python3-minimal", "libpython3.11-stdlib", "libssl3", "ca-certificates",
-                "tzdata", "libc6"} <= names
+                "tzdata", "libc6", "base-files", "mawk"} <= names
+        assert "gawk" not in names  # base-files' awk is mawk (Priority: required)
         assert all(p.url.startswith("https://deb.debian.org/debian/pool/") for p in pins[arch])
 
 
@@ -175,8 +176,10 @@ def _debian_reachable() -> bool:
 @pytest.mark.slow
 def test_the_example_from_the_real_debian_archive(tmp_path: Path) -> None:
     """The one test that reaches deb.debian.org (skipped where it cannot): the committed lock
-    still covers the declaration, every pinned .deb is fetched and verified, the base builds for
-    both architectures, and podman runs python3 of the amd64 image with ssl and json."""
+    still covers the declaration, every pinned .deb (both architectures) is fetched and verified,
+    and podman runs python3 of the amd64 image with ssl and json. Only amd64 is built: the arm64
+    layer is the same code on other bytes (the loopback twin builds both), and CI's time is
+    short."""
     require("podman", "runc", "gpgv")
     if not _debian_reachable():
         pytest.skip(f"{REAL_INRELEASE} is not reachable")
@@ -194,7 +197,7 @@ def test_the_example_from_the_real_debian_archive(tmp_path: Path) -> None:
         pytest.fail(f"a pinned .deb left deb.debian.org: run `pyimg lock --update debian` in "
                     f"examples/debian-python and commit the lock\n{r.err}")
     assert r.code == 0, r.err
-    r = ws.run("build", "--offline", "//:python", "//:load_amd64")
+    r = ws.run("build", "--offline", "//:load_amd64")
     assert r.code == 0, r.err
 
     env = podman_env(tmp_path / "podman")
@@ -204,8 +207,9 @@ def test_the_example_from_the_real_debian_archive(tmp_path: Path) -> None:
     run = subprocess.run(
         ["podman", "run", "--rm", "pyimg.example/debian-python:amd64", "-c",
          "import ssl, json; ctx = ssl.create_default_context(); "
-         "print(json.dumps(ctx.cert_store_stats()['x509_ca'] > 100))"],
+         "print(json.dumps(ctx.cert_store_stats()['x509_ca'] > 100)); "
+         "print(open('/etc/os-release').readline().strip())"],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "true"
+    assert run.stdout.splitlines() == ["true", 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"']
