@@ -213,3 +213,37 @@ def test_the_example_from_the_real_debian_archive(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["true", 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"']
+
+
+@pytest.mark.slow
+def test_the_twin_is_reproducible_under_the_audit(tmp_path: Path) -> None:
+    """`pyimg audit` of the twin's index: each run fetches the pinned .debs into a fresh cache
+    and builds in another path, umask, TZ, locale, job count and action order, with the
+    sources' mtimes moved; every output (both layers, both images, the index) is identical."""
+    require_tools()
+    arc = Archive(tmp_path / "www" / "debian", SigningKey(tmp_path / "gnupg"),
+                  packages=_twin_packages(b"#!/bin/true\n"))
+    arc.publish()
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    (ws.root / "keys").mkdir()
+    (ws.root / "keys" / "archive.gpg").write_bytes(arc.key.keyring())
+    ws.write("BUILD.pyimg", TWIN_BUILD)
+    with serve(tmp_path / "www") as server:
+        ws.write("MODULE.pyimg", f"""
+            deb_index(
+                name = "debian",
+                sources = ["{server.url}/debian bookworm main"],
+                keyring = "keys/archive.gpg",
+                architectures = ["amd64", "arm64"],
+                packages = ["hello"],
+            )
+            """)
+        assert ws.run("lock", "--disk-cache", str(ws.cache)).code == 0
+        r = ws.run("audit", "//:hello", "//:base_amd64", "//:base_arm64",
+                   "--report", str(tmp_path / "audit.json"))
+    assert r.code == 0, r.out + r.err
+    report = json.loads((tmp_path / "audit.json").read_text())
+    assert report["reproducible"] is True and report["differences"] == []
+    assert {o["target"] for o in report["outputs"]} == {"//:hello", "//:base_amd64",
+                                                        "//:base_arm64"}
+    assert all(o["identical"] for o in report["outputs"])

@@ -259,3 +259,13 @@ def test_a_link_cycle_is_refused(ws: Workspace, debs: Path) -> None:
     b = make_deb(debs, "user", {"b/y": b"y"})
     with pytest.raises(UserInputError, match="too many levels of symbolic links"):
         _deb_layer(ws, [a, b])
+
+
+@pytest.mark.parametrize("target", ["../../../outside", "/../../outside"])
+def test_a_link_out_of_the_root_is_never_followed(ws: Workspace, debs: Path, target: str) -> None:
+    # Merged /usr links are followed (as dpkg does); one leading out of the root never carries
+    # another package's files out with it.
+    one = make_raw_deb(debs / "one_1.0_amd64.deb", "one", [_node("./a", tarfile.SYMTYPE, target)])
+    two = make_raw_deb(debs / "two_1.0_amd64.deb", "two", [_node("./a/evil", tarfile.REGTYPE)])
+    with pytest.raises(UserInputError, match="'a' is a symlink in the layer but 'a/evil' is under it"):
+        _deb_layer(ws, [one, two])
