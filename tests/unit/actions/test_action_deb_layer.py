@@ -17,10 +17,10 @@ from pyimg.errors import UserInputError
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 
 
-def _deb_layer(ws: Workspace, debs: list[Path], **params: object) -> Path:
+def _deb_layer(ws: Workspace, debs: list[Path], jobs: int = 1, **params: object) -> Path:
     exec_paths = [str(d.relative_to(ws.root)) for d in debs]
     out = "pyimg-out/base.tar"
-    ws.run("deb_layer", {"debs": exec_paths, **params}, exec_paths, [out])
+    ws.run("deb_layer", {"debs": exec_paths, **params}, exec_paths, [out], jobs=jobs)
     return ws.path(out)
 
 
@@ -107,6 +107,21 @@ def test_same_bytes_whatever_the_order_and_compression(ws: Workspace, debs: Path
     one = _deb_layer(ws, [a1, b1]).read_bytes()
     two = _deb_layer(ws, [b2, a2]).read_bytes()
     assert one == two
+
+
+def test_packages_read_on_several_threads_give_the_same_bytes_and_the_same_error(
+    ws: Workspace, debs: Path
+) -> None:
+    pkgs = [make_deb(debs, f"p{i}", {f"usr/lib/p{i}": bytes(i * 1000)}, compression="xz")
+            for i in range(6)]
+    one = _deb_layer(ws, pkgs, jobs=1).read_bytes()
+    assert _deb_layer(ws, pkgs, jobs=3).read_bytes() == one
+    # Of two bad packages, the first given is named, whichever thread fails first.
+    bad = [make_raw_deb(debs / f"bad{i}_1.0_amd64.deb", f"bad{i}", [_node(f"./dev/n{i}", tarfile.CHRTYPE)])
+           for i in range(2)]
+    for jobs in (1, 3):
+        with pytest.raises(UserInputError, match=r"bad0_1.0_amd64.deb \(package bad0\)"):
+            _deb_layer(ws, [*pkgs[:2], bad[0], *pkgs[2:], bad[1]], jobs=jobs)
 
 
 def test_shared_directories_and_identical_files_merge(ws: Workspace, debs: Path) -> None:
