@@ -131,12 +131,18 @@ class Archive:
     date: float | None = None  # Release's Date (now when None)
     valid_until: float | None = None  # Release's Valid-Until (none when None)
     inrelease: bool = True  # False: only Release and its detached Release.gpg, as older tools
+    # "": Architecture: all packages in each binary-ARCH index only; "also": in binary-all too,
+    # and Release says `No-Support-for-Architecture-all: Packages` (as Debian's archive does);
+    # "only": in binary-all only.
+    binary_all: str = ""
 
     def publish(self) -> None:
         pool = self.root / "pool" / self.component
         dists = self.root / "dists" / self.suite
         shutil.rmtree(dists, ignore_errors=True)
         stanzas: dict[str, list[str]] = {a: [] for a in self.architectures}
+        if self.binary_all:
+            stanzas["all"] = []
         for deb in self.packages:
             path = build_deb(deb, pool)
             data = path.read_bytes()
@@ -145,8 +151,11 @@ class Archive:
                 f"SHA256: {hashlib.sha256(data).hexdigest()}\n"
             )
             for arch in self.architectures:
-                if deb.architecture in (arch, "all"):
+                if deb.architecture == arch or (
+                        deb.architecture == "all" and self.binary_all != "only"):
                     stanzas[arch].append(stanza)
+            if deb.architecture == "all" and self.binary_all:
+                stanzas["all"].append(stanza)
         listed = []
         for arch, entries in stanzas.items():
             rel = f"{self.component}/binary-{arch}"
@@ -161,7 +170,8 @@ class Archive:
             + (f"Valid-Until: {formatdate(self.valid_until, usegmt=True)}\n"
                if self.valid_until is not None else "") +
             f"Architectures: {' '.join(self.architectures)}\nComponents: {self.component}\n"
-            "SHA256:\n" + "\n".join(listed) + "\n"
+            + ("No-Support-for-Architecture-all: Packages\n" if self.binary_all == "also" else "")
+            + "SHA256:\n" + "\n".join(listed) + "\n"
         ).encode()
         (dists / "Release").write_bytes(release)
         (dists / "Release.gpg").write_bytes(self.key.detach_sign(release))

@@ -248,6 +248,28 @@ def test_release_and_release_gpg_when_there_is_no_inrelease(archive, tmp_path: P
     assert r.code == 1 and "dists/bookworm/InRelease" in r.err and "404" in r.err, r.err
 
 
+@pytest.mark.parametrize(("binary_all", "all_fetches"), [("also", 0), ("only", 1)])
+def test_binary_all_is_read_once_and_skipped_where_release_says_so(
+    archive, tmp_path: Path, binary_all: str, all_fetches: int  # noqa: ANN001
+) -> None:
+    """Debian lists Architecture: all packages in each binary-ARCH index and says so in Release
+    (No-Support-for-Architecture-all: Packages): binary-all is then not fetched, as apt does.
+    An archive whose arch-all packages are only in binary-all has it read once for all arches."""
+    arc, server = archive
+    default = _workspace(tmp_path, server, arc, name="default")
+    assert _lock(default).code == 0
+    arc.binary_all = binary_all
+    arc.publish()
+    server.requests.clear()
+    ws = _workspace(tmp_path, server, arc)
+    r = _lock(ws)
+    assert r.code == 0, r.err
+    fetched = [p for p in server.requests if "/binary-all/" in p]
+    assert len(fetched) == all_fetches, server.requests
+    entry = json.loads((ws.root / "pyimg.lock").read_text())["repositories"]["debian"]
+    assert entry == json.loads((default.root / "pyimg.lock").read_text())["repositories"]["debian"]
+
+
 def test_a_release_past_its_valid_until_is_refused(archive, tmp_path: Path) -> None:  # noqa: ANN001
     arc, server = archive
     arc.valid_until = time.time() - 3600
