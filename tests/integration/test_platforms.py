@@ -101,6 +101,27 @@ def test_index_builds_the_image_once_per_platform(ws):
     validate_layout(ws.out("svc/index"))
 
 
+def test_two_images_share_one_compressed_layer(ws):
+    ws.write("p/BUILD.pyimg", '''
+        genrule(name = "etc", outs = ["motd"], cmd = "printf 'shared' > $@")
+
+        pkg_tar(name = "etc_layer", srcs = [":etc"], package_dir = "/etc")
+
+        oci_image(name = "a", tars = [":etc_layer"], cmd = ["a"])
+
+        oci_image(name = "b", tars = [":etc_layer"], cmd = ["b"])
+
+        oci_image(name = "z", tars = [":etc_layer"], compression = "zstd")
+    ''')
+    r = ws.run("build", "//p:a", "//p:b", "//p:z")
+    assert r.code == 0, r.err
+    # motd, one gzip layer for a and b, one zstd layer for z, three images
+    assert "Build completed: 6 actions run" in r.err
+    layers = {Layout(ws.out(f"p/{n}")).manifest(Layout(ws.out(f"p/{n}")).resolve("latest")).layers
+              for n in "ab"}
+    assert len(layers) == 1
+
+
 def test_no_op_and_incremental_with_configurations(ws):
     _service(ws)
     assert ws.run("build", "//svc:index").code == 0
