@@ -172,12 +172,15 @@ class Analyzer:
                 spec = target.rule.attrs[attr_name]
                 labels = _labels_of(spec["type"], self._select(target, attr_name, value, config))
                 if spec.get("cfg") == "platforms":
+                    dep_configs = self._dep_configurations(target, config)
                     # Platform-major: an index lists every image of its first platform first.
                     split[attr_name] = [
                         self._dependency(target, attr_name, dep, dep_config)
-                        for dep_config in self._dep_configurations(target, config)
+                        for dep_config in dep_configs or [config]
                         for dep in labels
                     ]
+                    if not dep_configs:  # no platforms listed: in this configuration
+                        configured = configured or any(r.configuration for r in split[attr_name])
                     continue
                 for dep in labels:
                     deps[dep] = self._dependency(target, attr_name, dep, config)
@@ -212,7 +215,7 @@ class Analyzer:
     def _dep_configurations(self, target: Target, config: Configuration) -> list[Configuration]:
         """The configurations of a `cfg = "platforms"` attribute's dependencies: one per
         platform of the target's `platforms` attribute (a split transition), in its order;
-        none listed: the target's own."""
+        none listed (then the dependencies are in the target's own configuration): empty."""
         texts = self._select(target, "platforms", target.attrs.get("platforms") or [], config)
         what = f"{target.kind} {target.label}: attribute 'platforms'"
         out: list[Configuration] = []
@@ -228,7 +231,7 @@ class Analyzer:
                     f"{what}: '{text}' is listed twice",
                     origin=self.loader.argument_origin(target.origin, "platforms"))
             out.append(dep_config)
-        return out or [config]
+        return out
 
     def _source_file(self, label: Label) -> TargetResult:
         path = f"{label.package}/{label.name}" if label.package else label.name

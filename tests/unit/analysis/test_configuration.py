@@ -213,3 +213,17 @@ share(name = "d", src = [":g"], how = "y")
         "ctx.actions.write(out, ctx.attr.how)", "ctx.actions.write(out, ctx.label.name)"))
     with pytest.raises(UserInputError, match="output path conflict: 'pyimg-out/p/g.txt.copy/x'"):
         Analyzer(Loader(root), AMD64).analyze([parse_label("//p:a"), parse_label("//p:b")])
+
+
+def test_split_attribute_without_platforms_stays_in_the_configuration(tmp_path: Path) -> None:
+    """An index of per-platform images without `platforms`, built with --platforms: it depends
+    on the platform through its images, so it is configured too (its path is the platform's)."""
+    loader = _workspace(tmp_path / "ws", '''
+plat(name = "p1")
+each(name = "all", deps = [":p1"])
+''')
+    arm = requested_configuration("linux/arm64", "x")
+    result = Analyzer(loader, AMD64).analyze([parse_label("//p:all")], [AMD64, arm])
+    assert result.top_level == ["//p:all", "//p:all [linux/arm64]"]
+    assert _written(result, "//p:all [linux/arm64]") == "pyimg-out/platforms/linux-arm64/p/p1.txt"
+    assert _written(result, "//p:all") == "pyimg-out/p/p1.txt"
