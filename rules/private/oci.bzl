@@ -23,7 +23,7 @@ def _oci_image_impl(ctx):
         fail("attribute 'compression' must be one of %s, got %r" % (_COMPRESSIONS, ctx.attr.compression))
     layers = []
     blobs = []
-    sources = []  # (params, inputs, what) per layer
+    sources = []  # (params, inputs, tar, what) per layer
     for t in ctx.attr.tars:
         if OciLayerInfo in t and t[OciLayerInfo].spec != None:
             info = t[OciLayerInfo]
@@ -35,8 +35,14 @@ def _oci_image_impl(ctx):
         else:
             for tar in t[DefaultInfo].files:
                 sources.append(({"compression": ctx.attr.compression}, [tar], tar, tar.short_path))
+    shared = {}  # tar path -> (desc, blob): a tar listed twice is one layer action
     for params, layer_inputs, tar, what in sources:
         n = len(layers)
+        if not tar.is_source and tar.path in shared:
+            desc, blob = shared[tar.path]
+            layers.append(desc)
+            blobs.append(blob)
+            continue
         if tar.is_source:
             blob = ctx.actions.declare_file("%s.layers/%d.blob" % (ctx.label.name, n))
             desc = ctx.actions.declare_file("%s.layers/%d.json" % (ctx.label.name, n))
@@ -55,6 +61,7 @@ def _oci_image_impl(ctx):
         )
         layers.append(desc)
         blobs.append(blob)
+        shared[tar.path] = (desc, blob)
     inputs.extend(layers)
     inputs.extend(blobs)
     # Empty attributes keep the base image's values (the builtin reads None as "unset").

@@ -112,11 +112,19 @@ def test_two_images_share_one_compressed_layer(ws):
         oci_image(name = "b", tars = [":etc_layer"], cmd = ["b"])
 
         oci_image(name = "z", tars = [":etc_layer"], compression = "zstd")
+
+        filegroup(name = "same_tar", srcs = [":etc_layer"])
+
+        oci_image(name = "twice", tars = [":etc_layer", ":same_tar"])
     ''')
-    r = ws.run("build", "//p:a", "//p:b", "//p:z")
+    r = ws.run("build", "//p:a", "//p:b", "//p:z", "//p:twice")
     assert r.code == 0, r.err
-    # motd, one gzip layer for a and b, one zstd layer for z, three images
-    assert "Build completed: 6 actions run" in r.err
+    # motd, one gzip layer for a, b and twice (the tar twice: one layer action), one zstd
+    # layer for z, four images
+    assert "Build completed: 7 actions run" in r.err
+    twice = Layout(ws.out("p/twice"))
+    assert len(set(twice.manifest(twice.resolve("latest")).layers)) == 1
+    assert len(twice.manifest(twice.resolve("latest")).layers) == 2
     layers = {Layout(ws.out(f"p/{n}")).manifest(Layout(ws.out(f"p/{n}")).resolve("latest")).layers
               for n in "ab"}
     assert len(layers) == 1
