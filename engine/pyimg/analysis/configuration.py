@@ -50,9 +50,6 @@ class Configuration:
         label and the platform, like `//app:image [linux/arm64/v8]`."""
         return f"{label} [{self.platform}]" if self.requested else label
 
-    def to_json(self) -> dict[str, object]:
-        return {"platform": str(self.platform), "requested": self.requested}
-
 
 def default_configuration() -> Configuration:
     """The running machine's platform (select() in a plain build resolves against it)."""
