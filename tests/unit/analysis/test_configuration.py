@@ -227,3 +227,27 @@ each(name = "all", deps = [":p1"])
     assert result.top_level == ["//p:all", "//p:all [linux/arm64]"]
     assert _written(result, "//p:all [linux/arm64]") == "pyimg-out/platforms/linux-arm64/p/p1.txt"
     assert _written(result, "//p:all") == "pyimg-out/p/p1.txt"
+
+
+def test_target_cache_keys_on_the_configuration(tmp_path: Path) -> None:
+    """A configured target whose select() resolves alike on two platforms: the analysis reused
+    for the second platform is that platform's (its own output paths), not the first's."""
+    from pyimg.analysis.target_cache import TargetCache
+
+    root = tmp_path / "ws"
+    _workspace(root, 'gen(name = "g", text = select({"//conditions:default": "same"}))\n')
+    cache_file = tmp_path / "targets.json"
+    for platform in ("linux/arm64", "linux/s390x"):
+        loader = Loader(root)
+        reuse = TargetCache(cache_file, {}, loader.read_files)
+        config = requested_configuration(platform, "x")
+        result = Analyzer(loader, AMD64, reuse).analyze([parse_label("//p:g")], [config])
+        reuse.save(loader.read_files, loader.read_paths)
+        (action,) = result.targets[f"//p:g [{platform}]"].actions
+        assert action.outputs == (f"pyimg-out/platforms/{config.name}/p/g.txt",)
+    # The same platform again: served from the cache.
+    loader = Loader(root)
+    reuse = TargetCache(cache_file, {}, loader.read_files)
+    Analyzer(loader, AMD64, reuse).analyze([parse_label("//p:g")],
+                                           [requested_configuration("linux/arm64", "x")])
+    assert reuse.hits == 1
