@@ -192,6 +192,11 @@ def test_platforms_flag_builds_top_level_targets_for_each(ws):
     # The default configuration keeps the paths it always had.
     assert ws.run("build", "//svc:image").code == 0
     assert ws.out("svc/image.digest").exists()
+    # The no-op record is kept per command line: another platform is never a replay.
+    for _ in range(2):
+        r = ws.run("build", "--platforms", "linux/arm64", "//svc:image")
+        assert r.code == 0, r.err
+        assert r.out.split()[:2] == ["//svc:image", "[linux/arm64]"]
 
 
 def test_bad_platforms_are_refused_at_the_attribute(ws):
