@@ -1,6 +1,6 @@
 """examples/debian-python: its committed lock covers its declaration; a loopback twin of the same
-shape (a deb_index of two architectures, a deb_layer and an oci_image per architecture, an index
-of both) locked, fetched, built offline and run by podman; and, only where deb.debian.org answers,
+shape (a deb_index of two architectures, one deb_layer whose packages select() picks per platform,
+one oci_image, an index building it for two platforms) locked, fetched, built offline and run by podman; and, only where deb.debian.org answers,
 the example itself fetched from the committed lock, built and run by podman."""
 
 from __future__ import annotations
@@ -63,20 +63,22 @@ int main(void) {
 TWIN_BUILD = """\
 load("@pyimg//rules:defs.bzl", "deb_layer", "oci_image", "oci_image_index", "oci_load")
 
-CONFIG = dict(entrypoint = ["/usr/bin/hello"], user = "app")
+deb_layer(
+    name = "base",
+    debs = select({
+        "//conditions:amd64": ["@debian//amd64:packages"],
+        "//conditions:arm64": ["@debian//arm64:packages"],
+    }),
+    users = {"app": "1000"},
+)
 
-deb_layer(name = "base_amd64", debs = ["@debian//amd64:packages"], users = {"app": "1000"})
+oci_image(name = "hello_image", tars = [":base"], entrypoint = ["/usr/bin/hello"], user = "app")
 
-deb_layer(name = "base_arm64", debs = ["@debian//arm64:packages"], users = {"app": "1000"})
+oci_image_index(name = "hello", images = [":hello_image"],
+                platforms = ["linux/amd64", "linux/arm64/v8"])
 
-oci_image(name = "hello_amd64", tars = [":base_amd64"], architecture = "amd64", **CONFIG)
-
-oci_image(name = "hello_arm64", tars = [":base_arm64"], architecture = "arm64", variant = "v8",
-          **CONFIG)
-
-oci_image_index(name = "hello", images = [":hello_amd64", ":hello_arm64"])
-
-oci_load(name = "load_amd64", image = ":hello_amd64", repo_tags = ["deb.local/hello:amd64"])
+oci_load(name = "load_amd64", image = ":hello", platform = "linux/amd64",
+         repo_tags = ["deb.local/hello:amd64"])
 """
 
 
@@ -140,14 +142,18 @@ def test_loopback_twin_of_the_example_builds_offline_and_runs(tmp_path: Path) ->
     assert sorted(entry["debs"]["arm64"]) == [
         "ca-certificates", "cdebconf", "hello", "libc-stub", "libhello-data"]
 
-    r = ws.run("build", "--offline", "//:hello", "//:load_amd64", "//:base_arm64")  # no archive
+    r = ws.run("build", "--offline", "//:hello", "//:load_amd64")  # the archive is gone
+    assert r.code == 0, r.err
+    r = ws.run("build", "--offline", "--platforms", "linux/arm64/v8", "//:base")
     assert r.code == 0, r.err
     index = json.loads((ws.out("hello") / "index.json").read_text())
     (inner,) = index["manifests"]
     nested = json.loads((ws.out("hello") / "blobs/sha256" / inner["digest"][7:]).read_text())
     assert [m["platform"]["architecture"] for m in nested["manifests"]] == ["amd64", "arm64"]
-    with tarfile.open(ws.out("base_arm64.tar")) as layer:
+    with tarfile.open(ws.out("platforms/linux-arm64-v8/base.tar")) as layer:
         assert "var/lib/dpkg/status.d/libhello-data" in layer.getnames()
+        hello = layer.extractfile("usr/bin/hello")
+        assert hello is not None and hello.read() == b"not run here\n"  # arm64's package
 
     env = podman_env(tmp_path / "podman")
     load = subprocess.run(["podman", "load", "-i", str(ws.out("load_amd64.tar"))],
@@ -217,9 +223,10 @@ def test_the_example_from_the_real_debian_archive(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_twin_is_reproducible_under_the_audit(tmp_path: Path) -> None:
-    """`pyimg audit` of the twin's index: each run fetches the pinned .debs into a fresh cache
-    and builds in another path, umask, TZ, locale, job count and action order, with the
-    sources' mtimes moved; every output (both layers, both images, the index) is identical."""
+    """`pyimg audit` of the twin's index and its base layer: each run fetches the pinned .debs
+    into a fresh cache and builds in another path, umask, TZ, locale, job count and action
+    order, with the sources' mtimes moved; every output (the index, so both platforms' layers
+    and images, and the layer of this machine's platform) is identical."""
     require_tools()
     arc = Archive(tmp_path / "www" / "debian", SigningKey(tmp_path / "gnupg"),
                   packages=_twin_packages(b"#!/bin/true\n"))
@@ -239,11 +246,9 @@ def test_the_twin_is_reproducible_under_the_audit(tmp_path: Path) -> None:
             )
             """)
         assert ws.run("lock", "--disk-cache", str(ws.cache)).code == 0
-        r = ws.run("audit", "//:hello", "//:base_amd64", "//:base_arm64",
-                   "--report", str(tmp_path / "audit.json"))
+        r = ws.run("audit", "//:hello", "//:base", "--report", str(tmp_path / "audit.json"))
     assert r.code == 0, r.out + r.err
     report = json.loads((tmp_path / "audit.json").read_text())
     assert report["reproducible"] is True and report["differences"] == []
-    assert {o["target"] for o in report["outputs"]} == {"//:hello", "//:base_amd64",
-                                                        "//:base_arm64"}
+    assert {o["target"] for o in report["outputs"]} == {"//:hello", "//:base"}
     assert all(o["identical"] for o in report["outputs"])
