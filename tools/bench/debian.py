@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Debian benchmark (docs/benchmarks.md, "Debian bases"): a cold build of examples/debian-python's
-amd64 base from the repository cache, against `tar` of the same unpacked tree piped into
+image for this machine's platform (amd64 here) from the repository cache, against `tar` of the same unpacked tree piped into
 `gzip -6`, measured in the same run; and `pyimg lock` against the unchanged archive.
 
     .venv/bin/python tools/bench/debian.py [--runs 3] [--cache DIR]
@@ -76,8 +76,8 @@ def main() -> int:
         ws = tmp / "ws"
         shutil.copytree(EXAMPLE, ws, ignore=shutil.ignore_patterns("pyimg-out"))
         with open(ws / "BUILD.pyimg", "a") as build:  # the same image, its layer in zstd
-            build.write('\noci_image(name = "python_amd64_zstd", tars = [":base_amd64"], '
-                        'architecture = "amd64", compression = "zstd")\n')
+            build.write('\noci_image(name = "python_zstd", tars = [":base"], '
+                        'compression = "zstd")\n')
         debs = args.cache or tmp / "debs"
         print(f"fetching the pinned .debs into {debs} (untimed)", file=sys.stderr)
         subprocess.run([*PYIMG, "fetch", "--disk-cache", str(debs)], cwd=ws, check=True)
@@ -86,10 +86,10 @@ def main() -> int:
         # The reference's input: the tree the base layer holds, unpacked once.
         ref_cache = fresh_cache(debs, tmp / "ref-cache")
         subprocess.run([*PYIMG, "build", "--disk-cache", str(ref_cache), "--offline",
-                        "//:base_amd64"], cwd=ws, check=True, capture_output=True)
+                        "//:base"], cwd=ws, check=True, capture_output=True)
         tree = tmp / "tree"
         tree.mkdir()
-        subprocess.run(["tar", "-xf", str(ws / "pyimg-out/base_amd64.tar"), "-C", str(tree)],
+        subprocess.run(["tar", "-xf", str(ws / "pyimg-out/base.tar"), "-C", str(tree)],
                        check=True)
         tree_bytes = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
         shutil.rmtree(ws / "pyimg-out")
@@ -99,7 +99,7 @@ def main() -> int:
         for i in range(args.runs):  # interleaved, so that the machine's load hits all alike
             cache = fresh_cache(debs, tmp / f"cold-{i}")
             t, err = timed([*PYIMG, "build", "--disk-cache", str(cache), "--offline",
-                            "//:python_amd64"], ws)
+                            "//:python_image"], ws)
             pyimg_times.append(t)
             pyimg_cpu.append(CPU[0])
             layer_times.append(action_seconds(err, "Writing layer"))
@@ -111,7 +111,7 @@ def main() -> int:
             ref_cpu.append(CPU[0])
             cache = fresh_cache(debs, tmp / f"zstd-{i}")
             t, _ = timed([*PYIMG, "build", "--disk-cache", str(cache), "--offline",
-                          "//:python_amd64_zstd"], ws)
+                          "//:python_zstd"], ws)
             zstd_times.append(t)
             shutil.rmtree(ws / "pyimg-out")
             shutil.rmtree(cache)
@@ -128,7 +128,7 @@ def main() -> int:
     cores = os.cpu_count()
     print(f"examples/debian-python amd64 base: {n_debs // 2} .debs per architecture, "
           f"{tree_bytes / 1e6:.0f} MB unpacked; {cores} cores, {args.runs} runs, medians")
-    print(f"cold build from the repository cache (pyimg build //:python_amd64): {med(pyimg_times):.2f} s"
+    print(f"cold build from the repository cache (pyimg build //:python_image): {med(pyimg_times):.2f} s"
           f"  (the layer action alone: {med(layer_times):.2f} s; CPU {med(pyimg_cpu):.2f} s)")
     print(f"tar --sort=name | gzip -6 of the unpacked tree:                   {med(ref_times):.2f} s"
           f"  (CPU {med(ref_cpu):.2f} s)")
