@@ -27,8 +27,7 @@ server:
 authorization:
   method: none
 storages:
-  - !lru-storage &cas
-    size: 512MB
+{storage}
 caches:
   - !lru-action-cache &ac
     storage: *cas
@@ -56,11 +55,13 @@ def free_port() -> int:
 class BuildGrid:
     """One BuildGrid server process serving a CAS and an action cache."""
 
-    def __init__(self, workdir: Path, instance: str = "") -> None:
+    def __init__(self, workdir: Path, instance: str = "", on_disk: bool = False) -> None:
+        """`on_disk`: the CAS is files under `workdir/cas` (a test can read every blob)."""
         if not BGD.exists():
             pytest.skip(f"BuildGrid is not installed ({BGD}; tools/setup --system installs it)")
         self.workdir = workdir
         self.instance = instance
+        self.on_disk = on_disk
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,9 @@ class BuildGrid:
 
     def start(self) -> BuildGrid:
         config = self.workdir / "buildgrid.yml"
-        config.write_text(_CONFIG.format(port=self.port, instance=self.instance))
+        storage = (f"  - !disk-storage &cas\n    path: {self.workdir / 'cas'}" if self.on_disk
+                   else "  - !lru-storage &cas\n    size: 512MB")
+        config.write_text(_CONFIG.format(port=self.port, instance=self.instance, storage=storage))
         log = open(self.workdir / "buildgrid.log", "ab")  # noqa: SIM115 - the process keeps it
         self.proc = subprocess.Popen([str(BGD), "server", "start", str(config)],
                                      cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
