@@ -163,3 +163,23 @@ def test_bad_flags_are_usage_errors(tmp_path):
     assert r.code == 2 and "expected grpc://HOST:PORT" in r.err
     r = ws.run("build", "--remote-cache", "grpc://x:1", "--remote-header", "s3cr3t", "//p:one")
     assert r.code == 2 and "NAME=VALUE" in r.err and "s3cr3t" not in r.err
+
+
+@pytest.mark.slow
+def test_an_executor_that_keeps_failing_fails_the_action_or_falls_back(tmp_path, grid):
+    from buildgrid import free_port
+
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("p/BUILD.pyimg", CHAIN.replace("sleep 2; ", "").replace("sleep 1; ", ""))
+    ws.write("p/in.txt", "x\n")
+    dead = f"grpc://127.0.0.1:{free_port()}"
+    flags = ["--remote-cache", grid.url, "--remote-executor", dead, "--remote-timeout", "5"]
+    r = ws.run("build", *flags, "//p:one")
+    assert r.code == 1
+    assert f"remote execution on {dead} failed after 4 attempts (UNAVAILABLE" in r.err, r.err
+    assert "p/BUILD.pyimg:1:1" in r.err
+    r = ws.run("build", *flags, "--remote-local-fallback", "//p:four")
+    assert r.code == 0, r.err
+    assert r.err.count("it runs locally (--remote-local-fallback)") == 4
+    assert "0 actions ran remotely, 4 fell back to local" in r.err
+    assert ws.out("p/four.txt").read_text() == "x\nx\n"

@@ -152,8 +152,13 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
     if request.remote is not None:
         from pyimg.remote.cache import open_remote_cache
 
-        remote = open_remote_cache(request.remote, cas, session.output_base / "remote-tmp",
-                                   ctx.format_version, ctx.warn)
+        opener = open_remote_cache
+        if request.remote.executor is not None:
+            from pyimg.remote.execution import open_remote_execution
+
+            opener = open_remote_execution
+        remote = opener(request.remote, cas, session.output_base / "remote-tmp",
+                        ctx.format_version, ctx.warn)
         ctx.remote = remote
     executor = ActionExecutor(ctx, cas, cache, digests)
     _check_secrets(needed, request.secrets)

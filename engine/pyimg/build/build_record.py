@@ -51,8 +51,10 @@ def entries(records: Iterable[ExecutionRecord]) -> dict[str, Any]:
         f"{r.action.owner} {r.action.mnemonic} {r.action.all_outputs[0]}": {
             "key": str(r.key),
             "cached": r.cached,
-            # A hit from --remote-cache says so (`explain`); any other hit was local.
+            # A hit from --remote-cache says so (`explain`), as does an action that ran on a
+            # --remote-executor; any other hit was local, any other action ran here.
             **({"served": "remote"} if r.cached and r.served == "remote" else {}),
+            **({"ran": "remote"} if not r.cached and r.served == "remote-exec" else {}),
             "origin": r.action.origin,
             "components": r.components,
         }
@@ -162,7 +164,7 @@ def _local_hit(entry: dict[str, Any]) -> bool:
 
 def _as_local_hit(entry: dict[str, Any]) -> dict[str, Any]:
     """The entry as a replayed no-op records it: a hit of the local cache."""
-    return {**{k: v for k, v in entry.items() if k != "served"}, "cached": True}
+    return {**{k: v for k, v in entry.items() if k not in ("served", "ran")}, "cached": True}
 
 
 def _fresh_journal(raw: bytes, data: dict[str, Any]) -> dict[str, Any]:

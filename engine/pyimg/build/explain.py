@@ -90,7 +90,8 @@ def explain(
                     )
             continue
         ran += 1
-        lines.append(f"{entry_id}: ran ({entry.get('origin') or 'no origin'})")
+        where = " remotely" if entry.get("ran") == "remote" else ""
+        lines.append(f"{entry_id}: ran{where} ({entry.get('origin') or 'no origin'})")
         if before is None:
             lines.append("  new action: not in any previous build recorded in this output base")
         elif before.get("key") == entry.get("key"):

@@ -87,6 +87,11 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote-cache", metavar="URL",
                    help="a shared REAPI cache, grpc://HOST:PORT or grpcs://HOST:PORT "
                         "(docs/remote.md)")
+    p.add_argument("--remote-executor", metavar="URL",
+                   help="run sandboxed commands on an REAPI server's workers (grpc:// or "
+                        "grpcs://); its cache is the remote cache unless --remote-cache names one")
+    p.add_argument("--remote-local-fallback", action="store_true",
+                   help="run an action locally when the remote executor keeps failing")
     p.add_argument("--remote-instance-name", default="", metavar="NAME",
                    help="the REAPI instance of --remote-cache (default: none)")
     p.add_argument("--remote-header", action="append", default=[], metavar="NAME=VALUE",
@@ -142,13 +147,15 @@ def build_request(args: argparse.Namespace, patterns: list[str], session: Sessio
 
 
 def _remote(args: argparse.Namespace) -> RemoteOptions | None:
-    """The --remote-* flags as options; None without --remote-cache."""
-    if not args.remote_cache:
+    """The --remote-* flags as options; None without --remote-cache or --remote-executor."""
+    if not args.remote_cache and not args.remote_executor:
         return None
     from pyimg.remote.options import RemoteOptions, parse_header
 
     return RemoteOptions(
-        cache=args.remote_cache,
+        cache=args.remote_cache or args.remote_executor,
+        executor=args.remote_executor,
+        local_fallback=args.remote_local_fallback,
         instance_name=args.remote_instance_name,
         headers=tuple(parse_header(h) for h in args.remote_header),
         ca_file=args.remote_ca_file,

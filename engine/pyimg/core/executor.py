@@ -262,11 +262,16 @@ class ActionExecutor:
                 self.record_result(action, hit)
                 return ExecutionRecord(action, key, components, True, hit,
                                        time.monotonic() - start, served="remote")
+            if remote.executes(action):
+                ran = remote.execute(request)
+                if ran is not None:
+                    self.cache.put(key, ran)
+                    self.record_result(action, ran)
+                    return ExecutionRecord(action, key, components, False, ran,
+                                           time.monotonic() - start, served="remote-exec")
         scratch = self.ctx.scratch_root / key.hex
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
         try:
-            result = self._run(action, scratch)
+            result = self._run_in(action, scratch)
             self.cache.put(key, result)
         finally:
             remove_tree(scratch)
@@ -276,25 +281,44 @@ class ActionExecutor:
             remote.upload(request, result)
         return ExecutionRecord(action, key, components, False, result, time.monotonic() - start)
 
+    def run_uncached(self, action: Action, scratch: Path) -> ActionResult:
+        """Run `action` in `scratch` (made and removed here) and store its outputs, without the
+        action cache: what `pyimg worker` does with an action a remote scheduler leased it."""
+        try:
+            return self._run_in(action, scratch)
+        finally:
+            remove_tree(scratch)
+
+    def _run_in(self, action: Action, scratch: Path) -> ActionResult:
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        return self._run(action, scratch)
+
     def _remote_request(self, action: Action, key: Digest,
                         components: dict[str, Any]) -> RemoteRequest:
         """Every input file of `action` with its digest, size and mode, for the remote cache."""
         from pyimg.core.remote_cache import RemoteRequest
 
         files: dict[str, FileOutput] = {}
+        paths: dict[str, Path] = {}
         dirs: list[str] = []
         for path in sorted(set(action.inputs) | set(action.tools)):
             produced = self.produced(path)
             if produced is None:
-                digest, size, executable = self.digests.digest_and_mode(self.source_path(path))
+                src = self.source_path(path)
+                digest, size, executable = self.digests.digest_and_mode(src)
                 files[path] = FileOutput(digest, size, executable)
+                paths[path] = src
             elif produced[0] == "file":
-                files[path] = produced[1].files[path]
+                f = produced[1].files[path]
+                files[path] = f
+                paths[path] = self.cas.path(f.digest, f.executable)
             else:
                 dirs.append(path)
                 for rel, f in produced[1].dirs[path].items():
                     files[f"{path}/{rel}"] = f
-        return RemoteRequest(action, key, components, files, tuple(dirs))
+                    paths[f"{path}/{rel}"] = self.cas.path(f.digest, f.executable)
+        return RemoteRequest(action, key, components, files, tuple(dirs), paths)
 
     def _run(self, action: Action, scratch: Path) -> ActionResult:
         if action.kind == KIND_WRITE:

@@ -62,6 +62,12 @@ class RemoteActionCache:
         # Secrets never leave the machine, nor their keyed hashes (docs/remote.md, "Secrets").
         return self._down is None and not action.secrets
 
+    def executes(self, action: Action) -> bool:
+        return False  # a cache only (remote/execution.py runs actions remotely)
+
+    def execute(self, request: RemoteRequest) -> ActionResult | None:
+        return None
+
     def _map(self, request: RemoteRequest) -> MappedAction:
         return map_action(request.action, request.components, request.inputs,
                           request.input_dirs, self.format_version)
@@ -179,6 +185,6 @@ def _sha256(data: bytes) -> str:
 def open_remote_cache(options: RemoteOptions, cas: ContentStore, temp_dir: Path,
                       format_version: str, warn: Callable[[str], None]) -> RemoteActionCache:
     """A remote cache over a new channel; `close()` closes the channel."""
-    channel = open_channel(options)
+    channel = open_channel(options.cache, options.ca_file)
     client = RemoteClient(channel, options, cas, temp_dir)
     return RemoteActionCache(client, format_version, warn, channel.close)

@@ -32,7 +32,7 @@ from pyimg.remote._proto.build.bazel.remote.execution.v2 import (
 )
 from pyimg.remote._proto.google.bytestream import bytestream_pb2 as bs_pb2
 from pyimg.remote._proto.google.bytestream import bytestream_pb2_grpc as bs_grpc
-from pyimg.remote.options import RemoteOptions
+from pyimg.remote.options import RemoteOptions, endpoint
 
 __all__ = ["UploadBlob", "RemoteClient", "RemoteDataError", "open_channel"]
 
@@ -75,20 +75,21 @@ class UploadBlob:
                 yield chunk
 
 
-def open_channel(options: RemoteOptions) -> grpc.Channel:
-    """A channel to `options.cache`: TLS with the CA file (or the system's roots) for grpcs://."""
+def open_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
+    """A channel to `url` (grpc:// or grpcs://): TLS with the CA file (or the system's roots)
+    for grpcs://."""
     settings = [("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", 64 << 20)]
-    if not options.tls:
-        return grpc.insecure_channel(options.target, options=settings)
+    if not url.startswith("grpcs://"):
+        return grpc.insecure_channel(endpoint(url), options=settings)
     roots = None
-    if options.ca_file is not None:
+    if ca_file is not None:
         try:
-            roots = Path(options.ca_file).read_bytes()
+            roots = Path(ca_file).read_bytes()
         except OSError as e:
-            raise UsageError(f"--remote-ca-file {options.ca_file}: {e.strerror}") from None
+            raise UsageError(f"--remote-ca-file {ca_file}: {e.strerror}") from None
     return grpc.secure_channel(
-        options.target, grpc.ssl_channel_credentials(root_certificates=roots), options=settings)
+        endpoint(url), grpc.ssl_channel_credentials(root_certificates=roots), options=settings)
 
 
 class RemoteClient:
@@ -99,29 +100,29 @@ class RemoteClient:
         self.options = options
         self.cas = cas
         self._temp_dir = temp_dir
-        self._metadata = tuple(options.headers)
+        self.metadata = tuple(options.headers)
         # protoc's gRPC stubs carry no annotations (their messages do, in the .pyi files).
         self._ac = re_grpc.ActionCacheStub(channel)  # type: ignore[no-untyped-call]
         # (the same: an untyped generated stub)
         self._cas = re_grpc.ContentAddressableStorageStub(channel)  # type: ignore[no-untyped-call]
         # (the same: an untyped generated stub)
         self._bytestream = bs_grpc.ByteStreamStub(channel)  # type: ignore[no-untyped-call]
-        self._instance = options.instance_name
+        self.instance = options.instance_name
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
 
-    def _timeout(self, size: int = 0) -> float:
+    def timeout_for(self, size: int = 0) -> float:
         return self.options.timeout + size / _SLOWEST_BYTES_PER_SECOND
 
     # -- action cache -----------------------------------------------------------------------
 
     def get_action_result(self, digest: re_pb2.Digest) -> re_pb2.ActionResult | None:
         request = re_pb2.GetActionResultRequest(
-            instance_name=self._instance, action_digest=digest, inline_stdout=False,
+            instance_name=self.instance, action_digest=digest, inline_stdout=False,
             inline_stderr=False)
         try:
             result: re_pb2.ActionResult = self._ac.GetActionResult(
-                request, timeout=self._timeout(), metadata=self._metadata)
+                request, timeout=self.timeout_for(), metadata=self.metadata)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -130,8 +131,8 @@ class RemoteClient:
 
     def update_action_result(self, digest: re_pb2.Digest, result: re_pb2.ActionResult) -> None:
         request = re_pb2.UpdateActionResultRequest(
-            instance_name=self._instance, action_digest=digest, action_result=result)
-        self._ac.UpdateActionResult(request, timeout=self._timeout(), metadata=self._metadata)
+            instance_name=self.instance, action_digest=digest, action_result=result)
+        self._ac.UpdateActionResult(request, timeout=self.timeout_for(), metadata=self.metadata)
 
     # -- uploads ----------------------------------------------------------------------------
 
@@ -140,9 +141,9 @@ class RemoteClient:
         if not unique:
             return []
         request = re_pb2.FindMissingBlobsRequest(
-            instance_name=self._instance, blob_digests=list(unique.values()))
+            instance_name=self.instance, blob_digests=list(unique.values()))
         response = self._cas.FindMissingBlobs(
-            request, timeout=self._timeout(), metadata=self._metadata)
+            request, timeout=self.timeout_for(), metadata=self.metadata)
         return list(response.missing_blob_digests)
 
     def upload(self, blobs: Sequence[UploadBlob]) -> None:
@@ -153,12 +154,12 @@ class RemoteClient:
                    if d.hash in by_hash]
         small = [b for b in missing if b.digest.size_bytes <= BATCH_BLOB_BYTES]
         for batch in _batches(small, lambda b: b.digest.size_bytes):
-            request = re_pb2.BatchUpdateBlobsRequest(instance_name=self._instance)
+            request = re_pb2.BatchUpdateBlobsRequest(instance_name=self.instance)
             for b in batch:
                 request.requests.add(digest=b.digest, data=b.read())
             size = sum(b.digest.size_bytes for b in batch)
             response = self._cas.BatchUpdateBlobs(
-                request, timeout=self._timeout(size), metadata=self._metadata)
+                request, timeout=self.timeout_for(size), metadata=self.metadata)
             failed = [r for r in response.responses if r.status.code != 0]
             if failed or len(response.responses) != len(batch):
                 what = failed[0].status.message if failed else "responses missing"
@@ -171,14 +172,14 @@ class RemoteClient:
     def write(self, blob: UploadBlob) -> None:
         """One blob through ByteStream Write, resumed from the committed size after a failure."""
         d = blob.digest
-        prefix = f"{self._instance}/" if self._instance else ""
+        prefix = f"{self.instance}/" if self.instance else ""
         resource = f"{prefix}uploads/{uuid.uuid4()}/blobs/{d.hash}/{d.size_bytes}"
         offset = 0
         for attempt in range(_WRITE_ATTEMPTS):
             try:
                 response = self._bytestream.Write(
                     _write_requests(blob, resource, offset),
-                    timeout=self._timeout(d.size_bytes - offset), metadata=self._metadata)
+                    timeout=self.timeout_for(d.size_bytes - offset), metadata=self.metadata)
                 if response.committed_size != d.size_bytes:
                     raise RemoteDataError(
                         f"ByteStream Write of {d.hash} committed {response.committed_size} of "
@@ -196,7 +197,7 @@ class RemoteClient:
         try:
             status = self._bytestream.QueryWriteStatus(
                 bs_pb2.QueryWriteStatusRequest(resource_name=resource),
-                timeout=self._timeout(), metadata=self._metadata)
+                timeout=self.timeout_for(), metadata=self.metadata)
         except grpc.RpcError:
             return 0  # a server that cannot say: start again from the beginning
         committed: int = status.committed_size
@@ -207,10 +208,10 @@ class RemoteClient:
     def read_bytes(self, digest: re_pb2.Digest) -> bytes:
         """A small blob (an output Tree), verified."""
         if digest.size_bytes <= BATCH_BLOB_BYTES:
-            request = re_pb2.BatchReadBlobsRequest(instance_name=self._instance,
+            request = re_pb2.BatchReadBlobsRequest(instance_name=self.instance,
                                                    digests=[digest])
             response = self._cas.BatchReadBlobs(
-                request, timeout=self._timeout(digest.size_bytes), metadata=self._metadata)
+                request, timeout=self.timeout_for(digest.size_bytes), metadata=self.metadata)
             if len(response.responses) != 1 or response.responses[0].status.code != 0:
                 raise RemoteDataError(f"blob {digest.hash} could not be read")
             data: bytes = response.responses[0].data
@@ -225,12 +226,12 @@ class RemoteClient:
         wanted = sorted({f for f in files if not self.cas.verify(f[0], f[2])})
         small = [f for f in wanted if f[1] <= BATCH_BLOB_BYTES]
         for batch in _batches(small, lambda f: f[1]):
-            request = re_pb2.BatchReadBlobsRequest(instance_name=self._instance)
+            request = re_pb2.BatchReadBlobsRequest(instance_name=self.instance)
             for digest, size, _ in batch:
                 request.digests.add(hash=digest.hex, size_bytes=size)
             response = self._cas.BatchReadBlobs(
-                request, timeout=self._timeout(sum(f[1] for f in batch)),
-                metadata=self._metadata)
+                request, timeout=self.timeout_for(sum(f[1] for f in batch)),
+                metadata=self.metadata)
             data = {r.digest.hash: r for r in response.responses}
             for digest, size, executable in batch:
                 r = data.get(digest.hex)
@@ -243,11 +244,11 @@ class RemoteClient:
                 self._store(digest, size, executable, self._read_stream(d))
 
     def _read_stream(self, digest: re_pb2.Digest) -> Iterator[bytes]:
-        prefix = f"{self._instance}/" if self._instance else ""
+        prefix = f"{self.instance}/" if self.instance else ""
         request = bs_pb2.ReadRequest(
             resource_name=f"{prefix}blobs/{digest.hash}/{digest.size_bytes}")
-        for response in self._bytestream.Read(request, timeout=self._timeout(digest.size_bytes),
-                                              metadata=self._metadata):
+        for response in self._bytestream.Read(request, timeout=self.timeout_for(digest.size_bytes),
+                                              metadata=self.metadata):
             yield response.data
 
     def _store(self, digest: Digest, size: int, executable: bool,

@@ -1,4 +1,5 @@
-"""RemoteOptions: where the remote cache is and how to reach it, as the command line gave it.
+"""RemoteOptions: where the remote cache and executor are and how to reach them, as the command
+line gave them.
 
 Light on imports: a build request holds one, and making a request must not load gRPC.
 """
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from pyimg.errors import UsageError
 
-__all__ = ["RemoteOptions", "parse_header"]
+__all__ = ["RemoteOptions", "endpoint", "parse_header"]
 
 SCHEMES = ("grpc://", "grpcs://")
 
@@ -20,7 +21,9 @@ class RemoteOptions:
     token: never logged, never written to a record). `ca_file`: the CA bundle that grpcs://
     trusts (the system's when None). `upload`: whether results that ran locally are uploaded
     (False: a read-only cache). `timeout`: seconds one call may take before the cache counts
-    as down for the rest of the build."""
+    as down for the rest of the build. `executor`: the --remote-executor endpoint, where
+    sandboxed commands run (the cache is the same endpoint unless --remote-cache names
+    another); `local_fallback`: run an action locally when the executor keeps failing."""
 
     cache: str
     instance_name: str = ""
@@ -28,24 +31,28 @@ class RemoteOptions:
     ca_file: str | None = None
     upload: bool = True
     timeout: float = 60.0
+    executor: str | None = None
+    local_fallback: bool = False
 
     def __post_init__(self) -> None:
-        if not self.cache.startswith(SCHEMES) or not self.cache.split("://", 1)[1]:
-            raise UsageError(f"--remote-cache {self.cache!r}: expected grpc://HOST:PORT or "
-                             "grpcs://HOST:PORT")
+        for flag, url in (("--remote-cache", self.cache), ("--remote-executor", self.executor)):
+            if url is not None and (not url.startswith(SCHEMES) or not url.split("://", 1)[1]):
+                raise UsageError(f"{flag} {url!r}: expected grpc://HOST:PORT or "
+                                 "grpcs://HOST:PORT")
         if self.ca_file is not None and not self.cache.startswith("grpcs://"):
-            raise UsageError("--remote-ca-file needs a grpcs:// --remote-cache")
+            raise UsageError("--remote-ca-file needs a grpcs:// remote")
         if self.timeout <= 0:
             raise UsageError(f"--remote-timeout must be positive, got {self.timeout}")
 
     @property
     def target(self) -> str:
-        """HOST:PORT."""
-        return self.cache.split("://", 1)[1].rstrip("/")
+        """HOST:PORT of the cache."""
+        return endpoint(self.cache)
 
-    @property
-    def tls(self) -> bool:
-        return self.cache.startswith("grpcs://")
+
+def endpoint(url: str) -> str:
+    """HOST:PORT of a grpc:// or grpcs:// URL."""
+    return url.split("://", 1)[1].rstrip("/")
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -53,5 +60,6 @@ def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     name = name.strip().lower()
     if not sep or not name:
-        raise UsageError("--remote-header expects NAME=VALUE (the value is not shown: it may be a token)")
+        raise UsageError(
+            "--remote-header expects NAME=VALUE (the value is not shown: it may be a token)")
     return name, value
