@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from pyimg.cli.commands import command
+from pyimg.errors import RemoteError
 
 __all__ = ["cmd_worker"]
 
@@ -50,6 +51,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, stop)
     try:
         worker.run()
+    except KeyboardInterrupt:
+        pass  # a worker is stopped by Ctrl-C or SIGTERM: both end it the same way
+    except Exception as e:
+        # grpc.RpcError, which is not imported here: a refused token, an unknown instance.
+        code, details = getattr(e, "code", None), getattr(e, "details", None)
+        if code is None or details is None:
+            raise
+        raise RemoteError(f"{args.remote}: the server refused this worker ({code().name}: "
+                          f"{details()})") from None
     finally:
         worker.close()
     print(f"pyimg worker: {worker.leases_done} leases done", file=sys.stderr)

@@ -49,6 +49,11 @@ __all__ = ["BotWorker", "WorkerOptions"]
 
 # How long one UpdateBotSession may wait for work before the worker asks again.
 _POLL_SECONDS = 20.0
+_FIRST_BACKOFF_SECONDS = 0.5
+_MAX_BACKOFF_SECONDS = 30.0
+_RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.CANCELLED)
 _EXIT_CODE = re.compile(r"exited with code (\d+)")
 _FAILED_PRECONDITION = 9
 _INTERNAL = 13
@@ -84,7 +89,41 @@ class BotWorker:
         self._channel.close()
 
     def run(self) -> None:
-        session = self._bots.CreateBotSession(
+        """Serve leases until `stop` is set. A server that goes away is waited for (backoff up
+        to `_MAX_BACKOFF_SECONDS`); a session it no longer knows is opened again (a lease in
+        flight is then the server's to give out again)."""
+        session: bots_pb2.BotSession | None = None
+        backoff = _FIRST_BACKOFF_SECONDS
+        while not self.stop.is_set():
+            try:
+                if session is None:
+                    session = self._open_session()
+                for lease in session.leases:
+                    if lease.state == bots_pb2.PENDING:
+                        lease.state = bots_pb2.ACTIVE  # accepted: it runs now, then is answered
+                    if lease.state == bots_pb2.ACTIVE:
+                        self._work(lease)
+                # Answers the leases (a COMPLETED one stays in the session until the server's
+                # reply drops it) and waits for work.
+                session = self._bots.UpdateBotSession(
+                    bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session),
+                    timeout=_POLL_SECONDS, metadata=self._client.metadata)
+                backoff = _FIRST_BACKOFF_SECONDS
+            except grpc.RpcError as e:
+                code = e.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue  # no work within the poll: ask again with the same session
+                if code == grpc.StatusCode.NOT_FOUND:
+                    session = None
+                elif code not in _RETRIED:
+                    raise
+                self.log(f"pyimg worker {self._bot_id}: {code.name} ({e.details()}); trying "
+                         f"again in {backoff:g}s")
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+
+    def _open_session(self) -> bots_pb2.BotSession:
+        session: bots_pb2.BotSession = self._bots.CreateBotSession(
             bots_pb2.CreateBotSessionRequest(
                 parent=self.options.remote.instance_name,
                 bot_session=bots_pb2.BotSession(
@@ -93,23 +132,7 @@ class BotWorker:
             timeout=self.options.remote.timeout, metadata=self._client.metadata)
         self.log(f"pyimg worker {self._bot_id}: bot session {session.name} on "
                  f"{self.options.remote.cache}")
-        while not self.stop.is_set():
-            for lease in session.leases:
-                if lease.state == bots_pb2.PENDING:
-                    lease.state = bots_pb2.ACTIVE  # accepted: it runs below, before the answer
-                if lease.state == bots_pb2.ACTIVE:
-                    self._work(lease)
-            try:
-                session = self._bots.UpdateBotSession(
-                    bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session),
-                    timeout=_POLL_SECONDS, metadata=self._client.metadata)
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise
-                # No work within the poll: ask again with the same (answered) session.
-                for lease in list(session.leases):
-                    if lease.state in (bots_pb2.COMPLETED, bots_pb2.CANCELLED):
-                        session.leases.remove(lease)
+        return session
 
     def _work(self, lease: bots_pb2.Lease) -> None:
         """Run one lease and fill in its result and state (COMPLETED)."""
