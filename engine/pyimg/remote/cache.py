@@ -168,7 +168,8 @@ class RemoteActionCache:
 
     def summary(self) -> str:
         """One line for the end of the build."""
-        up = "" if not self.options.upload else f", {self.uploads} results uploaded"
+        sent = self.client.bytes_uploaded
+        up = "" if not self.options.upload else f", {self.uploads} results uploaded ({sent} bytes)"
         line = (f"remote cache {self.options.cache}: {self.hits} hits, {self.misses} misses"
                 f"{up}")
         if self.refused:
