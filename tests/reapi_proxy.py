@@ -1,6 +1,7 @@
 """A gRPC proxy on loopback in front of a real REAPI server, for fault and auth tests.
 
-It forwards every call's bytes unchanged, except what a test asks for: `corrupt_reads` flips a
+It forwards every call's bytes unchanged, except what a test asks for: `delay` holds every
+unary call back (a slow server), `corrupt_reads` flips a
 byte in every blob BatchReadBlobs and ByteStream Read return (the digests stay), `break_writes`
 cuts the first N ByteStream Write streams after their first chunk, and `token` refuses calls whose
 `authorization` header is not `Bearer <token>`. With `tls` it serves TLS with a throwaway CA
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -37,6 +39,7 @@ class Proxy:
         self.port = free_port()
         self.token = token
         self.corrupt_reads = False
+        self.delay = 0.0  # seconds every unary call waits before it is forwarded (a slow server)
         self.break_writes = 0
         self.broken_writes = 0
         self.seen_headers: list[tuple[str, str]] = []
@@ -88,6 +91,8 @@ class _Handler(grpc.GenericRpcHandler):
 
         def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
             metadata = proxy.check(context)
+            if proxy.delay:
+                time.sleep(proxy.delay)
             call = channel.unary_unary(method)
             try:
                 reply: bytes = call(request, metadata=metadata)

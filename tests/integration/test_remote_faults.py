@@ -1,6 +1,6 @@
 """The remote cache under faults, auth and secrets, with a real BuildGrid behind a loopback proxy
 (tests/reapi_proxy.py): corrupt blobs are refused and the action runs locally; an upload cut
-halfway is retried; a TLS server with a token refuses a wrong one with a clear warning and never
+halfway is retried; a slow server is left aside after one warning; a TLS server with a token refuses a wrong one with a clear warning and never
 sees the token in a log; an action with secrets leaves nothing in the remote CAS."""
 
 from __future__ import annotations
@@ -48,6 +48,21 @@ def test_corrupt_blobs_are_refused_and_the_actions_run_locally(tmp_path, grid):
     assert r.err.count("refused the result of") == 2 and "came back as" in r.err
     assert "2 results refused" in r.err
     assert b.out("p/small.txt").read_bytes() == a.out("p/small.txt").read_bytes() == b"2500000\n"
+
+
+def test_a_slow_cache_is_left_aside_after_one_warning(tmp_path, grid):
+    proxy = Proxy(grid.url, tmp_path / "proxy").start()
+    try:
+        proxy.delay = 2.0
+        a = _ws(tmp_path, "a")
+        r = a.run("build", "--remote-cache", proxy.url, "--remote-timeout", "0.5", "//p:small")
+    finally:
+        proxy.stop()
+    assert r.code == 0, r.err
+    assert r.err.count("WARNING: remote cache") == 1
+    assert "DEADLINE_EXCEEDED" in r.err and "no answer within --remote-timeout=0.5s" in r.err
+    assert "Build completed: 2 actions run" in r.err
+    assert a.out("p/small.txt").read_bytes() == b"2500000\n"
 
 
 def test_an_upload_cut_halfway_is_retried(tmp_path, grid):
