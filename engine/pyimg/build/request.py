@@ -60,3 +60,6 @@ class BuildRequest:
     fetch_lazy: bool = True
     # --remote-cache and its options (docs/remote.md); None: the local disk cache only.
     remote: RemoteOptions | None = None
+    # `--platforms`: build the top-level targets for each (`os/arch[/variant]`); none: the
+    # default configuration (docs/concepts.md, "Platforms").
+    platforms: tuple[str, ...] = ()
