@@ -64,6 +64,14 @@ def test_the_example_builds_on_two_workers_with_local_digests(farm, tmp_path):
     assert _digests(r.out) == _digests(here.out) and len(_digests(here.out)) == 4
     explained = remote.run("explain", "//app:image")
     assert "ran remotely" in explained.out, explained.out
+    # Another clone: the server answers Execute from its action cache, nothing runs anywhere.
+    again = _clone(tmp_path, "again")
+    r2 = again.run("build", "--remote-executor", grid.url, "//...")
+    assert r2.code == 0, r2.err
+    assert "Build completed: 0 actions run" in r2.err and "0 actions ran remotely" in r2.err
+    assert _digests(r2.out) == _digests(here.out)
+    explained = again.run("explain", "//app:image")
+    assert "ran remotely" not in explained.out and "remote cache hit" in explained.out
 
 
 def test_a_failing_command_fails_with_its_output(farm, tmp_path):

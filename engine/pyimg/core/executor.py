@@ -265,10 +265,12 @@ class ActionExecutor:
             if remote.executes(action):
                 ran = remote.execute(request)
                 if ran is not None:
-                    self.cache.put(key, ran)
-                    self.record_result(action, ran)
-                    return ExecutionRecord(action, key, components, False, ran,
-                                           time.monotonic() - start, served="remote-exec")
+                    result, was_cached = ran
+                    self.cache.put(key, result)
+                    self.record_result(action, result)
+                    return ExecutionRecord(
+                        action, key, components, was_cached, result, time.monotonic() - start,
+                        served="remote" if was_cached else "remote-exec")
         scratch = self.ctx.scratch_root / key.hex
         try:
             result = self._run_in(action, scratch)

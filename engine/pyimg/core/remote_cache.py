@@ -63,8 +63,9 @@ class RemoteCache(Protocol):
         """Whether `action` runs remotely (--remote-executor) rather than here."""
         ...
 
-    def execute(self, request: RemoteRequest) -> ActionResult | None:
-        """Run the action remotely; its result with every output in the local store, or None to
-        run it locally instead (--remote-local-fallback). Raises ActionFailedError for a command
-        that failed, or for an executor that kept failing without the fallback."""
+    def execute(self, request: RemoteRequest) -> tuple[ActionResult, bool] | None:
+        """Run the action remotely: its result with every output in the local store, and whether
+        the server answered from its action cache instead of running it; or None to run it
+        locally instead (--remote-local-fallback). Raises ActionFailedError for a command that
+        failed, or for an executor that kept failing without the fallback."""
         ...

@@ -65,7 +65,7 @@ class RemoteActionCache:
     def executes(self, action: Action) -> bool:
         return False  # a cache only (remote/execution.py runs actions remotely)
 
-    def execute(self, request: RemoteRequest) -> ActionResult | None:
+    def execute(self, request: RemoteRequest) -> tuple[ActionResult, bool] | None:
         return None
 
     def _map(self, request: RemoteRequest) -> MappedAction:

@@ -71,7 +71,7 @@ class RemoteExecution(RemoteActionCache):
             return None  # Execute looks the action cache up itself (skip_cache_lookup=False)
         return super().lookup(request)
 
-    def execute(self, request: RemoteRequest) -> ActionResult | None:
+    def execute(self, request: RemoteRequest) -> tuple[ActionResult, bool] | None:
         action = request.action
         mapped = self._map(request)
         error: grpc.RpcError | RemoteDataError | None = None
@@ -81,7 +81,7 @@ class RemoteExecution(RemoteActionCache):
             try:
                 self._upload_inputs(request, mapped.blobs)
                 response = self._run(mapped.digest)
-                return self._result(action, response)
+                return self._result(action, response), response.cached_result
             except grpc.RpcError as e:
                 if e.code() not in _RETRIED:
                     error = e
@@ -155,7 +155,7 @@ class RemoteExecution(RemoteActionCache):
         except ValueError as e:
             raise RemoteDataError(str(e)) from None
         self.client.download((f.digest, f.size, f.executable) for f in result.all_files())
-        self._count("executed")
+        self._count("hits" if response.cached_result else "executed")
         return result
 
     def _output(self, remote: re_pb2.ActionResult) -> bytes:

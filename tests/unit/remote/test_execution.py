@@ -128,7 +128,7 @@ def test_a_broken_stream_is_picked_up_with_wait_execution():
     stub = _Execution([[running, grpc.StatusCode.UNAVAILABLE]], [[_done()]])
     remote, client, sleeps, _ = _execution(stub)
     request, expected = _request()
-    assert remote.execute(request) == expected
+    assert remote.execute(request) == (expected, False)
     assert stub.calls == ["Execute", "WaitExecution op/1"] and sleeps == [0.5]
     assert client.calls == ["upload", "download 1"]
 
