@@ -9,6 +9,8 @@
     ├── IntegrityError          exit 1: bytes did not match their digest
     ├── DiskFullError           exit 1: no space left where pyimg writes (cache, pyimg-out)
     ├── RegistryError           exit 1: a registry request failed for good
+    ├── SigningKeyError         exit 2: a key that cannot be read, decrypted or used to sign
+    ├── VerificationError       exit 1: a signature or attestation did not verify, or is missing
     ├── AuditDifferenceError    exit 3: a reproducibility audit found a difference
     └── InterruptedBuildError   exit 130: Ctrl-C
 
@@ -25,10 +27,12 @@ __all__ = [
     "InterruptedBuildError",
     "PyimgError",
     "RegistryError",
+    "SigningKeyError",
     "SourceLinkError",
     "UnpinnedInputError",
     "UsageError",
     "UserInputError",
+    "VerificationError",
 ]
 
 
@@ -72,6 +76,14 @@ class DiskFullError(PyimgError):
 
 
 class RegistryError(PyimgError):
+    pass
+
+
+class SigningKeyError(PyimgError):
+    exit_code = 2
+
+
+class VerificationError(PyimgError):
     pass
 
 

@@ -17,6 +17,8 @@ ALLOWED = {
     "loading": {"oci", "core"},
     "analysis": {"loading", "oci", "core"},
     "external": {"loading", "registry", "oci", "core"},
+    # signatures and attestations of images in registries (docs/supply-chain.md).
+    "signing": {"registry", "oci", "core"},
     "query": {"analysis", "external", "loading", "actions", "registry", "oci", "core"},
     # aquery keys actions as the build does, over what a query selects.
     "build": {"query", "analysis", "external", "loading", "actions", "registry", "oci", "core"},

@@ -16,4 +16,8 @@ COMMAND_MODULES = {
     "lock": "pyimg.cli.lock",
     "fetch": "pyimg.cli.fetch",
     "push": "pyimg.cli.push",
+    "sign": "pyimg.cli.sign",
+    "attest": "pyimg.cli.sign",
+    "verify": "pyimg.cli.sign",
+    "keygen": "pyimg.cli.sign",
 }
