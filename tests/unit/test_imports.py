@@ -21,9 +21,14 @@ ALLOWED = {
     "signing": {"registry", "oci", "core"},
     "query": {"analysis", "external", "loading", "actions", "registry", "oci", "core"},
     # aquery keys actions as the build does, over what a query selects.
-    "build": {"query", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
+    # oci_push signs what it pushed when the target names a key.
+    "build": {
+        "query", "analysis", "external", "loading", "actions", "registry", "signing", "oci", "core"
+    },
     # audit runs builds (in a subprocess) and reads the build records they leave.
-    "audit": {"build", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
+    "audit": {
+        "build", "analysis", "external", "loading", "actions", "registry", "signing", "oci", "core"
+    },
 }
 TOP_LEVEL_MODULES = {"__init__", "errors", "labels"}
 STARLARK_USERS = {"loading", "analysis"}

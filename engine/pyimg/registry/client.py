@@ -123,8 +123,12 @@ class RegistryClient:
         size: int,
         open_blob: Callable[[], BinaryIO] | None,
         mount_from: str | None = None,
+        *,
+        check_first: bool = True,
     ) -> BlobOutcome:
-        return self._pusher.push_blob(ref, digest, size, open_blob, mount_from)
+        return self._pusher.push_blob(
+            ref, digest, size, open_blob, mount_from, check_first=check_first
+        )
 
     def push_layout(
         self,

@@ -131,14 +131,18 @@ class Pusher:
         size: int,
         open_blob: Callable[[], BinaryIO] | None,
         mount_from: str | None = None,
+        *,
+        check_first: bool = True,
     ) -> BlobOutcome:
         """Make `ref`'s repository hold the blob; returns "skipped", "mounted" or "uploaded".
 
         HEAD first (skip if present); then a cross-repository mount when `mount_from` names a
         repository of the same registry that has it; else an upload. `open_blob` may be None for
         a blob only mountable (lazily pulled); the registry refusing the mount is then an error.
+        `check_first=False` skips the HEAD for a small blob that is almost surely new (a fresh
+        signature): uploading it again costs less than asking first.
         """
-        if self.head_blob(ref, digest, push=True) is not None:
+        if check_first and self.head_blob(ref, digest, push=True) is not None:
             self._count("skipped", 1)
             return "skipped"
         conn = self._conn

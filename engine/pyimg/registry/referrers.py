@@ -55,8 +55,8 @@ def attach_artifacts(
     """Push each artifact as a manifest whose subject is `subject`; returns their descriptors.
 
     Requests: the empty config once (HEAD, then upload if missing), per artifact its blob
-    (HEAD, POST, PUT) and its manifest (PUT); when the registry has no referrers API, one GET
-    and one PUT of the referrers tag for all of them together. A registry that refuses an
+    (POST, PUT: a signed document is new, so no HEAD first) and its manifest (PUT); when the
+    registry has no referrers API, one GET and one PUT of the referrers tag for all of them. A registry that refuses an
     artifact raises RegistryError naming it; what was pushed before (the image) is untouched.
     """
     subject_desc = Descriptor(subject.media_type, subject.digest, subject.size)
@@ -67,7 +67,7 @@ def attach_artifacts(
     needs_tag = False
     for artifact in artifacts:
         blob = descriptor_for_bytes(artifact.blob_media_type, artifact.blob)
-        client.push_blob(ref, blob.digest, blob.size, _opener(artifact.blob))
+        client.push_blob(ref, blob.digest, blob.size, _opener(artifact.blob), check_first=False)
         manifest = Manifest(
             config=empty,
             layers=(blob,),

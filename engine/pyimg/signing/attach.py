@@ -100,12 +100,15 @@ def _identity(ref: Reference) -> str:
     return ref.name
 
 
-def sign_image(client: RegistryClient, ref: Reference, key: SigningKey) -> Descriptor:
-    """Sign the image `ref` names; returns its descriptor (what was signed).
+def sign_image(
+    client: RegistryClient, ref: Reference, key: SigningKey, subject: Descriptor | None = None
+) -> Descriptor:
+    """Sign the image `ref` names (or `subject`, when the caller just pushed it); returns its
+    descriptor (what was signed).
 
     Signing is idempotent: the signature is deterministic, so signing again finds it present.
     """
-    subject = _subject(client, ref)
+    subject = subject or _subject(client, ref)
     payload = simple_signing_payload(_identity(ref), subject.digest, COSIGN_SIGNATURE)
     _add_cosign_signature(client, ref, subject.digest, payload, key.sign(payload))
     statement = in_toto_statement(_identity(ref), subject.digest, SIGN_PREDICATE, {})
@@ -182,8 +185,11 @@ def _add_cosign_signature(
         "rootfs": {"type": "layers", "diff_ids": [str(x.digest) for x in layers]},
     })
     config_desc = descriptor_for_bytes(OCI_CONFIG, config)
-    client.push_blob(tag_ref, config_desc.digest, config_desc.size, lambda: io.BytesIO(config))
-    client.push_blob(tag_ref, layer.digest, layer.size, lambda: io.BytesIO(payload))
+    # Both are new whenever the manifest lacked this layer: upload without asking first.
+    client.push_blob(tag_ref, config_desc.digest, config_desc.size, lambda: io.BytesIO(config),
+                     check_first=False)
+    client.push_blob(tag_ref, layer.digest, layer.size, lambda: io.BytesIO(payload),
+                     check_first=False)
     manifest = Manifest(config=config_desc, layers=layers)
     try:
         client.put_manifest(tag_ref, manifest.to_bytes(), OCI_MANIFEST, tag_ref.identifier)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from contextlib import redirect_stderr, redirect_stdout
@@ -25,6 +26,7 @@ from pyimg.core.secrets import leak_patterns
 from pyimg.registry.client import RegistryClient
 from pyimg.registry.reference import parse_reference
 from regtestlib import FaultProxy, make_image
+from workspace_helpers import Workspace
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +57,8 @@ def pyimg(*args: str) -> Result:
 def _one_error(r: Result, *fragments: str) -> None:
     """A user error: non-zero, one ERROR line naming what failed, no traceback."""
     assert r.code != 0, r
-    lines = [line for line in r.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ERROR: "), r.err
+    lines = [line for line in r.err.splitlines() if line.startswith("ERROR")]
+    assert len(lines) == 1, r.err  # after a build's progress lines, if any
     assert "Traceback" not in r.err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
@@ -360,3 +362,56 @@ def test_cosign_encrypted_key_format(registry, tmp_path: Path, monkeypatch: pyte
     assert r.code == 0, r.err
     r = pyimg("verify", ref, "--key", str(prefix.with_suffix(".pub")))
     assert r.code == 0 and str(digest) in r.out, r.err
+
+
+def _push_workspace(tmp_path: Path, host: str, repo: str, sign: bool) -> Workspace:
+    ws = Workspace(tmp_path / f"ws-{repo.replace('/', '-')}", tmp_path / "cache")
+    ws.write("app/hello.txt", "hello\n")
+    signing = 'sign_key = "env://PUSH_KEY", sign_key_password_env = "PUSH_PW",' if sign else ""
+    ws.write(
+        "app/BUILD.pyimg",
+        f"""
+        pkg_tar(name = "layer", srcs = ["hello.txt"], package_dir = "/app")
+        oci_image(name = "image", tars = [":layer"], entrypoint = ["/bin/true"])
+        oci_push(name = "push", image = ":image", repository = "{host}/{repo}",
+                 remote_tags = ["v1"], {signing})
+        """,
+    )
+    return ws
+
+
+def test_oci_push_signs_what_it_pushed(registry, tmp_path: Path, keys: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSH_KEY", keys.with_suffix(".key").read_text())
+    monkeypatch.setenv("PUSH_PW", "wrong")
+    ws = _push_workspace(tmp_path, registry.host, "sign/pushed", sign=True)
+    r = ws.run("run", "//app:push")
+    _one_error(r, "env://PUSH_KEY", "wrong password")
+    assert RegistryClient().find_manifest(parse_reference(f"{registry.host}/sign/pushed:v1")) is None
+    monkeypatch.setenv("PUSH_PW", PASSWORD)
+    r = ws.run("run", "//app:push")
+    assert r.code == 0, r.err
+    digest = r.out.strip().splitlines()[-1]
+    assert digest == ws.out("app/image.digest").read_text().strip()  # the built digest, unchanged
+    r = pyimg("verify", f"{registry.host}/sign/pushed:v1", "--key", str(keys.with_suffix(".pub")))
+    assert r.code == 0 and digest in r.out, r.err
+    # Nothing of the key reached the build's caches or outputs.
+    pem_line = keys.with_suffix(".key").read_bytes().split(b"\n")[1]
+    needles = [pem_line, *leak_patterns(PASSWORD.encode())]
+    files = [p for root in (ws.cache, ws.root / "pyimg-out") for p in root.rglob("*") if p.is_file()]
+    assert [p for p in files for n in needles if n in p.read_bytes()] == []
+
+
+def test_requests_added_by_signing_a_push(registry, tmp_path: Path) -> None:
+    """What docs/benchmarks.md reports (tools/bench/signing_requests.py): the registry requests
+    a signature adds to an oci_push, counted by a proxy."""
+    sys.path.insert(0, str(REPO_ROOT / "tools" / "bench"))
+    from signing_requests import signing_requests
+
+    counts = signing_requests(registry.host, tmp_path)
+    # Two artifacts, 7 requests each. The .sig tag: GET (none yet), its config and payload
+    # (POST, PUT each; no HEAD, both are new), the manifest PUT. The bundle referrer: HEAD and
+    # upload of the empty config, the bundle (POST, PUT), the manifest PUT, the referrers tag
+    # (GET, PUT). The image push itself is the same 9 requests as without signing.
+    assert counts["push"] == 9 and counts["added"] == 14, counts
+    assert counts["added_by_method"] == {"GET": 2, "HEAD": 1, "POST": 4, "PUT": 7}, counts
