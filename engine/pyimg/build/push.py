@@ -96,19 +96,20 @@ def push_layout_dir(
         media_type = json.loads(data).get("mediaType") or _entry_type(layout, digest)
         for tag in all_tags:
             client.put_manifest(dest.with_tag(tag), data, media_type, tag)
-        if sign is not None:
-            from pyimg.oci.model import Descriptor
-            from pyimg.signing.attach import sign_image
-
-            sign_image(client, dest.with_digest(digest), sign,
-                       subject=Descriptor(media_type, digest, len(data)))
-            print(f"Signed {dest.name}@{digest}", file=out)
         c = client.counters
         print(
             f"Pushed {dest.name}@{digest} ({c.uploaded} blobs uploaded, {c.mounted} mounted, "
             f"{c.skipped} already there)",
             file=out,
         )
+        if sign is not None:
+            from pyimg.oci.model import Descriptor
+            from pyimg.signing.attach import sign_image
+
+            sign_image(client, dest.with_digest(digest), sign,
+                       subject=Descriptor(media_type, digest, len(data)))
+            print(f"Signed {dest.name}@{digest} (the .sig tag and a Sigstore bundle referrer)",
+                  file=out)
         return digest, c
     finally:
         fetch.close()
