@@ -136,7 +136,7 @@ def load_signing_key(material: KeyMaterial, password: bytes | None) -> SigningKe
     """
     what = material.what
     if any(b"-----BEGIN " + t + b"-----" in material.data for t in _COSIGN_PEM_TYPES):
-        if not password:
+        if password is None:  # cosign allows an empty password, given explicitly
             raise SigningKeyError(f"key {what}: it is encrypted (cosign format); give its password")
         der = _decrypt_cosign(material.data, password, what)
         try:
@@ -145,7 +145,7 @@ def load_signing_key(material: KeyMaterial, password: bytes | None) -> SigningKe
             raise SigningKeyError(f"key {what}: the decrypted cosign key is not a private key") from None
         return SigningKey(_p256_private(key, what), what)
     encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in material.data
-    if encrypted and not password:
+    if encrypted and password is None:
         raise SigningKeyError(f"key {what}: it is encrypted; give its password")
     try:
         key = serialization.load_pem_private_key(material.data, password=password if encrypted else None)
@@ -156,6 +156,8 @@ def load_signing_key(material: KeyMaterial, password: bytes | None) -> SigningKe
             raise SigningKeyError(f"key {what}: this is a public key; signing needs the private key") from None
         raise SigningKeyError(f"key {what}: not a PEM private key ({_first_line(e)})") from None
     except TypeError:
+        if encrypted:  # cryptography's answer to an empty password for an encrypted key
+            raise SigningKeyError(f"key {what}: wrong password (cannot decrypt the key)") from None
         raise SigningKeyError(f"key {what}: not a PEM private key") from None
     return SigningKey(_p256_private(key, what), what)
 

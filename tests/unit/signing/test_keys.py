@@ -50,6 +50,7 @@ def test_wrong_or_missing_password_and_wrong_key_types() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     encrypted = KeyMaterial("k.pem", _pem(key, b"right"))
     assert _error(encrypted, b"wrong") == "key k.pem: wrong password (cannot decrypt the key)"
+    assert _error(encrypted, b"") == "key k.pem: wrong password (cannot decrypt the key)"
     assert "encrypted; give its password" in _error(encrypted)
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     assert "a RSA key; pyimg signs with ECDSA P-256" in _error(KeyMaterial("r", _pem(rsa_key)))
@@ -75,6 +76,10 @@ def test_cosign_encrypted_format() -> None:
     assert loaded.public.hint == key.public.hint
     assert "wrong password (cannot decrypt the cosign key)" in _error(KeyMaterial("c", data), b"no")
     assert "encrypted (cosign format)" in _error(KeyMaterial("c", data))
+    # `cosign generate-key-pair` accepts an empty password; given explicitly, it is one.
+    empty = encrypt_cosign(key.private_der(), b"")
+    assert load_signing_key(KeyMaterial("c", empty), b"").public.hint == key.public.hint
+    assert "give its password" in _error(KeyMaterial("c", empty))
 
 
 def test_sources_env_and_files_and_passwords(tmp_path: Path) -> None:
