@@ -161,15 +161,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 @command("keygen", "write a new ECDSA P-256 key pair (PREFIX.key, PREFIX.pub)", _configure_keygen)
 def cmd_keygen(args: argparse.Namespace) -> int:
     from pyimg.core.cas import atomic_file
-    from pyimg.signing.keys import encrypt_cosign, generate_key
+    from pyimg.signing.keys import encrypt_cosign, generate_key, read_password
 
-    password: bytes | None = None
-    if args.key_password_env:
-        if args.key_password_env not in os.environ:
-            raise UsageError(f"--key-password-env {args.key_password_env}: not set")
-        password = os.environ[args.key_password_env].encode()
-    elif args.key_password_file:
-        password = Path(args.key_password_file).read_bytes().removesuffix(b"\n")
+    password = read_password(args.prefix + ".key", os.environ, args.key_password_env,
+                             args.key_password_file)
     if args.cosign_format and not password:
         raise UsageError("--cosign-format needs a password (--key-password-env or -file)")
     private, public = Path(args.prefix + ".key"), Path(args.prefix + ".pub")

@@ -285,6 +285,7 @@ def _verify_signatures(
     manifest = _manifest(fetched.data, fetched.media_type, f"signatures {tag_ref}")
     valid = 0
     other_digests: list[str] = []
+    other_names: list[str] = []
     for layer in manifest.layers:
         if layer.media_type != SIMPLESIGNING_MEDIA_TYPE:
             continue
@@ -301,10 +302,15 @@ def _verify_signatures(
             other_digests.append(str(claim.digest))
             continue
         if claim.docker_reference != _identity(ref):
+            other_names.append(claim.docker_reference)
             continue
         valid += 1
     if valid:
         return valid
+    if other_names:
+        raise VerificationError(
+            f"{where}: the signature verifies but names another repository ({other_names[0]})"
+        )
     if other_digests:
         raise VerificationError(
             f"{where}: the signature verifies but is over another digest ({other_digests[0]})"

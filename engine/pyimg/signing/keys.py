@@ -33,6 +33,7 @@ __all__ = [
     "open_signing_key",
     "open_verifying_key",
     "read_key_material",
+    "read_password",
 ]
 
 ENV_PREFIX = "env://"  # `--key env://VAR`: the PEM is in the variable VAR (as cosign spells it)
@@ -272,21 +273,32 @@ def open_signing_key(
     """The private key `spec` names (a path or `env://VAR`), with its password read from the
     environment variable `password_env` or the file `password_file` (one trailing newline
     dropped), never from the command line."""
-    password: bytes | None = None
+    password = read_password(spec, environ, password_env, password_file)
+    return load_signing_key(read_key_material(spec, environ), password)
+
+
+def read_password(
+    what: str,
+    environ: Mapping[str, str],
+    password_env: str | None = None,
+    password_file: str | None = None,
+) -> bytes | None:
+    """The password of key `what` from the variable `password_env` or the file `password_file`
+    (one trailing newline dropped); None when neither is given."""
     if password_env and password_file:
         raise SigningKeyError("give the key's password through an environment variable or a file, not both")
     if password_env:
         value = environ.get(password_env)
         if value is None:
-            raise SigningKeyError(f"key {spec}: password variable {password_env} is not set")
-        password = value.encode()
-    elif password_file:
+            raise SigningKeyError(f"key {what}: password variable {password_env} is not set")
+        return value.encode()
+    if password_file:
         try:
-            password = Path(password_file).read_bytes().removesuffix(b"\n")
+            return Path(password_file).read_bytes().removesuffix(b"\n")
         except OSError as e:
-            raise SigningKeyError(f"key {spec}: cannot read the password file {password_file}: "
+            raise SigningKeyError(f"key {what}: cannot read the password file {password_file}: "
                                   f"{e.strerror or e}") from None
-    return load_signing_key(read_key_material(spec, environ), password)
+    return None
 
 
 def open_verifying_key(spec: str, environ: Mapping[str, str]) -> VerifyingKey:

@@ -272,16 +272,16 @@ def test_bad_input_each_one_clear_message(registry, tmp_path: Path, keys: Path,
     assert pyimg("sign", ref, "--key", str(other_keys.with_suffix(".key"))).code == 0
     _one_error(pyimg("verify", ref, "--key", public), "no signature", "verifies with the key")
     assert pyimg("sign", other_ref, *_sign_args(keys)).code == 0
-    client = RegistryClient()
-    image = parse_reference(ref)
-    moved = client.get_manifest(parse_reference(other_ref).with_tag(f"sha256-{other_digest.hex}.sig"))
-    for blob in json.loads(moved.data)["layers"] + [json.loads(moved.data)["config"]]:
-        source = parse_reference(other_ref)
-        data = client.read_small_blob(source, Digest.parse(blob["digest"]))
-        client.push_blob(image, Digest.parse(blob["digest"]), len(data), lambda d=data: io.BytesIO(d))
-    client.put_manifest(image.with_tag(f"sha256-{digest.hex}.sig"), moved.data, moved.media_type,
-                        f"sha256-{digest.hex}.sig")
+    _copy_signatures(other_ref, other_digest, ref, digest)
     _one_error(pyimg("verify", ref, "--key", public), "over another digest", str(other_digest))
+    # The same image in another repository, with the first one's signatures copied over.
+    copy_ref, copy_digest = _push(registry, tmp_path, "sign/bad-copy", b"another image\n")
+    assert copy_digest == other_digest
+    _copy_signatures(other_ref, other_digest, copy_ref, copy_digest)
+    _one_error(pyimg("verify", copy_ref, "--key", public), "names another repository",
+               "sign/bad-other")
+    _one_error(pyimg("keygen", str(tmp_path / "k3"), "--key-password-file", str(tmp_path / "no")),
+               "cannot read the password file")
 
     # Signed, but without the attestations --require asks for.
     assert pyimg("verify", other_ref, "--key", public).code == 0
@@ -294,6 +294,18 @@ def test_bad_input_each_one_clear_message(registry, tmp_path: Path, keys: Path,
     statement.write_bytes(_statement(digest, "https://slsa.dev/provenance/v1", {}))
     _one_error(pyimg("attest", other_ref, *_sign_args(keys), "--predicate", str(statement),
                      "--type", "slsaprovenance"), str(digest), "not")
+
+
+def _copy_signatures(src: str, src_digest: Digest, dest: str, dest_digest: Digest) -> None:
+    """Put the `.sig` manifest of `src` (and its blobs) where `dest`'s signatures would be."""
+    client = RegistryClient()
+    source, target = parse_reference(src), parse_reference(dest)
+    moved = client.get_manifest(source.with_tag(f"sha256-{src_digest.hex}.sig"))
+    for blob in json.loads(moved.data)["layers"] + [json.loads(moved.data)["config"]]:
+        data = client.read_small_blob(source, Digest.parse(blob["digest"]))
+        client.push_blob(target, Digest.parse(blob["digest"]), len(data), lambda d=data: io.BytesIO(d))
+    client.put_manifest(target.with_tag(f"sha256-{dest_digest.hex}.sig"), moved.data,
+                        moved.media_type, f"sha256-{dest_digest.hex}.sig")
 
 
 def test_registry_refusing_an_attestation_is_one_error_and_the_image_is_intact(
