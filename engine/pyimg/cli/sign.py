@@ -50,10 +50,12 @@ def _configure_attest(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="the image the attestation is about")
     p.add_argument("--key", required=True, help="ECDSA P-256 private key: a PEM file, or env://VAR")
     _password_flags(p)
-    p.add_argument("--predicate", required=True, metavar="FILE",
-                   help="the predicate (JSON), or a whole in-toto statement about the image")
-    p.add_argument("--type", default="spdx",
-                   help="spdx, cyclonedx, slsaprovenance (v1), or a predicate type URI")
+    p.add_argument("--predicate", required=True, action="append", metavar="FILE",
+                   help="the predicate (JSON), or a whole in-toto statement about the image; "
+                        "repeatable: all are attached in one batch")
+    p.add_argument("--type", action="append", default=[],
+                   help="spdx (default), cyclonedx, slsaprovenance (v1), or a predicate type "
+                        "URI; one for all predicates or one per --predicate")
     _registry_flags(p)
 
 
@@ -117,18 +119,24 @@ def cmd_sign(args: argparse.Namespace) -> int:
 @command("attest", "attach a signed in-toto attestation (SBOM, provenance) to an image",
          _configure_attest)
 def cmd_attest(args: argparse.Namespace) -> int:
-    from pyimg.signing.attach import attest_image
+    from pyimg.signing.attach import Predicate, attest_image
     from pyimg.signing.keys import open_signing_key
 
     ref = _reference(args.image)
-    try:
-        predicate = Path(args.predicate).read_bytes()
-    except OSError as e:
-        raise UsageError(f"--predicate {args.predicate}: {e.strerror or e}") from None
+    types = args.type or ["spdx"]
+    if len(types) not in (1, len(args.predicate)):
+        raise UsageError("give one --type for all predicates, or one per --predicate, in order")
+    predicates = []
+    for i, path in enumerate(args.predicate):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise UsageError(f"--predicate {path}: {e.strerror or e}") from None
+        predicates.append(Predicate(data, types[min(i, len(types) - 1)], path))
     key = open_signing_key(args.key, os.environ, args.key_password_env, args.key_password_file)
     client = _client(args)
     try:
-        subject = attest_image(client, ref, key, predicate, args.type, args.predicate)
+        subject = attest_image(client, ref, key, predicates)
     finally:
         client.close()
     print(f"attested {ref.name}@{subject.digest}")

@@ -12,7 +12,7 @@ Nothing is written into the image or its index: its digest stays the one the bui
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pyimg.core import json_input
@@ -42,6 +42,7 @@ from .keys import SigningKey, VerifyingKey
 __all__ = [
     "PREDICATE_TYPES",
     "REQUIREMENTS",
+    "Predicate",
     "SIGNATURE_ANNOTATION",
     "SIMPLESIGNING_MEDIA_TYPE",
     "Verified",
@@ -100,42 +101,65 @@ def _identity(ref: Reference) -> str:
     return ref.name
 
 
+@dataclass(frozen=True)
+class Predicate:
+    """An attestation to attach: its JSON (a predicate, or a whole in-toto statement about the
+    image), its `--type` (a shorthand or a URI), and where it came from (for messages)."""
+
+    data: bytes = field(repr=False)
+    kind: str
+    what: str
+
+
 def sign_image(
-    client: RegistryClient, ref: Reference, key: SigningKey, subject: Descriptor | None = None
+    client: RegistryClient,
+    ref: Reference,
+    key: SigningKey,
+    subject: Descriptor | None = None,
+    predicates: Sequence[Predicate] = (),
 ) -> Descriptor:
-    """Sign the image `ref` names (or `subject`, when the caller just pushed it); returns its
-    descriptor (what was signed).
+    """Sign the image `ref` names (or `subject`, when the caller just pushed it), and attach
+    `predicates` signed by the same key in the same batch of referrers (one update of the
+    referrers tag for all); returns the image's descriptor (what was signed).
 
     Signing is idempotent: the signature is deterministic, so signing again finds it present.
+    Every predicate is checked before anything is pushed.
     """
     subject = subject or _subject(client, ref)
+    attestations = [_attestation(ref, subject, key, p) for p in predicates]
     payload = simple_signing_payload(_identity(ref), subject.digest, COSIGN_SIGNATURE)
     _add_cosign_signature(client, ref, subject.digest, payload, key.sign(payload))
     statement = in_toto_statement(_identity(ref), subject.digest, SIGN_PREDICATE, {})
     bundle = sigstore_bundle(dsse_envelope(statement, key), key)
-    attach_artifacts(
-        client,
-        ref,
-        subject,
-        [Artifact(BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE, bundle, ((PREDICATE_ANNOTATION, SIGN_PREDICATE),))],
-    )
+    annotations = ((PREDICATE_ANNOTATION, SIGN_PREDICATE),)
+    artifacts = [Artifact(BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE, bundle, annotations), *attestations]
+    attach_artifacts(client, ref, subject, artifacts)
     return subject
 
 
 def attest_image(
-    client: RegistryClient, ref: Reference, key: SigningKey, predicate: bytes, kind: str, what: str
+    client: RegistryClient, ref: Reference, key: SigningKey, predicates: Sequence[Predicate]
 ) -> Descriptor:
-    """Attach `predicate` (JSON) as a signed DSSE in-toto attestation of the image `ref` names.
-
-    `predicate` may also be a whole in-toto statement (as pyimg's provenance is); then its
-    subject must be this image, and its predicate type wins over `kind` unless they disagree.
-    """
+    """Attach each of `predicates` as a signed DSSE in-toto attestation of the image `ref`
+    names, in one batch of referrers; returns the image's descriptor."""
     subject = _subject(client, ref)
+    attestations = [_attestation(ref, subject, key, p) for p in predicates]
+    attach_artifacts(client, ref, subject, attestations)
+    return subject
+
+
+def _attestation(ref: Reference, subject: Descriptor, key: SigningKey, predicate: Predicate) -> Artifact:
+    """The DSSE envelope of an in-toto statement about `subject` with `predicate`.
+
+    A predicate that is itself an in-toto statement (as `pyimg provenance` writes) must be of
+    the type `--type` names and have this image among its subjects; its predicate is used.
+    """
+    what = predicate.what
     try:
-        doc = json_input.loads(predicate)
+        doc = json_input.loads(predicate.data)
     except ValueError as e:
         raise UsageError(f"{what}: not valid JSON ({e})") from None
-    ptype = predicate_type(kind)
+    ptype = predicate_type(predicate.kind)
     if isinstance(doc, dict) and doc.get("_type") == STATEMENT_TYPE:
         stated = doc.get("predicateType")
         if stated != ptype:
@@ -152,11 +176,9 @@ def attest_image(
             )
         doc = doc.get("predicate")
     statement = in_toto_statement(_identity(ref), subject.digest, ptype, doc)
-    artifact = Artifact(
+    return Artifact(
         DSSE_MEDIA_TYPE, DSSE_MEDIA_TYPE, dsse_envelope(statement, key), ((PREDICATE_ANNOTATION, ptype),)
     )
-    attach_artifacts(client, ref, subject, [artifact])
-    return subject
 
 
 def _add_cosign_signature(

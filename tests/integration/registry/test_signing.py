@@ -114,14 +114,13 @@ def _referrer_blobs(ref_text: str, digest: Digest) -> dict[str, list[bytes]]:
 
 
 def _attest_both(ref: str, digest: Digest, keys: Path, tmp_path: Path) -> None:
+    """An SBOM predicate and a whole provenance statement, attached in one command."""
     sbom = tmp_path / "sbom.spdx.json"
     sbom.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "name": "app"}))
-    r = pyimg("attest", ref, *_sign_args(keys), "--predicate", str(sbom), "--type", "spdx")
-    assert r.code == 0, r.err
     provenance = tmp_path / "provenance.json"
     provenance.write_bytes(_statement(digest, "https://slsa.dev/provenance/v1", {"buildDefinition": {}}))
-    r = pyimg("attest", ref, *_sign_args(keys), "--predicate", str(provenance),
-              "--type", "slsaprovenance")
+    r = pyimg("attest", ref, *_sign_args(keys), "--predicate", str(sbom), "--type", "spdx",
+              "--predicate", str(provenance), "--type", "slsaprovenance")
     assert r.code == 0, r.err
 
 
@@ -294,6 +293,9 @@ def test_bad_input_each_one_clear_message(registry, tmp_path: Path, keys: Path,
     statement.write_bytes(_statement(digest, "https://slsa.dev/provenance/v1", {}))
     _one_error(pyimg("attest", other_ref, *_sign_args(keys), "--predicate", str(statement),
                      "--type", "slsaprovenance"), str(digest), "not")
+    _one_error(pyimg("attest", other_ref, *_sign_args(keys), "--predicate", str(statement),
+                     "--predicate", str(statement), "--predicate", str(statement),
+                     "--type", "spdx", "--type", "slsaprovenance"), "one --type")
 
 
 def _copy_signatures(src: str, src_digest: Digest, dest: str, dest_digest: Digest) -> None:
