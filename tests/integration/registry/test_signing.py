@@ -230,6 +230,34 @@ def test_independent_verifiers_accept_pyimg_and_refuse_tampering(
     wrong_key = node("bundle.json", tmp_path / "other.pub")
     assert wrong_key.returncode == 1 and "SIGNATURE_ERROR" in wrong_key.stdout, wrong_key.stdout
 
+    # The cosign `.sig` signature too: its payload and signature annotation, put in a
+    # message-signature bundle by this test, verify over the payload bytes.
+    client = RegistryClient()
+    image = parse_reference(ref)
+    [layer] = json.loads(client.get_manifest(image.with_tag(f"sha256-{digest.hex}.sig")).data)["layers"]
+    payload = client.read_small_blob(image, Digest.parse(layer["digest"]))
+    (tmp_path / "payload.json").write_bytes(payload)
+    (tmp_path / "other-payload.json").write_bytes(payload.replace(b"sha256:", b"sha256:0", 1))
+    (tmp_path / "sig.json").write_text(json.dumps({
+        "mediaType": BUNDLE,
+        "verificationMaterial": {"publicKey": {"hint": "cosign.pub"}, "tlogEntries": []},
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256",
+                              "digest": base64.b64encode(hashlib.sha256(payload).digest()).decode()},
+            "signature": layer["annotations"]["dev.cosignproject.cosign/signature"],
+        },
+    }))
+
+    def node_artifact(artifact: str, key_file: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["node", str(VERIFY_JS), str(tmp_path / "sig.json"), str(key_file),
+                               str(tmp_path / artifact)],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    ok = node_artifact("payload.json", keys.with_suffix(".pub"))
+    assert ok.returncode == 0 and ok.stdout.strip() == "verified", ok.stdout + ok.stderr
+    assert node_artifact("other-payload.json", keys.with_suffix(".pub")).returncode == 1
+    assert node_artifact("payload.json", tmp_path / "other.pub").returncode == 1
+
 
 def _securesystemslib_verify_as(envelope: bytes, public_pem: bytes, keyid_pem: bytes) -> dict:
     """Verify with `public_pem` presented under the keyid of `keyid_pem`."""
