@@ -54,6 +54,23 @@ def pyimg(*args: str) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
+_open_clients: list[RegistryClient] = []
+
+
+def _client() -> RegistryClient:
+    """A registry client closed when the test ends (an open socket warns, and warnings fail)."""
+    client = RegistryClient()
+    _open_clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _open_clients:
+        _open_clients.pop().close()
+
+
 def _one_error(r: Result, *fragments: str) -> None:
     """A user error: non-zero, one ERROR line naming what failed, no traceback."""
     assert r.code != 0, r
@@ -68,7 +85,7 @@ def _push(registry, tmp_path: Path, repo: str, content: bytes = b"hello\n") -> t
     layout = tmp_path / f"layout-{repo.replace('/', '-')}"
     make_image(layout, tag="v1", layers=[{"hello.txt": content}])
     ref = f"{registry.host}/{repo}:v1"
-    return ref, RegistryClient().push_layout(layout, ref)
+    return ref, _client().push_layout(layout, ref)
 
 
 @pytest.fixture
@@ -99,7 +116,7 @@ def _statement(digest: Digest, predicate_type: str, predicate: object) -> bytes:
 
 def _referrer_blobs(ref_text: str, digest: Digest) -> dict[str, list[bytes]]:
     """artifactType -> the blobs of each referrer, read from the referrers tag."""
-    client = RegistryClient()
+    client = _client()
     ref = parse_reference(ref_text)
     tag = client.get_manifest(ref.with_tag(f"sha256-{digest.hex}"))
     found: dict[str, list[bytes]] = {}
@@ -130,6 +147,7 @@ def test_sign_attest_verify_through_the_referrers_tag(registry, tmp_path: Path, 
     with pytest.raises(urllib.error.HTTPError) as answer:
         urllib.request.urlopen(f"http://{registry.host}/v2/sign/app/referrers/{digest}")
     assert answer.value.code == 404
+    answer.value.close()
     for _ in range(2):  # signing twice adds nothing: the signature is deterministic
         r = pyimg("sign", ref, *_sign_args(keys))
         assert r.code == 0 and str(digest) in r.out, r.err
@@ -139,7 +157,7 @@ def test_sign_attest_verify_through_the_referrers_tag(registry, tmp_path: Path, 
     assert "1 signature(s), 1 bundle(s)" in r.out
     assert "https://slsa.dev/provenance/v1" in r.out and "https://spdx.dev/Document" in r.out
 
-    client = RegistryClient()
+    client = _client()
     image = parse_reference(ref)
     assert client.get_manifest(image).digest == digest  # the image itself never changed
     signatures = json.loads(client.get_manifest(image.with_tag(f"sha256-{digest.hex}.sig")).data)
@@ -232,7 +250,7 @@ def test_independent_verifiers_accept_pyimg_and_refuse_tampering(
 
     # The cosign `.sig` signature too: its payload and signature annotation, put in a
     # message-signature bundle by this test, verify over the payload bytes.
-    client = RegistryClient()
+    client = _client()
     image = parse_reference(ref)
     [layer] = json.loads(client.get_manifest(image.with_tag(f"sha256-{digest.hex}.sig")).data)["layers"]
     payload = client.read_small_blob(image, Digest.parse(layer["digest"]))
@@ -328,7 +346,7 @@ def test_bad_input_each_one_clear_message(registry, tmp_path: Path, keys: Path,
 
 def _copy_signatures(src: str, src_digest: Digest, dest: str, dest_digest: Digest) -> None:
     """Put the `.sig` manifest of `src` (and its blobs) where `dest`'s signatures would be."""
-    client = RegistryClient()
+    client = _client()
     source, target = parse_reference(src), parse_reference(dest)
     moved = client.get_manifest(source.with_tag(f"sha256-{src_digest.hex}.sig"))
     for blob in json.loads(moved.data)["layers"] + [json.loads(moved.data)["config"]]:
@@ -352,7 +370,7 @@ def test_registry_refusing_an_attestation_is_one_error_and_the_image_is_intact(
         r = pyimg("attest", ref, *_sign_args(keys), "--predicate", str(sbom))
         _one_error(r, "refused the application/vnd.dsse.envelope.v1+json artifact",
                    "the image itself is unchanged", "HTTP 400")
-        assert RegistryClient().get_manifest(parse_reference(ref)).digest == digest
+        assert _client().get_manifest(parse_reference(ref)).digest == digest
         assert pyimg("verify", ref, "--key", str(keys.with_suffix(".pub"))).code == 0
         _one_error(pyimg("verify", ref, "--key", str(keys.with_suffix(".pub")), "--require", "sbom"),
                    "no sbom attestation")
@@ -429,7 +447,7 @@ def test_oci_push_signs_what_it_pushed(registry, tmp_path: Path, keys: Path,
     ws = _push_workspace(tmp_path, registry.host, "sign/pushed", sign=True)
     r = ws.run("run", "//app:push")
     _one_error(r, "env://PUSH_KEY", "wrong password")
-    assert RegistryClient().find_manifest(parse_reference(f"{registry.host}/sign/pushed:v1")) is None
+    assert _client().find_manifest(parse_reference(f"{registry.host}/sign/pushed:v1")) is None
     monkeypatch.setenv("PUSH_PW", PASSWORD)
     r = ws.run("run", "//app:push")
     assert r.code == 0, r.err

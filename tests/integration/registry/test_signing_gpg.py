@@ -51,10 +51,12 @@ def test_skopeo_and_podman_enforce_pyimg_gpg_signatures(
     keyring = tmp_path / "signer.gpg"
     keyring.write_bytes(key.keyring())
     images = {}
+    client = RegistryClient()
     for name, content in (("signed", b"signed\n"), ("unsigned", b"unsigned\n"), ("moved", b"moved\n")):
         make_image(tmp_path / name, tag="v1", layers=[{"f.txt": content}])
         ref = f"{registry.host}/gpg/{name}:v1"
-        images[name] = (ref, RegistryClient().push_layout(tmp_path / name, ref))
+        images[name] = (ref, client.push_layout(tmp_path / name, ref))
+    client.close()
     lookaside = tmp_path / "lookaside"
     for name in ("signed", "moved"):
         r = pyimg("sign", images[name][0], "--gpg-key", "signer@example.invalid",
