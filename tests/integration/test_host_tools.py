@@ -1,0 +1,105 @@
+"""Host tools are keyed by their identity (docs/concepts.md, "Tools are inputs"): a change to a
+file of a tool's `data` re-runs the actions that use it, and `pyimg explain` names the file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+
+def _summary(err: str) -> str:
+    return next(line for line in err.splitlines() if line.startswith("Build completed")).split(",")[:2]
+
+
+def _toolchain(tmp_path):
+    """A tool (a shell script) that prints a file of its own library directory: the stand-in for
+    an interpreter and its standard library, kept outside every directory the sandbox shows."""
+    root = tmp_path / "toolchain"
+    (root / "bin").mkdir(parents=True)
+    (root / "lib" / "sub").mkdir(parents=True)
+    (root / "lib" / "greeting.txt").write_text("hello\n")
+    (root / "lib" / "sub" / "other.txt").write_text("other\n")
+    tool = root / "bin" / "greet"
+    tool.write_text(f"#!/bin/sh\ncat {root}/lib/greeting.txt\n")
+    tool.chmod(0o755)
+    return root
+
+
+def _setup(ws, root, extra=""):
+    ws.write("p/BUILD.pyimg", f"""
+        host_tool(
+            name = "greet",
+            path = "{root}/bin/greet",
+            data = ["{root}/lib"],{extra}
+        )
+        genrule(name = "g", outs = ["g.out"], tools = [":greet"], cmd = "greet > $@")
+    """)
+
+
+def test_a_change_in_a_tools_data_reruns_its_actions_and_explain_names_the_file(ws, tmp_path):
+    root = _toolchain(tmp_path)
+    _setup(ws, root)
+    r = ws.run("build", "//p:g")
+    assert r.code == 0, r.err
+    assert ws.out("p/g.out").read_text() == "hello\n"  # the sandbox shows the tool's data
+    r = ws.run("build", "//p:g")
+    assert r.code == 0 and _summary(r.err) == ["Build completed: 0 actions run", " 1 cache hits"]
+
+    (root / "lib" / "greeting.txt").write_text("bonjour\n")
+    r = ws.run("build", "//p:g")
+    assert r.code == 0, r.err
+    assert _summary(r.err) == ["Build completed: 1 actions run", " 0 cache hits"]
+    assert ws.out("p/g.out").read_text() == "bonjour\n"
+    out = ws.run("explain", "//p:g").out
+    assert f"host tool {root}/bin/greet: {root}/lib/greeting.txt changed" in out, out
+
+
+def test_a_file_added_to_a_tools_data_reruns_its_actions(ws, tmp_path):
+    root = _toolchain(tmp_path)
+    _setup(ws, root)
+    assert ws.run("build", "//p:g").code == 0
+    (root / "lib" / "sub" / "new.txt").write_text("new\n")
+    r = ws.run("build", "//p:g")
+    assert r.code == 0 and _summary(r.err) == ["Build completed: 1 actions run", " 0 cache hits"]
+    out = ws.run("explain", "//p:g").out
+    assert f"host tool {root}/bin/greet: {root}/lib/sub/new.txt added" in out, out
+
+
+def test_a_touched_data_file_runs_nothing(ws, tmp_path):
+    root = _toolchain(tmp_path)
+    _setup(ws, root)
+    assert ws.run("build", "//p:g").code == 0
+    greeting = root / "lib" / "greeting.txt"
+    st = greeting.stat()
+    os.utime(greeting, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    r = ws.run("build", "//p:g")
+    assert r.code == 0 and _summary(r.err) == ["Build completed: 0 actions run", " 1 cache hits"]
+
+
+def test_identity_bytes_still_keys_the_data(ws, tmp_path):
+    root = _toolchain(tmp_path)
+    _setup(ws, root, extra='\n            identity = "bytes",')
+    assert ws.run("build", "//p:g").code == 0
+    (root / "lib" / "greeting.txt").write_text("hi\n")
+    r = ws.run("build", "//p:g")
+    assert r.code == 0 and _summary(r.err) == ["Build completed: 1 actions run", " 0 cache hits"]
+
+
+def test_missing_data_points_at_the_attribute(ws, tmp_path):
+    root = _toolchain(tmp_path)
+    _setup(ws, root)
+    shutil.rmtree(root / "lib")
+    r = ws.run("build", "//p:g")
+    assert r.code == 2
+    assert r.err.startswith("ERROR: p/BUILD.pyimg:5:"), r.err
+    assert f"attribute 'data': '{root}/lib' does not exist on this machine" in r.err
+
+
+def test_data_the_sandbox_makes_its_own_is_refused(ws):
+    ws.write("p/BUILD.pyimg", """
+        host_tool(name = "t", path = "/bin/sh", data = ["/proc/self"])
+        genrule(name = "g", outs = ["g.out"], tools = [":t"], cmd = "true > $@")
+    """)
+    r = ws.run("build", "//p:g")
+    assert r.code == 2
+    assert "attribute 'data': \"/proc/self\" cannot be a tool's data" in r.err, r.err
