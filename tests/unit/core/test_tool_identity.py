@@ -7,7 +7,6 @@ import shutil
 import sys
 
 import pytest
-
 from pyimg.core.elf import library_closure, read_elf
 from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.tool_identity import ToolSpec, changed_parts, tool_identity
