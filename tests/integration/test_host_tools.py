@@ -4,7 +4,12 @@ file of a tool's `data` re-runs the actions that use it, and `pyimg explain` nam
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+
+import pytest
+from workspace_helpers import REPO
 
 
 def _summary(err: str) -> str:
@@ -103,3 +108,42 @@ def test_data_the_sandbox_makes_its_own_is_refused(ws):
     r = ws.run("build", "//p:g")
     assert r.code == 2
     assert "attribute 'data': \"/proc/self\" cannot be a tool's data" in r.err, r.err
+
+
+def _python_deb(tmp_path, deb):
+    """A .deb holding this host's Python 3.11 as Debian's python3.11-minimal and
+    libpython3.11-stdlib lay it out: the program, its ld.so and libraries (as files, not
+    links), and the standard library. (Tests do not download: the recipe is the same.)"""
+    from pyimg.core.elf import library_closure
+
+    pkg = tmp_path / "pkg"
+    interpreter, libraries = library_closure("/usr/bin/python3.11")
+    files = ["/usr/bin/python3.11", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+             *(os.path.realpath(p) for p in libraries.values() if p)]
+    for f in files:
+        (pkg / f.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, pkg / f.lstrip("/"))
+    shutil.copytree("/usr/lib/python3.11", pkg / "usr/lib/python3.11", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "test", "dist-packages"))
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN/control").write_text("Package: python3.11-minimal\nVersion: 3.11\n"
+                                        "Architecture: amd64\nMaintainer: t <t@t>\nDescription: t\n")
+    subprocess.run(["dpkg-deb", "-Zgzip", "-z1", "--root-owner-group", "--build", str(pkg), str(deb)],
+                   check=True, capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (os.path.exists("/usr/bin/python3.11") and shutil.which("dpkg-deb")
+                         and os.path.exists("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")),
+                    reason="needs Debian's python3.11 on x86_64 and dpkg-deb")
+def test_the_documented_python_from_debian_packages_runs_without_the_hosts(ws, tmp_path):
+    """docs/concepts.md's recipe, as written but for the label of the .deb files."""
+    doc = (REPO / "docs/concepts.md").read_text()
+    section = doc[doc.index("## Tools are inputs"):doc.index("## The sandbox")]
+    build = re.search(r'```python\n(load\("@pyimg//rules:defs.bzl", "deb_layer"\).*?)```', section, re.S)
+    assert build is not None
+    ws.write("tools/BUILD.pyimg", build.group(1).replace('"@debian//amd64:packages"', '"python.deb"'))
+    _python_deb(tmp_path, ws.root / "tools" / "python.deb")
+    r = ws.run("build", "//tools:hello")
+    assert r.code == 0, r.err
+    assert ws.out("tools/hello.txt").read_text() == "[3, 11]\n"
