@@ -176,14 +176,18 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
     host = {t for a in needed for t in a.host_tools}
     host |= {os.path.realpath(t) for t in host}
     # Every file and directory a tool's identity was computed from: a no-op must see them change.
-    host |= executor.host_tool_paths()
+    tool_paths = executor.host_tool_paths()
+    host |= tool_paths
+    # A tool file at the stat it was hashed at (an edit during the build must not pass for it).
+    tool_stats = {p: digests.get(p) for p in tool_paths}
     fixed = set(analysis.files) | host | set(format_files())
     return BuildReport(
         analysis, outcome, time.monotonic() - start, top,
         inputs=sorted(fixed | set(sources.values())),
         outputs=[str(session.workspace / g) for g in goals],
         goals=goals, sources=sources, fixed=fixed, format_version=ctx.format_version,
-        observed={h: digests.get(h) for h in sources.values()},
+        observed={**{p: st for p, st in tool_stats.items() if st is not None},
+                  **{h: digests.get(h) for h in sources.values()}},
         lazy_blobs=lazy,
     )
 

@@ -2,9 +2,10 @@
 
 An action reads input files at exec paths (`pkg/src.c`, `pyimg-out/pkg/gen.h`) and writes output
 files or directories at exec paths. Its key (docs/architecture.md, "Invariants") is a sha256
-over canonical JSON of the kind, argv, declared env, input digests by path, output paths, tool digests, params,
-cache-dir variable names and secret HMACs, and the output-format version. Display-only fields
-(owner, origin, mnemonic, progress message) are excluded from equality and from the key.
+over canonical JSON of the kind, argv, declared env, input digests by path, output paths, host
+tools' identities (core/tool_identity.py), params, cache-dir variable names and secret HMACs, and
+the output-format version. Display-only fields (owner, origin, mnemonic, progress message) are
+excluded from equality and from the key.
 """
 
 from __future__ import annotations

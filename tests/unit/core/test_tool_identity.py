@@ -133,3 +133,36 @@ def test_a_missing_data_path_is_reported_by_name(tmp_path, digests):
     with pytest.raises(FileNotFoundError) as e:
         tool_identity(gone, digests)
     assert e.value.filename == str(tmp_path / "nope")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_auto_follows_runpath_origin_to_a_private_library(tmp_path, digests):
+    """A program linked to its own library through RUNPATH=$ORIGIN/../lib: a change of that
+    library changes the program's identity, and its absence is recorded, not fatal."""
+    import subprocess
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "greet.c").write_text('const char *greeting(void) { return "hi"; }\n')
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\nconst char *greeting(void);\nint main(void) { puts(greeting()); }\n')
+    lib = tmp_path / "lib" / "libgreet.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "greet.c")], check=True)
+    program = tmp_path / "bin" / "main"
+    subprocess.run(["cc", "-o", str(program), str(tmp_path / "main.c"), f"-L{lib.parent}", "-lgreet",
+                    "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib"], check=True)
+    spec = ToolSpec(str(program))
+    first = tool_identity(spec, digests)
+    assert str(lib) in first.manifest["auto"]
+    (tmp_path / "greet.c").write_text('const char *greeting(void) { return "hello"; }\n')
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "greet.c")], check=True)
+    assert _identity(spec, digests) != first.digest
+    lib.unlink()
+    assert tool_identity(spec, digests).manifest["auto"].get("missing:libgreet.so") == "missing"
+
+
+def test_a_file_that_is_not_elf_has_no_libraries(tmp_path):
+    script = tmp_path / "s"
+    script.write_text("#!/bin/sh\n")
+    assert read_elf(str(script)) is None
+    assert library_closure(str(script)) == (None, {})
