@@ -147,3 +147,16 @@ def test_the_documented_python_from_debian_packages_runs_without_the_hosts(ws, t
     r = ws.run("build", "//tools:hello")
     assert r.code == 0, r.err
     assert ws.out("tools/hello.txt").read_text() == "[3, 11]\n"
+
+
+def test_one_tool_declared_twice_with_different_data_is_refused(ws, tmp_path):
+    root = _toolchain(tmp_path)
+    ws.write("p/BUILD.pyimg", f"""
+        host_tool(name = "a", path = "{root}/bin/greet", data = ["{root}/lib"])
+        host_tool(name = "b", path = "{root}/bin/greet", data = ["{root}/lib/sub"])
+        genrule(name = "g", outs = ["g.out"], tools = [":a", ":b"], cmd = "greet > $@")
+    """)
+    r = ws.run("build", "//p:g")
+    assert r.code == 2
+    assert r.err.startswith("ERROR: p/BUILD.pyimg:4:"), r.err
+    assert f"host tool '{root}/bin/greet' is declared twice with different data" in r.err

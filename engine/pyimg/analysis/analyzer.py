@@ -419,6 +419,10 @@ class Analyzer:
         specs = sorted({(t["path"], t.get("identity") or "auto", tuple(t.get("data") or ()))
                         for t in (host_tools or []) if isinstance(t, dict)
                         if t.get("data") or t.get("identity", "auto") != "auto"})
+        for (path, *_), (other, *_) in zip(specs, specs[1:], strict=False):
+            if path == other:
+                raise UserInputError(f"host tool '{path}' is declared twice with different data "
+                                     "or identity: use one host_tool target", origin=origin)
         argv: list[str] = []
         if kind == KIND_RUN:
             if executable is None:
