@@ -121,6 +121,15 @@ def test_lock_build_layout(registry: Registry, tmp_path: Path) -> None:
     assert not any(p.startswith((f"{nm}/opt-darwin", f"{nm}/darwin-helper", f"{nm}/d/"))
                    for p in files), sorted(files)
     assert f"{nm}/.bin/d" not in files
+    # The package-lock.json is an input: changed after a build (the no-op record), the next
+    # build asks for `pyimg lock` rather than replaying the old layer.
+    lock_file = ws.root / "web/package-lock.json"
+    lock_file.write_text(lock_file.read_text() + "\n")
+    r = ws.run("build", "//web:modules", "//web:image")
+    assert r.code == 2 and "web/package-lock.json is not the one pyimg.lock recorded" in r.err, r.err
+    assert _lock(ws)[0] == 0
+    r = ws.run("build", "//web:modules", "//web:image")
+    assert r.code == 0, r.err
 
 
 def test_layout_matches_npm_ci(registry: Registry, tmp_path: Path) -> None:
