@@ -298,3 +298,43 @@ def test_bin_name_conflict_and_path_outside_root(registry: Registry, tmp_path: P
                                 'path = "/app/../../etc")\n')
     r = ws.run("build", "//web:modules")
     assert r.code != 0 and "leaves the image root" in r.err, r.err
+
+
+def _registry_reachable() -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen("https://registry.npmjs.org/is-number/-/is-number-7.0.0.tgz",
+                                    timeout=10) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def test_real_registry_one_dependency(tmp_path: Path) -> None:
+    """The one test that reaches registry.npmjs.org (skipped where it is unreachable)."""
+    if not _registry_reachable():
+        pytest.skip("registry.npmjs.org is unreachable")
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("MODULE.pyimg", 'npm_lock(name = "npm", lock = "web/package-lock.json")\n')
+    ws.write("web/package.json", '{"name": "web", "version": "1.0.0", '
+                                 '"dependencies": {"is-number": "^7.0.0"}}\n')
+    ws.write("web/package-lock.json", json.dumps({
+        "name": "web", "version": "1.0.0", "lockfileVersion": 3, "requires": True,
+        "packages": {
+            "": {"name": "web", "version": "1.0.0", "dependencies": {"is-number": "^7.0.0"}},
+            "node_modules/is-number": {
+                "version": "7.0.0",
+                "resolved": "https://registry.npmjs.org/is-number/-/is-number-7.0.0.tgz",
+                "integrity": "sha512-41Cifkg6e8TylSpdtTpeLVMqvSBEVzTttHvERD741+pnZ8ANv0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng==",
+                "engines": {"node": ">=0.12.0"},
+            },
+        },
+    }))
+    ws.write("web/BUILD.pyimg", _BUILD)
+    assert _lock(ws)[0] == 0
+    r = ws.run("build", "//web:modules")
+    assert r.code == 0, r.err
+    files = _listing(ws.out("web/modules.tar"))
+    assert files["app/node_modules/is-number/package.json"][1] == 0o644
+    assert "app/node_modules/is-number/index.js" in files

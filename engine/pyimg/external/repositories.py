@@ -566,7 +566,7 @@ class Repositories:
 
     def _fetch_sri(self, decl: Declaration, urls: list[str], sri: Sri, executable: bool,
                    what: str = "", headers: Callable[[str], dict[str, str]] | None = None,
-                   ) -> Digest:
+                   pinned_by: str = "the declaration") -> Digest:
         """The blob pinned by `sri` in the store: from the cache through the SRI index
         (core/sri.py), else downloaded from the first URL that answers and verified against the
         pin before anything keeps it. `headers(url)` gives credentials, never logged or kept."""
@@ -599,7 +599,7 @@ class Repositories:
 
                     raise IntegrityError(
                         f"{label}: {url} has integrity {_Sri(sri.algorithm, got[sri.algorithm])}, "
-                        f"but the declaration pins {sri}: refused",
+                        f"but {pinned_by} pins {sri}: refused",
                         origin=decl.origin,
                     )
                 digest = self._store(tmp, Digest("sha256", got["sha256"]), executable)
@@ -783,7 +783,7 @@ class Repositories:
             return None  # bundled: its files are in its parent's tarball
         return self._fetch_sri(decl, [pkg.url], pkg.integrity, False,
                                f"package '{pkg.path}' ({pkg.name}@{pkg.version})",
-                               headers or self._npm_headers(decl))
+                               headers or self._npm_headers(decl), decl.lock)
 
     def _write_npm_repo(self, decl: NpmLock, dest: Path) -> dict[str, Any]:
         from pyimg.external.npm_lock import write_npm_repo
