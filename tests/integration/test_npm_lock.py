@@ -158,6 +158,27 @@ def test_layout_matches_npm_ci(registry: Registry, tmp_path: Path) -> None:
     assert ours == theirs
 
 
+def test_node_requires_from_the_layer(registry: Registry, tmp_path: Path) -> None:
+    """node itself resolves the laid-out tree: nested versions, scoped packages, .bin links."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (tools/setup --system installs nodejs)")
+    ws = _workspace(tmp_path, registry)
+    assert _lock(ws)[0] == 0
+    assert ws.run("build", "//web:modules").code == 0
+    root = tmp_path / "rootfs"
+    with tarfile.open(ws.out("web/modules.tar")) as tf:
+        tf.extractall(root, filter="tar")
+    app = root / "app"
+    out = subprocess.run(
+        [node, "-e", "console.log(require('a'), require('c'), require('@s/x/x.js'), require('opt-linux'))"],
+        cwd=app, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split() == ["a1", "a2", "x", "linux"]
+    cli = subprocess.run([str(app / "node_modules/.bin/a-cli")], capture_output=True, text=True,
+                         check=True, timeout=60, env={**os.environ, "PATH": f"{Path(node).parent}:/usr/bin:/bin"})
+    assert cli.stdout == "a1\n"
+
+
 def test_fetch_offline_and_shared_cache(registry: Registry, tmp_path: Path) -> None:
     ws = _workspace(tmp_path, registry)
     assert _lock(ws)[0] == 0
@@ -288,8 +309,11 @@ def test_bin_name_conflict_and_path_outside_root(registry: Registry, tmp_path: P
     path = ws.root / "web/package-lock.json"
     lock = json.loads(path.read_text())
     lock["packages"]["node_modules/c"]["bin"] = {"a-cli": "index.js"}
+    lock["packages"]["node_modules/c"]["hasInstallScript"] = True
     path.write_text(json.dumps(lock))
-    assert _lock(ws)[0] == 0
+    code, err = _lock(ws)
+    assert code == 0 and "MODULE.pyimg:2:1: warning: npm_lock 'npm': 1 package with install scripts" in err
+    assert "(docs/node.md): c\n" in err
     r = ws.run("build", "//web:modules")
     assert r.code == 2 and ".bin/a-cli" in r.err and "'node_modules/a'" in r.err, r.err
     assert "'node_modules/c'" in r.err
