@@ -825,14 +825,14 @@ class Repositories:
         if isinstance(decl, NpmLock):
             from pyimg.external.npm_lock import npm_lock_entry
 
-            entry = npm_lock_entry(decl, *self._npm_files(decl))
+            npm_entry = npm_lock_entry(decl, *self._npm_files(decl))
             scripts = sorted({p.name for p in self._npm_packages(decl).packages
                               if p.has_install_script})
             if scripts:
                 print(f"{decl.origin}: warning: npm_lock '{decl.name}': {len(scripts)} "
                       f"package{'s' * (len(scripts) != 1)} with install scripts, which npm_layer "
                       f"does not run (docs/node.md): {', '.join(scripts)}", file=self.out)
-            return entry
+            return npm_entry
         if isinstance(decl, OciPull):
             if decl.digest:
                 return None
