@@ -106,6 +106,14 @@ def test_lock_build_layout(registry: Registry, tmp_path: Path) -> None:
     from pyimg.oci.validate import validate_layout
 
     validate_layout(ws.out("web/image"))
+    # oci_image streams the same tar from the rule's spec: its diff_id is the tar's digest.
+    layout = ws.out("web/image")
+    index = json.loads((layout / "index.json").read_text())
+    blob = layout / "blobs/sha256"
+    manifest = json.loads((blob / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((blob / manifest["config"]["digest"][7:]).read_text())
+    tar_sha = hashlib.sha256(ws.out("web/modules.tar").read_bytes()).hexdigest()
+    assert config["rootfs"]["diff_ids"] == [f"sha256:{tar_sha}"]
     files = _listing(ws.out("web/modules.tar"))
     nm = "app/node_modules"
     assert files[f"{nm}/a/index.js"][0] == "file"
