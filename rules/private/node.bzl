@@ -14,7 +14,9 @@ def _npm_layer_impl(ctx):
         fail("attribute 'path': %r leaves the image root" % ctx.attr.path)
     if ctx.attr.libc not in ("glibc", "musl"):
         fail("attribute 'libc': must be \"glibc\" or \"musl\", got %r" % ctx.attr.libc)
-    platform = ctx.attr.platform or ctx.fragments.platform.host_platform
+    # The platform this target is built for (`--platforms`, an index's `platforms`), else the
+    # default configuration's: this machine's.
+    platform = ctx.attr.platform or ctx.fragments.platform.platform
     params = {
         "layout": layouts[0].path,
         "path": ctx.attr.path,
@@ -37,11 +39,12 @@ def _npm_layer_impl(ctx):
 
 npm_layer = rule(
     implementation = _npm_layer_impl,
+    fragments = ["platform"],
     doc = "One canonical layer of `node_modules` exactly as an `npm_lock`'s package-lock.json lays it out: nested paths, scoped packages, `.bin` links, os/cpu/libc filters for `platform`, dev packages left out by default. No install script runs (see docs/node.md).",
     attrs = {
         "lock": attr.label(mandatory = True, allow_files = True, doc = "The `:lock` target of an `npm_lock` repository, e.g. `\"@npm//:lock\"`."),
         "path": attr.string(default = "/app/node_modules", doc = "Where `node_modules` goes in the image (absolute)."),
-        "platform": attr.string(default = "", doc = "The target platform, like `\"linux/arm64\"`, for packages' `os` and `cpu` (default: the host's)."),
+        "platform": attr.string(default = "", doc = "The target platform, like `\"linux/arm64\"`, for packages' `os` and `cpu` (default: the platform the target is built for, `--platforms` or an index's `platforms`, else this machine's)."),
         "libc": attr.string(default = "glibc", doc = "The target's C library for packages' `libc` (`\"glibc\"` or `\"musl\"`, e.g. for Alpine)."),
         "include_dev": attr.bool(default = False, doc = "Also install the lock's dev packages (`npm ci` without `--omit=dev`)."),
         "mtime": attr.int(default = 0, doc = "The modification time of every entry (seconds since the epoch)."),

@@ -235,6 +235,23 @@ def test_reproducible_under_umask_tz_and_path(registry: Registry, tmp_path: Path
     assert digests[0] == digests[1]
 
 
+def test_platform_from_the_configuration(registry: Registry, tmp_path: Path) -> None:
+    """Without `platform`, the layer is for the platform the target is built for."""
+    ws = _workspace(tmp_path, registry)
+    ws.write("web/BUILD.pyimg", 'load("@pyimg//rules:defs.bzl", "npm_layer")\n'
+                                'npm_layer(name = "modules", lock = "@npm//:lock")\n')
+    assert _lock(ws)[0] == 0
+    r = ws.run("build", "--platforms", "linux/arm64", "//web:modules")
+    assert r.code == 0, r.err
+    arm = _listing(ws.out("platforms/linux-arm64/web/modules.tar"))
+    assert "app/node_modules/a/index.js" in arm
+    assert not any("opt-linux" in p for p in arm)  # cpu x64 only
+    r = ws.run("build", "--platforms", "linux/amd64", "//web:modules")
+    assert r.code == 0, r.err
+    assert "app/node_modules/opt-linux/index.js" in _listing(
+        ws.out("platforms/linux-amd64/web/modules.tar"))
+
+
 def test_lockfile_v2(registry: Registry, tmp_path: Path) -> None:
     ws = _workspace(tmp_path, registry, version=2)
     assert _lock(ws)[0] == 0
