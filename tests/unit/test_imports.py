@@ -22,6 +22,8 @@ ALLOWED = {
     "build": {"query", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
     # audit runs builds (in a subprocess) and reads the build records they leave.
     "audit": {"build", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
+    # attest derives SBOMs and provenance from a build's report and action graph.
+    "attest": {"build", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
 }
 TOP_LEVEL_MODULES = {"__init__", "errors", "labels"}
 STARLARK_USERS = {"loading", "analysis"}

@@ -16,4 +16,6 @@ COMMAND_MODULES = {
     "lock": "pyimg.cli.lock",
     "fetch": "pyimg.cli.fetch",
     "push": "pyimg.cli.push",
+    "sbom": "pyimg.cli.sbom",
+    "provenance": "pyimg.cli.provenance",
 }

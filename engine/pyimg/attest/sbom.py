@@ -1,0 +1,48 @@
+"""`pyimg sbom`: the SPDX document of a built image, its facts taken from the action graph."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from pyimg.actions.sbom import sbom_document
+from pyimg.attest.built import Built, build_for_attestation, image_layout_path
+from pyimg.attest.graph_facts import image_facts
+from pyimg.build.request import BuildRequest
+from pyimg.core.session import Session
+from pyimg.errors import UsageError
+from pyimg.oci.layout import Layout
+from pyimg.oci.media_types import MANIFESTS
+
+__all__ = ["built_sbom", "sbom_bytes"]
+
+
+def built_sbom(built: Built, fmt: str = "spdx-json", source_date_epoch: int | None = None) -> bytes:
+    """The SBOM of the one image `built` made (an oci_push target names its image)."""
+    from pyimg import __version__
+
+    if fmt != "spdx-json":
+        raise UsageError(f"--format {fmt}: only spdx-json is written (CycloneDX is not yet)")
+    top = built.report.top_level
+    if len(top) != 1:
+        raise UsageError(f"an SBOM describes one image: {built.request.patterns} names {len(top)} "
+                         "targets")
+    found = image_layout_path(top[0])
+    if found is None:
+        raise UsageError(f"{top[0].label} ({top[0].kind}) is not an image")
+    path, _ = found
+    layout = Layout(built.session.workspace / path, path, lazy=built.report.lazy_blobs)
+    desc = layout.resolve(None)
+    layers = len(layout.manifest(desc).layers) if desc.media_type in MANIFESTS else 0
+    facts = image_facts(top[0].label, path, layers, built.actions, built.repos, built.digests,
+                        built.host_path)
+    return sbom_document(layout, facts, __version__, source_date_epoch)
+
+
+def sbom_bytes(session: Session, request: BuildRequest, fmt: str = "spdx-json",
+               source_date_epoch: int | None = None, out: TextIO | None = None) -> bytes:
+    """Build the one image `request` names and return its SBOM (SPDX 2.3 JSON)."""
+    built = build_for_attestation(session, request, out)
+    try:
+        return built_sbom(built, fmt, source_date_epoch)
+    finally:
+        built.close()
