@@ -242,6 +242,15 @@ def _created(config: Mapping[str, Any], source_date_epoch: int | None) -> str:
     return datetime.fromtimestamp(source_date_epoch or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# SPDX 2.3's download-location pattern (section 7.7) knows host names, not ports or addresses:
+# another URL is kept in the purl's download_url only.
+_SPDX_URL = re.compile(r"^(https?|ftp)://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(/\S*)?$")
+
+
+def _download_location(url: str) -> str:
+    return url if _SPDX_URL.match(url) else "NOASSERTION"
+
+
 def _verification_code(sha1s: list[str]) -> dict[str, str]:
     """SPDX 2.3 section 7.9: sha1 over the sorted sha1s of the package's files."""
     return {"packageVerificationCodeValue": hashlib.sha1("".join(sorted(sha1s)).encode()).hexdigest()}
@@ -352,7 +361,7 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
         contained = package_files[pid]
         entry: dict[str, Any] = {
             "SPDXID": spdx_id, "name": str(p.get("name") or pid),
-            "downloadLocation": str(p.get("download_url") or "NOASSERTION"),
+            "downloadLocation": _download_location(str(p.get("download_url") or "")),
             "filesAnalyzed": bool(contained),
             "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
                               "referenceLocator": str(p["purl"])}],

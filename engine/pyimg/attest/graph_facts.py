@@ -141,6 +141,13 @@ class _Walker:
         for i in external_inputs(reads, self.digests):
             by_repo.setdefault(i.repository, []).append(i)
         ids = []
+        # A .deb of the workspace itself (not of a deb_index) is a package too.
+        for path in sorted(reads):
+            if path.endswith(".deb") and not path.startswith(EXTERNAL) and path in self.digests:
+                p = deb_package(self.host_path(path), self.scratch, path)
+                p.update(id=f"deb:{p['purl']}", sha256=self.digests[path].removeprefix("sha256:"))
+                self.packages.setdefault(p["id"], p)
+                ids.append(p["id"])
         for name, inputs in sorted(by_repo.items()):
             maker = REPOSITORY_PACKAGES.get(self.repos.declaration(name).kind)
             for p in maker(self.repos, inputs, self.host_path, self.scratch) if maker else []:
