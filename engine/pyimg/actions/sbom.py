@@ -1,4 +1,4 @@
-"""The `oci_sbom` builtin and the SPDX 2.3 writer it shares with `pyimg sbom` (docs/supply-chain.md).
+"""The SPDX 2.3 writer of `pyimg sbom` (docs/supply-chain.md), here so that a builtin can share it.
 
 The document is written here, not by spdx-tools: its bytes must be reproducible (sorted, canonical
 JSON, no wall clock), it is written for 10,000-file images in a fraction of a build, and spdx-tools
@@ -31,9 +31,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pyimg.actions._common import input_path, params_dict
-from pyimg.actions.builtins import builtin
-from pyimg.core.builtin import BuiltinCall
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed
 from pyimg.oci.config import config_platform, layer_diff_ids
@@ -47,13 +44,11 @@ __all__ = [
     "LayerFile",
     "deb_package",
     "layer_files",
-    "oci_sbom",
     "purl",
     "sbom_document",
 ]
 
 FORMATS = ("spdx-json",)
-_PARAMS = {"image", "layout", "facts", "format", "source_date_epoch"}
 _CHUNK = 1 << 20
 _SPDX_ID_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _DEP5_LICENSE = re.compile(r"^License:[ \t]*(\S[^\n]*)$", re.MULTILINE)
@@ -404,38 +399,3 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
         ]
     # Sorted keys and no spaces (docs/architecture.md: JSON we own is canonical), one newline.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
-@builtin("oci_sbom")
-def oci_sbom(call: BuiltinCall) -> None:
-    """SPDX 2.3 JSON of the image at `params.layout`: `{"image", "layout", "facts", "format",
-    "source_date_epoch"}`; one output, the document."""
-    from pyimg import __version__
-
-    params = params_dict(call, _PARAMS, "oci_sbom")
-    fmt = params.get("format") or "spdx-json"
-    if fmt not in FORMATS:
-        raise UserInputError(f"attribute 'format' must be one of {list(FORMATS)}, got {fmt!r}")
-    layout_dir = input_path(call, params.get("layout"), "oci_sbom: layout")
-    facts = dict(params.get("facts") or {})
-    facts["image"] = params.get("image")
-    scratch = Path(tempfile.mkdtemp())
-    try:
-        packages = []
-        for p in facts.get("packages") or []:
-            if p.get("deb_input"):
-                found = deb_package(input_path(call, p["deb_input"], "oci_sbom: deb"), scratch,
-                                    str(p["deb_input"]))
-                packages.append({**p, **found})
-            else:
-                packages.append(p)
-        facts["packages"] = packages
-    finally:
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)
-    data = sbom_document(Layout(layout_dir, str(params.get("layout")), lazy=call.lazy_blobs),
-                         facts, __version__, params.get("source_date_epoch"))
-    (out,) = call.outputs.values()
-    out.write_bytes(data)
-
