@@ -317,3 +317,28 @@ def test_sbom_of_an_index_or_a_non_image_is_a_clear_error(tmp_path: Path) -> Non
         r = subprocess.run([*PYIMG, "sbom", *ws.flags(), label], cwd=ws.root,
                            capture_output=True, text=True)
         assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_sbom_of_an_image_on_a_layout_base_names_the_base_target(tmp_path: Path) -> None:
+    first = Workspace(tmp_path / "first", tmp_path / "cache")
+    first.write("BUILD.pyimg", """\
+        load("@pyimg//rules:defs.bzl", "oci_image", "pkg_tar")
+        pkg_tar(name = "t", srcs = ["f.txt"])
+        oci_image(name = "i", tars = [":t"])
+        """)
+    first.write("f.txt", "x\n")
+    assert first.run("build", "//:i").code == 0
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    shutil.copytree(first.out("i"), ws.root / "base")
+    digest = first.out("i.digest").read_text().strip()
+    ws.write("BUILD.pyimg", f"""\
+        load("@pyimg//rules:defs.bzl", "oci_image", "oci_layout", "pkg_tar")
+        oci_layout(name = "base", path = "base", digest = "{digest}")
+        pkg_tar(name = "t", srcs = ["g.txt"])
+        oci_image(name = "i", base = ":base", tars = [":t"])
+        """)
+    ws.write("g.txt", "y\n")
+    doc = json.loads(_pyimg(ws, "sbom", "//:i"))
+    layers = [p for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-Layer")]
+    assert [p["sourceInfo"] for p in layers] == ["made by //:base", "made by //:t"]
+    assert sorted(f["fileName"] for f in doc["files"]) == ["./f.txt", "./g.txt"]
