@@ -14,10 +14,12 @@ def _oci_image_impl(ctx):
     digest = ctx.actions.declare_file(ctx.label.name + ".digest")
     inputs = []
     base = None
+    made_by = []  # OciImageInfo.layers: what made each layer, for oci_sbom
     if ctx.attr.base:
         info = _image_layout(ctx.attr.base, "base")
         base = info.layout.path
         inputs.append(info.layout)
+        made_by.extend(info.layers or [{"base": str(ctx.attr.base.label)}])
     if ctx.attr.compression not in _COMPRESSIONS:
         fail("attribute 'compression' must be one of %s, got %r" % (_COMPRESSIONS, ctx.attr.compression))
     layers = []
@@ -31,9 +33,11 @@ def _oci_image_impl(ctx):
                 # Only set for other writers than pkg_tar, so that pkg_tar layers keep their keys.
                 params["tar_writer"] = info.writer
             sources.append((params, info.inputs, info.tar.short_path))
+            made_by.append({"target": str(t.label), "files": _package_files(info.inputs)})
         else:
             for tar in t[DefaultInfo].files:
                 sources.append(({"compression": ctx.attr.compression}, [tar], tar.short_path))
+                made_by.append({"target": str(t.label), "files": _package_files([tar])})
     for params, layer_inputs, what in sources:
         n = len(layers)
         blob = ctx.actions.declare_file("%s.layers/%d.blob" % (ctx.label.name, n))
@@ -82,8 +86,12 @@ def _oci_image_impl(ctx):
     )
     return [
         DefaultInfo(files = [layout, digest]),
-        OciImageInfo(layout = layout, digest = digest),
+        OciImageInfo(layout = layout, digest = digest, layers = made_by),
     ]
+
+def _package_files(files):
+    """The files of a layer's inputs that the SBOM lists as packages: .deb and external files."""
+    return [f for f in files if f.basename.endswith(".deb") or f.path.startswith("external/")]
 
 oci_image = rule(
     implementation = _oci_image_impl,
@@ -154,7 +162,8 @@ def _oci_layout_impl(ctx):
         mnemonic = "OciLayoutImport",
         progress_message = "Verifying %s" % ctx.attr.path,
     )
-    return [DefaultInfo(files = [layout, digest_file]), OciImageInfo(layout = layout, digest = digest_file)]
+    info = OciImageInfo(layout = layout, digest = digest_file, layers = [{"base": str(ctx.label)}])
+    return [DefaultInfo(files = [layout, digest_file]), info]
 
 _oci_layout = rule(
     implementation = _oci_layout_impl,

@@ -15,13 +15,14 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from pyimg.oci.compress import open_decompressed
 from workspace_helpers import PYIMG, Workspace
 
 BUILD = """\
-load("@pyimg//rules:defs.bzl", "deb_layer", "oci_image", "pkg_tar")
+load("@pyimg//rules:defs.bzl", "deb_layer", "oci_image", "oci_sbom", "pkg_tar")
 
 pkg_tar(
     name = "files",
@@ -42,6 +43,8 @@ oci_image(
 )
 
 oci_image(name = "child", base = ":image", tars = [":more"])
+
+oci_sbom(name = "child_sbom", image = ":child")
 """
 
 COPYRIGHT = b"""\
@@ -342,3 +345,17 @@ def test_sbom_of_an_image_on_a_layout_base_names_the_base_target(tmp_path: Path)
     layers = [p for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-Layer")]
     assert [p["sourceInfo"] for p in layers] == ["made by //:base", "made by //:t"]
     assert sorted(f["fileName"] for f in doc["files"]) == ["./f.txt", "./g.txt"]
+
+
+@needs_dpkg
+def test_the_oci_sbom_rule_writes_the_document_pyimg_sbom_writes(served: _Server,
+                                                                 tmp_path: Path) -> None:
+    ws = _workspace(tmp_path / "ws", tmp_path / "cache", served)
+    command = _pyimg(ws, "sbom", "//app:child")
+    assert ws.run("build", "//app:child_sbom").code == 0
+    rule = ws.out("app/child_sbom.spdx.json").read_bytes()
+    _validate_spdx(ws.out("app/child_sbom.spdx.json"))
+    # The same document, but for the download URL that only pyimg.lock and MODULE.pyimg know.
+    url = "&download_url=" + quote(served.url("tool.sh"), safe="")
+    assert url.encode() in command and url.encode() not in rule
+    assert command.replace(url.encode(), b"") == rule

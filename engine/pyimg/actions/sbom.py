@@ -1,11 +1,12 @@
-"""The SPDX 2.3 writer of `pyimg sbom` (docs/supply-chain.md), here so that a builtin can share it.
+"""The SPDX 2.3 writer of `pyimg sbom` and of the `oci_sbom` builtin (docs/supply-chain.md).
 
 The document is written here, not by spdx-tools: its bytes must be reproducible (sorted, canonical
 JSON, no wall clock), it is written for 10,000-file images in a fraction of a build, and spdx-tools
 (with its rdflib/beartype dependencies) costs more to import than the whole document costs to
 write. spdx-tools validates our output in the tests.
 
-What the writer is given, `facts` (JSON, made by the analysis of the action graph):
+What the writer is given, `facts` (JSON): `pyimg sbom` makes them from the action graph and the
+pins (attest/graph_facts.py); the `oci_sbom` rule from what its image's providers know.
 
     {"image": "//app:image",                      # the image's name (its label)
      "layers": [{"target": "//app:files" | null,  # per manifest layer, lowest first
@@ -24,13 +25,16 @@ import json
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pyimg.actions._common import input_path, params_dict
+from pyimg.actions.builtins import builtin
+from pyimg.core.builtin import BuiltinCall
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed
 from pyimg.oci.config import config_platform, layer_diff_ids
@@ -43,7 +47,11 @@ __all__ = [
     "PURLS",
     "LayerFile",
     "deb_package",
+    "file_package",
     "layer_files",
+    "oci_package",
+    "oci_sbom",
+    "rule_facts",
     "purl",
     "sbom_document",
 ]
@@ -108,6 +116,20 @@ PURLS = {
 def purl(kind: str, fields: Mapping[str, Any]) -> str:
     """The package URL of an external input of `kind` (a key of PURLS) described by `fields`."""
     return PURLS[kind](fields)
+
+
+def oci_package(image: str, digest: str) -> dict[str, Any]:
+    """A pulled base image (`oci_pull`'s `image` as declared, and its manifest digest)."""
+    p = {"repository": image, "digest": digest, "name": image, "version": digest,
+         "sha256": digest.removeprefix("sha256:"), "purpose": "CONTAINER"}
+    return {**p, "id": f"oci:{image}@{digest}", "purl": purl("oci", p)}
+
+
+def file_package(exec_path: str, sha256: str, download_url: str = "") -> dict[str, Any]:
+    """A file of an external repository that a layer was made from (`external/<repo>/...`)."""
+    p = {"name": exec_path.rsplit("/", 1)[-1], "sha256": sha256, "download_url": download_url,
+         "purpose": "FILE"}
+    return {**p, "id": f"file:{exec_path}", "purl": purl("generic", p)}
 
 
 # -- Debian packages
@@ -399,3 +421,60 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
         ]
     # Sorted keys and no spaces (docs/architecture.md: JSON we own is canonical), one newline.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def rule_facts(layers: list[Any], layer_count: int,
+               package: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
+    """The facts of an image from what its providers say of its `layers` (rules/providers.bzl,
+    OciImageInfo.layers): a leading `base` entry stands for all the base image's layers.
+    `package(path)` is the package of a file a layer was made from (None: not one)."""
+    own = [entry for entry in layers if "base" not in entry]
+    out: list[dict[str, Any]] = []
+    packages: dict[str, dict[str, Any]] = {}
+    for entry in layers:
+        ids = []
+        if entry.get("pulled"):
+            p = oci_package(str(entry["pulled"]["image"]), str(entry["pulled"]["digest"]))
+            packages.setdefault(p["id"], p)
+            ids.append(p["id"])
+        for path in entry.get("files") or []:
+            found = package(str(path))
+            if found is not None:
+                packages.setdefault(found["id"], found)
+                ids.append(found["id"])
+        target = entry.get("base") or entry.get("target")
+        fact = {"target": target, "packages": ids}
+        out.extend([fact] * max(layer_count - len(own), 0) if "base" in entry else [fact])
+    return {"layers": out, "packages": [packages[k] for k in sorted(packages)]}
+
+
+@builtin("oci_sbom")
+def oci_sbom(call: BuiltinCall) -> None:
+    """SPDX 2.3 JSON of the image at `params.layout`; params `image` (its label), `layers`
+    (OciImageInfo.layers, files as exec paths, each an input), `source_date_epoch`."""
+    import shutil
+
+    from pyimg import __version__
+
+    params = params_dict(call, {"image", "layout", "layers", "source_date_epoch"}, "oci_sbom")
+    layout_path = str(params.get("layout"))
+    layout = Layout(input_path(call, layout_path, "oci_sbom: layout"), layout_path,
+                    lazy=call.lazy_blobs)
+    desc = layout.resolve(None)
+    count = 0 if desc.media_type in INDEXES else len(layout.manifest(desc).layers)
+    scratch = Path(tempfile.mkdtemp())
+    try:
+        def package(path: str) -> dict[str, Any] | None:
+            sha256 = str(call.input_digests[path]).removeprefix("sha256:")
+            if path.endswith(".deb"):
+                p = deb_package(input_path(call, path, "oci_sbom: deb"), scratch, path)
+                return {**p, "id": f"deb:{p['purl']}", "sha256": sha256}
+            return file_package(path, sha256) if path.startswith("external/") else None
+
+        facts = rule_facts(list(params.get("layers") or []), count, package)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    facts["image"] = params.get("image")
+    data = sbom_document(layout, facts, __version__, params.get("source_date_epoch") or None)
+    (out,) = call.outputs.values()
+    out.write_bytes(data)

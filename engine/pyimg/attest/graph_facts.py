@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions.sbom import deb_package, purl
+from pyimg.actions.sbom import deb_package, file_package, oci_package
 from pyimg.core.action import Action
 from pyimg.core.scheduler import ActionGraph
 from pyimg.external.repositories import Repositories
-from pyimg.loading.module_file import DebIndex, HttpArchive, HttpFile, OciPull
+from pyimg.loading.module_file import DebIndex, HttpFile, OciPull
 
 __all__ = ["REPOSITORY_PACKAGES", "ExternalInput", "external_inputs", "image_facts"]
 
@@ -34,8 +34,9 @@ def external_inputs(paths: Iterable[str], digests: Mapping[str, str]) -> list[Ex
     out = []
     for p in sorted(set(paths)):
         if p.startswith(EXTERNAL) and p.count("/") >= 2:
-            digest = digests.get(p, "")
-            out.append(ExternalInput(p.split("/", 2)[1], p, digest.removeprefix("sha256:")))
+            # An executable input's digest carries "+x" in the action key; the content's is without.
+            digest = digests.get(p, "").removeprefix("sha256:").removesuffix("+x")
+            out.append(ExternalInput(p.split("/", 2)[1], p, digest))
     return out
 
 
@@ -70,13 +71,11 @@ def _deb_packages(repos: Repositories, inputs: list[ExternalInput],
 
 def _http_packages(repos: Repositories, inputs: list[ExternalInput],
                    host_path: Callable[[str], Path], scratch: Path) -> list[dict[str, Any]]:
+    # One package per file read, as the oci_sbom rule lists them; an http_file's file is the
+    # download itself, so it has the URL (an archive's URL and sha256 are in the provenance).
     decl = repos.declaration(inputs[0].repository)
-    assert isinstance(decl, (HttpFile, HttpArchive))
-    sha256 = repos.pin(decl)
-    name = decl.file_name if isinstance(decl, HttpFile) else decl.name
-    p = {"name": name, "sha256": sha256, "download_url": decl.urls[0],
-         "purpose": "FILE" if isinstance(decl, HttpFile) else "ARCHIVE"}
-    return [{**p, "id": f"generic:{decl.name}", "purl": purl("generic", p)}]
+    url = decl.urls[0] if isinstance(decl, HttpFile) else ""
+    return [file_package(i.exec_path, i.sha256, url) for i in inputs]
 
 
 def _oci_packages(repos: Repositories, inputs: list[ExternalInput],
@@ -103,14 +102,7 @@ def _oci_base_package(repos: Repositories, action: Action) -> dict[str, Any] | N
     decl = repos.declaration(path.split("/", 2)[1])
     if not isinstance(decl, OciPull):
         return None
-    from pyimg.registry.reference import parse_reference
-
-    ref = parse_reference(decl.image)
-    digest = str(action.params["digest"])
-    p = {"repository": f"{ref.registry}/{ref.repository}", "digest": digest,
-         "name": decl.image, "version": digest, "sha256": digest.removeprefix("sha256:"),
-         "purpose": "CONTAINER"}
-    return {**p, "id": f"oci:{decl.name}:{digest}", "purl": purl("oci", p)}
+    return oci_package(decl.image, str(action.params["digest"]))
 
 
 class _Walker:
@@ -145,7 +137,8 @@ class _Walker:
         for path in sorted(reads):
             if path.endswith(".deb") and not path.startswith(EXTERNAL) and path in self.digests:
                 p = deb_package(self.host_path(path), self.scratch, path)
-                p.update(id=f"deb:{p['purl']}", sha256=self.digests[path].removeprefix("sha256:"))
+                sha256 = self.digests[path].removeprefix("sha256:").removesuffix("+x")
+                p.update(id=f"deb:{p['purl']}", sha256=sha256)
                 self.packages.setdefault(p["id"], p)
                 ids.append(p["id"])
         for name, inputs in sorted(by_repo.items()):
