@@ -57,6 +57,9 @@ License: GPL-2+
 
 Files: debian/*
 License: Expat
+
+Files: extra/*
+License: Custom-1
 """
 
 
@@ -220,7 +223,10 @@ def test_sbom_is_valid_spdx_and_lists_every_file_layer_and_package(served: _Serv
     # each contained by the layer that holds its files.
     purls = {ref["referenceLocator"]: p for p in doc["packages"] for ref in p.get("externalRefs", [])}
     deb = purls["pkg:deb/debian/hello@2.10-3?arch=amd64"]
-    assert deb["licenseDeclared"] == "(GPL-2.0-or-later AND MIT)"
+    # Debian's short names as SPDX identifiers; one SPDX lacks as a LicenseRef with its text.
+    assert deb["licenseDeclared"] == "(GPL-2.0-or-later AND LicenseRef-debian-Custom-1 AND MIT)"
+    assert [x["licenseId"] for x in doc["hasExtractedLicensingInfos"]] == \
+        ["LicenseRef-debian-Custom-1"]
     assert deb["versionInfo"] == "2.10-3"
     deb_files = {by_id[f]["fileName"] for f in contains[deb["SPDXID"]]}
     assert deb_files == {"./usr/bin/hello", "./usr/share/doc/hello/copyright"}
