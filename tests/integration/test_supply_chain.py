@@ -22,7 +22,7 @@ from pyimg.oci.compress import open_decompressed
 from workspace_helpers import PYIMG, Workspace
 
 BUILD = """\
-load("@pyimg//rules:defs.bzl", "deb_layer", "oci_image", "oci_sbom", "pkg_tar")
+load("@pyimg//rules:defs.bzl", "deb_layer", "oci_image", "oci_push", "oci_sbom", "pkg_tar")
 
 pkg_tar(
     name = "files",
@@ -45,6 +45,8 @@ oci_image(
 oci_image(name = "child", base = ":image", tars = [":more"])
 
 oci_sbom(name = "child_sbom", image = ":child")
+
+oci_push(name = "push", image = ":child", repository = "registry.example/app")
 """
 
 COPYRIGHT = b"""\
@@ -365,3 +367,11 @@ def test_the_oci_sbom_rule_writes_the_document_pyimg_sbom_writes(served: _Server
     url = "&download_url=" + quote(served.url("tool.sh"), safe="")
     assert url.encode() in command and url.encode() not in rule
     assert command.replace(url.encode(), b"") == rule
+
+    # An oci_push names its image: the same layers, made by the same targets, the same files.
+    pushed = json.loads(_pyimg(ws, "sbom", "//app:push"))
+    child = json.loads(command)
+    for key in ("files", "relationships"):
+        assert pushed[key] == child[key]
+    assert [p.get("sourceInfo") for p in pushed["packages"]] == \
+        [p.get("sourceInfo") for p in child["packages"]]

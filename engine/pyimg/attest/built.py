@@ -18,9 +18,9 @@ __all__ = ["Built", "build_for_attestation"]
 
 @dataclass
 class Built:
-    """What an attestation is derived from: the build's report, its actions (all of the
-    analysis, not only those that ran), the `sha256:` digest of every input file an action read
-    (exec path -> digest), and the workspace's repositories (declarations and pins)."""
+    """What an attestation is derived from: the build's report, the actions it needed, the
+    `sha256:` digest of every input file they read (exec path -> digest), and the workspace's
+    repositories (declarations and pins)."""
 
     session: Session
     request: BuildRequest
@@ -32,22 +32,28 @@ class Built:
     def host_path(self, exec_path: str) -> Path:
         return self.repos.source_path(exec_path)
 
+    def analysis_actions(self) -> list[Action]:
+        """Every action of the analysis, also those the build did not need (the pkg_tar that
+        an image streams instead): the build keeps only the top-level targets' providers, the
+        analysis cache gives the rest."""
+        _, analysis = analyze(self.session, self.request.patterns, self.repos,
+                              self.session.digest_cache(), self.request.reuse_analysis)
+        return analysis.actions()
+
     def close(self) -> None:
         self.repos.close()
 
 
 def build_for_attestation(session: Session, request: BuildRequest,
                           out: TextIO | None = None) -> Built:
-    """Build `request` (as `pyimg build` does), then load its whole action graph: the build
-    keeps only the top-level targets' providers, the analysis cache gives the rest cheaply."""
+    """Build `request` as `pyimg build` does; its records hold the actions it needed."""
     report = build(session, request, out)
     repos = repositories(session, request.registry)
-    _, analysis = analyze(session, request.patterns, repos, session.digest_cache(),
-                          request.reuse_analysis)
     digests: dict[str, str] = {}
     for record in report.outcome.records:
         digests.update(record.components.get("inputs") or {})
-    return Built(session, request, report, analysis.actions(), digests, repos)
+    actions = [record.action for record in report.outcome.records]
+    return Built(session, request, report, actions, digests, repos)
 
 
 def image_layout_path(target: TargetResult) -> tuple[str, str] | None:

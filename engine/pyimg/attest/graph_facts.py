@@ -174,12 +174,17 @@ class _Walker:
 
 def image_facts(label: str, layout_path: str, layer_count: int, actions: list[Action],
                 repos: Repositories, digests: Mapping[str, str],
-                host_path: Callable[[str], Path]) -> dict[str, Any]:
+                host_path: Callable[[str], Path],
+                targets: list[str | None] | None = None) -> dict[str, Any]:
     """The facts of the image `label` built at `layout_path` (exec path) with `layer_count`
     layers: `digests` maps exec paths to `sha256:` digests of the inputs the build read,
-    `host_path` an input's exec path to where it is on this machine."""
+    `host_path` an input's exec path to where it is on this machine, `targets` the target that
+    made each layer (else found among `actions`: then they must be all of the analysis')."""
     with tempfile.TemporaryDirectory() as scratch:
         walker = _Walker(actions, repos, digests, host_path, Path(scratch))
         layers = walker.layers(layout_path, layer_count)
+    if targets is not None and len(targets) == len(layers):
+        # What the image's providers say made each layer (as the oci_sbom rule reads it).
+        layers = [{**layer, "target": t} for layer, t in zip(layers, targets, strict=True)]
     return {"image": label, "layers": layers,
             "packages": [walker.packages[k] for k in sorted(walker.packages)]}

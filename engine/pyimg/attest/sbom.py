@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import Any, TextIO
 
-from pyimg.actions.sbom import sbom_document
+from pyimg.actions.sbom import rule_facts, sbom_document
 from pyimg.attest.built import Built, build_for_attestation, image_layout_path
 from pyimg.attest.graph_facts import image_facts
 from pyimg.build.request import BuildRequest
@@ -33,8 +33,15 @@ def built_sbom(built: Built, fmt: str = "spdx-json", source_date_epoch: int | No
     layout = Layout(built.session.workspace / path, path, lazy=built.report.lazy_blobs)
     desc = layout.resolve(None)
     layers = len(layout.manifest(desc).layers) if desc.media_type in MANIFESTS else 0
-    facts = image_facts(top[0].label, path, layers, built.actions, built.repos, built.digests,
-                        built.host_path)
+    info: dict[str, Any] = next(
+        (f for pid, f in top[0].providers.items() if pid.endswith("%OciImageInfo")), {})
+    if info.get("layers"):
+        targets = [x["target"] for x in rule_facts(info["layers"], layers, lambda _: None)["layers"]]
+        facts = image_facts(top[0].label, path, layers, built.actions, built.repos,
+                            built.digests, built.host_path, targets)
+    else:  # an oci_push: which target made each layer is found in the whole analysis
+        facts = image_facts(top[0].label, path, layers, built.analysis_actions(), built.repos,
+                            built.digests, built.host_path)
     return sbom_document(layout, facts, __version__, source_date_epoch)
 
 
