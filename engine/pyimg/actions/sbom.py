@@ -1,9 +1,10 @@
-"""The SPDX 2.3 writer of `pyimg sbom` and of the `oci_sbom` builtin (docs/supply-chain.md).
+"""The SBOM writer (SPDX 2.3, CycloneDX 1.5) of `pyimg sbom` and the `oci_sbom` builtin.
 
-The document is written here, not by spdx-tools: its bytes must be reproducible (sorted, canonical
-JSON, no wall clock), it is written for 10,000-file images in a fraction of a build, and spdx-tools
-(with its rdflib/beartype dependencies) costs more to import than the whole document costs to
-write. spdx-tools validates our output in the tests.
+The documents are written here, not by spdx-tools or cyclonedx-python-lib: their bytes must be
+reproducible (sorted, canonical JSON, no wall clock, no random serial number), they are written
+for 10,000-file images in a fraction of a build, and either library (spdx-tools with rdflib and
+beartype) costs more to import than a document costs to write. Both validate our output in the
+tests (docs/supply-chain.md).
 
 What the writer is given, `facts` (JSON): `pyimg sbom` makes them from the action graph and the
 pins (attest/graph_facts.py); the `oci_sbom` rule from what its image's providers know.
@@ -56,7 +57,7 @@ __all__ = [
     "sbom_document",
 ]
 
-FORMATS = ("spdx-json",)
+FORMATS = ("spdx-json", "cyclonedx-json")
 _CHUNK = 1 << 20
 _SPDX_ID_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _DEP5_LICENSE = re.compile(r"^License:[ \t]*(\S[^\n]*)$", re.MULTILINE)
@@ -289,10 +290,32 @@ def _license_expression(names: list[str], extracted: dict[str, str]) -> str:
     return ids[0] if len(ids) == 1 else "(" + " AND ".join(ids) + ")"
 
 
-def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
-                  source_date_epoch: int | None = None) -> bytes:
-    """The SPDX 2.3 JSON of the one image in `layout`, described by `facts` (module docstring).
-    Its bytes depend only on the image, the facts and pyimg's version."""
+@dataclass
+class _Layer:
+    index: int
+    diff_id: Any  # Digest
+    blob: Any  # Descriptor
+    target: str | None
+    files: list[LayerFile]
+    packages: list[str]  # ids of facts["packages"]
+
+
+@dataclass
+class _Image:
+    """What both formats say, read once: the image, its layers with their files, the packages
+    and, per package, the (layer, file number) of the files it ships."""
+
+    name: str
+    digest: Any  # Digest
+    platform: Any  # Platform
+    created: str
+    layers: list[_Layer]
+    packages: dict[str, Mapping[str, Any]]
+    package_files: dict[str, list[tuple[int, int]]]
+
+
+def _read_image(layout: Layout, facts: Mapping[str, Any],
+                source_date_epoch: int | None) -> _Image:
     what = layout.what
     desc = layout.resolve(None)
     if desc.media_type in INDEXES:
@@ -301,48 +324,59 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
     manifest = layout.manifest(desc)
     config = load_json(layout.read_blob(manifest.config), f"{what}: config")
     diff_ids = layer_diff_ids(config, manifest, what)
-    platform = config_platform(config)
-    name = str(facts.get("image") or "image")
+    packages = {str(p["id"]): p for p in facts.get("packages") or []}
+    package_files: dict[str, list[tuple[int, int]]] = {pid: [] for pid in packages}
+    fact_layers = list(facts.get("layers") or [])
+    layers = []
+    for n, (blob, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
+        layer_facts = fact_layers[n] if n < len(fact_layers) else {}
+        in_layer = sorted({p for p in layer_facts.get("packages") or [] if p in packages})
+        owners: dict[str, list[str]] = {}
+        for pid in in_layer:
+            for path in packages[pid].get("files") or []:
+                owners.setdefault(str(path).lstrip("./"), []).append(pid)
+        files = list(layer_files(layout.blob_file(blob.digest), f"{what}: layer {blob.digest}"))
+        for i, f in enumerate(files):
+            for pid in owners.get(f.path, ()):
+                package_files[pid].append((n, i))
+        layers.append(_Layer(n, diff_id, blob, layer_facts.get("target"), files, in_layer))
+    return _Image(str(facts.get("image") or "image"), desc.digest, config_platform(config),
+                  _created(config, source_date_epoch), layers, packages, package_files)
+
+
+def _image_purl(image: _Image) -> str:
+    name = image.name.rsplit(":", 1)[-1].rsplit("/", 1)[-1].lower()
+    platform = image.platform
+    return (f"pkg:oci/{quote(name, safe='')}@{quote(str(image.digest), safe='')}"
+            f"?arch={platform.architecture}&os={platform.os}"
+            + (f"&variant={platform.variant}" if platform.variant else ""))
+
+
+def _spdx(image: _Image, version: str) -> dict[str, Any]:
     image_id = "SPDXRef-Image"
-    packages: list[dict[str, Any]] = []
+    package_ids = {pid: _spdx_id("Package", n) for n, pid in enumerate(sorted(image.packages))}
+    packages: list[dict[str, Any]] = [{
+        "SPDXID": image_id, "name": image.name, "versionInfo": str(image.digest),
+        "downloadLocation": "NOASSERTION", "filesAnalyzed": False,
+        "primaryPackagePurpose": "CONTAINER",
+        "checksums": [{"algorithm": "SHA256", "checksumValue": image.digest.hex}],
+        "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                          "referenceLocator": _image_purl(image)}],
+        "description": f"OCI image {image.digest}, platform {image.platform}",
+        "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+    }]
     files: list[dict[str, Any]] = []
     relationships: list[dict[str, str]] = [
         {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
          "relatedSpdxElement": image_id},
     ]
     extracted: dict[str, str] = {}
-    image_purl = (f"pkg:oci/{quote(name.rsplit(':', 1)[-1].rsplit('/', 1)[-1].lower(), safe='')}"
-                  f"@{quote(str(desc.digest), safe='')}?arch={platform.architecture}"
-                  f"&os={platform.os}" + (f"&variant={platform.variant}" if platform.variant else ""))
-    packages.append({
-        "SPDXID": image_id, "name": name, "versionInfo": str(desc.digest),
-        "downloadLocation": "NOASSERTION", "filesAnalyzed": False,
-        "primaryPackagePurpose": "CONTAINER",
-        "checksums": [{"algorithm": "SHA256", "checksumValue": desc.digest.hex}],
-        "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-                          "referenceLocator": image_purl}],
-        "description": f"OCI image {desc.digest}, platform {platform}",
-        "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION",
-        "copyrightText": "NOASSERTION",
-    })
-    fact_packages = {str(p["id"]): p for p in facts.get("packages") or []}
-    package_ids = {pid: _spdx_id("Package", n) for n, pid in enumerate(sorted(fact_packages))}
-    # The files of each package in each layer, for its CONTAINS relationships.
-    package_files: dict[str, list[tuple[str, str]]] = {pid: [] for pid in fact_packages}
-    fact_layers = list(facts.get("layers") or [])
-    for n, (layer_desc, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
-        layer_facts = fact_layers[n] if n < len(fact_layers) else {}
+    for layer in image.layers:
+        n = layer.index
         layer_id = _spdx_id("Layer", n)
-        in_layer = [p for p in layer_facts.get("packages") or [] if p in fact_packages]
-        owners: dict[str, list[str]] = {}
-        for pid in in_layer:
-            for path in fact_packages[pid].get("files") or []:
-                owners.setdefault(str(path).lstrip("./"), []).append(pid)
-        sha1s = []
-        blob = layout.blob_file(layer_desc.digest)
-        for i, f in enumerate(layer_files(blob, f"{what}: layer {layer_desc.digest}")):
+        for i, f in enumerate(layer.files):
             file_id = _spdx_id("File", n, i)
-            sha1s.append(f.sha1)
             files.append({
                 "SPDXID": file_id, "fileName": "./" + f.path,
                 "checksums": [{"algorithm": "SHA1", "checksumValue": f.sha1},
@@ -352,30 +386,30 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
             })
             relationships.append({"spdxElementId": layer_id, "relationshipType": "CONTAINS",
                                   "relatedSpdxElement": file_id})
-            for pid in owners.get(f.path, ()):
-                package_files[pid].append((file_id, f.sha1))
-        target = layer_facts.get("target")
+        sha1s = [f.sha1 for f in layer.files]
+        target = layer.target
         packages.append({
             "SPDXID": layer_id, "name": f"layer {n}: {target or 'unknown target'}",
-            "versionInfo": str(diff_id), "downloadLocation": "NOASSERTION",
+            "versionInfo": str(layer.diff_id), "downloadLocation": "NOASSERTION",
             "filesAnalyzed": bool(sha1s),
             **({"packageVerificationCode": _verification_code(sha1s)} if sha1s else {}),
             "primaryPackagePurpose": "ARCHIVE",
-            "checksums": [{"algorithm": "SHA256", "checksumValue": diff_id.hex}],
+            "checksums": [{"algorithm": "SHA256", "checksumValue": layer.diff_id.hex}],
             "sourceInfo": f"made by {target}" if target else "made outside this workspace",
-            "comment": f"diff_id {diff_id}, blob {layer_desc.digest} ({layer_desc.media_type})",
+            "comment": f"diff_id {layer.diff_id}, blob {layer.blob.digest} "
+                       f"({layer.blob.media_type})",
             "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION",
             "copyrightText": "NOASSERTION",
         })
         relationships.append({"spdxElementId": image_id, "relationshipType": "CONTAINS",
                               "relatedSpdxElement": layer_id})
-        for pid in sorted(set(in_layer)):
+        for pid in layer.packages:
             relationships.append({"spdxElementId": layer_id, "relationshipType": "CONTAINS",
                                   "relatedSpdxElement": package_ids[pid]})
-    for pid in sorted(fact_packages):
-        p = fact_packages[pid]
+    for pid in sorted(image.packages):
+        p = image.packages[pid]
         spdx_id = package_ids[pid]
-        contained = package_files[pid]
+        contained = image.package_files[pid]
         entry: dict[str, Any] = {
             "SPDXID": spdx_id, "name": str(p.get("name") or pid),
             "downloadLocation": _download_location(str(p.get("download_url") or "")),
@@ -392,22 +426,20 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
         if p.get("sha256"):
             entry["checksums"] = [{"algorithm": "SHA256", "checksumValue": str(p["sha256"])}]
         if contained:
-            entry["packageVerificationCode"] = _verification_code([s for _, s in contained])
-            for file_id, _ in contained:
+            entry["packageVerificationCode"] = _verification_code(
+                [image.layers[n].files[i].sha1 for n, i in contained])
+            for n, i in contained:
                 relationships.append({"spdxElementId": spdx_id, "relationshipType": "CONTAINS",
-                                      "relatedSpdxElement": file_id})
+                                      "relatedSpdxElement": _spdx_id("File", n, i)})
         packages.append(entry)
     doc: dict[str, Any] = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
-        "name": f"{name}@{desc.digest}",
+        "name": f"{image.name}@{image.digest}",
         # Derived from the image digest: the same image gets the same document, name and all.
-        "documentNamespace": f"https://pyimg.dev/spdx/{desc.digest.algorithm}/{desc.digest.hex}",
-        "creationInfo": {
-            "created": _created(config, source_date_epoch),
-            "creators": [f"Tool: pyimg-{version}"],
-        },
+        "documentNamespace": f"https://pyimg.dev/spdx/{image.digest.algorithm}/{image.digest.hex}",
+        "creationInfo": {"created": image.created, "creators": [f"Tool: pyimg-{version}"]},
         "documentDescribes": [image_id],
         "packages": packages,
         "files": files,
@@ -419,6 +451,86 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
              "extractedText": f"The Debian copyright file names this licence '{text}'."}
             for lid, text in sorted(extracted.items())
         ]
+    return doc
+
+
+def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
+    """CycloneDX 1.5: the image is the metadata component; each layer a `file` component whose
+    nested components are its files; packages are components the layers depend on."""
+    image_ref = f"image:{image.digest}"
+    components: list[dict[str, Any]] = []
+    dependencies: list[dict[str, Any]] = []
+    package_refs = {pid: f"package:{pid}" for pid in image.packages}
+    for layer in image.layers:
+        n = layer.index
+        ref = f"layer:{n}"
+        files = [{
+            "type": "file", "bom-ref": f"file:{n}:{i}", "name": "./" + f.path,
+            "hashes": [{"alg": "SHA-1", "content": f.sha1}, {"alg": "SHA-256", "content": f.sha256}],
+            "properties": [{"name": "pyimg:mode", "value": f"{f.mode:04o}"},
+                           {"name": "pyimg:owner", "value": f"{f.uid}:{f.gid}"}],
+        } for i, f in enumerate(layer.files)]
+        components.append({
+            "type": "file", "bom-ref": ref, "name": f"layer {n}",
+            "version": str(layer.diff_id),
+            "hashes": [{"alg": "SHA-256", "content": layer.diff_id.hex}],
+            "properties": [{"name": "pyimg:made-by", "value": layer.target or ""},
+                           {"name": "pyimg:blob", "value": str(layer.blob.digest)},
+                           {"name": "pyimg:media-type", "value": layer.blob.media_type}],
+            "components": files,
+        })
+        dependencies.append({"ref": ref, "dependsOn": [package_refs[p] for p in layer.packages]})
+    for pid in sorted(image.packages):
+        p = image.packages[pid]
+        entry: dict[str, Any] = {
+            "type": "container" if p.get("purpose") == "CONTAINER" else "library",
+            "bom-ref": package_refs[pid], "name": str(p.get("name") or pid),
+            "purl": str(p["purl"]),
+        }
+        if p.get("version"):
+            entry["version"] = str(p["version"])
+        if p.get("sha256"):
+            entry["hashes"] = [{"alg": "SHA-256", "content": str(p["sha256"])}]
+        names = list(p.get("licenses") or [])
+        if names:
+            entry["licenses"] = [{"license": {"name": name}} for name in names]
+        if p.get("download_url"):
+            entry["externalReferences"] = [{"type": "distribution", "url": str(p["download_url"])}]
+        components.append(entry)
+        dependencies.append({"ref": package_refs[pid], "dependsOn": []})
+    dependencies.append({"ref": image_ref,
+                         "dependsOn": [f"layer:{layer.index}" for layer in image.layers]})
+    # A name-based UUID of the image digest: the same image, the same serial number.
+    import uuid
+
+    serial = uuid.uuid5(uuid.NAMESPACE_URL, f"https://pyimg.dev/cyclonedx/{image.digest}")
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": serial.urn,
+        "version": 1,
+        "metadata": {
+            "timestamp": image.created,
+            "tools": {"components": [{"type": "application", "name": "pyimg",
+                                      "version": version}]},
+            "component": {
+                "type": "container", "bom-ref": image_ref, "name": image.name,
+                "version": str(image.digest), "purl": _image_purl(image),
+                "hashes": [{"alg": "SHA-256", "content": image.digest.hex}],
+                "properties": [{"name": "pyimg:platform", "value": str(image.platform)}],
+            },
+        },
+        "components": components,
+        "dependencies": sorted(dependencies, key=lambda d: str(d["ref"])),
+    }
+
+
+def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
+                  source_date_epoch: int | None = None, fmt: str = "spdx-json") -> bytes:
+    """The SBOM (`fmt`: one of FORMATS) of the one image in `layout`, described by `facts`
+    (module docstring). Its bytes depend only on the image, the facts and pyimg's version."""
+    image = _read_image(layout, facts, source_date_epoch)
+    doc = _cyclonedx(image, version) if fmt == "cyclonedx-json" else _spdx(image, version)
     # Sorted keys and no spaces (docs/architecture.md: JSON we own is canonical), one newline.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
@@ -450,13 +562,17 @@ def rule_facts(layers: list[Any], layer_count: int,
 
 @builtin("oci_sbom")
 def oci_sbom(call: BuiltinCall) -> None:
-    """SPDX 2.3 JSON of the image at `params.layout`; params `image` (its label), `layers`
-    (OciImageInfo.layers, files as exec paths, each an input), `source_date_epoch`."""
+    """The SBOM of the image at `params.layout`; params `image` (its label), `layers`
+    (OciImageInfo.layers, files as exec paths, each an input), `source_date_epoch`, `format`."""
     import shutil
 
     from pyimg import __version__
 
-    params = params_dict(call, {"image", "layout", "layers", "source_date_epoch"}, "oci_sbom")
+    params = params_dict(call, {"image", "layout", "layers", "source_date_epoch", "format"},
+                         "oci_sbom")
+    fmt = str(params.get("format") or "spdx-json")
+    if fmt not in FORMATS:
+        raise UserInputError(f"attribute 'format' must be one of {list(FORMATS)}, got {fmt!r}")
     layout_path = str(params.get("layout"))
     layout = Layout(input_path(call, layout_path, "oci_sbom: layout"), layout_path,
                     lazy=call.lazy_blobs)
@@ -475,6 +591,6 @@ def oci_sbom(call: BuiltinCall) -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     facts["image"] = params.get("image")
-    data = sbom_document(layout, facts, __version__, params.get("source_date_epoch") or None)
+    data = sbom_document(layout, facts, __version__, params.get("source_date_epoch") or None, fmt)
     (out,) = call.outputs.values()
     out.write_bytes(data)

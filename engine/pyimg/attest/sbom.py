@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from pyimg.actions.sbom import rule_facts, sbom_document
+from pyimg.actions.sbom import FORMATS, rule_facts, sbom_document
 from pyimg.attest.built import Built, build_for_attestation, image_layout_path
 from pyimg.attest.graph_facts import image_facts
 from pyimg.build.request import BuildRequest
@@ -20,8 +20,8 @@ def built_sbom(built: Built, fmt: str = "spdx-json", source_date_epoch: int | No
     """The SBOM of the one image `built` made (an oci_push target names its image)."""
     from pyimg import __version__
 
-    if fmt != "spdx-json":
-        raise UsageError(f"--format {fmt}: only spdx-json is written (CycloneDX is not yet)")
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: one of {', '.join(FORMATS)}")
     top = built.report.top_level
     if len(top) != 1:
         raise UsageError(f"an SBOM describes one image: {built.request.patterns} names {len(top)} "
@@ -42,12 +42,12 @@ def built_sbom(built: Built, fmt: str = "spdx-json", source_date_epoch: int | No
     else:  # an oci_push: which target made each layer is found in the whole analysis
         facts = image_facts(top[0].label, path, layers, built.analysis_actions(), built.repos,
                             built.digests, built.host_path)
-    return sbom_document(layout, facts, __version__, source_date_epoch)
+    return sbom_document(layout, facts, __version__, source_date_epoch, fmt)
 
 
 def sbom_bytes(session: Session, request: BuildRequest, fmt: str = "spdx-json",
                source_date_epoch: int | None = None, out: TextIO | None = None) -> bytes:
-    """Build the one image `request` names and return its SBOM (SPDX 2.3 JSON)."""
+    """Build the one image `request` names and return its SBOM (SPDX 2.3 or CycloneDX 1.5 JSON)."""
     built = build_for_attestation(session, request, out)
     try:
         return built_sbom(built, fmt, source_date_epoch)

@@ -12,8 +12,8 @@ __all__ = ["cmd_sbom", "source_date_epoch", "write_output"]
 
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("label", help="an image (oci_image, oci_pull, oci_layout, oci_push of an image)")
-    p.add_argument("--format", default="spdx-json", choices=["spdx-json"],
-                   help="the document format (SPDX 2.3 JSON)")
+    p.add_argument("--format", default="spdx-json", choices=["spdx-json", "cyclonedx-json"],
+                   help="SPDX 2.3 JSON (default) or CycloneDX 1.5 JSON")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     add_common_flags(p)
 
@@ -48,7 +48,7 @@ def write_output(data: bytes, path: str | None) -> None:
     atomic_write_bytes(Path(path), data)
 
 
-@command("sbom", "build an image and write its SBOM (SPDX 2.3 JSON)", _configure)
+@command("sbom", "build an image and write its SBOM (SPDX 2.3 or CycloneDX 1.5 JSON)", _configure)
 def cmd_sbom(args: argparse.Namespace) -> int:
     from pyimg.attest.sbom import sbom_bytes
 
