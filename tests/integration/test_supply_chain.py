@@ -315,7 +315,7 @@ def test_provenance_names_the_git_commit_and_tree_state(tmp_path: Path) -> None:
     assert source["git"] == {"commit": commit, "treeState": "dirty"}
 
 
-def test_sbom_of_an_index_or_a_non_image_is_a_clear_error(tmp_path: Path) -> None:
+def test_an_sbom_or_provenance_of_what_is_no_image_is_a_clear_error(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws", tmp_path / "cache")
     ws.write("BUILD.pyimg", """\
         load("@pyimg//rules:defs.bzl", "oci_image", "oci_image_index", "pkg_tar")
@@ -324,10 +324,12 @@ def test_sbom_of_an_index_or_a_non_image_is_a_clear_error(tmp_path: Path) -> Non
         oci_image_index(name = "x", images = [":i"])
         """)
     ws.write("f.txt", "x\n")
-    for label, words in (("//:t", "is not an image"), ("//:x", "this is an index")):
-        r = subprocess.run([*PYIMG, "sbom", *ws.flags(), label], cwd=ws.root,
+    for command, label, words in (("sbom", "//:t", "is not an image"),
+                                  ("sbom", "//:x", "this is an index"),
+                                  ("provenance", "//:t", "no image or index among the targets")):
+        r = subprocess.run([*PYIMG, command, *ws.flags(), label], cwd=ws.root,
                            capture_output=True, text=True)
-        assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_sbom_of_an_image_on_a_layout_base_names_the_base_target(tmp_path: Path) -> None:

@@ -102,6 +102,11 @@ def built_provenance(built: Built, include_run_details: bool = False,
             continue
         algo, _, hex_ = (workspace / digest_file).read_text().strip().partition(":")
         subjects.append({"name": target.label, "digest": {algo: hex_}})
+    if not subjects:
+        from pyimg.errors import UsageError
+
+        raise UsageError(f"{' '.join(built.request.patterns)}: no image or index among the "
+                         "targets: a provenance statement needs at least one subject")
     read = {p for a in built.actions for p in a.inputs + a.tools if p in built.digests}
     sources = {p: built.digests[p].removeprefix("sha256:") for p in sorted(read)
                if not p.startswith((EXTERNAL, "pyimg-out/"))}

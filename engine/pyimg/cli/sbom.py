@@ -37,8 +37,11 @@ def write_output(data: bytes, path: str | None) -> None:
     """`data` to FILE (atomically) or to stdout."""
     if path is None:
         sys.stdout.flush()
-        sys.stdout.buffer.write(data) if hasattr(sys.stdout, "buffer") else sys.stdout.write(
-            data.decode())
+        # A redirected stdout (the tests' StringIO) has no bytes buffer; the document is UTF-8.
+        if hasattr(sys.stdout, "buffer"):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data.decode())
         sys.stdout.flush()
         return
     from pathlib import Path
