@@ -13,7 +13,7 @@ from pyimg.core.action import Action
 from pyimg.core.session import Session
 from pyimg.external.repositories import Repositories
 
-__all__ = ["Built", "build_for_attestation"]
+__all__ = ["Built", "build_for_attestation", "image_layout_path"]
 
 
 @dataclass
@@ -56,11 +56,9 @@ def build_for_attestation(session: Session, request: BuildRequest,
     return Built(session, request, report, actions, digests, repos)
 
 
-def image_layout_path(target: TargetResult) -> tuple[str, str] | None:
-    """(exec path of the layout, kind) of an image or index target: kind is "image" or "index"."""
+def image_layout_path(target: TargetResult) -> str | None:
+    """The exec path of the layout an image, index or oci_push target made (None: not one)."""
     for pid, fields in target.providers.items():
-        if pid.endswith("%OciImageInfo"):
-            return str(fields["layout"]["path"]), "image"
-        if pid.endswith(("%OciImageIndexInfo", "%OciPushInfo")):
-            return str(fields["layout"]["path"]), "index"
+        if pid.endswith(("%OciImageInfo", "%OciImageIndexInfo", "%OciPushInfo")):
+            return str(fields["layout"]["path"])
     return None

@@ -93,8 +93,7 @@ def built_provenance(built: Built, include_run_details: bool = False,
     workspace = built.session.workspace
     subjects: list[dict[str, Any]] = []
     for target in built.report.top_level:
-        found = image_layout_path(target)
-        if found is None:
+        if image_layout_path(target) is None:
             continue
         digest_file = next((f["path"] for f in target.default_files
                             if str(f["path"]).endswith(".digest")), None)

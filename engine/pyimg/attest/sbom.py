@@ -26,10 +26,9 @@ def built_sbom(built: Built, fmt: str = "spdx-json", source_date_epoch: int | No
     if len(top) != 1:
         raise UsageError(f"an SBOM describes one image: {built.request.patterns} names {len(top)} "
                          "targets")
-    found = image_layout_path(top[0])
-    if found is None:
+    path = image_layout_path(top[0])
+    if path is None:
         raise UsageError(f"{top[0].label} ({top[0].kind}) is not an image")
-    path, _ = found
     layout = Layout(built.session.workspace / path, path, lazy=built.report.lazy_blobs)
     desc = layout.resolve(None)
     layers = len(layout.manifest(desc).layers) if desc.media_type in MANIFESTS else 0
