@@ -143,7 +143,7 @@ def deb_package(path: Path, scratch: Path, what: str) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         deb = read_deb(path, Path(tmp), what)
-        fields = _control_fields(deb.control)
+        fields = _control_fields(deb.control.decode("utf-8", "replace"))
         copyright_path = f"usr/share/doc/{deb.name}/copyright"
         licenses: list[str] = []
         for entry in deb.entries:

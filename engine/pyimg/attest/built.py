@@ -37,7 +37,8 @@ class Built:
         an image streams instead): the build keeps only the top-level targets' providers, the
         analysis cache gives the rest."""
         _, analysis = analyze(self.session, self.request.patterns, self.repos,
-                              self.session.digest_cache(), self.request.reuse_analysis)
+                              self.session.digest_cache(), self.request.reuse_analysis,
+                              self.request.platforms)
         return analysis.actions()
 
     def close(self) -> None:

@@ -140,9 +140,10 @@ def built_provenance(built: Built, include_run_details: bool = False,
                 },
                 "internalParameters": {
                     # What changes outputs besides sources and pins: the format of pyimg's
-                    # outputs (its version and pinned libraries) and the target platform.
+                    # outputs (its version and pinned libraries) and the target platforms
+                    # (--platforms, else the default configuration's: this machine's).
                     "outputFormat": built.report.format_version,
-                    "platform": _platform(),
+                    "platforms": _platforms(built.request.platforms),
                 },
                 "resolvedDependencies": deps,
             },
@@ -158,10 +159,10 @@ def _sha256_file(path: Path) -> str:
     return digest_file(path)[0].hex
 
 
-def _platform() -> dict[str, str]:
-    from pyimg.build.build import PLATFORM
+def _platforms(requested: tuple[str, ...]) -> list[str]:
+    from pyimg.analysis.configuration import default_configuration
 
-    return dict(PLATFORM)
+    return list(requested) or [str(default_configuration().platform)]
 
 
 def _b64(text: str) -> str:
