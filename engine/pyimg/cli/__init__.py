@@ -18,4 +18,5 @@ COMMAND_MODULES = {
     "push": "pyimg.cli.push",
     "sbom": "pyimg.cli.sbom",
     "provenance": "pyimg.cli.provenance",
+    "worker": "pyimg.cli.worker",
 }
