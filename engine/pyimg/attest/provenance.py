@@ -20,10 +20,10 @@ from pyimg.build.request import BuildRequest
 from pyimg.core.session import Session
 from pyimg.external.repositories import Repositories
 from pyimg.loading.module_file import DebIndex, HttpArchive, HttpFile, OciPull
+from pyimg.signing.formats import STATEMENT_TYPE
 
 __all__ = ["BUILD_TYPE", "BUILDER_ID", "built_provenance", "provenance_bytes", "source_identity"]
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://pyimg.dev/buildtypes/build/v1"
 BUILDER_ID = "https://pyimg.dev/builder/local/v1"

@@ -19,4 +19,8 @@ COMMAND_MODULES = {
     "sbom": "pyimg.cli.sbom",
     "provenance": "pyimg.cli.provenance",
     "worker": "pyimg.cli.worker",
+    "sign": "pyimg.cli.sign",
+    "attest": "pyimg.cli.sign",
+    "verify": "pyimg.cli.sign",
+    "keygen": "pyimg.cli.sign",
 }
