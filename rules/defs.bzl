@@ -12,6 +12,7 @@ load(
     _oci_push = "oci_push",
 )
 load("@pyimg//rules/private:pkg.bzl", _pkg_tar = "pkg_tar")
+load("@pyimg//rules/private:sbom.bzl", _oci_sbom = "oci_sbom")
 load(
     "@pyimg//rules:providers.bzl",
     _HostToolInfo = "HostToolInfo",
@@ -31,6 +32,7 @@ oci_image_index = _oci_image_index
 oci_layout = _oci_layout
 oci_load = _oci_load
 oci_push = _oci_push
+oci_sbom = _oci_sbom
 pkg_tar = _pkg_tar
 
 HostToolInfo = _HostToolInfo

@@ -15,6 +15,7 @@ OciImageInfo = provider(
     fields = {
         "layout": "File (directory): the OCI image layout.",
         "digest": "File: holds the manifest digest, `sha256:...`.",
+        "layers": "What made each layer, lowest first, for `oci_sbom`: dicts with `target` (the label that made it) and `files` (the `.deb` and external Files it was made from); a first entry with `base` (a label) stands for all the layers of a base image made elsewhere, with `pulled` ({image, digest}) for an `oci_pull`.",
     },
 )
 

@@ -14,9 +14,12 @@ def _oci_image_impl(ctx):
     digest = ctx.actions.declare_file(ctx.label.name + ".digest")
     inputs = []
     base = None
+    made_by = []  # OciImageInfo.layers: what made each layer, for oci_sbom
     if ctx.attr.base:
         # An index as base: the builtin takes its entry for the image's platform.
         info = ctx.attr.base[OciImageIndexInfo] if OciImageIndexInfo in ctx.attr.base else _image_layout(ctx.attr.base, "base")
+        base_layers = info.layers if OciImageInfo in ctx.attr.base else None
+        made_by.extend(base_layers or [{"base": str(ctx.attr.base.label)}])
         base = info.layout.path
         inputs.append(info.layout)
     if ctx.attr.compression not in _COMPRESSIONS:
@@ -32,9 +35,11 @@ def _oci_image_impl(ctx):
                 # Only set for other writers than pkg_tar, so that pkg_tar layers keep their keys.
                 params["tar_writer"] = info.writer
             sources.append((params, info.inputs, info.tar, info.tar.short_path))
+            made_by.append({"target": str(t.label), "files": _package_files(info.inputs)})
         else:
             for tar in t[DefaultInfo].files:
                 sources.append(({"compression": ctx.attr.compression}, [tar], tar, tar.short_path))
+                made_by.append({"target": str(t.label), "files": _package_files([tar])})
     shared = {}  # tar path -> (desc, blob): a tar listed twice is one layer action
     for params, layer_inputs, tar, what in sources:
         n = len(layers)
@@ -101,8 +106,12 @@ def _oci_image_impl(ctx):
     )
     return [
         DefaultInfo(files = [layout, digest]),
-        OciImageInfo(layout = layout, digest = digest),
+        OciImageInfo(layout = layout, digest = digest, layers = made_by),
     ]
+
+def _package_files(files):
+    """The files of a layer's inputs that the SBOM lists as packages: .deb and external files."""
+    return [f for f in files if f.basename.endswith(".deb") or f.path.startswith("external/")]
 
 def _image_platform(ctx):
     """(os, architecture, variant) of the image: the attributes, else the platform it is built
@@ -204,7 +213,8 @@ def _oci_layout_impl(ctx):
         mnemonic = "OciLayoutImport",
         progress_message = "Verifying %s" % ctx.attr.path,
     )
-    return [DefaultInfo(files = [layout, digest_file]), OciImageInfo(layout = layout, digest = digest_file)]
+    info = OciImageInfo(layout = layout, digest = digest_file, layers = [{"base": str(ctx.label)}])
+    return [DefaultInfo(files = [layout, digest_file]), info]
 
 _oci_layout = rule(
     implementation = _oci_layout_impl,
