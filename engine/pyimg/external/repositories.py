@@ -135,6 +135,7 @@ class _Pulled:
     images: list[tuple[str, Descriptor]]  # (platform text or "", the image manifest)
     blobs: list[Digest] = field(default_factory=list)  # manifests, indexes, configs: in the store
     layers: dict[str, int] = field(default_factory=dict)  # digest -> size, fetched only on demand
+    available: list[str] = field(default_factory=list)  # the platforms of the index, if one
 
 
 class Repositories:
@@ -416,6 +417,10 @@ class Repositories:
                 f"{what}: {digest} is {top_type!r}, not an image or index", origin=decl.origin
             )
         pulled = _Pulled(digest, top_type, [])
+        if top_type in mt.INDEXES:
+            pulled.available = sorted(
+                {str(d.platform) for d in entries if d.platform is not None} - {"unknown/unknown"}
+            )
         for platform, entry in images:
             mdigest = entry.digest
             mdata = self._manifest(decl, mdigest) if mdigest != digest else data
@@ -460,10 +465,21 @@ class Repositories:
         for platform, desc in pulled.images:
             if platform:
                 targets.append((platform.replace("/", "_"), desc.digest))
+        # `@x` itself, built for a requested platform, takes that platform's image, and names
+        # the declaration when it pulled none for it (rules/private/pull.bzl).
+        pulled_platforms = {
+            str(desc.platform) if desc.platform is not None else text: str(desc.digest)
+            for text, desc in pulled.images if text
+        }
+        by_platform = (
+            f", platforms = {json.dumps(pulled_platforms)}, available = "
+            f"{json.dumps(pulled.available)}, origin = {json.dumps(decl.origin or '')}"
+        ) if pulled_platforms else ""
         for name, mdigest in dict.fromkeys(targets):
             lines.append(
                 f'oci_pulled_image(name = "{name}", digest = "{mdigest}", '
-                f'image = "{decl.image}", srcs = glob(["layout/**"]))'
+                f'image = "{decl.image}", srcs = glob(["layout/**"])'
+                + (by_platform if name == decl.name else "") + ")"
             )
         (tmp / "BUILD.pyimg").write_text("\n".join(lines) + "\n")
         self._swap(tmp, dest)
