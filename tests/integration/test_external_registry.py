@@ -178,9 +178,8 @@ def test_a_platform_the_pull_lacks_names_the_declaration(registry, tmp_path: Pat
     # Built for arm64 on an oci_pull of the amd64 entry only: the error is at analysis, names
     # the declaration's MODULE.pyimg line and what it pulls, and says how to add the platform;
     # once added, `@m` is that platform's entry of the index.
-    from regtestlib import make_index
-
     from pyimg.registry.client import push_layout
+    from regtestlib import make_index
 
     layout = tmp_path / "idx"
     make_index(layout, tag="multi")
