@@ -21,7 +21,9 @@ def _pulled_digest(ctx):
     has = [p for p in ctx.attr.available if _platform_parts(p)[:2] == (want_os, want_arch)]
     add = has[0] if has else fragment.platform
     fix = 'add it to the declaration: platforms = [%s], then build again' % ", ".join(['"%s"' % p for p in pulled + [add]])
-    if not has:
+    if not ctx.attr.available:
+        fix = "it is pinned to a single image, not an index: pin an index that has %s (or an image of it)" % fragment.platform
+    elif not has:
         fix = "its index has only %s: pin an image that has %s, or build for one of those" % (", ".join(ctx.attr.available), fragment.platform)
     fail("%s: oci_pull '%s' (%s) pulls no image for platform %s, only %s: %s" % (
         ctx.attr.origin or "MODULE.pyimg",
@@ -53,8 +55,8 @@ oci_pulled_image = rule(
     fragments = ["platform"],
     attrs = {
         "digest": attr.string(mandatory = True, doc = "The image manifest digest (of the first platform pulled from an index)."),
-        "platforms": attr.string_dict(doc = "Of an index: platform -> image manifest digest, for each platform pulled."),
-        "available": attr.string_list(doc = "Of an index: every platform it has (for messages)."),
+        "platforms": attr.string_dict(doc = "platform -> image manifest digest, for each platform pulled (of a single image, the platform its config says)."),
+        "available": attr.string_list(doc = "Of an index: every platform it has (for messages); empty for a single image."),
         "origin": attr.string(doc = "MODULE.pyimg:LINE:COL of the oci_pull (for messages)."),
         "image": attr.string(doc = "The registry image it came from (for messages)."),
         "srcs": attr.label_list(allow_files = True, doc = "The layout's files."),

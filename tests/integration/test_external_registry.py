@@ -205,6 +205,28 @@ def test_a_platform_the_pull_lacks_names_the_declaration(registry, tmp_path: Pat
     assert config["architecture"] == "arm64"
 
 
+def test_a_platform_a_single_image_pull_is_not_names_the_declaration(
+    registry, tmp_path: Path
+) -> None:
+    # An oci_pull of one amd64 image (no index) built for arm64: the platform its config says
+    # is checked at analysis, and the error names the declaration and that it is one image.
+    from pyimg.registry.client import push_layout
+    from regtestlib import make_image
+
+    layout = tmp_path / "one"
+    make_image(layout, tag="one", arch="amd64")
+    digest = str(push_layout(layout, f"{registry.host}/team/one:one"))
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("MODULE.pyimg", f'oci_pull(name = "one", image = "{registry.host}/team/one", '
+             f'digest = "{digest}")\n')
+    ws.write("svc/BUILD.pyimg", 'oci_image(name = "image", base = "@one")\n')
+    r = ws.run("build", *_flags(ws), "--platforms", "linux/arm64", "//svc:image")
+    assert r.code != 0 and "Traceback" not in r.err, r.err
+    assert "MODULE.pyimg:1:1: oci_pull 'one'" in r.err, r.err
+    assert "only linux/amd64" in r.err and "pinned to a single image" in r.err, r.err
+    assert ws.run("build", *_flags(ws), "--platforms", "linux/amd64", "//svc:image").code == 0
+
+
 def _base_layers(layout: Path) -> list[str]:
     """The layer digests of the image in `layout` (its only index.json entry)."""
     index = json.loads((layout / "index.json").read_text())

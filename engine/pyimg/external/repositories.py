@@ -136,6 +136,7 @@ class _Pulled:
     blobs: list[Digest] = field(default_factory=list)  # manifests, indexes, configs: in the store
     layers: dict[str, int] = field(default_factory=dict)  # digest -> size, fetched only on demand
     available: list[str] = field(default_factory=list)  # the platforms of the index, if one
+    single_platform: str = ""  # of a single image (no index): the platform its config says
 
 
 class Repositories:
@@ -432,7 +433,19 @@ class Repositories:
                 )
             m = parse_manifest(mdata, where)
             # The config now (building needs it); layers when an output needs their bytes.
-            pulled.blobs.append(self.blob(decl, str(m.config.digest), m.config.size))
+            config = self.blob(decl, str(m.config.digest), m.config.size)
+            pulled.blobs.append(config)
+            if entry.platform is None and not platform:
+                # A single image: its config says its platform, which a build for another
+                # platform is then checked against at analysis (rules/private/pull.bzl).
+                from pyimg.oci.config import config_platform
+
+                try:
+                    found = config_platform(load_json(self.cas.read_bytes(config), where))
+                    if found.os and found.architecture:
+                        pulled.single_platform = str(found)
+                except (PyimgError, ValueError, TypeError):
+                    pass  # no platform to check against: the builtin's check remains
             for layer in m.layers:
                 pulled.layers[str(layer.digest)] = layer.size
             pulled.images.append(
@@ -471,6 +484,8 @@ class Repositories:
             str(desc.platform) if desc.platform is not None else text: str(desc.digest)
             for text, desc in pulled.images if text
         }
+        if pulled.single_platform:
+            pulled_platforms = {pulled.single_platform: str(pulled.images[0][1].digest)}
         by_platform = (
             f", platforms = {json.dumps(pulled_platforms)}, available = "
             f"{json.dumps(pulled.available)}, origin = {json.dumps(decl.origin or '')}"
