@@ -1,11 +1,11 @@
 """Providers of pyimg's rules: what each rule hands to the targets that depend on it."""
 
 OciLayerInfo = provider(
-    doc = "A layer tarball made by pkg_tar or deb_layer.",
+    doc = "A layer tarball made by pkg_tar, deb_layer or npm_layer.",
     fields = {
         "tar": "File: the uncompressed, canonical layer tarball.",
         "spec": "The parameters that describe the tarball's bytes exactly (JSON text).",
-        "writer": "The built-in action whose parameters `spec` holds: None for pkg_tar, or \"deb_layer\".",
+        "writer": "The built-in action whose parameters `spec` holds: None for pkg_tar, \"deb_layer\" or \"npm_layer\".",
         "inputs": "list of File: what `spec` reads.",
     },
 )
@@ -15,6 +15,7 @@ OciImageInfo = provider(
     fields = {
         "layout": "File (directory): the OCI image layout.",
         "digest": "File: holds the manifest digest, `sha256:...`.",
+        "layers": "What made each layer, lowest first, for `oci_sbom`: dicts with `target` (the label that made it) and `files` (the `.deb` and external Files it was made from); a first entry with `base` (a label) stands for all the layers of a base image made elsewhere, with `pulled` ({image, digest}) for an `oci_pull`.",
     },
 )
 

@@ -15,9 +15,12 @@ def _oci_image_impl(ctx):
     digest = ctx.actions.declare_file(ctx.label.name + ".digest")
     inputs = []
     base = None
+    made_by = []  # OciImageInfo.layers: what made each layer, for oci_sbom
     if ctx.attr.base:
         # An index as base: the builtin takes its entry for the image's platform.
         info = ctx.attr.base[OciImageIndexInfo] if OciImageIndexInfo in ctx.attr.base else _image_layout(ctx.attr.base, "base")
+        base_layers = info.layers if OciImageInfo in ctx.attr.base else None
+        made_by.extend(base_layers or [{"base": str(ctx.attr.base.label)}])
         base = info.layout.path
         inputs.append(info.layout)
     if ctx.attr.compression not in _COMPRESSIONS:
@@ -33,9 +36,11 @@ def _oci_image_impl(ctx):
                 # Only set for other writers than pkg_tar, so that pkg_tar layers keep their keys.
                 params["tar_writer"] = info.writer
             sources.append((params, info.inputs, info.tar, info.tar.short_path))
+            made_by.append({"target": str(t.label), "files": _package_files(info.inputs)})
         else:
             for tar in t[DefaultInfo].files:
                 sources.append(({"compression": ctx.attr.compression}, [tar], tar, tar.short_path))
+                made_by.append({"target": str(t.label), "files": _package_files([tar])})
     shared = {}  # tar path -> (desc, blob): a tar listed twice is one layer action
     for params, layer_inputs, tar, what in sources:
         n = len(layers)
@@ -110,8 +115,12 @@ def _oci_image_impl(ctx):
     )
     return [
         DefaultInfo(files = [layout, digest]),
-        OciImageInfo(layout = layout, digest = digest),
+        OciImageInfo(layout = layout, digest = digest, layers = made_by),
     ]
+
+def _package_files(files):
+    """The files of a layer's inputs that the SBOM lists as packages: .deb and external files."""
+    return [f for f in files if f.basename.endswith(".deb") or f.path.startswith("external/")]
 
 def _image_platform(ctx):
     """(os, architecture, variant) of the image: the attributes, else the platform it is built
@@ -142,7 +151,7 @@ whose `os`, `architecture` and `variant` are unset takes the platform's, a base 
 entry of that platform, and a base of another platform is an error naming both.""",
     attrs = {
         "base": attr.label(doc = "The base image: an `oci_image`, `oci_layout` or `oci_pull`, or an index (`oci_image_index`, or an `oci_pull`/`oci_layout` pinned by an index digest) whose entry for the image's platform is taken. None: scratch."),
-        "tars": attr.label_list(allow_files = True, doc = "Layers, lowest first: `pkg_tar` or `deb_layer` targets or tar files (plain, gzip or zstd)."),
+        "tars": attr.label_list(allow_files = True, doc = "Layers, lowest first: `pkg_tar`, `deb_layer` or `npm_layer` targets or tar files (plain, gzip or zstd)."),
         "entrypoint": attr.string_list(doc = "The entrypoint. Setting it clears the base image's `cmd` unless `cmd` is set too (as Docker does)."),
         "cmd": attr.string_list(doc = "Default arguments."),
         "env": attr.string_dict(doc = "Environment variables; `$VAR` and `${VAR}` expand from the base image's environment."),
@@ -213,7 +222,8 @@ def _oci_layout_impl(ctx):
         mnemonic = "OciLayoutImport",
         progress_message = "Verifying %s" % ctx.attr.path,
     )
-    return [DefaultInfo(files = [layout, digest_file]), OciImageInfo(layout = layout, digest = digest_file)]
+    info = OciImageInfo(layout = layout, digest = digest_file, layers = [{"base": str(ctx.label)}])
+    return [DefaultInfo(files = [layout, digest_file]), info]
 
 _oci_layout = rule(
     implementation = _oci_layout_impl,

@@ -47,7 +47,9 @@ def _oci_pulled_image_impl(ctx):
         mnemonic = "OciPull",
         progress_message = "Importing %s@%s" % (ctx.attr.image, ctx.attr.digest[:19]),
     )
-    return [DefaultInfo(files = [layout, digest_file]), OciImageInfo(layout = layout, digest = digest_file)]
+    pulled = {"image": ctx.attr.image, "digest": ctx.attr.digest}
+    info = OciImageInfo(layout = layout, digest = digest_file, layers = [{"base": str(ctx.label), "pulled": pulled}])
+    return [DefaultInfo(files = [layout, digest_file]), info]
 
 oci_pulled_image = rule(
     implementation = _oci_pulled_image_impl,

@@ -33,6 +33,11 @@ ALLOWED = {
         "build", "analysis", "external", "loading", "actions", "registry", "remote", "signing",
         "oci", "core",
     },
+    # attest derives SBOMs and provenance from a build's report and action graph.
+    "attest": {
+        "build", "analysis", "external", "loading", "actions", "registry", "remote", "signing",
+        "oci", "core",
+    },
 }
 TOP_LEVEL_MODULES = {"__init__", "errors", "labels"}
 # The modules protoc makes from the REAPI protos (tools/gen_reapi_protos.py): each defines its

@@ -16,6 +16,8 @@ COMMAND_MODULES = {
     "lock": "pyimg.cli.lock",
     "fetch": "pyimg.cli.fetch",
     "push": "pyimg.cli.push",
+    "sbom": "pyimg.cli.sbom",
+    "provenance": "pyimg.cli.provenance",
     "worker": "pyimg.cli.worker",
     "sign": "pyimg.cli.sign",
     "attest": "pyimg.cli.sign",

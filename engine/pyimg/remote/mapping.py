@@ -120,6 +120,11 @@ def _platform(action: Action, components: Mapping[str, Any]) -> re_pb2.Platform:
         properties["pyimg-tools"] = json.dumps(sorted(action.tools), separators=(",", ":"))
     if components.get("host_tools"):
         properties["pyimg-host-tools"] = canonical_json(components["host_tools"]).decode()
+    if action.host_tool_specs:
+        # How each host tool's identity is made (core/tool_identity.py): a worker computes the
+        # same identity from its own files and refuses the action when it differs.
+        properties["pyimg-host-tool-specs"] = canonical_json(
+            [[path, mode, list(data)] for path, mode, data in action.host_tool_specs]).decode()
     if action.cache_dirs:
         properties["pyimg-cache-dirs"] = ",".join(sorted(var for var, _ in action.cache_dirs))
     platform = re_pb2.Platform()

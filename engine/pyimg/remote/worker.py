@@ -34,6 +34,7 @@ from pyimg.core.cas import ContentStore
 from pyimg.core.digest import Digest
 from pyimg.core.executor import ActionExecutor, BuildContext
 from pyimg.core.file_digests import FileDigestCache
+from pyimg.core.tool_identity import ToolSpec, tool_identity, tool_specs
 from pyimg.errors import PyimgError
 from pyimg.remote._proto.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from pyimg.remote._proto.google.devtools.remoteworkers.v1test2 import bots_pb2, worker_pb2
@@ -200,10 +201,14 @@ class BotWorker:
         wanted = {p.name: p.value for p in command.platform.properties}.get("pyimg-host-tools")
         if not wanted:
             return
+        # The client keys a host tool by its identity (core/tool_identity.py), not its bytes
+        # alone: the same identity made from this worker's files is what must match.
         digests = FileDigestCache(None)
+        specs = {spec.path: spec for spec in tool_specs(action)}
         for path, digest in json.loads(wanted).items():
             try:
-                here = str(digests.digest(Path(os.path.realpath(path)))[0])
+                here = str(tool_identity(specs.get(path, ToolSpec(path)),
+                                         digests.digest_and_mode).digest)
             except OSError:
                 here = "missing"
             if here != digest:
@@ -238,6 +243,8 @@ def _action(command: re_pb2.Command, files: dict[str, FileOutput]) -> Action:
     properties = {p.name: p.value for p in command.platform.properties}
     tools = tuple(json.loads(properties.get("pyimg-tools", "[]")))
     host_tools = tuple(sorted(json.loads(properties.get("pyimg-host-tools", "{}"))))
+    specs = tuple((path, mode, tuple(data)) for path, mode, data
+                  in json.loads(properties.get("pyimg-host-tool-specs", "[]")))
     outputs = tuple(command.output_files)
     output_dirs = tuple(command.output_directories)
     if not outputs and not output_dirs:  # a v2.1+ client that sets output_paths only
@@ -247,7 +254,7 @@ def _action(command: re_pb2.Command, files: dict[str, FileOutput]) -> Action:
         inputs=tuple(sorted(set(files) - set(tools))), tools=tools,
         argv=tuple(command.arguments),
         env=tuple((v.name, v.value) for v in command.environment_variables),
-        host_tools=host_tools, mnemonic="RemoteAction")
+        host_tools=host_tools, host_tool_specs=specs, mnemonic="RemoteAction")
 
 
 def _sha256(data: bytes) -> str:

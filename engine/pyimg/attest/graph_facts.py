@@ -1,0 +1,190 @@
+"""What the action graph knows of an image: which target made each layer, and which pinned
+external inputs went into it (the `facts` the SBOM writer in actions/sbom.py takes)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyimg.actions.sbom import deb_package, file_package, oci_package
+from pyimg.core.action import Action
+from pyimg.core.scheduler import ActionGraph
+from pyimg.external.repositories import Repositories
+from pyimg.loading.module_file import DebIndex, HttpFile, OciPull
+
+__all__ = ["REPOSITORY_PACKAGES", "ExternalInput", "external_inputs", "image_facts"]
+
+EXTERNAL = "external/"
+
+
+@dataclass(frozen=True)
+class ExternalInput:
+    """One file of an external repository that an action read, with its digest."""
+
+    repository: str
+    exec_path: str
+    sha256: str
+
+
+def external_inputs(paths: Iterable[str], digests: Mapping[str, str]) -> list[ExternalInput]:
+    """The inputs among `paths` that come from external repositories (`external/<name>/...`)."""
+    out = []
+    for p in sorted(set(paths)):
+        if p.startswith(EXTERNAL) and p.count("/") >= 2:
+            # An executable input's digest carries "+x" in the action key; the content's is without.
+            digest = digests.get(p, "").removeprefix("sha256:").removesuffix("+x")
+            out.append(ExternalInput(p.split("/", 2)[1], p, digest))
+    return out
+
+
+def _deb_urls(repos: Repositories, name: str) -> dict[str, str]:
+    """file name -> URL of every .deb pyimg.lock pins for the deb_index `name`."""
+    from pyimg.external.deb import entry_pins
+
+    decl = repos.declaration(name)
+    entry = repos.lock.get(name)
+    if not isinstance(decl, DebIndex) or entry is None:
+        return {}
+    return {pin.file_name(): pin.url for pins in entry_pins(decl, entry).values() for pin in pins}
+
+
+PackageMaker = Callable[[Repositories, list[ExternalInput], Callable[[str], Path], Path],
+                        list[dict[str, Any]]]
+
+
+def _deb_packages(repos: Repositories, inputs: list[ExternalInput],
+                  host_path: Callable[[str], Path], scratch: Path) -> list[dict[str, Any]]:
+    urls = _deb_urls(repos, inputs[0].repository)
+    out = []
+    for i in inputs:
+        if not i.exec_path.endswith(".deb"):
+            continue
+        p = deb_package(host_path(i.exec_path), scratch, i.exec_path)
+        p.update(id=f"deb:{p['purl']}", sha256=i.sha256,
+                 download_url=urls.get(i.exec_path.rsplit("/", 1)[-1], ""))
+        out.append(p)
+    return out
+
+
+def _http_packages(repos: Repositories, inputs: list[ExternalInput],
+                   host_path: Callable[[str], Path], scratch: Path) -> list[dict[str, Any]]:
+    # One package per file read, as the oci_sbom rule lists them; an http_file's file is the
+    # download itself, so it has the URL (an archive's URL and sha256 are in the provenance).
+    decl = repos.declaration(inputs[0].repository)
+    url = decl.urls[0] if isinstance(decl, HttpFile) else ""
+    return [file_package(i.exec_path, i.sha256, url) for i in inputs]
+
+
+def _oci_packages(repos: Repositories, inputs: list[ExternalInput],
+                  host_path: Callable[[str], Path], scratch: Path) -> list[dict[str, Any]]:
+    # The pulled image's own package is made where its layers are known (`image_facts`).
+    return []
+
+
+# Per declaration kind: the SBOM packages of the files a layer read from such a repository.
+# pypi and npm repositories (the lock-file branches) add theirs here (docs/supply-chain.md).
+REPOSITORY_PACKAGES: dict[str, PackageMaker] = {
+    "deb_index": _deb_packages,
+    "http_file": _http_packages,
+    "http_archive": _http_packages,
+    "oci_pull": _oci_packages,
+}
+
+
+def _oci_base_package(repos: Repositories, action: Action) -> dict[str, Any] | None:
+    """The pulled image an oci_layout_import of `external/<repo>/layout` imports, as a package."""
+    path = str((action.params or {}).get("path") or "")
+    if not path.startswith(EXTERNAL):
+        return None
+    decl = repos.declaration(path.split("/", 2)[1])
+    if not isinstance(decl, OciPull):
+        return None
+    return oci_package(decl.image, str(action.params["digest"]))
+
+
+class _Walker:
+    def __init__(self, actions: list[Action], repos: Repositories, digests: Mapping[str, str],
+                 host_path: Callable[[str], Path], scratch: Path) -> None:
+        self.graph = ActionGraph(actions)
+        self.repos, self.digests, self.host_path, self.scratch = repos, digests, host_path, scratch
+        self.packages: dict[str, dict[str, Any]] = {}
+
+    def _writer_owner(self, layer: Action) -> str | None:
+        """The target whose pkg_tar/deb_layer action has the spec this oci_layer streams."""
+        params = layer.params or {}
+        spec = params.get("tar_spec")
+        if spec is None:
+            producers = [self.graph.producer[i] for i in layer.inputs if i in self.graph.producer]
+            return producers[0].owner if producers else (layer.inputs[0] if layer.inputs else None)
+        writer = params.get("tar_writer") or "pkg_tar"
+        for a in self.graph.actions:
+            if a.builtin == writer and a.params == spec:
+                return a.owner
+        return None
+
+    def _layer_packages(self, layer: Action) -> list[str]:
+        reads = set(layer.inputs)
+        for a in self.graph.closure(p for p in layer.inputs if p in self.graph.producer):
+            reads.update(a.inputs)
+        by_repo: dict[str, list[ExternalInput]] = {}
+        for i in external_inputs(reads, self.digests):
+            by_repo.setdefault(i.repository, []).append(i)
+        ids = []
+        # A .deb of the workspace itself (not of a deb_index) is a package too.
+        for path in sorted(reads):
+            if path.endswith(".deb") and not path.startswith(EXTERNAL) and path in self.digests:
+                p = deb_package(self.host_path(path), self.scratch, path)
+                sha256 = self.digests[path].removeprefix("sha256:").removesuffix("+x")
+                p.update(id=f"deb:{p['purl']}", sha256=sha256)
+                self.packages.setdefault(p["id"], p)
+                ids.append(p["id"])
+        for name, inputs in sorted(by_repo.items()):
+            maker = REPOSITORY_PACKAGES.get(self.repos.declaration(name).kind)
+            for p in maker(self.repos, inputs, self.host_path, self.scratch) if maker else []:
+                self.packages.setdefault(p["id"], p)
+                ids.append(p["id"])
+        return ids
+
+    def layers(self, layout_path: str, count: int) -> list[dict[str, Any]]:
+        """The facts of the `count` layers of the image produced at `layout_path`, lowest first."""
+        action = self.graph.producer.get(layout_path)
+        if action is None:
+            return [{"target": None, "packages": []}] * count
+        if action.builtin != "oci_image":
+            package = _oci_base_package(self.repos, action)
+            ids = []
+            if package is not None:
+                self.packages.setdefault(package["id"], package)
+                ids = [package["id"]]
+            return [{"target": action.owner, "packages": ids}] * count
+        params = action.params or {}
+        own = []
+        for desc in params.get("layers") or []:
+            layer = self.graph.producer[desc]
+            own.append({"target": self._writer_owner(layer),
+                        "packages": self._layer_packages(layer)})
+        base: list[dict[str, Any]] = []
+        if params.get("base"):
+            base = self.layers(params["base"], max(count - len(own), 0))
+        return base + own
+
+
+def image_facts(label: str, layout_path: str, layer_count: int, actions: list[Action],
+                repos: Repositories, digests: Mapping[str, str],
+                host_path: Callable[[str], Path],
+                targets: list[str | None] | None = None) -> dict[str, Any]:
+    """The facts of the image `label` built at `layout_path` (exec path) with `layer_count`
+    layers: `digests` maps exec paths to `sha256:` digests of the inputs the build read,
+    `host_path` an input's exec path to where it is on this machine, `targets` the target that
+    made each layer (else found among `actions`: then they must be all of the analysis')."""
+    with tempfile.TemporaryDirectory() as scratch:
+        walker = _Walker(actions, repos, digests, host_path, Path(scratch))
+        layers = walker.layers(layout_path, layer_count)
+    if targets is not None and len(targets) == len(layers):
+        # What the image's providers say made each layer (as the oci_sbom rule reads it).
+        layers = [{**layer, "target": t} for layer, t in zip(layers, targets, strict=True)]
+    return {"image": label, "layers": layers,
+            "packages": [walker.packages[k] for k in sorted(walker.packages)]}

@@ -1,0 +1,85 @@
+"""actions/sbom.py: package URLs per kind, DEP-5 licences, the document's time, and the facts the
+oci_sbom rule's providers make."""
+
+from __future__ import annotations
+
+from pyimg.actions.sbom import (
+    PURLS,
+    _created,
+    _dep5_licenses,
+    _license_expression,
+    file_package,
+    oci_package,
+    purl,
+    rule_facts,
+)
+
+
+def test_purls_of_each_kind() -> None:
+    assert purl("deb", {"name": "libc6", "version": "1:2.36-9+deb12u4", "arch": "amd64"}) == \
+        "pkg:deb/debian/libc6@1%3A2.36-9+deb12u4?arch=amd64"
+    assert purl("generic", {"name": "tini", "sha256": "ab" * 32,
+                            "download_url": "https://example.com/a b?x=1"}) == (
+        "pkg:generic/tini?checksum=sha256:" + "ab" * 32
+        + "&download_url=https%3A%2F%2Fexample.com%2Fa%20b%3Fx%3D1")
+    assert oci_package("gcr.io/distroless/static", "sha256:" + "cd" * 32)["purl"] == \
+        "pkg:oci/static@sha256%3A" + "cd" * 32 + "?repository_url=gcr.io/distroless/static"
+    assert purl("pypi", {"name": "Typing_Extensions", "version": "4.12.2"}) == \
+        "pkg:pypi/typing-extensions@4.12.2"
+    assert purl("npm", {"name": "@babel/core", "version": "7.24.0"}) == \
+        "pkg:npm/%40babel/core@7.24.0"
+    # The table is the hook for new input kinds: one function each.
+    assert set(PURLS) == {"oci", "deb", "generic", "pypi", "npm"}
+
+
+def test_file_package_has_no_url_unless_given() -> None:
+    p = file_package("external/tool/file/tool.sh", "ef" * 32)
+    assert p["name"] == "tool.sh" and "download_url" not in p["purl"]
+    assert p["id"] == "file:external/tool/file/tool.sh"
+
+
+def test_dep5_licenses_split_expressions_and_ignore_free_form_text() -> None:
+    text = b"""Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+
+Files: *
+License: GPL-2+ or Artistic
+
+Files: lib/*
+License: LGPL-2.1+ and BSD-3-clause
+ The text of the licence, which mentions License: nothing.
+"""
+    assert _dep5_licenses(text) == ["Artistic", "BSD-3-clause", "GPL-2+", "LGPL-2.1+"]
+    assert _dep5_licenses(b"This package is in the public domain.\n") == []
+
+
+def test_license_expression_maps_debian_names_and_refers_to_the_rest() -> None:
+    extracted: dict[str, str] = {}
+    assert _license_expression(["GPL-2+", "Expat", "Odd licence"], extracted) == \
+        "(GPL-2.0-or-later AND LicenseRef-debian-Odd.licence AND MIT)"
+    assert extracted == {"LicenseRef-debian-Odd.licence": "Odd licence"}
+    assert _license_expression([], {}) == "NOASSERTION"
+    assert _license_expression(["public-domain"], {}) == "NOASSERTION"
+
+
+def test_created_comes_from_the_config_then_source_date_epoch_never_the_clock() -> None:
+    assert _created({"created": "2024-05-06T09:08:09+02:00"}, 99) == "2024-05-06T07:08:09Z"
+    assert _created({"created": "2024-05-06T07:08:09.123456789Z"}, None) == \
+        "2024-05-06T07:08:09Z"
+    assert _created({}, 1700000000) == "2023-11-14T22:13:20Z"
+    assert _created({}, None) == "1970-01-01T00:00:00Z"
+
+
+def test_rule_facts_spread_a_base_entry_over_the_base_layers() -> None:
+    layers = [
+        {"base": "@base//:base", "pulled": {"image": "r.example/b", "digest": "sha256:" + "0" * 64}},
+        {"target": "//:t", "files": ["external/tool/file/t", "pkg/x.txt"]},
+    ]
+
+    def package(path: str):  # noqa: ANN202
+        return file_package(path, "1" * 64) if path.startswith("external/") else None
+
+    facts = rule_facts(layers, 3, package)
+    assert [x["target"] for x in facts["layers"]] == ["@base//:base", "@base//:base", "//:t"]
+    assert [len(x["packages"]) for x in facts["layers"]] == [1, 1, 1]
+    assert [p["id"] for p in facts["packages"]] == [
+        "file:external/tool/file/t", "oci:r.example/b@sha256:" + "0" * 64]

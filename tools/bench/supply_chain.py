@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Supply-chain benchmark (docs/benchmarks.md, "Supply chain"): the time `pyimg sbom` and
+`pyimg provenance` take for an image of 10,000 files, against that image's cold build, in the
+same run. Goal: together they add at most 20% to a cold build.
+
+Each command builds first (here: everything is cached, so that part is the cost of checking the
+build, measured alone as a build without the no-op fast path), then derives its document. Two
+ratios: the commands whole, and the documents alone (commands minus that check), each over the
+cold build.
+
+    .venv/bin/python tools/bench/supply_chain.py [--files 10000] [--size-mb 100] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PYIMG = [str(REPO / ".venv/bin/python"), "-m", "pyimg.cli.main"]
+
+BUILD = """\
+load("@pyimg//rules:defs.bzl", "oci_image", "pkg_tar")
+
+pkg_tar(name = "files", srcs = glob(["tree/**"]), strip_prefix = ".", package_dir = "/data")
+
+oci_image(name = "image", tars = [":files"])
+"""
+
+
+def make_workspace(root: Path, files: int, total: int, seed: int = 7) -> None:
+    """`files` files of `total` bytes together (half random, half text) in 100 directories."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    (root / "MODULE.pyimg").write_text("")
+    (root / "BUILD.pyimg").write_text(BUILD)
+    per_file = max(total // files, 1)
+    for i in range(files):
+        d = root / "tree" / f"d{i % 100:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        data = os.urandom(per_file) if i % 2 else bytes(rng.choices(b"abcdefgh \n", k=per_file))
+        (d / f"f{i:05d}").write_bytes(data)
+
+
+def run(args: list[str], cwd: Path, cache: Path, env: dict[str, str] | None = None) -> float:
+    start = time.monotonic()
+    subprocess.run([*PYIMG, args[0], "--disk-cache", str(cache), *args[1:]], cwd=cwd,
+                   check=True, capture_output=True, env={**os.environ, **(env or {})})
+    return time.monotonic() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--files", type=int, default=10_000)
+    p.add_argument("--size-mb", type=int, default=100)
+    p.add_argument("--runs", type=int, default=3)
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp) / "ws"
+        make_workspace(ws, a.files, a.size_mb << 20)
+        cold, check, sbom, prov = [], [], [], []
+        for n in range(a.runs):
+            cache = Path(tmp) / f"cache{n}"
+            shutil.rmtree(ws / "pyimg-out", ignore_errors=True)
+            cold.append(run(["build", "//:image"], ws, cache))
+            # What each command pays to check the build before writing (no no-op fast path).
+            check.append(run(["build", "//:image"], ws, cache, {"PYIMG_FAST_NOOP": "0"}))
+            sbom.append(run(["sbom", "//:image", "-o", str(Path(tmp) / "sbom.json")], ws, cache))
+            prov.append(run(["provenance", "//:image", "-o", str(Path(tmp) / "prov.json")], ws,
+                            cache))
+        doc = json.loads((Path(tmp) / "sbom.json").read_text())
+        c, s, v = statistics.median(cold), statistics.median(sbom), statistics.median(prov)
+        k = statistics.median(check)
+        print(f"image: {a.files} files, {a.size_mb} MiB; SBOM lists {len(doc['files'])} files "
+              f"({(Path(tmp) / 'sbom.json').stat().st_size >> 10} KiB); median of {a.runs} runs")
+        print(f"cold build          {c:7.2f} s")
+        print(f"pyimg sbom          {s:7.2f} s")
+        print(f"pyimg provenance    {v:7.2f} s")
+        print(f"checked build       {k:7.2f} s  (a build with nothing to do, no fast path)")
+        print(f"(sbom + provenance) / cold build = {(s + v) / c:.2f}  (the two commands whole)")
+        print(f"documents alone / cold build     = {(s + v - 2 * k) / c:.2f}  (goal <= 0.20)")
+
+
+if __name__ == "__main__":
+    main()
