@@ -145,6 +145,8 @@ class _Pulled:
     images: list[tuple[str, Descriptor]]  # (platform text or "", the image manifest)
     blobs: list[Digest] = field(default_factory=list)  # manifests, indexes, configs: in the store
     layers: dict[str, int] = field(default_factory=dict)  # digest -> size, fetched only on demand
+    available: list[str] = field(default_factory=list)  # the platforms of the index, if one
+    single_platform: str = ""  # of a single image (no index): the platform its config says
 
 
 class Repositories:
@@ -456,6 +458,10 @@ class Repositories:
                 f"{what}: {digest} is {top_type!r}, not an image or index", origin=decl.origin
             )
         pulled = _Pulled(digest, top_type, [])
+        if top_type in mt.INDEXES:
+            pulled.available = sorted(
+                {str(d.platform) for d in entries if d.platform is not None} - {"unknown/unknown"}
+            )
         for platform, entry in images:
             mdigest = entry.digest
             mdata = self._manifest(decl, mdigest) if mdigest != digest else data
@@ -467,7 +473,19 @@ class Repositories:
                 )
             m = parse_manifest(mdata, where)
             # The config now (building needs it); layers when an output needs their bytes.
-            pulled.blobs.append(self.blob(decl, str(m.config.digest), m.config.size))
+            config = self.blob(decl, str(m.config.digest), m.config.size)
+            pulled.blobs.append(config)
+            if entry.platform is None and not platform:
+                # A single image: its config says its platform, which a build for another
+                # platform is then checked against at analysis (rules/private/pull.bzl).
+                from pyimg.oci.config import config_platform
+
+                try:
+                    found = config_platform(load_json(self.cas.read_bytes(config), where))
+                    if found.os and found.architecture:
+                        pulled.single_platform = str(found)
+                except (PyimgError, ValueError, TypeError):
+                    pass  # no platform to check against: the builtin's check remains
             for layer in m.layers:
                 pulled.layers[str(layer.digest)] = layer.size
             pulled.images.append(
@@ -500,10 +518,23 @@ class Repositories:
         for platform, desc in pulled.images:
             if platform:
                 targets.append((platform.replace("/", "_"), desc.digest))
+        # `@x` itself, built for a requested platform, takes that platform's image, and names
+        # the declaration when it pulled none for it (rules/private/pull.bzl).
+        pulled_platforms = {
+            str(desc.platform) if desc.platform is not None else text: str(desc.digest)
+            for text, desc in pulled.images if text
+        }
+        if pulled.single_platform:
+            pulled_platforms = {pulled.single_platform: str(pulled.images[0][1].digest)}
+        by_platform = (
+            f", platforms = {json.dumps(pulled_platforms)}, available = "
+            f"{json.dumps(pulled.available)}, origin = {json.dumps(decl.origin or '')}"
+        ) if pulled_platforms else ""
         for name, mdigest in dict.fromkeys(targets):
             lines.append(
                 f'oci_pulled_image(name = "{name}", digest = "{mdigest}", '
-                f'image = "{decl.image}", srcs = glob(["layout/**"]))'
+                f'image = "{decl.image}", srcs = glob(["layout/**"])'
+                + (by_platform if name == decl.name else "") + ")"
             )
         (tmp / "BUILD.pyimg").write_text("\n".join(lines) + "\n")
         self._swap(tmp, dest)
