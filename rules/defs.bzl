@@ -11,6 +11,7 @@ load(
     _oci_push = "oci_push",
 )
 load("@pyimg//rules/private:pkg.bzl", _pkg_tar = "pkg_tar")
+load("@pyimg//rules/private:python.bzl", _PyPackageInfo = "PyPackageInfo", _py_layer = "py_layer")
 load(
     "@pyimg//rules:providers.bzl",
     _HostToolInfo = "HostToolInfo",
@@ -30,9 +31,11 @@ oci_layout = _oci_layout
 oci_load = _oci_load
 oci_push = _oci_push
 pkg_tar = _pkg_tar
+py_layer = _py_layer
 
 HostToolInfo = _HostToolInfo
 OciImageIndexInfo = _OciImageIndexInfo
 OciImageInfo = _OciImageInfo
 OciLayerInfo = _OciLayerInfo
 OciPushInfo = _OciPushInfo
+PyPackageInfo = _PyPackageInfo
