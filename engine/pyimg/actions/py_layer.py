@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,29 +45,77 @@ def _scheme(params: dict[str, Any], dist: str, what: str) -> dict[str, str]:
     }
 
 
-def _install_wheel(wheel: Path, params: dict[str, Any], root: Path, what: str) -> str:
-    """Install one wheel under `root` (the image's `/`); returns the distribution's name."""
+_SPILL = 1 << 20  # a file larger than this goes to the scratch directory, not into memory
+
+
+@dataclass(frozen=True)
+class _Installed:
+    """One file a wheel's installation writes: its bytes (or a scratch file) and exec bit."""
+
+    data: bytes | None
+    src: Path | None
+    size: int
+    executable: bool
+
+    def content(self) -> bytes:
+        return self.data if self.data is not None else Path(str(self.src)).read_bytes()
+
+
+def _install_wheel(wheel: Path, params: dict[str, Any], scratch: Path,
+                   what: str) -> tuple[str, dict[str, _Installed]]:
+    """Install one wheel as pip would, into memory: (distribution name, in-image path -> file).
+    Installer's own destination does the work (schemes, RECORD, scripts, shebangs, the check
+    that nothing leaves a scheme directory); only the writing of bytes is ours."""
+    import io
+
     from installer import install
     from installer.destinations import SchemeDictionaryDestination
     from installer.exceptions import InstallerError
+    from installer.records import Hash, RecordEntry
+    from installer.scripts import Script
     from installer.sources import WheelFile
+    from installer.utils import copyfileobj_with_hashing
 
     python = params.get("python") or "/usr/local/bin/python3"
     if not isinstance(python, str) or not python.startswith("/") or any(c in python for c in " \n"):
         raise UserInputError(f"{what}: python must be the image's interpreter, an absolute path "
                              f"without spaces, got {python!r}")
+    written: dict[str, _Installed] = {}
+
+    class MemoryDestination(SchemeDictionaryDestination):
+        def write_to_fs(self, scheme: Any, path: str, stream: Any,
+                        is_executable: bool) -> RecordEntry:
+            target = str(self._path_with_destdir(scheme, path))  # refuses a path leaving it
+            if target in written:
+                raise FileExistsError(f"{target} is written twice")
+            buffer = io.BytesIO()
+            digest, size = copyfileobj_with_hashing(stream, buffer, self.hash_algorithm)
+            data: bytes | None = buffer.getvalue()
+            src = None
+            if size > _SPILL:
+                src = scratch / f"f{len(written)}"
+                src.write_bytes(data or b"")
+                data = None
+            written[target] = _Installed(data, src, size, is_executable)
+            return RecordEntry(path, Hash(self.hash_algorithm, digest), size)
+
+        def write_script(self, name: str, module: str, attr: str, section: Any) -> RecordEntry:
+            script_name, data = Script(name, module, attr, section).generate(
+                self.interpreter, self.script_kind)
+            with io.BytesIO(data) as stream:
+                return self.write_to_fs("scripts", script_name, stream, True)
+
     try:
         with WheelFile.open(wheel) as source, warnings.catch_warnings():
             # A wheel shipping __pycache__ is skipped with a warning: not an error here.
             warnings.simplefilter("ignore", RuntimeWarning)
-            destination = SchemeDictionaryDestination(
+            destination = MemoryDestination(
                 _scheme(params, source.distribution, what), interpreter=python,
-                script_kind="posix", destdir=str(root))
+                script_kind="posix")
             install(source, destination, {"INSTALLER": INSTALLER})
-            return str(source.distribution)
+            return str(source.distribution), written
     except (InstallerError, ValueError, KeyError, OSError) as e:
-        # installer refuses a file written outside its scheme directory with ValueError, and a
-        # file written twice (by one wheel) with FileExistsError.
+        # installer refuses a file written outside its scheme directory with ValueError.
         raise UserInputError(f"{what}: {wheel.name}: cannot install: {e}") from None
     except Exception as e:  # zipfile.BadZipFile and the like: a broken wheel, not our bug
         if type(e).__module__ in ("zipfile", "email.errors", "csv"):
@@ -75,55 +123,36 @@ def _install_wheel(wheel: Path, params: dict[str, Any], root: Path, what: str) -
         raise
 
 
-def _compile(root: Path, site_packages: str, python_version: str, what: str) -> None:
-    """Checked-hash `.pyc` for every `.py` under site-packages: the same bytes on every build
-    (no source mtime inside), valid as long as the source is unchanged."""
-    import py_compile
+def _bytecode(files: dict[str, _Installed], site_packages: str, python_version: str,
+              what: str) -> dict[str, _Installed]:
+    """Checked-hash `.pyc` for every `.py` under site-packages, as py_compile writes them: the
+    same bytes on every build (no source mtime inside), valid while the source is unchanged."""
+    import importlib.util
+    import marshal
 
     running = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if running != python_version:
         raise UserInputError(
             f"{what}: bytecode = True needs pyimg to run on Python {python_version} (the "
             f"image's), but it runs on {running}: .pyc files are specific to a Python version")
-    base = root / site_packages.lstrip("/")
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if not name.endswith(".py"):
-                continue
-            src = Path(dirpath) / name
-            in_image = "/" + str(src.relative_to(root))
-            cfile = Path(dirpath) / "__pycache__" / (
-                f"{name[:-3]}.{sys.implementation.cache_tag}.pyc")
-            try:
-                py_compile.compile(str(src), cfile=str(cfile), dfile=in_image, doraise=True,
-                                   invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
-            except py_compile.PyCompileError:
-                continue  # pip skips files that do not compile (Python 2 leftovers, templates)
-
-
-def _entries(root: Path, owner: str, what: str) -> dict[str, tuple[str, TarEntry]]:
-    """What one installation wrote, as layer entries: files 0644, or 0755 when executable."""
-    found: dict[str, tuple[str, TarEntry]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir != ".":
-            found[rel_dir] = (owner, TarEntry(rel_dir, "dir", mode=0o755))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            rel = normalize_path(os.path.relpath(path, root), f"{what}: {owner}")
-            st = path.lstat()
-            if not path.is_file() or path.is_symlink():
-                raise UserInputError(f"{what}: {owner} installed /{rel}, which is not a file")
-            mode = 0o755 if st.st_mode & 0o100 else 0o644
-            found[rel] = (owner, TarEntry(rel, "file", mode=mode, src=path, size=st.st_size))
-    return found
-
-
-def _same_bytes(a: TarEntry, b: TarEntry) -> bool:
-    assert a.src is not None and b.src is not None
-    return a.mode == b.mode and a.src.read_bytes() == b.src.read_bytes()
+    tag = sys.implementation.cache_tag
+    prefix = site_packages.rstrip("/") + "/"
+    out: dict[str, _Installed] = {}
+    for path in sorted(files):
+        if not (path.startswith(prefix) and path.endswith(".py")):
+            continue
+        source = files[path].content()
+        try:
+            code = compile(source, path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            continue  # pip skips what does not compile (Python 2 leftovers, templates)
+        # PEP 552: magic, flags (checked hash), the source's SipHash, the marshalled code.
+        pyc = (importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
+               + importlib.util.source_hash(source) + marshal.dumps(code))
+        directory, _, name = path.rpartition("/")
+        out[f"{directory}/__pycache__/{name[:-3]}.{tag}.pyc"] = _Installed(
+            pyc, None, len(pyc), False)
+    return out
 
 
 def write_py_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter, scratch: Path,
@@ -144,30 +173,34 @@ def write_py_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrite
     wheels = params.get("wheels") or []
     if not isinstance(wheels, list):
         raise UserInputError(f"{what}: wheels must be a list of inputs")
-    merged: dict[str, tuple[str, TarEntry]] = {}
+    merged: dict[str, tuple[str, _Installed]] = {}
     names: dict[str, str] = {}
     for i, wheel in enumerate(wheels):
         call.check_cancelled()
         src = input_path(call, wheel, f"{what}: wheels[{i}]")
-        root = scratch / f"w{i}"
-        root.mkdir()
-        dist = _install_wheel(src, params, root, what)
+        wheel_scratch = scratch / f"w{i}"
+        wheel_scratch.mkdir()
+        dist, files = _install_wheel(src, params, wheel_scratch, what)
         owner = f"{dist} ({src.name})"
         if dist in names:
             raise UserInputError(f"{what}: {dist} is given twice ({names[dist]} and {src.name})")
         names[dist] = src.name
         if params.get("bytecode"):
-            _compile(root, site_packages, version, what)
-        for path, (_, entry) in _entries(root, owner, what).items():
+            files.update(_bytecode(files, site_packages, version, what))
+        for path, installed in files.items():
             old = merged.get(path)
             if old is None:
-                merged[path] = (owner, entry)
-            elif old[1].kind != entry.kind or (entry.kind == "file" and not _same_bytes(
-                    old[1], entry)):
+                merged[path] = (owner, installed)
+            elif old[1].executable != installed.executable or (
+                    old[1].content() != installed.content()):
                 raise UserInputError(
-                    f"{what}: /{path} is installed by both {old[0]} and {owner} with different "
+                    f"{what}: {path} is installed by both {old[0]} and {owner} with different "
                     "content (pip would let the second overwrite the first)")
-    entries = [entry for _, entry in merged.values()]
+    entries = [
+        TarEntry(normalize_path(path.lstrip("/"), f"{what}: {owner}"), "file",
+                 mode=0o755 if f.executable else 0o644, data=f.data, src=f.src, size=f.size)
+        for path, (owner, f) in merged.items()
+    ]
     write_tar(out, entries, mtime=mtime, uid=0, gid=0, check_cancelled=call.check_cancelled)
 
 
