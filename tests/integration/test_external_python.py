@@ -288,3 +288,131 @@ def test_layer_is_reproducible(index, tmp_path: Path, monkeypatch) -> None:  # n
     monkeypatch.delenv("TZ")
     time.tzset()
     assert digests[0] == digests[1]
+
+
+def test_pylock_toml(index, tmp_path: Path) -> None:  # noqa: ANN001
+    server, files = index
+
+    def package(name: str, version: str, marker: str = "") -> str:
+        wheels = ",\n".join(
+            f'  {{ name = "{n}", url = "{server.url}/files/{n}", '
+            f'hashes = {{ sha256 = "{sha256_file(p)}" }} }}'
+            for n, p in sorted(files.items())
+            if n.startswith(name.replace("-", "_") + "-") and n.endswith(".whl"))
+        return (f'[[packages]]\nname = "{name}"\nversion = "{version}"\n'
+                + (f"marker = {json.dumps(marker)}\n" if marker else "")
+                + f"wheels = [\n{wheels}\n]\n")
+
+    ws = Workspace(tmp_path / "ws", tmp_path / "ws-cache")
+    ws.write("pylock.toml", 'lock-version = "1.0"\ncreated-by = "test"\n\n' + "\n".join([
+        package("armonly", "1.0", "platform_machine == 'aarch64'"), package("helper", "1.0"),
+        package("mypkg", "1.0"), package("native", "2.0")]))
+    ws.write("MODULE.pyimg", """
+        pip_lock(name = "pypi", lock = "pylock.toml", python_version = "3.11",
+                 platforms = ["linux/amd64", "linux/arm64"])
+        """)
+    r = _lock(ws)
+    assert r.code == 0, r.err
+    assert not any(p.startswith("/simple") for p in server.requests)  # no index read
+    wheels = json.loads((ws.root / "pyimg.lock").read_text())["repositories"]["pypi"]["wheels"]
+    assert sorted(wheels["linux/amd64"]) == ["helper", "mypkg", "native"]
+    assert wheels["linux/arm64"]["mypkg"]["deps"] == ["armonly", "helper"]
+    assert wheels["linux/arm64"]["native"]["file"] == "native-2.0-cp38-abi3-manylinux_2_17_aarch64.whl"
+    ws.write("app/BUILD.pyimg", """
+        load("@pyimg//rules:defs.bzl", "py_layer")
+
+        py_layer(name = "layer", deps = ["@pypi//mypkg"], platform = "linux/arm64")
+        """)
+    r = ws.run("build", "//app:layer")
+    assert r.code == 0, r.err
+    assert f"{SITE}/armonly/__init__.py" in _members(ws.out("app/layer.tar"))
+
+
+def _extract_and_import(tar: Path, dest: Path, site: str, code: str) -> str:
+    """Unpack the layer and run the host's CPython on it (isolated: only the layer's
+    site-packages on the path), which proves the installed files import as they are."""
+    import subprocess
+
+    with tarfile.open(tar) as t:
+        t.extractall(dest, filter="data")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c",
+                           f"import sys; sys.path.insert(0, {str(dest / site)!r}); {code}"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="imports cp311 wheels")
+def test_installed_layer_imports_and_runs(index, tmp_path: Path) -> None:  # noqa: ANN001
+    import subprocess
+
+    server, files = index
+    ws = _workspace(tmp_path, server, files)
+    assert _lock(ws).code == 0
+    r = ws.run("build", "//app:mypkg")
+    assert r.code == 0, r.err
+    root = tmp_path / "root"
+    out = _extract_and_import(ws.out("app/mypkg.tar"), root, SITE,
+                              "import mypkg, helper, extra_dep; mypkg.main()")
+    assert out == "hello from mypkg\n"
+    # The console script: its shebang names the image's interpreter; run it with ours.
+    script = root / "usr/local/bin/mypkg-hello"
+    proc = subprocess.run([sys.executable, "-I", str(script)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root / SITE)})
+    # -I ignores PYTHONPATH: the script must fail to find mypkg, proving it imports, not prints.
+    assert proc.returncode != 0 and "mypkg" in proc.stderr
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root / SITE)})
+    assert proc.stdout == "hello from mypkg\n", proc.stderr
+
+
+def _pypi_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="imports cp311 wheels")
+def test_real_pypi(tmp_path: Path) -> None:
+    """The one test that reaches PyPI (skipped where it is unreachable): a real requirements.txt
+    with a pure and a manylinux package, locked for two platforms, installed and imported."""
+    if not _pypi_reachable():
+        pytest.skip("pypi.org is unreachable")
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("requirements.txt", """\
+        markupsafe==2.1.5 \\
+            --hash=sha256:6ec585f69cec0aa07d945b20805be741395e28ac1627333b1c5b0105962ffced \\
+            --hash=sha256:b91c037585eba9095565a3556f611e3cbfaa42ca1e865f7b8015fe5c7336d5a5 \\
+            --hash=sha256:d283d37a890ba4c1ae73ffadf8046435c76e7bc2247bbb63c00bd1a709c6544b
+        six==1.16.0 \\
+            --hash=sha256:1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926 \\
+            --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254
+        """)
+    ws.write("MODULE.pyimg", """
+        pip_lock(name = "pypi", requirements = "requirements.txt", python_version = "3.11",
+                 platforms = ["linux/amd64", "linux/arm64"])
+        """)
+    ws.write("BUILD.pyimg", """
+        load("@pyimg//rules:defs.bzl", "py_layer")
+
+        py_layer(name = "layer", deps = ["@pypi//:all"], platform = "linux/amd64")
+        """)
+    r = _lock(ws)
+    assert r.code == 0, r.err
+    wheels = json.loads((ws.root / "pyimg.lock").read_text())["repositories"]["pypi"]["wheels"]
+    assert wheels["linux/arm64"]["markupsafe"]["file"] == (
+        "MarkupSafe-2.1.5-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl")
+    assert wheels["linux/amd64"]["six"]["file"] == "six-1.16.0-py2.py3-none-any.whl"
+    r = ws.run("build", "//:layer")
+    assert r.code == 0, r.err
+    import platform
+
+    if platform.machine() == "x86_64":
+        out = _extract_and_import(ws.out("layer.tar"), tmp_path / "root", SITE,
+                                  "import markupsafe, six; print(markupsafe.escape('<'))")
+        assert out == "&lt;\n"
