@@ -249,9 +249,11 @@ def test_refusals(index, tmp_path: Path) -> None:  # noqa: ANN001
                     _requirements(files, without="helper"))
     r = _lock(ws)
     assert r.code == 2 and "mypkg 1.0 requires 'helper>=1'" in r.err, r.err
-    # Stale: requirements.txt changed after the lock; a build asks for `pyimg lock`.
+    # Stale: requirements.txt changed after the lock and a build; the next build asks for
+    # `pyimg lock` (it must not replay the build made with the old file).
     ws = _workspace(tmp_path, server, files, "stale")
     assert _lock(ws).code == 0
+    assert ws.run("build", "//app:mypkg").code == 0
     ws.write("requirements.txt", good + "# edited\n")
     r = ws.run("build", "//app:mypkg")
     assert r.code == 2 and "run `pyimg lock`" in r.err, r.err

@@ -100,11 +100,10 @@ def analyze(
     result = Analyzer(loader, platform, reuse).analyze(labels)
     if reuse is not None:
         reuse.save(loader.read_files, loader.read_paths)
-    result.files = [str(p) for p in loader.read_paths.values()] + [
-        str(session.workspace / "MODULE.pyimg"), str(session.workspace / "pyimg.lock")]
+    module_inputs = repos.input_files()
+    result.files = [str(p) for p in loader.read_paths.values()] + [str(p) for p in module_inputs]
     if cache is not None:
-        cache.put(parsed, platform, loader, result, [
-            session.workspace / "MODULE.pyimg", session.workspace / "pyimg.lock"])
+        cache.put(parsed, platform, loader, result, module_inputs)
     return loader, result
 
 

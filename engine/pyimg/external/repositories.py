@@ -228,6 +228,15 @@ class Repositories:
             origin=decl.origin,
         )
 
+    def input_files(self) -> list[Path]:
+        """The workspace files that decide what the repositories are: MODULE.pyimg, pyimg.lock
+        and the lock files declarations read (a requirements.txt changed after `pyimg lock`
+        must not replay the build made with the old one)."""
+        root = self.session.workspace
+        sources = [getattr(d, "source", None) for d in self.module.declarations]
+        return [root / MODULE_FILE, root / LOCK_FILE,
+                *(root / s for s in sources if isinstance(s, str))]
+
     def check_pinned(self) -> None:
         """Nothing unpinned enters a build: every declaration must have a digest or a lock entry."""
         for decl in self.module.declarations:
