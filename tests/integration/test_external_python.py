@@ -418,3 +418,17 @@ def test_real_pypi(tmp_path: Path) -> None:
         out = _extract_and_import(ws.out("layer.tar"), tmp_path / "root", SITE,
                                   "import markupsafe, six; print(markupsafe.escape('<'))")
         assert out == "&lt;\n"
+
+
+def test_hashes_narrow_the_choice_as_pip(index, tmp_path: Path) -> None:  # noqa: ANN001
+    """pip's rule: when some file has an allowed hash, only those are candidates, so a
+    requirement listing only the pure wheel's hash gets the pure wheel on every platform."""
+    server, files = index
+    pure = sha256_file(files["native-2.0-py3-none-any.whl"])
+    ws = _workspace(tmp_path, server, files,
+                    requirements=f"native==2.0 --hash=sha256:{pure}\n")
+    r = _lock(ws)
+    assert r.code == 0, r.err
+    wheels = json.loads((ws.root / "pyimg.lock").read_text())["repositories"]["pypi"]["wheels"]
+    assert {p: w["native"]["file"] for p, w in wheels.items()} == {
+        "linux/amd64": "native-2.0-py3-none-any.whl", "linux/arm64": "native-2.0-py3-none-any.whl"}

@@ -167,12 +167,15 @@ def _dependencies(
 
 def _no_wheel(req: PinnedRequirement, decl: PipLock, platform: str, tags: list[Any],
               files: list[WheelFile]) -> UserInputError:
-    # The best tag of each interpreter-ABI group, then py3-none-any: the kinds tried, in order.
+    # The best tag of each kind (CPython ABI, abi3, no ABI, pure Python; for the platform or
+    # any), then py3-none-any: what was tried, in order, without listing hundreds.
     shown: list[str] = []
-    groups: set[tuple[str, str]] = set()
+    kinds: set[tuple[bool, str, bool]] = set()
     for t in tags:
-        if (t.interpreter, t.abi) not in groups and len(shown) < _SHOWN_TAGS:
-            groups.add((t.interpreter, t.abi))
+        kind = (t.interpreter.startswith("py"), t.abi if t.abi in ("abi3", "none") else "cp",
+                t.platform == "any")
+        if kind not in kinds and len(shown) < _SHOWN_TAGS:
+            kinds.add(kind)
             shown.append(str(t))
     if "py3-none-any" not in shown:
         shown.append("py3-none-any")
@@ -222,6 +225,11 @@ def pip_lock_entry(decl: PipLock, workspace: Path, fetch: PageFetch,
         chosen: dict[str, WheelFile] = {}
         for req in wanted.values():
             files = list(req.wheels) if req.wheels else _index_files(decl, req, fetch, pages)
+            # As pip: when some file has an allowed hash, only those (and files the index gives
+            # no hash for) are candidates; when none has, the best one fails the check below.
+            allowed = [f for f in files if f.sha256 in req.hashes]
+            if allowed:
+                files = allowed + [f for f in files if not f.sha256]
             wheel = choose_wheel(files, req.name, req.version, tags)
             if wheel is None:
                 raise _no_wheel(req, decl, platform, tags, files)
