@@ -15,14 +15,15 @@ def _oci_image_impl(ctx):
     inputs = []
     base = None
     if ctx.attr.base:
-        info = _image_layout(ctx.attr.base, "base")
+        # An index as base: the builtin takes its entry for the image's platform.
+        info = ctx.attr.base[OciImageIndexInfo] if OciImageIndexInfo in ctx.attr.base else _image_layout(ctx.attr.base, "base")
         base = info.layout.path
         inputs.append(info.layout)
     if ctx.attr.compression not in _COMPRESSIONS:
         fail("attribute 'compression' must be one of %s, got %r" % (_COMPRESSIONS, ctx.attr.compression))
     layers = []
     blobs = []
-    sources = []  # (params, inputs, what) per layer
+    sources = []  # (params, inputs, tar, what) per layer
     for t in ctx.attr.tars:
         if OciLayerInfo in t and t[OciLayerInfo].spec != None:
             info = t[OciLayerInfo]
@@ -30,14 +31,26 @@ def _oci_image_impl(ctx):
             if info.writer != None:
                 # Only set for other writers than pkg_tar, so that pkg_tar layers keep their keys.
                 params["tar_writer"] = info.writer
-            sources.append((params, info.inputs, info.tar.short_path))
+            sources.append((params, info.inputs, info.tar, info.tar.short_path))
         else:
             for tar in t[DefaultInfo].files:
-                sources.append(({"compression": ctx.attr.compression}, [tar], tar.short_path))
-    for params, layer_inputs, what in sources:
+                sources.append(({"compression": ctx.attr.compression}, [tar], tar, tar.short_path))
+    shared = {}  # tar path -> (desc, blob): a tar listed twice is one layer action
+    for params, layer_inputs, tar, what in sources:
         n = len(layers)
-        blob = ctx.actions.declare_file("%s.layers/%d.blob" % (ctx.label.name, n))
-        desc = ctx.actions.declare_file("%s.layers/%d.json" % (ctx.label.name, n))
+        if not tar.is_source and tar.path in shared:
+            desc, blob = shared[tar.path]
+            layers.append(desc)
+            blobs.append(blob)
+            continue
+        if tar.is_source:
+            blob = ctx.actions.declare_file("%s.layers/%d.blob" % (ctx.label.name, n))
+            desc = ctx.actions.declare_file("%s.layers/%d.json" % (ctx.label.name, n))
+        else:
+            # Beside the tar: every image that uses the layer (on every platform whose layer is
+            # the same) shares this one action, so the layer is compressed once.
+            blob = ctx.actions.declare_file("%s.layer/%s.blob" % (tar.basename, ctx.attr.compression), sibling = tar)
+            desc = ctx.actions.declare_file("%s.layer/%s.json" % (tar.basename, ctx.attr.compression), sibling = tar)
         ctx.actions.builtin(
             kind = "oci_layer",
             params = params,
@@ -48,6 +61,7 @@ def _oci_image_impl(ctx):
         )
         layers.append(desc)
         blobs.append(blob)
+        shared[tar.path] = (desc, blob)
     inputs.extend(layers)
     inputs.extend(blobs)
     # Empty attributes keep the base image's values (the builtin reads None as "unset").
@@ -62,19 +76,24 @@ def _oci_image_impl(ctx):
         "labels": ctx.attr.labels,
         "stop_signal": ctx.attr.stop_signal or None,
     }
+    os, architecture, variant = _image_platform(ctx)
+    params = {
+        "base": base,
+        "layers": [d.path for d in layers],
+        "blobs": [b.path for b in blobs],
+        "config": config,
+        "annotations": ctx.attr.annotations,
+        "os": os,
+        "architecture": architecture,
+        "variant": variant,
+        "created": ctx.attr.created,
+    }
+    if ctx.fragments.platform.platform_requested:
+        # Built for a platform: binaries of one architecture on another's base is an error.
+        params["base_platform"] = "must_match"
     ctx.actions.builtin(
         kind = "oci_image",
-        params = {
-            "base": base,
-            "layers": [d.path for d in layers],
-            "blobs": [b.path for b in blobs],
-            "config": config,
-            "annotations": ctx.attr.annotations,
-            "os": ctx.attr.os or None,
-            "architecture": ctx.attr.architecture or None,
-            "variant": ctx.attr.variant or None,
-            "created": ctx.attr.created,
-        },
+        params = params,
         inputs = inputs,
         outputs = [layout, digest],
         mnemonic = "OciImage",
@@ -85,11 +104,35 @@ def _oci_image_impl(ctx):
         OciImageInfo(layout = layout, digest = digest),
     ]
 
+def _image_platform(ctx):
+    """(os, architecture, variant) of the image: the attributes, else the platform it is built
+    for when one was asked for (`--platforms`, an index's `platforms`), else the base's (None),
+    else (scratch) the default configuration's platform, this machine's."""
+    os, architecture, variant = ctx.attr.os or None, ctx.attr.architecture or None, ctx.attr.variant or None
+    fragment = ctx.fragments.platform
+    parts = fragment.platform.split("/")
+    want = (parts[0], parts[1], parts[2] if len(parts) > 2 else None)
+    if not fragment.platform_requested:
+        if ctx.attr.base or os or architecture or variant:
+            return os, architecture, variant  # a plain build: the base's platform, as always
+        return want  # a scratch image: this machine's platform, as select() resolves
+    for name, set_to, wanted in (("os", os, want[0]), ("architecture", architecture, want[1])):
+        if set_to and set_to != wanted:
+            fail("attribute '%s': the image says %s but it is built for platform %s (leave it unset to take the platform's)" % (name, set_to, fragment.platform))
+    if variant and want[2] and variant != want[2]:
+        fail("attribute 'variant': the image says %s but it is built for platform %s" % (variant, fragment.platform))
+    return want[0], want[1], variant or want[2]
+
 oci_image = rule(
     implementation = _oci_image_impl,
-    doc = "An OCI image: a base (or scratch), layers from `tars`, and the image config.",
+    fragments = ["platform"],
+    doc = """An OCI image: a base (or scratch), layers from `tars`, and the image config.
+
+Built for a platform (`pyimg build --platforms`, or an `oci_image_index` with `platforms`), an image
+whose `os`, `architecture` and `variant` are unset takes the platform's, a base index gives the
+entry of that platform, and a base of another platform is an error naming both.""",
     attrs = {
-        "base": attr.label(doc = "The base image: an `oci_image`, `oci_layout` or `oci_pull`. None: scratch."),
+        "base": attr.label(doc = "The base image: an `oci_image`, `oci_layout` or `oci_pull`, or an index (`oci_image_index`, or an `oci_pull`/`oci_layout` pinned by an index digest) whose entry for the image's platform is taken. None: scratch."),
         "tars": attr.label_list(allow_files = True, doc = "Layers, lowest first: `pkg_tar` or `deb_layer` targets or tar files (plain, gzip or zstd)."),
         "entrypoint": attr.string_list(doc = "The entrypoint. Setting it clears the base image's `cmd` unless `cmd` is set too (as Docker does)."),
         "cmd": attr.string_list(doc = "Default arguments."),
@@ -100,8 +143,8 @@ oci_image = rule(
         "volumes": attr.string_list(doc = "Volume mount points."),
         "labels": attr.string_dict(doc = "Config labels."),
         "annotations": attr.string_dict(doc = "Manifest annotations."),
-        "os": attr.string(doc = "Platform OS, a `GOOS` value (`linux`, `windows`). Default: the base image's, else `linux`."),
-        "architecture": attr.string(doc = "Platform architecture, a `GOARCH` value (`amd64`, `arm64`, `arm`, `386`, ...; `aarch64` is an error with \"did you mean\"). Default: the base image's, else `amd64`."),
+        "os": attr.string(doc = "Platform OS, a `GOOS` value (`linux`, `windows`). Default: the platform it is built for when one was asked for, else the base image's, else this machine's (`linux`)."),
+        "architecture": attr.string(doc = "Platform architecture, a `GOARCH` value (`amd64`, `arm64`, `arm`, `386`, ...; `aarch64` is an error with \"did you mean\"). Default: the platform it is built for when one was asked for, else the base image's, else this machine's."),
         "variant": attr.string(doc = "Platform variant: `v6`/`v7`/`v8` for arm, `v8` for arm64, `v1`-`v4` for amd64."),
         "stop_signal": attr.string(doc = "The stop signal, e.g. `SIGTERM`."),
         "compression": attr.string(default = "gzip", values = _COMPRESSIONS, doc = "Layer compression: `gzip` or `zstd`."),
@@ -113,6 +156,8 @@ def _oci_image_index_impl(ctx):
     layout = ctx.actions.declare_directory(ctx.label.name)
     digest = ctx.actions.declare_file(ctx.label.name + ".digest")
     layouts = [_image_layout(t, "images").layout for t in ctx.attr.images]
+    if ctx.attr.platforms and [t for t in ctx.attr.images if OciImageIndexInfo in t]:
+        fail("attribute 'images': with `platforms`, each entry must be an image, not an index")
     ctx.actions.builtin(
         kind = "oci_index",
         params = {"images": [l.path for l in layouts], "annotations": ctx.attr.annotations},
@@ -128,9 +173,14 @@ def _oci_image_index_impl(ctx):
 
 oci_image_index = rule(
     implementation = _oci_image_index_impl,
-    doc = "A multi-platform image index over images of different platforms.",
+    doc = """A multi-platform image index over images of different platforms.
+
+With `platforms`, each of `images` is built once per platform (a transition, as in Bazel): inside,
+`select()` picks each platform's values and an `oci_image` without `architecture` takes the
+platform's. The index lists the images of the first platform first.""",
     attrs = {
-        "images": attr.label_list(mandatory = True, doc = "The images, one per platform."),
+        "images": attr.label_list(mandatory = True, cfg = "platforms", doc = "The images: one per platform, or with `platforms` the image target(s) to build for each platform."),
+        "platforms": attr.string_list(doc = "`os/architecture[/variant]` values, like `[\"linux/amd64\", \"linux/arm64/v8\"]`, checked against the OCI values: build `images` for each (default: the images as they are)."),
         "annotations": attr.string_dict(doc = "Index annotations."),
     },
 )

@@ -21,11 +21,17 @@ from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import canonical_json
 from pyimg.errors import IntegrityError, UserInputError
 from pyimg.oci import media_types as mt
-from pyimg.oci.config import DEFAULT_CREATED, ConfigChanges, apply_config, layer_diff_ids
+from pyimg.oci.config import (
+    DEFAULT_CREATED,
+    ConfigChanges,
+    apply_config,
+    config_platform,
+    layer_diff_ids,
+)
 from pyimg.oci.layer import Layer
 from pyimg.oci.layout import REF_NAME, Layout, LayoutWriter
-from pyimg.oci.model import Descriptor, Manifest, load_json
-from pyimg.oci.platforms import check_platform
+from pyimg.oci.model import Descriptor, Manifest, Platform, load_json
+from pyimg.oci.platforms import check_platform, match_platform, platforms_agree
 
 __all__ = ["oci_image", "select_platform"]
 
@@ -39,6 +45,7 @@ _PARAMS = {
     "architecture",
     "variant",
     "created",
+    "base_platform",
 }
 _CONFIG = {
     "entrypoint",
@@ -77,6 +84,10 @@ def select_platform(
         and d.platform.architecture == want_arch
         and (variant is None or d.platform.variant == variant)
     ]
+    if not matches and variant is not None:
+        # An entry without a variant, or arm64 written without its v8: as containerd chooses.
+        fit = match_platform(images, Platform(want_os, want_arch, variant))
+        matches = [fit] if fit is not None else []
     if len(matches) != 1:
         have = sorted(str(d.platform) for d in images if d.platform is not None)
         want = "/".join(p for p in (want_os, want_arch, variant) if p)
@@ -85,6 +96,27 @@ def select_platform(
             f"(it has {have})"
         )
     return matches[0]
+
+
+def _check_base_platform(base_cfg: dict[str, Any], changes: ConfigChanges, base: str) -> None:
+    """An image that names its platform (or is built for one) must be of its base's platform:
+    binaries of one architecture do not run on another's base (docs/concepts.md, "Platforms")."""
+    if not (changes.os or changes.architecture):
+        return  # the base's platform is the image's
+    try:
+        have = config_platform(base_cfg)
+    except (UserInputError, ValueError, TypeError):
+        return  # a base config without a platform: nothing to disagree with
+    if not have.os or not have.architecture:
+        return
+    want = Platform(changes.os or have.os, changes.architecture or have.architecture,
+                    changes.variant)
+    if not platforms_agree(want, have):
+        raise UserInputError(
+            f"oci_image: the image is for platform {want} but its base ({base}) is for "
+            f"platform {have}: build the base for {want} (or pick its index entry), or set the "
+            f"image's platform to {have}"
+        )
 
 
 def _changes(params: Mapping[str, Any]) -> ConfigChanges:
@@ -147,6 +179,9 @@ def oci_image(call: BuiltinCall) -> None:
       }
       annotations: {str: str}  manifest annotations
       os, architecture, variant: str | null   default: the base's, else linux / amd64
+      base_platform: "must_match" | absent   the base must be of the image's platform (set
+                               for an image built for a requested platform; absent, as in a
+                               plain build, `architecture` relabels an image on any base)
       created: str             RFC 3339, default "1970-01-01T00:00:00Z"; config `created` and
                                the history entry of each new layer carry it
 
@@ -185,6 +220,8 @@ def oci_image(call: BuiltinCall) -> None:
         m = layout.manifest(image)
         base_cfg = load_json(layout.read_blob(m.config), f"{layout.what}: config")
         layer_diff_ids(base_cfg, m, f"{layout.what}: manifest {image.digest}")
+        if params.get("base_platform") == "must_match":
+            _check_base_platform(base_cfg, changes, base)
         for desc in m.layers:
             call.check_cancelled()
             layers.append(desc.with_media_type(mt.TO_OCI.get(desc.media_type, desc.media_type)))

@@ -17,6 +17,11 @@ from typing import Any
 
 import starlark as sl
 
+from pyimg.analysis.configuration import (
+    Configuration,
+    default_configuration,
+    requested_configuration,
+)
 from pyimg.analysis.target_cache import TargetCache
 from pyimg.core.action import KIND_BUILTIN, KIND_RUN, KIND_WRITE, Action
 from pyimg.core.workspace import EXTERNAL_DIR
@@ -47,6 +52,13 @@ class TargetResult:
     origin: str
     providers: dict[str, Any]  # pid -> fields (JSON)
     actions: list[Action] = field(default_factory=list)
+    # The platform of the requested configuration it was analysed in ("" for the default one).
+    configuration: str = ""
+
+    @property
+    def key(self) -> str:
+        """The configured target's name: `Configuration.key` of its label."""
+        return f"{self.label} [{self.configuration}]" if self.configuration else self.label
 
     @property
     def default_files(self) -> list[dict[str, Any]]:
@@ -56,14 +68,21 @@ class TargetResult:
 
 @dataclass
 class AnalysisResult:
-    targets: dict[str, TargetResult]  # by label string, for every analyzed target and source file
-    top_level: list[str]
+    # By TargetResult.key, for every analyzed (configured) target and source file.
+    targets: dict[str, TargetResult]
+    top_level: list[str]  # TargetResult keys
     files: list[str] = field(default_factory=list)  # every BUILD/.bzl file loading read (paths)
 
     def actions(self) -> list[Action]:
+        """Every action once: a shared action (two targets, one identical action, as the layer
+        several images use) is listed by each of its targets."""
         out: list[Action] = []
+        seen: set[str] = set()
         for t in self.targets.values():
-            out.extend(t.actions)
+            for a in t.actions:
+                if a.all_outputs[0] not in seen:
+                    seen.add(a.all_outputs[0])
+                    out.append(a)
         return out
 
 
@@ -71,27 +90,36 @@ class AnalysisResult:
 class _Current:
     target: Target
     data: str  # the ctx data as JSON: what the implementation is given, and the reuse key's part
+    configuration: Configuration
     declared: dict[str, bool] = field(default_factory=dict)  # exec path -> is directory
     actions: list[Action] = field(default_factory=list)
-    deps: dict[str, TargetResult] = field(default_factory=dict)
+    deps: dict[str, TargetResult] = field(default_factory=dict)  # by label, own configuration
+    # Declared beside another target's output: may be shared with that target's identical
+    # action (the compressed layer of a pkg_tar that several images use).
+    shared: set[str] = field(default_factory=set)
 
 
 class Analyzer:
-    def __init__(self, loader: Loader, platform: dict[str, str] | None = None,
+    def __init__(self, loader: Loader, default: Configuration | None = None,
                  reuse: TargetCache | None = None) -> None:
-        """`platform`: os and architecture for select(), and "host", the running machine's
-        platform (`ctx.fragments.platform.host_platform`). `reuse`: earlier analyses of targets,
-        served where a target's inputs are the same."""
-        self.loader = loader
-        self.platform = platform or {"os": "linux", "architecture": "amd64"}
-        if "host" not in self.platform:  # the running machine's: see _run_implementation
-            from pyimg.oci.platforms import host_platform
+        """`default`: the default configuration (the running machine's platform unless a test
+        says otherwise). `reuse`: earlier analyses of targets, served where a target's inputs
+        are the same."""
+        from pyimg.oci.platforms import host_platform
 
-            self.platform = {**self.platform, "host": str(host_platform())}
+        self.loader = loader
+        self.default = default or default_configuration()
+        # The running machine's platform, which rules read as
+        # `ctx.fragments.platform.host_platform` (oci_load picks it from an index).
+        self.host = str(host_platform())
         self.reuse = reuse
-        self.results: dict[str, TargetResult] = {}
+        self.results: dict[str, TargetResult] = {}  # by TargetResult.key
+        # Configuration.key(label) -> its result, which is the default configuration's when
+        # the target's analysis does not depend on the platform.
+        self._memo: dict[str, TargetResult] = {}
         self._stack: list[str] = []
-        self._outputs: dict[str, str] = {}  # exec path -> owning label
+        self._outputs: dict[str, str] = {}  # exec path -> owning configured target
+        self._producers: dict[str, Action] = {}  # exec path -> the action that writes it
         self._current: _Current | None = None
         loader.on_analysis_call.update(
             {
@@ -102,52 +130,108 @@ class Analyzer:
             }
         )
 
-    def analyze(self, labels: list[Label]) -> AnalysisResult:
-        for label in labels:
-            self._analyze(label, None)
-        return AnalysisResult(self.results, [str(label) for label in labels])
+    def analyze(self, labels: list[Label],
+                configurations: list[Configuration] | None = None) -> AnalysisResult:
+        """Analyse `labels` in each of `configurations` (default: the default configuration).
+        The top-level keys name each configured target once, in that order."""
+        top: list[str] = []
+        for config in configurations or [self.default]:
+            for label in labels:
+                key = self._analyze(label, config, None).key
+                if key not in top:
+                    top.append(key)
+        return AnalysisResult(self.results, top)
 
     # -- per target ---------------------------------------------------------------------------
 
-    def _analyze(self, label: Label, origin: str | None) -> TargetResult:
-        key = str(label)
-        hit = self.results.get(key)
+    def _analyze(self, label: Label, config: Configuration, origin: str | None) -> TargetResult:
+        key = config.key(str(label))
+        hit = self._memo.get(key)
         if hit is not None:
             return hit
         if key in self._stack:
             cycle = self._stack[self._stack.index(key) :] + [key]
-            first = self.loader.package_of(parse_label(cycle[0])).targets[parse_label(cycle[0]).name]
+            first_label = parse_label(cycle[0].split(" [", 1)[0])
+            first = self.loader.package_of(first_label).targets[first_label.name]
             raise UserInputError(
                 "dependency cycle: " + " -> ".join(cycle), origin=first.origin
             )
         target = self.loader.target(label, origin)
         if target is None:
             result = self._source_file(label)
-            self.results[key] = result
+            self.results[result.key] = self._memo[key] = result
             return result
         self._stack.append(key)
         try:
-            deps = {}
+            deps: dict[str, TargetResult] = {}  # by label: those in this configuration
+            split: dict[str, list[TargetResult]] = {}  # cfg = "platforms" attributes' targets
+            configured = config.requested and (
+                "platform" in target.rule.fragments
+                or any(_has_select(v) for v in target.attrs.values()))
             for attr_name, value in target.attrs.items():
                 spec = target.rule.attrs[attr_name]
-                for dep in _labels_of(spec["type"], self._select(target, attr_name, value)):
-                    dep_label = parse_label(dep)
-                    try:
-                        dep_result = self._analyze(dep_label, target.origin)
-                    except UserInputError as e:
-                        if e.origin != target.origin:
-                            raise  # an error inside the dependency: it says where
-                        # The dependency itself is missing: point at the attribute naming it.
-                        raise UserInputError(
-                            e.message, origin=self.loader.argument_origin(target.origin, attr_name)
-                        ) from None
-                    self._check_visibility(target, dep_label, attr_name)
-                    deps[dep] = dep_result
-            result = self._run_implementation(target, deps)
+                labels = _labels_of(spec["type"], self._select(target, attr_name, value, config))
+                if spec.get("cfg") == "platforms":
+                    dep_configs = self._dep_configurations(target, config)
+                    # Platform-major: an index lists every image of its first platform first.
+                    split[attr_name] = [
+                        self._dependency(target, attr_name, dep, dep_config)
+                        for dep_config in dep_configs or [config]
+                        for dep in labels
+                    ]
+                    if not dep_configs:  # no platforms listed: in this configuration
+                        configured = configured or any(r.configuration for r in split[attr_name])
+                    continue
+                for dep in labels:
+                    deps[dep] = self._dependency(target, attr_name, dep, config)
+                    # A dependency that depends on the platform makes this target depend on it
+                    # too (one reached through a transition does not).
+                    configured = configured or bool(deps[dep].configuration)
+            if config.requested and not configured:
+                # The same in every configuration: analysed once, in the default one.
+                config = self.default
+            own = config.key(str(label))
+            result = self._memo.get(own) or self._run_implementation(target, deps, split, config)
         finally:
             self._stack.pop()
-        self.results[key] = result
+        self.results[result.key] = self._memo[key] = self._memo[own] = result
         return result
+
+    def _dependency(self, target: Target, attr_name: str, dep: str,
+                    config: Configuration) -> TargetResult:
+        dep_label = parse_label(dep)
+        try:
+            result = self._analyze(dep_label, config, target.origin)
+        except UserInputError as e:
+            if e.origin != target.origin:
+                raise  # an error inside the dependency: it says where
+            # The dependency itself is missing: point at the attribute naming it.
+            raise UserInputError(
+                e.message, origin=self.loader.argument_origin(target.origin, attr_name)
+            ) from None
+        self._check_visibility(target, dep_label, attr_name)
+        return result
+
+    def _dep_configurations(self, target: Target, config: Configuration) -> list[Configuration]:
+        """The configurations of a `cfg = "platforms"` attribute's dependencies: one per
+        platform of the target's `platforms` attribute (a split transition), in its order;
+        none listed (then the dependencies are in the target's own configuration): empty."""
+        texts = self._select(target, "platforms", target.attrs.get("platforms") or [], config)
+        what = f"{target.kind} {target.label}: attribute 'platforms'"
+        out: list[Configuration] = []
+        for text in texts:
+            try:
+                dep_config = requested_configuration(text, what)
+            except UserInputError as e:
+                raise UserInputError(
+                    e.message, origin=self.loader.argument_origin(target.origin, "platforms")
+                ) from None
+            if dep_config in out:
+                raise UserInputError(
+                    f"{what}: '{text}' is listed twice",
+                    origin=self.loader.argument_origin(target.origin, "platforms"))
+            out.append(dep_config)
+        return out
 
     def _source_file(self, label: Label) -> TargetResult:
         path = f"{label.package}/{label.name}" if label.package else label.name
@@ -157,20 +241,16 @@ class Analyzer:
         f = file_json(path, str(label), is_source=True)
         return TargetResult(str(label), "source file", "", {DEFAULT_INFO: {"files": [f], "_provider": DEFAULT_INFO}})
 
-    def _select(self, target: Target, attr_name: str, value: Any) -> Any:
+    def _select(self, target: Target, attr_name: str, value: Any, config: Configuration) -> Any:
         if not (isinstance(value, dict) and "__select__" in value):
             return value
-        conditions = value["__select__"]
-        for key, choice in conditions.items():
-            name = key.rsplit(":", 1)[-1]
-            if name in (self.platform["os"], self.platform["architecture"],
-                        f"{self.platform['os']}_{self.platform['architecture']}"):
-                return choice
-        if "//conditions:default" in conditions:
-            return conditions["//conditions:default"]
+        choice = select_choice(value["__select__"], config.platform.os,
+                               config.platform.architecture, config.platform.variant)
+        if choice is not None:
+            return choice[1]
         raise UserInputError(
             f"{target.kind} {target.label}: attribute '{attr_name}': no select() condition "
-            f"matches platform {self.platform['os']}/{self.platform['architecture']}",
+            f"matches platform {config.platform}",
             origin=self.loader.argument_origin(target.origin, attr_name),
         )
 
@@ -202,7 +282,11 @@ class Analyzer:
             origin=self.loader.argument_origin(target.origin, attr_name),
         )
 
-    def _run_implementation(self, target: Target, deps: dict[str, TargetResult]) -> TargetResult:
+    def _run_implementation(self, target: Target, deps: dict[str, TargetResult],
+                            split: dict[str, list[TargetResult]],
+                            config: Configuration) -> TargetResult:
+        """`deps`: the dependencies in the target's configuration, by label; `split`: those of
+        `cfg = "platforms"` attributes, which the implementation gets as one list each."""
         # `files` maps each label attribute to its kind; Starlark derives ctx.files / ctx.file
         # from the targets themselves, so that every File crosses (and exists) only once.
         attrs: dict[str, Any] = {}
@@ -210,8 +294,12 @@ class Analyzer:
         single: list[str] = []
         for name, value in target.attrs.items():
             spec = target.rule.attrs[name]
-            value = self._select(target, name, value)
+            value = self._select(target, name, value, config)
             t = spec["type"]
+            if name in split:
+                attrs[name] = [_target_json(r) for r in split[name]]
+                files[name] = "label_list"
+                continue
             if t == "label":
                 attrs[name] = _target_json(deps[value]) if value else None
                 dep_files = deps[value].default_files if value else []
@@ -235,22 +323,29 @@ class Analyzer:
             else:
                 attrs[name] = value
         label = target.label
-        data = json.dumps({
+        ctx_data: dict[str, Any] = {
             "label": str(label),  # a canonical string; the prelude gives it Label's fields
             "attrs": attrs,
             "files": files,
             "file": single,
-            "host_platform": self.platform["host"],
-        })
+            "host_platform": self.host,
+            # Where its outputs go: also what keeps configurations apart in the target cache.
+            "out_subdir": config.out_subdir,
+        }
+        if "platform" in target.rule.fragments:
+            ctx_data["platform"] = str(config.platform)
+            ctx_data["platform_requested"] = config.requested
+        data = json.dumps(ctx_data)
         module, alias = self.loader.rule_load(target.rule)
         reuse_key = None
         if self.reuse is not None:
             reuse_key = self.reuse.key(target.kind, target.origin, (module, alias), data)
-            reused = self._reused(target, reuse_key)
+            reused = self._reused(target, reuse_key, config)
             if reused is not None:
                 return reused
-        current = _Current(target, data, deps=deps)
-        pids = sorted({pid for d in deps.values() for pid in d.providers} | {DEFAULT_INFO})
+        current = _Current(target, data, config, deps=deps)
+        every = [*deps.values(), *(r for rs in split.values() for r in rs)]
+        pids = sorted({pid for d in every for pid in d.providers} | {DEFAULT_INFO})
         lines = [f'load("{PRELUDE}", "analyze")', f'load("{module}", pyimg_rule = "{alias}")']
         mapping = []
         for i, pid in enumerate(pids):
@@ -291,7 +386,8 @@ class Analyzer:
         if reuse_key is not None:
             assert self.reuse is not None
             self.reuse.put(reuse_key, providers, current.actions)
-        return TargetResult(str(label), target.kind, target.origin, providers, current.actions)
+        return TargetResult(str(label), target.kind, target.origin, providers, current.actions,
+                            str(config.platform) if config.requested else "")
 
     def _implementation_error(self, target: Target, err: UserInputError) -> UserInputError:
         """A failure inside a rule implementation, reported at the target's BUILD line, or at
@@ -313,7 +409,7 @@ class Analyzer:
             origin=origin,
         )
 
-    def _reused(self, target: Target, key: str) -> TargetResult | None:
+    def _reused(self, target: Target, key: str, config: Configuration) -> TargetResult | None:
         """The earlier analysis of `target` with the same inputs, its outputs claimed as the
         implementation's declarations would; None to run the implementation (also when an output
         is another target's: running it reports the conflict as it always does)."""
@@ -323,12 +419,16 @@ class Analyzer:
             return None
         providers, actions = hit
         label = str(target.label)
+        owner = config.key(label)
         outputs = [o for a in actions for o in a.all_outputs]
-        if any(self._outputs.get(o, label) != label for o in outputs):
+        if any(self._outputs.get(o, owner) != owner for o in outputs):
             return None
-        for o in outputs:
-            self._outputs[o] = label
-        return TargetResult(label, target.kind, target.origin, providers, actions)
+        for a in actions:
+            for o in a.all_outputs:
+                self._outputs[o] = owner
+                self._producers[o] = a
+        return TargetResult(label, target.kind, target.origin, providers, actions,
+                            str(config.platform) if config.requested else "")
 
     # -- callables the prelude reaches during an implementation ---------------------------------
 
@@ -357,20 +457,28 @@ class Analyzer:
         if cur.target.label.repo:
             # Outputs of external targets get their own tree: never a workspace package's.
             package = "/".join(p for p in (EXTERNAL_DIR, cur.target.label.repo, package) if p)
+        me = cur.configuration.key(str(cur.target.label))
         if sibling is not None:
             base = posixpath.dirname(sibling["path"])
             path = posixpath.join(base, filename)
         else:
-            path = posixpath.join(OUT_DIR, package, filename) if package else posixpath.join(OUT_DIR, filename)
+            path = posixpath.join(OUT_DIR, cur.configuration.out_subdir, package, filename)
         owner = self._outputs.get(path)
-        if owner is not None and owner != str(cur.target.label) or path in cur.declared:
+        if (sibling is not None and owner is not None and owner != me
+                and path not in cur.declared and path.startswith(OUT_DIR + "/")):
+            # Beside another target's output, which that target's action may already write:
+            # shared when this target's action is the same (checked in _declare_action).
+            cur.shared.add(path)
+            cur.declared[path] = directory
+            return file_json(path, str(cur.target.label), False, directory)
+        if owner is not None and owner != me or path in cur.declared:
             other = self.results.get(owner or "")
             raise UserInputError(
                 f"{cur.target.kind} {cur.target.label}: output path conflict: '{path}' is also "
                 f"declared by {owner or 'this target'}" + (f" ({other.origin})" if other else ""),
                 origin=origin,
             )
-        self._outputs[path] = str(cur.target.label)
+        self._outputs[path] = me
         cur.declared[path] = directory
         return file_json(path, str(cur.target.label), False, directory)
 
@@ -448,6 +556,18 @@ class Analyzer:
             mnemonic=mnemonic or "Action",
             progress_message=progress_message or f"{mnemonic} {label}",
         )
+        shared = [o for o in action.all_outputs if o in cur.shared]
+        if shared:
+            other = self._producers.get(shared[0])
+            if other != action or set(other.all_outputs) != set(action.all_outputs):
+                raise UserInputError(
+                    f"{cur.target.kind} {label}: output path conflict: '{shared[0]}' is also "
+                    f"declared by {self._outputs.get(shared[0])}, by another action"
+                    + (f" ({other.origin})" if other is not None else ""),
+                    origin=origin,
+                )
+        for o in action.all_outputs:
+            self._producers[o] = action
         cur.actions.append(action)
 
     def _check_platform_params(self, target: Target, params: dict[str, Any]) -> None:
@@ -521,6 +641,34 @@ def host_tool_name(dep: TargetResult) -> str | None:
             return posixpath.basename(fields["path"])
     return None
 
+
+
+def _has_select(value: Any) -> bool:
+    return isinstance(value, dict) and "__select__" in value
+
+
+def select_choice(conditions: dict[str, Any], os_: str, architecture: str,
+                  variant: str | None) -> tuple[str, Any] | None:
+    """(condition, value) of the select() branch for a platform, or None when none matches.
+
+    A condition matches by its name (what follows the last `:`): the os (`linux`), the
+    architecture (`arm64`), `<os>_<arch>` or `<os>_<arch>_<variant>` (`linux_arm64_v8`). The
+    most specific match wins (in that order, the os least), then the first written;
+    `//conditions:default` matches last.
+    """
+    names = {os_: 1, architecture: 2, f"{os_}_{architecture}": 3}
+    if variant:
+        names[f"{os_}_{architecture}_{variant}"] = 4
+    best: tuple[int, str, Any] | None = None
+    for key, value in conditions.items():
+        rank = names.get(key.rsplit(":", 1)[-1], 0)
+        if rank and (best is None or rank > best[0]):
+            best = (rank, key, value)
+    if best is not None:
+        return best[1], best[2]
+    if "//conditions:default" in conditions:
+        return "//conditions:default", conditions["//conditions:default"]
+    return None
 
 
 def _labels_of(t: str, value: Any) -> list[str]:

@@ -35,12 +35,12 @@ class AnalysisCache:
         self.workspace = workspace
         self.digests = digests
 
-    def _path(self, patterns: list[Pattern], platform: dict[str, str]) -> Path:
+    def _path(self, patterns: list[Pattern], platform: dict[str, Any]) -> Path:
         key = canonical_json({"v": [__version__, FORMAT], "patterns": [str(p) for p in patterns],
                               "platform": platform})
         return self.directory / (hashlib.sha256(key).hexdigest()[:32] + ".json")
 
-    def get(self, patterns: list[Pattern], platform: dict[str, str], loader: Loader) -> AnalysisResult | None:
+    def get(self, patterns: list[Pattern], platform: dict[str, Any], loader: Loader) -> AnalysisResult | None:
         path = self._path(patterns, platform)
         try:
             data = json.loads(path.read_bytes())
@@ -52,7 +52,7 @@ class AnalysisCache:
             targets = {
                 label: TargetResult(
                     t["label"], t["kind"], t["origin"], t["providers"],
-                    [action_from_json(a) for a in t["actions"]],
+                    [action_from_json(a) for a in t["actions"]], t.get("configuration", ""),
                 )
                 for label, t in data["targets"].items()
             }
@@ -61,7 +61,7 @@ class AnalysisCache:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def put(self, patterns: list[Pattern], platform: dict[str, str], loader: Loader,
+    def put(self, patterns: list[Pattern], platform: dict[str, Any], loader: Loader,
             result: AnalysisResult, extra_files: Sequence[Path] = ()) -> None:
         """Save `result`; `extra_files` also invalidate it (MODULE.pyimg, pyimg.lock), absent or not."""
         # A build needs the providers of the top-level targets (what to materialize and print)
@@ -77,6 +77,7 @@ class AnalysisCache:
                     "label": t.label, "kind": t.kind, "origin": t.origin,
                     "providers": t.providers if label in keep else {},
                     "actions": [action_to_json(a) for a in t.actions],
+                    "configuration": t.configuration,
                 }
                 for label, t in result.targets.items()
                 if t.actions or label in keep

@@ -26,11 +26,12 @@ from pyimg.core.digest import digest_bytes
 
 __all__ = ["TargetCache"]
 
-_FORMAT = 3  # 2: ctx.label is a canonical string in the ctx data; 3: the host platform
+# 2: ctx.label is a canonical string in the ctx data; 3: the host platform; 4: configurations
+_FORMAT = 4
 
 
 class TargetCache:
-    def __init__(self, path: Path, platform: dict[str, str],
+    def __init__(self, path: Path, platform: dict[str, Any],
                  read_files: dict[str, str] | None = None, reuse: bool = True) -> None:
         """`read_files`: digests loading has already taken (display name -> digest), which spare
         reading those .bzl files again to validate the entries. Without `reuse`

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 __all__ = ["action_rows"]
 
 
-def action_rows(session: Any, text: str) -> list[dict[str, Any]]:
-    """The actions of the targets `text` matches, with the keys a build would compute now.
+def action_rows(session: Any, text: str, platforms: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The actions of the targets `text` matches, in each configuration they are analysed in
+    (for `platforms`, and those transitions reach), with the keys a build would compute now.
 
     A key needs the digests of all inputs; a generated input's digest is known only when the action
     that produces it is in the action cache (then `cached` is true for that action). Otherwise
@@ -32,8 +33,8 @@ def action_rows(session: Any, text: str) -> list[dict[str, Any]]:
     try:
         if isinstance(expr, Word) and _is_wildcard(expr.text, session.workspace):
             # `//...` or `:all` goes straight to analysis (one loading pass, as in `pyimg build`).
-            _, analysis = analyze(session, [expr.text], repos)
-            owners = set(analysis.top_level)
+            _, analysis = analyze(session, [expr.text], repos, platforms=platforms)
+            owners = {analysis.targets[k].label for k in analysis.top_level}
         else:
             engine = query_engine(session, text, repos)
             graph = engine.graph
@@ -44,13 +45,18 @@ def action_rows(session: Any, text: str) -> list[dict[str, Any]]:
             ]
             if not wanted:
                 return []
-            _, analysis = analyze(session, wanted, repos)
+            _, analysis = analyze(session, wanted, repos, platforms=platforms)
             owners = set(wanted)
     finally:
         repos.close()
-    selected = [a for t in sorted(owners) for a in analysis.targets[t].actions]
-    keys = _keys(session, analysis.actions(), selected, repos.source_path)
-    return [_row(a, keys.get(id(a))) for a in selected]
+    from pyimg.oci.platforms import host_platform
+
+    host = str(host_platform())
+    targets = sorted((t for t in analysis.targets.values() if t.label in owners),
+                     key=lambda t: (t.label, t.configuration))
+    selected = [(t, a) for t in targets for a in t.actions]
+    keys = _keys(session, analysis.actions(), [a for _, a in selected], repos.source_path)
+    return [_row(a, keys.get(a.all_outputs[0]), t.configuration, host) for t, a in selected]
 
 
 def _is_wildcard(text: str, workspace: Path) -> bool:
@@ -63,8 +69,8 @@ def _is_wildcard(text: str, workspace: Path) -> bool:
 
 def _keys(
     session: Any, actions: list[Action], selected: list[Action], source_root: Any
-) -> dict[int, tuple[Any, ...]]:
-    """(key, cached, note) per action id, computed exactly as ActionExecutor.execute does."""
+) -> dict[str, tuple[Any, ...]]:
+    """(key, cached, note) per action (by its first output), computed exactly as ActionExecutor.execute does."""
     import threading
 
     from pyimg.actions.builtins import load_builtins
@@ -86,7 +92,7 @@ def _keys(
         cancel=threading.Event(),
     )
     executor = ActionExecutor(ctx, cas, cache, digests)
-    out: dict[int, tuple[Any, ...]] = {}
+    out: dict[str, tuple[Any, ...]] = {}
     order = graph.closure(p for a in selected for p in a.all_outputs)
     for action in order:
         missing = [
@@ -95,26 +101,30 @@ def _keys(
             if p in graph.producer and executor.produced(p) is None
         ]
         if missing:
-            out[id(action)] = (None, False, f"unknown until {missing[0]} is built")
+            out[action.all_outputs[0]] = (None, False, f"unknown until {missing[0]} is built")
             continue
         try:
             components = executor.components(action)
         except UserInputError as e:
-            out[id(action)] = (None, False, e.message)
+            out[action.all_outputs[0]] = (None, False, e.message)
             continue
         key = action_key(components)
         result = cache.get(key)
         if result is not None:
             executor.record_result(action, result)
-        out[id(action)] = (key, result is not None, "")
+        out[action.all_outputs[0]] = (key, result is not None, "")
     return out
 
 
-def _row(action: Action, key: tuple[Any, ...] | None) -> dict[str, Any]:
+def _row(action: Action, key: tuple[Any, ...] | None, configuration: str,
+         host: str) -> dict[str, Any]:
     digest, cached, note = key or (None, False, "not analyzed")
     row: dict[str, Any] = {
         "mnemonic": action.mnemonic,
         "target": action.owner,
+        # The requested configuration's platform ("": the default one, this machine's platform).
+        "configuration": configuration,
+        "platform": configuration or host,
         "origin": action.origin,
         "kind": action.kind,
         "inputs": list(action.inputs),

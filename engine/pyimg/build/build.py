@@ -52,12 +52,6 @@ class BuildReport:
     observed: dict[str, StatKey | None] = field(default_factory=dict)
 
 
-# The target platform of analysis (select() conditions); the host's until --platform exists.
-# analyze() adds "host": the running machine's platform, which rules read as
-# `ctx.fragments.platform.host_platform` (oci_load picks it from an index).
-PLATFORM = {"os": "linux", "architecture": "amd64"}
-
-
 def repositories(session: Session, registry: RegistryOptions | None = None) -> Repositories:
     """The workspace's external repositories (MODULE.pyimg), fetched on first use."""
     from pyimg.external.repositories import Repositories
@@ -68,9 +62,12 @@ def repositories(session: Session, registry: RegistryOptions | None = None) -> R
 def analyze(
     session: Session, patterns: list[str] | tuple[str, ...], repos: Repositories | None = None,
     digests: FileDigestCache | None = None, reuse_targets: bool = True,
+    platforms: tuple[str, ...] = (),
 ) -> tuple[Loader, AnalysisResult]:
-    """Load and analyze `patterns`. With `digests`, a saved analysis is reused while valid, and
-    with `reuse_targets` too, the analyses of unchanged targets when a BUILD file changed."""
+    """Load and analyze `patterns`, for each of `platforms` (`os/arch[/variant]`; none: the
+    default configuration, docs/concepts.md "Platforms"). With `digests`, a saved analysis is
+    reused while valid, and with `reuse_targets` too, the analyses of unchanged targets when a
+    BUILD file changed."""
     repos = repos or repositories(session)
     loader = Loader(session.workspace, repos.resolve)
     cwd_pkg = cwd_package(session.workspace)
@@ -78,9 +75,12 @@ def analyze(
         parsed = [parse_pattern(p, cwd_pkg) for p in patterns]
     except LabelError as e:
         raise UsageError(str(e)) from None
-    from pyimg.oci.platforms import host_platform
+    from pyimg.analysis.configuration import default_configuration, requested_configuration
 
-    platform = {**PLATFORM, "host": str(host_platform())}
+    default = default_configuration()
+    configurations = [requested_configuration(p, "--platforms") for p in platforms]
+    # What the saved analyses are valid for (the running machine's platform is the default).
+    platform = {"default": str(default.platform), "platforms": list(platforms)}
     cache = None
     if digests is not None:
         from pyimg.analysis.cache import AnalysisCache
@@ -97,7 +97,7 @@ def analyze(
 
         reuse = TargetCache(session.output_base / "analysis" / "targets.json", platform,
                             loader.read_files, reuse=reuse_targets)
-    result = Analyzer(loader, platform, reuse).analyze(labels)
+    result = Analyzer(loader, default, reuse).analyze(labels, configurations or None)
     if reuse is not None:
         reuse.save(loader.read_files, loader.read_paths)
     module_inputs = repos.input_files()
@@ -126,7 +126,8 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
     repos.check_pinned()
     digests = session.digest_cache()
     try:
-        _, analysis = analyze(session, request.patterns, repos, digests, request.reuse_analysis)
+        _, analysis = analyze(session, request.patterns, repos, digests, request.reuse_analysis,
+                              request.platforms)
     finally:
         repos.close()  # reopened if a lazy layer must be fetched
     graph = ActionGraph(analysis.actions())
@@ -136,7 +137,7 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
     _check_host_tools(needed, analysis, session.workspace)
     # The graph holds every action now; the other targets' providers (a pkg_tar of 10,000 files
     # has as many source-file targets) need not stay in memory while layers are compressed.
-    analysis.targets = {t.label: t for t in top}
+    analysis.targets = {t.key: t for t in top}
     _release_memory()
 
     cas, cache = session.stores(digests)

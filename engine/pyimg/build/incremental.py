@@ -60,11 +60,11 @@ def report_lines(top_level: list[TargetResult], verbose: bool) -> list[list[str]
     for target in top_level:
         for pid, fields in target.providers.items():
             if pid.endswith(("%OciImageInfo", "%OciImageIndexInfo")):
-                lines.append([target.label, fields["digest"]["path"], fields["layout"]["path"]])
+                lines.append([target.key, fields["digest"]["path"], fields["layout"]["path"]])
                 break
         else:
             if verbose:
-                lines.extend([f"{target.label} {f['path']}"] for f in target.default_files)
+                lines.extend([f"{target.key} {f['path']}"] for f in target.default_files)
     return lines
 
 

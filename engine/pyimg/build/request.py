@@ -57,3 +57,6 @@ class BuildRequest:
     # Write the lazy layers of pulled bases into the image layouts under pyimg-out/. `pyimg push`
     # does not: it fetches only what the destination registry can neither mount nor has.
     fetch_lazy: bool = True
+    # `--platforms`: build the top-level targets for each (`os/arch[/variant]`); none: the
+    # default configuration (docs/concepts.md, "Platforms").
+    platforms: tuple[str, ...] = ()

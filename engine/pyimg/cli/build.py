@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyimg.cli.commands import add_common_flags, build_request, command, open_session
+from pyimg.cli.commands import (
+    add_common_flags,
+    add_platforms_flag,
+    build_request,
+    command,
+    open_session,
+)
 
 __all__ = ["cmd_build"]
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("patterns", nargs="+", metavar="PATTERN")
+    add_platforms_flag(p)
     add_common_flags(p)
 
 

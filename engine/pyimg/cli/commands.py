@@ -91,6 +91,18 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                         "limit)")
 
 
+def add_platforms_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--platforms", metavar="OS/ARCH[/VARIANT],...",
+                   help="build the targets for each of these platforms, like "
+                        "linux/amd64,linux/arm64 (default: this machine's)")
+
+
+def platforms_flag(args: argparse.Namespace) -> tuple[str, ...]:
+    """The --platforms values (checked against the OCI values when the analysis uses them)."""
+    text = getattr(args, "platforms", None) or ""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
 def open_session(args: argparse.Namespace) -> Session:
     workspace = find_workspace(Path.cwd())
     return Session.open(workspace, args.disk_cache, args.output_base, args.switches.disk_cache)
@@ -120,6 +132,7 @@ def build_request(args: argparse.Namespace, patterns: list[str], session: Sessio
         secrets=_secrets(args, session),
         reuse_analysis=args.switches.analysis_reuse,
         fetch_lazy=fetch_lazy,
+        platforms=platforms_flag(args),
     )
 
 

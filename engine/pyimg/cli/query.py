@@ -7,7 +7,13 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pyimg.cli.commands import add_common_flags, command, open_session
+from pyimg.cli.commands import (
+    add_common_flags,
+    add_platforms_flag,
+    command,
+    open_session,
+    platforms_flag,
+)
 
 if TYPE_CHECKING:
     from pyimg.core.session import Session
@@ -37,6 +43,7 @@ def _configure_aquery(p: argparse.ArgumentParser) -> None:
         help="a target pattern or a query expression, e.g. 'deps(//svc:image)'",
     )
     p.add_argument("--output", choices=("text", "json"), default="text")
+    add_platforms_flag(p)
     add_common_flags(p)
 
 
@@ -82,7 +89,7 @@ def cmd_aquery(args: argparse.Namespace) -> int:
     from pyimg.build.aquery import action_rows
 
     session = open_session(args)
-    rows = action_rows(session, args.expression)
+    rows = action_rows(session, args.expression, platforms_flag(args))
     if args.output == "json":
         sys.stdout.write(json.dumps({"actions": rows}, indent=2, sort_keys=True) + "\n")
     else:
@@ -101,6 +108,7 @@ def _text_row(row: dict[str, Any]) -> str:
         f"action '{row['mnemonic']} {row['target']}'",
         f"  Mnemonic: {row['mnemonic']}",
         f"  Target: {row['target']}",
+        f"  Configuration: {row['configuration'] or 'default (' + row['platform'] + ')'}",
         f"  Origin: {row['origin']}",
         f"  Inputs: {listing(row['inputs'])}",
     ]

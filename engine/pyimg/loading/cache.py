@@ -19,7 +19,7 @@ __all__ = ["CachedLoader", "LoadingCache"]
 # Of what loading and analysis persist (this file and the analysis cache): bump it when their
 # contents change meaning (2: origins are file:line:col; 3: ctx.label is a canonical string;
 # 4: the sources analysis checks stay in the workspace, and host tools' providers).
-FORMAT = 4
+FORMAT = 5  # 5: rules carry their configuration fragments, label attributes their cfg
 
 
 def _merge_inputs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
@@ -88,7 +88,8 @@ def _dump_package(pkg: Package) -> dict[str, Any]:
 
 def _dump_rule(rule: RuleClass) -> dict[str, Any]:
     # The doc string is left out: query never shows it.
-    return {"name": rule.name, "module": rule.module, "attrs": rule.attrs, "origin": rule.origin}
+    return {"name": rule.name, "module": rule.module, "attrs": rule.attrs, "origin": rule.origin,
+            "fragments": list(rule.fragments)}
 
 
 class CachedLoader(Loader):
@@ -124,7 +125,8 @@ class CachedLoader(Loader):
         rule = self._rule_objs.get(rid)
         if rule is None:
             d = self._rule_data[rid]
-            rule = RuleClass(rid, d["name"], d["module"], d["attrs"], "", d["origin"])
+            rule = RuleClass(rid, d["name"], d["module"], d["attrs"], "", d["origin"],
+                             tuple(d.get("fragments", ())))
             self._rule_objs[rid] = rule
         return rule
 

@@ -80,6 +80,9 @@ class RuleClass:
     attrs: dict[str, dict[str, Any]]
     doc: str
     origin: str
+    # Configuration fragments the implementation reads: ("platform",) for a rule whose analysis
+    # depends on the target platform (analysis/configuration.py).
+    fragments: tuple[str, ...] = ()
 
 
 @dataclass
@@ -506,8 +509,13 @@ class Loader:
             raise UserInputError(f"{what}() can only be called while a .bzl file loads", origin=origin)
         return module_id, name, origin
 
-    def _new_rule(self, attrs: Any, doc: str, executable: bool, stack: str) -> str:
+    def _new_rule(self, attrs: Any, doc: str, executable: bool, stack: str,
+                  fragments: Any = ()) -> str:
         module_id, name, origin = self._definition_site(stack, "rule")
+        if not isinstance(fragments, list | tuple) or not set(fragments) <= {"platform"}:
+            raise UserInputError(
+                f'rule(fragments = ...) must be a list of "platform", got {fragments!r}',
+                origin=origin)
         if not isinstance(attrs, dict):
             raise UserInputError("rule(attrs = ...) must be a dict of attr.*() values", origin=origin)
         for attr_name, spec in attrs.items():
@@ -518,7 +526,8 @@ class Loader:
             if attr_name in ("name", *COMMON_ATTRS):
                 raise UserInputError(f"rule attribute '{attr_name}' is reserved", origin=origin)
         rid = f"{module_id}%{name}"
-        self.rules[rid] = RuleClass(rid, name, module_id, attrs, doc or "", origin)
+        self.rules[rid] = RuleClass(rid, name, module_id, attrs, doc or "", origin,
+                                    tuple(fragments))
         return rid
 
     def _new_provider(self, doc: str, fields: Any, stack: str) -> str:

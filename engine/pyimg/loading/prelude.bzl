@@ -14,7 +14,10 @@ one by one, which costs seconds for a pkg_tar of ten thousand files.
 """
 
 def _attr(type, default = None, mandatory = False, doc = "", allow_files = None, allow_single_file = None, values = None, executable = False, cfg = None, providers = None):
+    if cfg != None and cfg not in ("platforms", "target", "exec", "host"):
+        fail("attr cfg must be \"platforms\" (one dependency per platform of the target's `platforms` attribute) or \"target\", got %r" % cfg)
     return {
+        "cfg": "platforms" if cfg == "platforms" else None,
         "type": type,
         "default": default,
         "mandatory": mandatory,
@@ -26,10 +29,10 @@ def _attr(type, default = None, mandatory = False, doc = "", allow_files = None,
     }
 
 def _attr_label(default = None, mandatory = False, doc = "", allow_files = None, allow_single_file = None, executable = False, cfg = None, providers = None):
-    return _attr("label", default, mandatory, doc, allow_files, allow_single_file, None, executable)
+    return _attr("label", default, mandatory, doc, allow_files, allow_single_file, None, executable, cfg)
 
 def _attr_label_list(default = [], mandatory = False, doc = "", allow_files = None, allow_empty = True, providers = None, cfg = None):
-    return _attr("label_list", default, mandatory, doc, allow_files)
+    return _attr("label_list", default, mandatory, doc, allow_files, cfg = cfg)
 
 def _attr_label_keyed_string_dict(default = {}, mandatory = False, doc = "", allow_files = None):
     return _attr("label_keyed_string_dict", default, mandatory, doc, allow_files)
@@ -89,9 +92,12 @@ DefaultInfo = provider(
     fields = ["files", "runfiles", "executable"],
 )
 
-def rule(implementation, attrs = {}, doc = "", executable = False, test = False, outputs = None, provides = []):
-    """Declares a rule; must be assigned to a top-level name (`my_rule = rule(...)`)."""
-    rid = _pyimg_new_rule(attrs = attrs, doc = doc, executable = executable, stack = call_stack())
+def rule(implementation, attrs = {}, doc = "", executable = False, test = False, outputs = None, provides = [], fragments = []):
+    """Declares a rule; must be assigned to a top-level name (`my_rule = rule(...)`).
+
+    `fragments = ["platform"]`: the implementation reads the target platform
+    (`ctx.fragments.platform.platform`), so the target is analysed once per platform."""
+    rid = _pyimg_new_rule(attrs = attrs, doc = doc, executable = executable, fragments = fragments, stack = call_stack())
 
     def _rule(name = None, pyimg_analysis__ = None, **kwargs):
         if pyimg_analysis__ != None:
@@ -244,7 +250,9 @@ def _analyze(implementation, providers):
         expand_make_variables = _expand_make_variables,
         # Bazel has the same field (a label there): here the OCI platform of the running
         # machine, like "linux/arm64/v8".
-        fragments = struct(platform = struct(host_platform = data["host_platform"])),
+        # `platform`, the configuration's target platform, only for rules that declare
+        # `fragments = ["platform"]`: the others are analysed once for every platform.
+        fragments = struct(platform = _platform_fragment(data)),
     )
     returned = implementation(ctx)
     if returned == None:
@@ -252,6 +260,11 @@ def _analyze(implementation, providers):
     if type(returned) != "list":
         returned = [returned]
     return returned
+
+def _platform_fragment(data):
+    if "platform" in data:
+        return struct(host_platform = data["host_platform"], platform = data["platform"], platform_requested = data["platform_requested"])
+    return struct(host_platform = data["host_platform"])
 
 def _keyed_by_targets(pairs):
     """A label_keyed_string_dict's value: Bazel gives a dict keyed by Target, but targets are

@@ -25,6 +25,7 @@ __all__ = [
     "match_platform",
     "parse_platform",
     "platform_problem",
+    "platforms_agree",
     "platform_text_problem",
 ]
 
@@ -159,6 +160,17 @@ def _variant(p: Platform) -> str | None:
     if p.architecture == "arm64" and p.variant in (None, "", "v8"):
         return "v8"
     return p.variant or None
+
+
+def platforms_agree(image: Platform, base: Platform) -> bool:
+    """Whether an image of platform `image` may be built on a base of platform `base`: same os
+    and architecture, and the same variant where both name one (arm64 is v8 unless it says
+    otherwise)."""
+    if (image.os, image.architecture) != (base.os, base.architecture):
+        return False
+    if not image.variant or not base.variant:
+        return True
+    return _variant(image) == _variant(base)
 
 
 def first_platform_match(entries: Iterable[Descriptor], want: Platform) -> Descriptor | None:

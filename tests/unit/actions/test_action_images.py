@@ -228,3 +228,39 @@ def test_load(ws: Workspace, compression: str) -> None:
     assert entry["RepoTags"] == ["app:1"]
     with pytest.raises(UserInputError, match="repository:tag"):
         ws.run("oci_load", {"repo_tags": ["App"]}, [img], ["pyimg-out/l2.tar"])
+
+
+def test_base_of_another_platform(ws: Workspace) -> None:
+    """Built for a platform (base_platform = must_match), the image refuses a base of another,
+    naming both; a plain build's `architecture` still relabels, as the bundled example does."""
+    base = ws.simple_image("amdbase", architecture="amd64")
+    with pytest.raises(UserInputError) as e:
+        ws.image("arm", [], base=base, architecture="arm64", variant="v8",
+                 base_platform="must_match")
+    assert e.value.message == (
+        "oci_image: the image is for platform linux/arm64/v8 but its base (pyimg-out/amdbase) "
+        "is for platform linux/amd64: build the base for linux/arm64/v8 (or pick its index "
+        "entry), or set the image's platform to linux/amd64")
+    ws.image("relabelled", [], base=base, architecture="arm64")
+    ws.image("same", [], base=base, os="linux", architecture="amd64", variant="v2",
+             base_platform="must_match")  # the base names no variant: it runs on any
+    armv7 = ws.simple_image("armv7", architecture="arm", variant="v7")
+    with pytest.raises(UserInputError, match="linux/arm/v6 but its base .* linux/arm/v7"):
+        ws.image("v6", [], base=armv7, architecture="arm", variant="v6",
+                 base_platform="must_match")
+    arm64 = ws.simple_image("arm64", architecture="arm64")  # no variant: v8
+    ws.image("v8", [], base=arm64, architecture="arm64", variant="v8",
+             base_platform="must_match")
+
+
+def test_base_index_entry_by_platform(ws: Workspace) -> None:
+    a = ws.simple_image("a")
+    b = ws.simple_image("b", architecture="arm64")
+    ws.run("oci_index", {"images": [a, b]}, [a, b], ["pyimg-out/idx.digest"],
+           dirs=["pyimg-out/idx"])
+    # arm64 written with its v8, as a configuration may say, finds the entry without a variant.
+    out = ws.image("on_arm", [], base="pyimg-out/idx", architecture="arm64", variant="v8",
+                   base_platform="must_match")
+    _, _, cfg = _image(ws, out)
+    _, _, bcfg = _image(ws, b)
+    assert cfg["rootfs"] == bcfg["rootfs"] and cfg["variant"] == "v8"

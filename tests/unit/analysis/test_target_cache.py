@@ -15,8 +15,6 @@ from pyimg.errors import UserInputError
 from pyimg.labels import parse_pattern
 from pyimg.loading.loader import Loader
 
-PLATFORM = {"os": "linux", "architecture": "amd64"}
-
 DEFS = '''
 Info = provider(fields = ["word"])
 
@@ -119,7 +117,7 @@ def _analyze(root: Path, reuse: TargetCache | None) -> dict[str, Any]:
     loader = Loader(root)
     labels = loader.expand_patterns([parse_pattern("//...", "")])
     try:
-        result = Analyzer(loader, PLATFORM, reuse).analyze(labels)
+        result = Analyzer(loader, None, reuse).analyze(labels)
     except UserInputError as e:
         return {"error": str(e)}
     if reuse is not None:
@@ -134,12 +132,12 @@ def _analyze(root: Path, reuse: TargetCache | None) -> dict[str, Any]:
 def test_reuse_gives_what_a_fresh_analysis_gives(tmp_path: Path, seed: int) -> None:
     world = World(tmp_path / "ws", random.Random(seed))
     cache_file = tmp_path / "targets.json"
-    _analyze(world.root, TargetCache(cache_file, PLATFORM))
+    _analyze(world.root, TargetCache(cache_file, {}))
     reused = 0
     for step in range(12):
         what = world.edit()
         fresh = _analyze(world.root, None)
-        cache = TargetCache(cache_file, PLATFORM)
+        cache = TargetCache(cache_file, {})
         assert _analyze(world.root, cache) == fresh, f"step {step}: {what}"
         reused += cache.hits
         if "error" in fresh:
@@ -150,11 +148,11 @@ def test_reuse_gives_what_a_fresh_analysis_gives(tmp_path: Path, seed: int) -> N
 def test_an_edit_to_one_package_reuses_the_others(tmp_path: Path) -> None:
     world = World(tmp_path / "ws", random.Random(0))
     cache_file = tmp_path / "targets.json"
-    _analyze(world.root, TargetCache(cache_file, PLATFORM))
+    _analyze(world.root, TargetCache(cache_file, {}))
     x_word, x_deps, x_env = world.model["c"]["v"]
     world.model["c"]["v"] = (x_word + "!", x_deps, x_env)  # a leaf: nothing depends on //c:v
     world.write_all()
-    cache = TargetCache(cache_file, PLATFORM)
+    cache = TargetCache(cache_file, {})
     _analyze(world.root, cache)
     assert cache.hits == 8  # every target of a and b; //c:v and //c:v_g are analysed again
 
@@ -162,10 +160,10 @@ def test_an_edit_to_one_package_reuses_the_others(tmp_path: Path) -> None:
 def test_an_edited_bzl_file_reuses_nothing(tmp_path: Path) -> None:
     world = World(tmp_path / "ws", random.Random(0))
     cache_file = tmp_path / "targets.json"
-    _analyze(world.root, TargetCache(cache_file, PLATFORM))
+    _analyze(world.root, TargetCache(cache_file, {}))
     world.prefix = "?"
     world.write_all()
-    cache = TargetCache(cache_file, PLATFORM)
+    cache = TargetCache(cache_file, {})
     assert _analyze(world.root, cache) == _analyze(world.root, None)
     assert cache.hits == 0
 
@@ -173,7 +171,7 @@ def test_an_edited_bzl_file_reuses_nothing(tmp_path: Path) -> None:
 def test_reuse_can_be_turned_off(tmp_path: Path) -> None:
     world = World(tmp_path / "ws", random.Random(0))
     cache_file = tmp_path / "targets.json"
-    _analyze(world.root, TargetCache(cache_file, PLATFORM))
-    cache = TargetCache(cache_file, PLATFORM, reuse=False)
+    _analyze(world.root, TargetCache(cache_file, {}))
+    cache = TargetCache(cache_file, {}, reuse=False)
     _analyze(world.root, cache)
     assert cache.hits == 0
