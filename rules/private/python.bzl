@@ -33,8 +33,9 @@ py_package = rule(
 
 def _py_layer_impl(ctx):
     out = ctx.actions.declare_file(ctx.label.name + ".tar")
-    # The seam for per-configuration platforms: today the attribute, else the host's.
-    platform = ctx.attr.platform or ctx.fragments.platform.host_platform
+    # The attribute, else the configuration's platform (`--platforms`, an oci_image_index's
+    # `platforms`; this machine's in the default configuration).
+    platform = ctx.attr.platform or ctx.fragments.platform.platform
     platform = "/".join(platform.split("/")[:2])
     wheels = {}
     version = None
@@ -76,10 +77,11 @@ def _py_layer_impl(ctx):
 
 py_layer = rule(
     implementation = _py_layer_impl,
+    fragments = ["platform"],
     doc = "One canonical layer of Python packages installed from their wheels as pip would (RECORD, INSTALLER `pyimg`, console scripts, `.data` directories), with pypa's `installer`: no pip, nothing of the host. See docs/python.md.",
     attrs = {
         "deps": attr.label_list(mandatory = True, doc = "Packages of a `pip_lock` repository, e.g. `[\"@pypi//flask\"]` (each with its dependencies) or `[\"@pypi//:all\"]`."),
-        "platform": attr.string(doc = "The target platform whose wheels are installed, `linux/amd64` or `linux/arm64`; default: the host's."),
+        "platform": attr.string(doc = "The platform whose wheels are installed, `linux/amd64` or `linux/arm64`; default: the platform it is built for (`pyimg build --platforms`, an `oci_image_index`'s `platforms`), else this machine's. A variant (`linux/arm64/v8`) is ignored."),
         "prefix": attr.string(default = "/usr/local", doc = "The installation prefix: console scripts go to PREFIX/bin, `.data/data` to PREFIX, headers to PREFIX/include/pythonX.Y/NAME."),
         "site_packages": attr.string(doc = "Where packages go; default PREFIX/lib/pythonX.Y/site-packages. For Debian's python3: `/usr/lib/python3/dist-packages`."),
         "python": attr.string(default = "/usr/local/bin/python3", doc = "The image's interpreter, written into console-script wrappers (`#!PYTHON`)."),

@@ -432,3 +432,55 @@ def test_hashes_narrow_the_choice_as_pip(index, tmp_path: Path) -> None:  # noqa
     wheels = json.loads((ws.root / "pyimg.lock").read_text())["repositories"]["pypi"]["wheels"]
     assert {p: w["native"]["file"] for p, w in wheels.items()} == {
         "linux/amd64": "native-2.0-py3-none-any.whl", "linux/arm64": "native-2.0-py3-none-any.whl"}
+
+
+def _layer_files(layout: Path) -> dict[str, dict[str, bytes]]:
+    """platform -> {path: content} of the files in an index layout's images' layers."""
+    import gzip
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
+
+    index = json.loads((layout / "index.json").read_text())
+    top = json.loads(blob(index["manifests"][0]["digest"]))
+    found: dict[str, dict[str, bytes]] = {}
+    for m in top["manifests"]:
+        platform = f"{m['platform']['os']}/{m['platform']['architecture']}"
+        files: dict[str, bytes] = {}
+        for layer in json.loads(blob(m["digest"]))["layers"]:
+            import io
+
+            with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(layer["digest"])))) as t:
+                for member in t.getmembers():
+                    if member.isfile():
+                        f = t.extractfile(member)
+                        assert f is not None
+                        files[member.name] = f.read()
+        found[platform] = files
+    return found
+
+
+def test_the_configuration_platform_chooses_the_wheels(index, tmp_path: Path) -> None:  # noqa: ANN001
+    """Without `platform`, py_layer installs the wheels of the platform it is built for: each
+    image of a multi-platform index gets its own architecture's native wheel."""
+    server, files = index
+    ws = _workspace(tmp_path, server, files)
+    ws.write("app/BUILD.pyimg", """
+        load("@pyimg//rules:defs.bzl", "py_layer")
+
+        py_layer(name = "site", deps = ["@pypi//native"])
+        oci_image(name = "image", tars = [":site"])
+        oci_image_index(name = "index", images = [":image"],
+                        platforms = ["linux/amd64", "linux/arm64/v8"])
+        """)
+    assert _lock(ws).code == 0
+    r = ws.run("build", "//app:index")
+    assert r.code == 0, r.err
+    so = f"{SITE}/native/_n.so"
+    layers = _layer_files(ws.out("app/index"))
+    assert layers["linux/amd64"][so] == b"\x7fELF fake amd64"
+    assert layers["linux/arm64"][so] == b"\x7fELF fake arm64"
+    # `--platforms` alike; the attribute, when set, wins.
+    r = ws.run("build", "--platforms", "linux/arm64", "//app:site")
+    assert r.code == 0, r.err
+    assert _read(ws.out("platforms/linux-arm64/app/site.tar"), so) == b"\x7fELF fake arm64"
