@@ -36,7 +36,8 @@ def require_tools() -> None:
 
 @dataclass
 class Deb:
-    """A package to build: control fields plus files `{path: bytes}` under the root."""
+    """A package to build: control fields plus files `{path: bytes or (bytes, mode)}` under the
+    root."""
 
     name: str
     version: str = "1.0"
@@ -45,7 +46,8 @@ class Deb:
     pre_depends: str = ""
     provides: str = ""
     multi_arch: str = ""
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, bytes | tuple[bytes, int]] = field(default_factory=dict)
+    extra: str = ""  # further control lines, as written (Conflicts, Breaks, Essential, ...)
 
     def control(self) -> str:
         lines = [
@@ -58,6 +60,7 @@ class Deb:
                            ("Provides", self.provides), ("Multi-Arch", self.multi_arch)):
             if value:
                 lines.append(f"{key}: {value}")
+        lines.extend(line for line in self.extra.splitlines() if line.strip())
         lines.append(f"Description: test package {self.name}")
         return "\n".join(lines) + "\n"
 
@@ -74,10 +77,12 @@ def build_deb(deb: Deb, out_dir: Path, compression: str = "gzip") -> Path:
         (root / "DEBIAN").mkdir(parents=True)
         (root / "DEBIAN" / "control").write_text(deb.control())
         files = deb.files or {f"usr/share/doc/{deb.name}/copyright": b"public domain\n"}
-        for path, data in files.items():
+        for path, spec in files.items():
+            data, mode = spec if isinstance(spec, tuple) else (spec, 0o644)
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+            target.chmod(mode)
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / deb.file_name()
         subprocess.run(
@@ -109,6 +114,9 @@ class SigningKey:
     def clearsign(self, text: bytes) -> bytes:
         return self._gpg("--digest-algo", "SHA256", "--clearsign", stdin=text)
 
+    def detach_sign(self, text: bytes) -> bytes:
+        return self._gpg("--digest-algo", "SHA256", "--armor", "--detach-sign", stdin=text)
+
 
 @dataclass
 class Archive:
@@ -121,12 +129,20 @@ class Archive:
     architectures: tuple[str, ...] = ("amd64", "arm64")
     packages: list[Deb] = field(default_factory=list)
     date: float | None = None  # Release's Date (now when None)
+    valid_until: float | None = None  # Release's Valid-Until (none when None)
+    inrelease: bool = True  # False: only Release and its detached Release.gpg, as older tools
+    # "": Architecture: all packages in each binary-ARCH index only; "also": in binary-all too,
+    # and Release says `No-Support-for-Architecture-all: Packages` (as Debian's archive does);
+    # "only": in binary-all only.
+    binary_all: str = ""
 
     def publish(self) -> None:
         pool = self.root / "pool" / self.component
         dists = self.root / "dists" / self.suite
         shutil.rmtree(dists, ignore_errors=True)
         stanzas: dict[str, list[str]] = {a: [] for a in self.architectures}
+        if self.binary_all:
+            stanzas["all"] = []
         for deb in self.packages:
             path = build_deb(deb, pool)
             data = path.read_bytes()
@@ -135,8 +151,11 @@ class Archive:
                 f"SHA256: {hashlib.sha256(data).hexdigest()}\n"
             )
             for arch in self.architectures:
-                if deb.architecture in (arch, "all"):
+                if deb.architecture == arch or (
+                        deb.architecture == "all" and self.binary_all != "only"):
                     stanzas[arch].append(stanza)
+            if deb.architecture == "all" and self.binary_all:
+                stanzas["all"].append(stanza)
         listed = []
         for arch, entries in stanzas.items():
             rel = f"{self.component}/binary-{arch}"
@@ -148,11 +167,16 @@ class Archive:
         release = (
             f"Origin: pyimg-tests\nSuite: {self.suite}\nCodename: {self.suite}\n"
             f"Date: {formatdate(self.date, usegmt=True)}\n"
+            + (f"Valid-Until: {formatdate(self.valid_until, usegmt=True)}\n"
+               if self.valid_until is not None else "") +
             f"Architectures: {' '.join(self.architectures)}\nComponents: {self.component}\n"
-            "SHA256:\n" + "\n".join(listed) + "\n"
+            + ("No-Support-for-Architecture-all: Packages\n" if self.binary_all == "also" else "")
+            + "SHA256:\n" + "\n".join(listed) + "\n"
         ).encode()
         (dists / "Release").write_bytes(release)
-        (dists / "InRelease").write_bytes(self.key.clearsign(release))
+        (dists / "Release.gpg").write_bytes(self.key.detach_sign(release))
+        if self.inrelease:
+            (dists / "InRelease").write_bytes(self.key.clearsign(release))
 
     def pool_file(self, deb: Deb) -> Path:
         return self.root / "pool" / self.component / deb.file_name()

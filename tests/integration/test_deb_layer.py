@@ -136,7 +136,7 @@ def test_umoci_unpacks_and_podman_runs(tmp_path: Path) -> None:
     assert r.code == 0, r.err
     rootfs = umoci_unpack(ws.out("image"), tmp_path / "unpacked")
     assert (rootfs / "var/lib/dpkg/status.d/busybox-static").read_text().startswith(
-        "Package: busybox-static\nStatus: install ok installed\n"
+        "Package: busybox-static\n"
     )
     assert (rootfs / "usr/share/doc/busybox-static/copyright").is_file()
     assert (rootfs / "etc/passwd").read_text().splitlines()[-1].startswith("app:x:1000:1000:")

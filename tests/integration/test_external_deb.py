@@ -33,6 +33,7 @@ def _packages() -> list[Deb]:
         *_per_arch(Deb("libfoo", "2.0")),
         *_per_arch(Deb("libc6", "1:2.36-9", multi_arch="same")),
         Deb("postfix", "3.7", "all", provides="mail-agent"),
+        Deb("exim4", "1.0", "all", provides="mail-agent", extra="Conflicts: mail-agent"),
         Deb("base-files", "12.4", "all", depends="app"),  # a cycle: app -> base-files -> app
         Deb("only-amd", "1.0", "amd64"),
     ]
@@ -195,6 +196,8 @@ def test_a_tampered_deb_is_refused(archive, tmp_path: Path) -> None:  # noqa: AN
                          "(it is for amd64)"]),
         (("app", "libfoo=1.0"), ["app 1.0 -> libfoo (>= 2)", "libfoo 1.0 is already chosen",
                                  "libfoo-compat: no package or provider"]),
+        (("app", "exim4"), ["exim4 1.0 and postfix 3.7 cannot be installed together",
+                            "(exim4 Conflicts: mail-agent); postfix comes from: app 1.0"]),
     ],
 )
 def test_unsatisfiable_requests(archive, tmp_path: Path, packages, fragments) -> None:  # noqa: ANN001
@@ -219,6 +222,67 @@ def test_an_old_release_warns(archive, tmp_path: Path) -> None:  # noqa: ANN001
     fresh = _workspace(tmp_path, server, arc, name="fresh")  # the default allows 90 days
     r = _lock(fresh)
     assert r.code == 0 and "days old" not in r.err
+
+
+def test_release_and_release_gpg_when_there_is_no_inrelease(archive, tmp_path: Path) -> None:  # noqa: ANN001
+    arc, server = archive
+    arc.inrelease = False
+    arc.publish()
+    ws = _workspace(tmp_path, server, arc)
+    r = _lock(ws)
+    assert r.code == 0, r.err
+    assert {"/debian/dists/bookworm/InRelease", "/debian/dists/bookworm/Release",
+            "/debian/dists/bookworm/Release.gpg"} <= set(server.requests)
+    entry = json.loads((ws.root / "pyimg.lock").read_text())["repositories"]["debian"]
+    assert entry["debs"]["amd64"]["libfoo"]["version"] == "2.0"
+    # The detached signature covers Release: an edited Release is refused, naming the file.
+    release = arc.root / "dists/bookworm/Release"
+    release.write_bytes(release.read_bytes().replace(b"Origin: pyimg-tests", b"Origin: evil"))
+    r = _lock(ws, "--update", "debian")
+    assert r.code == 1
+    assert "MODULE.pyimg:2" in r.err and "dists/bookworm/Release.gpg" in r.err
+    assert "signature does not verify" in r.err, r.err
+    # Neither form: the error names the InRelease that was asked for first.
+    (arc.root / "dists/bookworm/Release.gpg").unlink()
+    r = _lock(ws, "--update", "debian")
+    assert r.code == 1 and "dists/bookworm/InRelease" in r.err and "404" in r.err, r.err
+
+
+@pytest.mark.parametrize(("binary_all", "all_fetches"), [("also", 0), ("only", 1)])
+def test_binary_all_is_read_once_and_skipped_where_release_says_so(
+    archive, tmp_path: Path, binary_all: str, all_fetches: int  # noqa: ANN001
+) -> None:
+    """Debian lists Architecture: all packages in each binary-ARCH index and says so in Release
+    (No-Support-for-Architecture-all: Packages): binary-all is then not fetched, as apt does.
+    An archive whose arch-all packages are only in binary-all has it read once for all arches."""
+    arc, server = archive
+    default = _workspace(tmp_path, server, arc, name="default")
+    assert _lock(default).code == 0
+    arc.binary_all = binary_all
+    arc.publish()
+    server.requests.clear()
+    ws = _workspace(tmp_path, server, arc)
+    r = _lock(ws)
+    assert r.code == 0, r.err
+    fetched = [p for p in server.requests if "/binary-all/" in p]
+    assert len(fetched) == all_fetches, server.requests
+    entry = json.loads((ws.root / "pyimg.lock").read_text())["repositories"]["debian"]
+    assert entry == json.loads((default.root / "pyimg.lock").read_text())["repositories"]["debian"]
+
+
+def test_a_release_past_its_valid_until_is_refused(archive, tmp_path: Path) -> None:  # noqa: ANN001
+    arc, server = archive
+    arc.valid_until = time.time() - 3600
+    arc.publish()
+    ws = _workspace(tmp_path, server, arc)
+    r = _lock(ws)
+    assert r.code == 1
+    assert "MODULE.pyimg:2" in r.err and "dists/bookworm/InRelease expired on" in r.err
+    assert "(its Valid-Until)" in r.err and "Traceback" not in r.err, r.err
+    assert not (ws.root / "pyimg.lock").exists()
+    arc.valid_until = time.time() + 7 * 86400
+    arc.publish()
+    assert _lock(ws).code == 0
 
 
 def test_an_architecture_the_archive_lacks_is_named(archive, tmp_path: Path) -> None:  # noqa: ANN001

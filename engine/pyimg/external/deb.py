@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,10 @@ def _dearmor(data: bytes) -> bytes:
     return packets
 
 
-def verify_inrelease(data: bytes, keyring: bytes, what: str) -> str:
-    """The text InRelease signs, when a key of `keyring` made a good signature over it; the
-    unsigned text around a clearsigned message is never read."""
+def _gpgv(keyring: bytes, what: str, signed: bytes, detached: bytes | None = None) -> str:
+    """The text a key of `keyring` made a good signature over: the clearsigned text of an
+    InRelease (the unsigned text around it is never read), or `signed` itself when `detached`
+    is its signature (Release.gpg)."""
     gpgv = shutil.which("gpgv")
     if gpgv is None:
         raise PyimgError(
@@ -117,38 +118,75 @@ def verify_inrelease(data: bytes, keyring: bytes, what: str) -> str:
     with tempfile.TemporaryDirectory(prefix="pyimg-gpgv-") as tmp:
         keyfile = Path(tmp) / "keyring.gpg"
         keyfile.write_bytes(_dearmor(keyring) if keyring.lstrip().startswith(b"-----") else keyring)
-        signed = Path(tmp) / "InRelease"
-        signed.write_bytes(data)
-        out = Path(tmp) / "Release"
-        proc = subprocess.run(
-            [gpgv, "--homedir", tmp, "--keyring", str(keyfile), "--status-fd", "1",
-             "--output", str(out), str(signed)],
-            capture_output=True, env={**os.environ, "LC_ALL": "C"},
-        )
+        data = Path(tmp) / "Release"
+        data.write_bytes(signed)
+        out = Path(tmp) / "verified"
+        args = [gpgv, "--homedir", tmp, "--keyring", str(keyfile), "--status-fd", "1"]
+        if detached is None:
+            args += ["--output", str(out), str(data)]
+        else:
+            (Path(tmp) / "Release.gpg").write_bytes(detached)
+            args += [str(Path(tmp) / "Release.gpg"), str(data)]
+        proc = subprocess.run(args, capture_output=True, env={**os.environ, "LC_ALL": "C"})
         status = proc.stdout.decode(errors="replace")
-        if proc.returncode != 0 or "[GNUPG:] VALIDSIG" not in status or not out.exists():
+        if proc.returncode != 0 or "[GNUPG:] VALIDSIG" not in status or (
+                detached is None and not out.exists()):
             detail = proc.stderr.decode(errors="replace").strip().splitlines()
             raise IntegrityError(
                 f"{what}: the signature does not verify against the keyring"
                 + (f" ({detail[-1].strip()})" if detail else "")
             )
-        return out.read_text(errors="replace")
+        return (out.read_bytes() if detached is None else signed).decode(errors="replace")
+
+
+def verify_inrelease(data: bytes, keyring: bytes, what: str) -> str:
+    """The text InRelease signs, when a key of `keyring` made a good signature over it."""
+    return _gpgv(keyring, what, data)
+
+
+def verify_release(release: bytes, signature: bytes, keyring: bytes, what: str) -> str:
+    """Release itself, when Release.gpg is a good signature over it by a key of `keyring`."""
+    return _gpgv(keyring, what, release, signature)
+
+
+def _signed_release(base: str, keyring: bytes, fetch: Fetch, label: str) -> tuple[str, str]:
+    """The verified Release text of `base` (dists/SUITE) and the file it was read from:
+    InRelease, else Release with its detached Release.gpg (archives made by older tools, and
+    some mirrors, publish only those)."""
+    try:
+        inrelease = fetch(f"{base}/InRelease")
+    except PyimgError as e:
+        try:
+            release, signature = fetch(f"{base}/Release"), fetch(f"{base}/Release.gpg")
+        except PyimgError:
+            raise e from None  # neither form: the InRelease error says what was tried first
+        what = f"{base}/Release.gpg"
+        return verify_release(release, signature, keyring, f"{label}: {what}"), what
+    what = f"{base}/InRelease"
+    return verify_inrelease(inrelease, keyring, f"{label}: {what}"), what
 
 
 @dataclass(frozen=True)
 class Release:
     date: float | None
     sha256: dict[str, tuple[str, int]]  # path under dists/SUITE/ -> (sha256, size)
+    valid_until: float | None = None
+    all_in_arch_indexes: bool = False  # No-Support-for-Architecture-all: Packages
+
+
+def _release_time(fields: dict[str, str], name: str, what: str) -> float | None:
+    if not fields.get(name):
+        return None
+    try:
+        return parsedate_to_datetime(fields[name]).timestamp()
+    except (TypeError, ValueError):
+        raise UserInputError(f"{what}: cannot read {name} {fields[name]!r}") from None
 
 
 def parse_release(text: str, what: str) -> Release:
     fields = next(parse_paragraphs(text), {})
-    date = None
-    if fields.get("Date"):
-        try:
-            date = parsedate_to_datetime(fields["Date"]).timestamp()
-        except (TypeError, ValueError):
-            raise UserInputError(f"{what}: cannot read Date {fields['Date']!r}") from None
+    date = _release_time(fields, "Date", what)
+    valid_until = _release_time(fields, "Valid-Until", what)
     hashes = {}
     for line in fields.get("SHA256", "").splitlines():
         parts = line.split()
@@ -156,7 +194,8 @@ def parse_release(text: str, what: str) -> Release:
             hashes[parts[2]] = (parts[0].lower(), int(parts[1]))
     if not hashes:
         raise UserInputError(f"{what}: no SHA256 list (pyimg checks indexes by SHA256)")
-    return Release(date, hashes)
+    all_in_arch = fields.get("No-Support-for-Architecture-all", "").strip() == "Packages"
+    return Release(date, hashes, valid_until, all_in_arch)
 
 
 # -- indexes --------------------------------------------------------------------------------
@@ -170,28 +209,41 @@ def load_indexes(
     indexes = {arch: PackageIndex(arch) for arch in decl.architectures}
     for source in decl.sources:
         base = f"{source.url}/dists/{source.suite}"
-        what = f"deb_index '{decl.name}': {base}/InRelease"
         try:
-            signed = verify_inrelease(fetch(f"{base}/InRelease"), keyring, what)
+            signed, signed_file = _signed_release(base, keyring, fetch, f"deb_index '{decl.name}'")
+            what = f"deb_index '{decl.name}': {signed_file}"
             release = parse_release(signed, what)
         except PyimgError as e:
             if e.origin is not None:
                 raise
             raise type(e)(e.message, origin=decl.origin) from None
+        when = now or time.time()
+        if release.valid_until is not None and when > release.valid_until:
+            # As apt: a signature says nothing of freshness, and a mirror (or an attacker)
+            # replaying an old signed Release would hide every later security fix.
+            raise IntegrityError(
+                f"deb_index '{decl.name}': {signed_file} expired on "
+                f"{formatdate(release.valid_until, usegmt=True)} (its Valid-Until): the "
+                "mirror is stale or replays an old Release", origin=decl.origin)
         if release.date is not None:
-            age_days = ((now or time.time()) - release.date) / 86400
+            age_days = (when - release.date) / 86400
             if age_days > decl.max_release_age_days:
                 warn(
-                    f"{decl.origin}: warning: deb_index '{decl.name}': {base}/InRelease is "
+                    f"{decl.origin}: warning: deb_index '{decl.name}': {signed_file} is "
                     f"{int(age_days)} days old (max_release_age_days = "
                     f"{decl.max_release_age_days}): the archive may be frozen or replayed"
                 )
-        for arch in decl.architectures:
-            for component in source.components:
-                for sub in (f"binary-{arch}", "binary-all"):
-                    for pkg in _read_packages(decl, source, release, f"{component}/{sub}", fetch):
-                        if pkg.architecture in (arch, "all"):
-                            indexes[arch].add(pkg)
+        for component in source.components:
+            # Debian lists Architecture: all packages in every binary-ARCH index too, and says
+            # so (`No-Support-for-Architecture-all: Packages`): apt then skips binary-all, and
+            # so does pyimg (it is a third of the indexes' size). Elsewhere it is read once.
+            shared = [] if release.all_in_arch_indexes else _read_packages(
+                decl, source, release, f"{component}/binary-all", fetch)
+            for arch in decl.architectures:
+                own = _read_packages(decl, source, release, f"{component}/binary-{arch}", fetch)
+                for pkg in own + shared:
+                    if pkg.architecture in (arch, "all"):
+                        indexes[arch].add(pkg)
     for arch, index in indexes.items():
         if not index.by_name:
             raise UserInputError(

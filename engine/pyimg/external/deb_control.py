@@ -188,6 +188,26 @@ class DebPackage:
     sha256: str = ""
     size: int = 0
     where: str = ""  # the index it came from, for errors
+    conflicts_text: tuple[str, str] = ("", "")  # Conflicts, Breaks: read when a choice is checked
+    priority: str = ""  # required, important, standard, optional, extra: ranks providers
+
+    @cached_property
+    def conflicts(self) -> tuple[tuple[str, Relation], ...]:
+        """(field, relation) of Conflicts and Breaks. Breaks is refused like Conflicts: with no
+        maintainer scripts and one version per package there is no upgrade for it to order."""
+        here = f"{self.where}: package {self.name}"
+        return tuple(
+            (name, rel)
+            for name, text in zip(("Conflicts", "Breaks"), self.conflicts_text, strict=True)
+            for group in parse_relations(text, f"{here} {name}") for rel in group
+        )
+
+    def matches(self, rel: Relation) -> bool:
+        """Whether this package is what `rel` names: itself at an allowed version, or a
+        virtual package it provides (a versioned relation needs a versioned Provides)."""
+        if rel.name == self.name and rel.allows(self.version):
+            return True
+        return any(prov.name == rel.name and rel.allows(prov.version) for prov in self.provides)
 
     @cached_property
     def depends(self) -> tuple[tuple[Relation, ...], ...]:
@@ -221,6 +241,8 @@ class DebPackage:
             (fields.get("Pre-Depends", ""), fields.get("Depends", "")), tuple(provides),
             fields.get("Multi-Arch", ""), fields.get("Filename", ""), base_url,
             fields.get("SHA256", "").lower(), size, where,
+            (fields.get("Conflicts", ""), fields.get("Breaks", "")),
+            fields.get("Priority", ""),
         )
 
 
@@ -230,6 +252,18 @@ def _newer_first(a: DebPackage, b: DebPackage) -> int:
 
 def _newest_first(packages: Iterable[DebPackage]) -> list[DebPackage]:
     return sorted(packages, key=cmp_to_key(_newer_first))
+
+
+_PRIORITIES = ("required", "important", "standard", "optional", "extra")
+
+
+def _providers_first(packages: Iterable[DebPackage]) -> list[DebPackage]:
+    """Providers of one virtual package in the order they are tried: by Priority (`awk` is
+    mawk, `Priority: required`, as on every Debian system, not gawk), then newest first."""
+    def rank(p: DebPackage) -> int:
+        return _PRIORITIES.index(p.priority) if p.priority in _PRIORITIES else len(_PRIORITIES)
+
+    return sorted(_newest_first(packages), key=rank)
 
 
 @dataclass
@@ -250,13 +284,14 @@ class PackageIndex:
             self.providers.setdefault(prov.name, []).append((pkg, prov))
 
     def candidates(self, rel: Relation) -> list[DebPackage]:
-        """Packages that satisfy `rel`: real ones first (newest first), then providers."""
+        """Packages that satisfy `rel`: real ones first (newest first), then providers (by
+        Priority, then newest)."""
         real = [p for p in self.by_name.get(rel.name, []) if rel.allows(p.version)]
         provided = [
             p for p, prov in self.providers.get(rel.name, [])
             if rel.allows(prov.version) and p not in real
         ]
-        return real + _newest_first(provided)
+        return real + _providers_first(provided)
 
 
 # -- the resolver ---------------------------------------------------------------------------
@@ -267,10 +302,12 @@ def resolve(
 ) -> list[DebPackage]:
     """The closure of `wanted` in `index`, sorted by name: for each dependency group the first
     alternative that a chosen package already satisfies, else the first that can be satisfied
-    (its newest version, real packages before virtual providers). Conflicts, Breaks and
-    Recommends are not followed. One version per package: a later constraint that the chosen
-    version does not meet is an error naming the chain."""
+    (its newest version, real packages before virtual providers) without a Conflicts or Breaks
+    against a chosen package. Recommends and Suggests are not followed. One version per
+    package: a later constraint that the chosen version does not meet, or two packages that
+    conflict with no alternative left, is an error naming the chain."""
     chosen: dict[str, DebPackage] = {}
+    chains: dict[str, list[str]] = {}  # why each package was chosen: the requests down to it
     arch = index.architecture
     others: dict[str, PackageIndex] = other_arches or {}
 
@@ -281,6 +318,22 @@ def resolve(
         for p in chosen.values():
             if any(prov.name == rel.name and rel.allows(prov.version) for prov in p.provides):
                 return p
+        return None
+
+    def clash(candidate: DebPackage) -> str | None:
+        """Why `candidate` cannot join the chosen packages (a Conflicts or Breaks either way,
+        naming both and how the chosen one came in), or None. A package may conflict with a
+        virtual package it provides itself: only other packages are checked."""
+        for other in chosen.values():
+            if other.name == candidate.name:
+                continue
+            for a, b in ((candidate, other), (other, candidate)):
+                for field_name, rel in a.conflicts:
+                    if b.matches(rel):
+                        via = " -> ".join(chains[other.name]) or "requested"
+                        return (f"{candidate.name} {candidate.version} and {other.name} "
+                                f"{other.version} cannot be installed together ({a.name} "
+                                f"{field_name}: {rel}); {other.name} comes from: {via}")
         return None
 
     def why_not(rel: Relation, chain: list[str]) -> str:
@@ -295,19 +348,33 @@ def resolve(
             return f"{path}: no provider of {rel.name} offers a matching version for {arch}"
         return f"{path}: no package or provider named {rel.name} for {arch}"
 
+    def pick(rel: Relation, chain: list[str]) -> DebPackage | str:
+        """The package to add for `rel`, or why there is none."""
+        options = [p for p in index.candidates(rel) if p.name not in chosen]
+        clashes = []
+        for option in options:
+            problem = clash(option)
+            if problem is None:
+                return option
+            clashes.append(problem)
+        if clashes:
+            return f"{' -> '.join([*chain, str(rel)])}: {clashes[0]}"
+        return why_not(rel, chain)
+
     def add(pkg: DebPackage, chain: list[str]) -> None:
         chosen[pkg.name] = pkg
+        chains[pkg.name] = chain
         here = [*chain, f"{pkg.name} {pkg.version}"]
         for group in pkg.depends:
             if any(satisfied(rel) for rel in group):
                 continue
             problems = []
             for rel in group:
-                options = [p for p in index.candidates(rel) if p.name not in chosen]
-                if options:
-                    add(options[0], here)
+                found = pick(rel, here)
+                if isinstance(found, DebPackage):
+                    add(found, here)
                     break
-                problems.append(why_not(rel, here))
+                problems.append(found)
             else:
                 raise ResolutionError(
                     f"cannot satisfy a dependency for {arch}:\n  " + "\n  ".join(problems)
@@ -323,10 +390,12 @@ def resolve(
                 f"cannot satisfy the request {name} for {arch}: {rel.name} "
                 f"{chosen[rel.name].version} is already chosen"
             )
-        options = index.candidates(rel)
-        if not options:
+        if not index.candidates(rel):
             raise ResolutionError(_unknown(rel, index, others))
-        add(options[0], [])
+        found = pick(rel, [])
+        if not isinstance(found, DebPackage):
+            raise ResolutionError(f"cannot satisfy the request {name} for {arch}:\n  {found}")
+        add(found, [])
     return [chosen[name] for name in sorted(chosen)]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyimg.core.confinement import Confinement, LinkProblem
+from pyimg.core.workspace import MODULE_FILE
 from pyimg.errors import SourceLinkError, UserInputError
 from pyimg.labels import is_utf8_name, name_problem
 
@@ -49,8 +50,9 @@ def find_build_file(root: str | Path, package: str) -> str | None:
 def find_packages(
     workspace: Path, under: str = "", files: dict[str, set[str]] | None = None
 ) -> list[str]:
-    """The packages at or below `under`, sorted; never descends into pyimg-out, dot directories
-    or directory symlinks. `files`, when given, receives the names of the files (what
+    """The packages at or below `under`, sorted; never descends into pyimg-out, dot directories,
+    directory symlinks or a nested workspace (a directory below `under` holding its own
+    MODULE.pyimg, as examples/debian-python inside examples/: its packages are its own). `files`, when given, receives the names of the files (what
     `os.path.isfile` accepts) of each directory listed, keyed by its workspace-relative path."""
     found = []
     stack = [under]
@@ -60,6 +62,8 @@ def find_packages(
             entries = list(os.scandir(os.path.join(workspace, rel)))
         except OSError:
             continue
+        if rel != under and any(e.name == MODULE_FILE for e in entries):
+            continue  # another workspace: its BUILD files name its own external repositories
         # DirEntry answers from the directory listing: no stat per entry, unlike os.path.
         if files is not None:
             files[rel] = {e.name for e in entries if e.is_file()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -16,10 +17,10 @@ from pyimg.errors import UserInputError
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 
 
-def _deb_layer(ws: Workspace, debs: list[Path], **params: object) -> Path:
+def _deb_layer(ws: Workspace, debs: list[Path], jobs: int = 1, **params: object) -> Path:
     exec_paths = [str(d.relative_to(ws.root)) for d in debs]
     out = "pyimg-out/base.tar"
-    ws.run("deb_layer", {"debs": exec_paths, **params}, exec_paths, [out])
+    ws.run("deb_layer", {"debs": exec_paths, **params}, exec_paths, [out], jobs=jobs)
     return ws.path(out)
 
 
@@ -80,13 +81,19 @@ def test_listing_is_exact(ws: Workspace, debs: Path, compression: str) -> None:
         (f"{S}/tool", "f", "0o644", 0, 0, "", 7),
         (f"{S}/tool.md5sums", "f", "0o644", 0, 0, "", 7),
     ]
+    # The control file byte for byte, as distroless writes status.d (no Status line added).
     assert _read(tar, f"{S}/tool") == (
-        b"Package: tool\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n"
+        b"Package: tool\nVersion: 1.0\nArchitecture: amd64\n"
         b"Maintainer: pyimg tests <tests@example.invalid>\nDepends: libc6\n"
         b"Description: test package tool\n"
     )
     md5 = hashlib.md5(b"#!/bin/sh\n").hexdigest()
     assert f"{md5}  usr/bin/tool\n".encode() in _read(tar, f"{S}/tool.md5sums")
+    # What distroless' status.d holds: `dpkg-deb --info DEB control` (and md5sums), unchanged.
+    for member, record in (("control", "tool"), ("md5sums", "tool.md5sums")):
+        shipped = subprocess.run(["dpkg-deb", "--info", str(tool), member],
+                                 check=True, capture_output=True).stdout
+        assert _read(tar, f"{S}/{record}") == shipped
     assert _read(tar, "usr/bin/tool") == b"#!/bin/sh\n"
 
 
@@ -100,6 +107,21 @@ def test_same_bytes_whatever_the_order_and_compression(ws: Workspace, debs: Path
     one = _deb_layer(ws, [a1, b1]).read_bytes()
     two = _deb_layer(ws, [b2, a2]).read_bytes()
     assert one == two
+
+
+def test_packages_read_on_several_threads_give_the_same_bytes_and_the_same_error(
+    ws: Workspace, debs: Path
+) -> None:
+    pkgs = [make_deb(debs, f"p{i}", {f"usr/lib/p{i}": bytes(i * 1000)}, compression="xz")
+            for i in range(6)]
+    one = _deb_layer(ws, pkgs, jobs=1).read_bytes()
+    assert _deb_layer(ws, pkgs, jobs=3).read_bytes() == one
+    # Of two bad packages, the first given is named, whichever thread fails first.
+    bad = [make_raw_deb(debs / f"bad{i}_1.0_amd64.deb", f"bad{i}", [_node(f"./dev/n{i}", tarfile.CHRTYPE)])
+           for i in range(2)]
+    for jobs in (1, 3):
+        with pytest.raises(UserInputError, match=r"bad0_1.0_amd64.deb \(package bad0\)"):
+            _deb_layer(ws, [*pkgs[:2], bad[0], *pkgs[2:], bad[1]], jobs=jobs)
 
 
 def test_shared_directories_and_identical_files_merge(ws: Workspace, debs: Path) -> None:
@@ -252,3 +274,13 @@ def test_a_link_cycle_is_refused(ws: Workspace, debs: Path) -> None:
     b = make_deb(debs, "user", {"b/y": b"y"})
     with pytest.raises(UserInputError, match="too many levels of symbolic links"):
         _deb_layer(ws, [a, b])
+
+
+@pytest.mark.parametrize("target", ["../../../outside", "/../../outside"])
+def test_a_link_out_of_the_root_is_never_followed(ws: Workspace, debs: Path, target: str) -> None:
+    # Merged /usr links are followed (as dpkg does); one leading out of the root never carries
+    # another package's files out with it.
+    one = make_raw_deb(debs / "one_1.0_amd64.deb", "one", [_node("./a", tarfile.SYMTYPE, target)])
+    two = make_raw_deb(debs / "two_1.0_amd64.deb", "two", [_node("./a/evil", tarfile.REGTYPE)])
+    with pytest.raises(UserInputError, match="'a' is a symlink in the layer but 'a/evil' is under it"):
+        _deb_layer(ws, [one, two])

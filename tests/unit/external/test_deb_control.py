@@ -139,3 +139,60 @@ def test_a_requested_version_is_honoured() -> None:
     assert _names(resolve(index, ["a=1"])) == ["a=1"]
     with pytest.raises(ResolutionError, match="has no version 3 for amd64"):
         resolve(index, ["a=3"])
+
+
+def test_recommends_and_suggests_are_not_followed() -> None:
+    index = _index("amd64", "Package: app\nVersion: 1\nRecommends: extra\nSuggests: docs",
+                   "Package: extra\nVersion: 1", "Package: docs\nVersion: 1")
+    assert _names(resolve(index, ["app"])) == ["app=1"]
+
+
+def test_conflicting_requests_are_refused_naming_both_and_the_chain() -> None:
+    index = _index("amd64", "Package: app\nVersion: 1\nDepends: mawk",
+                   "Package: mawk\nVersion: 1.3\nConflicts: gawk (<< 5)",
+                   "Package: gawk\nVersion: 4")
+    with pytest.raises(ResolutionError) as e:
+        resolve(index, ["app", "gawk"])
+    assert ("gawk 4 and mawk 1.3 cannot be installed together (mawk Conflicts: gawk (<< 5)); "
+            "mawk comes from: app 1") in e.value.message
+    newer = _index("amd64", "Package: mawk\nVersion: 1.3\nConflicts: gawk (<< 5)",
+                   "Package: gawk\nVersion: 5")
+    assert _names(resolve(newer, ["mawk", "gawk"])) == ["gawk=5", "mawk=1.3"]  # out of range
+
+
+def test_breaks_is_refused_like_conflicts_and_virtual_names_count() -> None:
+    index = _index("amd64", "Package: new-libc\nVersion: 2\nBreaks: old-tool",
+                   "Package: old-tool\nVersion: 1\nDepends: mail-agent",
+                   "Package: postfix\nVersion: 1\nProvides: mail-agent\nConflicts: mail-agent",
+                   "Package: exim\nVersion: 1\nProvides: mail-agent\nConflicts: mail-agent")
+    with pytest.raises(ResolutionError, match=r"new-libc Breaks: old-tool"):
+        resolve(index, ["new-libc", "old-tool"])
+    # Conflicts with a virtual package it provides itself (the usual mail-agent pattern) is fine
+    # alone; a second provider is refused.
+    assert _names(resolve(index, ["old-tool"])) == ["old-tool=1", "postfix=1"]
+    with pytest.raises(ResolutionError, match=r"postfix Conflicts: mail-agent"):
+        resolve(index, ["exim", "postfix"])
+
+
+def test_an_alternative_that_conflicts_is_passed_over() -> None:
+    index = _index("amd64", "Package: app\nVersion: 1\nDepends: awk-a | awk-b",
+                   "Package: awk-a\nVersion: 1\nConflicts: base", "Package: awk-b\nVersion: 1",
+                   "Package: base\nVersion: 1")
+    assert _names(resolve(index, ["base", "app"])) == ["app=1", "awk-b=1", "base=1"]
+    only = _index("amd64", "Package: app\nVersion: 1\nDepends: awk-a",
+                  "Package: awk-a\nVersion: 1\nConflicts: base", "Package: base\nVersion: 1")
+    with pytest.raises(ResolutionError) as e:
+        resolve(only, ["base", "app"])
+    assert ("app 1 -> awk-a: awk-a 1 and base 1 cannot be installed together (awk-a Conflicts: "
+            "base); base comes from: requested") in e.value.message
+
+
+def test_providers_are_tried_by_priority_then_version() -> None:
+    # base-files Pre-Depends on awk: Debian systems have mawk (Priority: required), not the
+    # newer gawk (optional).
+    index = _index("amd64", "Package: base-files\nVersion: 12\nPre-Depends: awk",
+                   "Package: gawk\nVersion: 1:5.2.1-2\nProvides: awk\nPriority: optional",
+                   "Package: mawk\nVersion: 1.3.4\nProvides: awk\nPriority: required",
+                   "Package: original-awk\nVersion: 2\nProvides: awk")
+    assert _names(resolve(index, ["base-files"])) == ["base-files=12", "mawk=1.3.4"]
+    assert _names(resolve(index, ["gawk", "base-files"])) == ["base-files=12", "gawk=1:5.2.1-2"]

@@ -45,3 +45,12 @@ def test_build_pyimg_wins(tmp_path):
     _touch(tmp_path, "p/BUILD", "p/BUILD.pyimg")
     assert find_build_file(tmp_path, "p") == str(tmp_path / "p/BUILD.pyimg")
     assert find_build_file(tmp_path, "") is None
+
+
+def test_a_nested_workspace_is_not_searched(tmp_path):
+    # examples/debian-python is a workspace of its own inside examples/: `//...` of the outer
+    # one must not load BUILD files that name the inner one's external repositories.
+    _touch(tmp_path, "MODULE.pyimg", "app/BUILD", "inner/MODULE.pyimg", "inner/BUILD",
+           "inner/sub/BUILD")  # fmt: skip
+    assert find_packages(tmp_path) == ["app"]
+    assert find_packages(tmp_path, "inner") == ["inner", "inner/sub"]
