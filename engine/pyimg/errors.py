@@ -9,6 +9,7 @@
     ├── IntegrityError          exit 1: bytes did not match their digest
     ├── DiskFullError           exit 1: no space left where pyimg writes (cache, pyimg-out)
     ├── RegistryError           exit 1: a registry request failed for good
+    ├── RemoteError             exit 1: an REAPI server refused or failed `pyimg worker` for good
     ├── AuditDifferenceError    exit 3: a reproducibility audit found a difference
     └── InterruptedBuildError   exit 130: Ctrl-C
 
@@ -25,6 +26,7 @@ __all__ = [
     "InterruptedBuildError",
     "PyimgError",
     "RegistryError",
+    "RemoteError",
     "SourceLinkError",
     "UnpinnedInputError",
     "UsageError",
@@ -72,6 +74,10 @@ class DiskFullError(PyimgError):
 
 
 class RegistryError(PyimgError):
+    pass
+
+
+class RemoteError(PyimgError):
     pass
 
 

@@ -82,7 +82,7 @@ def test_dependency_output_change_is_traced_to_its_producer(ws):
     assert not any(line.startswith("//p:b ") for line in lines)  # a hit: only with --all
     assert lines[-1] == "//p:ab: 3 actions, 2 ran, 1 cache hits"
     full = _explain(ws, "//p:ab", "--all")
-    assert "//p:b Genrule pyimg-out/p/b.out: cache hit" in full
+    assert "//p:b Genrule pyimg-out/p/b.out: local cache hit" in full
     own = _explain(ws, "//p:ab", "--no-deps")
     assert own.splitlines()[-1] == "//p:ab: 1 actions, 1 ran, 0 cache hits"
 

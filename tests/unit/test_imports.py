@@ -13,17 +13,24 @@ ALLOWED = {
     "oci": {"core"},
     "registry": {"oci", "core"},
     "actions": {"oci", "core"},
+    # The REAPI client sits beside core's executor seam (core/remote_cache.py), below build.
+    "remote": {"core"},
     # Platform values (os, architecture, variant) are checked against oci/platforms.py.
     "loading": {"oci", "core"},
     "analysis": {"loading", "oci", "core"},
     "external": {"loading", "registry", "oci", "core"},
     "query": {"analysis", "external", "loading", "actions", "registry", "oci", "core"},
     # aquery keys actions as the build does, over what a query selects.
-    "build": {"query", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
+    "build": {"query", "analysis", "external", "loading", "actions", "registry", "remote", "oci",
+              "core"},
     # audit runs builds (in a subprocess) and reads the build records they leave.
-    "audit": {"build", "analysis", "external", "loading", "actions", "registry", "oci", "core"},
+    "audit": {"build", "analysis", "external", "loading", "actions", "registry", "remote", "oci",
+              "core"},
 }
 TOP_LEVEL_MODULES = {"__init__", "errors", "labels"}
+# The modules protoc makes from the REAPI protos (tools/gen_reapi_protos.py): each defines its
+# own DESCRIPTOR, and none is ours to shape.
+GENERATED = PKG / "remote" / "_proto"
 STARLARK_USERS = {"loading", "analysis"}
 
 
@@ -161,6 +168,8 @@ def test_one_owner_per_concept():
     # drifts from the first (docs/architecture.md, "Layout").
     owners: dict[str, list[str]] = {}
     for path in sorted(PKG.rglob("*.py")):
+        if GENERATED in path.parents:
+            continue
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.ClassDef | ast.FunctionDef):
                 names = [node.name]

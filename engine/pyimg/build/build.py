@@ -50,6 +50,8 @@ class BuildReport:
     format_version: str = ""
     # Source host path -> the stat its digest was taken at (None: not in the digest cache).
     observed: dict[str, StatKey | None] = field(default_factory=dict)
+    # What the remote cache did (remote/cache.py), for the summary; None without one.
+    remote_summary: str | None = None
 
 
 def repositories(session: Session, registry: RegistryOptions | None = None) -> Repositories:
@@ -146,6 +148,18 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
     lazy = PulledBlobs(session.output_base, lambda: repos, cas)
     ctx = new_context(session, jobs, execution.sandbox_strict, repos.source_path, out=out,
                       lazy_blobs=lazy, secrets=request.secrets)
+    remote = None
+    if request.remote is not None:
+        from pyimg.remote.cache import open_remote_cache
+
+        opener = open_remote_cache
+        if request.remote.executor is not None:
+            from pyimg.remote.execution import open_remote_execution
+
+            opener = open_remote_execution
+        remote = opener(request.remote, cas, session.output_base / "remote-tmp",
+                        ctx.format_version, ctx.warn)
+        ctx.remote = remote
     executor = ActionExecutor(ctx, cas, cache, digests)
     _check_secrets(needed, request.secrets)
     progress = Progress(out, total=len(needed), verbose=display.verbose, color=display.color)
@@ -157,6 +171,8 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
         progress.close()
         digests.save()
         remove_tree(ctx.scratch_root)
+        if remote is not None:
+            remote.close()
     _save_last_build(session, outcome.records)
     # Whatever was built is materialized, also when --keep-going went past a failure.
     try:
@@ -183,6 +199,7 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
         goals=goals, sources=sources, fixed=fixed, format_version=ctx.format_version,
         observed={h: digests.get(h) for h in sources.values()},
         lazy_blobs=lazy,
+        remote_summary=remote.summary() if remote is not None else None,
     )
 
 

@@ -51,6 +51,10 @@ def entries(records: Iterable[ExecutionRecord]) -> dict[str, Any]:
         f"{r.action.owner} {r.action.mnemonic} {r.action.all_outputs[0]}": {
             "key": str(r.key),
             "cached": r.cached,
+            # A hit from --remote-cache says so (`explain`), as does an action that ran on a
+            # --remote-executor; any other hit was local, any other action ran here.
+            **({"served": "remote"} if r.cached and r.served == "remote" else {}),
+            **({"ran": "remote"} if not r.cached and r.served == "remote-exec" else {}),
             "origin": r.action.origin,
             "components": r.components,
         }
@@ -98,7 +102,7 @@ def update_build_record(output_base: Path, base: str, changed: dict[str, Any]) -
     journal = _read_journal(output_base)
     if journal is None or journal["base"] != base:
         return False
-    if not changed and journal["cached"] and all(e.get("cached") for e in journal["last"].values()):
+    if not changed and journal["cached"] and all(map(_local_hit, journal["last"].values())):
         return True  # the same record again: nothing moves into the previous one
     # The previous record becomes (previous + last before this build). The journal's ids are
     # all in the file, so that is: the merged file, with the journal's last entries on top.
@@ -107,7 +111,7 @@ def update_build_record(output_base: Path, base: str, changed: dict[str, Any]) -
         "cached": True,
         "merged": "hits" if journal["cached"] else "file",
         "previous": journal["last"],
-        "last": {**{k: {**v, "cached": True} for k, v in journal["last"].items()}, **changed},
+        "last": {**{k: _as_local_hit(v) for k, v in journal["last"].items()}, **changed},
     })
     return True
 
@@ -145,7 +149,7 @@ def load_build_records(output_base: Path) -> tuple[dict[str, Any], dict[str, Any
 def _views(
     last: dict[str, Any], previous: dict[str, Any], journal: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    hits = {k: {**v, "cached": True} for k, v in last.items()}
+    hits = {k: _as_local_hit(v) for k, v in last.items()}
     merged = dict(previous)
     if journal["merged"]:
         merged.update(hits if journal["merged"] == "hits" else last)
@@ -153,10 +157,20 @@ def _views(
     return {**(hits if journal["cached"] else last), **journal["last"]}, merged
 
 
+def _local_hit(entry: dict[str, Any]) -> bool:
+    """Whether a record entry says what a replayed no-op says of every action: a local hit."""
+    return bool(entry.get("cached")) and "served" not in entry
+
+
+def _as_local_hit(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry as a replayed no-op records it: a hit of the local cache."""
+    return {**{k: v for k, v in entry.items() if k not in ("served", "ran")}, "cached": True}
+
+
 def _fresh_journal(raw: bytes, data: dict[str, Any]) -> dict[str, Any]:
     return {
         "base": hashlib.sha256(raw).hexdigest(),
-        "cached": all(e.get("cached") for e in data.values()),
+        "cached": all(map(_local_hit, data.values())),
         "merged": None,
         "previous": {},
         "last": {},

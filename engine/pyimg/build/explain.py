@@ -69,14 +69,17 @@ def explain(
     entries = _closure(last, roots) if deps else sorted(roots)
     producers = _producers(last)
     lines: list[str] = []
-    ran = hits = 0
+    ran = hits = remote_hits = 0
     for entry_id in entries:
         entry = last[entry_id]
         before = previous.get(entry_id)
         if entry.get("cached"):
             hits += 1
-            if include_hits:
-                lines.append(f"{entry_id}: cache hit")
+            remote = entry.get("served") == "remote"
+            remote_hits += remote
+            # A remote hit is news (work another machine did); a local one only with --all.
+            if include_hits or remote:
+                lines.append(f"{entry_id}: {'remote' if remote else 'local'} cache hit")
                 if before is not None and before.get("key") != entry.get("key"):
                     # Served from an older result: say what differs from the previous build.
                     lines.extend(
@@ -87,7 +90,8 @@ def explain(
                     )
             continue
         ran += 1
-        lines.append(f"{entry_id}: ran ({entry.get('origin') or 'no origin'})")
+        where = " remotely" if entry.get("ran") == "remote" else ""
+        lines.append(f"{entry_id}: ran{where} ({entry.get('origin') or 'no origin'})")
         if before is None:
             lines.append("  new action: not in any previous build recorded in this output base")
         elif before.get("key") == entry.get("key"):
@@ -100,7 +104,8 @@ def explain(
                 before.get("components") or {}, entry.get("components") or {}, producers
             )
             lines.extend("  " + d for d in changes or ["key changed (components not recorded)"])
-    lines.append(f"{label}: {len(entries)} actions, {ran} ran, {hits} cache hits")
+    from_remote = f" ({remote_hits} remote)" if remote_hits else ""
+    lines.append(f"{label}: {len(entries)} actions, {ran} ran, {hits} cache hits{from_remote}")
     return "\n".join(lines) + "\n"
 
 

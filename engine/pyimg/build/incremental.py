@@ -156,8 +156,10 @@ def record_lines(
     """The incremental build's lines of a successful full build's record (`stdout`: its
     `report_lines`; `request` and `argv`: what it was asked, and its command line), after
     writing its action lines."""
-    if request.secrets is not None:
-        return []  # no record is kept (build/noop.py)
+    if request.secrets is not None or request.remote is not None:
+        # No record is kept (build/noop.py); with a remote cache, a change runs the full build,
+        # which asks the remote cache (and a record would hold its auth headers).
+        return []
     records = report.outcome.records
     producer = {o: i for i, r in enumerate(records) for o in r.action.all_outputs}
     readers: list[list[int]] = [[] for _ in records]

@@ -15,6 +15,7 @@ from pyimg.external.options import RegistryOptions
 
 if TYPE_CHECKING:
     from pyimg.core.secrets import SecretProvider
+    from pyimg.remote.options import RemoteOptions
 
 __all__ = ["BuildRequest", "DisplayOptions", "ExecutionOptions"]
 
@@ -57,6 +58,8 @@ class BuildRequest:
     # Write the lazy layers of pulled bases into the image layouts under pyimg-out/. `pyimg push`
     # does not: it fetches only what the destination registry can neither mount nor has.
     fetch_lazy: bool = True
+    # --remote-cache and its options (docs/remote.md); None: the local disk cache only.
+    remote: RemoteOptions | None = None
     # `--platforms`: build the top-level targets for each (`os/arch[/variant]`); none: the
     # default configuration (docs/concepts.md, "Platforms").
     platforms: tuple[str, ...] = ()

@@ -16,4 +16,5 @@ COMMAND_MODULES = {
     "lock": "pyimg.cli.lock",
     "fetch": "pyimg.cli.fetch",
     "push": "pyimg.cli.push",
+    "worker": "pyimg.cli.worker",
 }

@@ -44,4 +44,6 @@ def cmd_build(args: argparse.Namespace) -> int:
                      lines=record_lines(session, report, lines, request, args.argv),
                      observed=report.observed)
     print(summary(report.outcome.executed, report.outcome.cached, report.seconds), file=sys.stderr)
+    if report.remote_summary is not None:
+        print(report.remote_summary, file=sys.stderr)
     return 0

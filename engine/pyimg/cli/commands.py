@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pyimg.build.request import BuildRequest
     from pyimg.core.secrets import SecretStore
     from pyimg.external.options import RegistryOptions
+    from pyimg.remote.options import RemoteOptions
 
 __all__ = [
     "REGISTRY",
@@ -83,6 +84,27 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                    help="allow plain http to HOST (loopback registries always are)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH|id=ID,env=VAR",
                    help="a secret that actions declaring `secrets = [ID]` may read (repeatable)")
+    p.add_argument("--remote-cache", metavar="URL",
+                   help="a shared REAPI cache, grpc://HOST:PORT or grpcs://HOST:PORT "
+                        "(docs/remote.md)")
+    p.add_argument("--remote-executor", metavar="URL",
+                   help="run sandboxed commands on an REAPI server's workers (grpc:// or "
+                        "grpcs://); its cache is the remote cache unless --remote-cache names one")
+    p.add_argument("--remote-local-fallback", action="store_true",
+                   help="run an action locally when the remote executor keeps failing")
+    p.add_argument("--remote-instance-name", default="", metavar="NAME",
+                   help="the REAPI instance of --remote-cache (default: none)")
+    p.add_argument("--remote-header", action="append", default=[], metavar="NAME=VALUE",
+                   help="a header sent with every remote call, e.g. authorization=Bearer TOKEN "
+                        "(repeatable; never logged)")
+    p.add_argument("--remote-ca-file", metavar="FILE",
+                   help="the CA certificates a grpcs:// remote is checked against (default: "
+                        "the system's)")
+    p.add_argument("--remote-upload-local-results", choices=["true", "false"], default="true",
+                   help="false: only read the remote cache (a laptop), never upload to it")
+    p.add_argument("--remote-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long one remote call may take before the remote cache is left "
+                        "aside for the rest of the build (default 60)")
     p.add_argument("--starlark-memory-mib", type=int, metavar="MIB",
                    help="memory a BUILD/.bzl/MODULE.pyimg evaluation may take (default 4096; "
                         "0: no limit)")
@@ -133,6 +155,25 @@ def build_request(args: argparse.Namespace, patterns: list[str], session: Sessio
         reuse_analysis=args.switches.analysis_reuse,
         fetch_lazy=fetch_lazy,
         platforms=platforms_flag(args),
+        remote=_remote(args),
+    )
+
+
+def _remote(args: argparse.Namespace) -> RemoteOptions | None:
+    """The --remote-* flags as options; None without --remote-cache or --remote-executor."""
+    if not args.remote_cache and not args.remote_executor:
+        return None
+    from pyimg.remote.options import RemoteOptions, parse_header
+
+    return RemoteOptions(
+        cache=args.remote_cache or args.remote_executor,
+        executor=args.remote_executor,
+        local_fallback=args.remote_local_fallback,
+        instance_name=args.remote_instance_name,
+        headers=tuple(parse_header(h) for h in args.remote_header),
+        ca_file=args.remote_ca_file,
+        upload=args.remote_upload_local_results == "true",
+        timeout=args.remote_timeout,
     )
 
 

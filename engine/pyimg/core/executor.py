@@ -45,6 +45,7 @@ from pyimg.labels import is_utf8_name
 
 if TYPE_CHECKING:
     from pyimg.core.builtin import BlobSource
+    from pyimg.core.remote_cache import RemoteCache, RemoteRequest
     from pyimg.core.secrets import SecretProvider
 
 __all__ = [
@@ -106,6 +107,8 @@ class ExecutionRecord:
     cached: bool
     result: ActionResult
     seconds: float = 0.0
+    # What served a cached result: "local" (the disk cache) or "remote" (core/remote_cache.py).
+    served: str = ""
 
 
 @dataclass
@@ -125,6 +128,8 @@ class BuildContext:
     # The layers of pulled base images, fetched only when a builtin needs their bytes.
     lazy_blobs: BlobSource | None = None
     sandbox_strict: bool = False
+    # The second-level action cache, asked after a local miss (core/remote_cache.py).
+    remote: RemoteCache | None = None
     warn: Callable[[str], None] = print
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -233,7 +238,8 @@ class ActionExecutor:
         if cached is None:
             return key, components, None
         self.record_result(action, cached)
-        return key, components, ExecutionRecord(action, key, components, True, cached)
+        return key, components, ExecutionRecord(action, key, components, True, cached,
+                                                served="local")
 
     def execute(
         self, action: Action, looked_up: tuple[Digest, dict[str, Any]] | None = None
@@ -245,16 +251,76 @@ class ActionExecutor:
                 return record
         else:
             key, components = looked_up
+        remote = self.ctx.remote
+        request = None
+        if remote is not None and remote.wants(action):
+            # Here, on a worker thread: a remote lookup is a network round trip.
+            request = self._remote_request(action, key, components)
+            hit = remote.lookup(request)
+            if hit is not None:
+                self.cache.put(key, hit)  # its blobs are in the store: level one has it now
+                self.record_result(action, hit)
+                return ExecutionRecord(action, key, components, True, hit,
+                                       time.monotonic() - start, served="remote")
+            if remote.executes(action):
+                ran = remote.execute(request)
+                if ran is not None:
+                    result, was_cached = ran
+                    self.cache.put(key, result)
+                    self.record_result(action, result)
+                    return ExecutionRecord(
+                        action, key, components, was_cached, result, time.monotonic() - start,
+                        served="remote" if was_cached else "remote-exec")
         scratch = self.ctx.scratch_root / key.hex
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
         try:
-            result = self._run(action, scratch)
+            result = self._run_in(action, scratch)
             self.cache.put(key, result)
         finally:
             remove_tree(scratch)
         self.record_result(action, result)
+        if request is not None:
+            assert remote is not None
+            remote.upload(request, result)
         return ExecutionRecord(action, key, components, False, result, time.monotonic() - start)
+
+    def run_uncached(self, action: Action, scratch: Path) -> ActionResult:
+        """Run `action` in `scratch` (made and removed here) and store its outputs, without the
+        action cache: what `pyimg worker` does with an action a remote scheduler leased it."""
+        try:
+            return self._run_in(action, scratch)
+        finally:
+            remove_tree(scratch)
+
+    def _run_in(self, action: Action, scratch: Path) -> ActionResult:
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        return self._run(action, scratch)
+
+    def _remote_request(self, action: Action, key: Digest,
+                        components: dict[str, Any]) -> RemoteRequest:
+        """Every input file of `action` with its digest, size and mode, for the remote cache."""
+        from pyimg.core.remote_cache import RemoteRequest
+
+        files: dict[str, FileOutput] = {}
+        paths: dict[str, Path] = {}
+        dirs: list[str] = []
+        for path in sorted(set(action.inputs) | set(action.tools)):
+            produced = self.produced(path)
+            if produced is None:
+                src = self.source_path(path)
+                digest, size, executable = self.digests.digest_and_mode(src)
+                files[path] = FileOutput(digest, size, executable)
+                paths[path] = src
+            elif produced[0] == "file":
+                f = produced[1].files[path]
+                files[path] = f
+                paths[path] = self.cas.path(f.digest, f.executable)
+            else:
+                dirs.append(path)
+                for rel, f in produced[1].dirs[path].items():
+                    files[f"{path}/{rel}"] = f
+                    paths[f"{path}/{rel}"] = self.cas.path(f.digest, f.executable)
+        return RemoteRequest(action, key, components, files, tuple(dirs), paths)
 
     def _run(self, action: Action, scratch: Path) -> ActionResult:
         if action.kind == KIND_WRITE:

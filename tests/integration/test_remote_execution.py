@@ -1,0 +1,84 @@
+"""--remote-executor against a real BuildGrid (its scheduler in PostgreSQL) with two `pyimg
+worker` bots: the example's images come out with the digests of a local build, the commands
+having run on the workers; a failing command fails with its output; without workers and with
+--remote-local-fallback, nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from buildgrid import BuildGrid
+from workspace_helpers import REPO, Workspace
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("farm")
+    grid = BuildGrid(root / "buildgrid", execution=True).start()
+    workers = []
+    try:
+        for i in range(2):
+            log = open(root / f"worker{i}.log", "wb")  # noqa: SIM115 - the process keeps it
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "pyimg.cli.main", "worker", "--remote", grid.url,
+                 "--cache-dir", str(root / f"worker{i}"), "--bot-id", f"bot{i}"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            log.close()
+        yield grid, root
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+                w.wait()
+        grid.stop()
+
+
+def _digests(out: str) -> dict[str, str]:
+    return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("//")}
+
+
+def _clone(root: Path, name: str) -> Workspace:
+    shutil.copytree(REPO / "examples", root / name / "ws",
+                    ignore=shutil.ignore_patterns("pyimg-out"))
+    return Workspace(root / name / "ws", root / name / "cache")
+
+
+def test_the_example_builds_on_two_workers_with_local_digests(farm, tmp_path):
+    grid, root = farm
+    remote = _clone(tmp_path, "remote")
+    r = remote.run("build", "--remote-executor", grid.url, "//...")
+    logs = "".join((root / f"worker{i}.log").read_text() for i in range(2))
+    assert r.code == 0, r.err + logs
+    assert "2 actions ran remotely" in r.err, r.err + logs
+    local = _clone(tmp_path, "local")
+    here = local.run("build", "//...")
+    assert here.code == 0, here.err
+    assert _digests(r.out) == _digests(here.out) and len(_digests(here.out)) == 4
+    explained = remote.run("explain", "//app:image")
+    assert "ran remotely" in explained.out, explained.out
+    # Another clone: the server answers Execute from its action cache, nothing runs anywhere.
+    again = _clone(tmp_path, "again")
+    r2 = again.run("build", "--remote-executor", grid.url, "//...")
+    assert r2.code == 0, r2.err
+    assert "Build completed: 0 actions run" in r2.err and "0 actions ran remotely" in r2.err
+    assert _digests(r2.out) == _digests(here.out)
+    explained = again.run("explain", "//app:image")
+    assert "ran remotely" not in explained.out and "remote cache hit" in explained.out
+
+
+def test_a_failing_command_fails_with_its_output(farm, tmp_path):
+    grid, _ = farm
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("p/BUILD.pyimg", 'genrule(name = "bad", outs = ["o"], '
+                              'cmd = "echo no luck >&2; exit 3")\n')
+    r = ws.run("build", "--remote-executor", grid.url, "//p:bad")
+    assert r.code == 1
+    assert "exited with code 3 (remotely" in r.err and "no luck" in r.err, r.err

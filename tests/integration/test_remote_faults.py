@@ -1,0 +1,137 @@
+"""The remote cache under faults, auth and secrets, with a real BuildGrid behind a loopback proxy
+(tests/reapi_proxy.py): corrupt blobs are refused and the action runs locally; an upload cut
+halfway is retried; a slow server is left aside after one warning; a TLS server with a token refuses a wrong one with a clear warning and never
+sees the token in a log; an action with secrets leaves nothing in the remote CAS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from buildgrid import BuildGrid
+from reapi_proxy import Proxy
+from workspace_helpers import Workspace
+
+pytestmark = pytest.mark.slow
+
+BIG = """\
+genrule(name = "big", outs = ["big.bin"], cmd = "yes pyimg | head -c 2500000 > $@")
+genrule(name = "small", srcs = [":big"], outs = ["small.txt"], cmd = "wc -c < $< > $@")
+"""
+
+
+@pytest.fixture
+def grid(tmp_path: Path):
+    server = BuildGrid(tmp_path / "buildgrid", on_disk=True).start()
+    yield server
+    server.stop()
+
+
+def _ws(tmp_path: Path, name: str, build: str = BIG) -> Workspace:
+    ws = Workspace(tmp_path / name, tmp_path / f"{name}-cache")
+    ws.write("p/BUILD.pyimg", build)
+    return ws
+
+
+def test_corrupt_blobs_are_refused_and_the_actions_run_locally(tmp_path, grid):
+    a = _ws(tmp_path, "a")
+    assert a.run("build", "--remote-cache", grid.url, "//p:small").code == 0
+    proxy = Proxy(grid.url, tmp_path / "proxy").start()
+    try:
+        proxy.corrupt_reads = True
+        b = _ws(tmp_path, "b")
+        r = b.run("build", "--remote-cache", proxy.url, "//p:small")
+    finally:
+        proxy.stop()
+    assert r.code == 0, r.err
+    assert "Build completed: 2 actions run" in r.err, r.err
+    assert r.err.count("refused the result of") == 2 and "came back as" in r.err
+    assert "2 results refused" in r.err
+    assert b.out("p/small.txt").read_bytes() == a.out("p/small.txt").read_bytes() == b"2500000\n"
+
+
+def test_a_slow_cache_is_left_aside_after_one_warning(tmp_path, grid):
+    proxy = Proxy(grid.url, tmp_path / "proxy").start()
+    try:
+        proxy.delay = 2.0
+        a = _ws(tmp_path, "a")
+        r = a.run("build", "--remote-cache", proxy.url, "--remote-timeout", "0.5", "//p:small")
+    finally:
+        proxy.stop()
+    assert r.code == 0, r.err
+    assert r.err.count("WARNING: remote cache") == 1
+    assert "DEADLINE_EXCEEDED" in r.err and "no answer within --remote-timeout=0.5s" in r.err
+    assert "Build completed: 2 actions run" in r.err
+    assert a.out("p/small.txt").read_bytes() == b"2500000\n"
+
+
+def test_an_upload_cut_halfway_is_retried(tmp_path, grid):
+    proxy = Proxy(grid.url, tmp_path / "proxy").start()
+    try:
+        proxy.break_writes = 1
+        a = _ws(tmp_path, "a")
+        r = a.run("build", "--remote-cache", proxy.url, "//p:small")
+    finally:
+        proxy.stop()
+    assert r.code == 0, r.err
+    assert proxy.broken_writes == 1
+    assert "WARNING" not in r.err and "2 results uploaded" in r.err, r.err
+    b = _ws(tmp_path, "b")
+    r2 = b.run("build", "--remote-cache", grid.url, "//p:small")
+    assert r2.code == 0 and "2 hits" in r2.err, r2.err
+    assert b.out("p/small.txt").read_bytes() == a.out("p/small.txt").read_bytes() == b"2500000\n"
+
+
+def test_tls_with_a_token(tmp_path, grid):
+    token = "tok-" + "7" * 24
+    proxy = Proxy(grid.url, tmp_path / "proxy", tls=True, token=token).start()
+    try:
+        flags = ["--remote-cache", proxy.url, "--remote-ca-file", str(proxy.ca_file)]
+        a = _ws(tmp_path, "a")
+        wrong = a.run("build", *flags, "--remote-header", "authorization=Bearer nope",
+                      "--verbose", "//p:small")
+        assert wrong.code == 0, wrong.err
+        assert wrong.err.count("WARNING: remote cache") == 1
+        assert "UNAUTHENTICATED" in wrong.err and "--remote-header" in wrong.err
+        b = _ws(tmp_path, "b")
+        right = b.run("build", *flags, "--remote-header", f"authorization=Bearer {token}",
+                      "--verbose", "//p:small")
+        assert right.code == 0, right.err
+        assert "WARNING" not in right.err and "2 results uploaded" in right.err
+        assert token not in right.out + right.err
+        c = _ws(tmp_path, "c")
+        hit = c.run("build", *flags, "--remote-header", f"authorization=Bearer {token}",
+                    "//p:small")
+        assert hit.code == 0 and "2 hits" in hit.err, hit.err
+    finally:
+        proxy.stop()
+    assert ("authorization", f"Bearer {token}") in proxy.seen_headers
+    # Nothing pyimg keeps on disk holds the token.
+    for root in (b.root, b.cache, c.root, c.cache):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                assert token.encode() not in path.read_bytes(), path
+
+
+SECRET = """\
+genrule(name = "plain", outs = ["plain.txt"], cmd = "echo plain > $@")
+genrule(name = "uses", srcs = [":plain"], outs = ["uses.txt"], secrets = ["npm_token"],
+        cmd = "wc -c < $$PYIMG_SECRET_npm_token > $@; cat $< >> $@")
+"""
+
+
+def test_an_action_with_secrets_leaves_nothing_in_the_remote_cas(tmp_path, grid):
+    value = b"s3cr3t-value-that-must-stay-home"
+    secret = tmp_path / "token"
+    secret.write_bytes(value)
+    ws = _ws(tmp_path, "ws", SECRET)
+    r = ws.run("build", "--remote-cache", grid.url, "--secret", f"id=npm_token,src={secret}",
+               "//p:uses")
+    assert r.code == 0, r.err
+    assert "1 misses, 1 results uploaded" in r.err  # only //p:plain went out
+    blobs = [p for p in (grid.workdir / "cas").rglob("*") if p.is_file()]
+    assert blobs
+    uses = ws.out("p/uses.txt").read_bytes()
+    for blob in blobs:
+        data = blob.read_bytes()
+        assert value not in data and uses not in data, blob

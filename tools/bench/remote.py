@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Remote cache and execution benchmark (docs/remote.md) on the engine benchmark's workspace
+(200 packages, 1,000 targets), against a BuildGrid on loopback (tools/setup --system):
+
+    .venv/bin/python tools/bench/remote.py [--small]
+
+- a cold build (empty disk cache, fresh output base) with a warm remote cache, against a no-op
+  with a warm local cache (goal <= 10x) and against a cold local build (goal <= 0.2x);
+- remote execution with two `pyimg worker` bots on loopback, against a cold local build
+  (reported; no goal on 2 cores);
+- the bytes a re-build uploads after one source edit (goal: only that action's outputs).
+
+`--small` runs the same steps on 60 targets (a check that the script works, not a measure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests"))
+from buildgrid import BuildGrid  # noqa: E402
+from workspace_gen import generate, package_name  # noqa: E402
+
+from engine import make_workspace, run  # noqa: E402
+
+PYIMG = [str(REPO / ".venv/bin/pyimg")]
+
+
+def _uploaded(stderr: str) -> int:
+    m = re.search(r"results uploaded \((\d+) bytes\)", stderr)
+    return int(m.group(1)) if m else -1
+
+
+def _workers(url: str, root: Path, n: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([*PYIMG, "worker", "--remote", url, "--cache-dir",
+                              str(root / f"worker{i}")], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+            for i in range(n)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="60 targets: check the script works")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pyimg-bench-remote-") as tmp:
+        root = Path(tmp)
+        ws = root / "ws"
+        if args.small:
+            generate(ws, targets=60, packages=20)
+        else:
+            make_workspace(ws)
+
+        def build(cache: str, *flags: str, where: Path = ws) -> tuple[float, str]:
+            return run([*PYIMG, "build", "--disk-cache", str(root / cache), "--output-base",
+                        str(root / f"base-{cache}"), *flags, "//..."], where)
+
+        grid = BuildGrid(root / "buildgrid", execution=True).start()
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            cold_local, _ = build("local")
+            noop_local, _ = build("local")
+            build("uploader", "--remote-cache", grid.url)
+            warm_remote, err = build("downloader", "--remote-cache", grid.url)
+            assert "0 misses" in err, err
+            # One source edited: what a re-build sends.
+            src = ws / package_name(3) / "t0.txt"
+            src.write_text("edited\n")
+            _, err = build("uploader", "--remote-cache", grid.url)
+            edit_bytes = _uploaded(err)
+            src.write_text("edited again\n")
+            workers = _workers(grid.url, root, 2)
+            clone = root / "clone"
+            shutil.copytree(ws, clone, ignore=shutil.ignore_patterns("pyimg-out"))
+            time.sleep(1)  # the workers open their bot sessions
+            executed, err = build("exec", "--remote-executor", grid.url, where=clone)
+            ran = re.search(r"(\d+) actions ran remotely", err)
+        finally:
+            for w in workers:
+                os.killpg(w.pid, signal.SIGKILL)
+                w.wait()
+            grid.stop()
+    print("| measurement | seconds | ratio |")
+    print("| --- | --- | --- |")
+    print(f"| cold local build | {cold_local:.2f} | 1 |")
+    print(f"| no-op, warm local cache | {noop_local:.3f} | |")
+    print(f"| cold build, warm remote cache | {warm_remote:.2f} | {warm_remote / noop_local:.1f}x "
+          f"the no-op (goal <= 10x); {warm_remote / cold_local:.2f}x the cold build (goal <= 0.2x) |")
+    print(f"| remote execution, 2 workers ({ran.group(1) if ran else '?'} actions remote) | "
+          f"{executed:.2f} | {executed / cold_local:.2f}x the cold local build |")
+    print(f"| bytes uploaded by a re-build after one source edit | {edit_bytes} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
