@@ -40,5 +40,7 @@ OciPushInfo = provider(
         "digest": "File: holds the digest being pushed.",
         "repository": "The destination, `registry/repo`.",
         "remote_tags": "Tags to set after the push.",
+        "sign_key": "The private key to sign with after the push (`env://VAR` or a path), or \"\".",
+        "sign_key_password_env": "The environment variable holding the key's password, or \"\".",
     },
 )
