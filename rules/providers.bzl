@@ -27,9 +27,11 @@ OciImageIndexInfo = provider(
 )
 
 HostToolInfo = provider(
-    doc = "A program of the host machine, declared so that its digest enters the action key.",
+    doc = "A program of the host machine, declared so that its identity enters the action key.",
     fields = {
         "path": "Absolute path of the program on the host.",
+        "data": "Absolute host paths the program reads, hashed into its identity.",
+        "identity": "\"auto\" or \"bytes\" (docs/concepts.md, \"Tools are inputs\").",
     },
 )
 
