@@ -1,6 +1,7 @@
 """The public rules of pyimg (this file only re-exports; see rules/private/)."""
 
 load("@pyimg//rules/private:deb.bzl", _deb_layer = "deb_layer")
+load("@pyimg//rules/private:node.bzl", _npm_layer = "npm_layer")
 load("@pyimg//rules/private:basic.bzl", _filegroup = "filegroup", _genrule = "genrule", _host_tool = "host_tool")
 load(
     "@pyimg//rules/private:oci.bzl",
@@ -25,6 +26,7 @@ deb_layer = _deb_layer
 filegroup = _filegroup
 genrule = _genrule
 host_tool = _host_tool
+npm_layer = _npm_layer
 oci_image = _oci_image
 oci_image_index = _oci_image_index
 oci_layout = _oci_layout

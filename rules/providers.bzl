@@ -1,11 +1,11 @@
 """Providers of pyimg's rules: what each rule hands to the targets that depend on it."""
 
 OciLayerInfo = provider(
-    doc = "A layer tarball made by pkg_tar or deb_layer.",
+    doc = "A layer tarball made by pkg_tar, deb_layer or npm_layer.",
     fields = {
         "tar": "File: the uncompressed, canonical layer tarball.",
         "spec": "The parameters that describe the tarball's bytes exactly (JSON text).",
-        "writer": "The built-in action whose parameters `spec` holds: None for pkg_tar, or \"deb_layer\" or \"py_layer\".",
+        "writer": "The built-in action whose parameters `spec` holds: None for pkg_tar, \"deb_layer\", \"npm_layer\" or \"py_layer\".",
         "inputs": "list of File: what `spec` reads.",
     },
 )

@@ -133,7 +133,7 @@ whose `os`, `architecture` and `variant` are unset takes the platform's, a base 
 entry of that platform, and a base of another platform is an error naming both.""",
     attrs = {
         "base": attr.label(doc = "The base image: an `oci_image`, `oci_layout` or `oci_pull`, or an index (`oci_image_index`, or an `oci_pull`/`oci_layout` pinned by an index digest) whose entry for the image's platform is taken. None: scratch."),
-        "tars": attr.label_list(allow_files = True, doc = "Layers, lowest first: `pkg_tar` or `deb_layer` targets or tar files (plain, gzip or zstd)."),
+        "tars": attr.label_list(allow_files = True, doc = "Layers, lowest first: `pkg_tar`, `deb_layer` or `npm_layer` targets or tar files (plain, gzip or zstd)."),
         "entrypoint": attr.string_list(doc = "The entrypoint. Setting it clears the base image's `cmd` unless `cmd` is set too (as Docker does)."),
         "cmd": attr.string_list(doc = "Default arguments."),
         "env": attr.string_dict(doc = "Environment variables; `$VAR` and `${VAR}` expand from the base image's environment."),

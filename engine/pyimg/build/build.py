@@ -102,10 +102,13 @@ def analyze(
     result = Analyzer(loader, default, reuse).analyze(labels, configurations or None)
     if reuse is not None:
         reuse.save(loader.read_files, loader.read_paths)
-    module_inputs = repos.input_files()
-    result.files = [str(p) for p in loader.read_paths.values()] + [str(p) for p in module_inputs]
+    # MODULE.pyimg, pyimg.lock and the workspace files declarations are made from (an npm_lock's
+    # package-lock.json) decide what the external repositories hold.
+    external_inputs = [session.workspace / "MODULE.pyimg", session.workspace / "pyimg.lock"] + [
+        session.workspace / f for f in repos.module.workspace_files]
+    result.files = [str(p) for p in loader.read_paths.values()] + [str(p) for p in external_inputs]
     if cache is not None:
-        cache.put(parsed, platform, loader, result, module_inputs)
+        cache.put(parsed, platform, loader, result, external_inputs)
     return loader, result
 
 

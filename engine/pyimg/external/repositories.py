@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -40,6 +41,7 @@ from pyimg.loading.module_file import (
     HttpArchive,
     HttpFile,
     ModuleFile,
+    NpmLock,
     OciPull,
     PipLock,
     evaluate_module,
@@ -47,7 +49,9 @@ from pyimg.loading.module_file import (
 from pyimg.oci import media_types as mt
 
 if TYPE_CHECKING:
+    from pyimg.core.sri import Sri
     from pyimg.external.deb import DebPin
+    from pyimg.external.npm_lock import NpmPackage, NpmTree
     from pyimg.external.python_lock import WheelPin
     from pyimg.oci.model import Descriptor
     from pyimg.registry.client import RegistryClient
@@ -111,11 +115,17 @@ def _render_entry(entry: dict[str, Any]) -> str:
     return json.dumps(entry, sort_keys=True)
 
 
-def lock_covers(decl: Declaration, entry: dict[str, Any] | None) -> bool:
+def lock_covers(decl: Declaration, entry: dict[str, Any] | None,
+                workspace: Path | None = None) -> bool:
     """Does the lock entry still describe this declaration (same image and tag, same URLs,
-    same sources, architectures and packages)?"""
+    same sources, architectures and packages; for npm_lock, the same package-lock.json, read
+    from `workspace`)?"""
     if not entry or entry.get("kind") != decl.kind:
         return False
+    if isinstance(decl, NpmLock):
+        from pyimg.external.npm_lock import npm_entry_covers as npm_covers
+
+        return workspace is not None and npm_covers(decl, entry, _read_or_none(workspace / decl.lock))
     if isinstance(decl, DebIndex):
         from pyimg.external.deb import entry_covers
 
@@ -176,6 +186,7 @@ class Repositories:
         self._client_lock = threading.Lock()
         self._done: dict[str, Path] = {}
         self._source_lock = threading.Lock()  # source_path() runs on executor threads
+        self._npm: dict[str, NpmTree] = {}  # npm_lock name -> its checked lock
 
     # -- plumbing
 
@@ -203,17 +214,28 @@ class Repositories:
         return decl
 
     def pin(self, decl: Declaration) -> str:
-        """The digest (oci_pull) or sha256 (http_*) the declaration is pinned to."""
+        """The digest (oci_pull) or sha256 (http_*) the declaration is pinned to; an SRI string
+        (`sha512-…`) for an http_* pinned by `integrity`."""
         if isinstance(decl, OciPull) and decl.digest:
             return decl.digest
-        if isinstance(decl, (HttpFile, HttpArchive)) and decl.sha256:
-            return decl.sha256
+        if isinstance(decl, (HttpFile, HttpArchive)) and (decl.sha256 or decl.integrity):
+            return decl.sha256 or str(decl.integrity)
         entry = self.lock.get(decl.name)
-        if lock_covers(decl, entry):
+        if lock_covers(decl, entry, self.session.workspace):
             assert entry is not None
-            return str(entry["digest"] if isinstance(decl, (OciPull, DebIndex, PipLock))
+            if isinstance(decl, NpmLock):
+                self._npm_packages(decl)  # package.json may have moved on without the lock
+            return str(entry["digest"] if isinstance(decl, (OciPull, DebIndex, PipLock, NpmLock))
                        else entry["sha256"])
-        if isinstance(decl, DebIndex):
+        if isinstance(decl, NpmLock):
+            if decl.name in self.lock:
+                raise UnpinnedInputError(
+                    f"npm_lock '{decl.name}': {decl.lock} is not the one {LOCK_FILE} recorded "
+                    "(it changed, or is missing): run `pyimg lock` to check and record it",
+                    origin=decl.origin,
+                )
+            what, why = f"{decl.lock}", "is checked and recorded only by the lock"
+        elif isinstance(decl, DebIndex):
             what, why = "its packages", "is resolved only by the lock"
         elif isinstance(decl, PipLock):
             what, why = f"the wheels of {decl.source}", "is resolved only by the lock"
@@ -227,15 +249,6 @@ class Repositories:
             f"run `pyimg lock` to record it",
             origin=decl.origin,
         )
-
-    def input_files(self) -> list[Path]:
-        """The workspace files that decide what the repositories are: MODULE.pyimg, pyimg.lock
-        and the lock files declarations read (a requirements.txt changed after `pyimg lock`
-        must not replay the build made with the old one)."""
-        root = self.session.workspace
-        sources = [getattr(d, "source", None) for d in self.module.declarations]
-        return [root / MODULE_FILE, root / LOCK_FILE,
-                *(root / s for s in sources if isinstance(s, str))]
 
     def check_pinned(self) -> None:
         """Nothing unpinned enters a build: every declaration must have a digest or a lock entry."""
@@ -288,6 +301,10 @@ class Repositories:
             for platform_pins in self._wheel_pins(decl).values():
                 for wheel in platform_pins:
                     self._fetch_wheel(decl, wheel.url, wheel.sha256)
+        elif isinstance(decl, NpmLock):
+            headers = self._npm_headers(decl)
+            for pkg in self._npm_packages(decl).packages:
+                self._fetch_npm(decl, pkg, headers)
         else:
             self._fetch_http(decl, pin)
 
@@ -309,6 +326,8 @@ class Repositories:
             extra = self._write_deb_repo(decl, dest)
         elif isinstance(decl, PipLock):
             extra = self._write_pip_repo(decl, dest)
+        elif isinstance(decl, NpmLock):
+            extra = self._write_npm_repo(decl, dest)
         elif isinstance(decl, HttpFile):
             digest = self._fetch_http(decl, pin)
             extra = self._write_http_file_repo(decl, digest, dest)
@@ -326,7 +345,10 @@ class Repositories:
         the repository must then be made again from a verified blob rather than read as it is."""
         linked: list[tuple[Path, Digest, bool]] = []
         if isinstance(decl, HttpFile):
-            linked.append((dest / "file" / decl.file_name, Digest("sha256", pin), decl.executable))
+            sha = self._sri_sha256(pin) if "-" in pin else pin
+            if sha is None:
+                return False
+            linked.append((dest / "file" / decl.file_name, Digest("sha256", sha), decl.executable))
         elif isinstance(decl, OciPull):
             linked += [(p, Digest("sha256", p.name), False)
                        for p in dest.glob("layout/blobs/sha256/*")]
@@ -336,6 +358,15 @@ class Repositories:
         elif isinstance(decl, PipLock):
             linked += [(dest / "wheels" / w.filename, Digest("sha256", w.sha256), False)
                        for pins in self._wheel_pins(decl).values() for w in pins]
+        elif isinstance(decl, NpmLock):
+            for pkg in self._npm_packages(decl).packages:
+                file, sri = pkg.tarball(), pkg.integrity
+                if file is None or sri is None:
+                    continue
+                sha = self._sri_sha256(str(sri))
+                if sha is None:
+                    return False
+                linked.append((dest / file, Digest("sha256", sha), False))
         for path, digest, executable in linked:
             try:
                 if path.stat().st_size != os.stat(self.cas.path_str(digest, executable)).st_size:
@@ -511,6 +542,10 @@ class Repositories:
         """Download (unless cached) and return the verified digest; `sha256=None`: trust on
         first use (only `pyimg lock` does that, to record the digest)."""
         executable = isinstance(decl, HttpFile) and decl.executable
+        if sha256 is not None and "-" in sha256:
+            from pyimg.core.sri import parse_sri
+
+            return self._fetch_sri(decl, list(decl.urls), parse_sri(sha256), executable)
         if sha256 is not None:
             digest = Digest("sha256", sha256)
             if self.cas.verify(digest, executable):
@@ -541,6 +576,60 @@ class Repositories:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
         raise PyimgError(
             f"{decl.kind} '{decl.name}': download failed from every URL:\n  " + "\n  ".join(errors),
+            origin=decl.origin,
+        )
+
+    def _sri_sha256(self, pin: str) -> str | None:
+        """The sha256 of the blob pinned by the SRI string `pin`, when the cache has it."""
+        from pyimg.core.sri import SriIndex, parse_sri
+
+        return SriIndex(self.session.cache_root).get(parse_sri(pin))
+
+    def _fetch_sri(self, decl: Declaration, urls: list[str], sri: Sri, executable: bool,
+                   what: str = "", headers: Callable[[str], dict[str, str]] | None = None,
+                   pinned_by: str = "the declaration") -> Digest:
+        """The blob pinned by `sri` in the store: from the cache through the SRI index
+        (core/sri.py), else downloaded from the first URL that answers and verified against the
+        pin before anything keeps it. `headers(url)` gives credentials, never logged or kept."""
+        from pyimg.core.sri import SriIndex, hash_file_by
+
+        index = SriIndex(self.session.cache_root)
+        known = index.get(sri)
+        if known is not None:
+            digest = Digest("sha256", known)
+            if self.cas.verify(digest, executable):
+                return digest
+            if executable and self.cas.verify(digest):
+                return self._store(self.cas.path(digest), digest, executable)
+        label = f"{decl.kind} '{decl.name}'" + (f": {what}" if what else "")
+        self._online(decl, f"{what + ' from ' if what else ''}{urls[0]} ({sri})")
+        errors = []
+        for url in urls:
+            tmp_dir = Path(tempfile.mkdtemp(dir=self._tmp_root()))
+            try:
+                tmp = tmp_dir / "download"
+                try:
+                    _download(url, tmp, headers(url) if headers else None)
+                except OSError as e:
+                    errors.append(f"{url}: {e}")
+                    continue
+                self.downloads += 1
+                got = hash_file_by(tmp, tuple(dict.fromkeys(("sha256", sri.algorithm))))
+                if got[sri.algorithm] != sri.hex:
+                    from pyimg.core.sri import Sri as _Sri
+
+                    raise IntegrityError(
+                        f"{label}: {url} has integrity {_Sri(sri.algorithm, got[sri.algorithm])}, "
+                        f"but {pinned_by} pins {sri}: refused",
+                        origin=decl.origin,
+                    )
+                digest = self._store(tmp, Digest("sha256", got["sha256"]), executable)
+                index.record(sri, got["sha256"])
+                return digest
+            finally:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise PyimgError(
+            f"{label}: download failed from every URL:\n  " + "\n  ".join(errors),
             origin=decl.origin,
         )
 
@@ -738,6 +827,63 @@ class Repositories:
         return pip_lock_entry(decl, self.session.workspace, page,
                           lambda url, sha: self._fetch_wheel(decl, url, sha))
 
+    # -- npm_lock
+
+    def _npm_packages(self, decl: NpmLock) -> NpmTree:
+        """The declaration's package-lock.json, checked (once per command)."""
+        from pyimg.external.npm_lock import check_lock
+
+        if decl.name not in self._npm:
+            lock, manifest = self._npm_files(decl)
+            self._npm[decl.name] = check_lock(decl, lock, manifest)
+        return self._npm[decl.name]
+
+    def _npm_files(self, decl: NpmLock) -> tuple[bytes, bytes]:
+        found = []
+        for rel in decl.workspace_files:
+            try:
+                found.append((self.session.workspace / rel).read_bytes())
+            except OSError as e:
+                raise UserInputError(f"npm_lock '{decl.name}': cannot read '{rel}': "
+                                     f"{e.strerror or e}", origin=decl.origin) from None
+        return found[0], found[1]
+
+    def _npm_headers(self, decl: NpmLock) -> Callable[[str], dict[str, str]]:
+        from pyimg.external.npm_lock import auth_header, environment, npmrc_texts, read_npmrc
+
+        env = environment()
+        settings = read_npmrc(npmrc_texts(self.session.workspace, decl, env), env)
+
+        def headers(url: str) -> dict[str, str]:
+            value = auth_header(url, settings)
+            return {"Authorization": value} if value else {}
+
+        return headers
+
+    def _fetch_npm(self, decl: NpmLock, pkg: NpmPackage,
+                   headers: Callable[[str], dict[str, str]] | None = None) -> Digest | None:
+        if pkg.integrity is None or pkg.url is None:
+            return None  # bundled: its files are in its parent's tarball
+        return self._fetch_sri(decl, [pkg.url], pkg.integrity, False,
+                               f"package '{pkg.path}' ({pkg.name}@{pkg.version})",
+                               headers or self._npm_headers(decl), decl.lock)
+
+    def _write_npm_repo(self, decl: NpmLock, dest: Path) -> dict[str, Any]:
+        from pyimg.external.npm_lock import write_npm_repo
+
+        tree = self._npm_packages(decl)
+        headers = self._npm_headers(decl)
+        tmp = self._fresh(dest)
+
+        def link(pkg: NpmPackage, path: Path) -> None:
+            digest = self._fetch_npm(decl, pkg, headers)
+            assert digest is not None
+            self.cas.link_to(digest, path)
+
+        write_npm_repo(decl, tree, tmp, link)
+        self._swap(tmp, dest)
+        return {}
+
     def _fresh(self, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".tmp-{os.getpid()}-{dest.name}"
@@ -761,6 +907,17 @@ class Repositories:
             return self._deb_lock_entry(decl)
         if isinstance(decl, PipLock):
             return self._pip_lock_entry(decl)
+        if isinstance(decl, NpmLock):
+            from pyimg.external.npm_lock import npm_lock_entry
+
+            npm_entry = npm_lock_entry(decl, *self._npm_files(decl))
+            scripts = sorted({p.name for p in self._npm_packages(decl).packages
+                              if p.has_install_script})
+            if scripts:
+                print(f"{decl.origin}: warning: npm_lock '{decl.name}': {len(scripts)} "
+                      f"package{'s' * (len(scripts) != 1)} with install scripts, which npm_layer "
+                      f"does not run (docs/node.md): {', '.join(scripts)}", file=self.out)
+            return npm_entry
         if isinstance(decl, OciPull):
             if decl.digest:
                 return None
@@ -784,7 +941,7 @@ class Repositories:
                         platforms[key] = str(d.digest)
                 entry["platforms"] = dict(sorted(platforms.items()))
             return entry
-        if decl.sha256:
+        if decl.sha256 or decl.integrity:
             return None
         digest = self._fetch_http(decl, None)
         return {"kind": decl.kind, "sha256": digest.hex, "urls": list(decl.urls)}
@@ -798,7 +955,14 @@ def _decl_json(decl: Declaration) -> dict[str, Any]:
     return d
 
 
-def _download(url: str, dest: Path) -> str:
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _download(url: str, dest: Path, headers: dict[str, str] | None = None) -> str:
     """Stream `url` to `dest`, returning the sha256 hex of what arrived."""
     h = hashlib.sha256()
     if url.startswith("file://"):
@@ -811,7 +975,7 @@ def _download(url: str, dest: Path) -> str:
     import requests
 
     try:
-        with requests.get(url, stream=True, timeout=(10, 120)) as resp:
+        with requests.get(url, stream=True, timeout=(10, 120), headers=headers) as resp:
             if resp.status_code != 200:
                 raise OSError(f"HTTP {resp.status_code}")
             with open(dest, "wb") as f:

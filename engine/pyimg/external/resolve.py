@@ -35,7 +35,9 @@ def update_lock(
     result = LockUpdate()
     for decl in repos.module.declarations:
         entry = old.get(decl.name)
-        if decl.name in update or not lock_covers(decl, entry):
+        # An npm_lock is checked every time: that is local and cheap, and its package.json may
+        # have moved on while its package-lock.json did not.
+        if decl.name in update or decl.kind == "npm_lock" or not lock_covers(decl, entry, workspace):
             entry = repos.lock_entry(decl)
             if entry is not None and entry != old.get(decl.name):
                 result.changed.append(decl.name)

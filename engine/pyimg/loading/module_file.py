@@ -1,5 +1,5 @@
 """Evaluating `MODULE.pyimg`: the pinned external inputs (`oci_pull`, `http_file`, `http_archive`,
-`deb_index`, `pip_lock`).
+`deb_index`, `pip_lock`, `npm_lock`).
 
 MODULE.pyimg declares external repositories and nothing else (docs/external-inputs.md). Each declaration
 becomes a frozen value carrying its origin (`MODULE.pyimg:LINE:COL`), so that every later error about
@@ -25,6 +25,7 @@ __all__ = [
     "HttpArchive",
     "HttpFile",
     "ModuleFile",
+    "NpmLock",
     "OciPull",
     "PipLock",
     "evaluate_module",
@@ -44,15 +45,16 @@ def oci_pull(name, image, digest = None, tag = None, platforms = None):
     _pyimg_declare(kind = "oci_pull", name = name, stack = call_stack(), attrs = {
         "image": image, "digest": digest, "tag": tag, "platforms": platforms})
 
-def http_file(name, urls = None, sha256 = None, executable = False, downloaded_file_path = None, url = None):
+def http_file(name, urls = None, sha256 = None, executable = False, downloaded_file_path = None, url = None,
+              integrity = None):
     _pyimg_declare(kind = "http_file", name = name, stack = call_stack(), attrs = {
         "urls": urls, "url": url, "sha256": sha256, "executable": executable,
-        "downloaded_file_path": downloaded_file_path})
+        "downloaded_file_path": downloaded_file_path, "integrity": integrity})
 
 def http_archive(name, urls = None, sha256 = None, strip_prefix = "", build_file_content = None, url = None,
-                 max_unpacked_bytes = None, max_unpacked_files = None):
+                 max_unpacked_bytes = None, max_unpacked_files = None, integrity = None):
     _pyimg_declare(kind = "http_archive", name = name, stack = call_stack(), attrs = {
-        "urls": urls, "url": url, "sha256": sha256, "strip_prefix": strip_prefix,
+        "urls": urls, "url": url, "sha256": sha256, "integrity": integrity, "strip_prefix": strip_prefix,
         "build_file_content": build_file_content, "max_unpacked_bytes": max_unpacked_bytes,
         "max_unpacked_files": max_unpacked_files})
 
@@ -67,6 +69,9 @@ def pip_lock(name, requirements = None, lock = None, python_version = None, plat
         "requirements": requirements, "lock": lock, "python_version": python_version,
         "platforms": platforms, "index_url": index_url, "extra_index_urls": extra_index_urls,
         "glibc": glibc, "musl": musl})
+def npm_lock(name, lock, package_json = None, registry = None, npmrc = None):
+    _pyimg_declare(kind = "npm_lock", name = name, stack = call_stack(), attrs = {
+        "lock": lock, "package_json": package_json, "registry": registry, "npmrc": npmrc})
 """
 
 
@@ -98,10 +103,11 @@ class HttpFile:
     sha256: str | None = None
     executable: bool = False
     downloaded_file_path: str = ""
+    integrity: str | None = None  # "sha512-<base64>" or "sha384-…" (core/sri.py)
 
     @property
     def pinned(self) -> bool:
-        return self.sha256 is not None
+        return self.sha256 is not None or self.integrity is not None
 
     @property
     def file_name(self) -> str:
@@ -125,10 +131,11 @@ class HttpArchive:
     # Bounds on unpacking (None: external/archive.py's defaults); they never change what is unpacked.
     max_unpacked_bytes: int | None = None
     max_unpacked_files: int | None = None
+    integrity: str | None = None  # "sha512-<base64>" or "sha384-…" (core/sri.py)
 
     @property
     def pinned(self) -> bool:
-        return self.sha256 is not None
+        return self.sha256 is not None or self.integrity is not None
 
 
 @dataclass(frozen=True)
@@ -184,11 +191,39 @@ class PipLock:
         return False  # only pyimg.lock pins the wheels
 
     @property
+    def workspace_files(self) -> tuple[str, ...]:
+        """The workspace files the repository is made from (a build depends on them)."""
+        return (self.source,)
+
+    @property
     def is_pylock(self) -> bool:
         return self.source.rsplit("/", 1)[-1].startswith("pylock")
 
 
-Declaration = OciPull | HttpFile | HttpArchive | DebIndex | PipLock
+@dataclass(frozen=True)
+class NpmLock:
+    """A Node dependency set: a package-lock.json (v2/v3) in the workspace, each tarball pinned
+    by the lock's own integrity; pyimg.lock records the digest of the lock it was checked at."""
+
+    kind: ClassVar[str] = "npm_lock"
+    name: str
+    origin: str
+    lock: str  # workspace-relative package-lock.json
+    package_json: str  # workspace-relative package.json
+    registry: str = "https://registry.npmjs.org"
+    npmrc: str | None = None  # a workspace .npmrc for credentials, read only when downloading
+
+    @property
+    def pinned(self) -> bool:
+        return False  # pyimg.lock records which package-lock.json was checked
+
+    @property
+    def workspace_files(self) -> tuple[str, ...]:
+        """The workspace files the repository is made from (a build depends on them)."""
+        return (self.lock, self.package_json)
+
+
+Declaration = OciPull | HttpFile | HttpArchive | DebIndex | PipLock | NpmLock
 
 DEFAULT_MAX_RELEASE_AGE_DAYS = 90
 _DEB_ARCH = re.compile(r"^[a-z0-9][a-z0-9\-]*$")
@@ -208,6 +243,13 @@ class ModuleFile:
     @property
     def names(self) -> list[str]:
         return [d.name for d in self.declarations]
+
+    @property
+    def workspace_files(self) -> list[str]:
+        """Workspace files that declarations are made from at build time (an npm_lock's
+        package-lock.json and package.json), for the caches to watch."""
+        return [f for d in self.declarations if isinstance(d, (PipLock, NpmLock))
+                for f in d.workspace_files]
 
 
 def evaluate_module(workspace: Path) -> ModuleFile:
@@ -273,7 +315,7 @@ def parse_module(text: str, path: Path) -> ModuleFile:
             raise pending[-1]
         return frozen
 
-    src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive", "deb_index", "pip_lock"])])
+    src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive", "deb_index", "pip_lock", "npm_lock"])])
     sources[MODULE_FILE] = src
     try:
         evaluate(MODULE_FILE, src.evaluated, sl.Module(), sl.FileLoader(load))
@@ -335,6 +377,8 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
         return _make_deb_index(name, attrs, origin, bad)
     if kind == "pip_lock":
         return _make_pip_lock(name, attrs, origin, bad)
+    if kind == "npm_lock":
+        return _make_npm_lock(name, attrs, origin, bad)
 
     urls = attrs.get("urls") or ([attrs["url"]] if attrs.get("url") else [])
     if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
@@ -347,6 +391,18 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
         sha = sha.lower().removeprefix("sha256:")
         if not _SHA256.match(sha):
             raise bad(f"'sha256' must be 64 hex digits, got {attrs.get('sha256')!r}")
+    integrity = opt_str("integrity")
+    if integrity is not None:
+        from pyimg.core.sri import parse_sri
+
+        if sha is not None:
+            raise bad("give 'sha256' or 'integrity', not both")
+        try:
+            sri = parse_sri(integrity)
+        except ValueError as e:
+            raise bad(f"'integrity': {e}") from None
+        # A sha256 pin is one whatever it is written as: the store keys blobs by sha256.
+        sha, integrity = (sri.hex, None) if sri.algorithm == "sha256" else (None, str(sri))
     if kind == "http_file":
         path = opt_str("downloaded_file_path") or ""
         if path.startswith("/") or ".." in path.split("/") or path.endswith("/"):
@@ -354,7 +410,7 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
         executable = attrs.get("executable", False)
         if not isinstance(executable, bool):
             raise bad(f"'executable' must be True or False, got {executable!r}")
-        return HttpFile(name, origin, tuple(urls), sha, executable, path)
+        return HttpFile(name, origin, tuple(urls), sha, executable, path, integrity)
     strip = opt_str("strip_prefix") or ""
     build = attrs.get("build_file_content")
     if build is not None and not isinstance(build, str):
@@ -365,7 +421,8 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
         if value is not None and (type(value) is not int or value <= 0):
             raise bad(f"'{key}' must be a positive integer, got {value!r}")
         bounds.append(value)
-    return HttpArchive(name, origin, tuple(urls), sha, strip.strip("/"), build, *bounds)
+    return HttpArchive(name, origin, tuple(urls), sha, strip.strip("/"), build, bounds[0], bounds[1],
+                       integrity)
 
 
 def _make_deb_index(
@@ -464,3 +521,24 @@ def _make_pip_lock(
         tuple(dict.fromkeys(platforms)), index_url.rstrip("/"),
         tuple(u.rstrip("/") for u in extra), libc["glibc"] or "2.28", libc["musl"],
     )
+def _workspace_file(value: Any, key: str, bad: Callable[[str], UserInputError]) -> str:
+    if not isinstance(value, str) or not value or value.startswith("/") or (
+        ".." in value.split("/")
+    ):
+        raise bad(f"'{key}' must be a file path inside the workspace, got {value!r}")
+    return value.strip("/")
+
+
+def _make_npm_lock(
+    name: str, attrs: dict[str, Any], origin: str, bad: Callable[[str], UserInputError]
+) -> NpmLock:
+    lock = _workspace_file(attrs.get("lock"), "lock", bad)
+    default_json = lock.rpartition("/")[0] + "/package.json" if "/" in lock else "package.json"
+    package_json = _workspace_file(attrs.get("package_json") or default_json, "package_json", bad)
+    registry = attrs.get("registry") or "https://registry.npmjs.org"
+    if not isinstance(registry, str) or not registry.startswith(("http://", "https://")):
+        raise bad(f"'registry' must be an http:// or https:// URL, got {registry!r}")
+    npmrc = attrs.get("npmrc")
+    if npmrc is not None:
+        npmrc = _workspace_file(npmrc, "npmrc", bad)
+    return NpmLock(name, origin, lock, package_json, registry.rstrip("/"), npmrc)
