@@ -13,6 +13,7 @@ load(
 )
 load("@pyimg//rules/private:pkg.bzl", _pkg_tar = "pkg_tar")
 load("@pyimg//rules/private:sbom.bzl", _oci_sbom = "oci_sbom")
+load("@pyimg//rules/private:python.bzl", _PyPackageInfo = "PyPackageInfo", _py_layer = "py_layer")
 load(
     "@pyimg//rules:providers.bzl",
     _HostToolInfo = "HostToolInfo",
@@ -34,9 +35,11 @@ oci_load = _oci_load
 oci_push = _oci_push
 oci_sbom = _oci_sbom
 pkg_tar = _pkg_tar
+py_layer = _py_layer
 
 HostToolInfo = _HostToolInfo
 OciImageIndexInfo = _OciImageIndexInfo
 OciImageInfo = _OciImageInfo
 OciLayerInfo = _OciLayerInfo
 OciPushInfo = _OciPushInfo
+PyPackageInfo = _PyPackageInfo

@@ -5,7 +5,7 @@ OciLayerInfo = provider(
     fields = {
         "tar": "File: the uncompressed, canonical layer tarball.",
         "spec": "The parameters that describe the tarball's bytes exactly (JSON text).",
-        "writer": "The built-in action whose parameters `spec` holds: None for pkg_tar, \"deb_layer\" or \"npm_layer\".",
+        "writer": "The built-in action whose parameters `spec` holds: None for pkg_tar, \"deb_layer\", \"npm_layer\" or \"py_layer\".",
         "inputs": "list of File: what `spec` reads.",
     },
 )

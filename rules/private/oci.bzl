@@ -1,5 +1,6 @@
 """The image rules: oci_image, oci_image_index, oci_layout, oci_load and oci_push."""
 
+load("@pyimg//rules/private:deb.bzl", "deb_platform_problem")
 load("@pyimg//rules:providers.bzl", "OciImageIndexInfo", "OciImageInfo", "OciLayerInfo", "OciPushInfo")
 
 _COMPRESSIONS = ["gzip", "zstd"]
@@ -82,6 +83,14 @@ def _oci_image_impl(ctx):
         "stop_signal": ctx.attr.stop_signal or None,
     }
     os, architecture, variant = _image_platform(ctx)
+    if architecture:
+        # Debian packages of another architecture than the image's: caught here, not when run.
+        platform = "/".join([p for p in [os or "linux", architecture, variant] if p])
+        for t in ctx.attr.tars:
+            if OciLayerInfo in t and t[OciLayerInfo].writer == "deb_layer":
+                problem = deb_platform_problem(t[OciLayerInfo].inputs, platform, "the image is for")
+                if problem:
+                    fail("attribute 'tars': %s: %s" % (t.label, problem))
     params = {
         "base": base,
         "layers": [d.path for d in layers],

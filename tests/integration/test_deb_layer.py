@@ -105,6 +105,65 @@ def test_conflicting_packages_refused_naming_both(ws: Workspace) -> None:
     assert "/etc/x is in packages 'one'" in r.err and "'two'" in r.err
 
 
+PLATFORM_BUILD = """\
+load("@pyimg//rules:defs.bzl", "deb_layer", "oci_image")
+
+deb_layer(
+    name = "base",
+    debs = glob(["debs/*.deb"]),
+)
+
+oci_image(
+    name = "image",
+    tars = [":base"],
+    architecture = "arm64",
+)
+"""
+
+
+def test_packages_of_another_architecture_than_the_platform_fail_analysis(ws: Workspace) -> None:
+    # Built for arm64, amd64 packages: an error at the `debs` attribute naming the package's
+    # architecture and the platform, before any action runs.
+    ws.write("BUILD.pyimg", PLATFORM_BUILD)
+    make_deb(ws.root / "debs", "tool", {"usr/bin/tool": b"x"}, arch="amd64")
+    r = ws.run("build", "--platforms", "linux/arm64", "//:base")
+    assert r.code != 0 and "Traceback" not in r.err, r.err
+    assert "BUILD.pyimg:5:5" in r.err, r.err
+    assert "debs/tool_1.0_amd64.deb is a package of Debian architecture amd64" in r.err, r.err
+    assert "the platform is linux/arm64" in r.err, r.err
+    assert "Writing Debian layer" not in r.err, r.err
+
+
+def test_packages_of_another_architecture_than_the_image_fail_analysis(ws: Workspace) -> None:
+    # A plain build of an image labelled arm64 over a layer of amd64 packages: an error at the
+    # image's `tars`, naming both; Architecture: all packages fit any image.
+    ws.write("BUILD.pyimg", PLATFORM_BUILD)
+    make_deb(ws.root / "debs", "conf", {"etc/conf": b"x"}, arch="all")
+    assert ws.run("build", "//:image").code == 0
+    make_deb(ws.root / "debs", "tool", {"usr/bin/tool": b"x"}, arch="amd64")
+    r = ws.run("build", "//:image")
+    assert r.code != 0 and "Traceback" not in r.err, r.err
+    assert "BUILD.pyimg:10:5" in r.err and "//:base" in r.err, r.err
+    assert "Debian architecture amd64" in r.err and "the image is for linux/arm64" in r.err, r.err
+
+
+def test_packages_of_two_architectures_in_one_layer_are_refused(ws: Workspace) -> None:
+    ws.write("BUILD.pyimg", PLATFORM_BUILD)
+    make_deb(ws.root / "debs", "one", {"etc/one": b"1"}, arch="amd64")
+    make_deb(ws.root / "debs", "two", {"etc/two": b"2"}, arch="arm64")
+    r = ws.run("build", "//:base")
+    assert r.code != 0 and "Traceback" not in r.err, r.err
+    assert "BUILD.pyimg:5:5" in r.err and "packages of two architectures" in r.err, r.err
+    assert "one_1.0_amd64.deb (amd64)" in r.err and "two_1.0_arm64.deb (arm64)" in r.err, r.err
+
+
+def test_architecture_all_packages_fit_a_requested_platform(ws: Workspace) -> None:
+    ws.write("BUILD.pyimg", PLATFORM_BUILD)
+    make_deb(ws.root / "debs", "conf", {"etc/conf": b"x"}, arch="all")
+    r = ws.run("build", "--platforms", "linux/arm64", "//:image")
+    assert r.code == 0, r.err
+
+
 def _cli_build(ws: Path, cache: Path, umask: int) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYIMG", "SOURCE_DATE"))}
     proc = subprocess.run(

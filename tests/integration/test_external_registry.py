@@ -174,6 +174,59 @@ def test_index_lock_records_platforms(registry, tmp_path: Path) -> None:
     assert manifest_digest != index_digest
 
 
+def test_a_platform_the_pull_lacks_names_the_declaration(registry, tmp_path: Path) -> None:
+    # Built for arm64 on an oci_pull of the amd64 entry only: the error is at analysis, names
+    # the declaration's MODULE.pyimg line and what it pulls, and says how to add the platform;
+    # once added, `@m` is that platform's entry of the index.
+    from pyimg.registry.client import push_layout
+    from regtestlib import make_index
+
+    layout = tmp_path / "idx"
+    make_index(layout, tag="multi")
+    index_digest = str(push_layout(layout, f"{registry.host}/team/multi2:multi"))
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    pull = f'oci_pull(name = "m", image = "{registry.host}/team/multi2", digest = "{index_digest}"'
+    ws.write("MODULE.pyimg", "# bases\n" + pull + ")\n")
+    ws.write("svc/BUILD.pyimg", 'oci_image(name = "image", base = "@m")\n')
+    r = ws.run("build", *_flags(ws), "--platforms", "linux/arm64", "//svc:image")
+    assert r.code != 0
+    assert "MODULE.pyimg:2:1" in r.err, r.err
+    assert "oci_pull 'm'" in r.err and "linux/amd64" in r.err, r.err
+    assert 'platforms = ["linux/amd64", "linux/arm64"]' in r.err, r.err
+    assert "0 images" not in r.err and "Traceback" not in r.err, r.err
+    ws.write("MODULE.pyimg", "# bases\n" + pull + ', platforms = ["linux/amd64", "linux/arm64"])\n')
+    r = ws.run("build", *_flags(ws), "--platforms", "linux/arm64", "//svc:image")
+    assert r.code == 0, r.err
+    out = ws.out("platforms/linux-arm64/svc/image")
+    validate_layout(out)
+    (entry,) = json.loads((out / "index.json").read_text())["manifests"]
+    manifest = json.loads((out / "blobs/sha256" / entry["digest"][7:]).read_text())
+    config = json.loads((out / "blobs/sha256" / manifest["config"]["digest"][7:]).read_text())
+    assert config["architecture"] == "arm64"
+
+
+def test_a_platform_a_single_image_pull_is_not_names_the_declaration(
+    registry, tmp_path: Path
+) -> None:
+    # An oci_pull of one amd64 image (no index) built for arm64: the platform its config says
+    # is checked at analysis, and the error names the declaration and that it is one image.
+    from pyimg.registry.client import push_layout
+    from regtestlib import make_image
+
+    layout = tmp_path / "one"
+    make_image(layout, tag="one", arch="amd64")
+    digest = str(push_layout(layout, f"{registry.host}/team/one:one"))
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("MODULE.pyimg", f'oci_pull(name = "one", image = "{registry.host}/team/one", '
+             f'digest = "{digest}")\n')
+    ws.write("svc/BUILD.pyimg", 'oci_image(name = "image", base = "@one")\n')
+    r = ws.run("build", *_flags(ws), "--platforms", "linux/arm64", "//svc:image")
+    assert r.code != 0 and "Traceback" not in r.err, r.err
+    assert "MODULE.pyimg:1:1: oci_pull 'one'" in r.err, r.err
+    assert "only linux/amd64" in r.err and "pinned to a single image" in r.err, r.err
+    assert ws.run("build", *_flags(ws), "--platforms", "linux/amd64", "//svc:image").code == 0
+
+
 def _base_layers(layout: Path) -> list[str]:
     """The layer digests of the image in `layout` (its only index.json entry)."""
     index = json.loads((layout / "index.json").read_text())

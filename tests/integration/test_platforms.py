@@ -255,6 +255,33 @@ def test_base_of_another_platform_is_an_error_naming_both(ws):
     assert ws.run("build", "//svc:index").code == 0
 
 
+def test_plain_build_relabelling_its_base_warns_naming_both(ws):
+    # A plain build may still label an image arm64 over an amd64 base (the bundled example does,
+    # its digests unchanged), but it warns, naming both platforms; the same base's platform
+    # does not warn.
+    ws.write("b/BUILD.pyimg", 'oci_image(name = "img", architecture = "amd64")\n')
+    assert ws.run("build", "//b:img").code == 0
+    shutil.copytree(ws.out("b/img"), ws.root / "svc/base")
+    digest = ws.out("b/img.digest").read_text().strip()
+    ws.write("svc/BUILD.pyimg", f'''
+        oci_layout(name = "base", path = "base", digest = "{digest}")
+
+        oci_image(name = "same", base = ":base", architecture = "amd64")
+
+        oci_image(name = "image", base = ":base", architecture = "arm64")
+    ''')
+    r = ws.run("build", "//svc:same")
+    assert r.code == 0 and "WARNING" not in r.err, r.err
+    r = ws.run("build", "//svc:image")
+    assert r.code == 0, r.err
+    assert "WARNING: svc/BUILD.pyimg:6:1: OciImage //svc:image: the image says platform " \
+        "linux/arm64 but its base" in r.err, r.err
+    assert "is for platform linux/amd64" in r.err, r.err
+    layout = Layout(ws.out("svc/image"))
+    config = json.loads(layout.read_blob(layout.manifest(layout.resolve("latest")).config))
+    assert config["architecture"] == "arm64"
+
+
 def test_base_index_gives_the_entry_of_each_platform(ws):
     ws.write("base/BUILD.pyimg", '''
         genrule(name = "f", outs = ["f"], cmd = select({

@@ -2,7 +2,10 @@
 """Lock-file benchmarks (docs/benchmarks.md, "Lock files"): a layer of dependencies from the
 repository cache against the ecosystem's own installer from its warm cache, in the same run.
 
-    .venv/bin/python tools/bench/lockfiles.py [--runs 5] [--packages 300]
+    .venv/bin/python tools/bench/lockfiles.py [--runs 5] [--packages 300] [--part node|python]
+
+Python: a cold `py_layer` of 50 generated wheels from the repository cache against `pip install
+--no-deps --no-index --target` of the same wheels, with and without bytecode. Goal <= 0.5.
 
 Node: `npm_layer` of a generated package-lock.json (the tarballs already in pyimg's repository
 cache, the action itself cold: each run changes the rule's `mtime`, so the key is new and the
@@ -114,13 +117,81 @@ def bench_node(runs: int, packages: int) -> list[tuple[str, str, str]]:
     ]
 
 
+# -- Python -----------------------------------------------------------------------------------
+
+
+def _python_wheels(out: Path, packages: int = 50, modules: int = 40) -> list[Path]:
+    from python_fixtures import Wheel, make_wheel
+
+    wheels = []
+    body = "".join(f"def f{i}(x):\n    return x * {i} + len('{'x' * 40}')\n\n" for i in range(40))
+    for p in range(packages):
+        name = f"bench-pkg{p:02d}"
+        dist = name.replace("-", "_")
+        files = {f"{dist}/__init__.py": b"VERSION = '1.0'\n"}
+        for m in range(modules):
+            files[f"{dist}/mod{m:02d}.py"] = f"# {name} module {m}\n{body}".encode()
+        scripts = {f"{name}-run": f"{dist}:VERSION"} if p % 5 == 0 else {}
+        wheels.append(make_wheel(out, Wheel(name, "1.0", files=files, console_scripts=scripts)))
+    return wheels
+
+
+def python_part(scratch: Path, runs: int) -> list[tuple[str, float, float]]:
+    from python_fixtures import publish_index, sha256_file
+
+    wheels = _python_wheels(scratch / "dist")
+    publish_index(scratch / "www", wheels)
+    ws = scratch / "ws"
+    ws.mkdir()
+    (ws / "requirements.txt").write_text("".join(
+        f"{w.name.split('-')[0].replace('_', '-')}==1.0 --hash=sha256:{sha256_file(w)}\n"
+        for w in wheels))
+    (ws / "MODULE.pyimg").write_text(
+        'pip_lock(name = "pypi", requirements = "requirements.txt", python_version = "3.11",\n'
+        f'         index_url = "file://{scratch}/www/simple")\n')
+    cache = scratch / "cache"
+    flags = ["--disk-cache", str(cache)]
+    _timed([*PYIMG, "lock", *flags], ws)
+    _timed([*PYIMG, "fetch", *flags], ws)
+    rows = []
+    # pip byte-compiles by default: each side once without bytecode, once with it.
+    for bytecode, pip_flag in ((False, "--no-compile"), (True, "--compile")):
+        pyimg_times, pip_times = [], []
+        for i in range(runs):
+            # A new mtime each run: a new action key, so the layer is written again (cold),
+            # while the wheels come from the repository cache.
+            (ws / "BUILD.pyimg").write_text(
+                'load("@pyimg//rules:defs.bzl", "py_layer")\n'
+                f'py_layer(name = "layer", deps = ["@pypi//:all"], platform = "linux/amd64", '
+                f'bytecode = {bytecode}, mtime = {i + 1})\n')
+            pyimg_times.append(_timed([*PYIMG, "build", *flags, "//:layer"], ws))
+            target = scratch / f"pip-target-{bytecode}-{i}"
+            pip_times.append(_timed([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                                   "--no-index", "--disable-pip-version-check", pip_flag,
+                                   "--target", str(target), *map(str, wheels)], scratch))
+        rows.append((f"py_layer of 50 wheels (2,050 files), bytecode = {bytecode}, vs pip "
+                     f"install --no-deps --no-index {pip_flag} --target",
+                     statistics.median(pyimg_times), statistics.median(pip_times)))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--packages", type=int, default=300)
+    ap.add_argument("--part", choices=["node", "python"], action="append")
     args = ap.parse_args()
-    for row in bench_node(args.runs, args.packages):
-        print(" | ".join(x for x in row if x))
+    parts = args.part or ["node", "python"]
+    if "node" in parts:
+        for row in bench_node(args.runs, args.packages):
+            print(" | ".join(x for x in row if x))
+    if "python" in parts:
+        print("| measurement | pyimg (median) | reference (median) | ratio |")
+        print("| --- | --- | --- | --- |")
+        with tempfile.TemporaryDirectory(prefix="pyimg-bench-python-") as tmp:
+            for what, ours, theirs in python_part(Path(tmp), args.runs):
+                print(f"| {what} | {ours:.2f} s | {theirs:.2f} s | {ours / theirs:.2f} |",
+                      flush=True)
     return 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyimg.actions._common import (
@@ -98,25 +98,46 @@ def select_platform(
     return matches[0]
 
 
-def _check_base_platform(base_cfg: dict[str, Any], changes: ConfigChanges, base: str) -> None:
-    """An image that names its platform (or is built for one) must be of its base's platform:
-    binaries of one architecture do not run on another's base (docs/concepts.md, "Platforms")."""
+def _base_platform_mismatch(
+    base_cfg: dict[str, Any], changes: ConfigChanges
+) -> tuple[Platform, Platform] | None:
+    """(the image's platform, its base's) when the image names a platform its base is not of."""
     if not (changes.os or changes.architecture):
-        return  # the base's platform is the image's
+        return None  # the base's platform is the image's
     try:
         have = config_platform(base_cfg)
     except (UserInputError, ValueError, TypeError):
-        return  # a base config without a platform: nothing to disagree with
+        return None  # a base config without a platform: nothing to disagree with
     if not have.os or not have.architecture:
-        return
+        return None
     want = Platform(changes.os or have.os, changes.architecture or have.architecture,
                     changes.variant)
-    if not platforms_agree(want, have):
+    return None if platforms_agree(want, have) else (want, have)
+
+
+def _check_base_platform(
+    base_cfg: dict[str, Any], changes: ConfigChanges, base: str, must_match: bool,
+    warn: Callable[[str], None],
+) -> None:
+    """An image built for a platform must be of its base's platform: binaries of one
+    architecture do not run on another's base (docs/concepts.md, "Platforms"). In a plain build
+    `architecture` may still relabel an image on any base, as it always could (the bundled
+    example does), but not silently: a warning names both."""
+    mismatch = _base_platform_mismatch(base_cfg, changes)
+    if mismatch is None:
+        return
+    want, have = mismatch
+    if must_match:
         raise UserInputError(
             f"oci_image: the image is for platform {want} but its base ({base}) is for "
             f"platform {have}: build the base for {want} (or pick its index entry), or set the "
             f"image's platform to {have}"
         )
+    warn(
+        f"the image says platform {want} but its base ({base}) is for platform {have}: it is "
+        f"labelled {want} over {have} binaries (build it with --platforms {want} and a base of "
+        f"that platform, or leave its architecture unset)"
+    )
 
 
 def _changes(params: Mapping[str, Any]) -> ConfigChanges:
@@ -181,7 +202,8 @@ def oci_image(call: BuiltinCall) -> None:
       os, architecture, variant: str | null   default: the base's, else linux / amd64
       base_platform: "must_match" | absent   the base must be of the image's platform (set
                                for an image built for a requested platform; absent, as in a
-                               plain build, `architecture` relabels an image on any base)
+                               plain build, `architecture` relabels an image on any base, with
+                               a warning naming both platforms)
       created: str             RFC 3339, default "1970-01-01T00:00:00Z"; config `created` and
                                the history entry of each new layer carry it
 
@@ -220,8 +242,9 @@ def oci_image(call: BuiltinCall) -> None:
         m = layout.manifest(image)
         base_cfg = load_json(layout.read_blob(m.config), f"{layout.what}: config")
         layer_diff_ids(base_cfg, m, f"{layout.what}: manifest {image.digest}")
-        if params.get("base_platform") == "must_match":
-            _check_base_platform(base_cfg, changes, base)
+        _check_base_platform(
+            base_cfg, changes, base, params.get("base_platform") == "must_match", call.warn
+        )
         for desc in m.layers:
             call.check_cancelled()
             layers.append(desc.with_media_type(mt.TO_OCI.get(desc.media_type, desc.media_type)))

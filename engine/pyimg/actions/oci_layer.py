@@ -24,7 +24,7 @@ def oci_layer(call: BuiltinCall) -> None:
 
     params: {"compression": "gzip" | "zstd" (default "gzip"),
              "tar_spec": pkg_tar params (optional),
-             "tar_writer": "pkg_tar" (default) | "deb_layer" | "npm_layer": whose params tar_spec is}
+             "tar_writer": "pkg_tar" (default) | "deb_layer" | "py_layer" | "npm_layer": whose params tar_spec is}
     inputs: without tar_spec, exactly one tar file (plain, gzip or zstd; detected by magic and
             recompressed canonically, so the blob depends only on the uncompressed tar bytes).
             With tar_spec, the inputs pkg_tar would take: the canonical tar those params describe
@@ -78,12 +78,15 @@ def _layer_from_spec(call: BuiltinCall, spec: Any, writer: Any, blob: Path,
     elif writer == "deb_layer":
         from pyimg.actions.deb_layer import PARAMS as known
         from pyimg.actions.deb_layer import write_deb_layer_tar as write_layer_tar
+    elif writer == "py_layer":
+        from pyimg.actions.py_layer import PY_LAYER_PARAMS as known
+        from pyimg.actions.py_layer import write_py_layer_tar as write_layer_tar
     elif writer == "npm_layer":
         from pyimg.actions.npm_layer import NPM_LAYER_PARAMS as known
         from pyimg.actions.npm_layer import write_npm_layer_tar as write_layer_tar
     else:
         raise UserInputError(
-            f"oci_layer: tar_writer must be pkg_tar, deb_layer or npm_layer, got {writer!r}")
+            f"oci_layer: tar_writer must be pkg_tar, deb_layer, py_layer or npm_layer, got {writer!r}")
     if not isinstance(spec, dict) or set(spec) - known:
         raise UserInputError(f"oci_layer: tar_spec must be {writer} params, got {spec!r}")
     with tempfile.TemporaryDirectory(dir=blob.parent, prefix=".oci_layer-") as scratch:

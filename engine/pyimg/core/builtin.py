@@ -42,6 +42,10 @@ def _never() -> None:
     return None
 
 
+def _unheard(message: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class BuiltinCall:
     params: Any
@@ -56,3 +60,6 @@ class BuiltinCall:
     output_digests: dict[str, Digest] = field(default_factory=dict)
     # Where the blobs that an input layout leaves out (lazy base layers) come from.
     lazy_blobs: BlobSource | None = None
+    # A warning for the user about this action (the engine prefixes where it comes from); said
+    # when the action runs, not when its outputs come from the cache.
+    warn: Callable[[str], None] = field(default=_unheard)

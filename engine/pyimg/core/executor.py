@@ -418,6 +418,10 @@ class ActionExecutor:
             jobs=self.ctx.jobs,
             check_cancelled=self._check_cancelled,
             lazy_blobs=self.ctx.lazy_blobs,
+            warn=lambda message: self.ctx.warn(
+                (f"{action.origin}: " if action.origin else "")
+                + f"{action.describe()}: {message}"
+            ),
         )
         try:
             fn(call)

@@ -24,7 +24,7 @@ __all__ = ["MARKER_VERSION", "PulledBlobs", "pulled_markers"]
 
 # Of `<output base>/external/<name>.marker` (written by external/repositories.py): bumped when the
 # layout of a materialized repository changes, so that older ones are redone.
-MARKER_VERSION = 2
+MARKER_VERSION = 3  # 3: `@x` of an index pull knows its platforms
 
 
 def pulled_markers(output_base: Path) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from pyimg.loading.module_file import (
     ModuleFile,
     NpmLock,
     OciPull,
+    PipLock,
     evaluate_module,
 )
 from pyimg.oci import media_types as mt
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from pyimg.core.sri import Sri
     from pyimg.external.deb import DebPin
     from pyimg.external.npm_lock import NpmPackage, NpmTree
+    from pyimg.external.python_lock import WheelPin
     from pyimg.oci.model import Descriptor
     from pyimg.registry.client import RegistryClient
     from pyimg.registry.reference import Reference
@@ -106,6 +108,10 @@ def _render_entry(entry: dict[str, Any]) -> str:
         from pyimg.external.deb import render_entry
 
         return render_entry(entry)
+    if entry.get("kind") == PipLock.kind and isinstance(entry.get("wheels"), dict):
+        from pyimg.external import python_lock
+
+        return python_lock.render_pip_entry(entry)
     return json.dumps(entry, sort_keys=True)
 
 
@@ -124,6 +130,10 @@ def lock_covers(decl: Declaration, entry: dict[str, Any] | None,
         from pyimg.external.deb import entry_covers
 
         return entry_covers(decl, entry)
+    if isinstance(decl, PipLock):
+        from pyimg.external import python_lock
+
+        return python_lock.pip_entry_covers(decl, entry)
     if isinstance(decl, OciPull):
         return (
             entry.get("image") == decl.image
@@ -145,6 +155,8 @@ class _Pulled:
     images: list[tuple[str, Descriptor]]  # (platform text or "", the image manifest)
     blobs: list[Digest] = field(default_factory=list)  # manifests, indexes, configs: in the store
     layers: dict[str, int] = field(default_factory=dict)  # digest -> size, fetched only on demand
+    available: list[str] = field(default_factory=list)  # the platforms of the index, if one
+    single_platform: str = ""  # of a single image (no index): the platform its config says
 
 
 class Repositories:
@@ -215,7 +227,7 @@ class Repositories:
             assert entry is not None
             if isinstance(decl, NpmLock):
                 self._npm_packages(decl)  # package.json may have moved on without the lock
-            return str(entry["digest"] if isinstance(decl, (OciPull, DebIndex, NpmLock))
+            return str(entry["digest"] if isinstance(decl, (OciPull, DebIndex, PipLock, NpmLock))
                        else entry["sha256"])
         if isinstance(decl, NpmLock):
             if decl.name in self.lock:
@@ -227,6 +239,8 @@ class Repositories:
             what, why = f"{decl.lock}", "is checked and recorded only by the lock"
         elif isinstance(decl, DebIndex):
             what, why = "its packages", "is resolved only by the lock"
+        elif isinstance(decl, PipLock):
+            what, why = f"the wheels of {decl.source}", "is resolved only by the lock"
         elif isinstance(decl, OciPull):
             what, why = f"tag '{decl.tag}' of {decl.image}", "has no digest"
         else:
@@ -285,6 +299,10 @@ class Repositories:
             for arch_pins in self._deb_pins(decl).values():
                 for deb in arch_pins:
                     self._fetch_deb(decl, deb)
+        elif isinstance(decl, PipLock):
+            for platform_pins in self._wheel_pins(decl).values():
+                for wheel in platform_pins:
+                    self._fetch_wheel(decl, wheel.url, wheel.sha256)
         elif isinstance(decl, NpmLock):
             headers = self._npm_headers(decl)
             for pkg in self._npm_packages(decl).packages:
@@ -308,6 +326,8 @@ class Repositories:
             extra = self._write_oci_repo(decl, pulled, dest)
         elif isinstance(decl, DebIndex):
             extra = self._write_deb_repo(decl, dest)
+        elif isinstance(decl, PipLock):
+            extra = self._write_pip_repo(decl, dest)
         elif isinstance(decl, NpmLock):
             extra = self._write_npm_repo(decl, dest)
         elif isinstance(decl, HttpFile):
@@ -337,6 +357,9 @@ class Repositories:
         elif isinstance(decl, DebIndex):
             linked += [(dest / arch / deb.file_name(), Digest("sha256", deb.sha256), False)
                        for arch, pins in self._deb_pins(decl).items() for deb in pins]
+        elif isinstance(decl, PipLock):
+            linked += [(dest / "wheels" / w.filename, Digest("sha256", w.sha256), False)
+                       for pins in self._wheel_pins(decl).values() for w in pins]
         elif isinstance(decl, NpmLock):
             for pkg in self._npm_packages(decl).packages:
                 file, sri = pkg.tarball(), pkg.integrity
@@ -456,6 +479,10 @@ class Repositories:
                 f"{what}: {digest} is {top_type!r}, not an image or index", origin=decl.origin
             )
         pulled = _Pulled(digest, top_type, [])
+        if top_type in mt.INDEXES:
+            pulled.available = sorted(
+                {str(d.platform) for d in entries if d.platform is not None} - {"unknown/unknown"}
+            )
         for platform, entry in images:
             mdigest = entry.digest
             mdata = self._manifest(decl, mdigest) if mdigest != digest else data
@@ -467,7 +494,19 @@ class Repositories:
                 )
             m = parse_manifest(mdata, where)
             # The config now (building needs it); layers when an output needs their bytes.
-            pulled.blobs.append(self.blob(decl, str(m.config.digest), m.config.size))
+            config = self.blob(decl, str(m.config.digest), m.config.size)
+            pulled.blobs.append(config)
+            if entry.platform is None and not platform:
+                # A single image: its config says its platform, which a build for another
+                # platform is then checked against at analysis (rules/private/pull.bzl).
+                from pyimg.oci.config import config_platform
+
+                try:
+                    found = config_platform(load_json(self.cas.read_bytes(config), where))
+                    if found.os and found.architecture:
+                        pulled.single_platform = str(found)
+                except (PyimgError, ValueError, TypeError):
+                    pass  # no platform to check against: the builtin's check remains
             for layer in m.layers:
                 pulled.layers[str(layer.digest)] = layer.size
             pulled.images.append(
@@ -500,10 +539,23 @@ class Repositories:
         for platform, desc in pulled.images:
             if platform:
                 targets.append((platform.replace("/", "_"), desc.digest))
+        # `@x` itself, built for a requested platform, takes that platform's image, and names
+        # the declaration when it pulled none for it (rules/private/pull.bzl).
+        pulled_platforms = {
+            str(desc.platform) if desc.platform is not None else text: str(desc.digest)
+            for text, desc in pulled.images if text
+        }
+        if pulled.single_platform:
+            pulled_platforms = {pulled.single_platform: str(pulled.images[0][1].digest)}
+        by_platform = (
+            f", platforms = {json.dumps(pulled_platforms)}, available = "
+            f"{json.dumps(pulled.available)}, origin = {json.dumps(decl.origin or '')}"
+        ) if pulled_platforms else ""
         for name, mdigest in dict.fromkeys(targets):
             lines.append(
                 f'oci_pulled_image(name = "{name}", digest = "{mdigest}", '
-                f'image = "{decl.image}", srcs = glob(["layout/**"]))'
+                f'image = "{decl.image}", srcs = glob(["layout/**"])'
+                + (by_platform if name == decl.name else "") + ")"
             )
         (tmp / "BUILD.pyimg").write_text("\n".join(lines) + "\n")
         self._swap(tmp, dest)
@@ -744,6 +796,68 @@ class Repositories:
 
         return lock_entry(decl, keyring, fetch, lambda text: print(text, file=self.out))
 
+    # -- pip_lock
+
+    def _wheel_pins(self, decl: PipLock) -> dict[str, list[WheelPin]]:
+        from pyimg.external.python_lock import pip_entry_pins
+
+        self.pin(decl)
+        return pip_entry_pins(decl, self.lock[decl.name])
+
+    def _fetch_wheel(self, decl: PipLock, url: str, sha256: str) -> Path:
+        """The wheel in the repository cache, downloaded unless it is there; verified against
+        `sha256` when it is known (always, once locked)."""
+        if sha256:
+            digest = Digest("sha256", sha256)
+            if self.cas.verify(digest):
+                return self.cas.path(digest)
+        self._online(decl, f"wheel {url}")
+        tmp_dir = Path(tempfile.mkdtemp(dir=self._tmp_root()))
+        try:
+            tmp = tmp_dir / "download"
+            try:
+                got = _download(url, tmp)
+            except OSError as e:
+                raise PyimgError(f"pip_lock '{decl.name}': download of {url} failed: {e}",
+                                 origin=decl.origin) from None
+            self.downloads += 1
+            if sha256 and got != sha256:
+                raise IntegrityError(
+                    f"pip_lock '{decl.name}': {url} has sha256 {got}, but {LOCK_FILE} pins "
+                    f"{sha256}: refused", origin=decl.origin)
+            return self.cas.path(self._store(tmp, Digest("sha256", got), False))
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    def _write_pip_repo(self, decl: PipLock, dest: Path) -> dict[str, Any]:
+        from pyimg.external.python_lock import write_pip_repo
+
+        pins = self._wheel_pins(decl)
+        tmp = self._fresh(dest)
+
+        def link(wheel: WheelPin, path: Path) -> None:
+            self._fetch_wheel(decl, wheel.url, wheel.sha256)
+            self.cas.link_to(Digest("sha256", wheel.sha256), path)
+
+        write_pip_repo(decl, pins, tmp, link)
+        self._swap(tmp, dest)
+        return {}
+
+    def _pip_lock_entry(self, decl: PipLock) -> dict[str, Any]:
+        from pyimg.external.python_index import get_page
+        from pyimg.external.python_lock import pip_lock_entry
+
+        if self.offline:
+            raise MissingInputError("`pyimg lock` reads Python package indexes and needs the "
+                                    "network")
+
+        def page(url: str, accept: str) -> tuple[bytes, str, str]:
+            self.downloads += 1
+            return get_page(url, accept)
+
+        return pip_lock_entry(decl, self.session.workspace, page,
+                          lambda url, sha: self._fetch_wheel(decl, url, sha))
+
     # -- npm_lock
 
     def _npm_packages(self, decl: NpmLock) -> NpmTree:
@@ -822,6 +936,8 @@ class Repositories:
         None when the declaration pins itself."""
         if isinstance(decl, DebIndex):
             return self._deb_lock_entry(decl)
+        if isinstance(decl, PipLock):
+            return self._pip_lock_entry(decl)
         if isinstance(decl, NpmLock):
             from pyimg.external.npm_lock import npm_lock_entry
 

@@ -1,5 +1,5 @@
 """Evaluating `MODULE.pyimg`: the pinned external inputs (`oci_pull`, `http_file`, `http_archive`,
-`deb_index`, `npm_lock`).
+`deb_index`, `pip_lock`, `npm_lock`).
 
 MODULE.pyimg declares external repositories and nothing else (docs/external-inputs.md). Each declaration
 becomes a frozen value carrying its origin (`MODULE.pyimg:LINE:COL`), so that every later error about
@@ -27,6 +27,7 @@ __all__ = [
     "ModuleFile",
     "NpmLock",
     "OciPull",
+    "PipLock",
     "evaluate_module",
     "parse_module",
 ]
@@ -62,6 +63,12 @@ def deb_index(name, sources, keyring, architectures, packages, max_release_age_d
         "sources": sources, "keyring": keyring, "architectures": architectures,
         "packages": packages, "max_release_age_days": max_release_age_days})
 
+def pip_lock(name, requirements = None, lock = None, python_version = None, platforms = None,
+             index_url = None, extra_index_urls = None, glibc = None, musl = None):
+    _pyimg_declare(kind = "pip_lock", name = name, stack = call_stack(), attrs = {
+        "requirements": requirements, "lock": lock, "python_version": python_version,
+        "platforms": platforms, "index_url": index_url, "extra_index_urls": extra_index_urls,
+        "glibc": glibc, "musl": musl})
 def npm_lock(name, lock, package_json = None, registry = None, npmrc = None):
     _pyimg_declare(kind = "npm_lock", name = name, stack = call_stack(), attrs = {
         "lock": lock, "package_json": package_json, "registry": registry, "npmrc": npmrc})
@@ -163,6 +170,37 @@ class DebIndex:
 
 
 @dataclass(frozen=True)
+class PipLock:
+    """Python wheels pinned by a requirements.txt with hashes or a pylock.toml, chosen per
+    platform by `pyimg lock` (external/python_lock.py)."""
+
+    kind: ClassVar[str] = "pip_lock"
+    name: str
+    origin: str
+    source: str  # the workspace-relative requirements.txt or pylock.toml
+    source_sha256: str  # of its bytes when MODULE.pyimg was read: a changed file is a stale lock
+    python_version: str  # "3.11"
+    platforms: tuple[str, ...]
+    index_url: str
+    extra_index_urls: tuple[str, ...] = ()
+    glibc: str = "2.28"  # the newest manylinux the target's libc accepts
+    musl: str | None = None  # set: musllinux wheels instead of manylinux
+
+    @property
+    def pinned(self) -> bool:
+        return False  # only pyimg.lock pins the wheels
+
+    @property
+    def workspace_files(self) -> tuple[str, ...]:
+        """The workspace files the repository is made from (a build depends on them)."""
+        return (self.source,)
+
+    @property
+    def is_pylock(self) -> bool:
+        return self.source.rsplit("/", 1)[-1].startswith("pylock")
+
+
+@dataclass(frozen=True)
 class NpmLock:
     """A Node dependency set: a package-lock.json (v2/v3) in the workspace, each tarball pinned
     by the lock's own integrity; pyimg.lock records the digest of the lock it was checked at."""
@@ -185,7 +223,7 @@ class NpmLock:
         return (self.lock, self.package_json)
 
 
-Declaration = OciPull | HttpFile | HttpArchive | DebIndex | NpmLock
+Declaration = OciPull | HttpFile | HttpArchive | DebIndex | PipLock | NpmLock
 
 DEFAULT_MAX_RELEASE_AGE_DAYS = 90
 _DEB_ARCH = re.compile(r"^[a-z0-9][a-z0-9\-]*$")
@@ -210,7 +248,8 @@ class ModuleFile:
     def workspace_files(self) -> list[str]:
         """Workspace files that declarations are made from at build time (an npm_lock's
         package-lock.json and package.json), for the caches to watch."""
-        return [f for d in self.declarations if isinstance(d, NpmLock) for f in d.workspace_files]
+        return [f for d in self.declarations if isinstance(d, (PipLock, NpmLock))
+                for f in d.workspace_files]
 
 
 def evaluate_module(workspace: Path) -> ModuleFile:
@@ -236,6 +275,7 @@ def parse_module(text: str, path: Path) -> ModuleFile:
     pending: list[UserInputError] = []
 
     def declare(kind: str, name: Any, attrs: dict[str, Any], stack: str) -> None:
+        attrs = {**attrs, "_workspace": path.parent}
         frames = [f for f in parse_stack(stack, sources) if f.file == MODULE_FILE]
         origin = MODULE_FILE
         if frames:
@@ -275,7 +315,7 @@ def parse_module(text: str, path: Path) -> ModuleFile:
             raise pending[-1]
         return frozen
 
-    src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive", "deb_index", "npm_lock"])])
+    src = prepare_source(MODULE_FILE, text, [(_PRELUDE, ["oci_pull", "http_file", "http_archive", "deb_index", "pip_lock", "npm_lock"])])
     sources[MODULE_FILE] = src
     try:
         evaluate(MODULE_FILE, src.evaluated, sl.Module(), sl.FileLoader(load))
@@ -335,6 +375,8 @@ def _make(kind: str, name: Any, attrs: dict[str, Any], origin: str) -> Declarati
         return OciPull(name, origin, image, digest, tag, tuple(platforms))
     if kind == "deb_index":
         return _make_deb_index(name, attrs, origin, bad)
+    if kind == "pip_lock":
+        return _make_pip_lock(name, attrs, origin, bad)
     if kind == "npm_lock":
         return _make_npm_lock(name, attrs, origin, bad)
 
@@ -427,6 +469,58 @@ def _make_deb_index(
     )
 
 
+_PYTHON_VERSION = re.compile(r"^3\.[0-9]{1,2}$")
+_LIBC_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+
+
+def _make_pip_lock(
+    name: str, attrs: dict[str, Any], origin: str, bad: Callable[[str], UserInputError]
+) -> PipLock:
+    import hashlib
+
+    requirements, lock = attrs.get("requirements"), attrs.get("lock")
+    if (requirements is None) == (lock is None):
+        raise bad("give one of 'requirements' (a requirements.txt with --hash) or 'lock' "
+                  "(a pylock.toml)")
+    source = requirements if requirements is not None else lock
+    if not isinstance(source, str) or not source or source.startswith("/") or (
+        ".." in source.split("/")
+    ):
+        raise bad(f"the lock file must be a path inside the workspace, got {source!r}")
+    if lock is not None and not re.match(r"^pylock(\.[^./]+)?\.toml$", source.rsplit("/", 1)[-1]):
+        raise bad(f"'lock' must name a PEP 751 file, pylock.toml or pylock.NAME.toml, got {source!r}")
+    workspace: Path = attrs["_workspace"]
+    try:
+        data = (workspace / source).read_bytes()
+    except OSError as e:
+        raise bad(f"cannot read {source!r}: {e.strerror or e}") from None
+    version = attrs.get("python_version")
+    if not isinstance(version, str) or not _PYTHON_VERSION.match(version):
+        raise bad(f"'python_version' must be the target's Python, like \"3.11\", got {version!r}")
+    platforms = attrs.get("platforms") or ["linux/amd64"]
+    if not isinstance(platforms, list) or not all(
+        isinstance(p, str) and p in ("linux/amd64", "linux/arm64") for p in platforms
+    ):
+        raise bad(f'\'platforms\' must be a list of "linux/amd64" and "linux/arm64", got {platforms!r}')
+    index_url = attrs.get("index_url") or DEFAULT_INDEX_URL
+    extra = attrs.get("extra_index_urls") or []
+    if not isinstance(extra, list):
+        raise bad(f"'extra_index_urls' must be a list of URLs, got {extra!r}")
+    for url in (index_url, *extra):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://", "file://")):
+            raise bad(f"index URL {url!r} must start with https://, http:// or file://")
+    libc: dict[str, str | None] = {}
+    for key, default in (("glibc", "2.28"), ("musl", None)):
+        value = attrs.get(key)
+        if value is not None and (not isinstance(value, str) or not _LIBC_VERSION.match(value)):
+            raise bad(f"'{key}' must be a version like \"2.28\", got {value!r}")
+        libc[key] = value if value is not None else default
+    return PipLock(
+        name, origin, source, hashlib.sha256(data).hexdigest(), version,
+        tuple(dict.fromkeys(platforms)), index_url.rstrip("/"),
+        tuple(u.rstrip("/") for u in extra), libc["glibc"] or "2.28", libc["musl"],
+    )
 def _workspace_file(value: Any, key: str, bad: Callable[[str], UserInputError]) -> str:
     if not isinstance(value, str) or not value or value.startswith("/") or (
         ".." in value.split("/")
