@@ -24,10 +24,13 @@ EXAMPLE = REPO / "examples" / "polyglot"
 # What the slow test reaches: the archive, and the registries a `pyimg lock` would ask.
 REAL_ENDPOINTS = (
     "https://deb.debian.org/debian/dists/bookworm/InRelease",
+    "https://pypi.org/simple/packaging/",
     "https://registry.npmjs.org/is-number",
 )
 # Each service: its oci_load, the tag it loads, the path asked and the JSON it answers.
 SERVICES = {
+    "py": ("//py:load", "pyimg.example/polyglot-py:latest", "/1.2rc1",
+           {"service": "python", "version": "1.2rc1"}),
     "node": ("//node:load", "pyimg.example/polyglot-node:latest", "/42",
              {"service": "node", "number": True}),
     "c": ("//c:load", "pyimg.example/polyglot-c:latest", "/", {"service": "c"}),
@@ -41,7 +44,8 @@ def _lock() -> dict:
 def test_the_committed_lock_covers_the_example_s_declarations() -> None:
     """A declaration or a lock file edited without `pyimg lock` would make every build of the
     example ask for one: the committed pyimg.lock pins the Debian closure of both architectures
-    (python3 and nodejs) and records the package-lock.json as it is committed."""
+    (python3 and nodejs), a wheel of each Python requirement for both platforms, and records the
+    requirements.txt and the package-lock.json as they are committed."""
     from pyimg.external.deb import entry_covers, entry_pins
     from pyimg.loading.module_file import parse_module
 
@@ -56,6 +60,11 @@ def test_the_committed_lock_covers_the_example_s_declarations() -> None:
         assert {"python3-minimal", "libpython3.11-stdlib", "nodejs", "libnode108",
                 "ca-certificates", "libc6", "base-files"} <= names
         assert all(p.url.startswith("https://deb.debian.org/debian/pool/") for p in pins[arch])
+    requirements = (EXAMPLE / "py" / "requirements.txt").read_bytes()
+    assert repos["pypi"]["source_sha256"] == hashlib.sha256(requirements).hexdigest()
+    for platform in ("linux/amd64", "linux/arm64"):
+        (wheel,) = repos["pypi"]["wheels"][platform].values()
+        assert wheel["file"] == "packaging-24.2-py3-none-any.whl"
     npm_lock = (EXAMPLE / "node" / "package-lock.json").read_bytes()
     assert repos["npm"]["digest"] == "sha256:" + hashlib.sha256(npm_lock).hexdigest()
 
