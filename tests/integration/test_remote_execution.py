@@ -82,3 +82,41 @@ def test_a_failing_command_fails_with_its_output(farm, tmp_path):
     r = ws.run("build", "--remote-executor", grid.url, "//p:bad")
     assert r.code == 1
     assert "exited with code 3 (remotely" in r.err and "no luck" in r.err, r.err
+
+
+EMPTY_DIR_RULES = """\
+def _empty_impl(ctx):
+    d = ctx.actions.declare_directory(ctx.label.name)
+    ctx.actions.run_shell(outputs = [d], command = "mkdir -p " + d.path, mnemonic = "Empty")
+    return [DefaultInfo(files = [d])]
+
+empty_dir = rule(implementation = _empty_impl, attrs = {})
+
+def _look_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".txt")
+    d = ctx.files.dir[0]
+    ctx.actions.run_shell(
+        inputs = [d], outputs = [out], mnemonic = "Look",
+        command = "(test -d {d} && echo there || echo missing; ls -A {d}) > {o}".format(
+            d = d.path, o = out.path),
+    )
+    return [DefaultInfo(files = [out])]
+
+look = rule(implementation = _look_impl, attrs = {"dir": attr.label()})
+"""
+
+
+def test_an_empty_input_directory_is_there_on_the_worker(farm, tmp_path):
+    grid, root = farm
+    results = {}
+    for where, flags in (("remote", ["--remote-executor", grid.url]), ("local", [])):
+        ws = Workspace(tmp_path / where, tmp_path / f"{where}-cache")
+        ws.write("p/defs.bzl", EMPTY_DIR_RULES)
+        ws.write("p/BUILD.pyimg", 'load(":defs.bzl", "empty_dir", "look")\n'
+                                  'empty_dir(name = "e")\nlook(name = "l", dir = ":e")\n')
+        r = ws.run("build", *flags, "//p:l")
+        logs = "".join((root / f"worker{i}.log").read_text() for i in range(2))
+        assert r.code == 0, r.err + logs
+        results[where] = (r.err, ws.out("p/l.txt").read_text())
+    assert "2 actions ran remotely" in results["remote"][0], results["remote"][0]
+    assert results["remote"][1] == results["local"][1] == "there\n"

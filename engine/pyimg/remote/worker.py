@@ -155,11 +155,14 @@ class BotWorker:
                 raise _LeaseError(_INTERNAL, "the lease holds neither an Action nor its digest")
             message = re_pb2.Action.FromString(self._client.read_bytes(digest))
         command = re_pb2.Command.FromString(self._client.read_bytes(message.command_digest))
-        files = self._input_files(message.input_root_digest)
+        files, empty_dirs = self._input_tree(message.input_root_digest)
         self._client.download((f.digest, f.size, f.executable) for f in files.values())
-        action = _action(command, files)
+        action = _action(command, files, empty_dirs)
         self._check_host_tools(action, command)
         executor = self._executor(files)
+        # Staged as input directories with no files, so that the sandbox holds them too.
+        executor.record_result(Action(kind=KIND_RUN, outputs=(), output_dirs=empty_dirs),
+                               ActionResult({}, {d: {} for d in empty_dirs}))
         scratch = self.options.cache_dir / "scratch" / lease.id.replace("/", "_")
         try:
             result = executor.run_uncached(action, scratch)
@@ -169,20 +172,25 @@ class BotWorker:
                                        stderr_raw=e.message.encode())
         return self._upload(result)
 
-    def _input_files(self, root: re_pb2.Digest) -> dict[str, FileOutput]:
+    def _input_tree(self, root: re_pb2.Digest) -> tuple[dict[str, FileOutput], tuple[str, ...]]:
+        """The input root's files by exec path, and its empty directories (an input directory
+        that holds no file is still an input: REAPI's Directory messages carry it)."""
         files: dict[str, FileOutput] = {}
+        empty: list[str] = []
         pending = [("", root)]
         while pending:
             prefix, digest = pending.pop()
             directory = re_pb2.Directory.FromString(self._client.read_bytes(digest))
             if directory.symlinks:
                 raise _LeaseError(_INTERNAL, "input symlinks are not supported")
+            if prefix and not directory.files and not directory.directories:
+                empty.append(prefix.rstrip("/"))
             for f in directory.files:
                 files[prefix + f.name] = FileOutput(Digest("sha256", f.digest.hash),
                                                     f.digest.size_bytes, f.is_executable)
             for d in directory.directories:
                 pending.append((f"{prefix}{d.name}/", d.digest))
-        return files
+        return files, tuple(sorted(empty))
 
     def _executor(self, files: dict[str, FileOutput]) -> ActionExecutor:
         root = self.options.cache_dir
@@ -233,7 +241,8 @@ class _LeaseError(Exception):
         self.code = code
 
 
-def _action(command: re_pb2.Command, files: dict[str, FileOutput]) -> Action:
+def _action(command: re_pb2.Command, files: dict[str, FileOutput],
+            empty_dirs: tuple[str, ...] = ()) -> Action:
     """The pyimg action a Command (from remote/mapping.py) stands for."""
     properties = {p.name: p.value for p in command.platform.properties}
     tools = tuple(json.loads(properties.get("pyimg-tools", "[]")))
@@ -244,7 +253,7 @@ def _action(command: re_pb2.Command, files: dict[str, FileOutput]) -> Action:
         outputs = tuple(command.output_paths)
     return Action(
         kind=KIND_RUN, outputs=outputs, output_dirs=output_dirs,
-        inputs=tuple(sorted(set(files) - set(tools))), tools=tools,
+        inputs=tuple(sorted((set(files) | set(empty_dirs)) - set(tools))), tools=tools,
         argv=tuple(command.arguments),
         env=tuple((v.name, v.value) for v in command.environment_variables),
         host_tools=host_tools, mnemonic="RemoteAction")
