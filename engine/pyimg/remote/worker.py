@@ -51,6 +51,8 @@ __all__ = ["BotWorker", "WorkerOptions"]
 _POLL_SECONDS = 20.0
 _FIRST_BACKOFF_SECONDS = 0.5
 _MAX_BACKOFF_SECONDS = 30.0
+# How often a waiting call looks at `stop` (SIGTERM): the bound on how long stopping takes.
+_STOP_POLL_SECONDS = 0.2
 _RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
             grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.CANCELLED)
@@ -70,7 +72,8 @@ class WorkerOptions:
 
 
 class BotWorker:
-    """One bot session, one lease at a time. `run()` returns when `stop` is set."""
+    """One bot session, one lease at a time. `run()` returns when `stop` is set: promptly, a
+    running command killed and its lease abandoned (the server gives it out again)."""
 
     def __init__(self, options: WorkerOptions, log: Callable[[str], None] = print) -> None:
         self.options = options
@@ -105,10 +108,10 @@ class BotWorker:
                         self._work(lease)
                 # Answers the leases (a COMPLETED one stays in the session until the server's
                 # reply drops it) and waits for work.
-                session = self._bots.UpdateBotSession(
-                    bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session),
-                    timeout=_POLL_SECONDS, metadata=self._client.metadata)
+                session = self._update(session) or session
                 backoff = _FIRST_BACKOFF_SECONDS
+            except _Stopped:
+                break
             except grpc.RpcError as e:
                 code = e.code()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -121,6 +124,44 @@ class BotWorker:
                          f"again in {backoff:g}s")
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+        if session is not None:
+            self._abandon(session)
+
+    def _update(self, session: bots_pb2.BotSession) -> bots_pb2.BotSession | None:
+        """UpdateBotSession, given up as soon as `stop` is set (the server holds the call open
+        for up to `_POLL_SECONDS` when it has no work): raises _Stopped then."""
+        call = self._bots.UpdateBotSession.future(
+            bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session),
+            timeout=_POLL_SECONDS, metadata=self._client.metadata)
+        while not call.done():
+            if self.stop.wait(_STOP_POLL_SECONDS):
+                call.cancel()
+                raise _Stopped
+        updated: bots_pb2.BotSession = call.result()
+        return updated
+
+    def _abandon(self, session: bots_pb2.BotSession) -> None:
+        """Give the server back what this bot holds: a new session under the same bot id makes
+        the scheduler close the old one and queue its unfinished leases again (BuildGrid does,
+        as for a bot that restarted); its status BOT_TERMINATING asks for no more work."""
+        unfinished = [lease.id for lease in session.leases if lease.state != bots_pb2.COMPLETED]
+        try:
+            self._bots.CreateBotSession(
+                bots_pb2.CreateBotSessionRequest(
+                    parent=self.options.remote.instance_name,
+                    bot_session=bots_pb2.BotSession(
+                        bot_id=self._bot_id, status=bots_pb2.BOT_TERMINATING,
+                        worker=worker_pb2.Worker(
+                            devices=[worker_pb2.Device(handle=self._bot_id)]))),
+                timeout=min(self.options.remote.timeout, 10.0), metadata=self._client.metadata)
+        except grpc.RpcError as e:
+            self.log(f"pyimg worker {self._bot_id}: could not hand back its session "
+                     f"({e.code().name}); the server gives its leases out again when the session "
+                     "expires")
+            return
+        if unfinished:
+            self.log(f"pyimg worker {self._bot_id}: stopped; lease {', '.join(unfinished)} "
+                     "handed back to the server")
 
     def _open_session(self) -> bots_pb2.BotSession:
         session: bots_pb2.BotSession = self._bots.CreateBotSession(
@@ -135,7 +176,11 @@ class BotWorker:
         return session
 
     def _work(self, lease: bots_pb2.Lease) -> None:
-        """Run one lease and fill in its result and state (COMPLETED)."""
+        """Run one lease and fill in its result and state (COMPLETED). _Stopped when `stop` was
+        set before or while it ran (its command is killed; the lease stays unanswered)."""
+        if self.stop.is_set():
+            raise _Stopped
+        self.log(f"pyimg worker {self._bot_id}: lease {lease.id}")
         try:
             result = self._execute(lease)
             lease.result.Pack(result)
@@ -144,6 +189,8 @@ class BotWorker:
             lease.status.CopyFrom(status_pb2.Status(code=e.code, message=str(e)))
         except (grpc.RpcError, RemoteDataError, OSError, ValueError) as e:
             lease.status.CopyFrom(status_pb2.Status(code=_INTERNAL, message=str(e)))
+        if self.stop.is_set():
+            raise _Stopped  # what ran was cut short: no answer rather than a wrong one
         lease.state = bots_pb2.COMPLETED
         self.leases_done += 1
 
@@ -201,7 +248,8 @@ class BotWorker:
 
         ctx = BuildContext(workspace=root / "inputs", cache_root=root,
                            scratch_root=root / "scratch", format_version="",
-                           builtins={}, source_root=source, warn=self.log)
+                           builtins={}, source_root=source, warn=self.log,
+                           cancel=self.stop)  # a stopping worker kills the running command
         return ActionExecutor(ctx, self._cas, ActionCache(root, self._cas), FileDigestCache(None))
 
     def _check_host_tools(self, action: Action, command: re_pb2.Command) -> None:
@@ -233,6 +281,10 @@ class BotWorker:
                          for f in tree.values())
         self._client.upload(blobs)
         return remote
+
+
+class _Stopped(Exception):
+    """`stop` was set: the worker hands its session back and returns."""
 
 
 class _LeaseError(Exception):
