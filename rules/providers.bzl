@@ -27,9 +27,11 @@ OciImageIndexInfo = provider(
 )
 
 HostToolInfo = provider(
-    doc = "A program of the host machine, declared so that its digest enters the action key.",
+    doc = "A program of the host machine, declared so that its identity enters the action key.",
     fields = {
         "path": "Absolute path of the program on the host.",
+        "data": "Absolute host paths the program reads, hashed into its identity.",
+        "identity": "\"auto\" or \"bytes\" (docs/concepts.md, \"Tools are inputs\").",
     },
 )
 
@@ -40,5 +42,7 @@ OciPushInfo = provider(
         "digest": "File: holds the digest being pushed.",
         "repository": "The destination, `registry/repo`.",
         "remote_tags": "Tags to set after the push.",
+        "sign_key": "The private key to sign with after the push (`env://VAR` or a path), or \"\".",
+        "sign_key_password_env": "The environment variable holding the key's password, or \"\".",
     },
 )

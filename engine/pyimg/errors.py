@@ -10,6 +10,8 @@
     ├── DiskFullError           exit 1: no space left where pyimg writes (cache, pyimg-out)
     ├── RegistryError           exit 1: a registry request failed for good
     ├── RemoteError             exit 1: an REAPI server refused or failed `pyimg worker` for good
+    ├── SigningKeyError         exit 2: a key that cannot be read, decrypted or used to sign
+    ├── VerificationError       exit 1: a signature or attestation did not verify, or is missing
     ├── AuditDifferenceError    exit 3: a reproducibility audit found a difference
     └── InterruptedBuildError   exit 130: Ctrl-C
 
@@ -27,10 +29,12 @@ __all__ = [
     "PyimgError",
     "RegistryError",
     "RemoteError",
+    "SigningKeyError",
     "SourceLinkError",
     "UnpinnedInputError",
     "UsageError",
     "UserInputError",
+    "VerificationError",
 ]
 
 
@@ -78,6 +82,14 @@ class RegistryError(PyimgError):
 
 
 class RemoteError(PyimgError):
+    pass
+
+
+class SigningKeyError(PyimgError):
+    exit_code = 2
+
+
+class VerificationError(PyimgError):
     pass
 
 

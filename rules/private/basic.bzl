@@ -13,20 +13,40 @@ filegroup = rule(
     },
 )
 
+# Host paths a tool's data may not be or be under: the sandbox makes its own of them.
+_SANDBOX_OWNED = ["/proc", "/dev", "/sys", "/pyimg"]
+
 def _host_tool_impl(ctx):
     if not ctx.attr.path.startswith("/"):
         fail("attribute 'path' must be an absolute path, like \"/usr/bin/cc\", got %r" % ctx.attr.path)
-    return [DefaultInfo(files = []), HostToolInfo(path = ctx.attr.path)]
+    data = []
+    for d in ctx.attr.data:
+        d = d.rstrip("/") or "/"
+        if not d.startswith("/"):
+            fail("attribute 'data': %r must be an absolute path, like \"/usr/lib/gcc\"" % d)
+        if d in ["/", "/tmp"] or [p for p in _SANDBOX_OWNED if d == p or d.startswith(p + "/")]:
+            fail("attribute 'data': %r cannot be a tool's data (the sandbox makes its own)" % d)
+        if d in data:
+            fail("attribute 'data': %r is listed twice" % d)
+        data.append(d)
+    return [DefaultInfo(files = []), HostToolInfo(path = ctx.attr.path, data = data, identity = ctx.attr.identity)]
 
 host_tool = rule(
     implementation = _host_tool_impl,
-    doc = """A program of the host (a compiler, say) that genrules may use through `tools`.
+    doc = """A program of the host (a compiler, an interpreter) that genrules may use through `tools`.
 
-The program's bytes (after following symlinks) are part of the key of every action that uses it,
-and its name is on the action's PATH. What the program itself reads from the host (headers,
-libraries) is not tracked: pin the build machine's image when that matters.""",
+A host tool is keyed by its identity: the program's bytes (after following symlinks), the
+contents of its `data` paths, and with `identity = "auto"` what pyimg finds without running it
+(the ELF interpreter and shared libraries ld.so loads at start, a `#!` script's interpreter, a
+CPython's standard library). A change to any of them re-runs the actions that use the tool, and
+`pyimg explain` names the file that changed. Its name is on the action's PATH, and the sandbox
+shows the program and its data read-only at their host paths. What the tool reads beyond that
+(other files of /usr, say) is not keyed: list it in `data`, or pin the build machine's image
+(docs/concepts.md, "Tools are inputs").""",
     attrs = {
         "path": attr.string(mandatory = True, doc = "Absolute path of the program, e.g. `/usr/bin/cc`. A build that needs it fails at this attribute when the path does not exist."),
+        "data": attr.string_list(doc = "Absolute host paths (files or directories) the program reads, e.g. `/usr/lib/gcc/x86_64-linux-gnu/12`: every file's path, bytes and executable bit, and every symlink's target, are part of the tool's identity, and each is shown in the sandbox."),
+        "identity": attr.string(default = "auto", values = ["auto", "bytes"], doc = "`auto` (the default) adds to the program and its `data` what pyimg can find from the program's bytes: its ELF interpreter and shared libraries, a script's interpreter, a CPython's standard library. `bytes` keys the program's bytes and `data` only."),
     },
 )
 
@@ -46,7 +66,8 @@ def _genrule_impl(ctx):
     host_tools = []
     for t in ctx.attr.tools:
         if HostToolInfo in t:
-            host_tools.append(t[HostToolInfo].path)
+            info = t[HostToolInfo]
+            host_tools.append({"path": info.path, "data": info.data, "identity": info.identity})
         else:
             tools.extend(t[DefaultInfo].files)
     cmd = ctx.attr.cmd

@@ -282,7 +282,14 @@ def _oci_push_impl(ctx):
         fail("attribute 'repository' must name a repository, like \"registry.example.com/team/app\"")
     return [
         DefaultInfo(files = [info.layout, info.digest]),
-        OciPushInfo(layout = info.layout, digest = info.digest, repository = ctx.attr.repository, remote_tags = ctx.attr.remote_tags),
+        OciPushInfo(
+            layout = info.layout,
+            digest = info.digest,
+            repository = ctx.attr.repository,
+            remote_tags = ctx.attr.remote_tags,
+            sign_key = ctx.attr.sign_key,
+            sign_key_password_env = ctx.attr.sign_key_password_env,
+        ),
     ]
 
 oci_push = rule(
@@ -292,5 +299,7 @@ oci_push = rule(
         "image": attr.label(mandatory = True, doc = "The image or index to push."),
         "repository": attr.string(mandatory = True, doc = "Where to push, `registry/repo`."),
         "remote_tags": attr.string_list(doc = "Tags to set after the push."),
+        "sign_key": attr.string(doc = "Sign what was pushed (cosign format: the `sha256-<hex>.sig` tag and a Sigstore bundle referrer, docs/supply-chain.md) with this ECDSA P-256 private key: `env://VAR` (the PEM in an environment variable) or a file path, relative to the workspace. A string, not a label: the key is read when `pyimg run` pushes and never enters the build's caches or outputs."),
+        "sign_key_password_env": attr.string(doc = "The environment variable holding `sign_key`'s password, when it is encrypted."),
     },
 )

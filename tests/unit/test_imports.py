@@ -19,13 +19,20 @@ ALLOWED = {
     "loading": {"oci", "core"},
     "analysis": {"loading", "oci", "core"},
     "external": {"loading", "registry", "oci", "core"},
+    # signatures and attestations of images in registries (docs/supply-chain.md).
+    "signing": {"registry", "oci", "core"},
     "query": {"analysis", "external", "loading", "actions", "registry", "oci", "core"},
-    # aquery keys actions as the build does, over what a query selects.
-    "build": {"query", "analysis", "external", "loading", "actions", "registry", "remote", "oci",
-              "core"},
+    # aquery keys actions as the build does, over what a query selects; oci_push signs what it
+    # pushed when the target names a key; remote caching and execution when a flag asks.
+    "build": {
+        "query", "analysis", "external", "loading", "actions", "registry", "remote", "signing",
+        "oci", "core",
+    },
     # audit runs builds (in a subprocess) and reads the build records they leave.
-    "audit": {"build", "analysis", "external", "loading", "actions", "registry", "remote", "oci",
-              "core"},
+    "audit": {
+        "build", "analysis", "external", "loading", "actions", "registry", "remote", "signing",
+        "oci", "core",
+    },
 }
 TOP_LEVEL_MODULES = {"__init__", "errors", "labels"}
 # The modules protoc makes from the REAPI protos (tools/gen_reapi_protos.py): each defines its

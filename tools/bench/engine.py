@@ -5,6 +5,10 @@ reported as a ratio to the start-up time of `pyimg --version` measured in the sa
 
     .venv/bin/python tools/bench/engine.py [--runs 5]
 
+With `--host-tool PATH`, every genrule also uses `host_tool(path = PATH)` (its default identity,
+"auto"): what keying a tool by more than its bytes costs a no-op (docs/concepts.md, "Tools are
+inputs"); `/usr/bin/python3.11` keys the interpreter, its libraries and its standard library.
+
 Goals: no-op rebuild within 3x of bare start-up; a one-file rebuild within the no-op time plus
 the time of the actions that truly depend on the file. Also reported: a build after a comment is
 added to one BUILD file (no goal).
@@ -38,11 +42,14 @@ text = rule(implementation = _text_impl, attrs = {"content": attr.string(doc = "
 '''
 
 
-def make_workspace(root: Path) -> None:
-    """600 genrules from workspace_gen, plus 2 `text` (write) targets per package feeding them."""
+def make_workspace(root: Path, host_tool: str | None = None) -> None:
+    """600 genrules from workspace_gen, plus 2 `text` (write) targets per package feeding them;
+    with `host_tool`, each genrule has that host tool among its tools."""
     generate(root, targets=600, packages=200)
     (root / "tools").mkdir()
-    (root / "tools/BUILD.pyimg").write_text("")
+    (root / "tools/BUILD.pyimg").write_text(
+        f'host_tool(name = "tool", path = "{host_tool}", visibility = ["//visibility:public"])\n'
+        if host_tool else "")
     (root / "tools/defs.bzl").write_text(TEXT_RULE)
     for i in range(200):
         build = root / package_name(i) / "BUILD.pyimg"
@@ -50,6 +57,8 @@ def make_workspace(root: Path) -> None:
         for k in (0, 1):
             text = text.replace(f'srcs = ["t{k}.txt"', f'srcs = ["t{k}.txt", ":w{k}"', 1)
         stanzas = "".join(f'text(name = "w{k}", content = "{package_name(i)} w{k}\\n")\n' for k in (0, 1))
+        if host_tool:
+            text = text.replace('    cmd = "cat', '    tools = ["//tools:tool"],\n    cmd = "cat')
         build.write_text('load("//tools:defs.bzl", "text")\n\n' + stanzas + "\n" + text)
 
 
@@ -78,10 +87,11 @@ def main() -> int:
                    check=True, stdout=subprocess.DEVNULL)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="repetitions of the quick measurements")
+    ap.add_argument("--host-tool", metavar="PATH", help="a host tool every genrule uses")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="pyimg-bench-engine-") as tmp:
         ws = Path(tmp) / "ws"
-        make_workspace(ws)
+        make_workspace(ws, args.host_tool)
         build = [*PYIMG, "build", "--disk-cache", f"{tmp}/cache", "//..."]
         startup = statistics.median(run([*PYIMG, "--version"], ws)[0] for _ in range(args.runs))
         cold, err = run(build, ws)

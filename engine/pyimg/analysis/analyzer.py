@@ -523,6 +523,14 @@ class Analyzer:
         ins = self._paths("inputs", inputs, origin)
         tls = self._paths("tools", tools, origin)
         host = list(self._paths("host_tools", host_tools, origin))
+        # A host_tool's HostToolInfo (a dict here) carries its identity mode and data too.
+        specs = sorted({(t["path"], t.get("identity") or "auto", tuple(t.get("data") or ()))
+                        for t in (host_tools or []) if isinstance(t, dict)
+                        if t.get("data") or t.get("identity", "auto") != "auto"})
+        for (path, *_), (other, *_) in zip(specs, specs[1:], strict=False):
+            if path == other:
+                raise UserInputError(f"host tool '{path}' is declared twice with different data "
+                                     "or identity: use one host_tool target", origin=origin)
         argv: list[str] = []
         if kind == KIND_RUN:
             if executable is None:
@@ -550,6 +558,7 @@ class Analyzer:
             cache_dirs=tuple(sorted((cache_dirs or {}).items())),
             secrets=tuple(sorted(secrets or [])),
             host_tools=tuple(sorted(set(host))),
+            host_tool_specs=tuple(specs),
             owner=label,
             # Failures are reported at the target's BUILD line: that is the file the user owns.
             origin=cur.target.origin,

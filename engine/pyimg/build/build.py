@@ -192,13 +192,19 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
     # A host tool by its path and by what it resolves to: a retargeted symlink is a change too.
     host = {t for a in needed for t in a.host_tools}
     host |= {os.path.realpath(t) for t in host}
+    # Every file and directory a tool's identity was computed from: a no-op must see them change.
+    tool_paths = executor.host_tool_paths()
+    host |= tool_paths
+    # A tool file at the stat it was hashed at (an edit during the build must not pass for it).
+    tool_stats = {p: digests.get(p) for p in tool_paths}
     fixed = set(analysis.files) | host | set(format_files())
     return BuildReport(
         analysis, outcome, time.monotonic() - start, top,
         inputs=sorted(fixed | set(sources.values())),
         outputs=[str(session.workspace / g) for g in goals],
         goals=goals, sources=sources, fixed=fixed, format_version=ctx.format_version,
-        observed={h: digests.get(h) for h in sources.values()},
+        observed={**{p: st for p, st in tool_stats.items() if st is not None},
+                  **{h: digests.get(h) for h in sources.values()}},
         lazy_blobs=lazy,
         remote_summary=remote.summary() if remote is not None else None,
     )
@@ -229,6 +235,16 @@ def _check_secrets(actions: list[Action], store: SecretProvider | None) -> None:
 def _check_host_tools(actions: list[Action], analysis: AnalysisResult, workspace: Path) -> None:
     """Every host tool a needed action runs must exist: an exit-2 error at the `path` of the
     host_tool that declares it (else at the action's target), before anything runs."""
+    missing_data = sorted({(tool, d) for a in actions for tool, _, data in a.host_tool_specs
+                           for d in data if not os.path.lexists(d)})
+    if missing_data:
+        tool, path = missing_data[0]
+        declared = next((t for t in analysis.targets.values() for pid, fields in t.providers.items()
+                         if pid.endswith("%HostToolInfo") and fields.get("path") == tool), None)
+        if declared is not None:
+            raise UserInputError(
+                f"{declared.kind} {declared.label}: attribute 'data': '{path}' does not exist on "
+                "this machine", origin=argument_origin_on_disk(workspace, declared.origin, "data"))
     missing = sorted({p for a in actions for p in a.host_tools if not os.path.exists(p)})
     if not missing:
         return

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pyimg.errors import UsageError
+
+# A host tool's stored manifest by identity digest (core/tool_identity.py's ManifestStore.get).
+ManifestLookup = Callable[[str], "dict[str, Any] | None"]
 
 __all__ = ["diff_components", "explain"]
 
@@ -58,8 +62,10 @@ def explain(
     label: str,
     include_hits: bool = False,
     deps: bool = True,
+    manifests: ManifestLookup | None = None,
 ) -> str:
-    """The report for `label` as text; raises UsageError when the last build had no action of it."""
+    """The report for `label` as text; raises UsageError when the last build had no action of it.
+    With `manifests`, a changed host tool is explained by the files of its identity that changed."""
     roots = [e for e in last if _owner(e) == label]
     if not roots:
         owners = sorted({_owner(e) for e in last})
@@ -85,7 +91,8 @@ def explain(
                     lines.extend(
                         "  " + d
                         for d in diff_components(
-                            before.get("components") or {}, entry.get("components") or {}, producers
+                            before.get("components") or {}, entry.get("components") or {}, producers,
+                            manifests,
                         )
                     )
             continue
@@ -101,7 +108,7 @@ def explain(
             )
         else:
             changes = diff_components(
-                before.get("components") or {}, entry.get("components") or {}, producers
+                before.get("components") or {}, entry.get("components") or {}, producers, manifests
             )
             lines.extend("  " + d for d in changes or ["key changed (components not recorded)"])
     from_remote = f" ({remote_hits} remote)" if remote_hits else ""
@@ -115,7 +122,8 @@ def _short(value: Any) -> str:
 
 
 def diff_components(
-    old: dict[str, Any], new: dict[str, Any], producers: dict[str, str] | None = None
+    old: dict[str, Any], new: dict[str, Any], producers: dict[str, str] | None = None,
+    manifests: ManifestLookup | None = None,
 ) -> list[str]:
     """What differs between two key-component records, one line per difference, in key order.
 
@@ -134,9 +142,7 @@ def diff_components(
     out += _diff_params(old.get("params"), new.get("params"))
     if old.get("tools") != new.get("tools"):
         out.append(f"tools: {old.get('tools')} -> {new.get('tools')}")
-    out += _diff_names(
-        "host tool", old.get("host_tools") or {}, new.get("host_tools") or {}, show_values=True
-    )
+    out += _diff_host_tools(old.get("host_tools") or {}, new.get("host_tools") or {}, manifests)
     for field in ("outputs", "output_dirs", "cache_dirs"):
         if old.get(field) != new.get(field):
             out.append(f"{field}: {old.get(field)} -> {new.get(field)}")
@@ -177,6 +183,27 @@ def _diff_inputs(old: dict[str, str], new: dict[str, str], producers: dict[str, 
             out.append(f"input {path}: removed (was {a})")
         else:
             out.append(f"input {path}{via}: {a} -> {b}")
+    return out
+
+
+def _diff_host_tools(
+    old: dict[str, str], new: dict[str, str], manifests: ManifestLookup | None
+) -> list[str]:
+    """One line per host tool added, removed or changed; a changed one names the files of its
+    identity that changed when both manifests are still stored, else shows the two digests."""
+    from pyimg.core.tool_identity import changed_parts
+
+    out = []
+    for name in sorted(set(old) | set(new)):
+        if name not in old:
+            out.append(f"host tool {name}: added")
+        elif name not in new:
+            out.append(f"host tool {name}: removed")
+        elif old[name] != new[name]:
+            parts = (changed_parts(manifests(old[name]), manifests(new[name]))
+                     if manifests is not None else [])
+            out += [f"host tool {name}: {p}" for p in parts] or [
+                f"host tool {name}: {old[name]} -> {new[name]}"]
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -24,6 +25,7 @@ from pyimg.external.repositories import Repositories
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
     from pyimg.registry.push import PushCounters
+    from pyimg.signing.keys import SigningKey
 
 __all__ = ["mount_source", "push_layout_dir", "push_target", "target_layout"]
 
@@ -68,10 +70,12 @@ def push_layout_dir(
     registry: RegistryOptions,
     out: TextIO | None = None,
     lazy_blobs: PulledBlobs | None = None,
+    sign: SigningKey | None = None,
 ) -> tuple[Digest, PushCounters]:
     """Push the layout's image or index to `repository` (tagged with each of `tags`); returns
     the digest and the client's counters. `lazy_blobs` fetches the layers a sparse layout lacks
-    (by default, from the workspace's oci_pull repositories, opened only if one is needed)."""
+    (by default, from the workspace's oci_pull repositories, opened only if one is needed).
+    With `sign`, the pushed digest is then signed in cosign's format (signing/attach.py)."""
     from pyimg.registry.reference import parse_reference
 
     out = out or sys.stderr
@@ -98,6 +102,14 @@ def push_layout_dir(
             f"{c.skipped} already there)",
             file=out,
         )
+        if sign is not None:
+            from pyimg.oci.model import Descriptor
+            from pyimg.signing.attach import sign_image
+
+            sign_image(client, dest.with_digest(digest), sign,
+                       subject=Descriptor(media_type, digest, len(data)))
+            print(f"Signed {dest.name}@{digest} (the .sig tag and a Sigstore bundle referrer)",
+                  file=out)
         return digest, c
     finally:
         fetch.close()
@@ -135,14 +147,25 @@ def _entry_type(layout: Path, digest: Digest) -> str:
 
 def push_target(session: Session, target: TargetResult, registry: RegistryOptions,
                 repository: str | None = None, tags: tuple[str, ...] = (),
-                lazy_blobs: PulledBlobs | None = None) -> Digest:
+                lazy_blobs: PulledBlobs | None = None,
+                environ: Mapping[str, str] | None = None) -> Digest:
     """Push what an oci_push target built to its repository (or `repository`), tagged with its
-    remote_tags and `tags`; returns the pushed digest."""
+    remote_tags and `tags`, and sign it when the target names a `sign_key` (read from `environ`
+    or the workspace before anything is pushed, so a wrong password pushes nothing); returns
+    the pushed digest."""
     info = next((f for pid, f in target.providers.items() if pid.endswith("%OciPushInfo")), None)
     if info is None:
         raise UsageError(f"{target.label} is not an oci_push target")
     layout = session.workspace / info["layout"]["path"]
     all_tags = list(info.get("remote_tags") or []) + list(tags)
+    key = None
+    if info.get("sign_key"):
+        from pyimg.signing.keys import ENV_PREFIX, open_signing_key
+
+        spec = str(info["sign_key"])
+        if not spec.startswith(ENV_PREFIX):
+            spec = str(session.workspace / spec)
+        key = open_signing_key(spec, environ or {}, info.get("sign_key_password_env") or None)
     digest, _ = push_layout_dir(session, layout, repository or info["repository"], all_tags,
-                                registry, lazy_blobs=lazy_blobs)
+                                registry, lazy_blobs=lazy_blobs, sign=key)
     return digest

@@ -17,4 +17,8 @@ COMMAND_MODULES = {
     "fetch": "pyimg.cli.fetch",
     "push": "pyimg.cli.push",
     "worker": "pyimg.cli.worker",
+    "sign": "pyimg.cli.sign",
+    "attest": "pyimg.cli.sign",
+    "verify": "pyimg.cli.sign",
+    "keygen": "pyimg.cli.sign",
 }

@@ -40,5 +40,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         label = str(parse_label(args.label, cwd_package(session.workspace)))
     except LabelError as e:
         raise UsageError(str(e)) from None
-    sys.stdout.write(explain(last, previous, label, include_hits=args.all, deps=not args.no_deps))
+    from pyimg.core.tool_identity import ManifestStore
+
+    manifests = ManifestStore(session.cache_root).get
+    sys.stdout.write(explain(last, previous, label, include_hits=args.all, deps=not args.no_deps,
+                             manifests=manifests))
     return 0

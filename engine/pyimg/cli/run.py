@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from typing import TYPE_CHECKING
@@ -50,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         push = _push_flags(target.label, args.args)
         digest = push_target(session, target, _push_registry(push), push.repository,
-                             tuple(push.tag), report.lazy_blobs)
+                             tuple(push.tag), report.lazy_blobs, os.environ)
         print(digest)
         return 0
     raise UsageError(f"{target.label} ({target.kind}) is not runnable: run oci_load or oci_push targets")

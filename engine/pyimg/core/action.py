@@ -2,9 +2,10 @@
 
 An action reads input files at exec paths (`pkg/src.c`, `pyimg-out/pkg/gen.h`) and writes output
 files or directories at exec paths. Its key (docs/architecture.md, "Invariants") is a sha256
-over canonical JSON of the kind, argv, declared env, input digests by path, output paths, tool digests, params,
-cache-dir variable names and secret HMACs, and the output-format version. Display-only fields
-(owner, origin, mnemonic, progress message) are excluded from equality and from the key.
+over canonical JSON of the kind, argv, declared env, input digests by path, output paths, host
+tools' identities (core/tool_identity.py), params, cache-dir variable names and secret HMACs, and
+the output-format version. Display-only fields (owner, origin, mnemonic, progress message) are
+excluded from equality and from the key.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Action:
     cache_dirs: tuple[tuple[str, str], ...] = ()  # (env var, cache dir name): not in outputs
     secrets: tuple[str, ...] = ()  # secret ids; the key holds their HMAC, never their value
     host_tools: tuple[str, ...] = ()  # absolute host paths of declared host tools (e.g. /usr/bin/cc)
+    # (path, identity mode, data paths) of the host tools declared with more than their path;
+    # any other host tool is ("auto", no data): core/tool_identity.py
+    host_tool_specs: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     owner: str = field(default="", compare=False)  # label of the target that declared it
     origin: str = field(default="", compare=False)  # file:line:col of the declaration
     mnemonic: str = field(default="Action", compare=False)
@@ -100,10 +104,14 @@ def action_to_json(a: Action) -> dict[str, Any]:
     return {name: getattr(a, name) for name in _FIELDS}  # JSON writes tuples as lists
 
 
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(x) for x in value) if isinstance(value, list) else value
+
+
 def action_from_json(d: dict[str, Any]) -> Action:
     fixed = {}
     for k, v in d.items():
         if k in _TUPLE_FIELDS:
-            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+            v = _tuples(v)
         fixed[k] = v
     return Action(**fixed)

@@ -33,6 +33,13 @@ from pyimg.core.cas import ContentStore, hash_file, remove_tree
 from pyimg.core.confinement import Confinement
 from pyimg.core.digest import Digest, canonical_json
 from pyimg.core.file_digests import FileDigestCache
+from pyimg.core.tool_identity import (
+    ManifestStore,
+    ToolIdentity,
+    ToolSpec,
+    tool_identity,
+    tool_specs,
+)
 from pyimg.core.workspace import EXTERNAL_DIR
 from pyimg.errors import (
     ActionFailedError,
@@ -145,7 +152,7 @@ class ActionExecutor:
         self.digests = digests
         self._results: dict[str, tuple[str, ActionResult]] = {}  # exec path -> (kind, result)
         self._lock = threading.Lock()
-        self._host_tool_digests: dict[str, str] = {}
+        self._host_tool_identities: dict[ToolSpec, ToolIdentity] = {}
         self._warned_isolation = False
         self._confinement = Confinement(ctx.workspace)
 
@@ -191,17 +198,29 @@ class ActionExecutor:
             return self.ctx.source_root(path)
         return self.ctx.workspace / path
 
-    def _host_tool_digest(self, path: str) -> str:
+    def host_tool_identity(self, spec: ToolSpec) -> ToolIdentity:
+        """The identity of a host tool (core/tool_identity.py), computed once per build; its
+        manifest is stored for `pyimg explain`."""
         with self._lock:
-            hit = self._host_tool_digests.get(path)
+            hit = self._host_tool_identities.get(spec)
         if hit is None:
             try:
-                hit = str(self.digests.digest(Path(os.path.realpath(path)))[0])
-            except FileNotFoundError:
-                raise UserInputError(f"host tool '{path}' does not exist on this machine") from None
+                hit = tool_identity(spec, self.digests.digest_and_mode)
+            except FileNotFoundError as e:
+                if e.filename in (None, spec.path, os.path.realpath(spec.path)):
+                    raise UserInputError(f"host tool '{spec.path}' does not exist on this "
+                                         "machine") from None
+                raise UserInputError(f"host tool '{spec.path}': '{e.filename}' (its data) does "
+                                     "not exist on this machine") from None
+            ManifestStore(self.ctx.cache_root).put(hit)
             with self._lock:
-                self._host_tool_digests[path] = hit
+                self._host_tool_identities[spec] = hit
         return hit
+
+    def host_tool_paths(self) -> set[str]:
+        """Every host path the identities of this build's host tools were computed from."""
+        with self._lock:
+            return {p for identity in self._host_tool_identities.values() for p in identity.paths}
 
     def components(self, action: Action) -> dict[str, Any]:
         try:
@@ -215,7 +234,7 @@ class ActionExecutor:
                 raise UserInputError(f"{action.describe()} needs secrets but none were given")
             hmacs = {s: self.ctx.secrets.keyed_hash(s) for s in action.secrets}
         try:
-            host = {p: self._host_tool_digest(p) for p in action.host_tools}
+            host = {spec.path: self.host_tool_identity(spec).digest for spec in tool_specs(action)}
         except UserInputError as e:  # gone since the build checked (builds check before running)
             raise UserInputError(f"{action.describe()}: {e.message}", origin=action.origin or None) from None
         return key_components(action, digests, self.ctx.format_version, hmacs, host)
@@ -434,6 +453,10 @@ class ActionExecutor:
         for p in action.output_dirs:
             (execroot / p).mkdir(parents=True, exist_ok=True)
         tool_dirs: list[Path] = []
+        # What a host tool is keyed by is what it is shown: its program, data and what "auto"
+        # found, at their host paths (those under the system dirs are mounted anyway).
+        tool_roots = sorted({Path(p) for spec in tool_specs(action)
+                             for p in (spec.path, *self.host_tool_identity(spec).roots())})
         if action.host_tools:
             # Inside the execroot so that PATH holds no host path (it would vary by workspace).
             bin_dir = Path(HOST_TOOLS_DIR)
@@ -467,6 +490,7 @@ class ActionExecutor:
                 writable_dirs=writable,
                 secret_files=secret_files,
                 read_only_files=tuple(staged.read_only),
+                read_only_host_paths=tuple(tool_roots),
             )
             result = run_sandboxed(spec, self.ctx.cancel, isolation=isolation)
         finally:

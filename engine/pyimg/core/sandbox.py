@@ -335,8 +335,9 @@ def _plan(spec: SandboxSpec, scratch: Path, isolation: str) -> _Plan:
         mounts.setdefault(m.dest, m)
 
     def expose_ro(host: str) -> None:
-        # A usr-merged host has /bin -> usr/bin: keep the symlink so paths resolve the same way.
-        if any(_under(host, m.dest) for m in mounts.values() if m.kind == "ro"):
+        # A usr-merged host has /bin -> usr/bin: keep the symlink so paths resolve the same way
+        # (and a path below it, /bin/sh, is then shown through it).
+        if any(_under(host, m.dest) for m in mounts.values() if m.kind in ("ro", "symlink")):
             return
         if os.path.islink(host) and os.path.dirname(host) == "/":
             add(_Mount(host, "symlink", os.readlink(host)))

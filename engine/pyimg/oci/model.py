@@ -165,6 +165,8 @@ class Manifest:
     annotations: tuple[tuple[str, str], ...] = ()
     media_type: str = mt.OCI_MANIFEST
     subject: Descriptor | None = field(default=None)
+    # OCI 1.1 artifacts (signatures, attestations) say what they are here.
+    artifact_type: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -177,6 +179,8 @@ class Manifest:
             out["annotations"] = dict(self.annotations)
         if self.subject is not None:
             out["subject"] = self.subject.to_json()
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
         return out
 
     def to_bytes(self) -> bytes:
@@ -254,6 +258,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
         annotations=_pairs(obj.get("annotations")),
         media_type=media_type,
         subject=Descriptor.from_json(subject, f"subject of {where}") if subject else None,
+        artifact_type=obj.get("artifactType") or None,
     )
 
 

@@ -102,6 +102,17 @@ class RegistryClient:
     def put_manifest(self, ref: Reference, data: bytes, media_type: str, identifier: str) -> Digest:
         return self._pusher.put_manifest(ref, data, media_type, identifier)
 
+    def put_manifest_answer(
+        self, ref: Reference, data: bytes, media_type: str, identifier: str
+    ) -> tuple[Digest, str | None]:
+        return self._pusher.put_manifest_answer(ref, data, media_type, identifier)
+
+    def find_manifest(self, ref: Reference) -> FetchedManifest | None:
+        return pull.find_manifest(self.connection, ref)
+
+    def read_small_blob(self, ref: Reference, digest: Digest) -> bytes:
+        return pull.read_small_blob(self.connection, ref, digest)
+
     def head_blob(self, ref: Reference, digest: Digest, *, push: bool = False) -> int | None:
         return self._pusher.head_blob(ref, digest, push=push)
 
@@ -112,8 +123,12 @@ class RegistryClient:
         size: int,
         open_blob: Callable[[], BinaryIO] | None,
         mount_from: str | None = None,
+        *,
+        check_first: bool = True,
     ) -> BlobOutcome:
-        return self._pusher.push_blob(ref, digest, size, open_blob, mount_from)
+        return self._pusher.push_blob(
+            ref, digest, size, open_blob, mount_from, check_first=check_first
+        )
 
     def push_layout(
         self,

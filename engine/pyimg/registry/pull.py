@@ -30,8 +30,10 @@ __all__ = [
     "FetchedManifest",
     "PullResult",
     "fetch_blob",
+    "find_manifest",
     "get_manifest",
     "pull_to_layout",
+    "read_small_blob",
     "resolve_platform",
 ]
 
@@ -92,8 +94,19 @@ def get_manifest(conn: Connection, ref: Reference) -> FetchedManifest:
     By digest: the bytes must hash to it. By tag: they must hash to Docker-Content-Digest when
     the registry sends one.
     """
+    fetched = find_manifest(conn, ref, missing_ok=False)
+    if fetched is None:  # not reached: with missing_ok=False a 404 raises in find_manifest
+        raise RegistryError(f"manifest {ref}: not found")
+    return fetched
+
+
+def find_manifest(conn: Connection, ref: Reference, *, missing_ok: bool = True) -> FetchedManifest | None:
+    """`get_manifest`, or None when the registry answers 404 (a tag nobody set yet)."""
     url = conn.url(ref, f"/v2/{ref.repository}/manifests/{ref.identifier}")
     resp = conn.send(ref, "GET", url, headers=(("Accept", MANIFEST_ACCEPT),))
+    if resp.status == 404 and missing_ok:
+        resp.close()
+        return None
     if resp.status != 200:
         raise conn.fail(ref, "GET", url, resp)
     media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -141,6 +154,20 @@ def resolve_platform(
     if not top.is_index:
         return top
     return get_manifest(conn, ref.with_digest(_platform_entry(ref, top, platform).digest))
+
+
+def read_small_blob(conn: Connection, ref: Reference, digest: Digest, limit: int = _MANIFEST_LIMIT) -> bytes:
+    """A small blob (a signature payload, an attestation) in memory, verified against `digest`."""
+    url = conn.url(ref, f"/v2/{ref.repository}/blobs/{digest}")
+    resp = conn.send(ref, "GET", url)
+    if resp.status != 200:
+        raise conn.fail(ref, "GET", url, resp)
+    data = resp.read(limit)
+    if digest_bytes(data) != digest:
+        raise IntegrityError(
+            f"blob {digest} from {ref.registry}/{ref.repository}: the registry served other bytes"
+        )
+    return data
 
 
 def fetch_blob(

@@ -81,6 +81,14 @@ class Pusher:
 
     def put_manifest(self, ref: Reference, data: bytes, media_type: str, identifier: str) -> Digest:
         """PUT manifest bytes under a tag or their digest; returns their digest."""
+        return self.put_manifest_answer(ref, data, media_type, identifier)[0]
+
+    def put_manifest_answer(
+        self, ref: Reference, data: bytes, media_type: str, identifier: str
+    ) -> tuple[Digest, str | None]:
+        """`put_manifest`, plus the OCI-Subject header of the answer: a registry with the
+        referrers API sends it for a manifest with a `subject` (distribution-spec, "Pushing
+        Manifests with Subject"); without it, the client maintains the referrers tag."""
         digest = digest_bytes(data)
         url = self._conn.url(ref, f"/v2/{ref.repository}/manifests/{identifier}")
         headers = (("Content-Type", media_type), ("Content-Length", str(len(data))))
@@ -90,6 +98,7 @@ class Pusher:
         if resp.status not in (200, 201):
             raise self._conn.fail(ref, "PUT", url, resp)
         served = resp.headers.get("Docker-Content-Digest")
+        subject = resp.headers.get("OCI-Subject")
         resp.close()
         if served and served != str(digest):
             raise IntegrityError(
@@ -97,7 +106,7 @@ class Pusher:
                 f"{served}, expected {digest}"
             )
         self._count("manifests_put", 1)
-        return digest
+        return digest, subject
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -122,14 +131,18 @@ class Pusher:
         size: int,
         open_blob: Callable[[], BinaryIO] | None,
         mount_from: str | None = None,
+        *,
+        check_first: bool = True,
     ) -> BlobOutcome:
         """Make `ref`'s repository hold the blob; returns "skipped", "mounted" or "uploaded".
 
         HEAD first (skip if present); then a cross-repository mount when `mount_from` names a
         repository of the same registry that has it; else an upload. `open_blob` may be None for
         a blob only mountable (lazily pulled); the registry refusing the mount is then an error.
+        `check_first=False` skips the HEAD for a small blob that is almost surely new (a fresh
+        signature): uploading it again costs less than asking first.
         """
-        if self.head_blob(ref, digest, push=True) is not None:
+        if check_first and self.head_blob(ref, digest, push=True) is not None:
             self._count("skipped", 1)
             return "skipped"
         conn = self._conn

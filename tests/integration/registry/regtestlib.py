@@ -224,14 +224,16 @@ class FaultProxy:
     """A loopback HTTP proxy in front of a registry that injects scripted faults.
 
     `faults` is a list of (method, path substring, fault); the first match is consumed.
-    Faults: "500", "503", "429" (Retry-After: 1), "drop" (close mid-body), "truncate" (a
-    consistent but short body), "corrupt" (one byte flipped).
+    Faults: "500", "503", "429" (Retry-After: 1), "400" (a refusal, not retried), "drop"
+    (close mid-body), "truncate" (a consistent but short body), "corrupt" (one byte flipped).
+    `requests` lists every request forwarded or faulted ("METHOD /path", no query).
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.faults: list[tuple[str, str, str]] = []
         self.injected: list[str] = []
+        self.requests: list[str] = []
         self.lock = threading.Lock()
         proxy = self
 
@@ -245,7 +247,9 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 fault = proxy._take(self.command, self.path)
-                if fault in ("500", "503", "429"):
+                with proxy.lock:
+                    proxy.requests.append(f"{self.command} {self.path.split('?')[0]}")
+                if fault in ("500", "503", "429", "400"):
                     self.send_response(int(fault))
                     if fault == "429":
                         self.send_header("Retry-After", "1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
@@ -76,10 +77,13 @@ class FakeRegistry:
     uploads and cross-repository mounts (refused, with an upload session instead, when
     `mounts` is False). `log` records `METHOD path` of each request."""
 
-    def __init__(self, mounts: bool = True) -> None:
+    def __init__(self, mounts: bool = True, referrers_api: bool = False) -> None:
         self.blobs: dict[tuple[str, str], bytes] = {}  # (repository, digest) -> bytes
         self.manifests: dict[tuple[str, str], tuple[str, bytes]] = {}  # (repo, tag|digest)
         self.mounts = mounts
+        # With `referrers_api`, GET /v2/<repo>/referrers/<digest> answers and a manifest PUT
+        # with a subject gets the OCI-Subject header; without it both are unknown (404).
+        self.referrers_api = referrers_api
         self.log: list[str] = []
         self.transport = FakeTransport(self._handle)
 
@@ -118,13 +122,30 @@ class FakeRegistry:
             if data is None:
                 return resp(404)
             return resp(200, b"" if req.method == "HEAD" else data, Content_Length=str(len(data)))
+        if self.referrers_api and "/referrers/" in parts.path:
+            return self._referrers(*parts.path.removeprefix("/v2/").split("/referrers/"))
         repo, _, ref = parts.path.removeprefix("/v2/").partition("/manifests/")
         if req.method == "PUT":
             assert isinstance(req.body, bytes)
             self.put_manifest(repo, dict(req.headers)["Content-Type"], req.body, ref)
+            subject = json.loads(req.body).get("subject")
+            if self.referrers_api and subject:
+                return resp(201, OCI_Subject=subject["digest"])
             return resp(201)
         found = self.manifests.get((repo, ref))
         if found is None:
             return resp(404)
         media_type, data = found
         return resp(200, b"" if req.method == "HEAD" else data, Content_Type=media_type)
+
+    def _referrers(self, repo: str, digest: str) -> FakeResponse:
+        found = []
+        for (r, key), (media_type, data) in sorted(self.manifests.items()):
+            doc = json.loads(data)
+            if r == repo and key.startswith("sha256:") and (doc.get("subject") or {}).get("digest") == digest:
+                found.append({"mediaType": media_type, "digest": key, "size": len(data),
+                              "artifactType": doc.get("artifactType")})
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                 "manifests": found}
+        return resp(200, json.dumps(index).encode(),
+                    Content_Type="application/vnd.oci.image.index.v1+json")

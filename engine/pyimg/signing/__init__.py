@@ -1,0 +1,1 @@
+"""Signatures and attestations: keys, signed documents, and attaching them in registries."""

@@ -1,0 +1,347 @@
+"""Signing, attesting and verifying images in a registry, where cosign and its verifiers look.
+
+- A signature is a simple-signing payload signed with the key, stored as cosign stores it: a
+  layer of the manifest tagged `sha256-<hex>.sig` (annotation `dev.cosignproject.cosign/signature`),
+  plus a Sigstore bundle attached as an OCI 1.1 referrer (a DSSE envelope of an in-toto statement
+  about the image, so the bundle verifies on its own).
+- An attestation (SBOM, provenance, any predicate) is a DSSE envelope of an in-toto statement
+  about the image, attached as an OCI 1.1 referrer (registry/referrers.py).
+Nothing is written into the image or its index: its digest stays the one the build made.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pyimg.core import json_input
+from pyimg.core.digest import Digest, canonical_json
+from pyimg.errors import IntegrityError, RegistryError, UsageError, VerificationError
+from pyimg.oci.media_types import OCI_CONFIG, OCI_MANIFEST
+from pyimg.oci.model import Descriptor, Manifest, descriptor_for_bytes, parse_manifest
+from pyimg.registry.client import RegistryClient
+from pyimg.registry.reference import Reference
+from pyimg.registry.referrers import Artifact, attach_artifacts, list_referrers
+
+from .formats import (
+    BUNDLE_MEDIA_TYPE,
+    COSIGN_SIGNATURE,
+    DSSE_MEDIA_TYPE,
+    STATEMENT_TYPE,
+    bundle_envelope,
+    dsse_envelope,
+    in_toto_statement,
+    open_envelope,
+    parse_simple_signing,
+    sigstore_bundle,
+    simple_signing_payload,
+)
+from .keys import SigningKey, VerifyingKey
+
+__all__ = [
+    "PREDICATE_TYPES",
+    "REQUIREMENTS",
+    "Predicate",
+    "SIGNATURE_ANNOTATION",
+    "SIMPLESIGNING_MEDIA_TYPE",
+    "Verified",
+    "attest_image",
+    "predicate_type",
+    "sign_image",
+    "signature_tag",
+    "verify_image",
+]
+
+SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
+# What `cosign sign --new-bundle-format` states about an image it signs.
+SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+
+# `--type` shorthands, as cosign's `attest --type` names them. pyimg writes SLSA provenance v1,
+# so `slsaprovenance` means v1 here (cosign's means v0.2; give that URI to attach a v0.2 one).
+PREDICATE_TYPES = {
+    "spdx": "https://spdx.dev/Document",
+    "spdxjson": "https://spdx.dev/Document",
+    "cyclonedx": "https://cyclonedx.org/bom",
+    "slsaprovenance": "https://slsa.dev/provenance/v1",
+    "slsaprovenance1": "https://slsa.dev/provenance/v1",
+    "slsaprovenance02": "https://slsa.dev/provenance/v0.2",
+}
+# `verify --require NAME`: which predicate types satisfy NAME.
+REQUIREMENTS = {
+    "sbom": ("https://spdx.dev/Document", "https://cyclonedx.org/bom"),
+    "provenance": ("https://slsa.dev/provenance/",),
+}
+
+
+def predicate_type(kind: str) -> str:
+    """The predicate type URI of a `--type` value (a shorthand or a URI)."""
+    if kind in PREDICATE_TYPES:
+        return PREDICATE_TYPES[kind]
+    if "://" in kind:
+        return kind
+    raise UsageError(
+        f"--type {kind!r}: give one of {', '.join(sorted(PREDICATE_TYPES))} or a predicate type URI"
+    )
+
+
+def signature_tag(digest: Digest) -> str:
+    """Where cosign and containers/image look for an image's signatures: `sha256-<hex>.sig`."""
+    return f"{digest.algorithm}-{digest.hex}.sig"
+
+
+def _subject(client: RegistryClient, ref: Reference) -> Descriptor:
+    return client.get_manifest(ref).descriptor()
+
+
+def _identity(ref: Reference) -> str:
+    """The docker-reference a cosign signature names: the repository, without tag or digest."""
+    return ref.name
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """An attestation to attach: its JSON (a predicate, or a whole in-toto statement about the
+    image), its `--type` (a shorthand or a URI), and where it came from (for messages)."""
+
+    data: bytes = field(repr=False)
+    kind: str
+    what: str
+
+
+def sign_image(
+    client: RegistryClient,
+    ref: Reference,
+    key: SigningKey,
+    subject: Descriptor | None = None,
+    predicates: Sequence[Predicate] = (),
+) -> Descriptor:
+    """Sign the image `ref` names (or `subject`, when the caller just pushed it), and attach
+    `predicates` signed by the same key in the same batch of referrers (one update of the
+    referrers tag for all); returns the image's descriptor (what was signed).
+
+    Signing is idempotent: the signature is deterministic, so signing again finds it present.
+    Every predicate is checked before anything is pushed.
+    """
+    subject = subject or _subject(client, ref)
+    attestations = [_attestation(ref, subject, key, p) for p in predicates]
+    payload = simple_signing_payload(_identity(ref), subject.digest, COSIGN_SIGNATURE)
+    _add_cosign_signature(client, ref, subject.digest, payload, key.sign(payload))
+    statement = in_toto_statement(_identity(ref), subject.digest, SIGN_PREDICATE, {})
+    bundle = sigstore_bundle(dsse_envelope(statement, key), key)
+    annotations = ((PREDICATE_ANNOTATION, SIGN_PREDICATE),)
+    artifacts = [Artifact(BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE, bundle, annotations), *attestations]
+    attach_artifacts(client, ref, subject, artifacts)
+    return subject
+
+
+def attest_image(
+    client: RegistryClient, ref: Reference, key: SigningKey, predicates: Sequence[Predicate]
+) -> Descriptor:
+    """Attach each of `predicates` as a signed DSSE in-toto attestation of the image `ref`
+    names, in one batch of referrers; returns the image's descriptor."""
+    subject = _subject(client, ref)
+    attestations = [_attestation(ref, subject, key, p) for p in predicates]
+    attach_artifacts(client, ref, subject, attestations)
+    return subject
+
+
+def _attestation(ref: Reference, subject: Descriptor, key: SigningKey, predicate: Predicate) -> Artifact:
+    """The DSSE envelope of an in-toto statement about `subject` with `predicate`.
+
+    A predicate that is itself an in-toto statement (as `pyimg provenance` writes) must be of
+    the type `--type` names and have this image among its subjects; its predicate is used.
+    """
+    what = predicate.what
+    try:
+        doc = json_input.loads(predicate.data)
+    except ValueError as e:
+        raise UsageError(f"{what}: not valid JSON ({e})") from None
+    ptype = predicate_type(predicate.kind)
+    if isinstance(doc, dict) and doc.get("_type") == STATEMENT_TYPE:
+        stated = doc.get("predicateType")
+        if stated != ptype:
+            raise UsageError(f"{what}: an in-toto statement of type {stated!r}, not {ptype!r}")
+        digests = {
+            f"sha256:{s.get('digest', {}).get('sha256')}"
+            for s in doc.get("subject") or []
+            if isinstance(s, dict) and isinstance(s.get("digest"), dict)
+        }
+        if str(subject.digest) not in digests:
+            raise UsageError(
+                f"{what}: the statement is about {', '.join(sorted(digests)) or 'no digest'}, "
+                f"not {ref.name}@{subject.digest}"
+            )
+        doc = doc.get("predicate")
+    statement = in_toto_statement(_identity(ref), subject.digest, ptype, doc)
+    return Artifact(
+        DSSE_MEDIA_TYPE, DSSE_MEDIA_TYPE, dsse_envelope(statement, key), ((PREDICATE_ANNOTATION, ptype),)
+    )
+
+
+def _add_cosign_signature(
+    client: RegistryClient, ref: Reference, digest: Digest, payload: bytes, signature: bytes
+) -> None:
+    import base64
+
+    tag_ref = ref.with_tag(signature_tag(digest))
+    layer = descriptor_for_bytes(SIMPLESIGNING_MEDIA_TYPE, payload).with_annotations(
+        {SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()}
+    )
+    existing = client.find_manifest(tag_ref)
+    layers: tuple[Descriptor, ...] = ()
+    if existing is not None:
+        layers = _manifest(existing.data, existing.media_type, f"signatures {tag_ref}").layers
+        if layer in layers:
+            return
+    layers = (*layers, layer)
+    # cosign's signature image config: its diff_ids are the payload digests, nothing else.
+    config = canonical_json({
+        "architecture": "",
+        "config": {},
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": [str(x.digest) for x in layers]},
+    })
+    config_desc = descriptor_for_bytes(OCI_CONFIG, config)
+    # Both are new whenever the manifest lacked this layer: upload without asking first.
+    client.push_blob(tag_ref, config_desc.digest, config_desc.size, lambda: io.BytesIO(config),
+                     check_first=False)
+    client.push_blob(tag_ref, layer.digest, layer.size, lambda: io.BytesIO(payload),
+                     check_first=False)
+    manifest = Manifest(config=config_desc, layers=layers)
+    try:
+        client.put_manifest(tag_ref, manifest.to_bytes(), OCI_MANIFEST, tag_ref.identifier)
+    except RegistryError as e:
+        raise RegistryError(
+            f"{ref.registry}/{ref.repository} refused the signature tag {tag_ref.identifier} "
+            f"(the image itself is unchanged): {e.message}"
+        ) from None
+
+
+def _manifest(data: bytes, media_type: str, where: str) -> Manifest:
+    if media_type != OCI_MANIFEST:
+        raise VerificationError(f"{where}: expected an OCI manifest, got {media_type!r}")
+    try:
+        return parse_manifest(data, where)
+    except Exception as e:  # noqa: BLE001 - any unreadable manifest is the same failure here
+        raise VerificationError(f"{where}: not a readable manifest ({e})") from None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What `verify_image` found valid: the image, its signatures, its attestations' types."""
+
+    subject: Descriptor
+    signatures: int
+    bundles: int
+    predicate_types: tuple[str, ...]
+    problems: tuple[str, ...] = field(default=())
+
+
+def verify_image(
+    client: RegistryClient, ref: Reference, key: VerifyingKey, require: Iterable[str] = ()
+) -> Verified:
+    """Check the image's cosign signatures and its attestations under `key`.
+
+    Passes when at least one signature over this image's digest verifies, every attestation and
+    bundle signed by `key` is about this digest, and each of `require` ("sbom", "provenance")
+    has a verified attestation. Otherwise one VerificationError says what failed first.
+    Referrers signed by other keys are skipped (another party may attest the same image).
+    """
+    subject = _subject(client, ref)
+    where = f"{ref.name}@{subject.digest}"
+    signatures = _verify_signatures(client, ref, subject.digest, key, where)
+    bundles = 0
+    types: list[str] = []
+    for desc in list_referrers(client, ref, subject.digest):
+        if desc.artifact_type not in (DSSE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE):
+            continue
+        what = f"{desc.artifact_type} referrer {desc.digest} of {where}"
+        fetched = client.get_manifest(ref.with_digest(desc.digest))
+        manifest = _manifest(fetched.data, fetched.media_type, what)
+        if manifest.subject is None or manifest.subject.digest != subject.digest:
+            raise VerificationError(f"{what}: its manifest's subject is not this image")
+        for layer in manifest.layers:
+            data = client.read_small_blob(ref, layer.digest)
+            if desc.artifact_type == BUNDLE_MEDIA_TYPE:
+                data = bundle_envelope(data, what)
+            try:
+                envelope = open_envelope(data, key, what)
+            except VerificationError:
+                if _keyid(data) not in ("", key.hint):
+                    continue  # signed by another key, and says so: not ours to judge
+                raise
+            if str(subject.digest) not in envelope.subject_digests:
+                raise VerificationError(
+                    f"{what}: the statement is about {', '.join(envelope.subject_digests)}, "
+                    f"not {subject.digest}"
+                )
+            if desc.artifact_type == BUNDLE_MEDIA_TYPE:
+                bundles += 1
+            elif envelope.predicate_type:
+                types.append(envelope.predicate_type)
+    for name in require:
+        if name not in REQUIREMENTS:
+            raise UsageError(f"--require {name!r}: give {' or '.join(sorted(REQUIREMENTS))}")
+        if not any(t.startswith(prefix) for t in types for prefix in REQUIREMENTS[name]):
+            found = ", ".join(sorted(set(types))) or "none"
+            raise VerificationError(
+                f"{where}: no {name} attestation signed by the key (attestations found: {found})"
+            )
+    return Verified(subject, signatures, bundles, tuple(sorted(set(types))))
+
+
+def _verify_signatures(
+    client: RegistryClient, ref: Reference, digest: Digest, key: VerifyingKey, where: str
+) -> int:
+    import base64
+
+    tag_ref = ref.with_tag(signature_tag(digest))
+    fetched = client.find_manifest(tag_ref)
+    if fetched is None:
+        raise VerificationError(f"{where}: not signed (no {tag_ref.identifier} in {ref.repository})")
+    manifest = _manifest(fetched.data, fetched.media_type, f"signatures {tag_ref}")
+    valid = 0
+    other_digests: list[str] = []
+    other_names: list[str] = []
+    for layer in manifest.layers:
+        if layer.media_type != SIMPLESIGNING_MEDIA_TYPE:
+            continue
+        encoded = dict(layer.annotations).get(SIGNATURE_ANNOTATION, "")
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+            payload = client.read_small_blob(tag_ref, layer.digest)
+        except (ValueError, IntegrityError):
+            continue
+        if not key.verify(signature, payload):
+            continue
+        claim = parse_simple_signing(payload, f"signature payload {layer.digest}")
+        if claim.digest != digest:
+            other_digests.append(str(claim.digest))
+            continue
+        if claim.docker_reference != _identity(ref):
+            other_names.append(claim.docker_reference)
+            continue
+        valid += 1
+    if valid:
+        return valid
+    if other_names:
+        raise VerificationError(
+            f"{where}: the signature verifies but names another repository ({other_names[0]})"
+        )
+    if other_digests:
+        raise VerificationError(
+            f"{where}: the signature verifies but is over another digest ({other_digests[0]})"
+        )
+    raise VerificationError(f"{where}: no signature in {tag_ref.identifier} verifies with the key")
+
+
+def _keyid(envelope: bytes) -> str:
+    try:
+        return str(json_input.loads(envelope)["signatures"][0].get("keyid", ""))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return ""

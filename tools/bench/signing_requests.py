@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Registry requests a signature adds to a push (docs/benchmarks.md, "Supply chain"): the same
+small image pushed by `pyimg run` of an oci_push, once plain and once with `sign_key`, through a
+loopback proxy that counts every request to a local docker-registry.
+
+    .venv/bin/python tools/bench/signing_requests.py
+
+`signing_requests()` is the part tools/bench/supply_chain.py reports; the tests call it too.
+Counts, not times: they do not depend on the machine.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "integration" / "registry"))
+from regtestlib import FaultProxy, start_registry  # noqa: E402
+
+PYIMG = str(REPO / ".venv" / "bin" / "pyimg")
+PASSWORD = "bench password"
+
+
+def _workspace(root: Path, host: str, repo: str, sign: bool) -> Path:
+    root.mkdir(parents=True)
+    (root / "MODULE.pyimg").write_text("")
+    (root / "app").mkdir()
+    (root / "app" / "hello.txt").write_text("hello\n")
+    signing = 'sign_key = "env://BENCH_KEY", sign_key_password_env = "BENCH_PW",' if sign else ""
+    (root / "app" / "BUILD.pyimg").write_text(textwrap.dedent(f"""
+        pkg_tar(name = "layer", srcs = ["hello.txt"], package_dir = "/app")
+        oci_image(name = "image", tars = [":layer"], entrypoint = ["/bin/true"])
+        oci_push(name = "push", image = ":image", repository = "{host}/{repo}",
+                 remote_tags = ["v1"], {signing})
+    """))
+    return root
+
+
+def signing_requests(registry_host: str, workdir: Path) -> dict[str, object]:
+    """Push one image plainly and one signed through a counting proxy; returns the request
+    counts of each push, the difference, and the added requests by method."""
+    proxy = FaultProxy(registry_host)
+    env = dict(os.environ)
+    env.pop("DOCKER_CONFIG", None)
+    try:
+        keys = workdir / "bench"
+        env["BENCH_PW"] = PASSWORD
+        subprocess.run([PYIMG, "keygen", str(keys), "--key-password-env", "BENCH_PW"],
+                       check=True, capture_output=True, env=env)
+        env["BENCH_KEY"] = keys.with_suffix(".key").read_text()
+        cache = workdir / "cache"
+        counts: dict[str, list[str]] = {}
+        for name, sign in (("plain", False), ("signed", True)):
+            ws = _workspace(workdir / name, proxy.host, f"bench/{name}", sign)
+            before = len(proxy.requests)
+            subprocess.run([PYIMG, "run", "--disk-cache", str(cache), "//app:push"], cwd=ws,
+                           check=True, capture_output=True, env=env)
+            counts[name] = proxy.requests[before:]
+    finally:
+        proxy.close()
+    added = collections.Counter(r.split(" ")[0] for r in counts["signed"])
+    added.subtract(collections.Counter(r.split(" ")[0] for r in counts["plain"]))
+    return {
+        "push": len(counts["plain"]),
+        "signed_push": len(counts["signed"]),
+        "added": len(counts["signed"]) - len(counts["plain"]),
+        "artifacts": 2,  # the .sig tag manifest and the Sigstore bundle referrer
+        "added_by_method": {k: v for k, v in sorted(added.items()) if v},
+    }
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="pyimg-bench-sign-") as tmp:
+        reg = start_registry(Path(tmp) / "registry")
+        try:
+            result = signing_requests(reg.host, Path(tmp))
+        finally:
+            reg.stop()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
