@@ -2,7 +2,10 @@
 
 `BuildGrid(tmp).start()` serves an in-memory CAS, ByteStream and action cache (which need no
 database) on a free 127.0.0.1 port; `stop()` kills it (a fault the cache tests inject), `start()`
-again brings up an empty one. With `execution=True` it also serves Execution and Bots, its
+again brings up an empty one. `lanes=N` serves N more instances ("lane0" ...), each with an
+action cache of its own (their CAS is shared: content-addressed, it cannot mix results up): one
+server shared by a test module gives every test a clean lane (`Lane`, from `lane()`) without a
+start-up each. Each instance costs BuildGrid about half a second of start-up. With `execution=True` it also serves Execution and Bots, its
 scheduler in a PostgreSQL of Debian's packages that the fixture starts in a temp dir, as an
 unprivileged user (`nobody` when the tests run as root). Tests skip when either is missing.
 """
@@ -33,11 +36,7 @@ authorization:
 storages:
 {storage}
 caches:
-  - !lru-action-cache &ac
-    storage: *cas
-    max-cached-refs: 100000
-    allow-updates: true
-    cache-failed-actions: false
+{caches}
 {scheduler}
 instances:
   - name: "{instance}"
@@ -49,6 +48,24 @@ instances:
       - !bytestream
         storage: *cas
 {execution}
+{lanes}
+"""
+_CACHE = """\
+  - !lru-action-cache &ac{suffix}
+    storage: *cas
+    max-cached-refs: 100000
+    allow-updates: true
+    cache-failed-actions: false
+"""
+_LANE = """\
+  - name: "lane{n}"
+    services:
+      - !action-cache
+        cache: *ac{n}
+      - !cas
+        storage: *cas
+      - !bytestream
+        storage: *cas
 """
 
 _SCHEDULER = """\
@@ -83,14 +100,17 @@ class BuildGrid:
     """One BuildGrid server process serving a CAS and an action cache."""
 
     def __init__(self, workdir: Path, instance: str = "", on_disk: bool = False,
-                 execution: bool = False) -> None:
+                 execution: bool = False, lanes: int = 0) -> None:
         """`on_disk`: the CAS is files under `workdir/cas` (a test can read every blob);
-        `execution`: Execution and Bots too, over a PostgreSQL started here."""
+        `execution`: Execution and Bots too, over a PostgreSQL started here; `lanes`: that many
+        more instances, each with its own storage."""
         if not BGD.exists():
             pytest.skip(f"BuildGrid is not installed ({BGD}; tools/setup --system installs it)")
         self.workdir = workdir
         self.instance = instance
         self.on_disk = on_disk
+        self.lanes = lanes
+        self._next_lane = 0
         self.database: Postgres | None = None
         if execution:
             self.database = Postgres()
@@ -102,17 +122,28 @@ class BuildGrid:
     def url(self) -> str:
         return f"grpc://127.0.0.1:{self.port}"
 
+    def lane(self) -> Lane:
+        """An instance of this server that no other test has used (a clean CAS and cache)."""
+        if self._next_lane >= self.lanes:
+            raise RuntimeError(f"all {self.lanes} lanes of this BuildGrid are used")
+        self._next_lane += 1
+        return Lane(self, f"lane{self._next_lane - 1}")
+
     def start(self) -> BuildGrid:
         config = self.workdir / "buildgrid.yml"
+        suffixes = ["", *map(str, range(self.lanes))]
         storage = (f"  - !disk-storage &cas\n    path: {self.workdir / 'cas'}" if self.on_disk
                    else "  - !lru-storage &cas\n    size: 512MB")
+        caches = "".join(_CACHE.format(suffix=s) for s in suffixes).rstrip("\n")
+        lanes = "".join(_LANE.format(n=n) for n in range(self.lanes)).rstrip("\n")
         scheduler = execution = ""
         if self.database is not None:
             url = self.database.start()
             subprocess.run([str(BGD), "migrate", "apply", url], check=True, capture_output=True)
             scheduler, execution = _SCHEDULER.format(database=url), _EXECUTION
         config.write_text(_CONFIG.format(port=self.port, instance=self.instance, storage=storage,
-                                         scheduler=scheduler, execution=execution))
+                                         caches=caches, scheduler=scheduler,
+                                         execution=execution, lanes=lanes))
         log = open(self.workdir / "buildgrid.log", "ab")  # noqa: SIM115 - the process keeps it
         self.proc = subprocess.Popen([str(BGD), "server", "start", str(config)],
                                      cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
@@ -140,6 +171,28 @@ class BuildGrid:
     def log(self) -> str:
         path = self.workdir / "buildgrid.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+class Lane:
+    """One instance of a shared BuildGrid: `flags` point a build at it; `stop()` kills the
+    whole server (the next test's fixture starts it again, empty)."""
+
+    def __init__(self, server: BuildGrid, instance: str) -> None:
+        self.server = server
+        self.instance = instance
+        self.url = server.url
+        self.workdir = server.workdir
+
+    @property
+    def flags(self) -> list[str]:
+        return self.flags_via(self.url)
+
+    def flags_via(self, url: str) -> list[str]:
+        """The flags of a build that reaches this lane through `url` (a proxy in front)."""
+        return ["--remote-cache", url, "--remote-instance-name", self.instance]
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 class Postgres:

@@ -11,14 +11,29 @@ import shutil
 from pathlib import Path
 
 import pytest
-from buildgrid import BuildGrid
+from buildgrid import BuildGrid, Lane
 from workspace_helpers import REPO, Workspace
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """One BuildGrid for the tests that leave it running (its start-up was most of their
+    time); a test that kills its server has a server of its own (`own_grid`)."""
+    grid = BuildGrid(tmp_path_factory.mktemp("buildgrid"), lanes=3).start()
+    yield grid
+    grid.stop()
+
+
 @pytest.fixture
-def grid(tmp_path: Path):
+def grid(server: BuildGrid):
+    """A clean instance of the module's server."""
+    return server.lane()
+
+
+@pytest.fixture
+def own_grid(tmp_path: Path):
     server = BuildGrid(tmp_path / "buildgrid").start()
-    yield server
+    yield Lane(server, server.instance)
     server.stop()
 
 
@@ -45,13 +60,14 @@ def _digests(out: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_second_clone_gets_every_action_from_the_remote_cache(tmp_path, grid):
+def test_a_second_clone_gets_every_action_from_the_remote_cache(tmp_path, own_grid):
+    grid = own_grid
     first = _clone(tmp_path, "first")
-    cold = _build(first, "--remote-cache", grid.url)
+    cold = _build(first, *grid.flags)
     assert cold.code == 0, cold.err
     assert "0 hits" in cold.err and "results uploaded" in cold.err
     second = _clone(tmp_path, "elsewhere/second")
-    warm = _build(second, "--remote-cache", grid.url, home=tmp_path / "other-home")
+    warm = _build(second, *grid.flags, home=tmp_path / "other-home")
     assert warm.code == 0, warm.err
     assert "Build completed: 0 actions run" in warm.err, warm.err
     assert " 0 misses" in warm.err
@@ -62,7 +78,7 @@ def test_a_second_clone_gets_every_action_from_the_remote_cache(tmp_path, grid):
     assert "remote cache hit" in explained.out
     assert explained.out.splitlines()[-1] == "//app:image: 5 actions, 0 ran, 5 cache hits (5 remote)"
     # Replayed as a no-op, the same build was served by nothing but the local state.
-    replay = _build(second, "--remote-cache", grid.url, home=tmp_path / "other-home")
+    replay = _build(second, *grid.flags, home=tmp_path / "other-home")
     assert "nothing changed" in replay.err
     explained = second.run("explain", "--output-base", str(second.root.parent / "base"),
                            "//app:image")
@@ -70,19 +86,19 @@ def test_a_second_clone_gets_every_action_from_the_remote_cache(tmp_path, grid):
     # Level one is filled: a third build of the second clone needs the server no more.
     grid.stop()
     (second.root / "app/assets/index.html").touch()  # not a no-op replay
-    again = _build(second, "--remote-cache", grid.url, "--remote-timeout", "5")
+    again = _build(second, *grid.flags, "--remote-timeout", "5")
     assert again.code == 0 and _digests(again.out) == _digests(cold.out)
 
 
 @pytest.mark.slow
 def test_a_read_only_client_uploads_nothing(tmp_path, grid):
     laptop = _clone(tmp_path, "laptop")
-    r = _build(laptop, "--remote-cache", grid.url, "--remote-upload-local-results=false")
+    r = _build(laptop, *grid.flags, "--remote-upload-local-results=false")
     assert r.code == 0, r.err
     ran = re.search(r"Build completed: (\d+) actions run", r.err)
     assert ran and "uploaded" not in r.err and f"0 hits, {ran.group(1)} misses" in r.err
     ci = _clone(tmp_path, "ci")
-    r2 = _build(ci, "--remote-cache", grid.url)
+    r2 = _build(ci, *grid.flags)
     assert r2.code == 0, r2.err
     assert " 0 hits" in r2.err  # nothing of the laptop's reached the server
 
@@ -96,11 +112,12 @@ genrule(name = "four", srcs = [":three"], outs = ["four.txt"], cmd = "cat $< $< 
 
 
 @pytest.mark.slow
-def test_a_server_killed_mid_build_leaves_a_warning_and_a_local_build(tmp_path, grid):
+def test_a_server_killed_mid_build_leaves_a_warning_and_a_local_build(tmp_path, own_grid):
+    grid = own_grid
     ws = Workspace(tmp_path / "ws", tmp_path / "cache")
     ws.write("p/BUILD.pyimg", CHAIN)
     ws.write("p/in.txt", "data\n")
-    proc = ws.spawn("build", "--remote-cache", grid.url, "--remote-timeout", "10",
+    proc = ws.spawn("build", *grid.flags, "--remote-timeout", "10",
                     "--output-base", str(tmp_path / "base"), "//p:four")
     assert proc.stderr is not None
     seen = []
@@ -122,19 +139,12 @@ def test_a_server_killed_mid_build_leaves_a_warning_and_a_local_build(tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_large_blob_travels_through_bytestream(tmp_path, monkeypatch):
+def test_a_large_blob_travels_through_bytestream(tmp_path, monkeypatch, grid):
     from pyimg.remote import client
 
-    # An instance name too: it prefixes every ByteStream resource name.
-    grid = BuildGrid(tmp_path / "buildgrid", instance="main").start()
-    try:
-        _large_blob(tmp_path, grid, client, monkeypatch)
-    finally:
-        grid.stop()
-
-
-def _large_blob(tmp_path, grid, client, monkeypatch):
-    flags = ["--remote-cache", grid.url, "--remote-instance-name", "main"]
+    # The lane's instance name prefixes every ByteStream resource name.
+    flags = grid.flags
+    assert grid.instance
 
     calls: list[str] = []
     write, read = client.RemoteClient.write, client.RemoteClient._read_stream
@@ -176,6 +186,9 @@ def test_bad_flags_are_usage_errors(tmp_path):
     assert r.code == 2 and "expected grpc://HOST:PORT" in r.err
     r = ws.run("build", "--remote-cache", "grpc://x:1", "--remote-header", "s3cr3t", "//p:one")
     assert r.code == 2 and "NAME=VALUE" in r.err and "s3cr3t" not in r.err
+    r = ws.run("build", "--remote-executor", "grpc://x:1", "--remote-retry-backoff", "-1",
+               "//p:one")
+    assert r.code == 2 and "--remote-retry-backoff must not be negative" in r.err, r.err
 
 
 @pytest.mark.slow
@@ -186,7 +199,8 @@ def test_an_executor_that_keeps_failing_fails_the_action_or_falls_back(tmp_path,
     ws.write("p/BUILD.pyimg", CHAIN.replace("sleep 2; ", "").replace("sleep 1; ", ""))
     ws.write("p/in.txt", "x\n")
     dead = f"grpc://127.0.0.1:{free_port()}"
-    flags = ["--remote-cache", grid.url, "--remote-executor", dead, "--remote-timeout", "5"]
+    flags = [*grid.flags, "--remote-executor", dead, "--remote-timeout", "5",
+             "--remote-retry-backoff", "0.01"]
     r = ws.run("build", *flags, "//p:one")
     assert r.code == 1
     assert f"remote execution on {dead} failed after 4 attempts (UNAVAILABLE" in r.err, r.err

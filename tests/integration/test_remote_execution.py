@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,94 @@ def test_a_failing_command_fails_with_its_output(farm, tmp_path):
     r = ws.run("build", "--remote-executor", grid.url, "//p:bad")
     assert r.code == 1
     assert "exited with code 3 (remotely" in r.err and "no luck" in r.err, r.err
+
+
+EMPTY_DIR_RULES = """\
+def _empty_impl(ctx):
+    d = ctx.actions.declare_directory(ctx.label.name)
+    ctx.actions.run_shell(outputs = [d], command = "mkdir -p " + d.path, mnemonic = "Empty")
+    return [DefaultInfo(files = [d])]
+
+empty_dir = rule(implementation = _empty_impl, attrs = {})
+
+def _look_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".txt")
+    d = ctx.files.dir[0]
+    ctx.actions.run_shell(
+        inputs = [d], outputs = [out], mnemonic = "Look",
+        command = "(test -d {d} && echo there || echo missing; ls -A {d}) > {o}".format(
+            d = d.path, o = out.path),
+    )
+    return [DefaultInfo(files = [out])]
+
+look = rule(implementation = _look_impl, attrs = {"dir": attr.label()})
+"""
+
+
+def test_an_empty_input_directory_is_there_on_the_worker(farm, tmp_path):
+    grid, root = farm
+    results = {}
+    for where, flags in (("remote", ["--remote-executor", grid.url]), ("local", [])):
+        ws = Workspace(tmp_path / where, tmp_path / f"{where}-cache")
+        ws.write("p/defs.bzl", EMPTY_DIR_RULES)
+        ws.write("p/BUILD.pyimg", 'load(":defs.bzl", "empty_dir", "look")\n'
+                                  'empty_dir(name = "e")\nlook(name = "l", dir = ":e")\n')
+        r = ws.run("build", *flags, "//p:l")
+        logs = "".join((root / f"worker{i}.log").read_text() for i in range(2))
+        assert r.code == 0, r.err + logs
+        results[where] = (r.err, ws.out("p/l.txt").read_text())
+    assert "2 actions ran remotely" in results["remote"][0], results["remote"][0]
+    assert results["remote"][1] == results["local"][1] == "there\n"
+
+
+def _worker(grid: BuildGrid, root: Path, name: str) -> subprocess.Popen[bytes]:
+    log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - the process keeps it
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pyimg.cli.main", "worker", "--remote", grid.url,
+             "--cache-dir", str(root / name), "--bot-id", name],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the log at `path` says `text` (a safety bound only: no timing is asserted)."""
+    deadline = time.monotonic() + 300
+    while text not in (path.read_text() if path.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, path.read_text()
+        time.sleep(0.2)
+
+
+def test_sigterm_hands_a_running_lease_back_and_the_worker_exits(tmp_path):
+    """A worker stopped in the middle of a lease whose command would run for ten minutes exits
+    long before that, and BuildGrid gives the lease to another worker."""
+    grid = BuildGrid(tmp_path / "buildgrid", execution=True).start()
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("p/BUILD.pyimg", 'genrule(name = "slow", outs = ["o"], '
+                              'cmd = "sleep 600; echo late > $@")\n')
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        first = _worker(grid, tmp_path, "first")
+        procs.append(first)
+        build = ws.spawn("build", "--remote-executor", grid.url, "//p:slow",
+                         start_new_session=True)
+        procs.append(build)
+        _wait_for(tmp_path / "first.log", ": lease ", first)
+        first.send_signal(signal.SIGTERM)
+        # Had the worker waited for its lease, this would be ten minutes from now.
+        assert first.wait(timeout=590) == 0
+        log = (tmp_path / "first.log").read_text()
+        assert "handed back to the server" in log and "0 leases done" in log, log
+        second = _worker(grid, tmp_path, "second")
+        procs.append(second)
+        _wait_for(tmp_path / "second.log", ": lease ", second)  # BuildGrid queued it again
+        assert build.poll() is None  # the build still waits for its action
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=590) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()  # closes the build's pipes too
+        grid.stop()

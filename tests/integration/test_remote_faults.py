@@ -20,11 +20,18 @@ genrule(name = "small", srcs = [":big"], outs = ["small.txt"], cmd = "wc -c < $<
 """
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """One BuildGrid for the module (its start-up is most of a test's time)."""
+    grid = BuildGrid(tmp_path_factory.mktemp("buildgrid"), on_disk=True, lanes=5).start()
+    yield grid
+    grid.stop()
+
+
 @pytest.fixture
-def grid(tmp_path: Path):
-    server = BuildGrid(tmp_path / "buildgrid", on_disk=True).start()
-    yield server
-    server.stop()
+def grid(server: BuildGrid):
+    """A clean instance of the module's server."""
+    return server.lane()
 
 
 def _ws(tmp_path: Path, name: str, build: str = BIG) -> Workspace:
@@ -35,12 +42,12 @@ def _ws(tmp_path: Path, name: str, build: str = BIG) -> Workspace:
 
 def test_corrupt_blobs_are_refused_and_the_actions_run_locally(tmp_path, grid):
     a = _ws(tmp_path, "a")
-    assert a.run("build", "--remote-cache", grid.url, "//p:small").code == 0
+    assert a.run("build", *grid.flags, "//p:small").code == 0
     proxy = Proxy(grid.url, tmp_path / "proxy").start()
     try:
         proxy.corrupt_reads = True
         b = _ws(tmp_path, "b")
-        r = b.run("build", "--remote-cache", proxy.url, "//p:small")
+        r = b.run("build", *grid.flags_via(proxy.url), "//p:small")
     finally:
         proxy.stop()
     assert r.code == 0, r.err
@@ -55,7 +62,7 @@ def test_a_slow_cache_is_left_aside_after_one_warning(tmp_path, grid):
     try:
         proxy.delay = 2.0
         a = _ws(tmp_path, "a")
-        r = a.run("build", "--remote-cache", proxy.url, "--remote-timeout", "0.5", "//p:small")
+        r = a.run("build", *grid.flags_via(proxy.url), "--remote-timeout", "0.5", "//p:small")
     finally:
         proxy.stop()
     assert r.code == 0, r.err
@@ -65,19 +72,23 @@ def test_a_slow_cache_is_left_aside_after_one_warning(tmp_path, grid):
     assert a.out("p/small.txt").read_bytes() == b"2500000\n"
 
 
+# Bytes no other test's action makes: the lanes share one CAS, where the upload would be found.
+UNIQUE_BIG = BIG.replace("yes pyimg", "yes upload-cut")
+
+
 def test_an_upload_cut_halfway_is_retried(tmp_path, grid):
     proxy = Proxy(grid.url, tmp_path / "proxy").start()
     try:
         proxy.break_writes = 1
-        a = _ws(tmp_path, "a")
-        r = a.run("build", "--remote-cache", proxy.url, "//p:small")
+        a = _ws(tmp_path, "a", UNIQUE_BIG)
+        r = a.run("build", *grid.flags_via(proxy.url), "//p:small")
     finally:
         proxy.stop()
     assert r.code == 0, r.err
     assert proxy.broken_writes == 1
     assert "WARNING" not in r.err and "2 results uploaded" in r.err, r.err
-    b = _ws(tmp_path, "b")
-    r2 = b.run("build", "--remote-cache", grid.url, "//p:small")
+    b = _ws(tmp_path, "b", UNIQUE_BIG)
+    r2 = b.run("build", *grid.flags, "//p:small")
     assert r2.code == 0 and "2 hits" in r2.err, r2.err
     assert b.out("p/small.txt").read_bytes() == a.out("p/small.txt").read_bytes() == b"2500000\n"
 
@@ -86,7 +97,7 @@ def test_tls_with_a_token(tmp_path, grid):
     token = "tok-" + "7" * 24
     proxy = Proxy(grid.url, tmp_path / "proxy", tls=True, token=token).start()
     try:
-        flags = ["--remote-cache", proxy.url, "--remote-ca-file", str(proxy.ca_file)]
+        flags = [*grid.flags_via(proxy.url), "--remote-ca-file", str(proxy.ca_file)]
         a = _ws(tmp_path, "a")
         wrong = a.run("build", *flags, "--remote-header", "authorization=Bearer nope",
                       "--verbose", "//p:small")
@@ -125,7 +136,7 @@ def test_an_action_with_secrets_leaves_nothing_in_the_remote_cas(tmp_path, grid)
     secret = tmp_path / "token"
     secret.write_bytes(value)
     ws = _ws(tmp_path, "ws", SECRET)
-    r = ws.run("build", "--remote-cache", grid.url, "--secret", f"id=npm_token,src={secret}",
+    r = ws.run("build", *grid.flags, "--secret", f"id=npm_token,src={secret}",
                "//p:uses")
     assert r.code == 0, r.err
     assert "1 misses, 1 results uploaded" in r.err  # only //p:plain went out

@@ -105,6 +105,9 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long one remote call may take before the remote cache is left "
                         "aside for the rest of the build (default 60)")
+    p.add_argument("--remote-retry-backoff", type=float, default=0.5, metavar="SECONDS",
+                   help="how long --remote-executor waits before retrying a failed call; each "
+                        "further retry waits twice as long (default 0.5)")
     p.add_argument("--starlark-memory-mib", type=int, metavar="MIB",
                    help="memory a BUILD/.bzl/MODULE.pyimg evaluation may take (default 4096; "
                         "0: no limit)")
@@ -174,6 +177,7 @@ def _remote(args: argparse.Namespace) -> RemoteOptions | None:
         ca_file=args.remote_ca_file,
         upload=args.remote_upload_local_results == "true",
         timeout=args.remote_timeout,
+        retry_backoff=args.remote_retry_backoff,
     )
 
 

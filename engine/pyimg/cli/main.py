@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import shlex
 import sys
@@ -35,18 +36,55 @@ def _parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _rc_args(command: str, workspace: Path | None) -> list[str]:
-    """Default flags from `.pyimgrc` (home, then workspace root): lines `COMMAND --flag ...`."""
+    """Default flags from `.pyimgrc` (home, then workspace root): lines `COMMAND --flag ...`,
+    and `common --flag ...` lines, of which `command` takes only the flags it has (as Bazel
+    does: `common --disk-cache DIR` must not break `pyimg worker`, which has no such flag)."""
     out: list[str] = []
     for rc in [Path.home() / ".pyimgrc"] + ([workspace / ".pyimgrc"] if workspace else []):
         try:
             lines = rc.read_text().splitlines()
         except (FileNotFoundError, PermissionError):
             continue
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             words = shlex.split(line, comments=True)
-            if words and words[0] in (command, "common"):
+            if words and words[0] == command:
                 out.extend(words[1:])
+            elif words and words[0] == "common":
+                out.extend(_common_flags(command, words[1:], f"{rc}:{number}:1"))
     return out
+
+
+def _common_flags(command: str, words: list[str], origin: str) -> list[str]:
+    """The words of a `common` line that `command` takes: its own flags with their values. A
+    flag that no command has is a usage error (a typo must not be dropped silently)."""
+    parsers = _command_parsers()
+    mine = parsers[command]._option_string_actions
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        name, has_value, _ = word.partition("=")
+        action = mine.get(name) or next((p._option_string_actions[name] for p in
+                                         parsers.values() if name in p._option_string_actions),
+                                        None)
+        if not word.startswith("-") or action is None:
+            raise UsageError(f"{origin}: `common` takes flags of pyimg's commands; {word!r} is "
+                             "not one")
+        # A flag without `=VALUE` that takes one (nargs None: exactly one) has it in the next word.
+        span = 2 if not has_value and action.nargs is None and i + 1 < len(words) else 1
+        if name in mine:
+            out.extend(words[i:i + span])
+        i += span
+    return out
+
+
+@functools.cache
+def _command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by name (each costs an import: only a `common` line needs them)."""
+    for action in _parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("pyimg's parser has no commands")
 
 
 def main(argv: list[str] | None = None) -> int:

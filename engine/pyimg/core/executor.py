@@ -635,6 +635,8 @@ class ActionExecutor:
         else:
             kind, result = produced
             files = {"": result.files[path]} if kind == "file" else dict(result.dirs[path])
+            if kind == "dir":
+                dest.mkdir(exist_ok=True)  # an input directory is there even when it is empty
         for rel, f in files.items():
             target = dest / rel if rel else dest
             exec_path = f"{path}/{rel}" if rel else path

@@ -38,7 +38,6 @@ from pyimg.remote.options import RemoteOptions
 __all__ = ["RemoteExecution", "open_remote_execution"]
 
 ATTEMPTS = 4
-FIRST_BACKOFF_SECONDS = 0.5
 _RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
@@ -77,7 +76,7 @@ class RemoteExecution(RemoteActionCache):
         error: grpc.RpcError | RemoteDataError | None = None
         for attempt in range(ATTEMPTS):
             if attempt:
-                self._sleep(FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+                self._sleep(self.options.retry_backoff * 2 ** (attempt - 1))
             try:
                 self._upload_inputs(request, mapped.blobs)
                 response = self._run(mapped.digest)
@@ -125,7 +124,7 @@ class RemoteExecution(RemoteActionCache):
             except grpc.RpcError as e:
                 if not name or e.code() not in _RETRIED or waits == ATTEMPTS - 1:
                     raise
-                self._sleep(FIRST_BACKOFF_SECONDS * 2 ** waits)
+                self._sleep(self.options.retry_backoff * 2 ** waits)
             if not name:
                 break
             # The stream ended (or broke) before the operation was done: wait on it by name.

@@ -23,7 +23,9 @@ class RemoteOptions:
     (False: a read-only cache). `timeout`: seconds one call may take before the cache counts
     as down for the rest of the build. `executor`: the --remote-executor endpoint, where
     sandboxed commands run (the cache is the same endpoint unless --remote-cache names
-    another); `local_fallback`: run an action locally when the executor keeps failing."""
+    another); `local_fallback`: run an action locally when the executor keeps failing;
+    `retry_backoff`: seconds before the first retry of a failed remote execution call (each
+    further retry waits twice as long)."""
 
     cache: str
     instance_name: str = ""
@@ -33,6 +35,7 @@ class RemoteOptions:
     timeout: float = 60.0
     executor: str | None = None
     local_fallback: bool = False
+    retry_backoff: float = 0.5
 
     def __post_init__(self) -> None:
         for flag, url in (("--remote-cache", self.cache), ("--remote-executor", self.executor)):
@@ -43,6 +46,9 @@ class RemoteOptions:
             raise UsageError("--remote-ca-file needs a grpcs:// remote")
         if self.timeout <= 0:
             raise UsageError(f"--remote-timeout must be positive, got {self.timeout}")
+        if self.retry_backoff < 0:
+            raise UsageError(f"--remote-retry-backoff must not be negative, got "
+                             f"{self.retry_backoff}")
 
     @property
     def target(self) -> str:

@@ -52,6 +52,8 @@ __all__ = ["BotWorker", "WorkerOptions"]
 _POLL_SECONDS = 20.0
 _FIRST_BACKOFF_SECONDS = 0.5
 _MAX_BACKOFF_SECONDS = 30.0
+# How often a waiting call looks at `stop` (SIGTERM): the bound on how long stopping takes.
+_STOP_POLL_SECONDS = 0.2
 _RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
             grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.CANCELLED)
@@ -71,7 +73,8 @@ class WorkerOptions:
 
 
 class BotWorker:
-    """One bot session, one lease at a time. `run()` returns when `stop` is set."""
+    """One bot session, one lease at a time. `run()` returns when `stop` is set: promptly, a
+    running command killed and its lease abandoned (the server gives it out again)."""
 
     def __init__(self, options: WorkerOptions, log: Callable[[str], None] = print) -> None:
         self.options = options
@@ -106,10 +109,10 @@ class BotWorker:
                         self._work(lease)
                 # Answers the leases (a COMPLETED one stays in the session until the server's
                 # reply drops it) and waits for work.
-                session = self._bots.UpdateBotSession(
-                    bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session),
-                    timeout=_POLL_SECONDS, metadata=self._client.metadata)
+                session = self._update(session) or session
                 backoff = _FIRST_BACKOFF_SECONDS
+            except _Stopped:
+                break
             except grpc.RpcError as e:
                 code = e.code()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -122,6 +125,44 @@ class BotWorker:
                          f"again in {backoff:g}s")
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+        if session is not None:
+            self._abandon(session)
+
+    def _update(self, session: bots_pb2.BotSession) -> bots_pb2.BotSession | None:
+        """UpdateBotSession, given up as soon as `stop` is set (the server holds the call open
+        for up to `_POLL_SECONDS` when it has no work): raises _Stopped then."""
+        call = self._bots.UpdateBotSession.future(
+            bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session),
+            timeout=_POLL_SECONDS, metadata=self._client.metadata)
+        while not call.done():
+            if self.stop.wait(_STOP_POLL_SECONDS):
+                call.cancel()
+                raise _Stopped
+        updated: bots_pb2.BotSession = call.result()
+        return updated
+
+    def _abandon(self, session: bots_pb2.BotSession) -> None:
+        """Give the server back what this bot holds: a new session under the same bot id makes
+        the scheduler close the old one and queue its unfinished leases again (BuildGrid does,
+        as for a bot that restarted); its status BOT_TERMINATING asks for no more work."""
+        unfinished = [lease.id for lease in session.leases if lease.state != bots_pb2.COMPLETED]
+        try:
+            self._bots.CreateBotSession(
+                bots_pb2.CreateBotSessionRequest(
+                    parent=self.options.remote.instance_name,
+                    bot_session=bots_pb2.BotSession(
+                        bot_id=self._bot_id, status=bots_pb2.BOT_TERMINATING,
+                        worker=worker_pb2.Worker(
+                            devices=[worker_pb2.Device(handle=self._bot_id)]))),
+                timeout=min(self.options.remote.timeout, 10.0), metadata=self._client.metadata)
+        except grpc.RpcError as e:
+            self.log(f"pyimg worker {self._bot_id}: could not hand back its session "
+                     f"({e.code().name}); the server gives its leases out again when the session "
+                     "expires")
+            return
+        if unfinished:
+            self.log(f"pyimg worker {self._bot_id}: stopped; lease {', '.join(unfinished)} "
+                     "handed back to the server")
 
     def _open_session(self) -> bots_pb2.BotSession:
         session: bots_pb2.BotSession = self._bots.CreateBotSession(
@@ -136,7 +177,11 @@ class BotWorker:
         return session
 
     def _work(self, lease: bots_pb2.Lease) -> None:
-        """Run one lease and fill in its result and state (COMPLETED)."""
+        """Run one lease and fill in its result and state (COMPLETED). _Stopped when `stop` was
+        set before or while it ran (its command is killed; the lease stays unanswered)."""
+        if self.stop.is_set():
+            raise _Stopped
+        self.log(f"pyimg worker {self._bot_id}: lease {lease.id}")
         try:
             result = self._execute(lease)
             lease.result.Pack(result)
@@ -145,6 +190,8 @@ class BotWorker:
             lease.status.CopyFrom(status_pb2.Status(code=e.code, message=str(e)))
         except (grpc.RpcError, RemoteDataError, OSError, ValueError) as e:
             lease.status.CopyFrom(status_pb2.Status(code=_INTERNAL, message=str(e)))
+        if self.stop.is_set():
+            raise _Stopped  # what ran was cut short: no answer rather than a wrong one
         lease.state = bots_pb2.COMPLETED
         self.leases_done += 1
 
@@ -156,11 +203,14 @@ class BotWorker:
                 raise _LeaseError(_INTERNAL, "the lease holds neither an Action nor its digest")
             message = re_pb2.Action.FromString(self._client.read_bytes(digest))
         command = re_pb2.Command.FromString(self._client.read_bytes(message.command_digest))
-        files = self._input_files(message.input_root_digest)
+        files, empty_dirs = self._input_tree(message.input_root_digest)
         self._client.download((f.digest, f.size, f.executable) for f in files.values())
-        action = _action(command, files)
+        action = _action(command, files, empty_dirs)
         self._check_host_tools(action, command)
         executor = self._executor(files)
+        # Staged as input directories with no files, so that the sandbox holds them too.
+        executor.record_result(Action(kind=KIND_RUN, outputs=(), output_dirs=empty_dirs),
+                               ActionResult({}, {d: {} for d in empty_dirs}))
         scratch = self.options.cache_dir / "scratch" / lease.id.replace("/", "_")
         try:
             result = executor.run_uncached(action, scratch)
@@ -170,20 +220,25 @@ class BotWorker:
                                        stderr_raw=e.message.encode())
         return self._upload(result)
 
-    def _input_files(self, root: re_pb2.Digest) -> dict[str, FileOutput]:
+    def _input_tree(self, root: re_pb2.Digest) -> tuple[dict[str, FileOutput], tuple[str, ...]]:
+        """The input root's files by exec path, and its empty directories (an input directory
+        that holds no file is still an input: REAPI's Directory messages carry it)."""
         files: dict[str, FileOutput] = {}
+        empty: list[str] = []
         pending = [("", root)]
         while pending:
             prefix, digest = pending.pop()
             directory = re_pb2.Directory.FromString(self._client.read_bytes(digest))
             if directory.symlinks:
                 raise _LeaseError(_INTERNAL, "input symlinks are not supported")
+            if prefix and not directory.files and not directory.directories:
+                empty.append(prefix.rstrip("/"))
             for f in directory.files:
                 files[prefix + f.name] = FileOutput(Digest("sha256", f.digest.hash),
                                                     f.digest.size_bytes, f.is_executable)
             for d in directory.directories:
                 pending.append((f"{prefix}{d.name}/", d.digest))
-        return files
+        return files, tuple(sorted(empty))
 
     def _executor(self, files: dict[str, FileOutput]) -> ActionExecutor:
         root = self.options.cache_dir
@@ -194,7 +249,8 @@ class BotWorker:
 
         ctx = BuildContext(workspace=root / "inputs", cache_root=root,
                            scratch_root=root / "scratch", format_version="",
-                           builtins={}, source_root=source, warn=self.log)
+                           builtins={}, source_root=source, warn=self.log,
+                           cancel=self.stop)  # a stopping worker kills the running command
         return ActionExecutor(ctx, self._cas, ActionCache(root, self._cas), FileDigestCache(None))
 
     def _check_host_tools(self, action: Action, command: re_pb2.Command) -> None:
@@ -232,13 +288,18 @@ class BotWorker:
         return remote
 
 
+class _Stopped(Exception):
+    """`stop` was set: the worker hands its session back and returns."""
+
+
 class _LeaseError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-def _action(command: re_pb2.Command, files: dict[str, FileOutput]) -> Action:
+def _action(command: re_pb2.Command, files: dict[str, FileOutput],
+            empty_dirs: tuple[str, ...] = ()) -> Action:
     """The pyimg action a Command (from remote/mapping.py) stands for."""
     properties = {p.name: p.value for p in command.platform.properties}
     tools = tuple(json.loads(properties.get("pyimg-tools", "[]")))
@@ -251,7 +312,7 @@ def _action(command: re_pb2.Command, files: dict[str, FileOutput]) -> Action:
         outputs = tuple(command.output_paths)
     return Action(
         kind=KIND_RUN, outputs=outputs, output_dirs=output_dirs,
-        inputs=tuple(sorted(set(files) - set(tools))), tools=tools,
+        inputs=tuple(sorted((set(files) | set(empty_dirs)) - set(tools))), tools=tools,
         argv=tuple(command.arguments),
         env=tuple((v.name, v.value) for v in command.environment_variables),
         host_tools=host_tools, host_tool_specs=specs, mnemonic="RemoteAction")

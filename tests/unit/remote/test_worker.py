@@ -26,17 +26,42 @@ class _Error(grpc.RpcError):
         return "test"
 
 
+class _Done:
+    """A finished gRPC future: the worker's UpdateBotSession is an asynchronous call."""
+
+    def __init__(self, call: Any, *args: Any, **kw: Any) -> None:
+        try:
+            self._value, self._error = call(*args, **kw), None
+        except grpc.RpcError as e:
+            self._value, self._error = None, e
+
+    def done(self) -> bool:
+        return True
+
+    def cancel(self) -> bool:
+        return False
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class _Bots:
     def __init__(self, worker: BotWorker) -> None:
         self.worker = worker
         self.created = 0
+        self.statuses: list[int] = []
         self.sent: list[bots_pb2.BotSession] = []
+        self.UpdateBotSession = type("Call", (), {"future": lambda _, *a, **k: _Done(
+            self._update, *a, **k)})()
 
     def CreateBotSession(self, request: Any, timeout: float, metadata: Any):  # noqa: N802
         self.created += 1
+        self.statuses.append(request.bot_session.status)
         return bots_pb2.BotSession(name=f"session{self.created}", bot_id=request.bot_session.bot_id)
 
-    def UpdateBotSession(self, request: Any, timeout: float, metadata: Any):  # noqa: N802
+    def _update(self, request: Any, timeout: float, metadata: Any):
         sent = bots_pb2.BotSession()
         sent.CopyFrom(request.bot_session)
         self.sent.append(sent)
@@ -73,7 +98,9 @@ def test_a_lease_is_answered_through_an_outage_and_a_lost_session(tmp_path, monk
         (lease,) = answer.leases
         assert lease.state == bots_pb2.COMPLETED and lease.status.code == 0
         assert lease.result.Is(re_pb2.ActionResult.DESCRIPTOR)
-    assert bots.created == 2 and bots.sent[3].name == "session2"
+    assert bots.created == 3 and bots.sent[3].name == "session2"
+    # Stopping, the worker hands its session back (the server queues what it held again).
+    assert bots.statuses == [bots_pb2.OK, bots_pb2.OK, bots_pb2.BOT_TERMINATING]
     assert any("UNAVAILABLE" in line for line in logs)
 
 
