@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -25,6 +25,7 @@ from pyimg.external.repositories import Repositories
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
     from pyimg.registry.push import PushCounters
+    from pyimg.signing.attach import Predicate
     from pyimg.signing.keys import SigningKey
 
 __all__ = ["mount_source", "push_layout_dir", "push_target", "target_layout"]
@@ -71,11 +72,14 @@ def push_layout_dir(
     out: TextIO | None = None,
     lazy_blobs: PulledBlobs | None = None,
     sign: SigningKey | None = None,
+    predicates: Sequence[Predicate] = (),
 ) -> tuple[Digest, PushCounters]:
     """Push the layout's image or index to `repository` (tagged with each of `tags`); returns
     the digest and the client's counters. `lazy_blobs` fetches the layers a sparse layout lacks
     (by default, from the workspace's oci_pull repositories, opened only if one is needed).
-    With `sign`, the pushed digest is then signed in cosign's format (signing/attach.py)."""
+    With `sign`, the pushed digest is then signed in cosign's format (signing/attach.py), and
+    `predicates` (the SBOM and provenance the caller derived: build may not import attest) are
+    attached as DSSE attestations signed by the same key, in the same batch of referrers."""
     from pyimg.registry.reference import parse_reference
 
     out = out or sys.stderr
@@ -107,9 +111,10 @@ def push_layout_dir(
             from pyimg.signing.attach import sign_image
 
             sign_image(client, dest.with_digest(digest), sign,
-                       subject=Descriptor(media_type, digest, len(data)))
-            print(f"Signed {dest.name}@{digest} (the .sig tag and a Sigstore bundle referrer)",
-                  file=out)
+                       subject=Descriptor(media_type, digest, len(data)), predicates=predicates)
+            attached = "".join(f", {p.what}" for p in predicates)
+            print(f"Signed {dest.name}@{digest} (the .sig tag and a Sigstore bundle referrer"
+                  f"{attached})", file=out)
         return digest, c
     finally:
         fetch.close()

@@ -475,3 +475,21 @@ def test_requests_added_by_signing_a_push(registry, tmp_path: Path) -> None:
     # (GET, PUT). The image push itself is the same 9 requests as without signing.
     assert counts["push"] == 9 and counts["added"] == 14, counts
     assert counts["added_by_method"] == {"GET": 2, "HEAD": 1, "POST": 4, "PUT": 7}, counts
+
+
+def test_signed_cli_push_attaches_sbom_and_provenance(registry, tmp_path: Path, keys: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pyimg push --sign-key`: one push signs and attaches the SBOM and the provenance, so
+    that verify --require passes at once; the image digest is an unsigned build's."""
+    monkeypatch.setenv("PUSH_KEY", keys.with_suffix(".key").read_text())
+    monkeypatch.setenv("PUSH_PW", PASSWORD)
+    ws = _push_workspace(tmp_path, registry.host, "sign/cli", sign=False)
+    assert ws.run("build", "//app:image").code == 0
+    unsigned = ws.out("app/image.digest").read_text().strip()
+    ref = f"{registry.host}/sign/cli:v2"
+    r = ws.run("push", "//app:image", "--repository", ref, "--sign-key", "env://PUSH_KEY",
+               "--key-password-env", "PUSH_PW")
+    assert r.code == 0, r.err
+    assert r.out.strip().splitlines()[-1] == unsigned
+    r = pyimg("verify", ref, "--key", str(keys.with_suffix(".pub")), "--require", "sbom,provenance")
+    assert r.code == 0 and unsigned in r.out, (r.out, r.err)
