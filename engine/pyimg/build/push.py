@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -153,10 +153,12 @@ def _entry_type(layout: Path, digest: Digest) -> str:
 def push_target(session: Session, target: TargetResult, registry: RegistryOptions,
                 repository: str | None = None, tags: tuple[str, ...] = (),
                 lazy_blobs: PulledBlobs | None = None,
-                environ: Mapping[str, str] | None = None) -> Digest:
+                environ: Mapping[str, str] | None = None,
+                attestations: Callable[[], Sequence[Predicate]] | None = None) -> Digest:
     """Push what an oci_push target built to its repository (or `repository`), tagged with its
     remote_tags and `tags`, and sign it when the target names a `sign_key` (read from `environ`
-    or the workspace before anything is pushed, so a wrong password pushes nothing); returns
+    or the workspace before anything is pushed, so a wrong password pushes nothing), attaching
+    what `attestations()` derives (called only to sign: build may not import attest); returns
     the pushed digest."""
     info = next((f for pid, f in target.providers.items() if pid.endswith("%OciPushInfo")), None)
     if info is None:
@@ -171,6 +173,7 @@ def push_target(session: Session, target: TargetResult, registry: RegistryOption
         if not spec.startswith(ENV_PREFIX):
             spec = str(session.workspace / spec)
         key = open_signing_key(spec, environ or {}, info.get("sign_key_password_env") or None)
+    predicates = attestations() if key is not None and attestations is not None else ()
     digest, _ = push_layout_dir(session, layout, repository or info["repository"], all_tags,
-                                registry, lazy_blobs=lazy_blobs, sign=key)
+                                registry, lazy_blobs=lazy_blobs, sign=key, predicates=predicates)
     return digest

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pyimg.core.session import Session
     from pyimg.signing.attach import Predicate
 
-__all__ = ["cmd_push"]
+__all__ = ["build_attested", "cmd_push"]
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             if key is None:
                 report = build(session, request)
             else:
-                report, predicates = _build_attested(session, request)
+                report, predicates = build_attested(session, request)
             if len(report.top_level) != 1:
                 raise UsageError(f"'{args.label}' must name exactly one target")
             layout = target_layout(session, report.top_level[0])
@@ -97,7 +97,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_attested(session: Session, request: BuildRequest) -> tuple[BuildReport, list[Predicate]]:
+def build_attested(session: Session, request: BuildRequest) -> tuple[BuildReport, list[Predicate]]:
     """Build `request` and derive its SBOM (SPDX) and provenance, to be attached to the signed
     push. This wiring lives here because build may not import attest (attest is above it):
     push_layout_dir receives the attestations ready-made."""
