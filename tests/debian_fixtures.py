@@ -15,6 +15,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,6 +94,10 @@ def build_deb(deb: Deb, out_dir: Path, compression: str = "gzip") -> Path:
         return out
 
 
+def _stop_agent(home: str) -> None:
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True)
+
+
 class SigningKey:
     """A throwaway OpenPGP key in its own GNUPGHOME; `keyring()` is its public key, binary."""
 
@@ -100,6 +105,8 @@ class SigningKey:
         self.home = home
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._gpg("--quick-generate-key", uid, "ed25519", "sign", "never")
+        # gpg starts an agent per home that outlives the test; stop it with the key (or at exit).
+        weakref.finalize(self, _stop_agent, str(home))
 
     def _gpg(self, *args: str, stdin: bytes | None = None) -> bytes:
         return subprocess.run(
