@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -25,6 +25,7 @@ from pyimg.external.repositories import Repositories
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
     from pyimg.registry.push import PushCounters
+    from pyimg.signing.attach import Predicate
     from pyimg.signing.keys import SigningKey
 
 __all__ = ["mount_source", "push_layout_dir", "push_target", "target_layout"]
@@ -71,11 +72,14 @@ def push_layout_dir(
     out: TextIO | None = None,
     lazy_blobs: PulledBlobs | None = None,
     sign: SigningKey | None = None,
+    predicates: Sequence[Predicate] = (),
 ) -> tuple[Digest, PushCounters]:
     """Push the layout's image or index to `repository` (tagged with each of `tags`); returns
     the digest and the client's counters. `lazy_blobs` fetches the layers a sparse layout lacks
     (by default, from the workspace's oci_pull repositories, opened only if one is needed).
-    With `sign`, the pushed digest is then signed in cosign's format (signing/attach.py)."""
+    With `sign`, the pushed digest is then signed in cosign's format (signing/attach.py), and
+    `predicates` (the SBOM and provenance the caller derived: build may not import attest) are
+    attached as DSSE attestations signed by the same key, in the same batch of referrers."""
     from pyimg.registry.reference import parse_reference
 
     out = out or sys.stderr
@@ -107,9 +111,10 @@ def push_layout_dir(
             from pyimg.signing.attach import sign_image
 
             sign_image(client, dest.with_digest(digest), sign,
-                       subject=Descriptor(media_type, digest, len(data)))
-            print(f"Signed {dest.name}@{digest} (the .sig tag and a Sigstore bundle referrer)",
-                  file=out)
+                       subject=Descriptor(media_type, digest, len(data)), predicates=predicates)
+            attached = "".join(f", {p.what}" for p in predicates)
+            print(f"Signed {dest.name}@{digest} (the .sig tag and a Sigstore bundle referrer"
+                  f"{attached})", file=out)
         return digest, c
     finally:
         fetch.close()
@@ -148,10 +153,12 @@ def _entry_type(layout: Path, digest: Digest) -> str:
 def push_target(session: Session, target: TargetResult, registry: RegistryOptions,
                 repository: str | None = None, tags: tuple[str, ...] = (),
                 lazy_blobs: PulledBlobs | None = None,
-                environ: Mapping[str, str] | None = None) -> Digest:
+                environ: Mapping[str, str] | None = None,
+                attestations: Callable[[], Sequence[Predicate]] | None = None) -> Digest:
     """Push what an oci_push target built to its repository (or `repository`), tagged with its
     remote_tags and `tags`, and sign it when the target names a `sign_key` (read from `environ`
-    or the workspace before anything is pushed, so a wrong password pushes nothing); returns
+    or the workspace before anything is pushed, so a wrong password pushes nothing), attaching
+    what `attestations()` derives (called only to sign: build may not import attest); returns
     the pushed digest."""
     info = next((f for pid, f in target.providers.items() if pid.endswith("%OciPushInfo")), None)
     if info is None:
@@ -166,6 +173,7 @@ def push_target(session: Session, target: TargetResult, registry: RegistryOption
         if not spec.startswith(ENV_PREFIX):
             spec = str(session.workspace / spec)
         key = open_signing_key(spec, environ or {}, info.get("sign_key_password_env") or None)
+    predicates = attestations() if key is not None and attestations is not None else ()
     digest, _ = push_layout_dir(session, layout, repository or info["repository"], all_tags,
-                                registry, lazy_blobs=lazy_blobs, sign=key)
+                                registry, lazy_blobs=lazy_blobs, sign=key, predicates=predicates)
     return digest

@@ -14,6 +14,7 @@ from pyimg.errors import PyimgError, UsageError
 
 if TYPE_CHECKING:
     from pyimg.external.options import RegistryOptions
+    from pyimg.signing.attach import Predicate
 
 __all__ = ["cmd_run"]
 
@@ -50,8 +51,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         from pyimg.build.push import push_target
 
         push = _push_flags(target.label, args.args)
+        request = build_request(args, [args.label], session, fetch_lazy=False)
+
+        def attestations() -> list[Predicate]:
+            # A signed oci_push attaches the SBOM and provenance; the build is cached by now.
+            from pyimg.cli.push import build_attested
+
+            with session.locked("run"):
+                return build_attested(session, request)[1]
+
         digest = push_target(session, target, _push_registry(push), push.repository,
-                             tuple(push.tag), report.lazy_blobs, os.environ)
+                             tuple(push.tag), report.lazy_blobs, os.environ, attestations)
         print(digest)
         return 0
     raise UsageError(f"{target.label} ({target.kind}) is not runnable: run oci_load or oci_push targets")

@@ -453,7 +453,8 @@ def test_oci_push_signs_what_it_pushed(registry, tmp_path: Path, keys: Path,
     assert r.code == 0, r.err
     digest = r.out.strip().splitlines()[-1]
     assert digest == ws.out("app/image.digest").read_text().strip()  # the built digest, unchanged
-    r = pyimg("verify", f"{registry.host}/sign/pushed:v1", "--key", str(keys.with_suffix(".pub")))
+    r = pyimg("verify", f"{registry.host}/sign/pushed:v1", "--key", str(keys.with_suffix(".pub")),
+              "--require", "sbom,provenance")
     assert r.code == 0 and digest in r.out, r.err
     # Nothing of the key reached the build's caches or outputs.
     pem_line = keys.with_suffix(".key").read_bytes().split(b"\n")[1]
@@ -469,9 +470,28 @@ def test_requests_added_by_signing_a_push(registry, tmp_path: Path) -> None:
     from signing_requests import signing_requests
 
     counts = signing_requests(registry.host, tmp_path)
-    # Two artifacts, 7 requests each. The .sig tag: GET (none yet), its config and payload
-    # (POST, PUT each; no HEAD, both are new), the manifest PUT. The bundle referrer: HEAD and
-    # upload of the empty config, the bundle (POST, PUT), the manifest PUT, the referrers tag
-    # (GET, PUT). The image push itself is the same 9 requests as without signing.
-    assert counts["push"] == 9 and counts["added"] == 14, counts
-    assert counts["added_by_method"] == {"GET": 2, "HEAD": 1, "POST": 4, "PUT": 7}, counts
+    # Four artifacts. The .sig tag (7): GET (none yet), its config and payload (POST, PUT each;
+    # no HEAD, both are new), the manifest PUT. The bundle referrer (7): HEAD and upload of the
+    # empty config, the bundle (POST, PUT), the manifest PUT, the referrers tag (GET, PUT, shared
+    # by the batch). The SBOM and provenance envelopes (3 each): POST, PUT, manifest PUT. The
+    # image push itself is the same 9 requests as without signing.
+    assert counts["push"] == 9 and counts["added"] == 20, counts
+    assert counts["added_by_method"] == {"GET": 2, "HEAD": 1, "POST": 6, "PUT": 11}, counts
+
+
+def test_signed_cli_push_attaches_sbom_and_provenance(registry, tmp_path: Path, keys: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pyimg push --sign-key`: one push signs and attaches the SBOM and the provenance, so
+    that verify --require passes at once; the image digest is an unsigned build's."""
+    monkeypatch.setenv("PUSH_KEY", keys.with_suffix(".key").read_text())
+    monkeypatch.setenv("PUSH_PW", PASSWORD)
+    ws = _push_workspace(tmp_path, registry.host, "sign/cli", sign=False)
+    assert ws.run("build", "//app:image").code == 0
+    unsigned = ws.out("app/image.digest").read_text().strip()
+    ref = f"{registry.host}/sign/cli:v2"
+    r = ws.run("push", "//app:image", "--repository", ref, "--sign-key", "env://PUSH_KEY",
+               "--key-password-env", "PUSH_PW")
+    assert r.code == 0, r.err
+    assert r.out.strip().splitlines()[-1] == unsigned
+    r = pyimg("verify", ref, "--key", str(keys.with_suffix(".pub")), "--require", "sbom,provenance")
+    assert r.code == 0 and unsigned in r.out, (r.out, r.err)
