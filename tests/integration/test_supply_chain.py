@@ -408,3 +408,35 @@ def test_cyclonedx_is_valid_and_lists_the_same_files_and_packages(served: _Serve
     assert ws.out("app/cdx.cdx.json").read_bytes() == data.replace(url.encode(), b"").replace(
         b',"externalReferences":[{"type":"distribution","url":"' + served.url("tool.sh").encode()
         + b'"}]', b"")
+
+
+@needs_dpkg
+def test_a_deb_file_written_through_a_merged_usr_link_stays_its_package_s(tmp_path: Path) -> None:
+    """deb_layer writes `bin/dash` of a package at `usr/bin/dash` when another package ships
+    `bin -> usr/bin` (merged /usr, as dpkg installs it); the SBOM still says whose file it is."""
+    from debian_fixtures import make_deb
+
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("app/BUILD.pyimg", """\
+        load("@pyimg//rules:defs.bzl", "deb_layer")
+
+        deb_layer(name = "debs", debs = glob(["debs/*.deb"]))
+
+        oci_image(name = "image", tars = [":debs"], created = "2024-05-06T07:08:09Z")
+        """)
+    (ws.root / "app/debs").mkdir(parents=True)
+    make_deb(ws.root / "app/debs", "usrmerge", symlinks={"bin": "usr/bin"},
+             dirs={"usr/bin": 0o755}, compression="gzip")
+    make_deb(ws.root / "app/debs", "dash", {"bin/dash": (b"\x7fELF dash\n", 0o755)},
+             compression="gzip")
+    _pyimg(ws, "sbom", "//app:image", "-o", str(tmp_path / "sbom.json"))
+    doc = json.loads((tmp_path / "sbom.json").read_text())
+    by_id = {f["SPDXID"]: f["fileName"] for f in doc["files"]}
+    contains: dict[str, set[str]] = {}
+    for r in doc["relationships"]:
+        if r["relationshipType"] == "CONTAINS" and r["relatedSpdxElement"] in by_id:
+            contains.setdefault(r["spdxElementId"], set()).add(by_id[r["relatedSpdxElement"]])
+    dash = next(p for p in doc["packages"]
+                if any(ref["referenceLocator"].startswith("pkg:deb/debian/dash@")
+                       for ref in p.get("externalRefs", [])))
+    assert "./usr/bin/dash" in contains[dash["SPDXID"]]

@@ -21,7 +21,7 @@ from pyimg.core.streams import ByteWriter
 from pyimg.errors import UserInputError
 from pyimg.oci.tar import TarEntry, entries_from_tar, normalize_path, write_tar
 
-__all__ = ["PARAMS", "deb_layer", "write_deb_layer_tar"]
+__all__ = ["PARAMS", "deb_layer", "through_links", "write_deb_layer_tar"]
 
 PARAMS = {"debs", "mtime", "users", "groups"}
 STATUS_DIR = "var/lib/dpkg/status.d"
@@ -197,7 +197,7 @@ def _same(a: TarEntry, b: TarEntry) -> bool:
     return a.size == b.size and _content_digest(a) == _content_digest(b)
 
 
-def _through_links(path: str, links: dict[str, str], what: str) -> str:
+def through_links(path: str, links: dict[str, str], what: str) -> str:
     """`path` with each leading directory that is a symlink in the layer replaced by its target:
     dpkg installs `bin/sh` through `bin -> usr/bin` on a merged-/usr system. A link leaving the
     layer is not followed (the layer then refuses the path under a symlink)."""
@@ -233,10 +233,10 @@ def merge_packages(packages: list[UnpackedDeb], what: str) -> dict[str, tuple[st
             if links:
                 if entry.kind == "dir" and entry.path in links:
                     continue
-                entry = replace(entry, path=_through_links(entry.path, links, what))
+                entry = replace(entry, path=through_links(entry.path, links, what))
                 if entry.kind == "hardlink":
                     target = normalize_path(entry.target, what)
-                    entry = replace(entry, target=_through_links(target, links, what))
+                    entry = replace(entry, target=through_links(target, links, what))
             old = merged.get(entry.path)
             if old is None:
                 merged[entry.path] = (package.name, entry)

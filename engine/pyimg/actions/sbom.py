@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from pyimg.actions._common import input_path, params_dict
 from pyimg.actions.builtins import builtin
+from pyimg.actions.deb_layer import through_links
 from pyimg.core.builtin import BuiltinCall
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed
@@ -200,9 +201,17 @@ class LayerFile:
     gid: int
 
 
-def layer_files(blob: Path, what: str) -> Iterator[LayerFile]:
+def _layer_path(name: str) -> str:
+    """A tar member's or package's path as the layer holds it: no `./` and no leading `/`
+    (a file `.profile` keeps its dot)."""
+    return "" if name in (".", "./") else name.removeprefix("./").lstrip("/")
+
+
+def layer_files(blob: Path, what: str,
+                links: dict[str, str] | None = None) -> Iterator[LayerFile]:
     """The regular files and hard links of the layer blob (any compression), in tar order;
-    whiteouts are not files of the image and are left out."""
+    whiteouts are not files of the image and are left out. `links`, when given, gets every
+    symlink of the layer (path -> target)."""
     seen: dict[str, tuple[str, str]] = {}
     with open(blob, "rb") as raw:
         reader, _ = open_decompressed(raw)
@@ -210,7 +219,7 @@ def layer_files(blob: Path, what: str) -> Iterator[LayerFile]:
             # typeshed asks for a seekable, writable file object in every mode; 'r|' only reads.
             with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                 for m in tar:
-                    path = m.name.lstrip("./") if m.name not in (".", "./") else ""
+                    path = _layer_path(m.name)
                     base = path.rsplit("/", 1)[-1]
                     if base.startswith(".wh."):
                         continue
@@ -223,12 +232,14 @@ def layer_files(blob: Path, what: str) -> Iterator[LayerFile]:
                             sha1.update(chunk)
                         sums = (sha256.hexdigest(), sha1.hexdigest())
                     elif m.islnk():
-                        target = m.linkname.lstrip("./")
+                        target = _layer_path(m.linkname)
                         if target not in seen:
                             raise UserInputError(f"{what}: hard link {path!r} to {target!r}, "
                                                  "which comes later or not at all")
                         sums = seen[target]
                     else:
+                        if m.issym() and links is not None:
+                            links[path] = m.linkname
                         continue
                     seen[path] = sums
                     yield LayerFile(path, sums[0], sums[1], m.mode & 0o7777, m.uid, m.gid)
@@ -331,11 +342,17 @@ def _read_image(layout: Layout, facts: Mapping[str, Any],
     for n, (blob, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
         layer_facts = fact_layers[n] if n < len(fact_layers) else {}
         in_layer = sorted({p for p in layer_facts.get("packages") or [] if p in packages})
+        links: dict[str, str] = {}
+        files = list(layer_files(layout.blob_file(blob.digest), f"{what}: layer {blob.digest}",
+                                 links))
+        # A package's path as its .deb names it; deb_layer wrote it where the layer's directory
+        # links lead (merged /usr: `bin/sh` is at `usr/bin/sh`), so it is looked up there too.
         owners: dict[str, list[str]] = {}
         for pid in in_layer:
             for path in packages[pid].get("files") or []:
-                owners.setdefault(str(path).lstrip("./"), []).append(pid)
-        files = list(layer_files(layout.blob_file(blob.digest), f"{what}: layer {blob.digest}"))
+                at = through_links(_layer_path(str(path)), links, what) if links else \
+                    _layer_path(str(path))
+                owners.setdefault(at, []).append(pid)
         for i, f in enumerate(files):
             for pid in owners.get(f.path, ()):
                 package_files[pid].append((n, i))

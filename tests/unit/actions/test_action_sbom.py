@@ -3,12 +3,17 @@ oci_sbom rule's providers make."""
 
 from __future__ import annotations
 
+import io
+import tarfile
+from pathlib import Path
+
 from pyimg.actions.sbom import (
     PURLS,
     _created,
     _dep5_licenses,
     _license_expression,
     file_package,
+    layer_files,
     oci_package,
     purl,
     rule_facts,
@@ -83,3 +88,19 @@ def test_rule_facts_spread_a_base_entry_over_the_base_layers() -> None:
     assert [len(x["packages"]) for x in facts["layers"]] == [1, 1, 1]
     assert [p["id"] for p in facts["packages"]] == [
         "file:external/tool/file/t", "oci:r.example/b@sha256:" + "0" * 64]
+
+
+def test_layer_files_keep_a_leading_dot_and_report_symlinks(tmp_path: Path) -> None:
+    blob = tmp_path / "layer.tar"
+    with tarfile.open(blob, "w") as tar:
+        for name, data in ((".profile", b"p"), ("./.bashrc", b"b"), ("./etc/os-release", b"o")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("./bin")
+        link.type, link.linkname = tarfile.SYMTYPE, "usr/bin"
+        tar.addfile(link)
+    links: dict[str, str] = {}
+    paths = [f.path for f in layer_files(blob, "test", links)]
+    assert paths == [".profile", ".bashrc", "etc/os-release"]
+    assert links == {"bin": "usr/bin"}
