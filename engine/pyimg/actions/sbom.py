@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from pyimg.actions._common import input_path, params_dict
 from pyimg.actions.builtins import builtin
-from pyimg.actions.deb_layer import through_links
+from pyimg.actions.deb_layer import read_deb, through_links
 from pyimg.core.builtin import BuiltinCall
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed
@@ -140,8 +140,6 @@ def file_package(exec_path: str, sha256: str, download_url: str = "") -> dict[st
 def deb_package(path: Path, scratch: Path, what: str) -> dict[str, Any]:
     """A `.deb` as an SBOM package: name, version, architecture, the DEP-5 licences of its
     copyright file and the paths it ships (as deb_layer writes them into a layer)."""
-    from pyimg.actions.deb_layer import read_deb
-
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         deb = read_deb(path, Path(tmp), what)
         fields = _control_fields(deb.control.decode("utf-8", "replace"))
