@@ -43,6 +43,7 @@ from pyimg.oci.config import config_platform, layer_diff_ids
 from pyimg.oci.layout import Layout
 from pyimg.oci.media_types import INDEXES
 from pyimg.oci.model import load_json
+from pyimg.oci.tar_scan import UnsupportedTar, scan_tar
 
 __all__ = [
     "FORMATS",
@@ -209,18 +210,58 @@ def layer_files(blob: Path, what: str,
                 links: dict[str, str] | None = None) -> Iterator[LayerFile]:
     """The regular files and hard links of the layer blob (any compression), in tar order;
     whiteouts are not files of the image and are left out. `links`, when given, gets every
-    symlink of the layer (path -> target)."""
+    symlink of the layer (path -> target). The layer is read by oci/tar_scan.py, or by
+    `tarfile` when it uses a form that reader leaves to it."""
+    found: dict[str, str] = {}
+    try:
+        with open(blob, "rb") as raw:
+            files = _layer_files(
+                ((m.name, m.kind, m.linkname, m.mode, m.uid, m.gid,
+                  (m.digests["sha256"], m.digests["sha1"]) if m.digests else None)
+                 for m in scan_tar(raw, what, ("sha256", "sha1"))), what, found)
+    except UnsupportedTar:
+        found.clear()
+        files = _layer_files(_tarfile_members(blob, what), what, found)
+    if links is not None:
+        links.update(found)
+    yield from files
+
+
+# (name, kind, linkname, mode, uid, gid, (sha256, sha1) of a file's content or None)
+_Member = tuple[str, str, str, int, int, int, "tuple[str, str] | None"]
+
+
+def _layer_files(members: Iterator[_Member], what: str, links: dict[str, str]) -> list[LayerFile]:
     seen: dict[str, tuple[str, str]] = {}
+    out = []
+    for name, kind, linkname, mode, uid, gid, sums in members:
+        path = _layer_path(name)
+        if path.rsplit("/", 1)[-1].startswith(".wh."):
+            continue
+        if kind == "hardlink":
+            target = _layer_path(linkname)
+            if target not in seen:
+                raise UserInputError(f"{what}: hard link {path!r} to {target!r}, "
+                                     "which comes later or not at all")
+            sums = seen[target]
+        elif kind == "symlink":
+            links[path] = linkname
+        if sums is None:
+            continue
+        seen[path] = sums
+        out.append(LayerFile(path, sums[0], sums[1], mode & 0o7777, uid, gid))
+    return out
+
+
+def _tarfile_members(blob: Path, what: str) -> Iterator[_Member]:
+    """The members of a layer as Python's tarfile reads them (sparse files, global headers)."""
     with open(blob, "rb") as raw:
         reader, _ = open_decompressed(raw)
         try:
             # typeshed asks for a seekable, writable file object in every mode; 'r|' only reads.
             with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                 for m in tar:
-                    path = _layer_path(m.name)
-                    base = path.rsplit("/", 1)[-1]
-                    if base.startswith(".wh."):
-                        continue
+                    sums = None
                     if m.isreg():
                         sha256, sha1 = hashlib.sha256(), hashlib.sha1()
                         f = tar.extractfile(m)
@@ -229,18 +270,9 @@ def layer_files(blob: Path, what: str,
                             sha256.update(chunk)
                             sha1.update(chunk)
                         sums = (sha256.hexdigest(), sha1.hexdigest())
-                    elif m.islnk():
-                        target = _layer_path(m.linkname)
-                        if target not in seen:
-                            raise UserInputError(f"{what}: hard link {path!r} to {target!r}, "
-                                                 "which comes later or not at all")
-                        sums = seen[target]
-                    else:
-                        if m.issym() and links is not None:
-                            links[path] = m.linkname
-                        continue
-                    seen[path] = sums
-                    yield LayerFile(path, sums[0], sums[1], m.mode & 0o7777, m.uid, m.gid)
+                    kind = ("file" if m.isreg() else "hardlink" if m.islnk() else
+                            "symlink" if m.issym() else "other")
+                    yield m.name, kind, m.linkname, m.mode, m.uid, m.gid, sums
         except (tarfile.TarError, EOFError, OSError) as e:
             raise UserInputError(f"{what}: not a readable layer ({e})") from None
         finally:
