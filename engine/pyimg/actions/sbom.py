@@ -42,13 +42,14 @@ from pyimg.oci.compress import open_decompressed
 from pyimg.oci.config import config_platform, layer_diff_ids
 from pyimg.oci.layout import Layout
 from pyimg.oci.media_types import INDEXES
-from pyimg.oci.model import load_json
+from pyimg.oci.model import Descriptor, load_json
 from pyimg.oci.tar_scan import UnsupportedTar, scan_tar
 
 __all__ = [
     "FORMATS",
     "PURLS",
     "LayerFile",
+    "LayerReader",
     "deb_package",
     "file_package",
     "layer_files",
@@ -355,8 +356,13 @@ class _Image:
     package_files: dict[str, list[tuple[int, int]]]
 
 
-def _read_image(layout: Layout, facts: Mapping[str, Any],
-                source_date_epoch: int | None) -> _Image:
+# read_layer(blob descriptor, blob file, what, links) -> the layer's files, as `layer_files`
+# gives them (`pyimg sbom` passes one that keeps them in the action cache: attest/layer_facts.py).
+LayerReader = Callable[[Descriptor, Path, str, dict[str, str]], list[LayerFile]]
+
+
+def _read_image(layout: Layout, facts: Mapping[str, Any], source_date_epoch: int | None,
+                read_layer: LayerReader | None = None) -> _Image:
     what = layout.what
     desc = layout.resolve(None)
     if desc.media_type in INDEXES:
@@ -373,8 +379,10 @@ def _read_image(layout: Layout, facts: Mapping[str, Any],
         layer_facts = fact_layers[n] if n < len(fact_layers) else {}
         in_layer = sorted({p for p in layer_facts.get("packages") or [] if p in packages})
         links: dict[str, str] = {}
-        files = list(layer_files(layout.blob_file(blob.digest), f"{what}: layer {blob.digest}",
-                                 links))
+        where = f"{what}: layer {blob.digest}"
+        path = layout.blob_file(blob.digest)
+        files = (read_layer(blob, path, where, links) if read_layer is not None
+                 else list(layer_files(path, where, links)))
         # A package's path as its .deb names it; deb_layer wrote it where the layer's directory
         # links lead (merged /usr: `bin/sh` is at `usr/bin/sh`), so it is looked up there too.
         owners: dict[str, list[str]] = {}
@@ -573,10 +581,12 @@ def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
 
 
 def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
-                  source_date_epoch: int | None = None, fmt: str = "spdx-json") -> bytes:
+                  source_date_epoch: int | None = None, fmt: str = "spdx-json",
+                  read_layer: LayerReader | None = None) -> bytes:
     """The SBOM (`fmt`: one of FORMATS) of the one image in `layout`, described by `facts`
-    (module docstring). Its bytes depend only on the image, the facts and pyimg's version."""
-    image = _read_image(layout, facts, source_date_epoch)
+    (module docstring). Its bytes depend only on the image, the facts and pyimg's version.
+    `read_layer` reads a layer's files (default: `layer_files`)."""
+    image = _read_image(layout, facts, source_date_epoch, read_layer)
     doc = _cyclonedx(image, version) if fmt == "cyclonedx-json" else _spdx(image, version)
     # Sorted keys and no spaces (docs/architecture.md: JSON we own is canonical), one newline.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
