@@ -223,11 +223,11 @@ class Pusher:
         `ref`'s own repository. A repository that holds the blob answers 201 (None: nothing to
         upload), so this one request is the HEAD and the POST; any other answer opens an upload
         session (202, what the distribution spec asks of a registry that cannot mount), whose
-        URL is returned. After a retryable failure, "" (no session: `finish_upload` starts over
-        under the retry policy)."""
+        URL is returned. After a retryable failure, or a registry that refuses the mount
+        parameters outright, "" (no session: `finish_upload` starts over with `push_blob`)."""
         try:
             location = mount_blob(self._conn, ref, digest, ref.repository)
-        except (RetryableStatus, ConnectionFailed):
+        except (RetryableStatus, ConnectionFailed, RegistryError):
             return ""
         if location is None:
             self._count("skipped", 1)

@@ -10,12 +10,11 @@ The subject itself is never changed, so its digest stays what the build made.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
-from typing import BinaryIO, TypeVar, cast
+from typing import TypeVar, cast
 
 from pyimg.core.digest import Digest, digest_bytes
 from pyimg.errors import RegistryError, UserInputError
@@ -52,10 +51,6 @@ class Artifact:
     blob_media_type: str
     blob: bytes = field(repr=False)
     annotations: tuple[tuple[str, str], ...] = ()
-
-
-def _opener(data: bytes) -> Callable[[], BinaryIO]:
-    return lambda: io.BytesIO(data)
 
 
 def referrers_tag(digest: Digest) -> str:

@@ -83,3 +83,20 @@ def test_a_refused_artifact_is_one_error_naming_it() -> None:
     assert "refused the a/one artifact" in str(e.value)
     assert "the image itself is unchanged" in str(e.value) and "MANIFEST_INVALID" in str(e.value)
     assert fake.manifests[("team/app", "v1")] == (OCI_MANIFEST, IMAGE)
+
+
+def test_a_registry_refusing_the_mount_parameters_gets_plain_uploads() -> None:
+    """The POST that asks to mount a blob from the same repository (to skip a present one) is
+    an optimisation: a registry that refuses it outright gets an ordinary upload instead."""
+    fake, client = _setup()
+    handle = fake.transport.handler
+
+    def no_mounts(req):  # noqa: ANN001, ANN202 - the fake's handler signature
+        if req.method == "POST" and "mount=" in req.url:
+            return resp(400, b'{"errors":[{"code":"UNSUPPORTED","message":"no mounts"}]}')
+        return handle(req)
+
+    fake.transport.handler = no_mounts
+    pushed = attach_artifacts(client, REF, SUBJECT, [_artifact("a/one", b"1")])
+    assert [d.artifact_type for d in list_referrers(client, REF, SUBJECT.digest)] == ["a/one"]
+    assert pushed and client.counters.uploaded == 2  # the empty config and the artifact's blob
