@@ -35,11 +35,12 @@ from urllib.parse import quote
 
 from pyimg.actions._common import input_path, params_dict
 from pyimg.actions.builtins import builtin
-from pyimg.actions.deb_layer import read_deb, through_links
+from pyimg.actions.deb_layer import through_links
 from pyimg.core.builtin import BuiltinCall
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed
 from pyimg.oci.config import config_platform, layer_diff_ids
+from pyimg.oci.deb import read_deb
 from pyimg.oci.layout import Layout
 from pyimg.oci.media_types import INDEXES
 from pyimg.oci.model import load_json
