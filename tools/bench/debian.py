@@ -97,6 +97,7 @@ def main() -> int:
         tree_bytes = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
         shutil.rmtree(ws / "pyimg-out")
 
+        load_before = os.getloadavg()[0]
         pyimg_times, layer_times, ref_times, zstd_times = [], [], [], []
         pyimg_cpu, ref_cpu = [], []
         for i in range(args.runs):  # interleaved, so that the machine's load hits all alike
@@ -119,6 +120,7 @@ def main() -> int:
             shutil.rmtree(ws / "pyimg-out")
             shutil.rmtree(cache)
 
+        load_after = os.getloadavg()[0]
         lock_cache = fresh_cache(debs, tmp / "lock-cache")
         noop_lock = [timed([*PYIMG, "lock", "--disk-cache", str(lock_cache)], ws)[0]
                      for _ in range(args.runs)]
@@ -130,11 +132,14 @@ def main() -> int:
     med = statistics.median
     cores = os.cpu_count()
     print(f"examples/debian-python amd64 base: {n_debs // 2} .debs per architecture, "
-          f"{tree_bytes / 1e6:.0f} MB unpacked; {cores} cores, {args.runs} runs, medians")
+          f"{tree_bytes / 1e6:.0f} MB unpacked; {cores} cores, {args.runs} runs, medians; "
+          f"load average {load_before:.1f} before the builds, {load_after:.1f} after")
     print(f"cold build from the repository cache (pyimg build //:python_image): {med(pyimg_times):.2f} s"
           f"  (the layer action alone: {med(layer_times):.2f} s; CPU {med(pyimg_cpu):.2f} s)")
     print(f"tar --sort=name | gzip -6 of the unpacked tree:                   {med(ref_times):.2f} s"
           f"  (CPU {med(ref_cpu):.2f} s)")
+    print("each pair (pyimg / reference, wall s): "
+          + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(pyimg_times, ref_times, strict=True)))
     print(f"ratio: {med(pyimg_times) / med(ref_times):.2f} (goal <= 0.7); layer action alone: "
           f"{med(layer_times) / med(ref_times):.2f}")
     print(f"the same image with a zstd layer (compression = \"zstd\"): {med(zstd_times):.2f} s, "

@@ -277,7 +277,10 @@ class DebCache:
                 if stat[0] != body["size"] or not self.cas.recheck(data):
                     return None
                 body = {**body, "stat": _blob_stat(blob)}
-                self._write(deb, body)
+                try:
+                    self._write(deb, body)  # so that the next read need not re-hash it
+                except OSError:
+                    pass  # a cache it cannot write: the entry is still good to serve
             src = Path(blob)
             entries = [
                 TarEntry(p, kind, mode=mode, uid=uid, gid=gid, target=target,
