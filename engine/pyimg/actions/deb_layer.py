@@ -90,7 +90,9 @@ def merge_packages(packages: list[UnpackedDeb], what: str) -> dict[str, tuple[st
             if links:
                 if entry.kind == "dir" and entry.path in links:
                     continue
-                entry = replace(entry, path=through_links(entry.path, links, what))
+                path = through_links(entry.path, links, what)
+                if path != entry.path:  # most are not under a link: no copy of the entry
+                    entry = replace(entry, path=path)
                 if entry.kind == "hardlink":
                     target = normalize_path(entry.target, what)
                     entry = replace(entry, target=through_links(target, links, what))
@@ -306,7 +308,7 @@ def write_deb_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
     for entry in extra:
         if entry.path in merged:
             raise UserInputError(f"{what}: /{entry.path} is shipped by package {merged[entry.path][0]!r}")
-    entries = [replace(e, path=p) for p, (_, e) in merged.items()] + extra
+    entries = [e for _, e in merged.values()] + extra  # each merged under its own path
     write_tar(out, entries, mtime=mtime, uid=0, gid=0, check_cancelled=call.check_cancelled)
 
 
