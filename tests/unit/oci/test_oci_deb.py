@@ -115,3 +115,19 @@ def test_cache_verify_drops_entries_that_do_not_hold(tmp_path: Path) -> None:
         (f"debs/{other_digest.hex}.json", "names a data blob that is not in the store"),
     ]
     assert not entry.exists() and not cache.entry_path(other_digest).exists()
+
+
+def test_a_decode_that_fails_leaves_no_entry_and_no_scratch(tmp_path: Path) -> None:
+    # The entry is written last, atomically: a package that fails half-way through leaves the
+    # cache as it was, and the error names the package.
+    from pyimg.errors import UserInputError
+
+    deb, _ = _deb(tmp_path)
+    cut = tmp_path / "cut.deb"
+    cut.write_bytes(deb.read_bytes()[:-200])
+    digest = Digest("sha256", hashlib.sha256(cut.read_bytes()).hexdigest())
+    cache = DebCache(ContentStore(tmp_path / "cache"))
+    with pytest.raises(UserInputError, match=r"cut\.deb: data\.tar\.xz is truncated"):
+        cache.read(cut, digest, "cut.deb")
+    assert not cache.entry_path(digest).exists()
+    assert list(cache.dir.iterdir()) == []
