@@ -44,12 +44,14 @@ from pyimg.oci.config import config_platform, layer_diff_ids
 from pyimg.oci.deb import DebCache, read_deb
 from pyimg.oci.layout import Layout
 from pyimg.oci.media_types import INDEXES
-from pyimg.oci.model import load_json
+from pyimg.oci.model import Descriptor, load_json
+from pyimg.oci.tar_scan import UnsupportedTar, scan_tar
 
 __all__ = [
     "FORMATS",
     "PURLS",
     "LayerFile",
+    "LayerReader",
     "deb_package",
     "file_package",
     "layer_files",
@@ -216,18 +218,58 @@ def layer_files(blob: Path, what: str,
                 links: dict[str, str] | None = None) -> Iterator[LayerFile]:
     """The regular files and hard links of the layer blob (any compression), in tar order;
     whiteouts are not files of the image and are left out. `links`, when given, gets every
-    symlink of the layer (path -> target)."""
+    symlink of the layer (path -> target). The layer is read by oci/tar_scan.py, or by
+    `tarfile` when it uses a form that reader leaves to it."""
+    found: dict[str, str] = {}
+    try:
+        with open(blob, "rb") as raw:
+            files = _layer_files(
+                ((m.name, m.kind, m.linkname, m.mode, m.uid, m.gid,
+                  (m.digests["sha256"], m.digests["sha1"]) if m.digests else None)
+                 for m in scan_tar(raw, what, ("sha256", "sha1"))), what, found)
+    except UnsupportedTar:
+        found.clear()
+        files = _layer_files(_tarfile_members(blob, what), what, found)
+    if links is not None:
+        links.update(found)
+    yield from files
+
+
+# (name, kind, linkname, mode, uid, gid, (sha256, sha1) of a file's content or None)
+_Member = tuple[str, str, str, int, int, int, "tuple[str, str] | None"]
+
+
+def _layer_files(members: Iterator[_Member], what: str, links: dict[str, str]) -> list[LayerFile]:
     seen: dict[str, tuple[str, str]] = {}
+    out = []
+    for name, kind, linkname, mode, uid, gid, sums in members:
+        path = _layer_path(name)
+        if path.rsplit("/", 1)[-1].startswith(".wh."):
+            continue
+        if kind == "hardlink":
+            target = _layer_path(linkname)
+            if target not in seen:
+                raise UserInputError(f"{what}: hard link {path!r} to {target!r}, "
+                                     "which comes later or not at all")
+            sums = seen[target]
+        elif kind == "symlink":
+            links[path] = linkname
+        if sums is None:
+            continue
+        seen[path] = sums
+        out.append(LayerFile(path, sums[0], sums[1], mode & 0o7777, uid, gid))
+    return out
+
+
+def _tarfile_members(blob: Path, what: str) -> Iterator[_Member]:
+    """The members of a layer as Python's tarfile reads them (sparse files, global headers)."""
     with open(blob, "rb") as raw:
         reader, _ = open_decompressed(raw)
         try:
             # typeshed asks for a seekable, writable file object in every mode; 'r|' only reads.
             with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                 for m in tar:
-                    path = _layer_path(m.name)
-                    base = path.rsplit("/", 1)[-1]
-                    if base.startswith(".wh."):
-                        continue
+                    sums = None
                     if m.isreg():
                         sha256, sha1 = hashlib.sha256(), hashlib.sha1()
                         f = tar.extractfile(m)
@@ -236,18 +278,9 @@ def layer_files(blob: Path, what: str,
                             sha256.update(chunk)
                             sha1.update(chunk)
                         sums = (sha256.hexdigest(), sha1.hexdigest())
-                    elif m.islnk():
-                        target = _layer_path(m.linkname)
-                        if target not in seen:
-                            raise UserInputError(f"{what}: hard link {path!r} to {target!r}, "
-                                                 "which comes later or not at all")
-                        sums = seen[target]
-                    else:
-                        if m.issym() and links is not None:
-                            links[path] = m.linkname
-                        continue
-                    seen[path] = sums
-                    yield LayerFile(path, sums[0], sums[1], m.mode & 0o7777, m.uid, m.gid)
+                    kind = ("file" if m.isreg() else "hardlink" if m.islnk() else
+                            "symlink" if m.issym() else "other")
+                    yield m.name, kind, m.linkname, m.mode, m.uid, m.gid, sums
         except (tarfile.TarError, EOFError, OSError) as e:
             raise UserInputError(f"{what}: not a readable layer ({e})") from None
         finally:
@@ -330,8 +363,13 @@ class _Image:
     package_files: dict[str, list[tuple[int, int]]]
 
 
-def _read_image(layout: Layout, facts: Mapping[str, Any],
-                source_date_epoch: int | None) -> _Image:
+# read_layer(blob descriptor, blob file, what, links) -> the layer's files, as `layer_files`
+# gives them (`pyimg sbom` passes one that keeps them in the action cache: attest/layer_facts.py).
+LayerReader = Callable[[Descriptor, Path, str, dict[str, str]], list[LayerFile]]
+
+
+def _read_image(layout: Layout, facts: Mapping[str, Any], source_date_epoch: int | None,
+                read_layer: LayerReader | None = None) -> _Image:
     what = layout.what
     desc = layout.resolve(None)
     if desc.media_type in INDEXES:
@@ -348,8 +386,10 @@ def _read_image(layout: Layout, facts: Mapping[str, Any],
         layer_facts = fact_layers[n] if n < len(fact_layers) else {}
         in_layer = sorted({p for p in layer_facts.get("packages") or [] if p in packages})
         links: dict[str, str] = {}
-        files = list(layer_files(layout.blob_file(blob.digest), f"{what}: layer {blob.digest}",
-                                 links))
+        where = f"{what}: layer {blob.digest}"
+        path = layout.blob_file(blob.digest)
+        files = (read_layer(blob, path, where, links) if read_layer is not None
+                 else list(layer_files(path, where, links)))
         # A package's path as its .deb names it; deb_layer wrote it where the layer's directory
         # links lead (merged /usr: `bin/sh` is at `usr/bin/sh`), so it is looked up there too.
         owners: dict[str, list[str]] = {}
@@ -548,10 +588,12 @@ def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
 
 
 def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
-                  source_date_epoch: int | None = None, fmt: str = "spdx-json") -> bytes:
+                  source_date_epoch: int | None = None, fmt: str = "spdx-json",
+                  read_layer: LayerReader | None = None) -> bytes:
     """The SBOM (`fmt`: one of FORMATS) of the one image in `layout`, described by `facts`
-    (module docstring). Its bytes depend only on the image, the facts and pyimg's version."""
-    image = _read_image(layout, facts, source_date_epoch)
+    (module docstring). Its bytes depend only on the image, the facts and pyimg's version.
+    `read_layer` reads a layer's files (default: `layer_files`)."""
+    image = _read_image(layout, facts, source_date_epoch, read_layer)
     doc = _cyclonedx(image, version) if fmt == "cyclonedx-json" else _spdx(image, version)
     # Sorted keys and no spaces (docs/architecture.md: JSON we own is canonical), one newline.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"

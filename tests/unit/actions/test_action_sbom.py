@@ -3,6 +3,7 @@ oci_sbom rule's providers make."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -104,3 +105,31 @@ def test_layer_files_keep_a_leading_dot_and_report_symlinks(tmp_path: Path) -> N
     paths = [f.path for f in layer_files(blob, "test", links)]
     assert paths == [".profile", ".bashrc", "etc/os-release"]
     assert links == {"bin": "usr/bin"}
+
+
+def test_layer_files_of_a_layer_left_to_tarfile_are_the_same(tmp_path: Path) -> None:
+    """A global PAX header is read by tarfile instead of oci/tar_scan.py: same files, same
+    digests, hard links with their target's, symlinks reported."""
+    def layer(path: Path, pax: dict[str, str]) -> Path:
+        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, pax_headers=pax) as tar:
+            info = tarfile.TarInfo("./etc/motd")
+            info.size, info.mode, info.uid = 2, 0o4755, 7
+            tar.addfile(info, io.BytesIO(b"hi"))
+            for kind, name, target in ((tarfile.LNKTYPE, "./motd2", "./etc/motd"),
+                                       (tarfile.SYMTYPE, "./m", "etc/motd")):
+                info = tarfile.TarInfo(name)
+                info.type, info.linkname = kind, target
+                tar.addfile(info)
+        return path
+
+    results = []
+    for pax in ({}, {"comment": "a global header"}):
+        links: dict[str, str] = {}
+        results.append((list(layer_files(layer(tmp_path / f"l{len(pax)}.tar", pax), "t", links)),
+                        links))
+    assert results[0] == results[1]
+    files, links = results[0]
+    assert [(f.path, f.mode, f.uid) for f in files] == [("etc/motd", 0o4755, 7),
+                                                        ("motd2", 0o644, 0)]
+    assert files[0].sha256 == files[1].sha256 == hashlib.sha256(b"hi").hexdigest()
+    assert links == {"m": "etc/motd"}
