@@ -794,11 +794,18 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+WriterPackages = Callable[[str, Mapping[str, Any], list[str]],
+                          tuple[list[dict[str, Any]], set[str]]]
+
+
 def rule_facts(layers: list[Any], layer_count: int,
-               package: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
+               package: Callable[[str], dict[str, Any] | None],
+               writer_packages: WriterPackages | None = None) -> dict[str, Any]:
     """The facts of an image from what its providers say of its `layers` (rules/providers.bzl,
     OciImageInfo.layers): a leading `base` entry stands for all the base image's layers.
-    `package(path)` is the package of a file a layer was made from (None: not one)."""
+    `package(path)` is the package of a file a layer was made from (None: not one);
+    `writer_packages(writer, params, files)`, for a py_layer or npm_layer layer, the packages it
+    installed and which of `files` they stand for."""
     own = [entry for entry in layers if "base" not in entry]
     out: list[dict[str, Any]] = []
     packages: dict[str, dict[str, Any]] = {}
@@ -808,7 +815,18 @@ def rule_facts(layers: list[Any], layer_count: int,
             p = oci_package(str(entry["pulled"]["image"]), str(entry["pulled"]["digest"]))
             packages.setdefault(p["id"], p)
             ids.append(p["id"])
-        for path in entry.get("files") or []:
+        files = [str(path) for path in entry.get("files") or []]
+        covered: set[str] = set()
+        if writer_packages is not None and entry.get("writer") and entry.get("spec"):
+            made, covered = writer_packages(str(entry["writer"]), json.loads(entry["spec"]), files)
+            for p in made:
+                known = packages.setdefault(p["id"], p)
+                if p is not known and p.get("directories"):
+                    known["directories"] = sorted({*known["directories"], *p["directories"]})
+                ids.append(p["id"])
+        for path in files:
+            if path in covered:
+                continue
             found = package(str(path))
             if found is not None:
                 packages.setdefault(found["id"], found)
@@ -846,7 +864,25 @@ def oci_sbom(call: BuiltinCall) -> None:
                 return {**p, "id": f"deb:{p['purl']}", "sha256": sha256}
             return file_package(path, sha256) if path.startswith("external/") else None
 
-        facts = rule_facts(list(params.get("layers") or []), count, package)
+        def writer_packages(writer: str, spec: Mapping[str, Any],
+                            files: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
+            def sha256_of(path: str) -> str:
+                return str(call.input_digests.get(path, "")).removeprefix("sha256:")
+
+            if writer == "py_layer":
+                wheels = [f for f in files if f.endswith(".whl")]
+                return ([wheel_package(input_path(call, f, "oci_sbom: wheel"), f, sha256_of(f),
+                                       spec) for f in wheels], set(wheels))
+            layout = str(spec.get("layout") or "")
+            if writer == "npm_layer" and layout in files:
+                base = layout.rsplit("/", 1)[0] + "/"
+                return (npm_packages(input_path(call, layout, "oci_sbom: layout"), layout, spec,
+                                     lambda p: input_path(call, p, "oci_sbom: tarball"),
+                                     sha256_of),
+                        {f for f in files if f.startswith(base)})
+            return [], set()
+
+        facts = rule_facts(list(params.get("layers") or []), count, package, writer_packages)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     facts["image"] = params.get("image")
