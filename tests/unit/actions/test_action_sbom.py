@@ -135,6 +135,7 @@ def test_layer_files_of_a_layer_left_to_tarfile_are_the_same(tmp_path: Path) -> 
     assert files[0].sha256 == files[1].sha256 == hashlib.sha256(b"hi").hexdigest()
     assert links == {"m": "etc/motd"}
 
+
 def test_a_declared_expression_is_kept_when_spdx_knows_it_else_one_licence_ref() -> None:
     from pyimg.actions.sbom import _declared_expression, _declared_license
 
