@@ -17,9 +17,11 @@ from pyimg.actions.sbom import (
     wheel_package,
 )
 from pyimg.core.action import Action
+from pyimg.core.digest import Digest
 from pyimg.core.scheduler import ActionGraph
 from pyimg.external.repositories import Repositories
 from pyimg.loading.module_file import DebIndex, HttpFile, NpmLock, OciPull, PipLock
+from pyimg.oci.deb import DebCache
 
 __all__ = ["REPOSITORY_PACKAGES", "ExternalInput", "LayerWriter", "external_inputs",
            "image_facts"]
@@ -76,11 +78,14 @@ def _deb_packages(repos: Repositories, inputs: list[ExternalInput],
                   host_path: Callable[[str], Path], scratch: Path,
                   writer: LayerWriter) -> list[dict[str, Any]]:
     urls = _deb_urls(repos, inputs[0].repository)
+    debs = DebCache(repos.cas)
     out = []
     for i in inputs:
         if not i.exec_path.endswith(".deb"):
             continue
-        p = deb_package(host_path(i.exec_path), scratch, i.exec_path)
+        # The decoded entry `pyimg fetch` left (oci/deb.py), so no package is decompressed again.
+        p = deb_package(host_path(i.exec_path), scratch, i.exec_path, debs,
+                        Digest.from_hex(i.sha256))
         p.update(id=f"deb:{p['purl']}", sha256=i.sha256,
                  download_url=urls.get(i.exec_path.rsplit("/", 1)[-1], ""))
         out.append(p)
