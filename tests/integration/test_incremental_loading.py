@@ -201,3 +201,31 @@ def test_a_build_edit_evaluates_only_its_package(tmp_path: Path) -> None:
     world.suffix = "_z"
     world.write_all()
     assert served() == 1  # tools (no load of defs.bzl) only
+
+
+def test_unchanged_actions_are_served_from_the_last_build_record(tmp_path: Path) -> None:
+    """After a BUILD edit, an action as the last build of the command line ran it takes its key
+    and result from that build's record (build/recorded.py), without its action-cache entry;
+    one whose outputs left the store is looked up (and here run) again."""
+    world = World(tmp_path / "ws", random.Random(0))
+    ws = Workspace(world.root, tmp_path / "cache")
+    assert ws.run("build", "//...").code == 0
+    shutil.rmtree(ws.cache / "ac")  # only the record can vouch for the results now
+    world.comments[sorted(world.model)[0]] += 1
+    world.write_all()
+    built = ws.run("build", "//...")
+    assert built.code == 0, built.err
+    assert "Build completed: 0 actions run" in built.err
+    # A lost blob: the record no longer vouches for that action, which runs again.
+    from pyimg.core.digest import digest_bytes
+
+    out = next(p for p in sorted((world.root / "pyimg-out").rglob("*.out")))
+    blob = digest_bytes(out.read_bytes()).hex
+    for stored in (ws.cache / "cas").rglob(f"{blob}*"):
+        stored.chmod(0o644)
+        stored.unlink()
+    world.comments[sorted(world.model)[0]] += 1
+    world.write_all()
+    built = ws.run("build", "//...")
+    assert built.code == 0, built.err
+    assert "Build completed: 1 action run" in built.err or "Build completed: 1 actions run" in built.err

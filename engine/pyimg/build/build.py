@@ -125,17 +125,21 @@ def analyze(
     return loader, result
 
 
-def build(session: Session, request: BuildRequest, out: TextIO | None = None) -> BuildReport:
+def build(session: Session, request: BuildRequest, out: TextIO | None = None,
+          previous: Path | None = None) -> BuildReport:
     """Load, analyze, run and place what `request` asks for; progress and warnings go to `out`
-    (stderr). Closes `request.secrets`, also when the build fails."""
+    (stderr). `previous`: the record of the last successful build of the same command line
+    (build/noop.py), whose unchanged actions are served without keying them again. Closes
+    `request.secrets`, also when the build fails."""
     try:
-        return _build(session, request, out or sys.stderr)
+        return _build(session, request, out or sys.stderr, previous)
     finally:
         if request.secrets is not None:
             request.secrets.close()  # the build owns the secret files: none outlives it (Ctrl-C)
 
 
-def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
+def _build(session: Session, request: BuildRequest, out: TextIO,
+           previous: Path | None) -> BuildReport:
     start = time.monotonic()
     execution, display = request.execution, request.display
     jobs = execution.workers()
@@ -177,6 +181,13 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
                         ctx.format_version, ctx.warn)
         ctx.remote = remote
     executor = ActionExecutor(ctx, cas, cache, digests)
+    recorded = None
+    if previous is not None and remote is None and request.secrets is None:
+        from pyimg.build.recorded import RecordedExecutor, recorded_lines
+
+        recorded = recorded_lines(previous, session.cache_root, ctx.format_version)
+    if recorded is not None:
+        executor = RecordedExecutor(ctx, cas, cache, digests, *recorded)
     _check_secrets(needed, request.secrets)
     progress = Progress(out, total=len(needed), verbose=display.verbose, color=display.color)
     scheduler = Scheduler(executor, jobs, execution.keep_going, progress.started,
