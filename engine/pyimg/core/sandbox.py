@@ -358,7 +358,7 @@ def sanitized_etc(state_dir: Path, make: bool = True) -> Path | None:
     some commands. The copy is named by a digest of every entry's path, mode, size, mtime, inode and
     link target, from the walk `host_secret_masks` makes anyway, so an edited /etc gets a fresh
     copy. A masked file is an empty file of mode 0000 and a masked directory an empty one,
-    exactly what the mask mounts show. It is written under a temporary name, synced and
+    exactly what the mask mounts show. It is written under a temporary name, fsynced and
     renamed: a crash leaves a temporary directory, never a partial copy under the final name.
     """
     key = str(state_dir)
@@ -444,6 +444,7 @@ def _make_sanitized_etc(
                 shutil.copyfile(path, dest, follow_symlinks=False)
                 os.chmod(dest, st.st_mode & 0o777)  # never setuid/setgid: owned by this user
                 os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+                _fsync(dest)
             except OSError:  # readable by "other" but not by us: hidden like a secret
                 dest.unlink(missing_ok=True)
                 dest.touch(mode=0)
@@ -456,15 +457,29 @@ def _make_sanitized_etc(
         os.chmod(dest, st.st_mode & 0o777 | 0o700)
         os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.chmod(tmp, os.stat(top).st_mode & 0o777 | 0o700)
-    os.sync()  # once per content of /etc: the copy must be whole after a power loss too
+    # The copy must be whole under its final name after a power loss too: every copied file was
+    # synced, now every directory (not os.sync(): on a shared machine that waits for everyone's
+    # dirty pages). Once per content of /etc.
+    for dest, _ in reversed(dir_modes):
+        _fsync(dest)
+    _fsync(tmp)
     try:
         os.rename(tmp, final)
     except OSError:
         _remove_etc_copy(tmp)  # another process made it first
         if not final.is_dir():
             raise
+    _fsync(state_dir)
     _prune_etc_copies(state_dir, keep=name)
     return final
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prune_etc_copies(state_dir: Path, keep: str) -> None:
