@@ -212,3 +212,23 @@ def test_host_secrets_stay_hidden_once_the_build_uses_its_copy_of_etc(ws, monkey
             assert f"{path}: Permission denied" in seen or f"'{path}': Permission denied" in seen
     assert "\n1\nend\n" in seen  # the rest of /etc is there
     assert "\nroot:" not in "\n" + seen
+
+
+@needs_isolation
+def test_a_copy_of_etc_that_cannot_be_made_falls_back_to_the_masks(ws, monkeypatch):
+    from pyimg.core import executor, sandbox
+
+    def full_disk(state_dir, make=True):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(executor, "_COMMANDS_BEFORE_ETC_COPY", 0)
+    monkeypatch.setattr(sandbox, "sanitized_etc", full_disk)
+    ws.write("p/BUILD.pyimg", """
+        genrule(name = "peek", outs = ["peek.txt"],
+                cmd = "cat /etc/shadow > $@ 2>&1 || grep -c '^root:' /etc/passwd >> $@")
+    """)
+    r = ws.run("build", "//p:peek")
+    assert r.code == 0, r.err
+    seen = ws.out("p/peek.txt").read_text()
+    assert "\nroot:" not in "\n" + seen and seen.endswith("1\n")
+    assert not (ws.cache / "sandbox").exists()

@@ -542,7 +542,10 @@ class ActionExecutor:
         with self._lock:
             self._commands_run += 1
             make = self._commands_run > _COMMANDS_BEFORE_ETC_COPY
-        return sanitized_etc(self.ctx.cache_root / "sandbox", make)
+        try:
+            return sanitized_etc(self.ctx.cache_root / "sandbox", make)
+        except OSError:
+            return None  # a full disk or an odd /etc: the masks show the same, a little slower
 
     def _lock_cache_dirs(self, action: Action, fds: list[int]) -> dict[str, Path]:
         """Each cache dir of the action, exclusively locked until the descriptors in `fds` close.

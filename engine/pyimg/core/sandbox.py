@@ -369,6 +369,7 @@ def sanitized_etc(state_dir: Path, make: bool = True) -> Path | None:
         masks, entries = _scan_host(_SECRET_SCAN_DIRS, _SECRET_GLOBS)
         name, below = _etc_copy_name("/etc", masks, entries)
         if (state_dir / name).is_dir():
+            _mark_used(state_dir / name)
             _SANITIZED_ETC[key] = state_dir / name
             return state_dir / name
     if not make or not _ETC_MAKE_LOCK.acquire(blocking=False):
@@ -474,6 +475,14 @@ def _make_sanitized_etc(
     return final
 
 
+def _mark_used(copy: Path) -> None:
+    """Its mtime is when a process last started to use it: `_prune_etc_copies` spares it a day."""
+    try:
+        os.utime(copy)
+    except OSError:
+        pass
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -483,8 +492,8 @@ def _fsync(path: Path) -> None:
 
 
 def _prune_etc_copies(state_dir: Path, keep: str) -> None:
-    """Removes copies of older contents of /etc (and abandoned temporary ones) not touched for a
-    day: a copy in use by a running command of another build must stay until it is done."""
+    """Removes copies of older contents of /etc (and abandoned temporary ones) that no process
+    started to use for a day: a build still running with one must keep it."""
     now = time.time()
     for entry in state_dir.iterdir():
         if entry.name == keep or "etc-" not in entry.name:
