@@ -220,6 +220,55 @@ def test_netrc_credentials(index, tmp_path: Path, monkeypatch) -> None:  # noqa:
         assert "s3cret" not in (ws.root / "pyimg.lock").read_text()
 
 
+def _fake_keyring(bin_dir: Path, calls: Path, service: str, user: str, secret: str) -> None:
+    """A `keyring` program on PATH that knows one password, as `keyring get SERVICE USER`."""
+    bin_dir.mkdir()
+    program = bin_dir / "keyring"
+    program.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+if [ "$1" = get ] && [ "$2" = "{service}" ] && [ "$3" = "{user}" ]; then
+  echo "{secret}"; exit 0
+fi
+exit 1
+""")
+    program.chmod(0o755)
+
+
+def test_keyring_credentials(index, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """pip's `--keyring-provider subprocess`: the user name in the index URL, the password from
+    `keyring get HOST USER` (after the index URL itself was asked), for the pages at lock time and
+    the wheels at fetch time; the password is in neither the lock nor an error."""
+    _, files = index
+    monkeypatch.delenv("NETRC", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc of the machine's
+    with serve_index(tmp_path / "www", auth="alice:k3yr1ng") as private:
+        host = private.url.removeprefix("http://")
+
+        class WithUser:
+            url = f"http://alice@{host}"
+
+        ws = _workspace(tmp_path, WithUser, files)  # type: ignore[arg-type]
+        r = _lock(ws)
+        assert r.code != 0 and "HTTP 401" in r.err and "k3yr1ng" not in r.err
+        calls = tmp_path / "keyring-calls"
+        _fake_keyring(tmp_path / "bin", calls, host, "alice", "k3yr1ng")
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        r = _lock(ws)
+        assert r.code == 0, r.err
+        asked = calls.read_text().splitlines()
+        assert asked == [f"get http://{host}/simple alice", f"get {host} alice"]
+        lock = (ws.root / "pyimg.lock").read_text()
+        assert "k3yr1ng" not in lock and "alice@" not in lock
+        # A cold repository cache downloads the wheels with the same credentials.
+        cold = Workspace(ws.root, tmp_path / "cold-cache")
+        r = cold.run("build", "//app:mypkg")
+        assert r.code == 0, r.err
+        assert any(p.startswith("/files/mypkg-") for p in private.requests)
+        assert not any("k3yr1ng" in p.read_text(errors="replace")
+                       for p in (tmp_path / "cold-cache").rglob("*") if p.is_file()
+                       and p.stat().st_size < 1 << 20)
+
+
 def test_refusals(index, tmp_path: Path) -> None:  # noqa: ANN001
     server, files = index
     good = _requirements(files)

@@ -24,6 +24,7 @@ from typing import Any
 
 from pyimg.core.digest import canonical_json
 from pyimg.errors import IntegrityError, UserInputError
+from pyimg.external.python_auth import without_userinfo
 from pyimg.external.python_index import (
     ACCEPT,
     PageFetch,
@@ -202,7 +203,7 @@ def _index_files(decl: PipLock, req: PinnedRequirement, fetch: PageFetch,
         try:
             body, content_type, final = fetch(url, ACCEPT)
         except OSError as e:
-            errors.append(f"{url}: {e}")
+            errors.append(f"{without_userinfo(url)}: {e}")
             continue
         files.extend(parse_index_page(body, content_type, final, f"pip_lock '{decl.name}'").files)
     if not files and errors:
@@ -256,7 +257,8 @@ def pip_lock_entry(decl: PipLock, workspace: Path, fetch: PageFetch,
             chosen[name] = WheelFile(wheel.filename, wheel.url, got)
         deps = _dependencies(by_name, wanted, env, platform, decl)
         wheels[platform] = {
-            name: {"deps": deps[name], "file": w.filename, "sha256": w.sha256, "url": w.url,
+            name: {"deps": deps[name], "file": w.filename, "sha256": w.sha256,
+                   "url": without_userinfo(w.url),
                    "version": wanted[name].version}
             for name, w in sorted(chosen.items())
         }
@@ -279,7 +281,8 @@ def _covered(decl: PipLock) -> dict[str, Any]:
     """What a lock entry must match to still describe the declaration."""
     return {
         "glibc": decl.glibc,
-        "index_urls": [decl.index_url, *decl.extra_index_urls],
+        # Credentials in a declared URL stay out of the lock (external/python_auth.py).
+        "index_urls": [without_userinfo(u) for u in (decl.index_url, *decl.extra_index_urls)],
         "kind": decl.kind,
         "musl": decl.musl,
         "platforms": list(decl.platforms),

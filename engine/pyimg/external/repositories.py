@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from pyimg.core.sri import Sri
     from pyimg.external.deb import DebPin
     from pyimg.external.npm_lock import NpmPackage, NpmTree
+    from pyimg.external.python_auth import IndexAuth
     from pyimg.external.python_lock import WheelPin
     from pyimg.oci.model import Descriptor
     from pyimg.registry.client import RegistryClient
@@ -189,6 +190,7 @@ class Repositories:
         self._done: dict[str, Path] = {}
         self._source_lock = threading.Lock()  # source_path() runs on executor threads
         self._npm: dict[str, NpmTree] = {}  # npm_lock name -> its checked lock
+        self._pip_auth: dict[str, IndexAuth] = {}  # pip_lock name -> its index credentials
 
     # -- plumbing
 
@@ -816,7 +818,7 @@ class Repositories:
         try:
             tmp = tmp_dir / "download"
             try:
-                got = _download(url, tmp)
+                got = _download(url, tmp, self._index_auth(decl).headers(url))
             except OSError as e:
                 raise PyimgError(f"pip_lock '{decl.name}': download of {url} failed: {e}",
                                  origin=decl.origin) from None
@@ -828,6 +830,14 @@ class Repositories:
             return self.cas.path(self._store(tmp, Digest("sha256", got), False))
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    def _index_auth(self, decl: PipLock) -> IndexAuth:
+        """The declaration's index credentials, looked up once per command when first needed."""
+        from pyimg.external.python_auth import IndexAuth
+
+        if decl.name not in self._pip_auth:
+            self._pip_auth[decl.name] = IndexAuth((decl.index_url, *decl.extra_index_urls))
+        return self._pip_auth[decl.name]
 
     def _write_pip_repo(self, decl: PipLock, dest: Path) -> dict[str, Any]:
         from pyimg.external.python_lock import write_pip_repo
@@ -853,7 +863,7 @@ class Repositories:
 
         def page(url: str, accept: str) -> tuple[bytes, str, str]:
             self.downloads += 1
-            return get_page(url, accept)
+            return get_page(url, accept, self._index_auth(decl).headers(url))
 
         return pip_lock_entry(decl, self.session.workspace, page,
                           lambda url, sha: self._fetch_wheel(decl, url, sha))
