@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tarfile
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -309,6 +310,50 @@ def test_refusals(index, tmp_path: Path) -> None:  # noqa: ANN001
     # Offline lock: refused.
     r = _lock(ws, "--offline")
     assert r.code != 0 and "needs the network" in r.err
+
+
+def test_lock_out_of_date_with_pyproject(index, tmp_path: Path) -> None:  # noqa: ANN001
+    """The pyproject.toml beside requirements.txt: each of [project].dependencies that applies
+    on a declared platform must be pinned at an allowed version, at `pyimg lock` and, after an
+    edit, at the next build; the error is at the dependency's line and names the pin."""
+    server, files = index
+    ws = _workspace(tmp_path, server, files)
+    pyproject = textwrap.dedent("""\
+        [project]
+        name = "svc"
+        version = "0"
+        dependencies = [
+            "mypkg[fast]>=1.0",
+            "native==2.*",
+            "winonly; sys_platform == 'win32'",
+        ]
+        """)
+    ws.write("pyproject.toml", pyproject)
+    assert _lock(ws).code == 0
+    assert ws.run("build", "//app:mypkg").code == 0
+    # A new dependency the requirements file does not pin: refused at the next build.
+    ws.write("pyproject.toml", pyproject.replace('"native==2.*",', '"native==2.*",\n    "flask>=3",'))
+    r = ws.run("build", "//app:mypkg")
+    assert r.code == 2, r.err
+    assert ("pyproject.toml:7:5: pip_lock 'pypi': requirements.txt is out of date with "
+            "pyproject.toml: it does not pin 'flask>=3'") in r.err
+    # A specifier the pin no longer meets: refused naming both lines.
+    ws.write("pyproject.toml", pyproject.replace("native==2.*", "native>=3"))
+    r = _lock(ws)
+    native_line = 1 + next(i for i, t in enumerate(_requirements(files).splitlines())
+                           if t.startswith("native=="))
+    assert r.code == 2, r.err
+    assert (f"pyproject.toml:6:5: pip_lock 'pypi': requirements.txt is out of date with "
+            f"pyproject.toml: it pins native==2.0 (at requirements.txt:{native_line}:1), which "
+            "'native>=3' does not allow") in r.err
+    # Dependencies pyimg cannot read are not checked; `pyproject = ""` checks none.
+    ws.write("pyproject.toml", pyproject.replace('version = "0"', 'version = "0"\ndynamic = ["dependencies"]')
+             .replace("native==2.*", "native>=3"))
+    assert _lock(ws).code == 0
+    ws.write("pyproject.toml", pyproject.replace("native==2.*", "native>=3"))
+    ws.write("MODULE.pyimg", (ws.root / "MODULE.pyimg").read_text().replace(
+        'python_version = "3.11",', 'python_version = "3.11", pyproject = "",'))
+    assert _lock(ws).code == 0
 
 
 def test_layer_is_reproducible(index, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

@@ -229,6 +229,10 @@ class Repositories:
             assert entry is not None
             if isinstance(decl, NpmLock):
                 self._npm_packages(decl)  # package.json may have moved on without the lock
+            if isinstance(decl, PipLock) and decl.pyproject is not None:
+                from pyimg.external.python_lock import read_requirements
+
+                read_requirements(decl, self.session.workspace)  # so may pyproject.toml
             return str(entry["digest"] if isinstance(decl, (OciPull, DebIndex, PipLock, NpmLock))
                        else entry["sha256"])
         if isinstance(decl, NpmLock):
