@@ -156,6 +156,7 @@ def check_lock(decl: NpmLock, lock_data: bytes, package_json: bytes) -> NpmTree:
                     f"{said} in {json_file} but {locked} in the lock; run `npm install` to "
                     "update the lock, then `pyimg lock`"
                 )
+    _refuse_links(packages, lock_file, bad)
     result: list[NpmPackage] = []
     for path in sorted(packages):
         if path == "":
@@ -164,11 +165,6 @@ def check_lock(decl: NpmLock, lock_data: bytes, package_json: bytes) -> NpmTree:
         what = f"{lock_file}: package '{path}'"
         if not isinstance(entry, dict):
             raise bad(f"{what}: the entry is not an object")
-        if entry.get("link") or not (path.startswith("node_modules/") and "/node_modules/./" not in path):
-            raise bad(
-                f"{what} is a link to a workspace package ({entry.get('resolved') or path}): "
-                "npm workspaces are not supported; lock each service on its own"
-            )
         name = _name_from_path(path)
         if not _NAME.match(name) or ".." in path.split("/") or "//" in path:
             raise bad(f"{what}: {name!r} is not a valid package name")
@@ -221,6 +217,34 @@ def check_lock(decl: NpmLock, lock_data: bytes, package_json: bytes) -> NpmTree:
         tuple(result),
         _edges(packages, "", root, ("dependencies", "optionalDependencies", "peerDependencies")),
         _edges(packages, "", root, ("devDependencies",)),
+    )
+
+
+def _refuse_links(packages: dict[str, Any], lock_file: str,
+                  bad: Callable[[str], UserInputError]) -> None:
+    """Refuse what npm links instead of unpacking: the packages of npm workspaces and `file:`
+    directories. npm installs each as a symlink into the sources beside the lock (and their
+    own dependencies under those sources), so a layer of node_modules would hold links that
+    dangle in the image and files no integrity pins."""
+    links = {path: entry for path, entry in packages.items()
+             if isinstance(entry, dict) and entry.get("link")}
+    local = sorted(path for path in packages if path and (
+        not path.startswith("node_modules/") or "/node_modules/./" in path))
+    if not links and not local:
+        return
+    if links:
+        path = sorted(links)[0]
+        target = links[path].get("resolved") or "?"
+        what = f"package '{path}' is a link to the local directory '{target}'"
+    else:
+        what = f"package '{local[0]}' is a local directory, not a node_modules entry"
+    raise bad(
+        f"{lock_file}: {what} (an npm workspace or a `file:` dependency): pyimg installs only "
+        "registry tarballs pinned by integrity, and npm lays this one out as a symlink to your "
+        "sources, which a node_modules layer would leave dangling; depend on a published "
+        "version of it instead (a private registry works: `registry` and .npmrc), with the "
+        "service's own package.json and package-lock.json outside the npm workspace "
+        "(docs/node.md#npm-workspaces)"
     )
 
 
