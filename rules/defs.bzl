@@ -1,7 +1,7 @@
 """The public rules of pyimg (this file only re-exports; see rules/private/)."""
 
 load("@pyimg//rules/private:deb.bzl", _deb_layer = "deb_layer")
-load("@pyimg//rules/private:node.bzl", _npm_layer = "npm_layer")
+load("@pyimg//rules/private:node.bzl", _NpmPackageInfo = "NpmPackageInfo", _npm_layer = "npm_layer")
 load("@pyimg//rules/private:basic.bzl", _filegroup = "filegroup", _genrule = "genrule", _host_tool = "host_tool")
 load(
     "@pyimg//rules/private:oci.bzl",
@@ -43,3 +43,4 @@ OciImageInfo = _OciImageInfo
 OciLayerInfo = _OciLayerInfo
 OciPushInfo = _OciPushInfo
 PyPackageInfo = _PyPackageInfo
+NpmPackageInfo = _NpmPackageInfo

@@ -305,7 +305,8 @@ def test_unpinned_entry_and_workspace_link_refused(registry: Registry, tmp_path:
     lock["packages"]["node_modules/@s/x"] = {"resolved": "packages/x", "link": True}
     path.write_text(json.dumps(lock))
     code, err = _lock(ws)
-    assert code == 2 and "workspace" in err and "not supported" in err, err
+    assert code == 2 and "'node_modules/@s/x' is a link to the local directory 'packages/x'" in err
+    assert "depend on a published version of it instead" in err, err
     v1 = {"name": "web", "lockfileVersion": 1, "dependencies": {}}
     path.write_text(json.dumps(v1))
     code, err = _lock(ws)
@@ -387,3 +388,42 @@ def test_real_registry_one_dependency(tmp_path: Path) -> None:
     files = _listing(ws.out("web/modules.tar"))
     assert files["app/node_modules/is-number/package.json"][1] == 0o644
     assert "app/node_modules/is-number/index.js" in files
+
+
+def test_per_package_targets_two_services_one_lock(registry: Registry, tmp_path: Path) -> None:
+    """`@npm//c` and `@npm//@s/x`: each service's layer holds only its packages' transitive set,
+    at their places in the lock's tree; a listed dev dependency is installed; an optional
+    package for another os gives nothing."""
+    ws = _workspace(tmp_path, registry)
+    ws.write("web/BUILD.pyimg", """
+        load("@pyimg//rules:defs.bzl", "npm_layer")
+
+        npm_layer(name = "api", deps = ["@npm//c"], path = "/srv/api/node_modules",
+                  platform = "linux/amd64")
+        npm_layer(name = "worker", deps = ["@npm//@s/x", "@npm//a", "@npm//d",
+                                           "@npm//opt-darwin"],
+                  platform = "linux/amd64")
+        npm_layer(name = "both", lock = "@npm//:lock", deps = ["@npm//a"])
+        """)
+    assert _lock(ws)[0] == 0
+    r = ws.run("build", "//web:api", "//web:worker")
+    assert r.code == 0, r.err
+    api = _listing(ws.out("web/api.tar"))
+    nm = "srv/api/node_modules"
+    assert sorted(p for p in api if api[p][0] != "dir") == [
+        f"{nm}/c/index.js", f"{nm}/c/node_modules/.bin/a-cli",
+        f"{nm}/c/node_modules/a/bin/cli.js", f"{nm}/c/node_modules/a/index.js",
+        f"{nm}/c/node_modules/a/package.json", f"{nm}/c/package.json"]
+    worker = _listing(ws.out("web/worker.tar"))
+    nm = "app/node_modules"
+    packages = {p.split("/")[2] + ("/" + p.split("/")[3] if p.split("/")[2] == "@s" else "")
+                for p in worker if worker[p][0] != "dir"}
+    assert packages == {"@s/x", "a", "d", ".bin"}, sorted(worker)
+    assert worker[f"{nm}/.bin/d"] == ("symlink", 0, "../d/index.js")
+    assert worker[f"{nm}/a/index.js"][2] == hashlib.sha256(b"module.exports = 'a1';\n").hexdigest()
+    # The api's action reads only the tarballs of its set.
+    q = ws.run("aquery", "//web:api")
+    assert q.code == 0, q.err
+    assert q.out.count(".tgz") == 2, q.out
+    r = ws.run("build", "//web:both")
+    assert r.code == 2 and "give one of 'lock'" in r.err, r.err

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tarfile
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,6 +221,55 @@ def test_netrc_credentials(index, tmp_path: Path, monkeypatch) -> None:  # noqa:
         assert "s3cret" not in (ws.root / "pyimg.lock").read_text()
 
 
+def _fake_keyring(bin_dir: Path, calls: Path, service: str, user: str, secret: str) -> None:
+    """A `keyring` program on PATH that knows one password, as `keyring get SERVICE USER`."""
+    bin_dir.mkdir()
+    program = bin_dir / "keyring"
+    program.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+if [ "$1" = get ] && [ "$2" = "{service}" ] && [ "$3" = "{user}" ]; then
+  echo "{secret}"; exit 0
+fi
+exit 1
+""")
+    program.chmod(0o755)
+
+
+def test_keyring_credentials(index, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """pip's `--keyring-provider subprocess`: the user name in the index URL, the password from
+    `keyring get HOST USER` (after the index URL itself was asked), for the pages at lock time and
+    the wheels at fetch time; the password is in neither the lock nor an error."""
+    _, files = index
+    monkeypatch.delenv("NETRC", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc of the machine's
+    with serve_index(tmp_path / "www", auth="alice:k3yr1ng") as private:
+        host = private.url.removeprefix("http://")
+
+        class WithUser:
+            url = f"http://alice@{host}"
+
+        ws = _workspace(tmp_path, WithUser, files)  # type: ignore[arg-type]
+        r = _lock(ws)
+        assert r.code != 0 and "HTTP 401" in r.err and "k3yr1ng" not in r.err
+        calls = tmp_path / "keyring-calls"
+        _fake_keyring(tmp_path / "bin", calls, host, "alice", "k3yr1ng")
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        r = _lock(ws)
+        assert r.code == 0, r.err
+        asked = calls.read_text().splitlines()
+        assert asked == [f"get http://{host}/simple alice", f"get {host} alice"]
+        lock = (ws.root / "pyimg.lock").read_text()
+        assert "k3yr1ng" not in lock and "alice@" not in lock
+        # A cold repository cache downloads the wheels with the same credentials.
+        cold = Workspace(ws.root, tmp_path / "cold-cache")
+        r = cold.run("build", "//app:mypkg")
+        assert r.code == 0, r.err
+        assert any(p.startswith("/files/mypkg-") for p in private.requests)
+        assert not any("k3yr1ng" in p.read_text(errors="replace")
+                       for p in (tmp_path / "cold-cache").rglob("*") if p.is_file()
+                       and p.stat().st_size < 1 << 20)
+
+
 def test_refusals(index, tmp_path: Path) -> None:  # noqa: ANN001
     server, files = index
     good = _requirements(files)
@@ -260,6 +310,50 @@ def test_refusals(index, tmp_path: Path) -> None:  # noqa: ANN001
     # Offline lock: refused.
     r = _lock(ws, "--offline")
     assert r.code != 0 and "needs the network" in r.err
+
+
+def test_lock_out_of_date_with_pyproject(index, tmp_path: Path) -> None:  # noqa: ANN001
+    """The pyproject.toml beside requirements.txt: each of [project].dependencies that applies
+    on a declared platform must be pinned at an allowed version, at `pyimg lock` and, after an
+    edit, at the next build; the error is at the dependency's line and names the pin."""
+    server, files = index
+    ws = _workspace(tmp_path, server, files)
+    pyproject = textwrap.dedent("""\
+        [project]
+        name = "svc"
+        version = "0"
+        dependencies = [
+            "mypkg[fast]>=1.0",
+            "native==2.*",
+            "winonly; sys_platform == 'win32'",
+        ]
+        """)
+    ws.write("pyproject.toml", pyproject)
+    assert _lock(ws).code == 0
+    assert ws.run("build", "//app:mypkg").code == 0
+    # A new dependency the requirements file does not pin: refused at the next build.
+    ws.write("pyproject.toml", pyproject.replace('"native==2.*",', '"native==2.*",\n    "flask>=3",'))
+    r = ws.run("build", "//app:mypkg")
+    assert r.code == 2, r.err
+    assert ("pyproject.toml:7:5: pip_lock 'pypi': requirements.txt is out of date with "
+            "pyproject.toml: it does not pin 'flask>=3'") in r.err
+    # A specifier the pin no longer meets: refused naming both lines.
+    ws.write("pyproject.toml", pyproject.replace("native==2.*", "native>=3"))
+    r = _lock(ws)
+    native_line = 1 + next(i for i, t in enumerate(_requirements(files).splitlines())
+                           if t.startswith("native=="))
+    assert r.code == 2, r.err
+    assert (f"pyproject.toml:6:5: pip_lock 'pypi': requirements.txt is out of date with "
+            f"pyproject.toml: it pins native==2.0 (at requirements.txt:{native_line}:1), which "
+            "'native>=3' does not allow") in r.err
+    # Dependencies pyimg cannot read are not checked; `pyproject = ""` checks none.
+    ws.write("pyproject.toml", pyproject.replace('version = "0"', 'version = "0"\ndynamic = ["dependencies"]')
+             .replace("native==2.*", "native>=3"))
+    assert _lock(ws).code == 0
+    ws.write("pyproject.toml", pyproject.replace("native==2.*", "native>=3"))
+    ws.write("MODULE.pyimg", (ws.root / "MODULE.pyimg").read_text().replace(
+        'python_version = "3.11",', 'python_version = "3.11", pyproject = "",'))
+    assert _lock(ws).code == 0
 
 
 def test_layer_is_reproducible(index, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

@@ -25,7 +25,7 @@ from pyimg.oci.tar import TarEntry, normalize_path, write_tar
 __all__ = ["NPM_LAYER_PARAMS", "installed_packages", "npm_layer", "platform_ok",
            "write_npm_layer_tar"]
 
-NPM_LAYER_PARAMS = {"layout", "path", "platform", "libc", "include_dev", "mtime"}
+NPM_LAYER_PARAMS = {"layout", "path", "platform", "libc", "include_dev", "mtime", "roots"}
 
 # OCI architecture -> node's process.arch, which package.json's `cpu` lists.
 _NODE_CPU = {"amd64": "x64", "arm64": "arm64", "arm": "arm", "386": "ia32", "s390x": "s390x",
@@ -114,6 +114,31 @@ def _select(plan: list[dict[str, Any]], roots: dict[str, list[str]], platform: s
     return selected
 
 
+def _only_roots(plan: list[dict[str, Any]], roots: dict[str, list[str]], params: dict[str, Any],
+                what: str) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """The plan and roots npm_layer `params` install from: the whole lock, or with `roots`
+    (the lock paths of `deps`) only what they reach, each package at its place in the tree,
+    dev or not (asked for by name)."""
+    wanted = params.get("roots")
+    if wanted is None:
+        return plan, roots
+    by_path = {p["path"]: p for p in plan}
+    if not isinstance(wanted, list) or not all(isinstance(r, str) and r in by_path
+                                                for r in wanted):
+        raise UserInputError(f"{what}: roots must be lock paths of the layout, got {wanted!r}")
+    reached: set[str] = set()
+    todo = list(wanted)
+    while todo:
+        path = todo.pop()
+        if path in reached or path not in by_path:
+            continue
+        reached.add(path)
+        todo.extend(by_path[path].get("deps") or [])
+    subset = [{**p, "dev": False, "optional": p["optional"] or p["dev_optional"],
+               "dev_optional": False} for p in plan if p["path"] in reached]
+    return subset, {"deps": sorted(wanted), "dev_deps": []}
+
+
 def _file_mode(mode: int, executable: bool) -> int:
     """pacote's mode for an extracted file: the tarball's bits with 0666 added, npm's umask
     taken off, owner read/write, and +x for the package's bins."""
@@ -182,6 +207,7 @@ def installed_packages(layout_path: Path, layout: str, params: dict[str, Any],
         plan, roots = data["packages"], data["root"]
     except (ValueError, KeyError, TypeError) as e:
         raise UserInputError(f"{what}: {layout} is not an npm_lock layout ({e})") from None
+    plan, roots = _only_roots(plan, roots, params, what)
     by_path = {p["path"]: p for p in plan}
     return [(_place(prefix, pkg.path), pkg, by_path[pkg.path])
             for pkg in _select(plan, roots, platform, str(libc), bool(params.get("include_dev")),

@@ -176,10 +176,13 @@ def choose_wheel(
     return best[2] if best else None
 
 
-def get_page(url: str, accept: str) -> tuple[bytes, str, str]:
-    """GET an index page (a `PageFetch`): credentials come from the URL or from ~/.netrc, which
-    requests reads for the host as pip does. A `file://` index is a directory tree whose
-    project pages are `NAME/index.html`."""
+def get_page(url: str, accept: str, headers: dict[str, str] | None = None) -> tuple[bytes, str, str]:
+    """GET an index page (a `PageFetch`): `headers` carry the index's credentials
+    (external/python_auth.py), which never travel in the URL, so the final URL the page's links
+    resolve against holds none. A `file://` index is a directory tree whose project pages are
+    `NAME/index.html`."""
+    from pyimg.external.python_auth import without_userinfo
+
     if url.startswith("file://"):
         path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
         if path.endswith("/"):
@@ -189,9 +192,10 @@ def get_page(url: str, accept: str) -> tuple[bytes, str, str]:
     import requests
 
     try:
-        resp = requests.get(url, headers={"Accept": accept}, timeout=(10, 120))
+        resp = requests.get(without_userinfo(url), headers={"Accept": accept, **(headers or {})},
+                            timeout=(10, 120))
     except requests.RequestException as e:
         raise OSError(str(e)) from None
     if resp.status_code != 200:
         raise OSError(f"HTTP {resp.status_code}")
-    return resp.content, resp.headers.get("Content-Type", "text/html"), resp.url
+    return resp.content, resp.headers.get("Content-Type", "text/html"), without_userinfo(resp.url)

@@ -24,6 +24,7 @@ from typing import Any
 
 from pyimg.core.digest import canonical_json
 from pyimg.errors import IntegrityError, UserInputError
+from pyimg.external.python_auth import without_userinfo
 from pyimg.external.python_index import (
     ACCEPT,
     PageFetch,
@@ -84,9 +85,78 @@ def read_requirements(decl: PipLock, workspace: Path) -> list[PinnedRequirement]
     except (OSError, UnicodeDecodeError) as e:
         raise UserInputError(f"pip_lock '{decl.name}': cannot read {decl.source!r}: {e}",
                              origin=decl.origin) from None
-    if decl.is_pylock:
-        return parse_pylock(text, decl.source)
-    return parse_requirements(text, decl.source)
+    pins = parse_pylock(text, decl.source) if decl.is_pylock else parse_requirements(text, decl.source)
+    check_pyproject(decl, workspace, pins)
+    return pins
+
+
+def check_pyproject(decl: PipLock, workspace: Path, pins: list[PinnedRequirement]) -> None:
+    """Refuse a lock out of date with the declaration's pyproject.toml: each requirement of
+    `[project].dependencies` whose marker holds on some declared platform must be pinned, at a
+    version its specifier allows. It can be checked only when the dependencies are written
+    there (a static list); a pyproject.toml without `[project]`, or with `dependencies` in
+    `dynamic`, is not read further."""
+    import tomllib
+
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
+
+    if decl.pyproject is None:
+        return
+    path = decl.pyproject
+    try:
+        text = (workspace / path).read_text(encoding="utf-8")
+        doc = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"pip_lock '{decl.name}': cannot read {path!r}: {e}",
+                             origin=decl.origin) from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserInputError(f"not valid TOML: {e}", origin=path) from None
+    project = doc.get("project")
+    if not isinstance(project, dict) or "dependencies" in (project.get("dynamic") or []):
+        return
+    dependencies = project.get("dependencies") or []
+    if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
+        raise UserInputError("[project].dependencies must be a list of strings", origin=path)
+    lines = text.splitlines()
+    by_name = {p.name: p for p in pins}
+    for spec in dependencies:
+        origin = _origin_in(path, lines, spec)
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement as e:
+            raise UserInputError(f"not a requirement: {spec!r} ({e})", origin=origin) from None
+        platforms = [p for p in decl.platforms if req.marker is None or req.marker.evaluate(
+            {**marker_environment(decl.python_version, p), "extra": ""})]
+        if not platforms:
+            continue
+        name = canonical_name(req.name)
+        pin = by_name.get(name)
+        if pin is None or not any(_applies(pin, marker_environment(decl.python_version, p))
+                                  for p in platforms):
+            raise UserInputError(
+                f"pip_lock '{decl.name}': {decl.source} is out of date with {path}: it does not "
+                f"pin {spec!r}" + (f" for {platforms[0]}" if pin is not None else "")
+                + f"; compile {decl.source} again, then run `pyimg lock`", origin=origin)
+        try:
+            allowed = req.specifier.contains(Version(pin.version), prereleases=True)
+        except InvalidVersion:
+            allowed = False
+        if not allowed:
+            raise UserInputError(
+                f"pip_lock '{decl.name}': {decl.source} is out of date with {path}: it pins "
+                f"{name}=={pin.version} (at {pin.origin}), which {spec!r} does not allow; "
+                f"compile {decl.source} again, then run `pyimg lock`", origin=origin)
+
+
+def _origin_in(path: str, lines: list[str], spec: str) -> str:
+    """FILE:LINE:COL of the quoted string `spec` in a TOML file (its first occurrence)."""
+    for number, line in enumerate(lines, 1):
+        for quote in ('"', "'"):
+            col = line.find(quote + spec + quote)
+            if col >= 0:
+                return f"{path}:{number}:{col + 1}"
+    return path
 
 
 def _applies(req: PinnedRequirement, env: dict[str, str]) -> bool:
@@ -202,7 +272,7 @@ def _index_files(decl: PipLock, req: PinnedRequirement, fetch: PageFetch,
         try:
             body, content_type, final = fetch(url, ACCEPT)
         except OSError as e:
-            errors.append(f"{url}: {e}")
+            errors.append(f"{without_userinfo(url)}: {e}")
             continue
         files.extend(parse_index_page(body, content_type, final, f"pip_lock '{decl.name}'").files)
     if not files and errors:
@@ -256,7 +326,8 @@ def pip_lock_entry(decl: PipLock, workspace: Path, fetch: PageFetch,
             chosen[name] = WheelFile(wheel.filename, wheel.url, got)
         deps = _dependencies(by_name, wanted, env, platform, decl)
         wheels[platform] = {
-            name: {"deps": deps[name], "file": w.filename, "sha256": w.sha256, "url": w.url,
+            name: {"deps": deps[name], "file": w.filename, "sha256": w.sha256,
+                   "url": without_userinfo(w.url),
                    "version": wanted[name].version}
             for name, w in sorted(chosen.items())
         }
@@ -279,7 +350,8 @@ def _covered(decl: PipLock) -> dict[str, Any]:
     """What a lock entry must match to still describe the declaration."""
     return {
         "glibc": decl.glibc,
-        "index_urls": [decl.index_url, *decl.extra_index_urls],
+        # Credentials in a declared URL stay out of the lock (external/python_auth.py).
+        "index_urls": [without_userinfo(u) for u in (decl.index_url, *decl.extra_index_urls)],
         "kind": decl.kind,
         "musl": decl.musl,
         "platforms": list(decl.platforms),

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from pyimg.core.sri import Sri
     from pyimg.external.deb import DebPin
     from pyimg.external.npm_lock import NpmPackage, NpmTree
+    from pyimg.external.python_auth import IndexAuth
     from pyimg.external.python_lock import WheelPin
     from pyimg.oci.model import Descriptor
     from pyimg.registry.client import RegistryClient
@@ -189,6 +190,7 @@ class Repositories:
         self._done: dict[str, Path] = {}
         self._source_lock = threading.Lock()  # source_path() runs on executor threads
         self._npm: dict[str, NpmTree] = {}  # npm_lock name -> its checked lock
+        self._pip_auth: dict[str, IndexAuth] = {}  # pip_lock name -> its index credentials
 
     # -- plumbing
 
@@ -227,6 +229,10 @@ class Repositories:
             assert entry is not None
             if isinstance(decl, NpmLock):
                 self._npm_packages(decl)  # package.json may have moved on without the lock
+            if isinstance(decl, PipLock) and decl.pyproject is not None:
+                from pyimg.external.python_lock import read_requirements
+
+                read_requirements(decl, self.session.workspace)  # so may pyproject.toml
             return str(entry["digest"] if isinstance(decl, (OciPull, DebIndex, PipLock, NpmLock))
                        else entry["sha256"])
         if isinstance(decl, NpmLock):
@@ -827,7 +833,7 @@ class Repositories:
         try:
             tmp = tmp_dir / "download"
             try:
-                got = _download(url, tmp)
+                got = _download(url, tmp, self._index_auth(decl).headers(url))
             except OSError as e:
                 raise PyimgError(f"pip_lock '{decl.name}': download of {url} failed: {e}",
                                  origin=decl.origin) from None
@@ -839,6 +845,14 @@ class Repositories:
             return self.cas.path(self._store(tmp, Digest("sha256", got), False))
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    def _index_auth(self, decl: PipLock) -> IndexAuth:
+        """The declaration's index credentials, looked up once per command when first needed."""
+        from pyimg.external.python_auth import IndexAuth
+
+        if decl.name not in self._pip_auth:
+            self._pip_auth[decl.name] = IndexAuth((decl.index_url, *decl.extra_index_urls))
+        return self._pip_auth[decl.name]
 
     def _write_pip_repo(self, decl: PipLock, dest: Path) -> dict[str, Any]:
         from pyimg.external.python_lock import write_pip_repo
@@ -864,7 +878,7 @@ class Repositories:
 
         def page(url: str, accept: str) -> tuple[bytes, str, str]:
             self.downloads += 1
-            return get_page(url, accept)
+            return get_page(url, accept, self._index_auth(decl).headers(url))
 
         return pip_lock_entry(decl, self.session.workspace, page,
                           lambda url, sha: self._fetch_wheel(decl, url, sha))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pyimg.external.repositories import Repositories, lock_covers, read_lock, write_lock
+from pyimg.loading.module_file import PipLock
 
 __all__ = ["LockUpdate", "fetch_all", "update_lock"]
 
@@ -41,6 +42,11 @@ def update_lock(
             entry = repos.lock_entry(decl)
             if entry is not None and entry != old.get(decl.name):
                 result.changed.append(decl.name)
+        elif isinstance(decl, PipLock) and decl.pyproject is not None:
+            # So may a pip_lock's pyproject.toml (checked without the network).
+            from pyimg.external.python_lock import read_requirements
+
+            read_requirements(decl, workspace)
         if entry is not None:
             result.entries[decl.name] = entry
             on_pinned(decl.name, str(entry.get("digest") or entry.get("sha256")))

@@ -64,11 +64,12 @@ def deb_index(name, sources, keyring, architectures, packages, max_release_age_d
         "packages": packages, "max_release_age_days": max_release_age_days})
 
 def pip_lock(name, requirements = None, lock = None, python_version = None, platforms = None,
-             index_url = None, extra_index_urls = None, glibc = None, musl = None):
+             index_url = None, extra_index_urls = None, glibc = None, musl = None,
+             pyproject = None):
     _pyimg_declare(kind = "pip_lock", name = name, stack = call_stack(), attrs = {
         "requirements": requirements, "lock": lock, "python_version": python_version,
         "platforms": platforms, "index_url": index_url, "extra_index_urls": extra_index_urls,
-        "glibc": glibc, "musl": musl})
+        "glibc": glibc, "musl": musl, "pyproject": pyproject})
 def npm_lock(name, lock, package_json = None, registry = None, npmrc = None):
     _pyimg_declare(kind = "npm_lock", name = name, stack = call_stack(), attrs = {
         "lock": lock, "package_json": package_json, "registry": registry, "npmrc": npmrc})
@@ -185,6 +186,10 @@ class PipLock:
     extra_index_urls: tuple[str, ...] = ()
     glibc: str = "2.28"  # the newest manylinux the target's libc accepts
     musl: str | None = None  # set: musllinux wheels instead of manylinux
+    # The pyproject.toml whose [project].dependencies the lock must cover (python_lock.py), and
+    # the sha256 of its bytes: a change checks the lock again.
+    pyproject: str | None = None
+    pyproject_sha256: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -193,7 +198,7 @@ class PipLock:
     @property
     def workspace_files(self) -> tuple[str, ...]:
         """The workspace files the repository is made from (a build depends on them)."""
-        return (self.source,)
+        return (self.source,) if self.pyproject is None else (self.source, self.pyproject)
 
     @property
     def is_pylock(self) -> bool:
@@ -516,11 +521,35 @@ def _make_pip_lock(
         if value is not None and (not isinstance(value, str) or not _LIBC_VERSION.match(value)):
             raise bad(f"'{key}' must be a version like \"2.28\", got {value!r}")
         libc[key] = value if value is not None else default
+    pyproject, pyproject_sha256 = _pyproject(attrs.get("pyproject"), source, workspace, bad)
     return PipLock(
         name, origin, source, hashlib.sha256(data).hexdigest(), version,
         tuple(dict.fromkeys(platforms)), index_url.rstrip("/"),
         tuple(u.rstrip("/") for u in extra), libc["glibc"] or "2.28", libc["musl"],
+        pyproject, pyproject_sha256,
     )
+
+
+def _pyproject(
+    value: Any, source: str, workspace: Path, bad: Callable[[str], UserInputError]
+) -> tuple[str | None, str | None]:
+    """The pyproject.toml a pip_lock is checked against: the one named, else the one beside the
+    lock file when there is one; `pyproject = ""` checks none."""
+    import hashlib
+
+    if value == "":
+        return None, None
+    if value is None:
+        beside = source.rpartition("/")[0]
+        value = f"{beside}/pyproject.toml" if beside else "pyproject.toml"
+        if not (workspace / value).is_file():
+            return None, None
+    path = _workspace_file(value, "pyproject", bad)
+    try:
+        data = (workspace / path).read_bytes()
+    except OSError as e:
+        raise bad(f"cannot read {path!r}: {e.strerror or e}") from None
+    return path, hashlib.sha256(data).hexdigest()
 def _workspace_file(value: Any, key: str, bad: Callable[[str], UserInputError]) -> str:
     if not isinstance(value, str) or not value or value.startswith("/") or (
         ".." in value.split("/")

@@ -64,9 +64,12 @@ def test_public_registry_urls_move_to_a_mirror() -> None:
      "has no 'integrity'"),
     ({"": {}, "node_modules/y": _entry(resolved="git+ssh://git@github.com/y.git")}, None,
      "git, file: and directory dependencies are not supported"),
-    ({"": {}, "node_modules/y": {"resolved": "packages/y", "link": True}}, None,
-     "npm workspaces are not supported"),
-    ({"": {}, "packages/y": _entry()}, None, "npm workspaces are not supported"),
+    ({"": {}, "packages/y": _entry(), "node_modules/y": {"resolved": "packages/y", "link": True}},
+     None, "web/package-lock.json: package 'node_modules/y' is a link to the local directory "
+     "'packages/y' (an npm workspace or a `file:` dependency): pyimg installs only registry "
+     "tarballs pinned by integrity"),
+    ({"": {}, "packages/y": _entry()}, None,
+     "package 'packages/y' is a local directory, not a node_modules entry"),
     ({"": {}, "node_modules/y": _entry(bin={"y": "../../etc/passwd"})}, None,
      "points outside the package"),
     ({"": {}, "node_modules/y": _entry(bin={"../y": "y.js"})}, None, "is not a file name"),
