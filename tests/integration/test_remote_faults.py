@@ -26,7 +26,7 @@ genrule(name = "small", srcs = [":big"], outs = ["small.txt"], cmd = "wc -c < $<
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """One BuildGrid for the module (its start-up is most of a test's time)."""
-    grid = BuildGrid(tmp_path_factory.mktemp("buildgrid"), on_disk=True, lanes=6).start()
+    grid = BuildGrid(tmp_path_factory.mktemp("buildgrid"), on_disk=True, lanes=7).start()
     yield grid
     grid.stop()
 
@@ -190,3 +190,35 @@ def test_a_rebuild_after_one_edit_uploads_only_that_actions_outputs(tmp_path, gr
     (entry,) = new - {output_hash}
     result = re_pb2.ActionResult.FromString(_cas_blob(grid, entry))
     assert [(f.path, f.digest.hash) for f in result.output_files] == [("pyimg-out/p/edited.out", output_hash)]
+
+
+OPTED_IN = """\
+genrule(name = "fetched", outs = ["fetched.txt"], secrets = ["npm_token"],
+        remote_cache_secrets = True,
+        cmd = "test -s $$PYIMG_SECRET_npm_token && echo fetched with a token > $@")
+"""
+
+
+def test_an_action_that_opts_in_caches_only_its_outputs_remotely(tmp_path, grid):
+    value = b"s3cr3t-value-opted-in-but-never-sent"
+    secret = tmp_path / "token"
+    secret.write_bytes(value)
+    before = _cas_blobs(grid)
+    first = _ws(tmp_path, "first", OPTED_IN)
+    r = first.run("build", *grid.flags, "--secret", f"id=npm_token,src={secret}", "//p:fetched")
+    assert r.code == 0, r.err
+    assert "0 hits, 1 misses, 1 results uploaded" in r.err, r.err
+    output = first.out("p/fetched.txt").read_bytes()
+    new = _cas_blobs(grid) - before
+    assert hashlib.sha256(output).hexdigest() in new and len(new) == 2, new  # + ActionResult
+    for blob in (grid.workdir / "cas").rglob("*"):
+        if blob.is_file():
+            assert value not in blob.read_bytes(), blob
+    # Another machine, whose secret has another value, gets the result from the remote cache.
+    other = tmp_path / "other-token"
+    other.write_bytes(b"another value")
+    second = _ws(tmp_path, "second", OPTED_IN)
+    r = second.run("build", *grid.flags, "--secret", f"id=npm_token,src={other}", "//p:fetched")
+    assert r.code == 0, r.err
+    assert "1 hits, 0 misses" in r.err and "0 actions run" in r.err, r.err
+    assert second.out("p/fetched.txt").read_bytes() == output

@@ -63,8 +63,10 @@ class RemoteActionCache:
         return self._down
 
     def wants(self, action: Action) -> bool:
-        # Secrets never leave the machine, nor their keyed hashes (docs/remote.md, "Secrets").
-        return self._down is None and not action.secrets
+        # Secrets never leave the machine, nor their keyed hashes (docs/remote.md, "Secrets"):
+        # an action with secrets is cached remotely only when its rule opts in, and its remote
+        # key (remote/mapping.py) holds no keyed hash of them.
+        return self._down is None and (not action.secrets or action.remote_cache_secrets)
 
     def executes(self, action: Action) -> bool:
         return False  # a cache only (remote/execution.py runs actions remotely)
