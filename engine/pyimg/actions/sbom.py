@@ -35,11 +35,13 @@ from urllib.parse import quote
 
 from pyimg.actions._common import input_path, params_dict
 from pyimg.actions.builtins import builtin
-from pyimg.actions.deb_layer import read_deb, through_links
+from pyimg.actions.deb_layer import through_links
 from pyimg.core.builtin import BuiltinCall
+from pyimg.core.digest import Digest
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed
 from pyimg.oci.config import config_platform, layer_diff_ids
+from pyimg.oci.deb import DebCache, read_deb
 from pyimg.oci.layout import Layout
 from pyimg.oci.media_types import INDEXES
 from pyimg.oci.model import load_json
@@ -137,11 +139,16 @@ def file_package(exec_path: str, sha256: str, download_url: str = "") -> dict[st
 # -- Debian packages
 
 
-def deb_package(path: Path, scratch: Path, what: str) -> dict[str, Any]:
+def deb_package(path: Path, scratch: Path, what: str, cache: DebCache | None = None,
+                digest: Digest | None = None) -> dict[str, Any]:
     """A `.deb` as an SBOM package: name, version, architecture, the DEP-5 licences of its
-    copyright file and the paths it ships (as deb_layer writes them into a layer)."""
+    copyright file and the paths it ships (as deb_layer writes them into a layer). With a
+    `cache` and the package's `digest`, read from its decoded entry (made when there is none)."""
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        deb = read_deb(path, Path(tmp), what)
+        if cache is not None and digest is not None:
+            deb = cache.read(path, digest, what)
+        else:
+            deb = read_deb(path, Path(tmp), what)
         fields = _control_fields(deb.control.decode("utf-8", "replace"))
         copyright_path = f"usr/share/doc/{deb.name}/copyright"
         licenses: list[str] = []
@@ -594,11 +601,13 @@ def oci_sbom(call: BuiltinCall) -> None:
     desc = layout.resolve(None)
     count = 0 if desc.media_type in INDEXES else len(layout.manifest(desc).layers)
     scratch = Path(tempfile.mkdtemp())
+    debs = DebCache(call.content_store) if call.content_store is not None else None
     try:
         def package(path: str) -> dict[str, Any] | None:
             sha256 = str(call.input_digests[path]).removeprefix("sha256:")
             if path.endswith(".deb"):
-                p = deb_package(input_path(call, path, "oci_sbom: deb"), scratch, path)
+                p = deb_package(input_path(call, path, "oci_sbom: deb"), scratch, path,
+                                debs, call.input_digests[path])
                 return {**p, "id": f"deb:{p['purl']}", "sha256": sha256}
             return file_package(path, sha256) if path.startswith("external/") else None
 

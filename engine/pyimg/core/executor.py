@@ -438,6 +438,7 @@ class ActionExecutor:
             jobs=self.ctx.jobs,
             check_cancelled=self._check_cancelled,
             lazy_blobs=self.ctx.lazy_blobs,
+            content_store=self.cas,
             warn=lambda message: self.ctx.warn(
                 (f"{action.origin}: " if action.origin else "")
                 + f"{action.describe()}: {message}"
