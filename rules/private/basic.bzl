@@ -97,6 +97,7 @@ def _genrule_impl(ctx):
         env = ctx.attr.env,
         cache_dirs = ctx.attr.cache_dirs,
         secrets = ctx.attr.secrets,
+        remote_cache_secrets = ctx.attr.remote_cache_secrets,
         mnemonic = "Genrule",
         progress_message = ctx.attr.message or ("Generating " + ", ".join(ctx.attr.outs)),
     )
@@ -118,6 +119,7 @@ character comes in single quotes (as `shlex.quote` writes it), so do not quote t
         "env": attr.string_dict(doc = "Environment variables for the command (nothing else leaks in)."),
         "cache_dirs": attr.string_dict(doc = "Persistent read-write directories, `{ENV_VAR: name}`: in no key and no output."),
         "secrets": attr.string_list(doc = "Ids of `--secret`s the command may read through `$PYIMG_SECRET_<id>`."),
+        "remote_cache_secrets": attr.bool(default = False, doc = "Cache this action remotely although it has `secrets` (never executed remotely): only its outputs and their `ActionResult` go up, under a remote key without the secrets, whose keyed hashes stay local. Only for a command whose outputs do not depend on the secret's value (a token that authenticates a download): another value gets the same remote result."),
         "message": attr.string(doc = "Progress message shown while the command runs."),
     },
 )

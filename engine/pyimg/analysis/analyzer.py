@@ -503,7 +503,8 @@ class Analyzer:
     def _declare_action(self, kind: str, stack: str, outputs: Any, inputs: Any = None, executable: Any = None,
                 tools: Any = None, arguments: Any = None, env: Any = None, mnemonic: str = "Action",
                 progress_message: Any = None, params: Any = None, builtin: str = "",
-                cache_dirs: Any = None, secrets: Any = None, host_tools: Any = None) -> None:
+                cache_dirs: Any = None, secrets: Any = None, host_tools: Any = None,
+                remote_cache_secrets: Any = False) -> None:
         cur = self._cur()
         origin = self._user_origin(stack)
         label = str(cur.target.label)
@@ -557,6 +558,7 @@ class Analyzer:
             builtin=builtin or "",
             cache_dirs=tuple(sorted((cache_dirs or {}).items())),
             secrets=tuple(sorted(secrets or [])),
+            remote_cache_secrets=bool(remote_cache_secrets),
             host_tools=tuple(sorted(set(host))),
             host_tool_specs=tuple(specs),
             owner=label,

@@ -47,6 +47,9 @@ class Action:
     builtin: str = ""  # name of the builtin for kind == builtin
     cache_dirs: tuple[tuple[str, str], ...] = ()  # (env var, cache dir name): not in outputs
     secrets: tuple[str, ...] = ()  # secret ids; the key holds their HMAC, never their value
+    # The user's opt-in to cache an action with secrets remotely (docs/remote.md, "Secrets"): in
+    # no key (it changes where a result is kept, never what it is).
+    remote_cache_secrets: bool = False
     host_tools: tuple[str, ...] = ()  # absolute host paths of declared host tools (e.g. /usr/bin/cc)
     # (path, identity mode, data paths) of the host tools declared with more than their path;
     # any other host tool is ("auto", no data): core/tool_identity.py

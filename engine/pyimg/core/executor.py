@@ -263,9 +263,33 @@ class ActionExecutor:
         return key, components, ExecutionRecord(action, key, components, True, cached,
                                                 served="local")
 
+    def looks_up_remotely(self, action: Action) -> bool:
+        """Whether a local miss of `action` is asked of the remote cache (`remote_lookup`)."""
+        return self.ctx.remote is not None and self.ctx.remote.wants(action)
+
+    def remote_lookup(
+        self, action: Action, key: Digest, components: dict[str, Any]
+    ) -> tuple[ExecutionRecord | None, RemoteRequest]:
+        """Ask the remote cache for an action the local cache missed: its record on a hit (the
+        outputs in the store, level one filled), and the request, for `execute` on a miss.
+        A network round trip: the scheduler calls it on threads of its own, many at a time."""
+        assert self.ctx.remote is not None
+        start = time.monotonic()
+        request = self._remote_request(action, key, components)
+        hit = self.ctx.remote.lookup(request)
+        if hit is None:
+            return None, request
+        self.cache.put(key, hit)  # its blobs are in the store: level one has it now
+        self.record_result(action, hit)
+        return ExecutionRecord(action, key, components, True, hit, time.monotonic() - start,
+                               served="remote"), request
+
     def execute(
-        self, action: Action, looked_up: tuple[Digest, dict[str, Any]] | None = None
+        self, action: Action, looked_up: tuple[Digest, dict[str, Any]] | None = None,
+        remote_missed: RemoteRequest | None = None,
     ) -> ExecutionRecord:
+        """Run `action` unless a cache has it. `remote_missed` is the request of a remote
+        lookup that already missed (`remote_lookup`): it is not asked again."""
         start = time.monotonic()
         if looked_up is None:
             key, components, record = self.lookup(action)
@@ -274,16 +298,12 @@ class ActionExecutor:
         else:
             key, components = looked_up
         remote = self.ctx.remote
-        request = None
-        if remote is not None and remote.wants(action):
-            # Here, on a worker thread: a remote lookup is a network round trip.
-            request = self._remote_request(action, key, components)
-            hit = remote.lookup(request)
-            if hit is not None:
-                self.cache.put(key, hit)  # its blobs are in the store: level one has it now
-                self.record_result(action, hit)
-                return ExecutionRecord(action, key, components, True, hit,
-                                       time.monotonic() - start, served="remote")
+        request = remote_missed
+        if remote is not None and request is None and remote.wants(action):
+            record, request = self.remote_lookup(action, key, components)
+            if record is not None:
+                return record
+        if remote is not None and request is not None:
             if remote.executes(action):
                 ran = remote.execute(request)
                 if ran is not None:

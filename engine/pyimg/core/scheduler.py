@@ -23,6 +23,11 @@ __all__ = ["ActionGraph", "BuildOutcome", "Scheduler"]
 
 # What a worker reports for one action: the action, and its record or the error it raised.
 _Finished = tuple[Action, ExecutionRecord | None, BaseException | None]
+# Remote cache lookups in flight at once. A lookup waits on the network and the server, not on
+# this machine's cores, so they do not take the `jobs` slots of actions that run here. Servers
+# cap the calls they serve at once (BuildGrid: 5 per core, 10 on two cores, and answers
+# RESOURCE_EXHAUSTED past it), and uploads of the `jobs` workers share the channel: keep below.
+REMOTE_LOOKUPS = 6
 
 
 class ActionGraph:
@@ -151,21 +156,41 @@ class Scheduler:
         done_q: queue.Queue[_Finished] = queue.Queue()
         outcome = BuildOutcome()
 
-        work_q: queue.Queue[tuple[Action, tuple[Any, Any]] | None] = queue.Queue()
+        work_q: queue.Queue[tuple[Action, tuple[Any, Any], Any] | None] = queue.Queue()
+        lookup_q: queue.Queue[tuple[Action, Any, Any] | None] = queue.Queue()
+
+        def remote_lookup() -> None:
+            """A local miss asked of the remote cache: a hit is done here, a miss goes on to a
+            worker (with the request, so that it is not asked twice)."""
+            while True:
+                item = lookup_q.get()
+                if item is None:
+                    return
+                action, key, components = item
+                try:
+                    record, request = self.executor.remote_lookup(action, key, components)
+                except BaseException as e:  # noqa: BLE001 - reported through the queue
+                    done_q.put((action, None, e))
+                    continue
+                if record is not None:
+                    done_q.put((action, record, None))
+                else:
+                    work_q.put((action, (key, components), request))
 
         def worker() -> None:
             while True:
                 item = work_q.get()
                 if item is None:
                     return
-                action, looked_up = item
+                action, looked_up, remote_missed = item
                 result: _Finished
                 try:
                     if not cancel.is_set():
                         # Here, not when queued: the queue holds every ready action, and a
                         # display of running actions must show only the `jobs` that run.
                         self.on_start(action)
-                    result = (action, self.executor.execute(action, looked_up), None)
+                    result = (action, self.executor.execute(action, looked_up, remote_missed),
+                              None)
                 except BaseException as e:  # noqa: BLE001 - reported through the queue
                     result = (action, None, e)
                 try:
@@ -182,6 +207,10 @@ class Scheduler:
                     heapq.heappush(ready, (index[id(dep)], position[id(dep)]))
 
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.jobs)]
+        lookers = [threading.Thread(target=remote_lookup, daemon=True)
+                   for _ in range(REMOTE_LOOKUPS if self.executor.ctx.remote is not None else 0)]
+        for t in lookers:
+            t.start()
         for t in threads:
             t.start()
         running = 0
@@ -201,7 +230,11 @@ class Scheduler:
                     if hit is not None:
                         complete(action, hit)  # served here: no worker round trip
                         continue
-                    work_q.put((action, (key, components)))
+                    if lookers and not cancel.is_set() and \
+                            self.executor.looks_up_remotely(action):
+                        lookup_q.put((action, key, components))
+                    else:
+                        work_q.put((action, (key, components), None))
                     running += 1
                 if not running:
                     break
@@ -229,6 +262,8 @@ class Scheduler:
         finally:
             for _ in threads:
                 work_q.put(None)
+            for _ in lookers:
+                lookup_q.put(None)
         return outcome
 
     @staticmethod

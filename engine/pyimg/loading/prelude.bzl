@@ -161,7 +161,7 @@ def _write(output, content, is_executable = False, mnemonic = "FileWrite", progr
         stack = call_stack(),
     )
 
-def _run(outputs, inputs = [], executable = None, tools = [], arguments = [], env = {}, mnemonic = "Action", progress_message = None, cache_dirs = {}, secrets = [], host_tools = []):
+def _run(outputs, inputs = [], executable = None, tools = [], arguments = [], env = {}, mnemonic = "Action", progress_message = None, cache_dirs = {}, secrets = [], host_tools = [], remote_cache_secrets = False):
     _pyimg_action(
         spec = json.encode(dict(
             kind = "run",
@@ -176,11 +176,12 @@ def _run(outputs, inputs = [], executable = None, tools = [], arguments = [], en
             cache_dirs = cache_dirs,
             secrets = secrets,
             host_tools = host_tools,
+            remote_cache_secrets = remote_cache_secrets,
         )),
         stack = call_stack(),
     )
 
-def _run_shell(outputs, command, inputs = [], tools = [], arguments = [], env = {}, mnemonic = "Action", progress_message = None, cache_dirs = {}, secrets = [], host_tools = []):
+def _run_shell(outputs, command, inputs = [], tools = [], arguments = [], env = {}, mnemonic = "Action", progress_message = None, cache_dirs = {}, secrets = [], host_tools = [], remote_cache_secrets = False):
     _run(
         outputs = outputs,
         inputs = inputs,
@@ -193,6 +194,7 @@ def _run_shell(outputs, command, inputs = [], tools = [], arguments = [], env = 
         cache_dirs = cache_dirs,
         secrets = secrets,
         host_tools = host_tools,
+        remote_cache_secrets = remote_cache_secrets,
     )
 
 def _builtin(kind, params, outputs, inputs = [], mnemonic = None, progress_message = None):

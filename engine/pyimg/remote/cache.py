@@ -3,8 +3,9 @@
 A lookup is GetActionResult on the action's REAPI digest (remote/mapping.py), then every
 output blob the local store lacks, downloaded and verified; only a result whose outputs are
 exactly the action's declared ones, all present, is a hit. An upload sends the outputs (and the
-Action, the Command and the output Trees) the server lacks, then UpdateActionResult: the entry is
-written only after every blob it names is on the server.
+output Trees) the server lacks, then UpdateActionResult: the entry is written only after every
+blob it names is on the server. The Action, the Command and the inputs are not uploaded: only an
+executor reads them (remote/execution.py sends them).
 
 The cache never fails a build (docs/remote.md, "When the cache fails"): the first call that fails
 (down, slow past --remote-timeout, refused) makes it warn once and stand aside for the rest of
@@ -50,6 +51,9 @@ class RemoteActionCache:
         self.misses = 0
         self.uploads = 0
         self.refused = 0  # results refused for bad bytes or shapes
+        # The mapping of each action that missed, by pyimg key, until its upload: the input
+        # root is built once per action, not once for the lookup and again for the upload.
+        self._missed: dict[str, MappedAction] = {}
 
     def close(self) -> None:
         self._close()
@@ -59,8 +63,10 @@ class RemoteActionCache:
         return self._down
 
     def wants(self, action: Action) -> bool:
-        # Secrets never leave the machine, nor their keyed hashes (docs/remote.md, "Secrets").
-        return self._down is None and not action.secrets
+        # Secrets never leave the machine, nor their keyed hashes (docs/remote.md, "Secrets"):
+        # an action with secrets is cached remotely only when its rule opts in, and its remote
+        # key (remote/mapping.py) holds no keyed hash of them.
+        return self._down is None and (not action.secrets or action.remote_cache_secrets)
 
     def executes(self, action: Action) -> bool:
         return False  # a cache only (remote/execution.py runs actions remotely)
@@ -69,8 +75,18 @@ class RemoteActionCache:
         return None
 
     def _map(self, request: RemoteRequest) -> MappedAction:
+        with self._lock:
+            mapped = self._missed.pop(request.key.hex, None)
+        if mapped is not None:
+            return mapped
         return map_action(request.action, request.components, request.inputs,
                           request.input_dirs, self.format_version)
+
+    def _keep(self, request: RemoteRequest, mapped: MappedAction) -> None:
+        """Keep the mapping of an action that missed for its upload (`_map` takes it back)."""
+        if self.options.upload:
+            with self._lock:
+                self._missed[request.key.hex] = mapped
 
     def lookup(self, request: RemoteRequest) -> ActionResult | None:
         if self._down is not None:
@@ -80,6 +96,7 @@ class RemoteActionCache:
             remote = self.client.get_action_result(mapped.digest)
             if remote is None or remote.exit_code != 0:
                 self._count("misses")
+                self._keep(request, mapped)
                 return None
             result = self._local_result(request.action, remote)
             self.client.download(
@@ -115,11 +132,10 @@ class RemoteActionCache:
         if self._down is not None or not self.options.upload:
             return
         mapped = self._map(request)
-        blobs: list[UploadBlob] = [
-            UploadBlob(re_pb2.Digest(hash=h, size_bytes=len(data)), data=data)
-            for h, data in sorted(mapped.blobs.items())
-            if h in (mapped.digest.hash, mapped.action.command_digest.hash)
-        ]
+        # Only what the entry names: the outputs and their Trees. The Action, the Command and
+        # the input root are what an executor reads; a cache keyed by the Action's digest
+        # never does, so they stay home (as Bazel's uploads do), and the inputs with them.
+        blobs: list[UploadBlob] = []
         remote = re_pb2.ActionResult(exit_code=0)
         for path, f in sorted(result.files.items()):
             remote.output_files.add(path=path, digest=file_digest(f), is_executable=f.executable)

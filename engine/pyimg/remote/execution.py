@@ -60,7 +60,9 @@ class RemoteExecution(RemoteActionCache):
         self.fell_back = 0
 
     def wants(self, action: Action) -> bool:
-        return not action.secrets and (self.down is None or self.executes(action))
+        if action.secrets:
+            return super().wants(action)  # cached with the opt-in, never executed remotely
+        return self.down is None or self.executes(action)
 
     def executes(self, action: Action) -> bool:
         return action.kind == KIND_RUN and not action.secrets and not action.cache_dirs

@@ -26,7 +26,7 @@ class FakeExecutor:
 
     def __init__(self, hits: set[str] = frozenset(), fail: set[str] = frozenset(),  # type: ignore[assignment]
                  seconds: float = 0.03) -> None:
-        self.ctx = SimpleNamespace(cancel=threading.Event())
+        self.ctx = SimpleNamespace(cancel=threading.Event(), remote=None)
         self.hits, self.fail, self.seconds = hits, fail, seconds
         self.lock = threading.Lock()
         self.order: list[str] = []
@@ -41,7 +41,7 @@ class FakeExecutor:
         hit = self._record(action, True) if action.outputs[0] in self.hits else None
         return digest_bytes(action.outputs[0].encode()), {}, hit
 
-    def execute(self, action: Action, looked_up: Any) -> ExecutionRecord:
+    def execute(self, action: Action, looked_up: Any, remote_missed: Any = None) -> ExecutionRecord:
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
@@ -152,3 +152,48 @@ def test_with_one_job_independent_actions_start_in_the_graphs_order() -> None:
     executor = FakeExecutor(seconds=0.01)
     _, display = _run(actions, executor, jobs=1)
     assert display.started == [f"x{i}" for i in range(5)]  # goals sorted, a stable heap
+
+
+class RemoteExecutor(FakeExecutor):
+    """A fake with a remote cache: `remote_hits` are served by it; every lookup waits at a
+    barrier of `together` parties, so that they pass only when that many are in flight."""
+
+    def __init__(self, remote_hits: set[str], together: int) -> None:
+        super().__init__()
+        self.ctx.remote = object()
+        self.remote_hits = remote_hits
+        self.barrier = threading.Barrier(together, timeout=60)
+        self.asked: list[str] = []
+        self.missed: dict[str, Any] = {}
+
+    def looks_up_remotely(self, action: Action) -> bool:
+        return True
+
+    def remote_lookup(self, action: Action, key: Any, components: Any) -> tuple[Any, Any]:
+        self.barrier.wait()
+        with self.lock:
+            self.asked.append(action.outputs[0])
+        if action.outputs[0] in self.remote_hits:
+            return self._record(action, True), None
+        return None, f"request of {action.outputs[0]}"
+
+    def execute(self, action: Action, looked_up: Any, remote_missed: Any = None) -> ExecutionRecord:
+        with self.lock:
+            self.missed[action.outputs[0]] = remote_missed
+        return super().execute(action, looked_up, remote_missed)
+
+
+def test_remote_lookups_run_side_by_side_outside_the_job_slots() -> None:
+    # Four independent actions and one job: the four lookups meet at the barrier only if the
+    # scheduler has them in flight together, which the one worker could not.
+    graph = ActionGraph([_action(f"o{i}") for i in range(4)])
+    executor = RemoteExecutor(remote_hits={"o0", "o1", "o2"}, together=4)
+    display = Display(jobs=1)
+    outcome = Scheduler(executor, jobs=1, on_start=display.start,  # type: ignore[arg-type]
+                        on_end=display.end).run(graph, [f"o{i}" for i in range(4)])
+    assert sorted(executor.asked) == ["o0", "o1", "o2", "o3"]
+    assert sorted(r.action.outputs[0] for r in outcome.records) == ["o0", "o1", "o2", "o3"]
+    # A remote hit takes no worker; the miss runs once, told that the remote already missed.
+    assert executor.order == ["o3"]
+    assert executor.missed == {"o3": "request of o3"}
+    assert display.started == ["o3"]
