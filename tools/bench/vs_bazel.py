@@ -279,7 +279,7 @@ def measure(size: int, rounds: int, tmp: Path, warmup: bool) -> dict[str, object
         for r in range(rounds):
             order = tools if r % 2 == 0 else tools[::-1]
 
-            def each(scenario: str) -> None:
+            def each(scenario: str, order: list[Pyimg | Bazel] = order, r: int = r) -> None:
                 for t in order:
                     run = t.build()
                     results.add(scenario, t.name, run)
