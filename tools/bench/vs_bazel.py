@@ -262,7 +262,7 @@ def check_outputs_agree(ws: Workspaces, tools: list[Pyimg | Bazel], sample: int 
     return len(labels)
 
 
-def measure(size: int, rounds: int, tmp: Path, warmup: bool) -> dict[str, object]:
+def measure(size: int, rounds: int, tmp: Path, warmup: bool, skip: set[str]) -> dict[str, object]:
     root = tmp / f"size-{size}"
     ws = write_workspaces(root, size)
     pyimg = Pyimg(ws.pyimg, root / "pyimg")
@@ -280,6 +280,8 @@ def measure(size: int, rounds: int, tmp: Path, warmup: bool) -> dict[str, object
             order = tools if r % 2 == 0 else tools[::-1]
 
             def each(scenario: str, order: list[Pyimg | Bazel] = order, r: int = r) -> None:
+                if scenario in skip:
+                    return
                 for t in order:
                     run = t.build()
                     results.add(scenario, t.name, run)
@@ -293,8 +295,9 @@ def measure(size: int, rounds: int, tmp: Path, warmup: bool) -> dict[str, object
             each("no-op")
             edit(ws, ws.source(ws.leaf), f"leaf edit, round {r}\n")
             each("leaf source edited")
-            edit(ws, ws.source(ws.root), f"root edit, round {r}\n")
-            each("root source edited")
+            if "root source edited" not in skip:
+                edit(ws, ws.source(ws.root), f"root edit, round {r}\n")
+                each("root source edited")
             for path in (ws.pyimg / f"{build_pkg}/BUILD.pyimg", ws.bazel / f"{build_pkg}/BUILD.bazel"):
                 path.write_text(path.read_text() + f"# edit {r}\n")
             each("BUILD file comment")
@@ -314,7 +317,7 @@ def measure(size: int, rounds: int, tmp: Path, warmup: bool) -> dict[str, object
         "pyimg_peak_rss_mib": pyimg_peak / 1024, "bazel_server_vmhwm_mib": bazel_hwm / 1024,
         "scenarios": {},
     }
-    for s in SCENARIOS:
+    for s in (s for s in SCENARIOS if s not in skip):
         p, b = results.runs[(s, "pyimg")], results.runs[(s, "Bazel")]
         report["scenarios"][s] = {  # type: ignore[index]
             "pyimg": [r.seconds for r in p], "bazel": [r.seconds for r in b],
@@ -350,6 +353,9 @@ def main() -> int:
                     help="rounds per size (one number for all, or one per size)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="skip the untimed build and clean before round 1")
+    ap.add_argument("--skip", action="append", default=[], choices=SCENARIOS[1:],
+                    help="a scenario not to run (repeatable): the root edit takes as long as a "
+                         "cold build")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--tmp", type=Path, help="where the workspaces go (default: a temp dir)")
     args = ap.parse_args()
@@ -364,7 +370,7 @@ def main() -> int:
     reports = []
     with tempfile.TemporaryDirectory(prefix="pyimg-vs-bazel-", dir=args.tmp) as tmp:
         for size, n in zip(sizes, rounds, strict=True):
-            rep = measure(size, n, Path(tmp), args.warmup)
+            rep = measure(size, n, Path(tmp), args.warmup, set(args.skip))
             reports.append(rep)
             print_table(rep)
             if args.json:
