@@ -176,8 +176,9 @@ def timed(argv: list[str], cwd: Path, log: Path) -> tuple[float, int, str]:
 class Pyimg:
     name = "pyimg"
 
-    def __init__(self, ws: Path, state: Path) -> None:
+    def __init__(self, ws: Path, state: Path, program: str = PYIMG) -> None:
         self.ws = ws
+        self.program = program
         self.cache = state / "disk-cache"
         self.output_base = state / "output-base"
         self.log = state / "last.log"
@@ -187,7 +188,7 @@ class Pyimg:
             shutil.rmtree(d, ignore_errors=True)
 
     def build(self) -> Run:
-        argv = [PYIMG, "build", "--disk-cache", str(self.cache), "--output-base",
+        argv = [self.program, "build", "--disk-cache", str(self.cache), "--output-base",
                 str(self.output_base), "//..."]
         seconds, peak, text = timed(argv, self.ws, self.log)
         m = re.search(r"Build completed: (\d+) actions run", text)
@@ -262,10 +263,11 @@ def check_outputs_agree(ws: Workspaces, tools: list[Pyimg | Bazel], sample: int 
     return len(labels)
 
 
-def measure(size: int, rounds: int, tmp: Path, warmup: bool, skip: set[str]) -> dict[str, object]:
+def measure(size: int, rounds: int, tmp: Path, warmup: bool, skip: set[str],
+            program: str = PYIMG) -> dict[str, object]:
     root = tmp / f"size-{size}"
     ws = write_workspaces(root, size)
-    pyimg = Pyimg(ws.pyimg, root / "pyimg")
+    pyimg = Pyimg(ws.pyimg, root / "pyimg", program)
     bazel = Bazel(ws.bazel, root / "bazel")
     tools: list[Pyimg | Bazel] = [pyimg, bazel]
     results = Results()
@@ -356,6 +358,9 @@ def main() -> int:
     ap.add_argument("--skip", action="append", default=[], choices=SCENARIOS[1:],
                     help="a scenario not to run (repeatable): the root edit takes as long as a "
                          "cold build")
+    ap.add_argument("--pyimg", default=PYIMG,
+                    help="the pyimg program (e.g. one of a snapshot of the engine, so that a long "
+                         "run does not pick up edits of the checkout)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--tmp", type=Path, help="where the workspaces go (default: a temp dir)")
     args = ap.parse_args()
@@ -370,7 +375,7 @@ def main() -> int:
     reports = []
     with tempfile.TemporaryDirectory(prefix="pyimg-vs-bazel-", dir=args.tmp) as tmp:
         for size, n in zip(sizes, rounds, strict=True):
-            rep = measure(size, n, Path(tmp), args.warmup, set(args.skip))
+            rep = measure(size, n, Path(tmp), args.warmup, set(args.skip), args.pyimg)
             reports.append(rep)
             print_table(rep)
             if args.json:
