@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark of pyimg and Bazel 4.2.3 on one generated genrule workspace (issue 17).
+"""Side-by-side benchmark of pyimg and Bazel 4.2.3 on one generated genrule workspace.
 
     .venv/bin/python tools/bench/vs_bazel.py --targets 1000,10000,50000 --rounds 3,2,1
+
+Figures and what they mean: docs/benchmarks.md, "Scale: pyimg vs Bazel 4.2.3".
 
 Bazel is Debian's `bazel-bootstrap` (`tools/setup --bench` installs it). For each size, the
 graph of tools/bench/workspace_gen.py (targets/5 packages, up to 3 deps per genrule, `cat $(SRCS)

@@ -74,7 +74,7 @@ def save_build_record(output_base: Path, data: dict[str, Any]) -> None:
 
     The records are merged as the JSON text of each entry, never parsed whole: at 10,000 actions
     the last record is 10 MB of text but 80 MiB of Python objects, held at the end of a build
-    beside everything else the build holds (issue 17).
+    beside everything else the build holds (docs/benchmarks.md, "Scale").
     """
     raw = canonical_json(data)
     base_raw = _read_bytes(output_base / LAST)

@@ -137,7 +137,7 @@ def _action_entry(i: int, build: int) -> dict:
 
 def test_a_save_never_holds_the_older_records_as_objects(tmp_path):
     # At 10,000 actions the last record is 10 MB of JSON but 80 MiB of objects once parsed, and
-    # a build saved it with everything else it holds still in memory (issue 17). Parsed whole,
+    # a build saved it with everything else it holds still in memory (docs/benchmarks.md, "Scale"). Parsed whole,
     # the two older records took this save's peak to over 10 times the file's size.
     n = 3000
     save_build_record(tmp_path, {f"a{i}": _action_entry(i, 1) for i in range(n)})

@@ -76,7 +76,7 @@ def test_render_report_reads_the_digests(tmp_path):
 
 def test_writing_the_lines_does_not_hold_the_file_in_memory(tmp_path):
     # At the end of a build of 10,000 actions the lines are 12 MB, written beside everything else
-    # the build holds (issue 17): joined first, they were in memory twice more.
+    # the build holds (docs/benchmarks.md, "Scale"): joined first, they were in memory twice more.
     import tracemalloc
 
     lines = [json.dumps({"i": i, "pad": "x" * 500}).encode() for i in range(4000)]
