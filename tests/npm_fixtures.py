@@ -29,6 +29,7 @@ class Pkg:
     cpu: list[str] = field(default_factory=list)
     dependencies: dict[str, str] = field(default_factory=dict)
     optional_dependencies: dict[str, str] = field(default_factory=dict)
+    license: str | None = None  # package.json's `license`
 
     @property
     def base(self) -> str:
@@ -36,6 +37,8 @@ class Pkg:
 
     def manifest(self) -> dict[str, object]:
         m: dict[str, object] = {"name": self.name, "version": self.version}
+        if self.license is not None:
+            m["license"] = self.license
         for key, value in (("bin", self.bin), ("os", self.os), ("cpu", self.cpu),
                            ("dependencies", self.dependencies),
                            ("optionalDependencies", self.optional_dependencies)):

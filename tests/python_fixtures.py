@@ -36,6 +36,7 @@ class Wheel:
     extras: tuple[str, ...] = ()  # Provides-Extra
     console_scripts: Mapping[str, str] = field(default_factory=dict)  # name -> "mod:func"
     executable: tuple[str, ...] = ()  # paths in the wheel with the exec bit
+    metadata: tuple[str, ...] = ()  # further METADATA lines ("License-Expression: MIT")
 
     @property
     def dist(self) -> str:
@@ -57,6 +58,7 @@ def make_wheel(out_dir: Path, wheel: Wheel) -> Path:
     metadata = ["Metadata-Version: 2.1", f"Name: {wheel.name}", f"Version: {wheel.version}"]
     metadata += [f"Provides-Extra: {e}" for e in wheel.extras]
     metadata += [f"Requires-Dist: {r}" for r in wheel.requires]
+    metadata += list(wheel.metadata)
     pure = "true" if wheel.tag.endswith("-none-any") else "false"
     files[f"{info}/METADATA"] = ("\n".join(metadata) + "\n\n").encode()
     files[f"{info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: pyimg-tests\nRoot-Is-Purelib: {pure}\n"

@@ -51,21 +51,6 @@ def _deb_layer_impl(ctx):
     for f in debs:
         if not f.basename.endswith(".deb"):
             fail("attribute 'debs': %s is not a .deb file" % f.short_path)
-    architectures = deb_architectures(debs)
-    if len(architectures) > 1:
-        names = sorted(architectures.keys())
-        fail("attribute 'debs': packages of two architectures in one layer: %s (%s) and %s (%s)" % (
-            architectures[names[0]].short_path,
-            names[0],
-            architectures[names[1]].short_path,
-            names[1],
-        ))
-    fragment = ctx.fragments.platform
-    if fragment.platform_requested:
-        # In the default configuration the image says which platform it is (oci.bzl checks).
-        problem = deb_platform_problem(debs, fragment.platform)
-        if problem:
-            fail("attribute 'debs': " + problem)
     for name, ids in ctx.attr.users.items():
         parts = ids.split(":")
         if len(parts) > 2 or len([p for p in parts if not p.isdigit()]) > 0:
@@ -79,6 +64,10 @@ def _deb_layer_impl(ctx):
         "users": ctx.attr.users,
         "groups": ctx.attr.groups,
     }
+    if ctx.fragments.platform.platform_requested:
+        # The builtin checks each package's own `Architecture` field against it (a file name
+        # may lie); in the default configuration the image says which platform it is.
+        params["platform"] = ctx.fragments.platform.platform
     ctx.actions.builtin(
         kind = "deb_layer",
         params = params,
@@ -96,7 +85,7 @@ deb_layer = rule(
     fragments = ["platform"],
     doc = "One canonical layer of Debian packages: the data of every `.deb` (modes, owners and links as the package says), a dpkg status record per package, optional users and groups. No maintainer script runs (see docs/debian.md).",
     attrs = {
-        "debs": attr.label_list(allow_files = True, mandatory = True, doc = "The `.deb` files of one architecture, e.g. `@debian//amd64:packages`. A path two packages ship with different content is an error naming both. Built for a platform, packages of another architecture (read from the file name, `NAME_VERSION_ARCH.deb`; `all` fits any) are an error naming both."),
+        "debs": attr.label_list(allow_files = True, mandatory = True, doc = "The `.deb` files of one architecture, e.g. `@debian//amd64:packages`. A path two packages ship with different content is an error naming both. Packages of two architectures, or, built for a platform, of another architecture than the platform's, are an error naming the package and both (read from each package's control `Architecture` field, not its file name; `all` fits any)."),
         "users": attr.string_dict(doc = "Accounts for /etc/passwd: name -> `\"UID\"` or `\"UID:GID\"` (GID defaults to UID). root is always present; each user gets /home/NAME and the shell /sbin/nologin."),
         "groups": attr.string_dict(doc = "Groups for /etc/group: name -> `\"GID\"`. A user's GID without a group gets a group named after the user."),
         "mtime": attr.int(default = 0, doc = "The modification time of every entry (seconds since the epoch)."),

@@ -36,7 +36,13 @@ def _oci_image_impl(ctx):
                 # Only set for other writers than pkg_tar, so that pkg_tar layers keep their keys.
                 params["tar_writer"] = info.writer
             sources.append((params, info.inputs, info.tar, info.tar.short_path))
-            made_by.append({"target": str(t.label), "files": _package_files(info.inputs)})
+            made = {"target": str(t.label), "files": _package_files(info.inputs)}
+            if info.writer in ("py_layer", "npm_layer"):
+                # Which wheels or npm packages it installed, and where: the SBOM reads the
+                # same params (actions/sbom.py).
+                made["writer"] = info.writer
+                made["spec"] = info.spec
+            made_by.append(made)
         else:
             for tar in t[DefaultInfo].files:
                 sources.append(({"compression": ctx.attr.compression}, [tar], tar, tar.short_path))

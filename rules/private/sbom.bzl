@@ -38,7 +38,7 @@ def _oci_sbom_impl(ctx):
 
 oci_sbom = rule(
     implementation = _oci_sbom_impl,
-    doc = "The SBOM of an image, SPDX 2.3 JSON (`NAME.spdx.json`) or CycloneDX 1.5: its layers, every file with sha256, mode and owner, and the packages of the `.deb` files, pulled bases and external files each layer was made from. `pyimg sbom LABEL` writes the same document, with download URLs that only the lock knows (docs/supply-chain.md).",
+    doc = "The SBOM of an image, SPDX 2.3 JSON (`NAME.spdx.json`) or CycloneDX 1.5: its layers, every file with sha256, mode and owner, and the packages each layer was made from: `.deb` files, pulled bases, the wheels a `py_layer` and the npm packages an `npm_layer` installed (each with the files it installed), external files. `pyimg sbom LABEL` writes the same document, with download URLs that only the lock knows (docs/supply-chain.md).",
     attrs = {
         "image": attr.label(mandatory = True, doc = "The image: an `oci_image`, `oci_layout` or `oci_pull`."),
         "format": attr.string(default = "spdx-json", values = ["spdx-json", "cyclonedx-json"], doc = "`spdx-json` (SPDX 2.3, `NAME.spdx.json`) or `cyclonedx-json` (CycloneDX 1.5, `NAME.cdx.json`)."),

@@ -142,3 +142,33 @@ def test_an_http_file_whose_blob_was_dropped_is_fetched_again_not_read_emptied(t
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_a_rotten_decoded_deb_is_dropped_by_cache_verify_and_decoded_again(ws: Workspace) -> None:
+    # deb_layer keeps each .deb decoded in the repository cache (oci/deb.py): its data blob is
+    # a store blob re-hashed by `cache verify`, and the entry naming it goes with it.
+    from debian_fixtures import make_deb
+
+    rules = 'load("@pyimg//rules:defs.bzl", "deb_layer", "oci_image")\n'
+    ws.write("BUILD.pyimg", rules + 'deb_layer(name = "base", debs = glob(["debs/*.deb"]))\n'
+             'oci_image(name = "image", tars = [":base"])\n')
+    make_deb(ws.root / "debs", "tool", {"usr/bin/tool": (b"#!/bin/sh\n" * 64, 0o755)})
+    r = ws.run("build", "//:image")
+    assert r.code == 0, r.err
+    digest = ws.out("image.digest").read_text()
+    (entry,) = (ws.cache / "debs").glob("*.json")
+    data = json.loads(entry.read_bytes())["body"]["data"]
+    _rot(_store_path(ws, data))
+    r = ws.run("cache", "verify", "--disk-cache", str(ws.cache))
+    assert r.code == 1
+    assert f"corrupt: {_store_path(ws, data)}: bytes do not match the digest" in r.out, r.out
+    assert f"dropped: {entry}: names a data blob that is not in the store" in r.out, r.out
+    assert not entry.exists()
+    # A layer not built yet reads the package: decoded again from the .deb, the same bytes.
+    ws.write("BUILD.pyimg", rules + 'deb_layer(name = "base", debs = glob(["debs/*.deb"]), mtime = 1)\n'
+             'oci_image(name = "image", tars = [":base"])\n')
+    r = ws.run("build", "//:image")
+    assert r.code == 0, r.err
+    assert ws.out("image.digest").read_text() != digest and entry.exists()
+    assert ws.run("cache", "verify", "--disk-cache", str(ws.cache)).code == 0

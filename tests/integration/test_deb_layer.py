@@ -121,17 +121,35 @@ oci_image(
 """
 
 
-def test_packages_of_another_architecture_than_the_platform_fail_analysis(ws: Workspace) -> None:
-    # Built for arm64, amd64 packages: an error at the `debs` attribute naming the package's
-    # architecture and the platform, before any action runs.
+def test_packages_of_another_architecture_than_the_platform_are_refused(ws: Workspace) -> None:
+    # Built for arm64, amd64 packages: an error naming the package, the architecture its control
+    # file gives and the platform.
     ws.write("BUILD.pyimg", PLATFORM_BUILD)
     make_deb(ws.root / "debs", "tool", {"usr/bin/tool": b"x"}, arch="amd64")
     r = ws.run("build", "--platforms", "linux/arm64", "//:base")
     assert r.code != 0 and "Traceback" not in r.err, r.err
-    assert "BUILD.pyimg:5:5" in r.err, r.err
+    assert "BUILD.pyimg:3:1" in r.err, r.err
     assert "debs/tool_1.0_amd64.deb is a package of Debian architecture amd64" in r.err, r.err
     assert "the platform is linux/arm64" in r.err, r.err
-    assert "Writing Debian layer" not in r.err, r.err
+
+
+def test_the_architecture_is_the_control_files_not_the_file_names(ws: Workspace) -> None:
+    # A package of arm64 named as amd64 is refused for linux/amd64 (and not for arm64); one of
+    # amd64 named as arm64 is built for linux/amd64: the control `Architecture` field decides.
+    ws.write("BUILD.pyimg", PLATFORM_BUILD)
+    made = make_deb(ws.root / "debs", "tool", {"usr/bin/tool": b"x"}, arch="arm64")
+    made.rename(ws.root / "debs" / "tool_1.0_amd64.deb")
+    r = ws.run("build", "--platforms", "linux/amd64", "//:base")
+    assert r.code != 0 and "Traceback" not in r.err, r.err
+    assert "debs/tool_1.0_amd64.deb is a package of Debian architecture arm64" in r.err, r.err
+    assert "Architecture: arm64" in r.err and "the platform is linux/amd64" in r.err, r.err
+    assert ws.run("build", "--platforms", "linux/arm64", "//:base").code == 0
+    for deb in (ws.root / "debs").glob("*.deb"):
+        deb.unlink()
+    made = make_deb(ws.root / "debs", "tool", {"usr/bin/tool": b"x"}, arch="amd64")
+    made.rename(ws.root / "debs" / "tool_1.0_arm64.deb")
+    r = ws.run("build", "--platforms", "linux/amd64", "//:base")
+    assert r.code == 0, r.err
 
 
 def test_packages_of_another_architecture_than_the_image_fail_analysis(ws: Workspace) -> None:
@@ -148,13 +166,14 @@ def test_packages_of_another_architecture_than_the_image_fail_analysis(ws: Works
 
 
 def test_packages_of_two_architectures_in_one_layer_are_refused(ws: Workspace) -> None:
+    # Read from the control files: here the file names say nothing of the architecture.
     ws.write("BUILD.pyimg", PLATFORM_BUILD)
-    make_deb(ws.root / "debs", "one", {"etc/one": b"1"}, arch="amd64")
-    make_deb(ws.root / "debs", "two", {"etc/two": b"2"}, arch="arm64")
+    make_deb(ws.root / "debs", "one", {"etc/one": b"1"}, arch="amd64").rename(ws.root / "debs/one.deb")
+    make_deb(ws.root / "debs", "two", {"etc/two": b"2"}, arch="arm64").rename(ws.root / "debs/two.deb")
     r = ws.run("build", "//:base")
     assert r.code != 0 and "Traceback" not in r.err, r.err
-    assert "BUILD.pyimg:5:5" in r.err and "packages of two architectures" in r.err, r.err
-    assert "one_1.0_amd64.deb (amd64)" in r.err and "two_1.0_arm64.deb (arm64)" in r.err, r.err
+    assert "BUILD.pyimg:3:1" in r.err and "packages of two architectures" in r.err, r.err
+    assert "one.deb (Architecture: amd64)" in r.err and "two.deb (Architecture: arm64)" in r.err, r.err
 
 
 def test_architecture_all_packages_fit_a_requested_platform(ws: Workspace) -> None:

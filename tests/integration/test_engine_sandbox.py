@@ -187,3 +187,48 @@ def test_host_secret_files_are_unreadable_also_when_pyimg_runs_as_root(ws):
     seen = ws.out("p/peek.txt").read_text()
     assert "/etc/shadow: Permission denied" in seen and "/etc/gshadow: Permission denied" in seen
     assert "\nroot:" not in "\n" + seen  # the first line of shadow and gshadow
+
+
+@needs_isolation
+def test_host_secrets_stay_hidden_once_the_build_uses_its_copy_of_etc(ws, monkeypatch):
+    # Past a few commands a build shows commands a copy of /etc (one mount instead of a mask per
+    # host secret); the copy lives in the cache and hides what the masks hid.
+    from pyimg.core import executor
+
+    monkeypatch.setattr(executor, "_COMMANDS_BEFORE_ETC_COPY", 1)
+    ws.write("p/BUILD.pyimg", """
+        genrule(name = "first", outs = ["first.txt"], cmd = "echo first > $@")
+        genrule(name = "peek", srcs = [":first"], outs = ["peek.txt"],
+                cmd = "for f in /etc/shadow /etc/gshadow /etc/ssl/private; do "
+                      + "cat $$f || ls -A $$f; done > $@ 2>&1; "
+                      + "grep -c '^root:' /etc/passwd >> $@; echo end >> $@")
+    """)
+    r = ws.run("build", "//p:peek")
+    assert r.code == 0, r.err
+    assert [p.name[:4] for p in (ws.cache / "sandbox").iterdir()] == ["etc-"]
+    seen = ws.out("p/peek.txt").read_text()
+    for path in ("/etc/shadow", "/etc/gshadow", "/etc/ssl/private"):
+        if Path(path).exists():
+            assert f"{path}: Permission denied" in seen or f"'{path}': Permission denied" in seen
+    assert "\n1\nend\n" in seen  # the rest of /etc is there
+    assert "\nroot:" not in "\n" + seen
+
+
+@needs_isolation
+def test_a_copy_of_etc_that_cannot_be_made_falls_back_to_the_masks(ws, monkeypatch):
+    from pyimg.core import executor, sandbox
+
+    def full_disk(state_dir, make=True):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(executor, "_COMMANDS_BEFORE_ETC_COPY", 0)
+    monkeypatch.setattr(sandbox, "sanitized_etc", full_disk)
+    ws.write("p/BUILD.pyimg", """
+        genrule(name = "peek", outs = ["peek.txt"],
+                cmd = "cat /etc/shadow > $@ 2>&1 || grep -c '^root:' /etc/passwd >> $@")
+    """)
+    r = ws.run("build", "//p:peek")
+    assert r.code == 0, r.err
+    seen = ws.out("p/peek.txt").read_text()
+    assert "\nroot:" not in "\n" + seen and seen.endswith("1\n")
+    assert not (ws.cache / "sandbox").exists()

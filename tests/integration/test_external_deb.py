@@ -110,6 +110,9 @@ def test_lock_fetch_and_offline_build(archive, tmp_path: Path) -> None:  # noqa:
     assert r.code == 0, r.err
     debs_fetched = [p for p in server.requests if p.endswith(".deb")]
     assert len(debs_fetched) == 8  # 5 per architecture, postfix and base-files shared
+    # Each .deb decoded once, by fetch, into the repository cache (oci/deb.py): keyed by its sha256.
+    pinned = {d["sha256"] for arch in entry["debs"].values() for d in arch.values()}
+    assert {p.stem for p in (ws.cache / "debs").glob("*.json")} == pinned
     # Offline, the archive gone: the build reads only the repository cache.
     server.close()
     r = ws.run("build", "--offline", "//app:amd64", "//app:one")

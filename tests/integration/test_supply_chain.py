@@ -440,3 +440,31 @@ def test_a_deb_file_written_through_a_merged_usr_link_stays_its_package_s(tmp_pa
                 if any(ref["referenceLocator"].startswith("pkg:deb/debian/dash@")
                        for ref in p.get("externalRefs", [])))
     assert "./usr/bin/dash" in contains[dash["SPDXID"]]
+
+
+def test_a_layer_is_read_once_for_every_sbom_of_it(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer's files are kept in the action cache by its digest (attest/layer_facts.py): a
+    second SBOM, in either format, reads no layer and says the same."""
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("BUILD.pyimg", """\
+        load("@pyimg//rules:defs.bzl", "oci_image", "pkg_tar")
+        pkg_tar(name = "t", srcs = ["f.txt", "g.txt"], package_dir = "/srv")
+        oci_image(name = "i", tars = [":t"])
+        """)
+    ws.write("f.txt", "x\n")
+    ws.write("g.txt", "y\n")
+    first = ws.run("sbom", *ws.flags(), "//:i")
+    assert first.code == 0, first.err
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a layer was read again")
+
+    monkeypatch.setattr("pyimg.attest.layer_facts.layer_files", no_reading)
+    monkeypatch.setattr("pyimg.actions.sbom.layer_files", no_reading)
+    again = ws.run("sbom", *ws.flags(), "//:i")
+    assert again.code == 0 and again.out == first.out, again.err
+    other = ws.run("sbom", *ws.flags(), "//:i", "--format", "cyclonedx-json")
+    assert other.code == 0, other.err
+    (layer,) = [c for c in json.loads(other.out)["components"] if c["bom-ref"] == "layer:0"]
+    assert [f["name"] for f in layer["components"]] == ["./srv/f.txt", "./srv/g.txt"]

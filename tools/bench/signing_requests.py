@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Registry requests a signature adds to a push (docs/benchmarks.md, "Supply chain"): the same
-small image pushed by `pyimg run` of an oci_push, once plain and once with `sign_key`, through a
-loopback proxy that counts every request to a local docker-registry.
+"""Registry requests and round-trips a signature adds to a push (docs/benchmarks.md, "Supply
+chain"): the same small image pushed by `pyimg run` of an oci_push, once plain and once with
+`sign_key`, through a loopback proxy in front of a local docker-registry that counts every
+request and adds LATENCY seconds to each answer, as a distant registry would.
 
-    .venv/bin/python tools/bench/signing_requests.py
+    .venv/bin/python tools/bench/signing_requests.py [--latency 0.2]
 
-`signing_requests()` is the part tools/bench/supply_chain.py reports; the tests call it too.
-Counts, not times: they do not depend on the machine.
+Round-trips are the sequential rounds: the longest chain of requests each sent after the
+previous one was answered (requests a client sends together overlap, and count once). With a
+latency well above the machine's scheduling delays they do not depend on the machine; the
+request counts never do. The tests call `signing_requests()` too.
 """
 
 from __future__ import annotations
@@ -43,10 +46,10 @@ def _workspace(root: Path, host: str, repo: str, sign: bool) -> Path:
     return root
 
 
-def signing_requests(registry_host: str, workdir: Path) -> dict[str, object]:
-    """Push one image plainly and one signed through a counting proxy; returns the request
-    counts of each push, the difference, and the added requests by method."""
-    proxy = FaultProxy(registry_host)
+def signing_requests(registry_host: str, workdir: Path, latency: float = 0.2) -> dict[str, object]:
+    """Push one image plainly and one signed through a counting proxy; returns the requests and
+    round-trips of each push, the differences, and the added requests by method."""
+    proxy = FaultProxy(registry_host, latency)
     env = dict(os.environ)
     env.pop("DOCKER_CONFIG", None)
     try:
@@ -57,12 +60,14 @@ def signing_requests(registry_host: str, workdir: Path) -> dict[str, object]:
         env["BENCH_KEY"] = keys.with_suffix(".key").read_text()
         cache = workdir / "cache"
         counts: dict[str, list[str]] = {}
+        rounds: dict[str, int] = {}
         for name, sign in (("plain", False), ("signed", True)):
             ws = _workspace(workdir / name, proxy.host, f"bench/{name}", sign)
             before = len(proxy.requests)
             subprocess.run([PYIMG, "run", "--disk-cache", str(cache), "//app:push"], cwd=ws,
                            check=True, capture_output=True, env=env)
             counts[name] = proxy.requests[before:]
+            rounds[name] = proxy.round_trips(before)
     finally:
         proxy.close()
     added = collections.Counter(r.split(" ")[0] for r in counts["signed"])
@@ -73,14 +78,23 @@ def signing_requests(registry_host: str, workdir: Path) -> dict[str, object]:
         "added": len(counts["signed"]) - len(counts["plain"]),
         "artifacts": 4,  # the .sig tag manifest, the Sigstore bundle, the SBOM and provenance
         "added_by_method": {k: v for k, v in sorted(added.items()) if v},
+        "push_round_trips": rounds["plain"],
+        "signed_push_round_trips": rounds["signed"],
+        "added_round_trips": rounds["signed"] - rounds["plain"],
+        "latency": latency,
     }
 
 
 def main() -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--latency", type=float, default=0.2, help="seconds added to each answer")
+    a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="pyimg-bench-sign-") as tmp:
         reg = start_registry(Path(tmp) / "registry")
         try:
-            result = signing_requests(reg.host, Path(tmp))
+            result = signing_requests(reg.host, Path(tmp), a.latency)
         finally:
             reg.stop()
     print(json.dumps(result, indent=2))

@@ -2,170 +2,27 @@
 
 from __future__ import annotations
 
-import bz2
 import hashlib
-import lzma
 import posixpath
-import tarfile
-import tempfile
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pyimg.actions._common import input_path, params_dict, write_tar_output
 from pyimg.actions.builtins import builtin
 from pyimg.core.builtin import BuiltinCall
 from pyimg.core.streams import ByteWriter
 from pyimg.errors import UserInputError
-from pyimg.oci.tar import TarEntry, entries_from_tar, normalize_path, write_tar
+from pyimg.oci.deb import DEBIAN_ARCHITECTURES, DebCache, UnpackedDeb, read_deb
+from pyimg.oci.tar import TarEntry, normalize_path, write_tar
 
 __all__ = ["PARAMS", "deb_layer", "through_links", "write_deb_layer_tar"]
 
-PARAMS = {"debs", "mtime", "users", "groups"}
+PARAMS = {"debs", "mtime", "users", "groups", "platform"}
 STATUS_DIR = "var/lib/dpkg/status.d"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 _CA_SOURCES = "usr/share/ca-certificates/"
-_AR_MAGIC = b"!<arch>\n"
-_AR_HEADER = 60
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class _Member:
-    """One member of an `ar` archive: its name and where its bytes are in the file."""
-
-    name: str
-    offset: int
-    size: int
-
-
-def ar_members(f: BinaryIO, what: str) -> list[_Member]:
-    """The members of the `ar` archive `f` (the container format of a `.deb`)."""
-    if f.read(len(_AR_MAGIC)) != _AR_MAGIC:
-        raise UserInputError(f"{what}: not a Debian package (no 'ar' archive magic)")
-    members: list[_Member] = []
-    offset = len(_AR_MAGIC)
-    while True:
-        f.seek(offset)
-        header = f.read(_AR_HEADER)
-        if not header:
-            return members
-        if len(header) != _AR_HEADER or header[58:60] != b"`\n":
-            raise UserInputError(f"{what}: truncated or corrupt 'ar' header at byte {offset}")
-        # GNU ar ends names with '/'; dpkg-deb writes them without. Both are fine.
-        name = header[0:16].decode("ascii", "replace").rstrip(" ").rstrip("/")
-        try:
-            size = int(header[48:58].decode("ascii").strip())
-        except ValueError:
-            raise UserInputError(f"{what}: bad size in the 'ar' header of {name!r}") from None
-        members.append(_Member(name, offset + _AR_HEADER, size))
-        offset += _AR_HEADER + size + (size & 1)
-
-
-def _decompressor(name: str, what: str) -> Callable[[bytes], bytes]:
-    """A function decompressing successive chunks of the member `name` (by its suffix)."""
-    suffix = name.rpartition(".")[2] if name.count(".") >= 2 else ""
-    if suffix == "":
-        return lambda chunk: chunk
-    if suffix == "gz":
-        return zlib.decompressobj(wbits=47).decompress
-    if suffix == "xz":
-        return lzma.LZMADecompressor().decompress
-    if suffix == "zst":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().decompressobj().decompress
-    if suffix == "bz2":
-        return bz2.BZ2Decompressor().decompress
-    raise UserInputError(f"{what}: {name}: unsupported compression {suffix!r}")
-
-
-def _member_named(members: list[_Member], stem: str, what: str) -> _Member:
-    found = [m for m in members if m.name == stem or m.name.startswith(stem + ".")]
-    if len(found) != 1:
-        raise UserInputError(f"{what}: expected one {stem}.* member, found {[m.name for m in members]}")
-    return found[0]
-
-
-def _decompressed_chunks(f: BinaryIO, member: _Member, what: str) -> Iterator[bytes]:
-    decompress = _decompressor(member.name, what)
-    f.seek(member.offset)
-    left = member.size
-    try:
-        while left:
-            chunk = f.read(min(left, _CHUNK))
-            if not chunk:
-                raise UserInputError(f"{what}: {member.name} is truncated")
-            left -= len(chunk)
-            yield decompress(chunk)
-    except (lzma.LZMAError, zlib.error, OSError, ValueError) as e:
-        raise UserInputError(f"{what}: {member.name}: corrupt compressed data ({e})") from None
-
-
-@dataclass(frozen=True)
-class UnpackedDeb:
-    """One `.deb`, read: its control paragraph, md5sums and data entries (content in `scratch`)."""
-
-    name: str
-    control: bytes  # the control file as the package ships it
-    md5sums: bytes | None
-    entries: list[TarEntry]
-
-
-def read_deb(path: Path, scratch: Path, what: str) -> UnpackedDeb:
-    """Read the `.deb` at `path`; its data tar is decompressed into a file under `scratch`."""
-    with open(path, "rb") as f:
-        members = ar_members(f, what)
-        if not members or members[0].name != "debian-binary":
-            raise UserInputError(f"{what}: not a Debian package (no leading debian-binary member)")
-        control_tar = b"".join(_decompressed_chunks(f, _member_named(members, "control.tar", what), what))
-        data = _member_named(members, "data.tar", what)
-        with tempfile.NamedTemporaryFile(dir=scratch, suffix=".tar", delete=False) as plain:
-            for chunk in _decompressed_chunks(f, data, what):
-                plain.write(chunk)
-    control, md5sums = _control_files(control_tar, what)
-    name = _field(control.decode("utf-8"), "Package")
-    if not name or "/" in name or name.startswith("."):
-        raise UserInputError(f"{what}: control file has no valid 'Package' field")
-    what = f"{what} (package {name})"
-    entries = entries_from_tar(Path(plain.name), scratch, what=what)
-    for entry in entries:
-        if entry.kind == "hardlink":
-            normalize_path(entry.target, f"{what}: hard link {entry.path!r}")
-    return UnpackedDeb(name, control, md5sums, entries)
-
-
-def _control_files(control_tar: bytes, what: str) -> tuple[bytes, bytes | None]:
-    import io
-
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(control_tar), mode="r:") as tf:
-            for m in tf:
-                name = m.name.removeprefix("./")
-                if name in ("control", "md5sums") and m.isreg():
-                    data = tf.extractfile(m)
-                    assert data is not None
-                    found[name] = data.read()
-    except tarfile.TarError as e:
-        raise UserInputError(f"{what}: control.tar is not a valid tar archive: {e}") from None
-    if "control" not in found:
-        raise UserInputError(f"{what}: control.tar has no 'control' file")
-    try:
-        found["control"].decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserInputError(f"{what}: the control file is not UTF-8") from None
-    return found["control"], found.get("md5sums")
-
-
-def _field(control: str, name: str) -> str:
-    for line in control.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key == name:
-            return value.strip()
-    return ""
 
 
 def _content_digest(entry: TarEntry) -> str:
@@ -233,7 +90,9 @@ def merge_packages(packages: list[UnpackedDeb], what: str) -> dict[str, tuple[st
             if links:
                 if entry.kind == "dir" and entry.path in links:
                     continue
-                entry = replace(entry, path=through_links(entry.path, links, what))
+                path = through_links(entry.path, links, what)
+                if path != entry.path:  # most are not under a link: no copy of the entry
+                    entry = replace(entry, path=path)
                 if entry.kind == "hardlink":
                     target = normalize_path(entry.target, what)
                     entry = replace(entry, target=through_links(target, links, what))
@@ -339,14 +198,19 @@ def ca_bundle(merged: dict[str, tuple[str, TarEntry]]) -> TarEntry | None:
 
 
 def _read_debs(call: BuiltinCall, debs: list[Any], scratch: Path, what: str) -> list[UnpackedDeb]:
-    """Every `.deb` read, in the order given. With several build jobs they are read on that
-    many threads, largest first (xz, zstd and zlib release the GIL): decompressing the packages
-    is a third of a cold Debian base's layer, and the rest (tar into gzip) must wait for all of
-    them, since the layer's entries are sorted across packages."""
+    """Every `.deb` read, in the order given: from the repository cache's decoded entry of its
+    sha256 (oci/deb.py), decoded there first when there is none. With several build jobs they
+    are read on that many threads, largest first (xz, zstd and zlib release the GIL): decoding
+    the packages was a third of a cold Debian base's layer, and the rest (tar into gzip) must
+    wait for all of them, since the layer's entries are sorted across packages."""
     paths = [input_path(call, deb, f"{what}: debs[{i}]") for i, deb in enumerate(debs)]
+    cache = DebCache(call.content_store) if call.content_store is not None else None
 
     def read(i: int) -> UnpackedDeb:
         call.check_cancelled()
+        digest = call.input_digests.get(debs[i])
+        if cache is not None and digest is not None:
+            return cache.read(paths[i], digest, f"{what}: {debs[i]}")
         return read_deb(paths[i], scratch, f"{what}: {debs[i]}")
 
     if call.jobs <= 1 or len(paths) <= 1:
@@ -365,6 +229,30 @@ def _read_debs(call: BuiltinCall, debs: list[Any], scratch: Path, what: str) -> 
                 future.cancel()
 
 
+def _check_architectures(architectures: dict[str, str], platform: Any, what: str) -> None:
+    """The packages' own `Architecture` fields (never their file names, which anyone may
+    write) name one Debian architecture, and it runs on `platform` (`os/arch[/variant]`, when
+    the layer is built for one); `all` fits any."""
+    if len(architectures) > 1:
+        (a, a_deb), (b, b_deb) = sorted(architectures.items())[:2]
+        raise UserInputError(
+            f"{what}: packages of two architectures in one layer: {a_deb} (Architecture: {a}) "
+            f"and {b_deb} (Architecture: {b})")
+    if not platform or not architectures:
+        return
+    if not isinstance(platform, str):
+        raise UserInputError(f"{what}: platform must be 'os/architecture[/variant]', got {platform!r}")
+    parts = platform.split("/")
+    want_arch, want_variant = parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""
+    ((deb_arch, deb),) = architectures.items()
+    arch, variant = DEBIAN_ARCHITECTURES.get(deb_arch, (deb_arch, ""))
+    if arch != want_arch or (variant and want_variant and variant != want_variant):
+        raise UserInputError(
+            f"{what}: {deb} is a package of Debian architecture {deb_arch} (its control file "
+            f"says Architecture: {deb_arch}) but the platform is {platform}: use the packages "
+            f"of {want_arch} (e.g. select() on the platform)")
+
+
 def write_deb_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter, scratch: Path,
                         what: str = "deb_layer") -> None:
     """Write the canonical tar of the `.deb`s that deb_layer `params` name to `out` (the one
@@ -380,13 +268,17 @@ def write_deb_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
         raise UserInputError(f"{what}: debs must be a list of inputs")
     packages: list[UnpackedDeb] = []
     names: dict[str, str] = {}
+    architectures: dict[str, str] = {}  # Debian architecture -> the first .deb of it
     for deb, package in zip(debs, _read_debs(call, debs, scratch, what), strict=True):
+        if package.architecture != "all":
+            architectures.setdefault(package.architecture, deb)
         if package.name in names:
             raise UserInputError(
                 f"{what}: package {package.name!r} is given twice ({names[package.name]} and {deb})"
             )
         names[package.name] = deb
         packages.append(package)
+    _check_architectures(architectures, params.get("platform"), what)
     merged = merge_packages(packages, what)
     extra: list[TarEntry] = []
     for package in packages:
@@ -416,7 +308,7 @@ def write_deb_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
     for entry in extra:
         if entry.path in merged:
             raise UserInputError(f"{what}: /{entry.path} is shipped by package {merged[entry.path][0]!r}")
-    entries = [replace(e, path=p) for p, (_, e) in merged.items()] + extra
+    entries = [e for _, e in merged.values()] + extra  # each merged under its own path
     write_tar(out, entries, mtime=mtime, uid=0, gid=0, check_cancelled=call.check_cancelled)
 
 

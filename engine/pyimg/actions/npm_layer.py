@@ -22,7 +22,8 @@ from pyimg.core.streams import ByteWriter
 from pyimg.errors import UserInputError
 from pyimg.oci.tar import TarEntry, normalize_path, write_tar
 
-__all__ = ["NPM_LAYER_PARAMS", "npm_layer", "platform_ok", "write_npm_layer_tar"]
+__all__ = ["NPM_LAYER_PARAMS", "installed_packages", "npm_layer", "platform_ok",
+           "write_npm_layer_tar"]
 
 NPM_LAYER_PARAMS = {"layout", "path", "platform", "libc", "include_dev", "mtime"}
 
@@ -150,18 +151,26 @@ def _tarball_entries(tgz: Path, prefix: str, bins: set[str], scratch: Path,
     yield from found.values()
 
 
-def write_npm_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter,
-                        scratch: Path, what: str = "npm_layer") -> None:
-    """Write the canonical tar of the node_modules that npm_layer `params` describe to `out`
-    (the one definition of those bytes)."""
-    layout = params.get("layout")
-    layout_path = input_path(call, layout, f"{what}: layout")
-    assert isinstance(layout, str)
-    base = posixpath.dirname(layout)
+def _prefix(params: dict[str, Any], what: str) -> str:
+    """The in-layer directory of the top node_modules (`path` without its leading slash)."""
     target = params.get("path")
     if not isinstance(target, str) or not target.startswith("/"):
         raise UserInputError(f"{what}: path must be an absolute path in the image, got {target!r}")
-    prefix = normalize_path(target.lstrip("/") or ".", f"{what}: path") if target.strip("/") else ""
+    return normalize_path(target.lstrip("/") or ".", f"{what}: path") if target.strip("/") else ""
+
+
+def _place(prefix: str, lock_path: str) -> str:
+    # node_modules/a/node_modules/b -> <path>/a/node_modules/b
+    rest = lock_path[len("node_modules"):]
+    return (prefix + rest) if prefix else rest.lstrip("/")
+
+
+def installed_packages(layout_path: Path, layout: str, params: dict[str, Any],
+                       what: str = "npm_layer") -> list[tuple[str, _Planned, dict[str, Any]]]:
+    """What npm_layer `params` install from the npm_lock layout.json at `layout_path` (exec
+    path `layout`): per package, its in-layer directory, its plan and its layout entry (the
+    SBOM reads the same choice)."""
+    prefix = _prefix(params, what)
     platform, libc = params.get("platform"), params.get("libc") or "glibc"
     if not isinstance(platform, str) or platform.count("/") not in (1, 2):
         raise UserInputError(f"{what}: platform must be like 'linux/amd64', got {platform!r}")
@@ -173,12 +182,25 @@ def write_npm_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
         plan, roots = data["packages"], data["root"]
     except (ValueError, KeyError, TypeError) as e:
         raise UserInputError(f"{what}: {layout} is not an npm_lock layout ({e})") from None
-    packages = _select(plan, roots, platform, str(libc), bool(params.get("include_dev")), what)
+    by_path = {p["path"]: p for p in plan}
+    return [(_place(prefix, pkg.path), pkg, by_path[pkg.path])
+            for pkg in _select(plan, roots, platform, str(libc), bool(params.get("include_dev")),
+                               what)]
 
-    def place(lock_path: str) -> str:
-        # node_modules/a/node_modules/b -> <path>/a/node_modules/b
-        rest = lock_path[len("node_modules"):]
-        return (prefix + rest) if prefix else rest.lstrip("/")
+
+def write_npm_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter,
+                        scratch: Path, what: str = "npm_layer") -> None:
+    """Write the canonical tar of the node_modules that npm_layer `params` describe to `out`
+    (the one definition of those bytes)."""
+    layout = params.get("layout")
+    layout_path = input_path(call, layout, f"{what}: layout")
+    assert isinstance(layout, str)
+    base = posixpath.dirname(layout)
+    packages = [pkg for _, pkg, _ in installed_packages(layout_path, layout, params, what)]
+    prefix, mtime = _prefix(params, what), params.get("mtime") or 0
+
+    def placed(lock_path: str) -> str:
+        return _place(prefix, lock_path)
 
     entries: dict[str, tuple[str, TarEntry]] = {}
 
@@ -194,7 +216,7 @@ def write_npm_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
         owner = f"'{pkg.path}' ({pkg.name})"
         if pkg.tarball is not None:
             tgz = input_path(call, f"{base}/{pkg.tarball}", f"{what}: tarball of {owner}")
-            for entry in _tarball_entries(tgz, place(pkg.path), set(pkg.bins.values()), scratch,
+            for entry in _tarball_entries(tgz, placed(pkg.path), set(pkg.bins.values()), scratch,
                                           f"{what}: {owner}"):
                 add(entry, owner)
     for pkg in packages:
@@ -202,9 +224,9 @@ def write_npm_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
             continue
         holder = pkg.path[: pkg.path.rindex("node_modules/") + len("node_modules")]
         for bin_name, file in sorted(pkg.bins.items()):
-            if place(f"{pkg.path}/{file}") not in entries:
+            if placed(f"{pkg.path}/{file}") not in entries:
                 continue  # npm links only bins that exist
-            link = f"{place(holder)}/.bin/{bin_name}"
+            link = f"{placed(holder)}/.bin/{bin_name}"
             owner = f"the bin '{bin_name}' of '{pkg.path}' ({pkg.name})"
             if link in entries:
                 raise UserInputError(

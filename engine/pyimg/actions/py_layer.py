@@ -17,7 +17,7 @@ from pyimg.core.streams import ByteWriter
 from pyimg.errors import UserInputError
 from pyimg.oci.tar import TarEntry, normalize_path, write_tar
 
-__all__ = ["PY_LAYER_PARAMS", "py_layer", "write_py_layer_tar"]
+__all__ = ["PY_LAYER_PARAMS", "installed_paths", "py_layer", "write_py_layer_tar"]
 
 PY_LAYER_PARAMS = {"wheels", "prefix", "site_packages", "python", "python_version", "bytecode", "mtime"}
 INSTALLER = b"pyimg\n"
@@ -153,6 +153,51 @@ def _bytecode(files: dict[str, _Installed], site_packages: str, python_version: 
         out[f"{directory}/__pycache__/{name[:-3]}.{tag}.pyc"] = _Installed(
             pyc, None, len(pyc), False)
     return out
+
+
+def installed_paths(wheel: Path, params: dict[str, Any], what: str = "py_layer") -> list[str]:
+    """The in-layer paths py_layer `params` install `wheel` at (installer's own placement, as
+    in `_install_wheel`, with no bytes kept): what the SBOM links to the wheel's package."""
+    from installer import install
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.exceptions import InstallerError
+    from installer.records import RecordEntry
+    from installer.scripts import Script
+    from installer.sources import WheelFile
+
+    paths: list[str] = []
+
+    class PathsDestination(SchemeDictionaryDestination):
+        def write_to_fs(self, scheme: Any, path: str, stream: Any,
+                        is_executable: bool) -> RecordEntry:
+            paths.append(str(self._path_with_destdir(scheme, path)).lstrip("/"))
+            return RecordEntry(path, None, None)
+
+        def write_script(self, name: str, module: str, attr: str, section: Any) -> RecordEntry:
+            script_name, _ = Script(name, module, attr, section).generate(
+                self.interpreter, self.script_kind)
+            return self.write_to_fs("scripts", script_name, None, True)
+
+    try:
+        with WheelFile.open(wheel) as source, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            destination = PathsDestination(
+                _scheme(params, source.distribution, what),
+                interpreter=str(params.get("python") or "/usr/local/bin/python3"),
+                script_kind="posix")
+            install(source, destination, {"INSTALLER": INSTALLER})
+    except (InstallerError, ValueError, KeyError, OSError) as e:
+        raise UserInputError(f"{what}: {wheel.name}: cannot install: {e}") from None
+    if params.get("bytecode"):
+        # _bytecode's names (a .py that does not compile has none in the layer: no match there).
+        site_packages = _image_path(params.get("site_packages"), "site_packages", what)
+        prefix = site_packages.strip("/") + "/"
+        tag = sys.implementation.cache_tag
+        for path in list(paths):
+            if path.startswith(prefix) and path.endswith(".py"):
+                directory, _, name = path.rpartition("/")
+                paths.append(f"{directory}/__pycache__/{name[:-3]}.{tag}.pyc")
+    return sorted(paths)
 
 
 def write_py_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter, scratch: Path,

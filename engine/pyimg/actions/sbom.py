@@ -14,7 +14,10 @@ pins (attest/graph_facts.py); the `oci_sbom` rule from what its image's provider
                  "packages": ["<id>", ...]}, ...],
      "packages": [{"id": "<id>", "name": ..., "version": ..., "purl": ...,
                    "download_url": ..., "sha256": ..., "licenses": [...],
-                   "files": [...]}]}               # files: in-layer paths the package ships
+                   "license_expression": ...,     # as pypi/npm declare it (else `licenses`)
+                   "checksums": {"SHA512": hex},  # further pins (an npm SRI)
+                   "files": [...],                # in-layer paths the package ships
+                   "directories": [...]}]}        # in-layer directories it owns (npm)
 
 Everything else (digests, platform, files with sha256, mode and owner) is read from the layout.
 """
@@ -35,27 +38,35 @@ from urllib.parse import quote
 
 from pyimg.actions._common import input_path, params_dict
 from pyimg.actions.builtins import builtin
-from pyimg.actions.deb_layer import read_deb, through_links
+from pyimg.actions.deb_layer import through_links
+from pyimg.actions.npm_layer import installed_packages
+from pyimg.actions.py_layer import installed_paths
 from pyimg.core.builtin import BuiltinCall
+from pyimg.core.digest import Digest
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed
 from pyimg.oci.config import config_platform, layer_diff_ids
+from pyimg.oci.deb import DebCache, read_deb
 from pyimg.oci.layout import Layout
 from pyimg.oci.media_types import INDEXES
-from pyimg.oci.model import load_json
+from pyimg.oci.model import Descriptor, load_json
+from pyimg.oci.tar_scan import UnsupportedTar, scan_tar
 
 __all__ = [
     "FORMATS",
     "PURLS",
     "LayerFile",
+    "LayerReader",
     "deb_package",
     "file_package",
+    "npm_packages",
     "layer_files",
     "oci_package",
     "oci_sbom",
     "rule_facts",
     "purl",
     "sbom_document",
+    "wheel_package",
 ]
 
 FORMATS = ("spdx-json", "cyclonedx-json")
@@ -137,11 +148,16 @@ def file_package(exec_path: str, sha256: str, download_url: str = "") -> dict[st
 # -- Debian packages
 
 
-def deb_package(path: Path, scratch: Path, what: str) -> dict[str, Any]:
+def deb_package(path: Path, scratch: Path, what: str, cache: DebCache | None = None,
+                digest: Digest | None = None) -> dict[str, Any]:
     """A `.deb` as an SBOM package: name, version, architecture, the DEP-5 licences of its
-    copyright file and the paths it ships (as deb_layer writes them into a layer)."""
+    copyright file and the paths it ships (as deb_layer writes them into a layer). With a
+    `cache` and the package's `digest`, read from its decoded entry (made when there is none)."""
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        deb = read_deb(path, Path(tmp), what)
+        if cache is not None and digest is not None:
+            deb = cache.read(path, digest, what)
+        else:
+            deb = read_deb(path, Path(tmp), what)
         fields = _control_fields(deb.control.decode("utf-8", "replace"))
         copyright_path = f"usr/share/doc/{deb.name}/copyright"
         licenses: list[str] = []
@@ -184,6 +200,190 @@ def _dep5_licenses(text: bytes) -> list[str]:
     return sorted(names)
 
 
+# -- Python wheels and npm packages
+
+
+def wheel_package(path: Path, exec_path: str, sha256: str,
+                  spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A wheel as an SBOM package: name, version and declared licence of its METADATA, and,
+    when py_layer `spec` installed it, the in-layer paths installer put its files at."""
+    import email.parser
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist()
+                     if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            if not names:
+                raise UserInputError(f"{exec_path}: a wheel without .dist-info/METADATA")
+            # The one of the wheel's own distribution (the file name's first part).
+            dist = path.name.split("-", 1)[0].lower()
+            name = min(names, key=lambda n: (n.split("-", 1)[0].lower() != dist, n))
+            metadata = email.parser.BytesHeaderParser().parsebytes(z.read(name))
+    except (zipfile.BadZipFile, OSError, KeyError) as e:
+        raise UserInputError(f"{exec_path}: not a readable wheel ({e})") from None
+    package: dict[str, Any] = {
+        "name": str(metadata.get("Name") or dist), "version": str(metadata.get("Version") or ""),
+        "sha256": sha256, "license_expression": _wheel_license(metadata),
+        "license_kind": "pypi",
+        "files": installed_paths(path, dict(spec), exec_path) if spec else [],
+    }
+    package["purl"] = purl("pypi", package)
+    return {**package, "id": f"pypi:{package['purl']}"}
+
+
+# Trove classifiers (`License :: ...`) whose SPDX identifier is certain.
+_CLASSIFIER_TO_SPDX = {
+    "MIT License": "MIT", "MIT No Attribution License (MIT-0)": "MIT-0",
+    "BSD License": "", "Apache Software License": "", "ISC License (ISCL)": "ISC",
+    "Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
+    "GNU General Public License v2 (GPLv2)": "GPL-2.0-only",
+    "GNU General Public License v2 or later (GPLv2+)": "GPL-2.0-or-later",
+    "GNU General Public License v3 (GPLv3)": "GPL-3.0-only",
+    "GNU General Public License v3 or later (GPLv3+)": "GPL-3.0-or-later",
+    "GNU Lesser General Public License v2 or later (LGPLv2+)": "LGPL-2.0-or-later",
+    "GNU Lesser General Public License v3 (LGPLv3)": "LGPL-3.0-only",
+    "GNU Lesser General Public License v3 or later (LGPLv3+)": "LGPL-3.0-or-later",
+    "GNU Affero General Public License v3": "AGPL-3.0-only",
+    "Python Software Foundation License": "PSF-2.0", "The Unlicense (Unlicense)": "Unlicense",
+    "Universal Permissive License (UPL)": "UPL-1.0", "zlib/libpng License": "Zlib",
+    "Boost Software License 1.0 (BSL-1.0)": "BSL-1.0", "Eclipse Public License 2.0 (EPL-2.0)": "EPL-2.0",
+}
+
+
+def _wheel_license(metadata: Any) -> str:
+    """What the wheel declares, most precise first: `License-Expression` (PEP 639), `License`
+    (free text, often one identifier), else its licence classifiers (several: any of them)."""
+    expression = str(metadata.get("License-Expression") or "").strip()
+    if expression:
+        return expression
+    text = str(metadata.get("License") or "").strip()
+    if text and text.upper() not in ("UNKNOWN", "NONE"):
+        return text
+    names = []
+    for classifier in metadata.get_all("Classifier") or []:
+        parts = [x.strip() for x in str(classifier).split("::")]
+        if parts[0] == "License" and len(parts) > 1 and parts[-1] != "OSI Approved":
+            names.append(_CLASSIFIER_TO_SPDX.get(parts[-1]) or parts[-1])
+    return " OR ".join(sorted(set(names)))
+
+
+def npm_packages(layout_path: Path, layout: str, spec: Mapping[str, Any],
+                 host_path: Callable[[str], Path],
+                 sha256_of: Callable[[str], str]) -> list[dict[str, Any]]:
+    """The packages npm_layer `spec` installs from the npm_lock layout.json at `layout_path`
+    (exec path `layout`): name, version and `license` of each package.json, the tarball's SRI
+    and sha256, and the node_modules directory it was unpacked at (one package per name and
+    version, with every directory it is at)."""
+    base = layout.rsplit("/", 1)[0]
+    by_id: dict[str, dict[str, Any]] = {}
+    for directory, planned, entry in installed_packages(layout_path, layout, dict(spec),
+                                                        f"{layout}: npm_layer"):
+        manifest: Mapping[str, Any] = {}
+        checksums: dict[str, str] = {}
+        sha256 = ""
+        if planned.tarball is not None:
+            tarball = f"{base}/{planned.tarball}"
+            manifest = _npm_manifest(host_path(tarball), tarball)
+            algorithm, _, hex_digest = planned.tarball.rsplit("/", 1)[-1].removesuffix(
+                ".tgz").partition("-")
+            checksums[algorithm.upper()] = hex_digest
+            sha256 = sha256_of(tarball)
+        name = manifest.get("name") if isinstance(manifest.get("name"), str) else planned.name
+        package: dict[str, Any] = {
+            "name": name, "version": str(entry.get("version") or ""), "sha256": sha256,
+            "checksums": checksums, "license_expression": _npm_license(manifest),
+            "license_kind": "npm", "directories": [directory],
+        }
+        package["purl"] = purl("npm", package)
+        package["id"] = f"npm:{package['purl']}"
+        known = by_id.setdefault(package["id"], package)
+        if known is not package:
+            known["directories"] = sorted({*known["directories"], directory})
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def _npm_manifest(tgz: Path, what: str) -> Mapping[str, Any]:
+    """The package.json of an npm tarball (its first component stripped, as npm does)."""
+    try:
+        with tarfile.open(tgz, "r|gz") as tar:
+            for m in tar:
+                rest = m.name.lstrip("./").split("/", 1)
+                if m.isreg() and len(rest) == 2 and rest[1] == "package.json":
+                    f = tar.extractfile(m)
+                    assert f is not None
+                    doc = json.loads(f.read(1 << 22))
+                    return doc if isinstance(doc, dict) else {}
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise UserInputError(f"{what}: not a readable npm tarball ({e})") from None
+    return {}
+
+
+def _npm_license(manifest: Mapping[str, Any]) -> str:
+    """package.json's `license` (an SPDX expression), or the older `{type}` and `licenses`."""
+    value = manifest.get("license")
+    if isinstance(value, dict):
+        value = value.get("type")
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    legacy = manifest.get("licenses")
+    if isinstance(legacy, list):
+        types = [x.get("type") if isinstance(x, dict) else x for x in legacy]
+        return " OR ".join(sorted({t.strip() for t in types if isinstance(t, str) and t.strip()}))
+    return ""
+
+
+# SPDX identifiers a declared expression may name as they are (matched case-insensitively, as
+# SPDX says); an expression naming another becomes one LicenseRef with its text.
+_SPDX_IDS = {i.lower(): i for i in (
+    "0BSD", "AFL-3.0", "AGPL-3.0-only", "AGPL-3.0-or-later", "Apache-1.1", "Apache-2.0",
+    "Artistic-1.0-Perl", "Artistic-2.0", "BlueOak-1.0.0", "BSD-1-Clause", "BSD-2-Clause",
+    "BSD-3-Clause", "BSD-3-Clause-Clear", "BSD-4-Clause", "BSL-1.0", "CC-BY-3.0", "CC-BY-4.0",
+    "CC-BY-SA-4.0", "CC0-1.0", "CDDL-1.0", "CDDL-1.1", "EPL-1.0", "EPL-2.0", "EUPL-1.2",
+    "GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-only", "GPL-3.0-or-later", "HPND", "ISC",
+    "LGPL-2.0-only", "LGPL-2.0-or-later", "LGPL-2.1-only", "LGPL-2.1-or-later", "LGPL-3.0-only",
+    "LGPL-3.0-or-later", "MIT", "MIT-0", "MPL-1.1", "MPL-2.0", "MS-PL", "NCSA", "OFL-1.1",
+    "OpenSSL", "PSF-2.0", "Python-2.0", "Ruby", "Unicode-3.0", "Unicode-DFS-2016",
+    "Unlicense", "UPL-1.0", "W3C", "WTFPL", "X11", "Zlib", "ZPL-2.1",
+)}
+_SPDX_EXCEPTIONS = {i.lower(): i for i in (
+    "Classpath-exception-2.0", "GCC-exception-3.1", "LLVM-exception", "Autoconf-exception-3.0",
+    "Bison-exception-2.2", "Font-exception-2.0",
+)}
+_EXPRESSION_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def _declared_expression(text: str) -> str | None:
+    """`text` as a valid SPDX expression of known identifiers (normalized case), else None."""
+    out: list[str] = []
+    depth, want_operand, after_with = 0, True, False
+    for token in _EXPRESSION_TOKEN.findall(text):
+        upper = token.upper()
+        if token == "(" and want_operand and not after_with:
+            depth += 1
+            out.append(token)
+        elif token == ")" and not want_operand and depth:
+            depth -= 1
+            out.append(token)
+        elif upper in ("AND", "OR") and not want_operand:
+            out.append(upper)
+            want_operand = True
+        elif upper == "WITH" and not want_operand and out[-1] != ")":
+            out.append(upper)
+            want_operand, after_with = True, True
+        elif want_operand and after_with and token.lower() in _SPDX_EXCEPTIONS:
+            out.append(_SPDX_EXCEPTIONS[token.lower()])
+            want_operand, after_with = False, False
+        elif want_operand and not after_with and token.lower() in _SPDX_IDS:
+            out.append(_SPDX_IDS[token.lower()])
+            want_operand = False
+        else:
+            return None
+    if want_operand or depth or not out:
+        return None
+    return " ".join(out).replace("( ", "(").replace(" )", ")")
+
+
 # -- layers
 
 
@@ -209,18 +409,58 @@ def layer_files(blob: Path, what: str,
                 links: dict[str, str] | None = None) -> Iterator[LayerFile]:
     """The regular files and hard links of the layer blob (any compression), in tar order;
     whiteouts are not files of the image and are left out. `links`, when given, gets every
-    symlink of the layer (path -> target)."""
+    symlink of the layer (path -> target). The layer is read by oci/tar_scan.py, or by
+    `tarfile` when it uses a form that reader leaves to it."""
+    found: dict[str, str] = {}
+    try:
+        with open(blob, "rb") as raw:
+            files = _layer_files(
+                ((m.name, m.kind, m.linkname, m.mode, m.uid, m.gid,
+                  (m.digests["sha256"], m.digests["sha1"]) if m.digests else None)
+                 for m in scan_tar(raw, what, ("sha256", "sha1"))), what, found)
+    except UnsupportedTar:
+        found.clear()
+        files = _layer_files(_tarfile_members(blob, what), what, found)
+    if links is not None:
+        links.update(found)
+    yield from files
+
+
+# (name, kind, linkname, mode, uid, gid, (sha256, sha1) of a file's content or None)
+_Member = tuple[str, str, str, int, int, int, "tuple[str, str] | None"]
+
+
+def _layer_files(members: Iterator[_Member], what: str, links: dict[str, str]) -> list[LayerFile]:
     seen: dict[str, tuple[str, str]] = {}
+    out = []
+    for name, kind, linkname, mode, uid, gid, sums in members:
+        path = _layer_path(name)
+        if path.rsplit("/", 1)[-1].startswith(".wh."):
+            continue
+        if kind == "hardlink":
+            target = _layer_path(linkname)
+            if target not in seen:
+                raise UserInputError(f"{what}: hard link {path!r} to {target!r}, "
+                                     "which comes later or not at all")
+            sums = seen[target]
+        elif kind == "symlink":
+            links[path] = linkname
+        if sums is None:
+            continue
+        seen[path] = sums
+        out.append(LayerFile(path, sums[0], sums[1], mode & 0o7777, uid, gid))
+    return out
+
+
+def _tarfile_members(blob: Path, what: str) -> Iterator[_Member]:
+    """The members of a layer as Python's tarfile reads them (sparse files, global headers)."""
     with open(blob, "rb") as raw:
         reader, _ = open_decompressed(raw)
         try:
             # typeshed asks for a seekable, writable file object in every mode; 'r|' only reads.
             with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                 for m in tar:
-                    path = _layer_path(m.name)
-                    base = path.rsplit("/", 1)[-1]
-                    if base.startswith(".wh."):
-                        continue
+                    sums = None
                     if m.isreg():
                         sha256, sha1 = hashlib.sha256(), hashlib.sha1()
                         f = tar.extractfile(m)
@@ -229,18 +469,9 @@ def layer_files(blob: Path, what: str,
                             sha256.update(chunk)
                             sha1.update(chunk)
                         sums = (sha256.hexdigest(), sha1.hexdigest())
-                    elif m.islnk():
-                        target = _layer_path(m.linkname)
-                        if target not in seen:
-                            raise UserInputError(f"{what}: hard link {path!r} to {target!r}, "
-                                                 "which comes later or not at all")
-                        sums = seen[target]
-                    else:
-                        if m.issym() and links is not None:
-                            links[path] = m.linkname
-                        continue
-                    seen[path] = sums
-                    yield LayerFile(path, sums[0], sums[1], m.mode & 0o7777, m.uid, m.gid)
+                    kind = ("file" if m.isreg() else "hardlink" if m.islnk() else
+                            "symlink" if m.issym() else "other")
+                    yield m.name, kind, m.linkname, m.mode, m.uid, m.gid, sums
         except (tarfile.TarError, EOFError, OSError) as e:
             raise UserInputError(f"{what}: not a readable layer ({e})") from None
         finally:
@@ -283,7 +514,7 @@ def _verification_code(sha1s: list[str]) -> dict[str, str]:
     return {"packageVerificationCodeValue": hashlib.sha1("".join(sorted(sha1s)).encode()).hexdigest()}
 
 
-def _license_expression(names: list[str], extracted: dict[str, str]) -> str:
+def _license_expression(names: list[str], extracted: dict[str, tuple[str, str]]) -> str:
     ids = []
     for name in names:
         spdx = _DEBIAN_TO_SPDX.get(name, "")
@@ -291,12 +522,46 @@ def _license_expression(names: list[str], extracted: dict[str, str]) -> str:
             continue
         if not spdx:
             spdx = "LicenseRef-debian-" + _SPDX_ID_UNSAFE.sub(".", name)
-            extracted[spdx] = name
+            extracted[spdx] = (name, f"The Debian copyright file names this licence '{name}'.")
         ids.append(spdx)
     ids = sorted(set(ids))
     if not ids:
         return "NOASSERTION"
     return ids[0] if len(ids) == 1 else "(" + " AND ".join(ids) + ")"
+
+
+def _declared_license(p: Mapping[str, Any], extracted: dict[str, tuple[str, str]]) -> str:
+    """A package's declared licence as SPDX: a pypi or npm declaration as it is when it is an
+    SPDX expression of known identifiers, else as one LicenseRef carrying its text; Debian's
+    DEP-5 names through `_license_expression`."""
+    if "license_expression" not in p:
+        return _license_expression(list(p.get("licenses") or []), extracted)
+    text = str(p.get("license_expression") or "").strip()
+    if not text:
+        return "NOASSERTION"
+    expression = _declared_expression(text)
+    if expression is not None:
+        return expression
+    kind = str(p.get("license_kind") or "declared")
+    first = text.splitlines()[0].strip()
+    name = _SPDX_ID_UNSAFE.sub(".", first).strip(".")[:48] or "text"
+    if name != text:  # shortened or rewritten: the text's digest keeps different texts apart
+        name += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    lid = f"LicenseRef-{kind}-{name}"
+    extracted[lid] = (first[:200], f"The {kind} package declares this licence: {text}")
+    return lid
+
+
+_CYCLONEDX_HASH = {"SHA1": "SHA-1", "SHA256": "SHA-256", "SHA384": "SHA-384", "SHA512": "SHA-512"}
+
+
+def _checksums(p: Mapping[str, Any]) -> dict[str, str]:
+    """SPDX algorithm -> hex digest of every pin of the package (its sha256, an npm SRI)."""
+    out = {str(k).upper(): str(v) for k, v in (p.get("checksums") or {}).items()
+           if str(k).upper() in _CYCLONEDX_HASH}
+    if p.get("sha256"):
+        out["SHA256"] = str(p["sha256"])
+    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -323,8 +588,13 @@ class _Image:
     package_files: dict[str, list[tuple[int, int]]]
 
 
-def _read_image(layout: Layout, facts: Mapping[str, Any],
-                source_date_epoch: int | None) -> _Image:
+# read_layer(blob descriptor, blob file, what, links) -> the layer's files, as `layer_files`
+# gives them (`pyimg sbom` passes one that keeps them in the action cache: attest/layer_facts.py).
+LayerReader = Callable[[Descriptor, Path, str, dict[str, str]], list[LayerFile]]
+
+
+def _read_image(layout: Layout, facts: Mapping[str, Any], source_date_epoch: int | None,
+                read_layer: LayerReader | None = None) -> _Image:
     what = layout.what
     desc = layout.resolve(None)
     if desc.media_type in INDEXES:
@@ -341,8 +611,10 @@ def _read_image(layout: Layout, facts: Mapping[str, Any],
         layer_facts = fact_layers[n] if n < len(fact_layers) else {}
         in_layer = sorted({p for p in layer_facts.get("packages") or [] if p in packages})
         links: dict[str, str] = {}
-        files = list(layer_files(layout.blob_file(blob.digest), f"{what}: layer {blob.digest}",
-                                 links))
+        where = f"{what}: layer {blob.digest}"
+        path = layout.blob_file(blob.digest)
+        files = (read_layer(blob, path, where, links) if read_layer is not None
+                 else list(layer_files(path, where, links)))
         # A package's path as its .deb names it; deb_layer wrote it where the layer's directory
         # links lead (merged /usr: `bin/sh` is at `usr/bin/sh`), so it is looked up there too.
         owners: dict[str, list[str]] = {}
@@ -351,9 +623,22 @@ def _read_image(layout: Layout, facts: Mapping[str, Any],
                 at = through_links(_layer_path(str(path)), links, what) if links else \
                     _layer_path(str(path))
                 owners.setdefault(at, []).append(pid)
+        # An npm package owns the files under its directory but not those of a package
+        # nested in it (node_modules/c/node_modules/a): the deepest directory wins.
+        directories: dict[str, list[str]] = {}
+        for pid in in_layer:
+            for d in packages[pid].get("directories") or []:
+                directories.setdefault(_layer_path(str(d)).rstrip("/"), []).append(pid)
         for i, f in enumerate(files):
             for pid in owners.get(f.path, ()):
                 package_files[pid].append((n, i))
+            parent = f.path
+            while directories and "/" in parent:
+                parent = parent.rsplit("/", 1)[0]
+                if parent in directories:
+                    for pid in directories[parent]:
+                        package_files[pid].append((n, i))
+                    break
         layers.append(_Layer(n, diff_id, blob, layer_facts.get("target"), files, in_layer))
     return _Image(str(facts.get("image") or "image"), desc.digest, config_platform(config),
                   _created(config, source_date_epoch), layers, packages, package_files)
@@ -386,7 +671,7 @@ def _spdx(image: _Image, version: str) -> dict[str, Any]:
         {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
          "relatedSpdxElement": image_id},
     ]
-    extracted: dict[str, str] = {}
+    extracted: dict[str, tuple[str, str]] = {}
     for layer in image.layers:
         n = layer.index
         layer_id = _spdx_id("Layer", n)
@@ -433,13 +718,14 @@ def _spdx(image: _Image, version: str) -> dict[str, Any]:
                               "referenceLocator": str(p["purl"])}],
             "primaryPackagePurpose": str(p.get("purpose") or "LIBRARY"),
             "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": _license_expression(list(p.get("licenses") or []), extracted),
+            "licenseDeclared": _declared_license(p, extracted),
             "copyrightText": "NOASSERTION",
         }
         if p.get("version"):
             entry["versionInfo"] = str(p["version"])
-        if p.get("sha256"):
-            entry["checksums"] = [{"algorithm": "SHA256", "checksumValue": str(p["sha256"])}]
+        sums = _checksums(p)
+        if sums:
+            entry["checksums"] = [{"algorithm": k, "checksumValue": v} for k, v in sums.items()]
         if contained:
             entry["packageVerificationCode"] = _verification_code(
                 [image.layers[n].files[i].sha1 for n, i in contained])
@@ -462,9 +748,8 @@ def _spdx(image: _Image, version: str) -> dict[str, Any]:
     }
     if extracted:
         doc["hasExtractedLicensingInfos"] = [
-            {"licenseId": lid, "name": text,
-             "extractedText": f"The Debian copyright file names this licence '{text}'."}
-            for lid, text in sorted(extracted.items())
+            {"licenseId": lid, "name": name, "extractedText": text}
+            for lid, (name, text) in sorted(extracted.items())
         ]
     return doc
 
@@ -504,10 +789,16 @@ def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
         }
         if p.get("version"):
             entry["version"] = str(p["version"])
-        if p.get("sha256"):
-            entry["hashes"] = [{"alg": "SHA-256", "content": str(p["sha256"])}]
+        sums = _checksums(p)
+        if sums:
+            entry["hashes"] = [{"alg": _CYCLONEDX_HASH[k], "content": v} for k, v in sums.items()]
         names = list(p.get("licenses") or [])
-        if names:
+        declared = str(p.get("license_expression") or "").strip()
+        if declared:
+            expression = _declared_expression(declared)
+            entry["licenses"] = ([{"expression": expression}] if expression is not None else
+                                 [{"license": {"name": declared.splitlines()[0].strip()[:200]}}])
+        elif names:
             entry["licenses"] = [{"license": {"name": name}} for name in names]
         if p.get("download_url"):
             entry["externalReferences"] = [{"type": "distribution", "url": str(p["download_url"])}]
@@ -541,20 +832,29 @@ def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
 
 
 def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
-                  source_date_epoch: int | None = None, fmt: str = "spdx-json") -> bytes:
+                  source_date_epoch: int | None = None, fmt: str = "spdx-json",
+                  read_layer: LayerReader | None = None) -> bytes:
     """The SBOM (`fmt`: one of FORMATS) of the one image in `layout`, described by `facts`
-    (module docstring). Its bytes depend only on the image, the facts and pyimg's version."""
-    image = _read_image(layout, facts, source_date_epoch)
+    (module docstring). Its bytes depend only on the image, the facts and pyimg's version.
+    `read_layer` reads a layer's files (default: `layer_files`)."""
+    image = _read_image(layout, facts, source_date_epoch, read_layer)
     doc = _cyclonedx(image, version) if fmt == "cyclonedx-json" else _spdx(image, version)
     # Sorted keys and no spaces (docs/architecture.md: JSON we own is canonical), one newline.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+WriterPackages = Callable[[str, Mapping[str, Any], list[str]],
+                          tuple[list[dict[str, Any]], set[str]]]
+
+
 def rule_facts(layers: list[Any], layer_count: int,
-               package: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
+               package: Callable[[str], dict[str, Any] | None],
+               writer_packages: WriterPackages | None = None) -> dict[str, Any]:
     """The facts of an image from what its providers say of its `layers` (rules/providers.bzl,
     OciImageInfo.layers): a leading `base` entry stands for all the base image's layers.
-    `package(path)` is the package of a file a layer was made from (None: not one)."""
+    `package(path)` is the package of a file a layer was made from (None: not one);
+    `writer_packages(writer, params, files)`, for a py_layer or npm_layer layer, the packages it
+    installed and which of `files` they stand for."""
     own = [entry for entry in layers if "base" not in entry]
     out: list[dict[str, Any]] = []
     packages: dict[str, dict[str, Any]] = {}
@@ -564,7 +864,18 @@ def rule_facts(layers: list[Any], layer_count: int,
             p = oci_package(str(entry["pulled"]["image"]), str(entry["pulled"]["digest"]))
             packages.setdefault(p["id"], p)
             ids.append(p["id"])
-        for path in entry.get("files") or []:
+        files = [str(path) for path in entry.get("files") or []]
+        covered: set[str] = set()
+        if writer_packages is not None and entry.get("writer") and entry.get("spec"):
+            made, covered = writer_packages(str(entry["writer"]), json.loads(entry["spec"]), files)
+            for p in made:
+                known = packages.setdefault(p["id"], p)
+                if p is not known and p.get("directories"):
+                    known["directories"] = sorted({*known["directories"], *p["directories"]})
+                ids.append(p["id"])
+        for path in files:
+            if path in covered:
+                continue
             found = package(str(path))
             if found is not None:
                 packages.setdefault(found["id"], found)
@@ -594,15 +905,35 @@ def oci_sbom(call: BuiltinCall) -> None:
     desc = layout.resolve(None)
     count = 0 if desc.media_type in INDEXES else len(layout.manifest(desc).layers)
     scratch = Path(tempfile.mkdtemp())
+    debs = DebCache(call.content_store) if call.content_store is not None else None
     try:
         def package(path: str) -> dict[str, Any] | None:
             sha256 = str(call.input_digests[path]).removeprefix("sha256:")
             if path.endswith(".deb"):
-                p = deb_package(input_path(call, path, "oci_sbom: deb"), scratch, path)
+                p = deb_package(input_path(call, path, "oci_sbom: deb"), scratch, path,
+                                debs, call.input_digests[path])
                 return {**p, "id": f"deb:{p['purl']}", "sha256": sha256}
             return file_package(path, sha256) if path.startswith("external/") else None
 
-        facts = rule_facts(list(params.get("layers") or []), count, package)
+        def writer_packages(writer: str, spec: Mapping[str, Any],
+                            files: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
+            def sha256_of(path: str) -> str:
+                return str(call.input_digests.get(path, "")).removeprefix("sha256:")
+
+            if writer == "py_layer":
+                wheels = [f for f in files if f.endswith(".whl")]
+                return ([wheel_package(input_path(call, f, "oci_sbom: wheel"), f, sha256_of(f),
+                                       spec) for f in wheels], set(wheels))
+            layout = str(spec.get("layout") or "")
+            if writer == "npm_layer" and layout in files:
+                base = layout.rsplit("/", 1)[0] + "/"
+                return (npm_packages(input_path(call, layout, "oci_sbom: layout"), layout, spec,
+                                     lambda p: input_path(call, p, "oci_sbom: tarball"),
+                                     sha256_of),
+                        {f for f in files if f.startswith(base)})
+            return [], set()
+
+        facts = rule_facts(list(params.get("layers") or []), count, package, writer_packages)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     facts["image"] = params.get("image")

@@ -9,13 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions.sbom import deb_package, file_package, oci_package
+from pyimg.actions.sbom import (
+    deb_package,
+    file_package,
+    npm_packages,
+    oci_package,
+    wheel_package,
+)
 from pyimg.core.action import Action
+from pyimg.core.digest import Digest
 from pyimg.core.scheduler import ActionGraph
 from pyimg.external.repositories import Repositories
-from pyimg.loading.module_file import DebIndex, HttpFile, OciPull
+from pyimg.loading.module_file import DebIndex, HttpFile, NpmLock, OciPull, PipLock
+from pyimg.oci.deb import DebCache
 
-__all__ = ["REPOSITORY_PACKAGES", "ExternalInput", "external_inputs", "image_facts"]
+__all__ = ["REPOSITORY_PACKAGES", "ExternalInput", "LayerWriter", "external_inputs",
+           "image_facts"]
 
 EXTERNAL = "external/"
 
@@ -51,18 +60,32 @@ def _deb_urls(repos: Repositories, name: str) -> dict[str, str]:
     return {pin.file_name(): pin.url for pins in entry_pins(decl, entry).values() for pin in pins}
 
 
-PackageMaker = Callable[[Repositories, list[ExternalInput], Callable[[str], Path], Path],
-                        list[dict[str, Any]]]
+@dataclass(frozen=True)
+class LayerWriter:
+    """Which builtin wrote the layer's tar (oci_layer's `tar_writer`) and its params."""
+
+    name: str
+    params: Mapping[str, Any]
+
+
+# (repositories, the repository's inputs the layer read, exec path -> host path, scratch
+# directory, the layer's writer) -> the SBOM packages.
+PackageMaker = Callable[[Repositories, list[ExternalInput], Callable[[str], Path], Path,
+                         LayerWriter], list[dict[str, Any]]]
 
 
 def _deb_packages(repos: Repositories, inputs: list[ExternalInput],
-                  host_path: Callable[[str], Path], scratch: Path) -> list[dict[str, Any]]:
+                  host_path: Callable[[str], Path], scratch: Path,
+                  writer: LayerWriter) -> list[dict[str, Any]]:
     urls = _deb_urls(repos, inputs[0].repository)
+    debs = DebCache(repos.cas)
     out = []
     for i in inputs:
         if not i.exec_path.endswith(".deb"):
             continue
-        p = deb_package(host_path(i.exec_path), scratch, i.exec_path)
+        # The decoded entry `pyimg fetch` left (oci/deb.py), so no package is decompressed again.
+        p = deb_package(host_path(i.exec_path), scratch, i.exec_path, debs,
+                        Digest.from_hex(i.sha256))
         p.update(id=f"deb:{p['purl']}", sha256=i.sha256,
                  download_url=urls.get(i.exec_path.rsplit("/", 1)[-1], ""))
         out.append(p)
@@ -70,27 +93,96 @@ def _deb_packages(repos: Repositories, inputs: list[ExternalInput],
 
 
 def _http_packages(repos: Repositories, inputs: list[ExternalInput],
-                   host_path: Callable[[str], Path], scratch: Path) -> list[dict[str, Any]]:
+                   host_path: Callable[[str], Path], scratch: Path,
+                   writer: LayerWriter) -> list[dict[str, Any]]:
     # One package per file read, as the oci_sbom rule lists them; an http_file's file is the
     # download itself, so it has the URL (an archive's URL and sha256 are in the provenance).
     decl = repos.declaration(inputs[0].repository)
-    url = decl.urls[0] if isinstance(decl, HttpFile) else ""
+    url = decl.urls[0] if isinstance(decl, HttpFile) else ""  # an npm_lock's: none
     return [file_package(i.exec_path, i.sha256, url) for i in inputs]
 
 
 def _oci_packages(repos: Repositories, inputs: list[ExternalInput],
-                  host_path: Callable[[str], Path], scratch: Path) -> list[dict[str, Any]]:
+                  host_path: Callable[[str], Path], scratch: Path,
+                  writer: LayerWriter) -> list[dict[str, Any]]:
     # The pulled image's own package is made where its layers are known (`image_facts`).
     return []
 
 
-# Per declaration kind: the SBOM packages of the files a layer read from such a repository.
-# pypi and npm repositories (the lock-file branches) add theirs here (docs/supply-chain.md).
+def _wheel_urls(repos: Repositories, name: str) -> dict[str, str]:
+    """file name -> URL of every wheel pyimg.lock pins for the pip_lock `name`."""
+    from pyimg.external.python_lock import pip_entry_pins
+
+    decl = repos.declaration(name)
+    entry = repos.lock.get(name)
+    if not isinstance(decl, PipLock) or entry is None:
+        return {}
+    return {pin.filename: pin.url for pins in pip_entry_pins(decl, entry).values()
+            for pin in pins}
+
+
+def _pip_packages(repos: Repositories, inputs: list[ExternalInput],
+                  host_path: Callable[[str], Path], scratch: Path,
+                  writer: LayerWriter) -> list[dict[str, Any]]:
+    # A wheel py_layer installed has its installed files; one packed as a file has none.
+    urls = _wheel_urls(repos, inputs[0].repository)
+    spec = writer.params if writer.name == "py_layer" else None
+    out = []
+    for i in inputs:
+        if not i.exec_path.endswith(".whl"):
+            continue
+        p = wheel_package(host_path(i.exec_path), i.exec_path, i.sha256, spec)
+        p["download_url"] = urls.get(i.exec_path.rsplit("/", 1)[-1], "")
+        out.append(p)
+    return out
+
+
+def _npm_urls(repos: Repositories, name: str) -> dict[str, str]:
+    """lock path (node_modules/...) -> `resolved` URL of the npm_lock `name`'s package-lock."""
+    from pyimg.external.npm_lock import check_lock
+
+    decl = repos.declaration(name)
+    if not isinstance(decl, NpmLock):
+        return {}
+    workspace = repos.session.workspace
+    try:
+        tree = check_lock(decl, (workspace / decl.lock).read_bytes(),
+                          (workspace / decl.package_json).read_bytes())
+    except OSError:
+        return {}
+    return {p.path: p.url for p in tree.packages if p.url}
+
+
+def _npm_packages(repos: Repositories, inputs: list[ExternalInput],
+                  host_path: Callable[[str], Path], scratch: Path,
+                  writer: LayerWriter) -> list[dict[str, Any]]:
+    # npm_layer's choice of packages (platform, dev) is read again from its params; tarballs
+    # that went into a layer otherwise are files of it.
+    layout = str(writer.params.get("layout") or "")
+    if writer.name != "npm_layer" or layout not in {i.exec_path for i in inputs}:
+        return _http_packages(repos, inputs, host_path, scratch, writer)
+    digests = {i.exec_path: i.sha256 for i in inputs}
+    packages = npm_packages(host_path(layout), layout, writer.params, host_path,
+                            lambda path: digests.get(path, ""))
+    urls = _npm_urls(repos, inputs[0].repository)
+    prefix = str(writer.params.get("path") or "").strip("/")
+    for p in packages:
+        # The lock path of its (first) directory: <path>/a/node_modules/b -> node_modules/a/...
+        first = str(p["directories"][0])
+        lock_path = "node_modules" + (first[len(prefix):] if prefix else "/" + first)
+        p["download_url"] = urls.get(lock_path, "")
+    return packages
+
+
+# Per declaration kind: the SBOM packages of the files a layer read from such a repository
+# (docs/supply-chain.md).
 REPOSITORY_PACKAGES: dict[str, PackageMaker] = {
     "deb_index": _deb_packages,
     "http_file": _http_packages,
     "http_archive": _http_packages,
     "oci_pull": _oci_packages,
+    "pip_lock": _pip_packages,
+    "npm_lock": _npm_packages,
 }
 
 
@@ -141,9 +233,13 @@ class _Walker:
                 p.update(id=f"deb:{p['purl']}", sha256=sha256)
                 self.packages.setdefault(p["id"], p)
                 ids.append(p["id"])
+        params = layer.params or {}
+        writer = LayerWriter(str(params.get("tar_writer") or "pkg_tar"),
+                             params.get("tar_spec") or {})
         for name, inputs in sorted(by_repo.items()):
             maker = REPOSITORY_PACKAGES.get(self.repos.declaration(name).kind)
-            for p in maker(self.repos, inputs, self.host_path, self.scratch) if maker else []:
+            made = maker(self.repos, inputs, self.host_path, self.scratch, writer) if maker else []
+            for p in made:
                 self.packages.setdefault(p["id"], p)
                 ids.append(p["id"])
         return ids

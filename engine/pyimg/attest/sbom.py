@@ -7,6 +7,7 @@ from typing import Any, TextIO
 from pyimg.actions.sbom import FORMATS, rule_facts, sbom_document
 from pyimg.attest.built import Built, build_for_attestation, image_layout_path
 from pyimg.attest.graph_facts import image_facts
+from pyimg.attest.layer_facts import CachedLayerFiles
 from pyimg.build.request import BuildRequest
 from pyimg.core.session import Session
 from pyimg.errors import UsageError
@@ -41,7 +42,8 @@ def built_sbom(built: Built, fmt: str = "spdx-json", source_date_epoch: int | No
     else:  # an oci_push: which target made each layer is found in the whole analysis
         facts = image_facts(top[0].label, path, layers, built.analysis_actions(), built.repos,
                             built.digests, built.host_path)
-    return sbom_document(layout, facts, __version__, source_date_epoch, fmt)
+    return sbom_document(layout, facts, __version__, source_date_epoch, fmt,
+                         CachedLayerFiles(built.session))
 
 
 def sbom_bytes(session: Session, request: BuildRequest, fmt: str = "spdx-json",

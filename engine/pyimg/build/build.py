@@ -21,6 +21,7 @@ from pyimg.core.session import Session, cwd_package
 from pyimg.errors import UsageError, UserInputError
 from pyimg.labels import LabelError, parse_pattern
 from pyimg.loading.loader import Loader, argument_origin_on_disk
+from pyimg.loading.package_store import PackageStore, StoredLoader
 
 if TYPE_CHECKING:
     from pyimg.core.action import Action
@@ -71,7 +72,14 @@ def analyze(
     reused while valid, and with `reuse_targets` too, the analyses of unchanged targets when a
     BUILD file changed."""
     repos = repos or repositories(session)
-    loader = Loader(session.workspace, repos.resolve)
+    loader: Loader
+    if digests is not None:
+        # A BUILD file edited: only the packages whose inputs changed are evaluated again.
+        store = PackageStore(session.output_base / "packages", digests,
+                             [session.workspace / "MODULE.pyimg", session.workspace / "pyimg.lock"])
+        loader = StoredLoader(session.workspace, repos.resolve, store, reuse=reuse_targets)
+    else:
+        loader = Loader(session.workspace, repos.resolve)
     cwd_pkg = cwd_package(session.workspace)
     try:
         parsed = [parse_pattern(p, cwd_pkg) for p in patterns]
@@ -91,15 +99,20 @@ def analyze(
         hit = cache.get(parsed, platform, loader)
         if hit is not None:
             return loader, hit
-    labels = loader.expand_patterns(parsed)
-    reuse = None
-    if cache is not None:
-        # A BUILD file changed: targets whose inputs did not are not analysed again.
-        from pyimg.analysis.target_cache import TargetCache
+    try:
+        labels = loader.expand_patterns(parsed)
+        reuse = None
+        if cache is not None:
+            # A BUILD file changed: targets whose inputs did not are not analysed again.
+            from pyimg.analysis.target_cache import TargetCache
 
-        reuse = TargetCache(session.output_base / "analysis" / "targets.json", platform,
-                            loader.read_files, reuse=reuse_targets)
-    result = Analyzer(loader, default, reuse).analyze(labels, configurations or None)
+            reuse = TargetCache(session.output_base / "analysis" / "targets.json", platform,
+                                loader.read_files, reuse=reuse_targets)
+        result = Analyzer(loader, default, reuse).analyze(labels, configurations or None)
+    finally:
+        # Also after an error elsewhere: the packages that evaluated are valid records.
+        if isinstance(loader, StoredLoader):
+            loader.save()
     if reuse is not None:
         reuse.save(loader.read_files, loader.read_paths)
     # MODULE.pyimg, pyimg.lock and the workspace files declarations are made from (an npm_lock's
@@ -112,17 +125,21 @@ def analyze(
     return loader, result
 
 
-def build(session: Session, request: BuildRequest, out: TextIO | None = None) -> BuildReport:
+def build(session: Session, request: BuildRequest, out: TextIO | None = None,
+          previous: Path | None = None) -> BuildReport:
     """Load, analyze, run and place what `request` asks for; progress and warnings go to `out`
-    (stderr). Closes `request.secrets`, also when the build fails."""
+    (stderr). `previous`: the record of the last successful build of the same command line
+    (build/noop.py), whose unchanged actions are served without keying them again. Closes
+    `request.secrets`, also when the build fails."""
     try:
-        return _build(session, request, out or sys.stderr)
+        return _build(session, request, out or sys.stderr, previous)
     finally:
         if request.secrets is not None:
             request.secrets.close()  # the build owns the secret files: none outlives it (Ctrl-C)
 
 
-def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
+def _build(session: Session, request: BuildRequest, out: TextIO,
+           previous: Path | None) -> BuildReport:
     start = time.monotonic()
     execution, display = request.execution, request.display
     jobs = execution.workers()
@@ -164,6 +181,13 @@ def _build(session: Session, request: BuildRequest, out: TextIO) -> BuildReport:
                         ctx.format_version, ctx.warn)
         ctx.remote = remote
     executor = ActionExecutor(ctx, cas, cache, digests)
+    recorded = None
+    if previous is not None and remote is None and request.secrets is None:
+        from pyimg.build.recorded import RecordedExecutor, recorded_lines
+
+        recorded = recorded_lines(previous, session.cache_root, ctx.format_version)
+    if recorded is not None:
+        executor = RecordedExecutor(ctx, cas, cache, digests, *recorded)
     _check_secrets(needed, request.secrets)
     progress = Progress(out, total=len(needed), verbose=display.verbose, color=display.color)
     scheduler = Scheduler(executor, jobs, execution.keep_going, progress.started,

@@ -202,6 +202,9 @@ def record_lines(
         "readers": readers,
         "actions": token,
         "spans": spans,
+        # The first output of each line's action: how the next full build finds an action's
+        # line (build/recorded.py).
+        "firsts": [r.action.all_outputs[0] for r in records],
     }
     return [json.dumps(index).encode()]
 

@@ -26,13 +26,15 @@ def _configure(p: argparse.ArgumentParser) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     from pyimg.build.build import build
     from pyimg.build.incremental import record_lines, render_report, report_lines
-    from pyimg.build.noop import write_record
+    from pyimg.build.noop import command_key, record_path, write_record
     from pyimg.build.progress import summary
 
     session = open_session(args)
     with session.locked("build"):
         request = build_request(args, args.patterns, session)
-        report = build(session, request)
+        # The last build of this command line: its unchanged actions need no new key.
+        report = build(session, request,
+                       previous=record_path(session.output_base, command_key(args.argv)))
         lines = report_lines(report.top_level, args.verbose)
         stdout = render_report(session.workspace, lines)
         sys.stdout.write(stdout)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyimg.core.digest import Digest
+
+if TYPE_CHECKING:
+    from pyimg.core.cas import ContentStore
 
 __all__ = ["BlobSource", "BuiltinCall", "LayerFetcher"]
 
@@ -63,3 +66,6 @@ class BuiltinCall:
     # A warning for the user about this action (the engine prefixes where it comes from); said
     # when the action runs, not when its outputs come from the cache.
     warn: Callable[[str], None] = field(default=_unheard)
+    # The build's content store, for builtins that keep what they derive from an input in the
+    # repository cache (deb_layer's decoded `.deb`s, oci/deb.py); None where there is none.
+    content_store: ContentStore | None = None

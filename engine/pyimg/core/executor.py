@@ -69,6 +69,8 @@ HOST_TOOLS_DIR = "_pyimg_host_tools"  # relative to the execroot
 # per action, larger inputs are copied too (docs/sandbox-secrets-caches.md, "Inputs").
 COPY_INPUTS_UP_TO = 1 << 20
 _MAX_READ_ONLY_BINDS = 64
+# See ActionExecutor._sanitized_etc.
+_COMMANDS_BEFORE_ETC_COPY = 50
 
 
 def tree_digest(tree: Mapping[str, FileOutput]) -> str:
@@ -155,6 +157,7 @@ class ActionExecutor:
         self._host_tool_identities: dict[ToolSpec, ToolIdentity] = {}
         self._warned_isolation = False
         self._confinement = Confinement(ctx.workspace)
+        self._commands_run = 0
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -418,6 +421,7 @@ class ActionExecutor:
             jobs=self.ctx.jobs,
             check_cancelled=self._check_cancelled,
             lazy_blobs=self.ctx.lazy_blobs,
+            content_store=self.cas,
             warn=lambda message: self.ctx.warn(
                 (f"{action.origin}: " if action.origin else "")
                 + f"{action.describe()}: {message}"
@@ -443,7 +447,7 @@ class ActionExecutor:
             raise InterruptedBuildError("interrupted")
 
     def _run_command(self, action: Action, scratch: Path) -> ActionResult:
-        from pyimg.core.sandbox import SandboxSpec, probe_isolation, run_sandboxed
+        from pyimg.core.sandbox import SandboxSpec, probe_isolation, run_sandboxed, sanitized_etc
 
         execroot = scratch / "execroot"
         execroot.mkdir()
@@ -495,6 +499,7 @@ class ActionExecutor:
                 secret_files=secret_files,
                 read_only_files=tuple(staged.read_only),
                 read_only_host_paths=tuple(tool_roots),
+                etc_dir=None if isolation == "none" else self._sanitized_etc(sanitized_etc),
             )
             result = run_sandboxed(spec, self.ctx.cancel, isolation=isolation)
         finally:
@@ -527,6 +532,20 @@ class ActionExecutor:
         # Before _ingest: an output holding a secret must never reach the content store.
         self._check_no_secret_in_outputs(action, execroot)
         return self._ingest(action, execroot, links)
+
+    def _sanitized_etc(self, sanitized_etc: Callable[[Path, bool], Path | None]) -> Path | None:
+        """The copy of /etc a command is shown instead of /etc plus one mask mount per host
+        secret (core/sandbox.py, `sanitized_etc`); it lives in the cache, so builds share it.
+        Made only once this build has run _COMMANDS_BEFORE_ETC_COPY commands: making it costs
+        0.3 to 1 s, what tens to hundreds of commands save with it, so small builds (a leaf
+        edit) use the masks unless a copy exists already."""
+        with self._lock:
+            self._commands_run += 1
+            make = self._commands_run > _COMMANDS_BEFORE_ETC_COPY
+        try:
+            return sanitized_etc(self.ctx.cache_root / "sandbox", make)
+        except OSError:
+            return None  # a full disk or an odd /etc: the masks show the same, a little slower
 
     def _lock_cache_dirs(self, action: Action, fds: list[int]) -> dict[str, Path]:
         """Each cache dir of the action, exclusively locked until the descriptors in `fds` close.

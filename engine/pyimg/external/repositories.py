@@ -298,7 +298,7 @@ class Repositories:
         elif isinstance(decl, DebIndex):
             for arch_pins in self._deb_pins(decl).values():
                 for deb in arch_pins:
-                    self._fetch_deb(decl, deb)
+                    self._decode_deb(decl, deb, self._fetch_deb(decl, deb))
         elif isinstance(decl, PipLock):
             for platform_pins in self._wheel_pins(decl).values():
                 for wheel in platform_pins:
@@ -755,6 +755,17 @@ class Repositories:
             return self._store(tmp, digest, False)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    def _decode_deb(self, decl: DebIndex, deb: DebPin, digest: Digest) -> None:
+        """Decode the fetched .deb into the repository cache once (oci/deb.py), so that no
+        build decompresses it again. A package that does not decode is left to the build that
+        uses it, whose error names the target and the package."""
+        from pyimg.oci.deb import DebCache
+
+        try:
+            DebCache(self.cas).read(self.cas.path(digest), digest, f"{deb.file_name()}")
+        except UserInputError:
+            pass
 
     def _write_deb_repo(self, decl: DebIndex, dest: Path) -> dict[str, Any]:
         from pyimg.external.deb import write_repo

@@ -168,6 +168,9 @@ class Loader:
         self.confinement = Confinement(workspace)
         self.source_files: set[str] = set()
         self._eval_stack: list[tuple[str, str]] = []  # (module id, display name)
+        # Display name of a file evaluated -> every .bzl file it loaded, directly or not (an
+        # ordered set): what a persisted package depends on (loading/package_store.py).
+        self.loaded_by: dict[str, dict[str, None]] = {}
         self._package: Package | None = None
         self._pending: UserInputError | None = None
         self.on_analysis_call: dict[str, Callable[..., Any]] = {}
@@ -237,6 +240,7 @@ class Loader:
         module_id, path, display = self._resolve_module(module)
         hit = self.modules.get(module_id)
         if hit is not None:
+            self._note_load(display)
             return hit
         if any(m == module_id for m, _ in self._eval_stack):
             chain = " -> ".join([d for _, d in self._eval_stack] + [display])
@@ -258,7 +262,15 @@ class Loader:
             self._add_callables(module_obj)
         frozen = self._eval(module_id, display, text, loads, module_obj, path)
         self.modules[module_id] = frozen
+        self._note_load(display)
         return frozen
+
+    def _note_load(self, display: str) -> None:
+        """The file being evaluated loaded `display` (and so all that `display` loaded)."""
+        if self._eval_stack:
+            deps = self.loaded_by.setdefault(self._eval_stack[-1][1], {})
+            deps[display] = None
+            deps.update(self.loaded_by.get(display, {}))
 
     def _eval(
         self,
@@ -487,7 +499,9 @@ class Loader:
             return call_origin
         file, line, col = split
         src = self.sources.get(file)
-        at = src.argument_position(line, col, name) if src is not None else None
+        if src is None:  # a package served from the package store: its file is as loaded
+            return argument_origin_on_disk(self.workspace, call_origin, name)
+        at = src.argument_position(line, col, name)
         return f"{file}:{at[0]}:{at[1]}" if at else call_origin
 
     def _definition_site(self, stack: str, what: str) -> tuple[str, str, str]:
@@ -537,7 +551,16 @@ class Loader:
         return pid
 
     def provider_load(self, pid: str) -> tuple[str, str]:
-        return self.providers[pid]
+        """(module, exported alias) of a provider id. The id says both (`_new_provider`), so a
+        provider of a .bzl file that this build did not evaluate (its packages came from the
+        package store) is found too."""
+        hit = self.providers.get(pid)
+        if hit is not None:
+            return hit
+        module, sep, name = pid.rpartition("%")
+        if not sep:
+            raise KeyError(pid)
+        return module, export_alias(name)
 
     def rule_load(self, rule: RuleClass) -> tuple[str, str]:
         return rule.module, export_alias(rule.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from pyimg.core.digest import Digest
 from pyimg.oci.model import Platform
@@ -103,9 +103,10 @@ class RegistryClient:
         return self._pusher.put_manifest(ref, data, media_type, identifier)
 
     def put_manifest_answer(
-        self, ref: Reference, data: bytes, media_type: str, identifier: str
+        self, ref: Reference, data: bytes, media_type: str, identifier: str,
+        replacing: Digest | None | Literal["any"] = "any",
     ) -> tuple[Digest, str | None]:
-        return self._pusher.put_manifest_answer(ref, data, media_type, identifier)
+        return self._pusher.put_manifest_answer(ref, data, media_type, identifier, replacing)
 
     def find_manifest(self, ref: Reference) -> FetchedManifest | None:
         return pull.find_manifest(self.connection, ref)
@@ -129,6 +130,13 @@ class RegistryClient:
         return self._pusher.push_blob(
             ref, digest, size, open_blob, mount_from, check_first=check_first
         )
+
+    def open_upload(self, ref: Reference, digest: Digest) -> str | None:
+        return self._pusher.open_upload(ref, digest)
+
+    def finish_upload(self, ref: Reference, location: str | None, digest: Digest,
+                      data: bytes) -> BlobOutcome:
+        return self._pusher.finish_upload(ref, location, digest, data)
 
     def push_layout(
         self,

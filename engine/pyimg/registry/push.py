@@ -8,6 +8,7 @@ references, so a manifest the registry has means its blobs are there too.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,14 +27,18 @@ from .connection import Connection
 from .mount import BlobOrigin, blob_origin, mount_blob
 from .pull import MANIFEST_ACCEPT, fetch_blob
 from .reference import Reference
-from .transport import Body
+from .transport import Body, ConnectionFailed, RetryableStatus
 
-__all__ = ["DEFAULT_CHUNK", "PARALLEL_UPLOADS", "BlobOutcome", "PushCounters", "Pusher"]
+__all__ = ["DEFAULT_CHUNK", "PARALLEL_UPLOADS", "BlobOutcome", "PushCounters", "Pusher", "TagMoved"]
 
 PARALLEL_UPLOADS = 4  # blobs of one manifest uploaded at once
 DEFAULT_CHUNK = 8 << 20
 
 BlobOutcome = Literal["skipped", "mounted", "uploaded"]
+
+
+class TagMoved(Exception):
+    """A conditional PUT of a tag found it moved by another writer (412): read it again."""
 
 
 @dataclass(slots=True)
@@ -84,17 +89,31 @@ class Pusher:
         return self.put_manifest_answer(ref, data, media_type, identifier)[0]
 
     def put_manifest_answer(
-        self, ref: Reference, data: bytes, media_type: str, identifier: str
+        self, ref: Reference, data: bytes, media_type: str, identifier: str,
+        replacing: Digest | None | Literal["any"] = "any",
     ) -> tuple[Digest, str | None]:
         """`put_manifest`, plus the OCI-Subject header of the answer: a registry with the
         referrers API sends it for a manifest with a `subject` (distribution-spec, "Pushing
-        Manifests with Subject"); without it, the client maintains the referrers tag."""
+        Manifests with Subject"); without it, the client maintains the referrers tag.
+
+        `replacing` makes the PUT of a tag conditional (RFC 9110 If-Match / If-None-Match: *):
+        only if the tag still holds that manifest (None: no manifest yet). A registry that
+        honours the condition answers 412 when another writer moved the tag: TagMoved. One that
+        ignores it (docker-registry) just stores the manifest."""
         digest = digest_bytes(data)
         url = self._conn.url(ref, f"/v2/{ref.repository}/manifests/{identifier}")
-        headers = (("Content-Type", media_type), ("Content-Length", str(len(data))))
+        headers: tuple[tuple[str, str], ...] = (
+            ("Content-Type", media_type), ("Content-Length", str(len(data))))
+        if replacing is None:
+            headers += (("If-None-Match", "*"),)
+        elif replacing != "any":
+            headers += (("If-Match", f'"{replacing}"'),)
         resp = self._conn.send(
             ref, "PUT", url, push=True, headers=headers, body=data, follow_redirects=False
         )
+        if resp.status == 412 and replacing != "any":
+            resp.close()
+            raise TagMoved(f"{ref.registry}/{ref.repository}:{identifier}")
         if resp.status not in (200, 201):
             raise self._conn.fail(ref, "PUT", url, resp)
         served = resp.headers.get("Docker-Content-Digest")
@@ -197,6 +216,47 @@ class Pusher:
             self._count("uploaded", 1)
             self._count("bytes_uploaded", size)
         return outcome
+
+    def open_upload(self, ref: Reference, digest: Digest) -> str | None:
+        """The first of the two requests of a small upload (`finish_upload` is the second), for
+        callers that overlap them with other requests: a POST that asks to mount `digest` from
+        `ref`'s own repository. A repository that holds the blob answers 201 (None: nothing to
+        upload), so this one request is the HEAD and the POST; any other answer opens an upload
+        session (202, what the distribution spec asks of a registry that cannot mount), whose
+        URL is returned. After a retryable failure, or a registry that refuses the mount
+        parameters outright, "" (no session: `finish_upload` starts over with `push_blob`)."""
+        try:
+            location = mount_blob(self._conn, ref, digest, ref.repository)
+        except (RetryableStatus, ConnectionFailed, RegistryError):
+            return ""
+        if location is None:
+            self._count("skipped", 1)
+        return location
+
+    def finish_upload(self, ref: Reference, location: str | None, digest: Digest,
+                      data: bytes) -> BlobOutcome:
+        """PUT `data` into the session `open_upload` opened (`location`; None: the blob was
+        there). No session, or a PUT that fails with a retryable status, falls back to
+        `push_blob`, which starts over under the retry policy."""
+        if location is None:
+            return "skipped"
+        if location:
+            url = _add_query(location, {"digest": str(digest)})
+            headers = (("Content-Type", "application/octet-stream"),
+                       ("Content-Length", str(len(data))))
+            try:
+                resp = self._conn.send(ref, "PUT", url, push=True, headers=headers, body=data,
+                                       follow_redirects=False, retry=False)
+            except (RetryableStatus, ConnectionFailed):
+                pass
+            else:
+                if resp.status not in (201, 204):
+                    raise self._conn.fail(ref, "PUT", url, resp)
+                resp.close()
+                self._count("uploaded", 1)
+                self._count("bytes_uploaded", len(data))
+                return "uploaded"
+        return self.push_blob(ref, digest, len(data), lambda: io.BytesIO(data))
 
     def _upload_chunks(
         self, ref: Reference, location: str, open_blob: Callable[[], BinaryIO]

@@ -10,21 +10,34 @@ The subject itself is never changed, so its digest stays what the build made.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from functools import partial
+from typing import TypeVar, cast
 
-from pyimg.core.digest import Digest
+from pyimg.core.digest import Digest, digest_bytes
 from pyimg.errors import RegistryError, UserInputError
 from pyimg.oci.media_types import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST
 from pyimg.oci.model import Descriptor, Index, Manifest, descriptor_for_bytes, parse_index
 
 from .client import RegistryClient
-from .pull import find_manifest
+from .pull import FetchedManifest, find_manifest
 from .reference import Reference
+from .tag_update import update_tag
 
-__all__ = ["EMPTY_CONFIG", "Artifact", "attach_artifacts", "list_referrers", "referrers_tag"]
+__all__ = [
+    "EMPTY_CONFIG",
+    "PARALLEL_REQUESTS",
+    "Artifact",
+    "attach_artifacts",
+    "in_parallel",
+    "list_referrers",
+    "referrers_tag",
+]
+
+T = TypeVar("T")
+PARALLEL_REQUESTS = 8  # requests of one round in flight at once
 
 # The empty JSON object every OCI 1.1 artifact without a config points at (image-spec 1.1).
 EMPTY_CONFIG = b"{}"
@@ -40,13 +53,20 @@ class Artifact:
     annotations: tuple[tuple[str, str], ...] = ()
 
 
-def _opener(data: bytes) -> Callable[[], BinaryIO]:
-    return lambda: io.BytesIO(data)
-
-
 def referrers_tag(digest: Digest) -> str:
     """The tag of the referrers tag schema for `digest` (`sha256-<hex>`)."""
     return f"{digest.algorithm}-{digest.hex}"
+
+
+def in_parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run `calls` at once (one round-trip for independent requests); their results in order.
+    Every call finishes before the first failure is raised."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=min(len(calls), PARALLEL_REQUESTS)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        wait(futures)
+    return [f.result() for f in futures]
 
 
 def attach_artifacts(
@@ -54,69 +74,85 @@ def attach_artifacts(
 ) -> list[Descriptor]:
     """Push each artifact as a manifest whose subject is `subject`; returns their descriptors.
 
-    Requests: the empty config once (HEAD, then upload if missing), per artifact its blob
-    (POST, PUT: a signed document is new, so no HEAD first) and its manifest (PUT); when the
-    registry has no referrers API, one GET and one PUT of the referrers tag for all of them. A registry that refuses an
-    artifact raises RegistryError naming it; what was pushed before (the image) is untouched.
+    Requests, in rounds whose requests are sent together:
+    1. a POST per blob (the empty config, each artifact's) asking to mount it from this same
+       repository, which a registry that has it answers 201 (so no HEAD first), any other 202
+       with an upload session; and a GET of the referrers tag, in case the registry has no
+       referrers API (its answers to the manifests say so only in round 3);
+    2. a PUT of each new blob;
+    3. a PUT of each artifact's manifest;
+    4. when no answer carried OCI-Subject (no referrers API), one PUT of the referrers tag for
+       all of them, then a GET that checks no other signer replaced it (tag_update.py).
+    A registry that refuses an artifact raises RegistryError naming it; what was pushed before
+    (the image) is untouched.
     """
+    if not artifacts:
+        return []
     subject_desc = Descriptor(subject.media_type, subject.digest, subject.size)
     empty = descriptor_for_bytes(OCI_EMPTY, EMPTY_CONFIG)
-    if artifacts:
-        client.push_blob(ref, empty.digest, empty.size, _opener(EMPTY_CONFIG))
-    pushed: list[Descriptor] = []
-    needs_tag = False
+    blobs = {empty.digest: EMPTY_CONFIG}
+    manifests = []
     for artifact in artifacts:
         blob = descriptor_for_bytes(artifact.blob_media_type, artifact.blob)
-        client.push_blob(ref, blob.digest, blob.size, _opener(artifact.blob), check_first=False)
-        manifest = Manifest(
+        blobs[blob.digest] = artifact.blob
+        manifests.append((artifact, Manifest(
             config=empty,
             layers=(blob,),
             annotations=artifact.annotations,
             subject=subject_desc,
             artifact_type=artifact.artifact_type,
-        )
-        data = manifest.to_bytes()
+        ).to_bytes()))
+    tag_ref = ref.with_tag(referrers_tag(subject.digest))
+    order = list(blobs)
+    round_one: list[Callable[[], object]] = [
+        lambda: find_manifest(client.connection, tag_ref),
+        *(partial(client.open_upload, ref, d) for d in order),
+    ]
+    first = in_parallel(round_one)
+    current = cast("FetchedManifest | None", first[0])
+    in_parallel([partial(client.finish_upload, ref, cast("str | None", location), d, blobs[d])
+                 for d, location in zip(order, first[1:], strict=True)])
+
+    def put(artifact: Artifact, data: bytes) -> tuple[Digest, str | None]:
         try:
-            digest, answer = client.put_manifest_answer(ref, data, OCI_MANIFEST, str(manifest.descriptor().digest))
+            return client.put_manifest_answer(ref, data, OCI_MANIFEST, str(digest_bytes(data)))
         except RegistryError as e:
             raise RegistryError(
                 f"{ref.registry}/{ref.repository} refused the {artifact.artifact_type} artifact "
                 f"for {subject.digest} (the image itself is unchanged): {e.message}"
             ) from None
-        needs_tag = needs_tag or answer != str(subject.digest)
-        pushed.append(
-            Descriptor(
-                OCI_MANIFEST,
-                digest,
-                len(data),
-                annotations=artifact.annotations,
-                artifact_type=artifact.artifact_type,
-            )
-        )
-    if needs_tag:
-        _add_to_referrers_tag(client, ref, subject.digest, pushed)
+
+    answers = in_parallel([partial(put, a, data) for a, data in manifests])
+    pushed = [
+        Descriptor(OCI_MANIFEST, digest, len(data), annotations=artifact.annotations,
+                   artifact_type=artifact.artifact_type)
+        for (artifact, data), (digest, _) in zip(manifests, answers, strict=True)
+    ]
+    if any(answer != str(subject.digest) for _, answer in answers):
+        _add_to_referrers_tag(client, tag_ref, current, pushed)
     return pushed
 
 
 def _add_to_referrers_tag(
-    client: RegistryClient, ref: Reference, subject: Digest, descriptors: list[Descriptor]
+    client: RegistryClient, tag_ref: Reference, current: FetchedManifest | None,
+    descriptors: list[Descriptor],
 ) -> None:
-    tag_ref = ref.with_tag(referrers_tag(subject))
-    current = find_manifest(client.connection, tag_ref)
-    existing: tuple[Descriptor, ...] = ()
-    if current is not None:
-        existing = _index_of(current.data, current.media_type, f"referrers tag {tag_ref}")
-    known = {d.digest for d in existing}
-    merged = (*existing, *(d for d in descriptors if d.digest not in known))
-    if current is not None and len(merged) == len(existing):
-        return
-    data = Index(manifests=merged).to_bytes()
+    def merge(tag: FetchedManifest | None) -> tuple[bytes, str] | None:
+        existing: tuple[Descriptor, ...] = ()
+        if tag is not None:
+            existing = _index_of(tag.data, tag.media_type, f"referrers tag {tag_ref}")
+        known = {d.digest for d in existing}
+        merged = (*existing, *(d for d in descriptors if d.digest not in known))
+        if tag is not None and len(merged) == len(existing):
+            return None
+        return Index(manifests=merged).to_bytes(), OCI_INDEX
+
     try:
-        client.put_manifest(tag_ref, data, OCI_INDEX, tag_ref.identifier)
+        update_tag(client, tag_ref, current, merge)
     except RegistryError as e:
         raise RegistryError(
-            f"{ref.registry}/{ref.repository} refused the referrers tag {tag_ref.identifier} "
-            f"(the image itself is unchanged): {e.message}"
+            f"{tag_ref.registry}/{tag_ref.repository} refused the referrers tag "
+            f"{tag_ref.identifier} (the image itself is unchanged): {e.message}"
         ) from None
 
 

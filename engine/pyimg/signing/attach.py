@@ -12,8 +12,10 @@ Nothing is written into the image or its index: its digest stays the one the bui
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import cast
 
 from pyimg.core import json_input
 from pyimg.core.digest import Digest, canonical_json
@@ -21,8 +23,10 @@ from pyimg.errors import IntegrityError, RegistryError, UsageError, Verification
 from pyimg.oci.media_types import OCI_CONFIG, OCI_MANIFEST
 from pyimg.oci.model import Descriptor, Manifest, descriptor_for_bytes, parse_manifest
 from pyimg.registry.client import RegistryClient
+from pyimg.registry.pull import FetchedManifest
 from pyimg.registry.reference import Reference
-from pyimg.registry.referrers import Artifact, attach_artifacts, list_referrers
+from pyimg.registry.referrers import Artifact, attach_artifacts, in_parallel, list_referrers
+from pyimg.registry.tag_update import update_tag
 
 from .formats import (
     BUNDLE_MEDIA_TYPE,
@@ -128,12 +132,18 @@ def sign_image(
     subject = subject or _subject(client, ref)
     attestations = [_attestation(ref, subject, key, p) for p in predicates]
     payload = simple_signing_payload(_identity(ref), subject.digest, COSIGN_SIGNATURE)
-    _add_cosign_signature(client, ref, subject.digest, payload, key.sign(payload))
+    signature = key.sign(payload)
     statement = in_toto_statement(_identity(ref), subject.digest, SIGN_PREDICATE, {})
     bundle = sigstore_bundle(dsse_envelope(statement, key), key)
     annotations = ((PREDICATE_ANNOTATION, SIGN_PREDICATE),)
     artifacts = [Artifact(BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE, bundle, annotations), *attestations]
-    attach_artifacts(client, ref, subject, artifacts)
+    # The .sig tag and the referrers do not depend on each other: their rounds of requests
+    # overlap (docs/benchmarks.md counts both).
+    both: list[Callable[[], object]] = [
+        partial(_add_cosign_signature, client, ref, subject.digest, payload, signature),
+        partial(attach_artifacts, client, ref, subject, artifacts),
+    ]
+    in_parallel(both)
     return subject
 
 
@@ -181,24 +191,9 @@ def _attestation(ref: Reference, subject: Descriptor, key: SigningKey, predicate
     )
 
 
-def _add_cosign_signature(
-    client: RegistryClient, ref: Reference, digest: Digest, payload: bytes, signature: bytes
-) -> None:
-    import base64
-
-    tag_ref = ref.with_tag(signature_tag(digest))
-    layer = descriptor_for_bytes(SIMPLESIGNING_MEDIA_TYPE, payload).with_annotations(
-        {SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()}
-    )
-    existing = client.find_manifest(tag_ref)
-    layers: tuple[Descriptor, ...] = ()
-    if existing is not None:
-        layers = _manifest(existing.data, existing.media_type, f"signatures {tag_ref}").layers
-        if layer in layers:
-            return
-    layers = (*layers, layer)
-    # cosign's signature image config: its diff_ids are the payload digests, nothing else.
-    config = canonical_json({
+def _signature_config(layers: Sequence[Descriptor]) -> bytes:
+    """cosign's signature image config: its diff_ids are the payload digests, nothing else."""
+    return canonical_json({
         "architecture": "",
         "config": {},
         "created": "0001-01-01T00:00:00Z",
@@ -206,15 +201,67 @@ def _add_cosign_signature(
         "os": "",
         "rootfs": {"type": "layers", "diff_ids": [str(x.digest) for x in layers]},
     })
+
+
+def _add_cosign_signature(
+    client: RegistryClient, ref: Reference, digest: Digest, payload: bytes, signature: bytes
+) -> None:
+    """Add a layer to the `.sig` tag's manifest. Requests, in rounds sent together: the tag's
+    GET and a POST for the payload and for the config (each asking to mount its blob from this
+    repository: 201 when it is there); the two PUTs; the manifest's conditional PUT and the GET
+    that checks it (registry/tag_update.py; another signer's layers are kept)."""
+    import base64
+
+    tag_ref = ref.with_tag(signature_tag(digest))
+    layer = descriptor_for_bytes(SIMPLESIGNING_MEDIA_TYPE, payload).with_annotations(
+        {SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()}
+    )
+    # The config's digest if this is the first signature (the usual case): a session opened for
+    # it takes whichever config the tag turns out to need.
+    guess = descriptor_for_bytes(OCI_CONFIG, _signature_config((layer,))).digest
+    round_one: list[Callable[[], object]] = [
+        partial(client.find_manifest, tag_ref),
+        partial(client.open_upload, tag_ref, layer.digest),
+        partial(client.open_upload, tag_ref, guess),
+    ]
+    fetched, payload_upload, config_upload = in_parallel(round_one)
+    current = cast("FetchedManifest | None", fetched)
+    uploaded: set[Digest] = set()
+
+    def layers_of(tag: FetchedManifest | None) -> tuple[Descriptor, ...]:
+        if tag is None:
+            return ()
+        return _manifest(tag.data, tag.media_type, f"signatures {tag_ref}").layers
+
+    layers = layers_of(current)
+    if layer in layers:
+        return
+    config = _signature_config((*layers, layer))
     config_desc = descriptor_for_bytes(OCI_CONFIG, config)
-    # Both are new whenever the manifest lacked this layer: upload without asking first.
-    client.push_blob(tag_ref, config_desc.digest, config_desc.size, lambda: io.BytesIO(config),
-                     check_first=False)
-    client.push_blob(tag_ref, layer.digest, layer.size, lambda: io.BytesIO(payload),
-                     check_first=False)
-    manifest = Manifest(config=config_desc, layers=layers)
+    # A session that found the guessed config present cannot take another one.
+    session = config_upload if config_desc.digest == guess or config_upload else ""
+    in_parallel([
+        partial(client.finish_upload, tag_ref, cast("str | None", payload_upload), layer.digest,
+                payload),
+        partial(client.finish_upload, tag_ref, cast("str | None", session), config_desc.digest,
+                config),
+    ])
+    uploaded.add(config_desc.digest)
+
+    def merge(tag: FetchedManifest | None) -> tuple[bytes, str] | None:
+        present = layers_of(tag)
+        if layer in present:
+            return None
+        config = _signature_config((*present, layer))
+        config_desc = descriptor_for_bytes(OCI_CONFIG, config)
+        if config_desc.digest not in uploaded:  # another signer's layers came in between
+            client.push_blob(tag_ref, config_desc.digest, config_desc.size,
+                             lambda: io.BytesIO(config), check_first=False)
+            uploaded.add(config_desc.digest)
+        return Manifest(config=config_desc, layers=(*present, layer)).to_bytes(), OCI_MANIFEST
+
     try:
-        client.put_manifest(tag_ref, manifest.to_bytes(), OCI_MANIFEST, tag_ref.identifier)
+        update_tag(client, tag_ref, current, merge)
     except RegistryError as e:
         raise RegistryError(
             f"{ref.registry}/{ref.repository} refused the signature tag {tag_ref.identifier} "

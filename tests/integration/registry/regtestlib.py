@@ -226,14 +226,19 @@ class FaultProxy:
     `faults` is a list of (method, path substring, fault); the first match is consumed.
     Faults: "500", "503", "429" (Retry-After: 1), "400" (a refusal, not retried), "drop"
     (close mid-body), "truncate" (a consistent but short body), "corrupt" (one byte flipped).
-    `requests` lists every request forwarded or faulted ("METHOD /path", no query).
+    `requests` lists every request forwarded or faulted ("METHOD /path", no query); `spans`
+    the (start, end) of each on the monotonic clock, for `round_trips`. `latency` seconds are
+    added before each answer, as a distant registry would, so that requests a client sends
+    together overlap whatever the machine's load.
     """
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, latency: float = 0.0) -> None:
         self.upstream = upstream
+        self.latency = latency
         self.faults: list[tuple[str, str, str]] = []
         self.injected: list[str] = []
         self.requests: list[str] = []
+        self.spans: list[tuple[float, float]] = []
         self.lock = threading.Lock()
         proxy = self
 
@@ -244,6 +249,16 @@ class FaultProxy:
                 pass
 
             def _handle(self) -> None:
+                start = time.monotonic()
+                try:
+                    self._forward()
+                finally:
+                    with proxy.lock:
+                        proxy.spans.append((start, time.monotonic()))
+
+            def _forward(self) -> None:
+                if proxy.latency:
+                    time.sleep(proxy.latency)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 fault = proxy._take(self.command, self.path)
@@ -288,6 +303,16 @@ class FaultProxy:
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def round_trips(self, since: int = 0) -> int:
+        """The sequential rounds among the requests from number `since` on: the longest chain
+        of requests each sent after the previous one was answered."""
+        with self.lock:
+            spans = sorted(self.spans[since:])
+        depth: list[int] = []
+        for i, (start, _) in enumerate(spans):
+            depth.append(1 + max((depth[j] for j in range(i) if spans[j][1] <= start), default=0))
+        return max(depth, default=0)
 
     def _take(self, method: str, path: str) -> str | None:
         with self.lock:

@@ -124,6 +124,34 @@ def test_packages_read_on_several_threads_give_the_same_bytes_and_the_same_error
             _deb_layer(ws, [*pkgs[:2], bad[0], *pkgs[2:], bad[1]], jobs=jobs)
 
 
+def test_packages_read_from_the_repository_cache_give_the_same_bytes(
+    ws: Workspace, debs: Path, tmp_path: Path
+) -> None:
+    # With the build's content store, each .deb is decoded once into the repository cache and
+    # read from there after: the layer is byte for byte the one of a fresh decode, with a
+    # ca-certificates bundle, merged-/usr links, hard links and several threads.
+    from dataclasses import replace
+
+    from pyimg.core.cas import ContentStore
+
+    pkgs = [
+        make_deb(debs, "ca-certificates", {"usr/share/ca-certificates/m/A.crt": b"-----A-----"},
+                 dirs={"etc/ssl/certs": 0o755}),
+        make_deb(debs, "base", {"usr/bin/sh": (b"#!sh" * 300, 0o755)}, symlinks={"bin": "usr/bin"},
+                 hardlinks={"usr/bin/dash": "usr/bin/sh"}),
+        make_deb(debs, "tool", {"bin/tool": (b"tool" * 9000, 0o755)}, compression="zstd"),
+    ]
+    fresh = _deb_layer(ws, pkgs, mtime=7).read_bytes()
+    exec_paths = [str(d.relative_to(ws.root)) for d in pkgs]
+    store = ContentStore(tmp_path / "cache")
+    for jobs in (1, 3, 1):
+        call = ws.call({"debs": exec_paths, "mtime": 7}, exec_paths, ["pyimg-out/cached.tar"],
+                       jobs=jobs)
+        ws.builtins["deb_layer"](replace(call, content_store=store))
+        assert ws.path("pyimg-out/cached.tar").read_bytes() == fresh
+    assert len(list((tmp_path / "cache" / "debs").glob("*.json"))) == 3
+
+
 def test_shared_directories_and_identical_files_merge(ws: Workspace, debs: Path) -> None:
     a = make_deb(debs, "liba", {"usr/share/doc/shared/README": b"same", "usr/lib/a.so": b"a"})
     b = make_deb(debs, "libb", {"usr/share/doc/shared/README": b"same", "usr/lib/b.so": b"b"})

@@ -130,3 +130,20 @@ def test_broken_wheel(ws: Workspace) -> None:
         z.writestr("nometa/__init__.py", "")
     with pytest.raises(UserInputError, match="nometa-1.0-py3-none-any.whl"):
         _py_layer(ws, [nowheel])
+
+
+@pytest.mark.skipif(RUNNING != "3.11", reason="the bytecode test pins Python 3.11")
+def test_installed_paths_are_the_files_of_the_layer(ws: Workspace) -> None:
+    """What the SBOM links to a wheel's package: every file py_layer wrote for it, no more."""
+    from pyimg.actions.py_layer import installed_paths
+
+    wheel = make_wheel(ws.root / "w", Wheel(
+        "demo", "2.0", console_scripts={"demo": "demo.cli:main"},
+        files={"demo/__init__.py": b"", "demo/cli.py": b"def main():\n    return 0\n",
+               "demo-2.0.data/purelib/demo_extra.py": b"X = 1\n",
+               "demo-2.0.data/data/share/man/man1/demo.1": b".TH demo\n"}))
+    params = {"site_packages": SITE, "prefix": "/usr/local", "python": "/usr/local/bin/python3",
+              "python_version": "3.11", "bytecode": True}
+    tar = _py_layer(ws, [wheel], **params)
+    files = sorted(n for n, m in _names(tar).items() if m.isfile())
+    assert installed_paths(wheel, params) == files

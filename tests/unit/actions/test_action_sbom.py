@@ -3,6 +3,7 @@ oci_sbom rule's providers make."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -58,10 +59,11 @@ License: LGPL-2.1+ and BSD-3-clause
 
 
 def test_license_expression_maps_debian_names_and_refers_to_the_rest() -> None:
-    extracted: dict[str, str] = {}
+    extracted: dict[str, tuple[str, str]] = {}
     assert _license_expression(["GPL-2+", "Expat", "Odd licence"], extracted) == \
         "(GPL-2.0-or-later AND LicenseRef-debian-Odd.licence AND MIT)"
-    assert extracted == {"LicenseRef-debian-Odd.licence": "Odd licence"}
+    assert extracted == {"LicenseRef-debian-Odd.licence": (
+        "Odd licence", "The Debian copyright file names this licence 'Odd licence'.")}
     assert _license_expression([], {}) == "NOASSERTION"
     assert _license_expression(["public-domain"], {}) == "NOASSERTION"
 
@@ -104,3 +106,74 @@ def test_layer_files_keep_a_leading_dot_and_report_symlinks(tmp_path: Path) -> N
     paths = [f.path for f in layer_files(blob, "test", links)]
     assert paths == [".profile", ".bashrc", "etc/os-release"]
     assert links == {"bin": "usr/bin"}
+
+
+def test_layer_files_of_a_layer_left_to_tarfile_are_the_same(tmp_path: Path) -> None:
+    """A global PAX header is read by tarfile instead of oci/tar_scan.py: same files, same
+    digests, hard links with their target's, symlinks reported."""
+    def layer(path: Path, pax: dict[str, str]) -> Path:
+        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, pax_headers=pax) as tar:
+            info = tarfile.TarInfo("./etc/motd")
+            info.size, info.mode, info.uid = 2, 0o4755, 7
+            tar.addfile(info, io.BytesIO(b"hi"))
+            for kind, name, target in ((tarfile.LNKTYPE, "./motd2", "./etc/motd"),
+                                       (tarfile.SYMTYPE, "./m", "etc/motd")):
+                info = tarfile.TarInfo(name)
+                info.type, info.linkname = kind, target
+                tar.addfile(info)
+        return path
+
+    results = []
+    for pax in ({}, {"comment": "a global header"}):
+        links: dict[str, str] = {}
+        results.append((list(layer_files(layer(tmp_path / f"l{len(pax)}.tar", pax), "t", links)),
+                        links))
+    assert results[0] == results[1]
+    files, links = results[0]
+    assert [(f.path, f.mode, f.uid) for f in files] == [("etc/motd", 0o4755, 7),
+                                                        ("motd2", 0o644, 0)]
+    assert files[0].sha256 == files[1].sha256 == hashlib.sha256(b"hi").hexdigest()
+    assert links == {"m": "etc/motd"}
+
+
+def test_a_declared_expression_is_kept_when_spdx_knows_it_else_one_licence_ref() -> None:
+    from pyimg.actions.sbom import _declared_expression, _declared_license
+
+    assert _declared_expression("mit") == "MIT"
+    assert _declared_expression("(ISC OR apache-2.0) AND MIT") == "(ISC OR Apache-2.0) AND MIT"
+    assert _declared_expression("GPL-2.0-or-later WITH Classpath-exception-2.0") == \
+        "GPL-2.0-or-later WITH Classpath-exception-2.0"
+    for bad in ("", "MIT OR", "(MIT", "MIT)", "Foo", "MIT WITH MIT", "SEE LICENSE IN x",
+                "LicenseRef-x", "MIT AND AND ISC"):
+        assert _declared_expression(bad) is None, bad
+    extracted: dict[str, tuple[str, str]] = {}
+    assert _declared_license({"license_expression": ""}, extracted) == "NOASSERTION"
+    assert _declared_license({"license_expression": "Proprietary", "license_kind": "npm"},
+                             extracted) == "LicenseRef-npm-Proprietary"
+    long = _declared_license({"license_expression": "Line one\nall the text", "license_kind":
+                              "pypi"}, extracted)
+    assert long.startswith("LicenseRef-pypi-Line.one-") and extracted[long][0] == "Line one"
+    assert extracted[long][1].endswith("Line one\nall the text")
+
+
+def test_a_wheel_s_licence_prefers_its_expression_then_license_then_classifiers() -> None:
+    import email.parser
+
+    from pyimg.actions.sbom import _npm_license, _wheel_license
+
+    def meta(*lines: str) -> object:
+        return email.parser.HeaderParser().parsestr("\n".join(lines) + "\n\n")
+
+    assert _wheel_license(meta("License-Expression: MIT", "License: BSD")) == "MIT"
+    assert _wheel_license(meta("License: BSD-3-Clause")) == "BSD-3-Clause"
+    assert _wheel_license(meta("License: UNKNOWN",
+                               "Classifier: License :: OSI Approved :: MIT License",
+                               "Classifier: License :: OSI Approved",
+                               "Classifier: License :: OSI Approved :: ISC License (ISCL)")) \
+        == "ISC OR MIT"
+    assert _wheel_license(meta("Name: x")) == ""
+    assert _npm_license({"license": "MIT"}) == "MIT"
+    assert _npm_license({"license": {"type": "ISC"}}) == "ISC"
+    assert _npm_license({"licenses": [{"type": "MIT"}, {"type": "Apache-2.0"}]}) == \
+        "Apache-2.0 OR MIT"
+    assert _npm_license({}) == ""

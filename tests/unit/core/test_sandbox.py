@@ -512,3 +512,110 @@ def test_host_secret_files_are_unreadable(execroot: Path, isolated: str) -> None
             continue
         for line in secret.splitlines():
             assert line.strip() == "" or line not in out
+
+
+def _fake_etc(tmp_path: Path) -> Path:
+    etc = tmp_path / "etc"
+    (etc / "ssh").mkdir(parents=True)
+    (etc / "private").mkdir(mode=0o700)
+    (etc / "private" / "key").write_text("private key")
+    (etc / "opasswd").write_text("old passwords")
+    (etc / "opasswd").chmod(0o600)
+    (etc / "ssh" / "ssh_host_ed25519_key").write_text("host key")
+    (etc / "ssh" / "ssh_host_ed25519_key").chmod(0o644)
+    (etc / "ssh" / "ssh_config").write_text("config")
+    (etc / "ro").mkdir()
+    (etc / "ro" / "f").write_text("in a read-only directory")
+    (etc / "ro").chmod(0o555)
+    (etc / "link").symlink_to("ssh/ssh_config")
+    return etc
+
+
+def _copy_of(etc: Path, state: Path) -> Path:
+    sandbox._scan_host.cache_clear()  # a new process: /etc is walked again
+    masks, entries = sandbox._scan_host((str(etc),), (f"{etc}/ssh/ssh_host_*key",))
+    name, below = sandbox._etc_copy_name(str(etc), masks, entries)
+    return sandbox._make_sanitized_etc(state, str(etc), name, masks, below)
+
+
+def test_sanitized_etc_holds_what_the_masks_show(tmp_path: Path) -> None:
+    etc = _fake_etc(tmp_path)
+    copy = _copy_of(etc, tmp_path / "state")
+    # What every user may read is there, as it is; a masked entry is empty and mode 0000.
+    assert (copy / "ssh" / "ssh_config").read_text() == "config"
+    assert (copy / "ro" / "f").read_text() == "in a read-only directory"
+    assert os.readlink(copy / "link") == "ssh/ssh_config"
+    for masked in ("opasswd", "ssh/ssh_host_ed25519_key", "private"):
+        st = os.lstat(copy / masked)
+        assert st.st_mode & 0o7777 == 0 and (st.st_size == 0 or (copy / masked).is_dir())
+    (copy / "private").chmod(0o700)
+    assert list((copy / "private").iterdir()) == []
+    (copy / "private").chmod(0)
+    # The same content of /etc is the same copy; an edited /etc gets another one.
+    assert _copy_of(etc, tmp_path / "state") == copy
+    (etc / "ssh" / "ssh_config").write_text("edited config")
+    os.utime(etc / "ssh" / "ssh_config", ns=(1, 1))
+    edited = _copy_of(etc, tmp_path / "state")
+    assert edited != copy and (edited / "ssh" / "ssh_config").read_text() == "edited config"
+    # Removing a copy never changes a host file (the copy's files may be hard links to them).
+    sandbox._remove_etc_copy(edited)
+    assert not edited.exists()
+    assert (etc / "opasswd").stat().st_mode & 0o777 == 0o600
+    assert (etc / "ro" / "f").read_text() == "in a read-only directory"
+    (etc / "ro").chmod(0o755)
+
+
+def test_sanitized_etc_is_made_only_when_asked_and_then_reused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    sandbox._SANITIZED_ETC.clear()
+    assert sandbox.sanitized_etc(state, make=False) is None
+    made = sandbox.sanitized_etc(state)
+    assert made is not None and made.parent == state
+    sandbox._SANITIZED_ETC.clear()  # a later process finds it without making it again
+    assert sandbox.sanitized_etc(state, make=False) == made
+    sandbox._remove_etc_copy(state)
+
+
+def test_host_secret_files_are_unreadable_through_the_sanitized_etc(
+    execroot: Path, isolated: str, tmp_path: Path
+) -> None:
+    masks = sandbox.host_secret_masks()
+    files = [p for p, is_dir in masks if not is_dir]
+    dirs = [p for p, is_dir in masks if is_dir]
+    etc_dir = sandbox.sanitized_etc(tmp_path / "state")
+    script = "for f in $0; do cat $f; done; for d in $1; do ls -A $d; done; echo end"
+    spec = SandboxSpec(argv=("/bin/sh", "-c", script, " ".join(files), " ".join(dirs)),
+                       execroot=execroot, env={}, etc_dir=etc_dir)
+    plan = sandbox._plan(spec, tmp_path, isolated)
+    assert [m for m in plan.mounts if sandbox._under(m.dest, "/etc")] == [
+        sandbox._Mount("/etc", "ro", str(etc_dir))]
+    out = run_sandboxed(spec, isolation=isolated).output.decode()
+    assert out.endswith("end\n")
+    for path in files + dirs:
+        assert f"{path}: Permission denied" in out or f"'{path}': Permission denied" in out, out
+    for path in files:
+        try:
+            secret = Path(path).read_text(errors="replace").strip()
+        except OSError:
+            continue
+        for line in secret.splitlines():
+            assert line.strip() == "" or line not in out
+
+
+def test_sanitized_etc_shows_the_same_etc_as_the_masks(
+    execroot: Path, isolated: str, tmp_path: Path
+) -> None:
+    # Names, link texts, sizes and contents of every readable file: what a command could tell
+    # apart (a link's target is not read: /etc/mtab shows the mount table, which differs).
+    script = ("cd /etc && find . -path ./ssl/private -prune -o -print | LC_ALL=C sort | "
+              "while read -r f; do if [ -L \"$f\" ]; then echo \"$f -> $(readlink \"$f\")\"; "
+              "elif [ -f \"$f\" ] && [ -r \"$f\" ]; then "
+              "echo \"$f $(cksum < \"$f\")\"; else echo \"$f\"; fi; done")
+    seen = []
+    for etc_dir in (None, sandbox.sanitized_etc(tmp_path / "state")):
+        spec = SandboxSpec(argv=("/bin/sh", "-c", script), execroot=execroot, env={},
+                           etc_dir=etc_dir)
+        result = run_sandboxed(spec, isolation=isolated)
+        seen.append(result.output.decode())
+    assert seen[0] == seen[1]
+    assert "./passwd " in seen[1]

@@ -9,6 +9,7 @@ import pytest
 from pyimg.errors import RegistryError
 from pyimg.oci.media_types import OCI_MANIFEST
 from pyimg.oci.model import descriptor_for_bytes
+from pyimg.registry import tag_update
 from pyimg.registry.client import RegistryClient
 from pyimg.registry.reference import parse_reference
 from pyimg.registry.referrers import Artifact, attach_artifacts, list_referrers, referrers_tag
@@ -16,6 +17,11 @@ from regfakes import FakeRegistry, resp
 
 REF = parse_reference("reg.test/team/app:v1")
 IMAGE = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
+
+
+@pytest.fixture(autouse=True)
+def _no_settling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tag_update, "SETTLE_SECONDS", (0.0, 0.0))
 
 
 def _setup(**kw: bool) -> tuple[FakeRegistry, RegistryClient]:
@@ -35,9 +41,9 @@ TAG = referrers_tag(SUBJECT.digest)
 def test_registry_without_the_api_gets_one_merged_referrers_tag() -> None:
     fake, client = _setup()
     first = attach_artifacts(client, REF, SUBJECT, [_artifact("a/one", b"1"), _artifact("a/two", b"2")])
-    assert [f"GET /v2/team/app/manifests/{TAG}", f"PUT /v2/team/app/manifests/{TAG}"] == [
-        line for line in fake.log if TAG in line
-    ]
+    # Read (with the blobs' uploads), written once for both, read again to check the write.
+    assert [f"GET /v2/team/app/manifests/{TAG}", f"PUT /v2/team/app/manifests/{TAG}",
+            f"GET /v2/team/app/manifests/{TAG}"] == [line for line in fake.log if TAG in line]
     attach_artifacts(client, REF, SUBJECT, [_artifact("a/three", b"3"), _artifact("a/one", b"1")])
     media_type, data = fake.manifests[("team/app", TAG)]
     entries = json.loads(data)["manifests"]
@@ -55,7 +61,9 @@ def test_registry_without_the_api_gets_one_merged_referrers_tag() -> None:
 def test_registry_with_the_api_needs_no_tag() -> None:
     fake, client = _setup(referrers_api=True)
     pushed = attach_artifacts(client, REF, SUBJECT, [_artifact("a/one", b"1")])
-    assert not any(TAG in line for line in fake.log)
+    # Read with the first round in case the registry lacks the API (only the manifest's
+    # answer tells), never written.
+    assert [line for line in fake.log if TAG in line] == [f"GET /v2/team/app/manifests/{TAG}"]
     found = list_referrers(client, REF, SUBJECT.digest)
     assert [(d.digest, d.artifact_type) for d in found] == [(pushed[0].digest, "a/one")]
 
@@ -75,3 +83,20 @@ def test_a_refused_artifact_is_one_error_naming_it() -> None:
     assert "refused the a/one artifact" in str(e.value)
     assert "the image itself is unchanged" in str(e.value) and "MANIFEST_INVALID" in str(e.value)
     assert fake.manifests[("team/app", "v1")] == (OCI_MANIFEST, IMAGE)
+
+
+def test_a_registry_refusing_the_mount_parameters_gets_plain_uploads() -> None:
+    """The POST that asks to mount a blob from the same repository (to skip a present one) is
+    an optimisation: a registry that refuses it outright gets an ordinary upload instead."""
+    fake, client = _setup()
+    handle = fake.transport.handler
+
+    def no_mounts(req):  # noqa: ANN001, ANN202 - the fake's handler signature
+        if req.method == "POST" and "mount=" in req.url:
+            return resp(400, b'{"errors":[{"code":"UNSUPPORTED","message":"no mounts"}]}')
+        return handle(req)
+
+    fake.transport.handler = no_mounts
+    pushed = attach_artifacts(client, REF, SUBJECT, [_artifact("a/one", b"1")])
+    assert [d.artifact_type for d in list_referrers(client, REF, SUBJECT.digest)] == ["a/one"]
+    assert pushed and client.counters.uploaded == 2  # the empty config and the artifact's blob
