@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pyimg.core.cas import atomic_write_bytes
+from pyimg.core.cas import atomic_file, atomic_write_bytes
 from pyimg.core.digest import canonical_json
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ LAST = "last_build.json"
 PREVIOUS = "previous_build.json"
 JOURNAL = "build_journal.json"
 FILES = (LAST, PREVIOUS, JOURNAL)  # what `pyimg clean` removes
+V = TypeVar("V")
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 def entries(records: Iterable[ExecutionRecord]) -> dict[str, Any]:
@@ -67,6 +71,10 @@ def save_build_record(output_base: Path, data: dict[str, Any]) -> None:
 
     The previous record keeps each action's latest record before this build, also for actions
     this build did not need, so `explain` compares with the previous build *of that action*.
+
+    The records are merged as the JSON text of each entry, never parsed whole: at 10,000 actions
+    the last record is 10 MB of text but 80 MiB of Python objects, held at the end of a build
+    beside everything else the build holds (docs/benchmarks.md, "Scale").
     """
     raw = canonical_json(data)
     base_raw = _read_bytes(output_base / LAST)
@@ -75,18 +83,19 @@ def save_build_record(output_base: Path, data: dict[str, Any]) -> None:
         if journal is None:
             _write_journal(output_base, _fresh_journal(raw, data))
         return  # a repeated build: both records already say the same
-    older = _parse(base_raw)
-    previous: dict[str, Any] | None = None
+    older = _entry_texts(base_raw)
+    del base_raw  # its entries' texts hold all of it (the peak is what counts here)
+    previous: dict[str, bytes] | None = None
     if journal is not None:
-        previous = _parse(_read_bytes(output_base / PREVIOUS))
-        older, previous = _views(older, previous, journal)
-        if older == data:
+        previous = _entry_texts(_read_bytes(output_base / PREVIOUS))
+        older, previous = _views(older, previous, journal, _as_local_hit_text, canonical_json)
+        if _joined(older) == raw:
             return
     if older:
         if previous is None:
-            previous = _parse(_read_bytes(output_base / PREVIOUS))
+            previous = _entry_texts(_read_bytes(output_base / PREVIOUS))
         previous.update(older)
-        atomic_write_bytes(output_base / PREVIOUS, canonical_json(previous))
+        _write_joined(output_base / PREVIOUS, previous)
     atomic_write_bytes(output_base / LAST, raw)
     _write_journal(output_base, _fresh_journal(raw, data))
 
@@ -143,18 +152,22 @@ def load_build_records(output_base: Path) -> tuple[dict[str, Any], dict[str, Any
     journal = _journal_for(output_base, base_raw)
     if journal is None:
         return last, previous
-    return _views(last, previous, journal)
+    return _views(last, previous, journal, _as_local_hit, _same)
 
 
 def _views(
-    last: dict[str, Any], previous: dict[str, Any], journal: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    hits = {k: _as_local_hit(v) for k, v in last.items()}
+    last: dict[str, V], previous: dict[str, V], journal: dict[str, Any],
+    as_hit: Callable[[V], V], journaled: Callable[[Any], V],
+) -> tuple[dict[str, V], dict[str, V]]:
+    """(last, previous) with the journal applied; entries are objects or their JSON texts
+    (`as_hit` turns one into a local hit, `journaled` makes one of a journal entry)."""
+    hits = {k: as_hit(v) for k, v in last.items()} if journal["cached"] or journal["merged"] == "hits" else {}
     merged = dict(previous)
     if journal["merged"]:
         merged.update(hits if journal["merged"] == "hits" else last)
-        merged.update(journal["previous"])
-    return {**(hits if journal["cached"] else last), **journal["last"]}, merged
+        merged.update({k: journaled(v) for k, v in journal["previous"].items()})
+    newest = {k: journaled(v) for k, v in journal["last"].items()}
+    return {**(hits if journal["cached"] else last), **newest}, merged
 
 
 def _local_hit(entry: dict[str, Any]) -> bool:
@@ -165,6 +178,67 @@ def _local_hit(entry: dict[str, Any]) -> bool:
 def _as_local_hit(entry: dict[str, Any]) -> dict[str, Any]:
     """The entry as a replayed no-op records it: a hit of the local cache."""
     return {**{k: v for k, v in entry.items() if k not in ("served", "ran")}, "cached": True}
+
+
+def _as_local_hit_text(text: bytes) -> bytes:
+    return canonical_json(_as_local_hit(json.loads(text)))
+
+
+def _same(entry: Any) -> Any:
+    return entry
+
+
+def _entry_texts(raw: bytes) -> dict[str, bytes]:
+    """The entries of a record file, each value as its own JSON text, parsed one at a time (the
+    objects of one entry are dropped before the next is read); {} for a file that is not a JSON
+    object, as `_parse` gives. A canonical file's texts are each value's canonical JSON."""
+    texts: dict[str, bytes] = {}
+    try:
+        text = raw.decode()
+        i = _skip_space(text, 0)
+        if text[i] != "{":
+            return {}
+        i = _skip_space(text, i + 1)
+        if text[i] == "}":
+            return {} if text[i + 1:].strip() else texts
+        while True:
+            key, i = _DECODER.raw_decode(text, i)
+            i = _skip_space(text, i)
+            if not isinstance(key, str) or text[i] != ":":
+                return {}
+            start = _skip_space(text, i + 1)
+            _value, end = _DECODER.raw_decode(text, start)
+            texts[key] = text[start:end].encode()
+            i = _skip_space(text, end)
+            if text[i] == "}":
+                return {} if text[i + 1:].strip() else texts
+            if text[i] != ",":
+                return {}
+            i = _skip_space(text, i + 1)
+    except (ValueError, IndexError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return {}
+
+
+def _skip_space(text: str, i: int) -> int:
+    blank = _SPACE.match(text, i)
+    return blank.end() if blank else i
+
+
+def _joined(texts: dict[str, bytes]) -> bytes:
+    """The canonical JSON of the object whose entries' texts are `texts` (keys sorted, as
+    canonical_json sorts them)."""
+    return b"{" + b",".join(canonical_json(k) + b":" + v for k, v in sorted(texts.items())) + b"}"
+
+
+def _write_joined(path: Path, texts: dict[str, bytes]) -> None:
+    """Write `_joined(texts)` to `path` atomically, entry by entry (never the whole in memory)."""
+    with atomic_file(path) as f:
+        f.write(b"{")
+        for n, (key, text) in enumerate(sorted(texts.items())):
+            f.write(b"," if n else b"")
+            f.write(canonical_json(key) + b":")
+            f.write(text)
+        f.write(b"}")
 
 
 def _fresh_journal(raw: bytes, data: dict[str, Any]) -> dict[str, Any]:

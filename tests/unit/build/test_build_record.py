@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import random
+import tracemalloc
 
 import pytest
 from pyimg.build.build_record import (
     JOURNAL,
     LAST,
+    PREVIOUS,
     load_build_records,
     mark_all_cached,
     record_base,
     save_build_record,
     update_build_record,
 )
+from pyimg.core.digest import canonical_json
 
 
 class Reference:
@@ -108,3 +111,46 @@ def test_invalid_files_are_reported(tmp_path):
     (tmp_path / LAST).write_text("{broken")
     with pytest.raises(ValueError, match=LAST):
         load_build_records(tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_full_saves_write_the_canonical_json_of_both_records(tmp_path, seed):
+    # The previous record is merged entry by entry as text: the bytes are what writing the
+    # merged objects would give.
+    rng = random.Random(seed)
+    ref = Reference()
+    for _ in range(8):
+        data = {i: _entry(rng) for i in rng.sample(["a", "b", "c", "d", "e", "\u00e9"], 3)}
+        save_build_record(tmp_path, data)
+        ref.save(data)
+        assert (tmp_path / LAST).read_bytes() == canonical_json(ref.last)
+        if ref.previous:
+            assert (tmp_path / PREVIOUS).read_bytes() == canonical_json(ref.previous)
+
+
+def _action_entry(i: int, build: int) -> dict:
+    return {"cached": False, "key": f"sha256:{build}{i:063d}", "origin": f"p{i}/BUILD.pyimg:1:1",
+            "components": {"argv": ["/bin/sh", "-c", f"cat p{i}/t.txt > pyimg-out/p{i}/t.out"],
+                           "inputs": {f"p{i}/t{k}.txt": f"sha256:{i:064d}" for k in range(6)},
+                           "outputs": [f"pyimg-out/p{i}/t.out"], "env": {}, "tools": []}}
+
+
+def test_a_save_never_holds_the_older_records_as_objects(tmp_path):
+    # At 10,000 actions the last record is 10 MB of JSON but 80 MiB of objects once parsed, and
+    # a build saved it with everything else it holds still in memory (docs/benchmarks.md, "Scale"). Parsed whole,
+    # the two older records took this save's peak to over 10 times the file's size.
+    n = 3000
+    save_build_record(tmp_path, {f"a{i}": _action_entry(i, 1) for i in range(n)})
+    save_build_record(tmp_path, {f"a{i}": _action_entry(i, 2) for i in range(n)})
+    data = {f"a{i}": _action_entry(i, 3) for i in range(n)}
+    size = (tmp_path / LAST).stat().st_size
+    tracemalloc.start()
+    try:
+        save_build_record(tmp_path, data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * size
+    last, previous = load_build_records(tmp_path)
+    assert last == data
+    assert previous == {f"a{i}": _action_entry(i, 2) for i in range(n)}
