@@ -46,9 +46,11 @@ def _workspace(root: Path, host: str, repo: str, sign: bool) -> Path:
     return root
 
 
-def signing_requests(registry_host: str, workdir: Path, latency: float = 0.2) -> dict[str, object]:
-    """Push one image plainly and one signed through a counting proxy; returns the requests and
-    round-trips of each push, the differences, and the added requests by method."""
+def signing_requests(registry_host: str, workdir: Path, latency: float = 0.2,
+                     namespace: str = "bench") -> dict[str, object]:
+    """Push one image plainly and one signed through a counting proxy, to repositories under
+    `namespace` (a fresh one measures a first signature); returns the requests and round-trips
+    of each push, the differences, and the added requests by method."""
     proxy = FaultProxy(registry_host, latency)
     env = dict(os.environ)
     env.pop("DOCKER_CONFIG", None)
@@ -62,7 +64,7 @@ def signing_requests(registry_host: str, workdir: Path, latency: float = 0.2) ->
         counts: dict[str, list[str]] = {}
         rounds: dict[str, int] = {}
         for name, sign in (("plain", False), ("signed", True)):
-            ws = _workspace(workdir / name, proxy.host, f"bench/{name}", sign)
+            ws = _workspace(workdir / name, proxy.host, f"{namespace}/{name}", sign)
             before = len(proxy.requests)
             subprocess.run([PYIMG, "run", "--disk-cache", str(cache), "//app:push"], cwd=ws,
                            check=True, capture_output=True, env=env)
