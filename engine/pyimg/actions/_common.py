@@ -14,6 +14,7 @@ from pyimg.errors import UserInputError
 from pyimg.oci.compress import HashingWriter
 
 __all__ = [
+    "layer_mtime",
     "write_tar_output",
     "input_path",
     "only_input",
@@ -44,6 +45,14 @@ def params_dict(call: BuiltinCall, known: set[str], action: str) -> dict[str, An
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise UserInputError(f"{action}: unknown params: {', '.join(hints)}")
     return dict(params)
+
+
+def layer_mtime(params: Mapping[str, Any], what: str) -> int:
+    """The `mtime` param of a tar-writing builtin: every entry's timestamp, 0 when unset."""
+    mtime = params.get("mtime") or 0
+    if not isinstance(mtime, int) or isinstance(mtime, bool) or mtime < 0:
+        raise UserInputError(f"{what}: mtime must be a non-negative integer, got {mtime!r}")
+    return mtime
 
 
 def input_path(call: BuiltinCall, exec_path: Any, what: str) -> Path:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions._common import input_path, params_dict, write_tar_output
+from pyimg.actions._common import input_path, layer_mtime, params_dict, write_tar_output
 from pyimg.actions.builtins import builtin
 from pyimg.core.builtin import BuiltinCall
 from pyimg.core.streams import ByteWriter
@@ -260,9 +260,7 @@ def write_deb_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
     unknown = sorted(set(params) - PARAMS)
     if unknown:
         raise UserInputError(f"{what}: unknown params {unknown}")
-    mtime = params.get("mtime") or 0
-    if not isinstance(mtime, int) or isinstance(mtime, bool) or mtime < 0:
-        raise UserInputError(f"{what}: mtime must be a non-negative integer, got {mtime!r}")
+    mtime = layer_mtime(params, what)
     debs = params.get("debs") or []
     if not isinstance(debs, list):
         raise UserInputError(f"{what}: debs must be a list of inputs")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions._common import input_path, params_dict, write_tar_output
+from pyimg.actions._common import input_path, layer_mtime, params_dict, write_tar_output
 from pyimg.actions.builtins import builtin
 from pyimg.core import json_input
 from pyimg.core.builtin import BuiltinCall
@@ -199,9 +199,6 @@ def installed_packages(layout_path: Path, layout: str, params: dict[str, Any],
     platform, libc = params.get("platform"), params.get("libc") or "glibc"
     if not isinstance(platform, str) or platform.count("/") not in (1, 2):
         raise UserInputError(f"{what}: platform must be like 'linux/amd64', got {platform!r}")
-    mtime = params.get("mtime") or 0
-    if not isinstance(mtime, int) or isinstance(mtime, bool) or mtime < 0:
-        raise UserInputError(f"{what}: mtime must be a non-negative integer, got {mtime!r}")
     try:
         data = json_input.loads(layout_path.read_text())
         plan, roots = data["packages"], data["root"]
@@ -223,7 +220,7 @@ def write_npm_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrit
     assert isinstance(layout, str)
     base = posixpath.dirname(layout)
     packages = [pkg for _, pkg, _ in installed_packages(layout_path, layout, params, what)]
-    prefix, mtime = _prefix(params, what), params.get("mtime") or 0
+    prefix, mtime = _prefix(params, what), layer_mtime(params, what)
 
     def placed(lock_path: str) -> str:
         return _place(prefix, lock_path)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pyimg.actions._common import (
     input_path,
+    layer_mtime,
     params_dict,
     parse_mode,
     parse_owner,
@@ -167,9 +168,7 @@ def write_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWriter, 
                     what: str = "pkg_tar") -> None:
     """Write the canonical tar that pkg_tar `params` describe to `out` (the one definition of
     those bytes: `oci_layer` streams the same tar straight into its compressor)."""
-    mtime = params.get("mtime") or 0
-    if not isinstance(mtime, int) or isinstance(mtime, bool) or mtime < 0:
-        raise UserInputError(f"{what}: mtime must be a non-negative integer, got {mtime!r}")
+    mtime = layer_mtime(params, what)
     uid, gid = parse_owner(params.get("owner") or "0.0", f"{what}: owner")
     default_mode = (
         parse_mode(params["mode"], f"{what}: mode") if params.get("mode") is not None else None

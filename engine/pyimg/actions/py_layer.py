@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyimg.actions._common import input_path, params_dict, write_tar_output
+from pyimg.actions._common import input_path, layer_mtime, params_dict, write_tar_output
 from pyimg.actions.builtins import builtin
 from pyimg.core.builtin import BuiltinCall
 from pyimg.core.streams import ByteWriter
@@ -207,9 +207,7 @@ def write_py_layer_tar(call: BuiltinCall, params: dict[str, Any], out: ByteWrite
     unknown = sorted(set(params) - PY_LAYER_PARAMS)
     if unknown:
         raise UserInputError(f"{what}: unknown params {unknown}")
-    mtime = params.get("mtime") or 0
-    if not isinstance(mtime, int) or isinstance(mtime, bool) or mtime < 0:
-        raise UserInputError(f"{what}: mtime must be a non-negative integer, got {mtime!r}")
+    mtime = layer_mtime(params, what)
     version = params.get("python_version") or ""
     if not isinstance(version, str) or not _PYTHON_VERSION.match(version):
         raise UserInputError(f"{what}: python_version must be like \"3.11\", got {version!r}")
