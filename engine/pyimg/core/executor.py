@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -167,6 +168,7 @@ class ActionExecutor:
         self._confinement = Confinement(ctx.workspace)
         self._commands_run = 0
         self._batch: _DurableBatch | None = None
+        self._slots = _ScratchSlots(ctx.scratch_root)
 
     # -- durable writes ---------------------------------------------------------------------
 
@@ -349,12 +351,12 @@ class ActionExecutor:
                     return ExecutionRecord(
                         action, key, components, was_cached, result, time.monotonic() - start,
                         served="remote" if was_cached else "remote-exec")
-        scratch = self.ctx.scratch_root / key.hex
+        scratch = self._slots.take()
         try:
-            result = self._run_in(action, scratch)
+            result = self._run(action, scratch)
             self._commit_entry(key, result)
         finally:
-            remove_tree(scratch)
+            self._slots.give_back(scratch)
         self.record_result(action, result)
         if request is not None:
             assert remote is not None
@@ -506,7 +508,7 @@ class ActionExecutor:
         from pyimg.core.sandbox import SandboxSpec, probe_isolation, run_sandboxed, sanitized_etc
 
         execroot = scratch / "execroot"
-        execroot.mkdir()
+        execroot.mkdir(exist_ok=True)  # kept empty between the actions of a scratch slot
         links: dict[tuple[int, int], Digest] = {}
         isolation = probe_isolation()
         staged = _StagedInputs(allow_binds=isolation != "none")
@@ -556,6 +558,7 @@ class ActionExecutor:
                 read_only_files=tuple(staged.read_only),
                 read_only_host_paths=tuple(tool_roots),
                 etc_dir=None if isolation == "none" else self._sanitized_etc(sanitized_etc),
+                scratch_dir=scratch / _SANDBOX_DIR,
             )
             result = run_sandboxed(spec, self.ctx.cancel, isolation=isolation)
         finally:
@@ -802,6 +805,78 @@ class ActionExecutor:
         st = path.stat()
         digest, executable = self.cas.put_file(path, links.get((st.st_dev, st.st_ino)), link=True)
         return FileOutput(digest, st.st_size, executable)
+
+
+# A scratch slot holds these directories between actions, empty; anything else is removed.
+_SANDBOX_DIR = "sandbox"  # the sandbox's HOME and TMPDIR (core/sandbox.py, SandboxSpec.scratch_dir)
+_SLOT_DIRS = ("execroot", _SANDBOX_DIR, f"{_SANDBOX_DIR}/home", f"{_SANDBOX_DIR}/tmp")
+
+
+class _ScratchSlots:
+    """Scratch trees reused from one action to the next (one per action running at once), as
+    Bazel's reused sandbox directories: making and removing the five directories every command
+    needs cost about 1 ms per action here (a mkdir 70 us, a rmdir 145 us on this disk).
+
+    Between two actions a slot is emptied: everything but its own directories goes, and those
+    must be plain directories of ours, mode 0755, without extended attributes (a default ACL
+    would shape the next action's files); a slot that cannot be brought back to that is removed
+    whole and a fresh one made. So nothing of one action is visible to the next."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._free: list[Path] = []
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> Path:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            self._made += 1
+            slot = self._root / f"slot-{os.getpid()}-{self._made}"
+        remove_tree(slot)
+        slot.mkdir(parents=True)
+        return slot
+
+    def give_back(self, slot: Path) -> None:
+        try:
+            clean = _empty_slot(slot)
+        except OSError:
+            clean = False
+        if not clean:
+            remove_tree(slot)
+            return
+        with self._lock:
+            self._free.append(slot)
+
+
+def _empty_slot(slot: Path) -> bool:
+    """Empty `slot` down to its own directories (made where missing); False when one of them is
+    not a plain directory of ours with mode 0755 and no extended attributes, or will not empty."""
+    uid = os.getuid()
+    for rel in ("", *_SLOT_DIRS):
+        d = slot / rel if rel else slot
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            d.mkdir(mode=0o755)
+            st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or os.listxattr(d):
+            return False
+        if stat.S_IMODE(st.st_mode) != 0o755:
+            os.chmod(d, 0o755)
+        keep = {name.rsplit("/", 1)[-1] for name in _SLOT_DIRS
+                if name.rpartition("/")[0] == rel}
+        for entry in os.scandir(d):
+            if entry.name in keep:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(Path(entry.path))
+            else:
+                os.unlink(entry.path)
+        if not set(os.listdir(d)) <= keep:  # the kept ones are made on their own turn
+            return False
+    return True
 
 
 class _DurableBatch:
