@@ -161,18 +161,29 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, sync: bool = 
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a tree that may hold read-only files and directories (store links, Go caches)."""
+    """Remove a tree that may hold read-only or unreadable directories (Go caches, a command's
+    `chmod 000`): what the first pass cannot remove goes once every directory is opened up."""
+    if path.is_symlink() or not path.exists():
+        return  # a symlink is not followed (as shutil.rmtree refuses to)
+    failed: list[str] = []
+    shutil.rmtree(path, onerror=lambda func, p, exc: failed.append(p))
+    if failed:
+        _open_up_dirs(path)
+        shutil.rmtree(path, ignore_errors=True)
 
-    def onerror(func: Any, p: str, exc: Any) -> None:
+
+def _open_up_dirs(top: Path) -> None:
+    """Give the owner rwx on every directory under `top` (which is not a symlink) that it owns,
+    so that their entries can be listed and removed; symlinks are never followed."""
+    stack = [str(top)]
+    while stack:
+        d = stack.pop()
         try:
-            os.chmod(os.path.dirname(p), 0o755)
-            os.chmod(p, 0o755)
-            func(p)
+            os.chmod(d, 0o700)
+            with os.scandir(d) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
         except OSError:
-            pass
-
-    if path.exists():
-        shutil.rmtree(path, onerror=onerror)
+            continue
 
 
 def _blob_key(st: os.stat_result) -> StatKey:

@@ -867,13 +867,14 @@ def _empty_slot(slot: Path) -> bool:
             os.chmod(d, 0o755)
         keep = {name.rsplit("/", 1)[-1] for name in _SLOT_DIRS
                 if name.rpartition("/")[0] == rel}
-        for entry in os.scandir(d):
-            if entry.name in keep:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                remove_tree(Path(entry.path))
-            else:
-                os.unlink(entry.path)
+        with os.scandir(d) as entries:
+            for entry in entries:
+                if entry.name in keep:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    remove_tree(Path(entry.path))
+                else:
+                    os.unlink(entry.path)
         if not set(os.listdir(d)) <= keep:  # the kept ones are made on their own turn
             return False
     return True

@@ -254,3 +254,24 @@ def test_deferred_syncs_skip_the_fsync_of_each_blob_until_sync(tmp_path, monkeyp
         cas.sync()  # one syncfs for all of them
     cas.put_bytes(b"durable at once")
     assert len(fsyncs) == 1
+
+
+def test_remove_tree_removes_unreadable_and_read_only_directories(tmp_path):
+    # Permissions stop only a user other than root: tools/test-unprivileged runs this as one.
+    from pyimg.core.cas import remove_tree
+
+    top = tmp_path / "scratch"
+    (top / "closed/deeper").mkdir(parents=True)
+    (top / "closed/deeper/f").write_text("x")
+    (top / "read-only").mkdir()
+    (top / "read-only/g").write_text("y")
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o750)
+    outside.chmod(0o750)
+    os.symlink(outside, top / "link")
+    (top / "closed/deeper").chmod(0)
+    (top / "closed").chmod(0)
+    (top / "read-only").chmod(0o555)
+    remove_tree(top)
+    assert not top.exists()
+    assert outside.stat().st_mode & 0o777 == 0o750  # the link was removed, not followed
