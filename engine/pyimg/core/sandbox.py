@@ -11,8 +11,8 @@ What the command sees (the same for "bwrap" and "unshare"; see `run_sandboxed` f
                              messages) do not vary with the host's directory layout.
     /pyimg/execroot/<f>      each `read_only_files` entry: a read-only bind mount of itself, so
                              that the command can neither write, chmod, delete nor replace it
-    /pyimg/home              a fresh empty directory, $HOME
-    /tmp                     a fresh empty directory, $TMPDIR
+    /pyimg/home              an empty directory, $HOME (`SandboxSpec.scratch_dir`)
+    /tmp                     an empty directory, $TMPDIR
     /pyimg/cache/<VAR>       each writable_dirs entry, read-write, path in $VAR
     /pyimg/secrets/<id>      each secret file, read-only, path in $PYIMG_SECRET_<id>
     /usr /etc                host directories, read-only (the shell, coreutils, ld.so.cache),
@@ -254,7 +254,7 @@ def run_sandboxed(
     a "pyimg: ..." line at the end of the output. Nothing the command started outlives the call.
 
     With "none" the command runs on the host in the execroot with the same scrubbed environment,
-    HOME/TMPDIR in a fresh temp directory and host paths for caches and secrets: the file system,
+    HOME/TMPDIR in empty host directories and host paths for caches and secrets: the file system,
     network and processes are not isolated (a daemon that calls setsid() can survive).
 
     Raises ValueError for a malformed spec and OSError when the sandbox itself cannot start.
