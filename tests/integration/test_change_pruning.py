@@ -5,6 +5,7 @@ follow the lines the edit moved."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -178,4 +179,31 @@ def test_a_build_file_that_fails_to_evaluate_then_restored(tmp_path: Path) -> No
     assert built.code == 0, built.err
     assert PRUNED_NOTE in built.err
     assert "Build completed: 0 actions run" in built.err
+    assert _outputs(ws.root) == _clean_outputs(ws, tmp_path)
+
+
+def _save_by_rename(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_files_saved_by_a_rename(tmp_path: Path) -> None:
+    """`sed -i` and many editors save a file by renaming a new one over it, which moves the
+    directory's mtime but not its listing: a BUILD file saved so is pruned, a source so is
+    built incrementally, and the next build is a plain no-op."""
+    ws = _workspace(tmp_path)
+    a_build = ws.root / "a/BUILD.pyimg"
+    _save_by_rename(a_build, a_build.read_text() + "# saved by a rename\n")
+    built = ws.run("build", "//...")
+    assert built.code == 0, built.err
+    assert PRUNED_NOTE in built.err
+    assert "Build completed: 0 actions run" in built.err
+    _save_by_rename(ws.root / "a/s.txt", "renamed\n")
+    built = ws.run("build", "//...")
+    assert built.code == 0, built.err
+    assert "Build completed: 2 actions run" in built.err
+    assert ws.out("b/y.out").read_text() == "renamed\n"
+    again = ws.run("build", "//...")
+    assert "nothing changed since the last build" in again.err
     assert _outputs(ws.root) == _clean_outputs(ws, tmp_path)

@@ -374,6 +374,8 @@ def _replay_pruned(check: Check, index: dict[str, Any], lines: ActionLines,
 
     for host, stat in check.changed.items():
         check.set("files", host, stat)
+    for directory, stat in check.dirs.items():
+        check.set("dirs", directory, stat)
     if lines.edited or any(_rehashed(host) for host in check.changed):
         index["actions"], index["spans"] = lines.save()
         check.save([json.dumps(index).encode()])
@@ -558,6 +560,8 @@ def _update_stats(check: Check, workspace: Path, goals: list[str], stdout: str) 
     hashed exactly those), the goals it placed again. False when an output is missing."""
     for host, stat in check.changed.items():
         check.set("files", host, stat)
+    for directory, stat in check.dirs.items():  # a file saved by a rename
+        check.set("dirs", directory, stat)
     outputs = check.record["outputs"]
     for g in goals:
         path = str(workspace / g)
