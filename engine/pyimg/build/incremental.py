@@ -26,7 +26,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyimg.build.build_record import entries, record_base, save_build_record, update_build_record
+from pyimg.build.build_record import (
+    entries,
+    mark_all_cached,
+    record_base,
+    save_build_record,
+    update_build_record,
+)
 from pyimg.build.execution import materialize, new_context
 from pyimg.build.noop import Check, command_key, file_stat, output_stats, pyimg_code, record_path
 from pyimg.build.progress import Progress, summary
@@ -53,7 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["rebuild", "record_lines", "render_report", "report_lines"]
 
 VERSION = 1  # of the index and action lines
-LOCK_FILE = "pyimg.lock"  # external/repositories.py's, not imported: it costs what this spares
+# pyimg.lock (external/repositories.py's LOCK_FILE, not imported: it costs what this spares)
+_LOCK_FILE = "pyimg.lock"
 
 
 def report_lines(top_level: list[TargetResult], verbose: bool) -> list[list[str]]:
@@ -239,7 +246,7 @@ def record_lines(
 
 def _rehashed(path: str) -> bool:
     """Whether a change of the loading file `path` is pruned when its contents are the same."""
-    return path.endswith(".bzl") or os.path.basename(path) in (MODULE_FILE, LOCK_FILE)
+    return path.endswith(".bzl") or os.path.basename(path) in (MODULE_FILE, _LOCK_FILE)
 
 
 def _loading_digests(paths: Iterable[str]) -> dict[str, list[Any]]:
@@ -370,8 +377,6 @@ def _replay_pruned(check: Check, index: dict[str, Any], lines: ActionLines,
                    start: float) -> int:
     """Only BUILD and .bzl files changed, and no target: print the recorded build's report and
     update the records by the files' new stats (and the actions' new origins)."""
-    from pyimg.build.build_record import mark_all_cached
-
     for host, stat in check.changed.items():
         check.set("files", host, stat)
     for directory, stat in check.dirs.items():
