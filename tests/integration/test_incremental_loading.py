@@ -167,8 +167,8 @@ class World:
 # which change pruning must answer without loading the workspace again; and edits that change
 # a target or a rule's implementation, which it must never answer.
 PRUNED = {"comment", "top comment", "blank lines", "reorder", "source"}
-NOT_PRUNED = {"attribute", "add target", "rename target", "add package", "remove package",
-              "glob gains", "bzl comment"}
+NOT_PRUNED = {"attribute", "add target", "rename target", "add package", "glob gains",
+              "bzl comment"}  # ("remove package" leaves the last one: then nothing changed)
 
 
 def _keys(ws: Workspace) -> list[str]:
