@@ -468,3 +468,53 @@ def test_a_layer_is_read_once_for_every_sbom_of_it(tmp_path: Path,
     assert other.code == 0, other.err
     (layer,) = [c for c in json.loads(other.out)["components"] if c["bom-ref"] == "layer:0"]
     assert [f["name"] for f in layer["components"]] == ["./srv/f.txt", "./srv/g.txt"]
+
+
+def test_sbom_and_provenance_after_a_build_take_it_from_its_no_op_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing changed since `pyimg build` of the same command line, `pyimg sbom` and
+    `pyimg provenance` take the build from its no-op record (attest/built.py) and write the
+    bytes the full path writes; an edited source is noticed, and they describe the new build."""
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("BUILD.pyimg", """\
+        load("@pyimg//rules:defs.bzl", "oci_image", "pkg_tar")
+        pkg_tar(name = "t", srcs = ["f.txt"], package_dir = "/srv")
+        oci_image(name = "i", tars = [":t"])
+        """)
+    ws.write("f.txt", "x\n")
+    out = tmp_path / "sbom.cdx.json"
+    commands = [("sbom", *ws.flags(), "//:i"),
+                ("sbom", *ws.flags(), "//:i", "--format=cyclonedx-json", "-o", str(out)),
+                ("provenance", *ws.flags(), "//:i")]
+
+    def documents() -> list[str]:
+        docs = []
+        for argv in commands:
+            r = ws.run(*argv)
+            assert r.code == 0, r.err
+            docs.append(r.out or out.read_text())
+        return docs
+
+    assert ws.run("build", "//:i").code == 0
+    monkeypatch.setenv("PYIMG_FAST_NOOP", "0")
+    full = documents()
+    monkeypatch.delenv("PYIMG_FAST_NOOP")
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("built although nothing changed")
+
+    with monkeypatch.context() as m:
+        m.setattr("pyimg.attest.built.build", no_build)
+        assert documents() == full
+
+    # An edit (same size, so only the stat's times and the contents tell): the record no longer
+    # stands for the build, which runs, and the documents name the new contents.
+    ws.write("f.txt", "y\n")
+    edited = documents()
+    sha = hashlib.sha256(b"y\n").hexdigest()
+    (f,) = [f for f in json.loads(edited[0])["files"] if f["fileName"] == "./srv/f.txt"]
+    assert {"algorithm": "SHA256", "checksumValue": sha} in f["checksums"]
+    assert sha in edited[1]
+    assert edited[2] != full[2]
+    digest = ws.out("i.digest").read_text().strip()
+    assert digest.removeprefix("sha256:") in edited[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from pyimg.actions.sbom import FORMATS, rule_facts, sbom_document
-from pyimg.attest.built import Built, build_for_attestation, image_layout_path
+from pyimg.attest.built import Built, LastBuild, build_for_attestation, image_layout_path
 from pyimg.attest.graph_facts import image_facts
 from pyimg.attest.layer_facts import CachedLayerFiles
 from pyimg.build.request import BuildRequest
@@ -23,14 +23,14 @@ def built_sbom(built: Built, fmt: str = "spdx-json", source_date_epoch: int | No
 
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: one of {', '.join(FORMATS)}")
-    top = built.report.top_level
+    top = built.top_level
     if len(top) != 1:
         raise UsageError(f"an SBOM describes one image: {built.request.patterns} names {len(top)} "
                          "targets")
     path = image_layout_path(top[0])
     if path is None:
         raise UsageError(f"{top[0].label} ({top[0].kind}) is not an image")
-    layout = Layout(built.session.workspace / path, path, lazy=built.report.lazy_blobs)
+    layout = Layout(built.session.workspace / path, path, lazy=built.lazy_blobs)
     desc = layout.resolve(None)
     layers = len(layout.manifest(desc).layers) if desc.media_type in MANIFESTS else 0
     info: dict[str, Any] = next(
@@ -47,9 +47,11 @@ def built_sbom(built: Built, fmt: str = "spdx-json", source_date_epoch: int | No
 
 
 def sbom_bytes(session: Session, request: BuildRequest, fmt: str = "spdx-json",
-               source_date_epoch: int | None = None, out: TextIO | None = None) -> bytes:
-    """Build the one image `request` names and return its SBOM (SPDX 2.3 or CycloneDX 1.5 JSON)."""
-    built = build_for_attestation(session, request, out)
+               source_date_epoch: int | None = None, out: TextIO | None = None,
+               last: LastBuild | None = None) -> bytes:
+    """Build the one image `request` names (or take it from `last`, the record of that build,
+    unchanged since) and return its SBOM (SPDX 2.3 or CycloneDX 1.5 JSON)."""
+    built = build_for_attestation(session, request, out, last)
     try:
         return built_sbom(built, fmt, source_date_epoch)
     finally:

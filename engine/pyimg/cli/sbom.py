@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from pyimg.cli.commands import add_common_flags, build_request, command, open_session
 
-__all__ = ["cmd_sbom", "source_date_epoch", "write_output"]
+if TYPE_CHECKING:
+    from pyimg.attest.built import LastBuild
+    from pyimg.core.session import Session
+
+__all__ = ["build_command_line", "cmd_sbom", "last_build", "source_date_epoch", "write_output"]
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -16,6 +21,42 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="SPDX 2.3 JSON (default) or CycloneDX 1.5 JSON")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     add_common_flags(p)
+
+
+def build_command_line(argv: list[str], own: dict[str, bool]) -> list[str]:
+    """The `pyimg build` command line that builds what an attestation command line `argv`
+    describes: `argv` with `build` for its command and without the command's own options
+    (`own`: option -> whether it takes a value), so that its no-op record can be found."""
+    out = ["build"]
+    i = 1
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":  # the rest is positional
+            out.extend(argv[i:])
+            break
+        name, eq, _ = word.partition("=")
+        short = word[:2] if not word.startswith("--") else ""
+        if name in own:
+            i += 1 if eq or not own[name] else 2
+        elif short in own:  # -o FILE or -oFILE
+            i += 2 if word == short and own[short] else 1
+        else:
+            out.append(word)
+            i += 1
+    return out
+
+
+def last_build(args: argparse.Namespace, session: Session,
+               own: dict[str, bool]) -> LastBuild | None:
+    """The record of the equivalent `pyimg build`'s last run when nothing changed since
+    (attest/built.py): the command then checks no build. Called before the output base is
+    locked; PYIMG_FAST_NOOP=0 always builds."""
+    from pyimg.attest.built import unchanged_build
+
+    if not args.switches.fast_noop:
+        return None
+    return unchanged_build(build_command_line(args.argv, own), session.workspace,
+                           args.switches.disk_cache)
 
 
 def source_date_epoch() -> int | None:
@@ -56,8 +97,9 @@ def cmd_sbom(args: argparse.Namespace) -> int:
     from pyimg.attest.sbom import sbom_bytes
 
     session = open_session(args)
+    last = last_build(args, session, {"--format": True, "-o": True, "--output": True})
     with session.locked("sbom"):
         data = sbom_bytes(session, build_request(args, [args.label], session), args.format,
-                          source_date_epoch())
+                          source_date_epoch(), last=last)
     write_output(data, args.output)
     return 0
