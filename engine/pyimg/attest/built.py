@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pyimg.analysis.analyzer import TargetResult
+from pyimg.analysis.analyzer import AnalysisResult, TargetResult
 from pyimg.build.build import BuildReport, analyze, build, repositories
 from pyimg.build.request import BuildRequest
-from pyimg.core.action import Action
-from pyimg.core.session import Session
+from pyimg.core.action import Action, action_from_json
+from pyimg.core.session import Session, cwd_package
 from pyimg.external.repositories import Repositories
 
 if TYPE_CHECKING:
+    from pyimg.core.file_digests import FileDigestCache
     from pyimg.external.pulled import PulledBlobs
 
 __all__ = ["Built", "LastBuild", "build_for_attestation", "image_layout_path", "unchanged_build"]
@@ -100,7 +101,6 @@ def _from_record(session: Session, request: BuildRequest, last: LastBuild) -> Bu
     cannot stand for a build now (the full path then builds)."""
     from pyimg.build.incremental import VERSION, ActionLines
     from pyimg.build.noop import file_stat
-    from pyimg.core.action import action_from_json
 
     index, record = last.index, last.record
     if (last.output_base != session.output_base or index.get("version") != VERSION
@@ -121,21 +121,43 @@ def _from_record(session: Session, request: BuildRequest, last: LastBuild) -> Bu
         format_version = str(index["format"])
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None
+    file_digests = session.digest_cache()
+    analysis = _saved_analysis(session, request, file_digests)
     repos = repositories(session, request.registry)
-    try:
-        # Every file loading read is unchanged, so the saved analysis is the recorded build's.
-        _, analysis = analyze(session, request.patterns, repos, session.digest_cache(),
-                              request.reuse_analysis, request.platforms)
-    except BaseException:
-        repos.close()
-        raise
+    if analysis is None:
+        try:
+            _, analysis = analyze(session, request.patterns, repos, file_digests,
+                                  request.reuse_analysis, request.platforms)
+        except BaseException:
+            repos.close()
+            raise
     from pyimg.external.pulled import PulledBlobs
 
-    cas, _ = session.stores(session.digest_cache())
+    cas, _ = session.stores(file_digests)
     lazy = PulledBlobs(session.output_base, lambda: repos, cas)
     top = [analysis.targets[key] for key in analysis.top_level]
     return Built(session, request, top, actions, digests, repos, list(analysis.files),
                  format_version, lazy)
+
+
+def _saved_analysis(session: Session, request: BuildRequest,
+                    file_digests: FileDigestCache) -> AnalysisResult | None:
+    """The analysis `build` saved for `request` (build/build.py `analyze`), unchecked: every file
+    loading read and every workspace directory is as the recorded build left them, so it is
+    the one that build used. None when it is not there."""
+    from pyimg.analysis.cache import AnalysisCache
+    from pyimg.analysis.configuration import default_configuration
+    from pyimg.labels import LabelError, parse_pattern
+
+    try:
+        parsed = [parse_pattern(p, cwd_package(session.workspace)) for p in request.patterns]
+    except LabelError:
+        return None  # the full path reports it
+    # The key `analyze` saves it under: the default platform and the requested ones.
+    platform = {"default": str(default_configuration().platform),
+                "platforms": list(request.platforms)}
+    cache = AnalysisCache(session.output_base / "analysis", session.workspace, file_digests)
+    return cache.saved(parsed, platform)
 
 
 def build_for_attestation(session: Session, request: BuildRequest, out: TextIO | None = None,
