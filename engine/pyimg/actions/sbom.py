@@ -598,9 +598,10 @@ LayerReader = Callable[[Descriptor, Path, str, dict[str, str]], list[LayerFile]]
 
 
 def _read_image(layout: Layout, facts: Mapping[str, Any], source_date_epoch: int | None,
-                read_layer: LayerReader | None = None) -> _Image:
+                read_layer: LayerReader | None = None,
+                manifest_desc: Descriptor | None = None) -> _Image:
     what = layout.what
-    desc = layout.resolve(None)
+    desc = manifest_desc or layout.resolve(None)
     if desc.media_type in INDEXES:
         raise UserInputError(f"{what}: an SBOM describes one image; this is an index: name one "
                              "image of it")
@@ -848,11 +849,13 @@ def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
 
 def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
                   source_date_epoch: int | None = None, fmt: str = "spdx-json",
-                  read_layer: LayerReader | None = None) -> bytes:
-    """The SBOM (`fmt`: one of FORMATS) of the one image in `layout`, described by `facts`
-    (module docstring). Its bytes depend only on the image, the facts and pyimg's version.
-    `read_layer` reads a layer's files (default: `layer_files`)."""
-    image = _read_image(layout, facts, source_date_epoch, read_layer)
+                  read_layer: LayerReader | None = None,
+                  manifest: Descriptor | None = None) -> bytes:
+    """The SBOM (`fmt`: one of FORMATS) of the one image in `layout` (or of its image
+    `manifest`, one platform's of an index), described by `facts` (module docstring). Its bytes
+    depend only on the image, the facts and pyimg's version. `read_layer` reads a layer's files
+    (default: `layer_files`)."""
+    image = _read_image(layout, facts, source_date_epoch, read_layer, manifest)
     doc = _cyclonedx(image, version) if fmt == "cyclonedx-json" else _spdx(image, version)
     # Sorted keys and no spaces (docs/architecture.md: JSON we own is canonical), one newline.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"

@@ -16,10 +16,15 @@ __all__ = ["build_command_line", "cmd_sbom", "last_build", "source_date_epoch", 
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("label", help="an image (oci_image, oci_pull, oci_layout, oci_push of an image)")
+    p.add_argument("label", help="an image (oci_image, oci_pull, oci_layout, oci_push of an "
+                                 "image) or an oci_image_index (one document per platform)")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="of an index: the document of this platform's image only")
     p.add_argument("--format", default="spdx-json", choices=["spdx-json", "cyclonedx-json"],
                    help="SPDX 2.3 JSON (default) or CycloneDX 1.5 JSON")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write here instead of stdout; of an index without --platform, a "
+                        "directory that gets one document per platform (linux-arm64.spdx.json)")
     add_common_flags(p)
 
 
@@ -94,12 +99,29 @@ def write_output(data: bytes, path: str | None) -> None:
 
 @command("sbom", "build an image and write its SBOM (SPDX 2.3 or CycloneDX 1.5 JSON)", _configure)
 def cmd_sbom(args: argparse.Namespace) -> int:
-    from pyimg.attest.sbom import sbom_bytes
+    from pyimg.attest.sbom import platform_file_name, sboms
+    from pyimg.errors import UsageError
 
     session = open_session(args)
-    last = last_build(args, session, {"--format": True, "-o": True, "--output": True})
+    last = last_build(args, session, {"--format": True, "-o": True, "--output": True,
+                                      "--platform": True})
     with session.locked("sbom"):
-        data = sbom_bytes(session, build_request(args, [args.label], session), args.format,
-                          source_date_epoch(), last=last)
-    write_output(data, args.output)
+        documents = sboms(session, build_request(args, [args.label], session), args.format,
+                          source_date_epoch(), last=last, platform=args.platform)
+    platform, data = documents[0]
+    if platform is None or args.platform is not None:
+        write_output(data, args.output)
+        return 0
+    # An index: one document per platform image, as BuildKit attaches one SBOM to each.
+    if args.output is None:
+        names = ", ".join(str(name) for name, _ in documents)
+        raise UsageError(f"{args.label} is an index of {len(documents)} images ({names}): an "
+                         "SBOM describes one image; name one with --platform, or write one "
+                         "document per platform with -o DIRECTORY")
+    from pathlib import Path
+
+    directory = Path(args.output)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, document in documents:
+        write_output(document, str(directory / platform_file_name(str(name), args.format)))
     return 0
