@@ -3,8 +3,10 @@
 It forwards every call's bytes unchanged, except what a test asks for: `delay` holds every
 unary call back (a slow server), `corrupt_reads` flips a
 byte in every blob BatchReadBlobs and ByteStream Read return (the digests stay), `break_writes`
-cuts the first N ByteStream Write streams after their first chunk, and `token` refuses calls whose
-`authorization` header is not `Bearer <token>`. With `tls` it serves TLS with a throwaway CA
+cuts the first N ByteStream Write streams after their first chunk, `busy` answers the first N
+calls of a method (by its short name, "GetActionResult") with `busy_code` (RESOURCE_EXHAUSTED
+unless set) before it forwards any, and `token` refuses calls whose `authorization` header is not
+`Bearer <token>`. `calls` counts the calls of each method (short name) it forwarded. With `tls` it serves TLS with a throwaway CA
 (`ca_file`), and records every header it saw in `seen_headers`.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -42,6 +45,9 @@ class Proxy:
         self.delay = 0.0  # seconds every unary call waits before it is forwarded (a slow server)
         self.break_writes = 0
         self.broken_writes = 0
+        self.busy: Counter[str] = Counter()  # calls left to refuse, by method
+        self.busy_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        self.calls: Counter[str] = Counter()
         self.seen_headers: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -70,13 +76,21 @@ class Proxy:
         self.server.stop(grace=None)
         self.upstream.close()
 
-    def check(self, context: grpc.ServicerContext) -> list[tuple[str, str]]:
+    def check(self, context: grpc.ServicerContext, method: str) -> list[tuple[str, str]]:
         metadata = [(k, v) for k, v in context.invocation_metadata()
                     if not k.startswith(("grpc-", ":", "user-agent"))]
+        name = method.rsplit("/", 1)[1]
         with self._lock:
             self.seen_headers.extend(metadata)
+            refuse = self.busy[name] > 0
+            if refuse:
+                self.busy[name] -= 1
+            else:
+                self.calls[name] += 1
         if self.token is not None and ("authorization", f"Bearer {self.token}") not in metadata:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid token")
+        if refuse:
+            context.abort(self.busy_code, "busy (the test proxy)")
         return metadata
 
 
@@ -90,7 +104,7 @@ class _Handler(grpc.GenericRpcHandler):
         channel = proxy.upstream
 
         def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
-            metadata = proxy.check(context)
+            metadata = proxy.check(context, method)
             if proxy.delay:
                 time.sleep(proxy.delay)
             call = channel.unary_unary(method)
@@ -110,7 +124,7 @@ class _Handler(grpc.GenericRpcHandler):
             return reply
 
         def unary_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-            metadata = proxy.check(context)
+            metadata = proxy.check(context, method)
             first = True
             for reply in channel.unary_stream(method)(request, metadata=metadata):
                 if proxy.corrupt_reads and first:
@@ -123,7 +137,7 @@ class _Handler(grpc.GenericRpcHandler):
                 yield reply
 
         def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
-            metadata = proxy.check(context)
+            metadata = proxy.check(context, method)
             cut = False
             with proxy._lock:
                 if proxy.break_writes > proxy.broken_writes:
