@@ -7,8 +7,9 @@ output Trees) the server lacks, then UpdateActionResult: the entry is written on
 blob it names is on the server. The Action, the Command and the inputs are not uploaded: only an
 executor reads them (remote/execution.py sends them).
 
-The cache never fails a build (docs/remote.md, "When the cache fails"): the first call that fails
-(down, slow past --remote-timeout, refused) makes it warn once and stand aside for the rest of
+The cache never fails a build (docs/remote.md, "When the cache fails"): a busy server is waited
+for (remote/flow.py), and the first call that fails even so (down, slow past --remote-timeout,
+refused) makes it warn once and stand aside for the rest of
 the build, which goes on locally; a blob whose bytes do not match its digest is refused, warned
 about, and the action runs locally. `summary()` says what happened, for the build's last line.
 """
