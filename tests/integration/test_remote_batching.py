@@ -1,6 +1,7 @@
 """The remote cache's flow control against a real BuildGrid behind a loopback proxy
 (tests/reapi_proxy.py): lookups waiting at once share their BatchReadBlobs calls and get the
-same outputs; a server that answers RESOURCE_EXHAUSTED (or UNAVAILABLE) a few times is waited
+same outputs; bytes a server inlines in its answers are not read again, and are refused when they
+do not match their digests; a server that answers RESOURCE_EXHAUSTED (or UNAVAILABLE) a few times is waited
 for, and the build still gets every action from it; one that stays unavailable is left aside
 with one warning, and the build finishes locally."""
 
@@ -68,6 +69,34 @@ def test_lookups_at_once_share_their_batch_reads(tmp_path, warm):
     # One BatchReadBlobs per hit before; the hits waiting at once now share them.
     assert proxy.calls["BatchReadBlobs"] <= TARGETS // 2, proxy.calls
     assert proxy.calls["GetCapabilities"] == 1  # the batch size, asked once
+    _same_outputs(first, second)
+
+
+def test_bytes_inlined_in_the_answer_are_not_read_again(tmp_path, warm):
+    grid, first = warm
+    proxy = Proxy(grid.url, tmp_path / "proxy").start()
+    try:
+        proxy.inline = True
+        second, r = _second(tmp_path, proxy, grid)
+    finally:
+        proxy.stop()
+    assert r.code == 0, r.err
+    assert f"{TARGETS} hits, 0 misses" in r.err and "WARNING" not in r.err, r.err
+    assert proxy.calls["GetActionResult"] == TARGETS and proxy.calls["BatchReadBlobs"] == 0
+    _same_outputs(first, second)
+
+
+def test_inlined_bytes_that_do_not_match_are_refused(tmp_path, warm):
+    grid, first = warm
+    proxy = Proxy(grid.url, tmp_path / "proxy").start()
+    try:
+        proxy.inline = proxy.corrupt_reads = True
+        second, r = _second(tmp_path, proxy, grid)
+    finally:
+        proxy.stop()
+    assert r.code == 0, r.err
+    assert r.err.count("refused the result of") == TARGETS and "came back as" in r.err, r.err
+    assert f"Build completed: {TARGETS} actions run" in r.err, r.err
     _same_outputs(first, second)
 
 

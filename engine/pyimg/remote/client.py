@@ -18,7 +18,7 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -151,10 +151,13 @@ class RemoteClient:
         """Whether a blob of `size` bytes travels in batches (else through ByteStream)."""
         return size <= BATCH_BLOB_BYTES and size + PER_BLOB_BYTES <= self.batch_limit()
 
-    def get_action_result(self, digest: re_pb2.Digest) -> re_pb2.ActionResult | None:
+    def get_action_result(self, digest: re_pb2.Digest,
+                          inline: Sequence[str] = ()) -> re_pb2.ActionResult | None:
+        """The entry of `digest`, or None. `inline`: output files whose bytes the server may
+        put in the answer (REAPI lets it decline; BuildGrid does): no read for them then."""
         request = re_pb2.GetActionResultRequest(
             instance_name=self.instance, action_digest=digest, inline_stdout=False,
-            inline_stderr=False)
+            inline_stderr=False, inline_output_files=list(inline))
         try:
             result: re_pb2.ActionResult = self.gate.call(
                 self._ac.GetActionResult, request, timeout=self.timeout_for(),
@@ -260,9 +263,18 @@ class RemoteClient:
         self.bytes_downloaded += len(data)
         return data
 
-    def download(self, files: Iterable[tuple[Digest, int, bool]]) -> None:
-        """Put each (digest, size, executable) the local store lacks into it, verified."""
+    def download(self, files: Iterable[tuple[Digest, int, bool]],
+                 inlined: Mapping[tuple[str, int], bytes] | None = None) -> None:
+        """Put each (digest, size, executable) the local store lacks into it, verified; the
+        bytes of those in `inlined` (by (hash, size): the server sent them in its answer) are
+        not read again."""
         wanted = sorted({f for f in files if not self.cas.verify(f[0], f[2])})
+        if inlined:
+            for digest, size, executable in wanted:
+                data = inlined.get((digest.hex, size))
+                if data is not None:
+                    self._store_bytes(digest, size, executable, data)
+            wanted = [f for f in wanted if (f[0].hex, f[1]) not in inlined]
         small = [f for f in wanted if self.batched(f[1])]
         if small:
             # Shared with the other threads' reads: one call carries many lookups' blobs.
