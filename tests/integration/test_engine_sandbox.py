@@ -232,3 +232,45 @@ def test_a_copy_of_etc_that_cannot_be_made_falls_back_to_the_masks(ws, monkeypat
     seen = ws.out("p/peek.txt").read_text()
     assert "\nroot:" not in "\n" + seen and seen.endswith("1\n")
     assert not (ws.cache / "sandbox").exists()
+
+
+@needs_isolation
+@pytest.mark.parametrize("mark", ["set", "skip"])
+def test_nothing_an_action_leaves_in_its_reused_scratch_is_seen_by_the_next(ws, mark):
+    # With one job both actions run in the same scratch slot, one after the other (b needs a);
+    # a slot with extended attributes is replaced, one without is emptied and reused.
+    ws.write("p/xattrs.py", """
+        import os, sys
+        dirs = (".", os.environ["HOME"], os.environ["TMPDIR"])
+        for d in dirs:
+            if sys.argv[1] == "set":
+                os.setxattr(d, "user.leak", b"1")
+            elif sys.argv[1] == "list":
+                print(d, os.listxattr(d))
+    """)
+    ws.write("p/BUILD.pyimg", """
+        genrule(
+            name = "a",
+            srcs = ["xattrs.py"],
+            outs = ["a.txt"],
+            cmd = " && ".join([
+                "echo a > $@",
+                "mkdir -p leak-dir/deep p/leak-pkg && touch leak-file leak-dir/deep/leak p/leak-in-p",
+                "touch $$HOME/leak-home $$TMPDIR/leak-tmp && mkdir $$HOME/leak-home-dir",
+                "{ ! [ -x /usr/bin/python3 ] || /usr/bin/python3 $< MARK; }",
+                "chmod 000 leak-dir && chmod 700 . $$HOME && chmod 1777 $$TMPDIR",
+            ]),
+        )
+        genrule(
+            name = "b",
+            srcs = [":a", "xattrs.py"],
+            outs = ["b.txt"],
+            cmd = "{ ls -laR . $$HOME $$TMPDIR; stat -c '%a %n' . $$HOME $$TMPDIR; " +
+                  "! [ -x /usr/bin/python3 ] || /usr/bin/python3 p/xattrs.py list; } > $@",
+        )
+    """.replace("MARK", mark))
+    r = ws.run("build", "--jobs", "1", "//p:b")
+    assert r.code == 0, r.err
+    seen = ws.out("p/b.txt").read_text()
+    assert "leak" not in seen, seen
+    assert "755 .\n755 /pyimg/home\n755 /tmp\n" in seen, seen

@@ -121,9 +121,13 @@ class ActionCache:
                     dropped.append((path.relative_to(self._dir.parent).as_posix(), why))
         return entries, dropped
 
-    def put(self, key: Digest, result: ActionResult) -> None:
+    def put(self, key: Digest, result: ActionResult, sync: bool = True) -> None:
+        """Write the entry atomically. Without `sync` it is not fsynced: the caller syncs the
+        filesystem later; a crash before that loses it or leaves it torn, and a torn entry fails
+        its check line, so it is dropped and the action runs again."""
         body = canonical_json(result.to_json())
-        atomic_write_bytes(self._path(key), hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+        atomic_write_bytes(self._path(key), hashlib.sha256(body).hexdigest().encode() + b"\n" + body,
+                           sync=sync)
 
     @staticmethod
     def _drop(path: Path) -> None:

@@ -3,7 +3,9 @@
 Layout: `<root>/cas/sha256/<hex[:2]>/<hex>` (mode 0444), and `<hex>.x` (mode 0555) for content that
 must be executable: a hard link shares its inode's mode, so the two variants are separate files. Writers stream to a temp file in the same directory,
 fsync, then rename, so a reader sees a whole blob or none; concurrent writers of the same blob are
-harmless (same bytes). Blobs are made read-only so that a hard link handed out by `link_to` is not
+harmless (same bytes). Inside `deferred_syncs` (a build's actions) blobs are written without their
+fsync and `sync` makes them all durable at once: whoever names them durably (an action-cache entry)
+does so only after that sync (core/executor.py, `_DurableBatch`). Blobs are made read-only so that a hard link handed out by `link_to` is not
 edited by accident; `verify` re-hashes a blob only when its stat changed since it was last checked.
 Bytes that rot while the stat stays the same pass `verify`: `recheck` (materialization) and
 `verify_all` (`pyimg cache verify`) re-hash whatever the stat says.
@@ -17,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ __all__ = [
     "hash_file",
     "no_space_reported",
     "remove_tree",
+    "sync_filesystem",
 ]
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns (0 for blobs: _blob_key)
@@ -95,6 +99,30 @@ def no_space_reported(where: Path) -> Iterator[None]:
         ) from None
 
 
+def sync_filesystem(path: Path) -> None:
+    """Make every write to the filesystem holding `path` durable: one syncfs(2), which costs one
+    journal commit where an fsync per file costs one each (os.sync() where libc lacks syncfs)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc_syncfs is None or _libc_syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _find_syncfs() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_libc_syncfs = _find_syncfs()
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -104,11 +132,12 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_file(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, mode: int = 0o644, sync: bool = True) -> Iterator[BinaryIO]:
     """A file to write `path` through: a temp file in the same directory, fsynced and renamed
     into place when the block ends normally, removed when it raises (a download that does not
     hash to its digest raises inside the block). A reader sees the old file or the whole new
-    one; a full disk is a DiskFullError naming the directory."""
+    one; a full disk is a DiskFullError naming the directory. Without `sync` the caller makes
+    it durable (`sync_filesystem`), or tolerates its loss in a crash."""
     with no_space_reported(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -116,7 +145,8 @@ def atomic_file(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
             with os.fdopen(fd, "wb") as f:
                 yield f
                 f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    os.fsync(f.fileno())
             os.chmod(tmp, mode)
             os.replace(tmp, path)
         except BaseException:
@@ -124,25 +154,36 @@ def atomic_file(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
             raise
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, sync: bool = True) -> None:
     """Write `data` to `path` through `atomic_file` (never half-written)."""
-    with atomic_file(path, mode) as f:
+    with atomic_file(path, mode, sync) as f:
         f.write(data)
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a tree that may hold read-only files and directories (store links, Go caches)."""
+    """Remove a tree that may hold read-only or unreadable directories (Go caches, a command's
+    `chmod 000`): what the first pass cannot remove goes once every directory is opened up."""
+    if path.is_symlink() or not path.exists():
+        return  # a symlink is not followed (as shutil.rmtree refuses to)
+    failed: list[str] = []
+    shutil.rmtree(path, onerror=lambda func, p, exc: failed.append(p))
+    if failed:
+        _open_up_dirs(path)
+        shutil.rmtree(path, ignore_errors=True)
 
-    def onerror(func: Any, p: str, exc: Any) -> None:
+
+def _open_up_dirs(top: Path) -> None:
+    """Give the owner rwx on every directory under `top` (which is not a symlink) that it owns,
+    so that their entries can be listed and removed; symlinks are never followed."""
+    stack = [str(top)]
+    while stack:
+        d = stack.pop()
         try:
-            os.chmod(os.path.dirname(p), 0o755)
-            os.chmod(p, 0o755)
-            func(p)
+            os.chmod(d, 0o700)
+            with os.scandir(d) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
         except OSError:
-            pass
-
-    if path.exists():
-        shutil.rmtree(path, onerror=onerror)
+            continue
 
 
 def _blob_key(st: os.stat_result) -> StatKey:
@@ -227,6 +268,31 @@ class ContentStore:
         # Paths of blobs this process wrote, hashing the bytes on their way in: `recheck` may
         # trust those without reading them again.
         self._fresh: set[str] = set()
+        # Open `deferred_syncs` blocks: while any is, blobs are written without their fsync.
+        self._deferring = 0
+        self._defer_lock = threading.Lock()
+
+    @contextmanager
+    def deferred_syncs(self) -> Iterator[None]:
+        """Within the block, blobs are written without an fsync each: the caller calls `sync`
+        before anything durable names them (an action-cache entry), and once at the end."""
+        with self._defer_lock:
+            self._deferring += 1
+        try:
+            yield
+        finally:
+            with self._defer_lock:
+                self._deferring -= 1
+
+    def _fsync(self, fd: int) -> None:
+        if not self._deferring:
+            os.fsync(fd)
+
+    def sync(self) -> None:
+        """Make every blob written so far durable (one syncfs of the store's filesystem)."""
+        with no_space_reported(self.root):
+            self._dir.mkdir(parents=True, exist_ok=True)
+            sync_filesystem(self._dir)
 
     def path(self, digest: Digest, executable: bool = False) -> Path:
         return Path(self.path_str(digest, executable))
@@ -270,7 +336,7 @@ class ContentStore:
         with self._writer() as (f, tmp):
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            self._fsync(f.fileno())
         self._commit(tmp, digest, executable)
         return digest
 
@@ -282,10 +348,15 @@ class ContentStore:
         `known` is a digest the caller trusts (it hashed the bytes as they were written, or the
         file-digest cache did). With `link`, a file the store lacks is hard-linked in instead of
         copied and hashed again: only for files pyimg owns (scratch outputs), since the store
-        makes its blobs read-only and would change the mode of a user's file.
+        makes its blobs read-only and would change the mode of a user's file: an unknown digest
+        is then hashed from `src`, which is linked in rather than copied.
         """
         executable = os.access(src, os.X_OK)
         if known is not None:
+            if self.verify(known, executable):
+                return known, executable
+        elif link:
+            known = Digest("sha256", hash_file(src))
             if self.verify(known, executable):
                 return known, executable
         if known is not None and link:
@@ -294,7 +365,8 @@ class ContentStore:
             tmp_link = dest.parent / f".tmp-link-{os.getpid()}-{known.hex[:12]}"
             try:
                 _unlink_quietly(tmp_link)
-                _fsync_file(src)  # the bytes must be durable before an action-cache entry names them
+                if not self._deferring:  # durable before an action-cache entry names them
+                    _fsync_file(src)
                 os.link(src, tmp_link)
                 os.chmod(tmp_link, 0o555 if executable else 0o444)
                 os.replace(tmp_link, dest)
@@ -310,7 +382,7 @@ class ContentStore:
                 h.update(chunk)
                 f.write(chunk)
             f.flush()
-            os.fsync(f.fileno())
+            self._fsync(f.fileno())
             digest = Digest("sha256", h.hexdigest())
             self._commit(tmp, digest, executable)
         return digest, executable

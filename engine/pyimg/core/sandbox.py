@@ -11,8 +11,8 @@ What the command sees (the same for "bwrap" and "unshare"; see `run_sandboxed` f
                              messages) do not vary with the host's directory layout.
     /pyimg/execroot/<f>      each `read_only_files` entry: a read-only bind mount of itself, so
                              that the command can neither write, chmod, delete nor replace it
-    /pyimg/home              a fresh empty directory, $HOME
-    /tmp                     a fresh empty directory, $TMPDIR
+    /pyimg/home              an empty directory, $HOME (`SandboxSpec.scratch_dir`)
+    /tmp                     an empty directory, $TMPDIR
     /pyimg/cache/<VAR>       each writable_dirs entry, read-write, path in $VAR
     /pyimg/secrets/<id>      each secret file, read-only, path in $PYIMG_SECRET_<id>
     /usr /etc                host directories, read-only (the shell, coreutils, ld.so.cache),
@@ -109,6 +109,10 @@ class SandboxSpec:
     # A copy of the host's /etc without its secrets (`sanitized_etc`), shown at /etc with one
     # mount; None shows the host's /etc with one mask mount per secret (`host_secret_masks`).
     etc_dir: Path | None = None
+    # A directory for the sandbox's own HOME and TMPDIR (`home`, `tmp`, made if missing, which
+    # must be empty), left in place for the caller to empty and reuse (core/executor.py,
+    # `_ScratchSlots`); None makes a fresh temporary directory and removes it after the command.
+    scratch_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,7 @@ def run_sandboxed(
     a "pyimg: ..." line at the end of the output. Nothing the command started outlives the call.
 
     With "none" the command runs on the host in the execroot with the same scrubbed environment,
-    HOME/TMPDIR in a fresh temp directory and host paths for caches and secrets: the file system,
+    HOME/TMPDIR in empty host directories and host paths for caches and secrets: the file system,
     network and processes are not isolated (a daemon that calls setsid() can survive).
 
     Raises ValueError for a malformed spec and OSError when the sandbox itself cannot start.
@@ -259,10 +263,10 @@ def run_sandboxed(
     if isolation not in _ISOLATIONS:
         raise ValueError(f"unknown isolation {isolation!r}; expected one of {_ISOLATIONS}")
     _validate(spec)
-    scratch = Path(tempfile.mkdtemp(prefix="pyimg-sandbox-"))
+    scratch = spec.scratch_dir or Path(tempfile.mkdtemp(prefix="pyimg-sandbox-"))
     try:
-        (scratch / "home").mkdir()
-        (scratch / "tmp").mkdir()
+        (scratch / "home").mkdir(parents=True, exist_ok=True)
+        (scratch / "tmp").mkdir(exist_ok=True)
         plan = _plan(spec, scratch, isolation)
         missing = _check_command(spec.argv[0], plan, spec.execroot, isolation)
         if missing:
@@ -270,7 +274,7 @@ def run_sandboxed(
         if isolation == "bwrap":
             argv = _bwrap_argv(plan, spec.argv)
         elif isolation == "unshare":
-            (scratch / "root").mkdir()
+            (scratch / "root").mkdir(exist_ok=True)
             argv = _unshare_argv(plan, spec.argv, scratch / "root")
         else:
             argv = list(spec.argv)
@@ -278,7 +282,8 @@ def run_sandboxed(
     finally:
         # The sandbox's mounts live in its own mount namespace (private propagation), so the host
         # sees only plain directories here and this never reaches into the execroot or a cache.
-        shutil.rmtree(scratch, ignore_errors=True)
+        if spec.scratch_dir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _validate(spec: SandboxSpec) -> None:

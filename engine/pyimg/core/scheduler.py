@@ -133,7 +133,12 @@ class Scheduler:
         self.schedule_seed = schedule_seed
 
     def run(self, graph: ActionGraph, outputs: Iterable[str]) -> BuildOutcome:
-        """Run what `outputs` need. Raises InterruptedBuildError on Ctrl-C (after cleanup)."""
+        """Run what `outputs` need. Raises InterruptedBuildError on Ctrl-C (after cleanup).
+        Action-cache entries are committed in batches, all of them durable when this returns."""
+        with self.executor.batched_durable_writes():
+            return self._run(graph, outputs)
+
+    def _run(self, graph: ActionGraph, outputs: Iterable[str]) -> BuildOutcome:
         cancel = self.executor.ctx.cancel
         needed = graph.closure(outputs)
         position = {id(a): i for i, a in enumerate(needed)}

@@ -223,3 +223,55 @@ def test_verify_trees_removes_a_tree_that_linked_a_dropped_blob(tmp_path):
     assert len(check.dropped) == 1
     assert verify_trees(tmp_path / "trees", check.good) == [trees["rotten"]]
     assert (tmp_path / "trees" / trees["kept"] / "blobs/f").read_bytes() == b"kept bytes"
+
+
+def test_an_output_of_unknown_digest_is_hashed_and_linked_in_not_copied(tmp_path):
+    cas = ContentStore(tmp_path / "cache")
+    out = tmp_path / "scratch" / "out.txt"
+    out.parent.mkdir()
+    out.write_bytes(b"made by a command\n")
+    digest, executable = cas.put_file(out, link=True)
+    assert digest == digest_bytes(b"made by a command\n") and not executable
+    blob = cas.path(digest)
+    assert os.stat(blob).st_ino == os.stat(out).st_ino  # one inode: no second write of the bytes
+    assert os.stat(blob).st_mode & 0o777 == 0o444
+    assert cas.verify(digest)
+
+
+def test_deferred_syncs_skip_the_fsync_of_each_blob_until_sync(tmp_path, monkeypatch):
+    import pyimg.core.cas as cas_module
+
+    fsyncs = []
+    real = cas_module.os.fsync
+    monkeypatch.setattr(cas_module.os, "fsync", lambda fd: (fsyncs.append(fd), real(fd)))
+    cas = ContentStore(tmp_path / "cache")
+    with cas.deferred_syncs():
+        cas.put_bytes(b"deferred")
+        src = tmp_path / "src"
+        src.write_bytes(b"copied in")
+        cas.put_file(src)
+        assert fsyncs == []
+        cas.sync()  # one syncfs for all of them
+    cas.put_bytes(b"durable at once")
+    assert len(fsyncs) == 1
+
+
+def test_remove_tree_removes_unreadable_and_read_only_directories(tmp_path):
+    # Permissions stop only a user other than root: tools/test-unprivileged runs this as one.
+    from pyimg.core.cas import remove_tree
+
+    top = tmp_path / "scratch"
+    (top / "closed/deeper").mkdir(parents=True)
+    (top / "closed/deeper/f").write_text("x")
+    (top / "read-only").mkdir()
+    (top / "read-only/g").write_text("y")
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o750)
+    outside.chmod(0o750)
+    os.symlink(outside, top / "link")
+    (top / "closed/deeper").chmod(0)
+    (top / "closed").chmod(0)
+    (top / "read-only").chmod(0o555)
+    remove_tree(top)
+    assert not top.exists()
+    assert outside.stat().st_mode & 0o777 == 0o750  # the link was removed, not followed

@@ -3,6 +3,7 @@ failures (stop or keep going) and the callbacks a progress display relies on."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from types import SimpleNamespace
@@ -32,6 +33,9 @@ class FakeExecutor:
         self.order: list[str] = []
         self.now = 0
         self.most = 0
+
+    def batched_durable_writes(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     def _record(self, action: Action, cached: bool) -> ExecutionRecord:
         key = digest_bytes(action.outputs[0].encode())
