@@ -3,8 +3,10 @@
 A target's analysis is a function of what its rule implementation is given (the ctx data: its
 label, attribute values and its dependencies' providers), where it is declared, and the Starlark
 code that runs: its rule's and providers' .bzl files and pyimg's own. An entry is kept under the
-hash of the first two; the code is covered by the digests of every .bzl file that the analyses
-which made the entries read. When any of those changed, nothing is reused (as Bazel re-analyses
+hash of the first two, where each dependency stands for the digest of its providers (kept in the
+entry that made them, so that a reused target's dependents are keyed without serialising what it
+provides: an unchanged target costs a hash of its own attributes); the code is covered by the
+digests of every .bzl file that the analyses which made the entries read. When any of those changed, nothing is reused (as Bazel re-analyses
 what a changed .bzl file may reach, and editing rules is rarer than editing BUILD files).
 
 Only the whole-analysis cache (`analysis_cache.py`) is consulted first: this one serves the build
@@ -26,8 +28,9 @@ from pyimg.core.digest import digest_bytes
 
 __all__ = ["TargetCache"]
 
-# 2: ctx.label is a canonical string in the ctx data; 3: the host platform; 4: configurations
-_FORMAT = 4
+# 2: ctx.label is a canonical string in the ctx data; 3: the host platform; 4: configurations;
+# 5: dependencies by their providers' digest in the key
+_FORMAT = 5
 
 
 class TargetCache:
@@ -42,6 +45,7 @@ class TargetCache:
         self._old: dict[str, Any] = {}  # entries of earlier analyses, valid for the same code
         self._used: dict[str, Any] = {}  # entries this analysis looked up or made
         self.hits = 0
+        self.made = 0  # analyses run (entries made) by this analysis
         if reuse:
             self._load(read_files or {})
 
@@ -62,27 +66,35 @@ class TargetCache:
 
     def key(self, kind: str, origin: str, rule: tuple[str, str], data: str) -> str:
         """The entry key of a target: everything its implementation is given (`data`, the ctx
-        data as the JSON it is handed over in; dict attributes keep their order) but the code."""
-        h = hashlib.sha256(json.dumps([self._salt, kind, origin, rule]).encode())
-        h.update(data.encode())
+        data as JSON, dict attributes in their order, each dependency as its label and providers'
+        digest) but the code."""
+        # NUL-separated: no kind, origin, module or rule name holds one (and cheaper than JSON,
+        # once per target of the workspace).
+        h = hashlib.sha256("\0".join([self._salt, kind, origin, *rule, data]).encode())
         return h.hexdigest()
 
-    def get(self, key: str) -> tuple[dict[str, Any], list[Action]] | None:
-        """(providers, actions) of an earlier analysis of the same target, or None."""
+    def get(self, key: str) -> tuple[dict[str, Any], list[Action], str] | None:
+        """(providers, actions, the providers' digest) of an earlier analysis of the same
+        target, or None."""
         entry = self._used.get(key) or self._old.get(key)
         if entry is None:
             return None
         try:
             actions = [action_from_json(a) for a in entry["actions"]]
-            providers = entry["providers"]
+            providers, digest = entry["providers"], entry["digest"]
+            if not isinstance(digest, str) or not digest:
+                return None
         except (KeyError, TypeError, ValueError):
             return None
         self._used[key] = entry
         self.hits += 1
-        return providers, actions
+        return providers, actions, digest
 
-    def put(self, key: str, providers: dict[str, Any], actions: list[Action]) -> None:
-        self._used[key] = {"providers": providers, "actions": [action_to_json(a) for a in actions]}
+    def put(self, key: str, providers: dict[str, Any], actions: list[Action], digest: str) -> None:
+        """Keep an analysis; `digest`: its providers' (`TargetResult.providers_digest`)."""
+        self.made += 1
+        self._used[key] = {"providers": providers, "digest": digest,
+                           "actions": [action_to_json(a) for a in actions]}
 
     def save(self, read_files: dict[str, str], read_paths: dict[str, Path]) -> None:
         """Keep this analysis's entries (and earlier ones, within bounds) under the code they
