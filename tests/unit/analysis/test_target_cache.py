@@ -245,3 +245,34 @@ def test_a_flag_change_reuses_nothing(tmp_path: Path) -> None:
     cache = TargetCache(cache_file, {"default": "linux/amd64", "platforms": ["linux/arm64"]})
     _analyze(world.root, cache)
     assert cache.hits == 10
+
+
+def test_an_edit_appends_the_new_entries_only(tmp_path: Path) -> None:
+    """The file is not rewritten for an edit: what was there stays byte for byte, the analyses
+    made are appended (two lines: //c:v and //c:v_g), and the next build reuses them."""
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, {}))
+    before = cache_file.read_bytes()
+    word, deps, env = world.model["c"]["v"]
+    world.model["c"]["v"] = (word + "!", deps, env)
+    world.write_all()
+    _analyze(world.root, TargetCache(cache_file, {}))
+    after = cache_file.read_bytes()
+    assert after.startswith(before) and after[len(before):].count(b"\n") == 2
+    cache = TargetCache(cache_file, {})
+    _analyze(world.root, cache)
+    assert cache.hits == 10
+
+
+def test_a_torn_append_reuses_nothing_and_is_rewritten(tmp_path: Path) -> None:
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, {}))
+    cache_file.write_bytes(cache_file.read_bytes()[:-20])  # a crash in the middle of an append
+    cache = TargetCache(cache_file, {})
+    assert _analyze(world.root, cache) == _analyze(world.root, None)
+    assert cache.hits == 0
+    cache = TargetCache(cache_file, {})
+    _analyze(world.root, cache)
+    assert cache.hits == 10
