@@ -119,3 +119,25 @@ def test_a_stale_entry_does_not_read_its_targets(ws, monkeypatch):
     monkeypatch.setenv("PYIMG_FAST_NOOP", "0")
     _built(ws, "//p:all")
     assert len(calls) == 2  # a valid entry: its targets are read
+
+
+def test_saved_analysis_takes_reused_actions_as_they_were_saved(ws, monkeypatch):
+    """After a BUILD edit, the saved analysis writes the reused targets' actions in the JSON the
+    target cache holds: only the analysed target's are serialised again."""
+    from pyimg.analysis import cache
+
+    rules = "".join(f'genrule(name = "{n}", outs = ["{n}"], cmd = "echo {n} > $@")\n' for n in "abc")
+    ws.write("p/BUILD.pyimg", rules)
+    ws.write("q/BUILD.pyimg", 'genrule(name = "d", outs = ["d"], cmd = "echo d > $@")\n')
+    _built(ws, "//...")
+    serialised = []
+    real = cache.action_to_json
+    monkeypatch.setattr(cache, "action_to_json", lambda a: serialised.append(a.owner) or real(a))
+    ws.write("q/BUILD.pyimg", 'genrule(name = "d", outs = ["d"], cmd = "echo D > $@")\n')
+    _built(ws, "//...")
+    assert serialised == []  # //q:d was analysed: the target cache made its JSON too
+    assert ws.out("q/d").read_text() == "D\n"
+    monkeypatch.setenv("PYIMG_FAST_NOOP", "0")
+    ws.out("p/a").unlink()
+    _built(ws, "//...")  # the saved analysis serves this build
+    assert ws.out("p/a").read_text() == "a\n"

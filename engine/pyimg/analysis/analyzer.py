@@ -58,6 +58,8 @@ class TargetResult:
     configuration: str = ""
     # The digest of `providers` (see `providers_digest`), when known without computing it.
     known_digest: str = ""
+    # `actions` as `action_to_json` writes them, when the target cache has them already.
+    actions_json: list[Any] | None = None
 
     @property
     def providers_digest(self) -> str:
@@ -412,7 +414,8 @@ class Analyzer:
                               str(config.platform) if config.requested else "")
         if reuse_key is not None:
             assert self.reuse is not None
-            self.reuse.put(reuse_key, providers, current.actions, result.providers_digest)
+            result.actions_json = self.reuse.put(reuse_key, providers, current.actions,
+                                                 result.providers_digest)
         return result
 
     def _implementation_error(self, target: Target, err: UserInputError) -> UserInputError:
@@ -443,7 +446,7 @@ class Analyzer:
         hit = self.reuse.get(key)
         if hit is None:
             return None
-        providers, actions, digest = hit
+        providers, actions, digest, actions_json = hit
         label = str(target.label)
         owner = config.key(label)
         outputs = [o for a in actions for o in a.all_outputs]
@@ -454,7 +457,8 @@ class Analyzer:
                 self._outputs[o] = owner
                 self._producers[o] = a
         return TargetResult(label, target.kind, target.origin, providers, actions,
-                            str(config.platform) if config.requested else "", digest)
+                            str(config.platform) if config.requested else "", digest,
+                            actions_json)
 
     # -- callables the prelude reaches during an implementation ---------------------------------
 

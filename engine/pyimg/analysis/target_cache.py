@@ -82,9 +82,9 @@ class TargetCache:
         h = hashlib.sha256("\0".join([self._salt, kind, origin, *rule, data]).encode())
         return h.hexdigest()
 
-    def get(self, key: str) -> tuple[dict[str, Any], list[Action], str] | None:
-        """(providers, actions, the providers' digest) of an earlier analysis of the same
-        target, or None."""
+    def get(self, key: str) -> tuple[dict[str, Any], list[Action], str, list[Any]] | None:
+        """(providers, actions, the providers' digest, the actions as JSON) of an earlier
+        analysis of the same target, or None."""
         entry = self._used.get(key) or self._old.get(key)
         if entry is None:
             return None
@@ -97,13 +97,16 @@ class TargetCache:
             return None
         self._used[key] = entry
         self.hits += 1
-        return providers, actions, digest
+        return providers, actions, digest, entry["actions"]
 
-    def put(self, key: str, providers: dict[str, Any], actions: list[Action], digest: str) -> None:
-        """Keep an analysis; `digest`: its providers' (`TargetResult.providers_digest`)."""
+    def put(self, key: str, providers: dict[str, Any], actions: list[Action],
+            digest: str) -> list[Any]:
+        """Keep an analysis; `digest`: its providers' (`TargetResult.providers_digest`).
+        Returns the actions as JSON."""
         self.made += 1
-        self._used[key] = {"providers": providers, "digest": digest,
-                           "actions": [action_to_json(a) for a in actions]}
+        as_json = [action_to_json(a) for a in actions]
+        self._used[key] = {"providers": providers, "digest": digest, "actions": as_json}
+        return as_json
 
     def save(self, read_files: dict[str, str], read_paths: dict[str, Path]) -> None:
         """Keep this analysis's entries (and earlier ones, within bounds) under the code they
