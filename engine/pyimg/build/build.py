@@ -314,7 +314,6 @@ def _release_memory() -> None:
     malloc_trim they add to the peak of the compression that follows (tools/bench/layers.py).
     """
     import ctypes
-    import gc
 
     gc.collect()
     try:
