@@ -29,6 +29,18 @@ from pyimg.loading.loader import Loader
 __all__ = ["AnalysisCache"]
 
 
+def _result(data: dict[str, Any]) -> AnalysisResult:
+    targets = {
+        label: TargetResult(
+            t["label"], t["kind"], t["origin"], t["providers"],
+            [action_from_json(a) for a in t["actions"]], t.get("configuration", ""),
+        )
+        for label, t in data["targets"].items()
+    }
+    files = [path for path, _ in data["inputs"]["files"].values()]
+    return AnalysisResult(targets, data["top_level"], files)
+
+
 class AnalysisCache:
     def __init__(self, directory: Path, workspace: Path, digests: FileDigestCache) -> None:
         self.directory = directory
@@ -48,23 +60,17 @@ class AnalysisCache:
                 return None
             # Only now the targets: after a BUILD edit the entry is stale, and the targets are
             # nearly all of its bytes (11 MB at 10,000 targets).
-            link, _, text = _targets_path(path).read_bytes().partition(b"\n")
-            if link.decode() != data["targets"]:
-                return None  # a crash between the two writes: not the targets of this entry
-            data["targets"] = json.loads(text)
-        except (OSError, ValueError, KeyError, TypeError):
+            return _result(_with_targets(path, data))
+        except (OSError, KeyError, TypeError, ValueError):
             return None
+
+    def saved(self, patterns: list[Pattern], platform: dict[str, Any]) -> AnalysisResult | None:
+        """The saved analysis unchecked, for a caller that knows at stat level that nothing
+        loading read changed since a build used it (attest/built.py: the no-op record)."""
         try:
-            targets = {
-                label: TargetResult(
-                    t["label"], t["kind"], t["origin"], t["providers"],
-                    [action_from_json(a) for a in t["actions"]], t.get("configuration", ""),
-                )
-                for label, t in data["targets"].items()
-            }
-            files = [path for path, _ in data["inputs"]["files"].values()]
-            return AnalysisResult(targets, data["top_level"], files)
-        except (KeyError, TypeError, ValueError):
+            path = self._path(patterns, platform)
+            return _result(_with_targets(path, json.loads(path.read_bytes())))
+        except (OSError, KeyError, TypeError, ValueError):
             return None
 
     def put(self, patterns: list[Pattern], platform: dict[str, Any], loader: Loader,
@@ -107,6 +113,15 @@ class AnalysisCache:
 
     def _confined(self, data: dict[str, Any], loader: Loader) -> bool:
         return sources_confined(loader.workspace, data["sources"])
+
+
+def _with_targets(entry: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """`data`, the entry at `entry`, with its targets read from their file; ValueError when that
+    file holds another entry's (a crash between the two writes)."""
+    link, _, text = _targets_path(entry).read_bytes().partition(b"\n")
+    if link.decode() != data["targets"]:
+        raise ValueError(f"{entry}: the targets file is another entry's")
+    return {**data, "targets": json.loads(text)}
 
 
 def _targets_path(entry: Path) -> Path:
