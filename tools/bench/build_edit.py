@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """BUILD edit at scale (docs/benchmarks.md): a comment added to one BUILD file of a generated
-workspace of N genrules (workspace_gen.py, N/5 packages), then `pyimg build //...`; the median of
-`--runs` such builds, for this checkout and, with `--reference CHECKOUT`, for another one
-(`/work/main`), interleaved run by run.
+workspace of N genrules (workspace_gen.py, N/5 packages), or with `--edit attribute` the `cmd` of
+its last genrule changed (one target analysed and run again, its dependents' actions hits), then
+`pyimg build //...`; the median of `--runs` such builds, for this checkout and, with `--reference
+CHECKOUT`, for another one (`/work/main`), interleaved run by run.
 
     .venv/bin/python tools/bench/build_edit.py --targets 10000 [--runs 5] [--reference /work/main]
+    .venv/bin/python tools/bench/build_edit.py --targets 1000 --edit attribute
 
 The reference gets a copy of the built workspace and of the cache (its own output base), so one
 cold build serves both; its first build after the copy (which loads and analyses everything
@@ -43,9 +45,16 @@ def build(pyimg: Path, ws: Path, cache: Path) -> tuple[float, float]:
     return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def edit(ws: Path, packages: int, n: int) -> None:
+def edit(ws: Path, packages: int, n: int, what: str = "comment") -> None:
     build_file = ws / package_name(packages * 3 // 4) / "BUILD.pyimg"
-    build_file.write_text(build_file.read_text() + f"# edit {n}\n")
+    text = build_file.read_text()
+    if what == "comment":
+        build_file.write_text(text + f"# edit {n}\n")
+        return
+    # The last genrule's command, which the generator writes as `cmd = "cat $(SRCS) > $@"`.
+    start = text.rindex('cmd = "')
+    end = text.index('",', start)
+    build_file.write_text(text[:start] + f'cmd = "cat $(SRCS) > $@ # edit {n}' + text[end:])
 
 
 def main() -> int:
@@ -53,6 +62,7 @@ def main() -> int:
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--reference", type=Path, help="another checkout, with its .venv")
+    ap.add_argument("--edit", choices=["comment", "attribute"], default="comment")
     args = ap.parse_args()
     packages = max(1, args.targets // 5)
     tools = {"this": REPO / ".venv/bin/pyimg"}
@@ -68,15 +78,16 @@ def main() -> int:
             if name != "this":
                 shutil.copytree(root / "ws-this", root / f"ws-{name}", symlinks=True)
                 shutil.copytree(root / "cache-this", root / f"cache-{name}", symlinks=True)
-            edit(root / f"ws-{name}", packages, -1)
+            edit(root / f"ws-{name}", packages, -1, args.edit)
             build(tools[name], root / f"ws-{name}", root / f"cache-{name}")  # warm-up
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
         for n in range(args.runs):
             for name in tools:
-                edit(root / f"ws-{name}", packages, n)
+                edit(root / f"ws-{name}", packages, n, args.edit)
                 times[name].append(build(tools[name], root / f"ws-{name}", root / f"cache-{name}"))
     print(f"{args.targets} targets in {packages} packages; cold build {cold:.0f} s")
-    print(f"| checkout | BUILD edit, median of {args.runs}: wall (s) | CPU (s) | all runs, wall (s) |")
+    print(f"| checkout | BUILD edit ({args.edit}), median of {args.runs}: wall (s) | CPU (s) "
+          "| all runs, wall (s) |")
     print("| --- | --- | --- | --- |")
     for name, ts in times.items():
         wall = statistics.median(t for t, _ in ts)

@@ -8,10 +8,12 @@ files and actions through Python callables. Results are JSON: providers by id, a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +56,18 @@ class TargetResult:
     actions: list[Action] = field(default_factory=list)
     # The platform of the requested configuration it was analysed in ("" for the default one).
     configuration: str = ""
+    # The digest of `providers` (see `providers_digest`), when known without computing it.
+    known_digest: str = ""
+    # `actions` as `action_to_json` writes them, when the target cache has them already.
+    actions_json: list[Any] | None = None
+
+    @property
+    def providers_digest(self) -> str:
+        """What a dependent's target-cache key holds of this target: a digest of all that the
+        dependent's implementation can see of it (its providers), computed once."""
+        if not self.known_digest:
+            self.known_digest = hashlib.sha256(json.dumps(self.providers).encode()).hexdigest()
+        return self.known_digest
 
     @property
     def key(self) -> str:
@@ -134,13 +148,11 @@ class Analyzer:
                 configurations: list[Configuration] | None = None) -> AnalysisResult:
         """Analyse `labels` in each of `configurations` (default: the default configuration).
         The top-level keys name each configured target once, in that order."""
-        top: list[str] = []
+        top: dict[str, None] = {}  # ordered, and a set: `//...` names 10,000 targets
         for config in configurations or [self.default]:
             for label in labels:
-                key = self._analyze(label, config, None).key
-                if key not in top:
-                    top.append(key)
-        return AnalysisResult(self.results, top)
+                top.setdefault(self._analyze(label, config, None).key)
+        return AnalysisResult(self.results, list(top))
 
     # -- per target ---------------------------------------------------------------------------
 
@@ -239,7 +251,10 @@ class Analyzer:
             # An external repository's files: BuildContext.source_root finds them on disk.
             path = f"{EXTERNAL_DIR}/{label.repo}/{path}"
         f = file_json(path, str(label), is_source=True)
-        return TargetResult(str(label), "source file", "", {DEFAULT_INFO: {"files": [f], "_provider": DEFAULT_INFO}})
+        # Its providers are a function of the label: so is their digest (none computed).
+        return TargetResult(str(label), "source file", "",
+                            {DEFAULT_INFO: {"files": [f], "_provider": DEFAULT_INFO}},
+                            known_digest=f"source file {label}")
 
     def _select(self, target: Target, attr_name: str, value: Any, config: Configuration) -> Any:
         if not (isinstance(value, dict) and "__select__" in value):
@@ -282,11 +297,12 @@ class Analyzer:
             origin=self.loader.argument_origin(target.origin, attr_name),
         )
 
-    def _run_implementation(self, target: Target, deps: dict[str, TargetResult],
-                            split: dict[str, list[TargetResult]],
-                            config: Configuration) -> TargetResult:
-        """`deps`: the dependencies in the target's configuration, by label; `split`: those of
-        `cfg = "platforms"` attributes, which the implementation gets as one list each."""
+    def _ctx_dict(self, target: Target, deps: dict[str, TargetResult],
+                  split: dict[str, list[TargetResult]], config: Configuration,
+                  encode: Callable[[TargetResult], Any]) -> dict[str, Any]:
+        """What the implementation is given (as `_pyimg_ctx_data`), each dependency written by
+        `encode`: `_target_json` for the implementation itself, `_target_reference` for the
+        target cache's key, which then needs no dependency's providers serialised."""
         # `files` maps each label attribute to its kind; Starlark derives ctx.files / ctx.file
         # from the targets themselves, so that every File crosses (and exists) only once.
         attrs: dict[str, Any] = {}
@@ -297,11 +313,11 @@ class Analyzer:
             value = self._select(target, name, value, config)
             t = spec["type"]
             if name in split:
-                attrs[name] = [_target_json(r) for r in split[name]]
+                attrs[name] = [encode(r) for r in split[name]]
                 files[name] = "label_list"
                 continue
             if t == "label":
-                attrs[name] = _target_json(deps[value]) if value else None
+                attrs[name] = encode(deps[value]) if value else None
                 dep_files = deps[value].default_files if value else []
                 files[name] = t
                 if spec.get("single_file") or spec.get("executable"):
@@ -313,18 +329,17 @@ class Analyzer:
                         )
                     single.append(name)
             elif t == "label_list":
-                attrs[name] = [_target_json(deps[v]) for v in value]
+                attrs[name] = [encode(deps[v]) for v in value]
                 files[name] = t
             elif t == "label_keyed_string_dict":
                 # Targets are dicts, which Starlark cannot hash: the pairs cross as a list and
                 # the prelude gives the implementation a value with items(), keys(), values().
-                attrs[name] = [[_target_json(deps[k]), v] for k, v in value.items()]
+                attrs[name] = [[encode(deps[k]), v] for k, v in value.items()]
                 files[name] = t
             else:
                 attrs[name] = value
-        label = target.label
         ctx_data: dict[str, Any] = {
-            "label": str(label),  # a canonical string; the prelude gives it Label's fields
+            "label": str(target.label),  # a canonical string; the prelude gives it Label's fields
             "attrs": attrs,
             "files": files,
             "file": single,
@@ -335,14 +350,26 @@ class Analyzer:
         if "platform" in target.rule.fragments:
             ctx_data["platform"] = str(config.platform)
             ctx_data["platform_requested"] = config.requested
-        data = json.dumps(ctx_data)
+        return ctx_data
+
+    def _run_implementation(self, target: Target, deps: dict[str, TargetResult],
+                            split: dict[str, list[TargetResult]],
+                            config: Configuration) -> TargetResult:
+        """`deps`: the dependencies in the target's configuration, by label; `split`: those of
+        `cfg = "platforms"` attributes, which the implementation gets as one list each."""
+        label = target.label
         module, alias = self.loader.rule_load(target.rule)
         reuse_key = None
         if self.reuse is not None:
-            reuse_key = self.reuse.key(target.kind, target.origin, (module, alias), data)
+            # Keyed by the dependencies' provider digests: an unchanged target costs the
+            # serialisation of its own attributes, not of everything its dependencies provide.
+            key_data = self._ctx_dict(target, deps, split, config, _target_reference)
+            reuse_key = self.reuse.key(target.kind, target.origin, (module, alias),
+                                       json.dumps(key_data))
             reused = self._reused(target, reuse_key, config)
             if reused is not None:
                 return reused
+        data = json.dumps(self._ctx_dict(target, deps, split, config, _target_json))
         current = _Current(target, data, config, deps=deps)
         every = [*deps.values(), *(r for rs in split.values() for r in rs)]
         pids = sorted({pid for d in every for pid in d.providers} | {DEFAULT_INFO})
@@ -383,11 +410,13 @@ class Analyzer:
                 f"{target.kind} {label}: declared output '{undeclared[0]}' is not created by any action",
                 origin=target.rule.origin,
             )
+        result = TargetResult(str(label), target.kind, target.origin, providers, current.actions,
+                              str(config.platform) if config.requested else "")
         if reuse_key is not None:
             assert self.reuse is not None
-            self.reuse.put(reuse_key, providers, current.actions)
-        return TargetResult(str(label), target.kind, target.origin, providers, current.actions,
-                            str(config.platform) if config.requested else "")
+            result.actions_json = self.reuse.put(reuse_key, providers, current.actions,
+                                                 result.providers_digest)
+        return result
 
     def _implementation_error(self, target: Target, err: UserInputError) -> UserInputError:
         """A failure inside a rule implementation, reported at the target's BUILD line, or at
@@ -417,7 +446,7 @@ class Analyzer:
         hit = self.reuse.get(key)
         if hit is None:
             return None
-        providers, actions = hit
+        providers, actions, digest, actions_json = hit
         label = str(target.label)
         owner = config.key(label)
         outputs = [o for a in actions for o in a.all_outputs]
@@ -428,7 +457,8 @@ class Analyzer:
                 self._outputs[o] = owner
                 self._producers[o] = a
         return TargetResult(label, target.kind, target.origin, providers, actions,
-                            str(config.platform) if config.requested else "")
+                            str(config.platform) if config.requested else "", digest,
+                            actions_json)
 
     # -- callables the prelude reaches during an implementation ---------------------------------
 
@@ -694,4 +724,9 @@ def _labels_of(t: str, value: Any) -> list[str]:
 
 def _target_json(result: TargetResult) -> dict[str, Any]:
     return {"_target": result.label, "providers": result.providers}
+
+
+def _target_reference(result: TargetResult) -> list[str]:
+    """A dependency as the target cache's key holds it: `_target_json` up to its digest."""
+    return [result.label, result.providers_digest]
 

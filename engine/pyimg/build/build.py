@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -71,6 +72,23 @@ def analyze(
     default configuration, docs/concepts.md "Platforms"). With `digests`, a saved analysis is
     reused while valid, and with `reuse_targets` too, the analyses of unchanged targets when a
     BUILD file changed."""
+    # Loading and analysis allocate millions of JSON-like objects (the saved packages and
+    # analyses) and make next to no reference cycles: the cycle collector's passes over them
+    # cost about a fifth of an analysis at 10,000 targets. Cycles made meanwhile are collected
+    # once it is back on.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyze(session, patterns, repos, digests, reuse_targets, platforms)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _analyze(
+    session: Session, patterns: list[str] | tuple[str, ...], repos: Repositories | None,
+    digests: FileDigestCache | None, reuse_targets: bool, platforms: tuple[str, ...],
+) -> tuple[Loader, AnalysisResult]:
     repos = repos or repositories(session)
     loader: Loader
     if digests is not None:
@@ -296,7 +314,6 @@ def _release_memory() -> None:
     malloc_trim they add to the peak of the compression that follows (tools/bench/layers.py).
     """
     import ctypes
-    import gc
 
     gc.collect()
     try:

@@ -175,3 +175,104 @@ def test_reuse_can_be_turned_off(tmp_path: Path) -> None:
     cache = TargetCache(cache_file, {}, reuse=False)
     _analyze(world.root, cache)
     assert cache.hits == 0
+
+
+def _analysed(cache: TargetCache, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The outputs of the targets `cache` sees analysed (its entries made), as they are made."""
+    made: list[str] = []
+    put = cache.put
+
+    def spy(key: str, providers: dict[str, Any], actions: list[Any], digest: str) -> None:
+        made.extend(o for a in actions for o in a.outputs)
+        put(key, providers, actions, digest)
+
+    monkeypatch.setattr(cache, "put", spy)
+    return made
+
+
+def test_an_attribute_edit_re_analyses_the_target_and_its_dependents_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, {}))
+    word, deps, env = world.model["a"]["x"]
+    world.model["a"]["x"] = (word + "!", deps, env)
+    world.write_all()
+    cache = TargetCache(cache_file, {})
+    made = _analysed(cache, monkeypatch)
+    assert _analyze(world.root, cache) == _analyze(world.root, None)
+    # //a:x's Info changed: its dependents //a:x_g, //a:y and //b:w are analysed again; theirs
+    # did not (y's and w's Info hold their own word), so nothing further is.
+    assert sorted(made) == ["pyimg-out/a/x.out", "pyimg-out/a/x.txt", "pyimg-out/a/y.txt",
+                            "pyimg-out/b/w.txt"]
+    assert cache.hits == 6  # the other six of the ten
+
+
+def test_unchanged_targets_are_keyed_without_their_dependencies_providers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target's key holds its dependencies' provider digests: the providers themselves are
+    serialised for the implementations that run, not for each of the 10,000 lookups."""
+    from pyimg.analysis import analyzer
+
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, {}))
+    word, deps, env = world.model["c"]["v"]
+    world.model["c"]["v"] = (word + "!", deps, env)  # a leaf: only //c:v and //c:v_g run
+    world.write_all()
+    serialised: list[str] = []
+    real = analyzer._target_json
+
+    def spy(result: Any) -> dict[str, Any]:
+        serialised.append(result.label)
+        return real(result)
+
+    monkeypatch.setattr(analyzer, "_target_json", spy)
+    cache = TargetCache(cache_file, {})
+    _analyze(world.root, cache)
+    assert sorted(serialised) == ["//b:w", "//c:v"]  # the deps of //c:v and of //c:v_g
+
+
+def test_a_flag_change_reuses_nothing(tmp_path: Path) -> None:
+    """The configuration the analyses were made in (--platforms, the default platform) is the
+    cache's salt: another one serves nothing."""
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, {"default": "linux/amd64", "platforms": []}))
+    cache = TargetCache(cache_file, {"default": "linux/amd64", "platforms": ["linux/arm64"]})
+    _analyze(world.root, cache)
+    assert cache.hits == 0
+    cache = TargetCache(cache_file, {"default": "linux/amd64", "platforms": ["linux/arm64"]})
+    _analyze(world.root, cache)
+    assert cache.hits == 10
+
+
+def test_an_edit_appends_the_new_entries_only(tmp_path: Path) -> None:
+    """The file is not rewritten for an edit: what was there stays byte for byte, the analyses
+    made are appended (two lines: //c:v and //c:v_g), and the next build reuses them."""
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, {}))
+    before = cache_file.read_bytes()
+    word, deps, env = world.model["c"]["v"]
+    world.model["c"]["v"] = (word + "!", deps, env)
+    world.write_all()
+    _analyze(world.root, TargetCache(cache_file, {}))
+    after = cache_file.read_bytes()
+    assert after.startswith(before) and after[len(before):].count(b"\n") == 2
+    cache = TargetCache(cache_file, {})
+    _analyze(world.root, cache)
+    assert cache.hits == 10
+
+
+def test_a_torn_append_reuses_nothing_and_is_rewritten(tmp_path: Path) -> None:
+    world = World(tmp_path / "ws", random.Random(0))
+    cache_file = tmp_path / "targets.json"
+    _analyze(world.root, TargetCache(cache_file, {}))
+    cache_file.write_bytes(cache_file.read_bytes()[:-20])  # a crash in the middle of an append
+    cache = TargetCache(cache_file, {})
+    assert _analyze(world.root, cache) == _analyze(world.root, None)
+    assert cache.hits == 0
+    cache = TargetCache(cache_file, {})
+    _analyze(world.root, cache)
+    assert cache.hits == 10
