@@ -207,8 +207,9 @@ def test_changes_beyond_contents_take_the_full_path(ws, paths, change):
     elif change == "remove":
         (ws.root / "q/x.txt").unlink()
         ws.write("q/z.txt", "z\n")
-    elif change == "build":
-        ws.write("q/BUILD.pyimg", (ws.root / "q/BUILD.pyimg").read_text() + "\n# edited\n")
+    elif change == "build":  # a new target (a comment alone is pruned: test_change_pruning.py)
+        ws.write("q/BUILD.pyimg", (ws.root / "q/BUILD.pyimg").read_text()
+                 + '\ngenrule(name = "h", srcs = [], outs = ["h.out"], cmd = "touch $@")\n')
     else:
         ws.out("p/a.out").unlink()
     r = ws.run("build", *targets)

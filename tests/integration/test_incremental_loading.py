@@ -1,6 +1,7 @@
-"""Differential test of the persisted packages (loading/package_store.py) and of everything a
-BUILD-file edit reuses: after each random edit, a build in the same output base gives exactly the
-outputs and action keys of a clean build (a copy of the workspace, a fresh cache and output base)."""
+"""Differential test of the persisted packages (loading/package_store.py), of change pruning
+(build/incremental.py) and of everything a BUILD-file edit reuses: after each random edit, a build
+in the same output base gives exactly the outputs and action keys of a clean build (a copy of the
+workspace, a fresh cache and output base)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,22 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pyimg.build.incremental import PRUNED_NOTE
 from workspace_helpers import Workspace
 
 DEFS = '''load("@pyimg//rules:defs.bzl", "genrule")
 
 SUFFIX = "{suffix}"
+{bzl_comments}
+NOTE = "{note}"
+
+def _note_impl(ctx):
+    """A rule whose implementation an edit changes, never its targets."""
+    out = ctx.actions.declare_file(ctx.label.name + ".note")
+    ctx.actions.write(out, NOTE + "\\n")
+    return [DefaultInfo(files = [out])]
+
+note = rule(implementation = _note_impl, attrs = {{}})
 
 def stamp(name, src):
     """A macro: its output's name comes from this file."""
@@ -31,10 +43,14 @@ class World:
         self.root = root
         self.rng = rng
         self.suffix = "_a"
+        self.note = "n0"
+        self.bzl_comments = 0
         self.serial = 0
         # package -> target -> (word, deps); packages in order (deps only point backwards)
         self.model: dict[str, dict[str, tuple[str, list[str]]]] = {}
         self.comments: dict[str, int] = {}
+        self.top_comments: dict[str, int] = {}  # before the load(): every line moves
+        self.blank_lines: dict[str, int] = {}
         for _ in range(3):
             self._add_package()
         self.write_all()
@@ -49,6 +65,8 @@ class World:
         earlier = [f"//{p}:{t}" for p in self.model for t in self.model[p]]
         self.model[pkg] = {"t": ("w", self.rng.sample(earlier, min(len(earlier), 2)))}
         self.comments[pkg] = 0
+        self.top_comments[pkg] = 0
+        self.blank_lines[pkg] = 0
         (self.root / pkg).mkdir(parents=True, exist_ok=True)
         (self.root / pkg / "src.txt").write_text(f"{pkg}\n")
         (self.root / pkg / "data").mkdir(exist_ok=True)
@@ -58,11 +76,16 @@ class World:
         (self.root / "MODULE.pyimg").write_text("")
         (self.root / "tools").mkdir(exist_ok=True)
         (self.root / "tools/BUILD.pyimg").write_text("")
-        (self.root / "tools/defs.bzl").write_text(DEFS.format(suffix=self.suffix))
+        comments = "".join(f"# comment {i}\n" for i in range(self.bzl_comments))
+        (self.root / "tools/defs.bzl").write_text(
+            DEFS.format(suffix=self.suffix, note=self.note, bzl_comments=comments))
         for pkg, targets in self.model.items():
-            lines = ['load("//tools:defs.bzl", "stamp")',
-                     'package(default_visibility = ["//visibility:public"])']
+            lines = [f"# top {i}" for i in range(self.top_comments[pkg])]
+            lines += ['load("//tools:defs.bzl", "note", "stamp")',
+                      'package(default_visibility = ["//visibility:public"])']
+            lines += [""] * self.blank_lines[pkg]
             lines += [f"# comment {i}" for i in range(self.comments[pkg])]
+            lines.append('note(name = "notes")')
             for name, (word, deps) in targets.items():
                 srcs = ", ".join(f'"{d}"' for d in ["src.txt", *deps])
                 lines.append(
@@ -79,9 +102,20 @@ class World:
         name = rng.choice(sorted(targets))
         what = rng.choice(["comment", "attribute", "add target", "remove target", "rename target",
                            "bzl", "add package", "remove package", "source", "glob gains",
-                           "glob loses", "dep"])
+                           "glob loses", "dep", "top comment", "blank lines", "reorder",
+                           "bzl implementation", "bzl comment"])
         if what == "comment":
             self.comments[pkg] += 1
+        elif what == "top comment":
+            self.top_comments[pkg] += 1
+        elif what == "blank lines":
+            self.blank_lines[pkg] = rng.choice([0, 1, 3])
+        elif what == "reorder":
+            self.model[pkg] = dict(reversed(targets.items()))
+        elif what == "bzl implementation":
+            self.note = rng.choice(["n0", "n1", "n2"])
+        elif what == "bzl comment":
+            self.bzl_comments += 1
         elif what == "attribute":
             word, deps = targets[name]
             targets[name] = (word + rng.choice("xyz"), deps)
@@ -129,6 +163,14 @@ class World:
                 other[t] = (word, [d for d in deps if d != label])
 
 
+# Edits that change no target (the source edit: its BUILD files are saved again as they were),
+# which change pruning must answer without loading the workspace again; and edits that change
+# a target or a rule's implementation, which it must never answer.
+PRUNED = {"comment", "top comment", "blank lines", "reorder", "source"}
+NOT_PRUNED = {"attribute", "add target", "rename target", "add package", "glob gains",
+              "bzl comment"}  # ("remove package" leaves the last one: then nothing changed)
+
+
 def _keys(ws: Workspace) -> list[str]:
     """Every action of //... with its key, as aquery prints them (without cache status)."""
     result = ws.run("aquery", "//...")
@@ -155,6 +197,13 @@ def _run_seed(tmp_path: Path, seed: int, steps: int) -> None:
         context = f"seed {seed}, step {step}: {what}"
         built = ws.run("build", "//...")
         assert built.code == 0, f"{context}\n{built.err}"
+        kind = what.split(" in ")[0]
+        if kind in PRUNED:
+            assert PRUNED_NOTE in built.err, context
+        if kind in PRUNED - {"source"}:
+            assert "Build completed: 0 actions run" in built.err, context
+        if kind in NOT_PRUNED:
+            assert PRUNED_NOTE not in built.err, context
         clean_root = tmp_path / f"clean{step}"
         shutil.copytree(world.root, clean_root, ignore=shutil.ignore_patterns("pyimg-out"))
         clean = Workspace(clean_root, tmp_path / f"clean-cache{step}")
@@ -203,10 +252,13 @@ def test_a_build_edit_evaluates_only_its_package(tmp_path: Path) -> None:
     assert served() == 1  # tools (no load of defs.bzl) only
 
 
-def test_unchanged_actions_are_served_from_the_last_build_record(tmp_path: Path) -> None:
+def test_unchanged_actions_are_served_from_the_last_build_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a BUILD edit, an action as the last build of the command line ran it takes its key
     and result from that build's record (build/recorded.py), without its action-cache entry;
-    one whose outputs left the store is looked up (and here run) again."""
+    one whose outputs left the store is looked up (and here run) again. (PYIMG_FAST_NOOP=0:
+    else change pruning would answer these comment edits before any full build.)"""
+    monkeypatch.setenv("PYIMG_FAST_NOOP", "0")
     world = World(tmp_path / "ws", random.Random(0))
     ws = Workspace(world.root, tmp_path / "cache")
     assert ws.run("build", "//...").code == 0

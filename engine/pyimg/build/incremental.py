@@ -16,14 +16,23 @@ parsed, it imports only what running actions needs.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyimg.build.build_record import entries, record_base, save_build_record, update_build_record
+from pyimg.build.build_record import (
+    entries,
+    mark_all_cached,
+    record_base,
+    save_build_record,
+    update_build_record,
+)
 from pyimg.build.execution import materialize, new_context
 from pyimg.build.noop import Check, command_key, file_stat, output_stats, pyimg_code, record_path
 from pyimg.build.progress import Progress, summary
@@ -38,7 +47,7 @@ from pyimg.core.file_digests import FileDigestCache
 from pyimg.core.incremental import IncrementalExecutor, RecordedAction, downstream
 from pyimg.core.scheduler import ActionGraph, Scheduler
 from pyimg.core.session import Session
-from pyimg.core.workspace import EXTERNAL_DIR
+from pyimg.core.workspace import EXTERNAL_DIR, MODULE_FILE
 from pyimg.external.options import RegistryOptions
 from pyimg.external.pulled import PulledBlobs
 
@@ -50,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["rebuild", "record_lines", "render_report", "report_lines"]
 
 VERSION = 1  # of the index and action lines
+# pyimg.lock (external/repositories.py's LOCK_FILE, not imported: it costs what this spares)
+_LOCK_FILE = "pyimg.lock"
 
 
 def report_lines(top_level: list[TargetResult], verbose: bool) -> list[list[str]]:
@@ -126,6 +137,27 @@ class ActionLines:
     def raw(self, i: int) -> bytes:
         """The text of line `i`, unparsed (build/recorded.py reads only its start)."""
         return self._line(i)
+
+    @property
+    def edited(self) -> bool:
+        """Whether a line was replaced (and `save` writes)."""
+        return bool(self._replaced)
+
+    def containing(self, needle: bytes) -> list[int]:
+        """The lines whose text contains `needle` (found in the file's bytes: nothing parsed)."""
+        starts = sorted(range(len(self)), key=lambda i: self._spans[2 * i])
+        offsets = [self._spans[2 * i] for i in starts]
+        found: set[int] = set()
+        at = self._raw.find(needle)
+        while at >= 0:
+            k = bisect.bisect_right(offsets, at) - 1
+            # A line replaced since the file was written is in it still, outside every span.
+            if k >= 0 and at + len(needle) <= self._spans[2 * starts[k] + 1]:
+                found.add(starts[k])
+            at = self._raw.find(needle, at + 1)
+        found -= set(self._replaced)
+        found |= {i for i, line in self._replaced.items() if needle in line}
+        return sorted(found)
 
     def replace(self, i: int, data: dict[str, Any]) -> None:
         self._parsed[i] = data
@@ -210,8 +242,29 @@ def record_lines(
         # The first output of each line's action: how the next full build finds an action's
         # line (build/recorded.py).
         "firsts": [r.action.all_outputs[0] for r in records],
+        # The .bzl and MODULE files loading read, each with the stat it was hashed at: one saved
+        # again as it was changes nothing (change pruning, `_pruned_loading`).
+        "loading_digests": _loading_digests(p for p in report.fixed if _rehashed(p)),
     }
     return [json.dumps(index).encode()]
+
+
+def _rehashed(path: str) -> bool:
+    """Whether a change of the loading file `path` is pruned when its contents are the same."""
+    return path.endswith(".bzl") or os.path.basename(path) in (MODULE_FILE, _LOCK_FILE)
+
+
+def _loading_digests(paths: Iterable[str]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for path in sorted(paths):
+        stat = file_stat(path)
+        try:
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            continue
+        if stat is not None and file_stat(path) == stat:
+            out[path] = [stat, digest]
+    return out
 
 
 def _options_to_json(request: BuildRequest) -> dict[str, Any]:
@@ -236,19 +289,114 @@ def _recorded_request(options: dict[str, Any], schedule_seed: str | None) -> Bui
     )
 
 
-def rebuild(check: Check, workspace: Path, schedule_seed: str | None = None) -> int | None:
+def rebuild(check: Check, workspace: Path, schedule_seed: str | None = None,
+            prune: bool = True) -> int | None:
     """Build incrementally from `check`, under its lock, with the recorded build's options;
-    None when only a full build can. `schedule_seed`: see `ExecutionOptions`."""
+    None when only a full build can. `schedule_seed`: see `ExecutionOptions`. Without `prune`
+    (PYIMG_ANALYSIS_REUSE=0) a changed BUILD or .bzl file always takes the full build."""
     with check.held("build"):
         start = time.monotonic()
         try:
-            plan = _plan(check, workspace)
-            if plan is None:
+            index = json.loads(check.raw[check.tail:])
+            if index.get("version") != VERSION or index["cache_root"] != str(check.cache_root):
                 return None
+            lines = ActionLines(actions_path(check.path), index["actions"], index["spans"])
+            if len(lines) != check.record["actions"]:
+                return None
+            sources = {h: s for h, s in check.changed.items() if h in index["sources"]}
+            loading = {h: s for h, s in check.changed.items() if h not in sources}
+            plan = _plan(check, workspace, index, lines, sources) if sources else None
+            if sources and plan is None:
+                return None
+            if loading and (not prune or not _pruned_loading(check, workspace, index, lines,
+                                                              loading)):
+                return None
+            if plan is None:
+                return _replay_pruned(check, index, lines, start)
+            plan.pruned = bool(loading)
             request = _recorded_request(plan.index["options"], schedule_seed)
         except (OSError, ValueError, KeyError, IndexError, TypeError):
             return None  # a record this version of pyimg cannot read, or a lost file
         return _run(plan, request, start)
+
+
+# What the summary adds when the changed BUILD and .bzl files changed no target.
+PRUNED_NOTE = " (BUILD or .bzl files changed, no target did: loading pruned)"
+
+
+def _pruned_loading(check: Check, workspace: Path, index: dict[str, Any], lines: ActionLines,
+                    loading: dict[str, list[int]]) -> bool:
+    """Whether the changed files of `loading` (none a source) change no target, as loading
+    would see them (docs/architecture.md, "Change pruning"): each a .bzl file saved again as it
+    was, or a workspace BUILD file whose package, evaluated again, has the targets of the
+    recorded build (only their lines may have moved). The packages' records are saved, and the
+    origins of the actions of targets that moved are updated in `lines`."""
+    from pyimg.loading.inputs import BUILD_FILE_NAMES
+
+    recorded: dict[str, list[Any]] = index.get("loading_digests", {})
+    builds: dict[str, tuple[list[int], list[int]]] = {}
+    for host, now in loading.items():
+        seen = check.record["files"][host]
+        if _rehashed(host):
+            entry = recorded.get(host)
+            if entry is None or entry[0] != seen:
+                return False
+            if hashlib.sha256(Path(host).read_bytes()).hexdigest() != entry[1]:
+                # A .bzl file's rules may do anything else now: analysis must run again.
+                return False
+            if file_stat(host) != now:
+                return False
+            entry[0] = now
+        elif os.path.basename(host) in BUILD_FILE_NAMES:
+            builds[host] = (seen, now)
+        else:
+            return False  # a host tool, pyimg itself, a file a MODULE declaration reads
+    if not builds:
+        return True
+    from pyimg.loading.package_store import PackageStore, reload_packages
+
+    digests = FileDigestCache(check.output_base / "file_digests.json", lazy=True)
+    store = PackageStore(check.output_base / "packages", digests,
+                         [workspace / "MODULE.pyimg", workspace / "pyimg.lock"])
+    reloaded = reload_packages(workspace, store, builds)
+    if reloaded is None:
+        return False
+    for package in reloaded:
+        origins = package.origins
+        if all(old == new for old, new in origins.values()):
+            continue
+        # Failures are reported at the origin of the action, its target's BUILD line.
+        needle = b'"origin": ' + json.dumps(package.build_display + ":")[:-1].encode()
+        for i in lines.containing(needle):
+            data = lines[i]
+            action = data["action"]
+            old, new = origins.get(action["owner"].split(" [")[0], (None, None))
+            if action["origin"] != old:
+                return False  # not the origin of a target of the package: unexpected
+            if new != old:
+                lines.replace(i, {**data, "action": {**action, "origin": new}})
+    return True
+
+
+def _replay_pruned(check: Check, index: dict[str, Any], lines: ActionLines,
+                   start: float) -> int:
+    """Only BUILD and .bzl files changed, and no target: print the recorded build's report and
+    update the records by the files' new stats (and the actions' new origins)."""
+    for host, stat in check.changed.items():
+        check.set("files", host, stat)
+    for directory, stat in check.dirs.items():
+        check.set("dirs", directory, stat)
+    if lines.edited or any(_rehashed(host) for host in check.changed):
+        index["actions"], index["spans"] = lines.save()
+        check.save([json.dumps(index).encode()])
+    else:  # the index as read (megabytes at 10,000 actions: not serialized again)
+        check.save([check.raw[check.tail:]])
+    mark_all_cached(check.output_base)  # `explain` says what a no-op build would
+    sys.stdout.write(check.record["stdout"])
+    sys.stdout.flush()
+    actions = check.record["actions"]
+    print(summary(0, actions, time.monotonic() - start) + PRUNED_NOTE, file=sys.stderr)
+    return 0
 
 
 class _Plan:
@@ -265,41 +413,40 @@ class _Plan:
         self.candidates = candidates  # the actions that may have to run again
         self.recorded = recorded  # RecordedAction of the candidates and of their producers
         self.digests = digests
+        self.pruned = False  # BUILD or .bzl files changed too, but no target
 
 
-def _plan(check: Check, workspace: Path) -> _Plan | None:
-    """Which actions may have to run again, or None if not only sources' contents changed."""
-    index = json.loads(check.raw[check.tail:])
-    if index.get("version") != VERSION or index["cache_root"] != str(check.cache_root):
-        return None
-    lines = ActionLines(actions_path(check.path), index["actions"], index["spans"])
+def _plan(check: Check, workspace: Path, index: dict[str, Any], lines: ActionLines,
+          changed_files: dict[str, list[int]]) -> _Plan | None:
+    """Which actions may have to run again for `changed_files` (host path -> stat now), or None
+    if not only sources' contents changed."""
     sources: dict[str, list[Any]] = index["sources"]
     fixed = set(index["fixed"])
     # A file of an external repository is no source the user edits: when its size changed, its
     # store blob was dropped as corrupt (and emptied), and the repository must be made again,
     # which only the full build does. (Its ctime alone moves whenever the blob is linked.)
     external = f"{check.output_base / EXTERNAL_DIR}{os.sep}"
-    if len(lines) != check.record["actions"] or any(
+    if any(
             sources.get(host) is None or host in fixed
             or (host.startswith(external) and stat[0] != check.record["files"][host][0])
-            for host, stat in check.changed.items()):
+            for host, stat in changed_files.items()):
         return None
     # A changed source may be a symlink re-pointed outside the workspace: the full build
     # reports it where the BUILD file names it.
     confinement = Confinement(workspace)
-    if any(confinement.check(sources[host][0]) is not None for host in check.changed
+    if any(confinement.check(sources[host][0]) is not None for host in changed_files
            if not sources[host][0].startswith(EXTERNAL_DIR + "/")):
         return None
     digests = FileDigestCache(check.output_base / "file_digests.json", lazy=True)
     changed: dict[str, str] = {}
-    for host, stat in check.changed.items():
+    for host, stat in changed_files.items():
         digest, _, executable = digests.rehash(Path(host))
         if file_stat(host) != stat:
             return None  # it changed again since the check: let the full build sort it out
         p, readers = sources[host]
         if (new := f"{digest}+x" if executable else str(digest)) != lines[readers[0]]["inputs"][p]:
             changed[p] = new  # not a file saved again as it was
-    candidates = downstream((i for host in check.changed for i in sources[host][1]
+    candidates = downstream((i for host in changed_files for i in sources[host][1]
                              if sources[host][0] in changed), index["readers"].__getitem__)
     outside = {d for i in candidates for d in lines[i]["deps"]} - set(candidates)
     recorded = {i: _recorded(lines[i]) for i in [*candidates, *outside]}
@@ -379,7 +526,8 @@ def _run(plan: _Plan, request: BuildRequest, start: float) -> int | None:
     if _update_stats(plan.check, session.workspace, goals, stdout):
         index["actions"], index["spans"] = lines.save()
         plan.check.save([json.dumps(index).encode()])
-    print(summary(outcome.executed, total - outcome.executed, time.monotonic() - start),
+    note = PRUNED_NOTE if plan.pruned else ""
+    print(summary(outcome.executed, total - outcome.executed, time.monotonic() - start) + note,
           file=sys.stderr)
     return 0
 
@@ -422,6 +570,8 @@ def _update_stats(check: Check, workspace: Path, goals: list[str], stdout: str) 
     hashed exactly those), the goals it placed again. False when an output is missing."""
     for host, stat in check.changed.items():
         check.set("files", host, stat)
+    for directory, stat in check.dirs.items():  # a file saved by a rename
+        check.set("dirs", directory, stat)
     outputs = check.record["outputs"]
     for g in goals:
         path = str(workspace / g)

@@ -4,10 +4,12 @@ engine is imported, so that `pyimg build` with nothing changed costs little more
 After a successful build, `write_record` notes the (size, mtime, inode, ctime) of every file the
 build read (BUILD/.bzl/MODULE files, sources, host tools, pyimg's own code), the (mtime, inode)
 of every workspace directory (a file added or removed anywhere changes its directory's mtime, which
-covers glob() and package discovery), and the stat of every output it placed under pyimg-out/.
+covers glob() and package discovery) with a digest of its listing (each entry's name and type, a
+link's target: a file saved by renaming a new one over it changes the mtime, not the listing), and
+the stat of every output it placed under pyimg-out/.
 `check_record` compares them for the same command line in the same directory: with all unchanged,
 `replay` prints the build's report; when only files changed (every directory and output as left,
-every file still there), the check goes to the incremental build (`build/incremental.py`), which
+or a directory with the listing it had; every file still there), the check goes to the incremental build (`build/incremental.py`), which
 decides whether those are sources it can re-key from. Anything else, and any `--secret`, takes the
 normal path.
 
@@ -69,12 +71,39 @@ def pyimg_code() -> list[str]:
     return sorted(str(p) for p in root.rglob("*.py"))
 
 
-def _workspace_dirs(workspace: Path) -> list[str]:
-    out = []
-    for dirpath, dirnames, _ in os.walk(workspace):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        out.append(dirpath)
+def _workspace_dirs(workspace: Path) -> dict[str, tuple[list[int] | None, str | None]]:
+    """Each workspace directory's stat and listing digest (None: it changed while listed)."""
+    out: dict[str, tuple[list[int] | None, str | None]] = {}
+    pending = [str(workspace)]
+    while pending:
+        d = pending.pop()
+        stat = file_stat(d, with_ctime=False)
+        try:
+            digest, subdirs = _listing(d)
+        except OSError:
+            digest, subdirs = None, []
+        out[d] = (stat, digest if file_stat(d, with_ctime=False) == stat else None)
+        pending.extend(os.path.join(d, n) for n in subdirs
+                       if n not in _SKIP_DIRS and not n.startswith("."))
     return out
+
+
+def _listing(directory: str) -> tuple[str, list[str]]:
+    """A digest of what glob() and package discovery see of `directory` (each entry's name,
+    whether it is a directory, a link and where it points), and its subdirectories."""
+    entries = []
+    subdirs = []
+    with os.scandir(directory) as it:
+        for e in it:
+            if e.is_symlink():
+                entries.append(f"l {e.name} {os.readlink(e.path)}")
+            elif e.is_dir(follow_symlinks=False):
+                entries.append(f"d {e.name}")
+                subdirs.append(e.name)
+            else:
+                entries.append(f"f {e.name}")
+    digest = hashlib.sha256("\0".join(sorted(entries)).encode()).hexdigest()[:32]
+    return digest, subdirs
 
 
 def record_path(output_base: Path, key: str) -> Path:
@@ -118,13 +147,15 @@ def write_record(
     observed = observed or {}
     files = {p: _observed(observed[p]) if p in observed else file_stat(p)
              for p in sorted(set(inputs) | set(pyimg_code()))}
-    dirs = {d: file_stat(d, with_ctime=False) for d in _workspace_dirs(workspace)}
+    walked = _workspace_dirs(workspace)
+    dirs = {d: stat for d, (stat, _) in walked.items()}
+    listings = {d: listing for d, (_, listing) in walked.items()}
     out_files = output_stats(outputs)
     # An input recorded as absent (None: pyimg.lock, say) must stay absent; outputs must exist.
     if any(v is None for v in out_files.values()):
         return
     key = command_key(argv)
-    record = {"key": key, "files": files, "dirs": dirs, "outputs": out_files,
+    record = {"key": key, "files": files, "dirs": dirs, "listings": listings, "outputs": out_files,
               "stdout": stdout, "actions": actions, "extra": extra or {}}
     _write(record_path(output_base, key), json.dumps(record).encode(), lines)
 
@@ -142,12 +173,13 @@ def _write(path: Path, head: bytes, lines: Iterable[bytes]) -> None:
 
 class Check:
     """The record of this command line's last successful build and what changed since: `changed`
-    maps every file whose stat differs to its new stat. With changes, `lock` holds the output
-    base exclusively (from the check on, so nothing can build in between) until `release`."""
+    maps every file whose stat differs to its new stat, `dirs` every directory whose stat
+    differs but not its listing. With changes, `lock` holds the output base exclusively (from
+    the check on, so nothing can build in between) until `release`."""
 
     def __init__(self, cache_root: Path, output_base: Path, path: Path, record: dict[str, Any],
                  raw: bytes, tail: int, changed: dict[str, list[int]],
-                 lock: IO[str] | None) -> None:
+                 lock: IO[str] | None, dirs: dict[str, list[int]] | None = None) -> None:
         self.cache_root = cache_root
         self.output_base = output_base
         self.path = path
@@ -155,6 +187,7 @@ class Check:
         self.raw = raw  # the record file, whose incremental build's line starts at `tail`
         self.tail = tail
         self.changed = changed
+        self.dirs = dirs or {}
         self.lock = lock
         self._patches: list[tuple[Any, str, Any]] = []  # (old value, key, new value)
 
@@ -258,7 +291,8 @@ def check_record(argv: list[str], workspace: Path,
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return None  # another command is at work here: take the normal path (it waits)
-        if any(file_stat(p, with_ctime=False) != s for p, s in record["dirs"].items()):
+        dirs = _moved_dirs(record)
+        if dirs is None:
             return None
         if any(file_stat(p, with_ctime=False) != s for p, s in record["outputs"].items()):
             return None
@@ -284,12 +318,32 @@ def check_record(argv: list[str], workspace: Path,
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return None
-        check = Check(cache_root, output_base, path, record, raw, tail, changed, lock)
+        check = Check(cache_root, output_base, path, record, raw, tail, changed, lock, dirs)
         handed_over = True
         return check
     finally:
         if not handed_over:
             lock.close()
+
+
+def _moved_dirs(record: dict[str, Any]) -> dict[str, list[int]] | None:
+    """The workspace directories whose stat changed with their listing as recorded (a file saved
+    by a rename, `sed -i`), with their new stat; None when one's listing changed too."""
+    listings: dict[str, str | None] = record.get("listings", {})
+    moved = {}
+    for p, s in record["dirs"].items():
+        now = file_stat(p, with_ctime=False)
+        if now != s:
+            recorded = listings.get(p)
+            try:
+                if now is None or recorded is None or _listing(p)[0] != recorded:
+                    return None
+            except OSError:
+                return None
+            if file_stat(p, with_ctime=False) != now:
+                return None
+            moved[p] = now
+    return moved
 
 
 def valid_record(argv: list[str], workspace: Path,

@@ -142,7 +142,8 @@ def _main(argv: list[str]) -> int:
                 from pyimg.build.incremental import rebuild
 
                 try:
-                    code = rebuild(check, workspace, switches.schedule_seed)
+                    code = rebuild(check, workspace, switches.schedule_seed,
+                                   switches.analysis_reuse)
                 finally:
                     check.release()
                 if code is not None:

@@ -7,6 +7,11 @@ glob() with its result. It is served while all of those are the same: the files 
 stat-keyed digest cache, the globs run again. Records are one file per package, so an edit
 costs the evaluation and the write of the packages it touches, not of the workspace. A record
 is written without fsync: a torn one does not parse and counts as absent.
+
+A record also holds the stat of its BUILD file when that was read or last found unchanged
+(`build_stat`): `reload_packages` compares it with the stat the last build of a command line saw,
+so that it knows the record is of the file that build loaded (build/incremental.py: change
+pruning).
 """
 
 from __future__ import annotations
@@ -15,19 +20,31 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyimg import __version__
+from pyimg.core.digest import digest_bytes
 from pyimg.core.file_digests import FileDigestCache
-from pyimg.errors import UserInputError
+from pyimg.errors import PyimgError, UserInputError
 from pyimg.labels import Label
 from pyimg.loading.cache import FORMAT
 from pyimg.loading.inputs import find_build_file, glob_package
 from pyimg.loading.loader import Loader, Package, RuleClass, Target
 
-__all__ = ["PackageStore", "StoredLoader"]
+__all__ = ["PackageStore", "Reloaded", "StoredLoader", "build_stat", "reload_packages"]
+
+
+def build_stat(path: str) -> list[int] | None:
+    """What a record keeps of its BUILD file: [size, mtime_ns, inode, ctime_ns] (the form of the
+    no-op record's stats, build/noop.py), None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 class PackageStore:
@@ -105,6 +122,10 @@ class StoredLoader(Loader):
         self._fresh: list[str] = []  # workspace packages evaluated by this loader, in order
         self._stored_files: set[str] = set()  # display names of the files of served packages
         self._rule_objects: dict[str, RuleClass] = {}
+        # Package -> its BUILD file's stat, the same before and after it was read (else None).
+        self._build_stats: dict[str, list[int] | None] = {}
+        # Records served whose BUILD file has another stat now, same contents: saved with it.
+        self._restamped: dict[str, dict[str, Any]] = {}
         self.served = 0  # packages served from the store (for tests and the benchmark)
 
     def package(self, name: str, origin: str | None = None, repo: str = "") -> Package:
@@ -114,8 +135,11 @@ class StoredLoader(Loader):
                 self.packages[name] = restored
                 self.served += 1
                 return restored
+            path = find_build_file(self.workspace, name)
+            before = build_stat(path) if path is not None else None
             pkg = super().package(name, origin, repo)
             self._fresh.append(name)
+            self._build_stats[name] = before if build_stat(str(pkg.build_file)) == before else None
             return pkg
         return super().package(name, origin, repo)
 
@@ -137,6 +161,7 @@ class StoredLoader(Loader):
         try:
             if find_build_file(self.workspace, name) != data["build_file"]:
                 return None
+            stat = build_stat(data["build_file"])
             files: dict[str, list[str]] = data["files"]
             if not all(self.store.file_unchanged(path, digest) for path, digest in files.values()):
                 return None
@@ -152,6 +177,9 @@ class StoredLoader(Loader):
             }
         except (KeyError, TypeError, ValueError):
             return None
+        if stat != data.get("build_stat") and stat == build_stat(data["build_file"]):
+            # A BUILD file saved again as it was (a checkout): the record is of it still.
+            self._restamped[name] = {**data, "build_stat": stat}
         for display, (path, digest) in files.items():
             self.read_files[display] = digest
             self.read_paths[display] = Path(path)
@@ -184,7 +212,10 @@ class StoredLoader(Loader):
             pkg = self.packages.get(name)
             if pkg is not None:
                 self.store.write(name, self._record(pkg))
+        for name, data in self._restamped.items():
+            self.store.write(name, data)
         self._fresh = []
+        self._restamped = {}
 
     def _record(self, pkg: Package) -> dict[str, Any]:
         read = [pkg.build_display, *self.loaded_by.get(pkg.build_display, {})]
@@ -192,6 +223,7 @@ class StoredLoader(Loader):
         return {
             "build_file": str(pkg.build_file),
             "build_display": pkg.build_display,
+            "build_stat": self._build_stats.get(pkg.name),
             "files": {d: [str(self.read_paths[d]), self.read_files[d]] for d in read},
             "globs": [[list(i), list(e), list(r)] for p, i, e, r in self.globs if p == pkg.name],
             "default_visibility": pkg.default_visibility,
@@ -201,3 +233,106 @@ class StoredLoader(Loader):
                             "origin": r.origin, "fragments": list(r.fragments)}
                       for rid, r in rules.items()},
         }
+
+
+@dataclass
+class Reloaded:
+    """A package whose BUILD file changed, evaluated again: its targets are those of its record
+    in all that can reach an action, an output or a report; only their lines may have moved."""
+
+    name: str
+    build_display: str
+    origins: dict[str, tuple[str, str]]  # label -> (recorded origin, origin now), every target
+
+
+def reload_packages(workspace: Path, store: PackageStore,
+                    build_files: Mapping[str, tuple[Sequence[int], Sequence[int]]]
+                    ) -> list[Reloaded] | None:
+    """Evaluate again the packages of `build_files` (each BUILD file's path -> the stat the last
+    build saw, and the stat it has now) and save their records; None when any of them may load
+    differently from that build: no record, or a record of another version of the file; an
+    error (the full build reports it); a target added, removed or changed in its rule class,
+    attributes or visibility; another default visibility, other .bzl files or glob()s. A file
+    saved again as it was is not evaluated."""
+    loader = StoredLoader(workspace, _no_repositories, store, reuse=False)
+    reloaded: list[Reloaded] = []
+    restamped: dict[str, dict[str, Any]] = {}
+    try:
+        for path, (seen, now) in build_files.items():
+            name = _package_of(workspace, path)
+            data = store.read(name) if name is not None else None
+            if (name is None or data is None or data.get("build_file") != path
+                    or data.get("build_stat") != list(seen)):
+                return None
+            try:
+                raw = Path(path).read_bytes()
+                recorded = data["files"][data["build_display"]][1]
+            except (OSError, KeyError, TypeError, IndexError):
+                return None
+            if build_stat(path) != list(now):
+                return None  # edited again since the check: the full build sorts it out
+            if digest_bytes(raw).hex == recorded:
+                restamped[name] = {**data, "build_stat": list(now)}
+                reloaded.append(Reloaded(name, data["build_display"], {}))
+                continue
+            try:
+                pkg = loader.package(name)
+            except PyimgError:
+                return None  # the full build evaluates it again and reports the error
+            if loader._build_stats.get(name) != list(now):
+                return None
+            fresh = json.loads(json.dumps(loader._record(pkg)))
+            origins = _same_targets(name, data, fresh)
+            if origins is None:
+                return None
+            reloaded.append(Reloaded(name, pkg.build_display, origins))
+    finally:
+        loader.save()  # what evaluated is a valid record, pruned or not
+    for name, data in restamped.items():
+        store.write(name, data)
+    return reloaded
+
+
+def _no_repositories(repo: str, origin: str | None) -> Path:
+    # Opening external repositories reads MODULE.pyimg: the full build does that.
+    raise UserInputError(f"@{repo}: external repositories are opened by a full build",
+                         origin=origin)
+
+
+def _package_of(workspace: Path, build_file: str) -> str | None:
+    """The workspace package whose BUILD file is `build_file`, None if it is none's."""
+    directory = os.path.dirname(build_file)
+    try:
+        rel = os.path.relpath(directory, workspace)
+    except ValueError:
+        return None
+    name = "" if rel == "." else Path(rel).as_posix()
+    if name.startswith("../") or name == ".." or find_build_file(workspace, name) != build_file:
+        return None
+    return name
+
+
+def _same_targets(name: str, recorded: dict[str, Any], fresh: dict[str, Any]
+                  ) -> dict[str, tuple[str, str]] | None:
+    """Each target's (recorded origin, origin now) when `fresh` (a package's record just made)
+    has the targets of `recorded` in all but their origins; None otherwise."""
+    display = fresh["build_display"]
+
+    def loaded(record: dict[str, Any]) -> dict[str, Any]:
+        return {d: v for d, v in record["files"].items() if d != display}
+
+    if (recorded["build_display"] != display
+            or recorded["default_visibility"] != fresh["default_visibility"]
+            or loaded(recorded) != loaded(fresh)
+            or sorted(recorded["globs"]) != sorted(fresh["globs"])
+            or recorded["targets"].keys() != fresh["targets"].keys()):
+        return None
+    origins = {}
+    for tname, (rid, attrs, origin, visibility) in fresh["targets"].items():
+        old_rid, old_attrs, old_origin, old_visibility = recorded["targets"][tname]
+        if (rid, attrs, visibility) != (old_rid, old_attrs, old_visibility):
+            return None
+        if recorded["rules"].get(rid) != fresh["rules"][rid]:
+            return None
+        origins[str(Label("", name, tname))] = (old_origin, origin)
+    return origins

@@ -49,6 +49,23 @@ def test_appends_until_the_file_is_mostly_replaced_lines(tmp_path):
     assert path.stat().st_size == len(new_token) + 1 + live  # no replaced line left in it
 
 
+def test_lines_containing_a_text_are_the_live_ones(tmp_path):
+    """`containing` finds lines by their bytes: a line replaced since (its old text still in the
+    file, or its new one in memory) counts by what it says now."""
+    path = tmp_path / "r.actions"
+    data = [{"i": i, "origin": f"p/BUILD:{i % 3}:1"} for i in range(9)]
+    token, spans = ActionLines.write(path, [json.dumps(d).encode() for d in data])
+    lines = ActionLines(path, token, spans)
+    lines.replace(3, {"i": 3, "origin": "p/BUILD:7:1"})
+    token, spans = lines.save()  # appended: line 3's old text stays in the file
+    lines = ActionLines(path, token, spans)
+    lines.replace(6, {"i": 6, "origin": "p/BUILD:7:1"})  # in memory only
+    assert lines.containing(b'"origin": "p/BUILD:0:') == [0]
+    assert lines.containing(b'"origin": "p/BUILD:7:') == [3, 6]
+    assert lines.containing(b'"origin": "p/BUILD:1:') == [1, 4, 7]
+    assert lines.containing(b"nowhere") == []
+
+
 def test_an_index_never_reads_another_records_lines(tmp_path):
     path = tmp_path / "r.actions"
     token, spans = ActionLines.write(path, [b'{"i": 0}'])

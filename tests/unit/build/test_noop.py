@@ -65,6 +65,51 @@ def test_more_than_contents(recorded, change):
     assert check_record(argv, ws) is None
 
 
+def _save_by_rename(path: Path, text: str) -> None:
+    """As `sed -i` and many editors save: a new file renamed over the old one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_a_file_saved_by_a_rename(recorded):
+    """Its directory's mtime moves but not its listing: only the file changed."""
+    ws, argv, _ = recorded
+    _save_by_rename(ws / "src.txt", "2")
+    check = check_record(argv, ws)
+    assert check is not None
+    assert list(check.changed) == [str(ws / "src.txt")]
+    assert list(check.dirs) == [str(ws)]
+    assert check.dirs[str(ws)] == [os.stat(ws).st_size, os.stat(ws).st_mtime_ns,
+                                   os.stat(ws).st_ino, 0]
+    check.release()
+
+
+@pytest.mark.parametrize("change", ["added", "removed", "file to dir", "link"])
+def test_a_listing_that_changed(recorded, change):
+    """What glob() and package discovery see: names, directories, where links point."""
+    ws, argv, output_base = recorded
+    (ws / "other.txt").write_text("o")
+    (ws / "target1").write_text("1")
+    (ws / "target2").write_text("2")
+    (ws / "link").symlink_to("target1")
+    (ws / "thing").write_text("t")
+    write_record(output_base, ws, argv, [str(ws / "src.txt")],
+                 [str(ws / "pyimg-out/out.txt")], "report\n", 1, lines=[b"{}", b""])
+    _save_by_rename(ws / "src.txt", "2")
+    if change == "added":
+        (ws / "new.txt").write_text("n")
+    elif change == "removed":
+        (ws / "other.txt").unlink()
+    elif change == "file to dir":
+        (ws / "thing").unlink()
+        (ws / "thing").mkdir()
+    else:
+        (ws / "link").unlink()
+        (ws / "link").symlink_to("target2")
+    assert check_record(argv, ws) is None
+
+
 def test_another_check_holding_the_lock(recorded):
     ws, argv, output_base = recorded
     (ws / "src.txt").write_text("2")
