@@ -13,7 +13,9 @@ incremental build, a replayed no-op) writes only `build_journal.json`:
      "last": entries that replace the file's, "previous": entries that replace the merged ones}
 
 `load_build_records` composes the two views; a journal whose `base` does not match the file (a
-save interrupted between its writes) is ignored. A full build rewrites both files and resets it.
+save interrupted between its writes) is ignored. A full build whose record is the last one with
+a few entries changed and every other action a local hit of the same (a BUILD edit that changes
+a target or two) journals them too; any other full build rewrites both files and resets it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ PREVIOUS = "previous_build.json"
 JOURNAL = "build_journal.json"
 FILES = (LAST, PREVIOUS, JOURNAL)  # what `pyimg clean` removes
 V = TypeVar("V")
+# Below this many actions a full build rewrites the records: cheaper than comparing them.
+_JOURNAL_FROM = 256
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -76,9 +80,13 @@ def save_build_record(output_base: Path, data: dict[str, Any]) -> None:
     the last record is 10 MB of text but 80 MiB of Python objects, held at the end of a build
     beside everything else the build holds (docs/benchmarks.md, "Scale").
     """
-    raw = canonical_json(data)
     base_raw = _read_bytes(output_base / LAST)
     journal = _journal_for(output_base, base_raw)
+    if journal is not None and len(data) >= _JOURNAL_FROM:
+        changed = _changed_since(base_raw, journal, data)
+        if changed is not None and update_build_record(output_base, journal["base"], changed):
+            return
+    raw = canonical_json(data)
     if base_raw == raw and _plain(journal):
         if journal is None:
             _write_journal(output_base, _fresh_journal(raw, data))
@@ -98,6 +106,41 @@ def save_build_record(output_base: Path, data: dict[str, Any]) -> None:
         _write_joined(output_base / PREVIOUS, previous)
     atomic_write_bytes(output_base / LAST, raw)
     _write_journal(output_base, _fresh_journal(raw, data))
+
+
+def _changed_since(base_raw: bytes, journal: dict[str, Any], data: dict[str, Any]
+                   ) -> dict[str, Any] | None:
+    """The entries of `data` that `update_build_record` must record for the whole of `data` to
+    be the last record: every other entry is a local hit of the last record's (as a no-op
+    records it). None when `data` has other actions, or when so many changed that the journal
+    would hold a good part of the record (then the files are rewritten)."""
+    texts = _entry_texts(base_raw)
+    if texts.keys() != data.keys():
+        return None
+    newest = journal["last"]
+    limit = len(data) // 4
+    changed: dict[str, Any] = {}
+    for k, entry in data.items():
+        if not _local_hit(entry) or not _hit_of(entry, newest.get(k), texts[k]):
+            changed[k] = entry
+            if len(changed) > limit:
+                return None
+    # The journal keeps every entry changed since the files were written: bounded, too.
+    return changed if len(newest.keys() | changed.keys()) <= limit else None
+
+
+def _hit_of(entry: dict[str, Any], journaled: dict[str, Any] | None, text: bytes) -> bool:
+    """Whether the local hit `entry` is what a no-op records for the last record's entry: the
+    journal's (`journaled`), else the file's (`text`), compared as text first (no parse when the
+    file already records the same hit, or the same action as run here)."""
+    if journaled is not None:
+        return _as_local_hit(journaled) == entry
+    if text == canonical_json(entry) or text == canonical_json({**entry, "cached": False}):
+        return True
+    try:
+        return _as_local_hit(json.loads(text)) == entry
+    except ValueError:
+        return False
 
 
 def update_build_record(output_base: Path, base: str, changed: dict[str, Any]) -> bool:

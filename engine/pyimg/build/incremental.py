@@ -134,6 +134,10 @@ class ActionLines:
             data = self._parsed[i] = json.loads(self._raw[self._spans[2 * i]:self._spans[2 * i + 1]])
         return data
 
+    def raw(self, i: int) -> bytes:
+        """The text of line `i`, unparsed (build/recorded.py reads only its start)."""
+        return self._line(i)
+
     @property
     def edited(self) -> bool:
         """Whether a line was replaced (and `save` writes)."""
@@ -212,9 +216,10 @@ def record_lines(
         for p in inputs:
             if p not in producer:
                 sources.setdefault(report.sources[p], [p, []])[1].append(i)
+        # The key and the result first: the next full build reads only them (build/recorded.py).
         lines.append(json.dumps({
-            "action": action_to_json(r.action), "key": str(r.key), "inputs": inputs,
-            "host_tools": r.components["host_tools"], "result": r.result.to_json(), "deps": deps,
+            "key": str(r.key), "result": r.result.to_json(), "action": action_to_json(r.action),
+            "inputs": inputs, "host_tools": r.components["host_tools"], "deps": deps,
             "goals": [o for o in r.action.all_outputs if o in goals],
         }).encode())
     # A file loading read, a host tool or an engine module may be a source as well: a change

@@ -1,12 +1,13 @@
 """Serves the actions of a full build that are exactly as the last build of the same command line
-ran them, from that build's action lines (build/incremental.py), without keying them again.
+ran them, from that build's action lines (build/incremental.py), without their action-cache entries.
 
 A full build after a BUILD-file edit has an action graph that is mostly the recorded one. An
-action whose definition, input digests and host tools' digests equal a recorded line's has that
-line's key (the key is a function of those and of the format version, which the record names),
-so its key and result are taken from the line instead of hashing its key components and reading
-its action-cache entry; its outputs must still be in the store. Any other action is keyed and
-looked up as usual.
+action whose key (computed from its definition, input digests and host tools' digests, as for any
+lookup) equals its recorded line's key takes that line's result instead of reading its
+action-cache entry; its outputs must still be in the store. Any other action is looked up as
+usual. A line starts with its key and its result (`record_lines` writes them first), so only that
+start is read and parsed: the rest of the line, most of it, is never decoded here. A line of
+another layout (a record from before) is never served: its action is looked up as usual.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pyimg.build.incremental import VERSION, ActionLines, actions_path
-from pyimg.core.action import Action, action_from_json
+from pyimg.core.action import Action, action_key
 from pyimg.core.action_cache import ActionCache, ActionResult
 from pyimg.core.cas import ContentStore
 from pyimg.core.digest import Digest
@@ -67,15 +68,15 @@ class RecordedExecutor(ActionExecutor):
         i = self._position.get(action.all_outputs[0])
         if i is None or action.secrets:
             return None
+        recorded = _key_and_result(self._lines.raw(i))
+        if recorded is None:
+            return None
+        key = action_key(components)
+        if str(key) != recorded[0]:
+            return None  # changed since: the action cache decides (or it runs)
         try:
-            line = self._lines[i]
-            if (line["inputs"] != components["inputs"]
-                    or line["host_tools"] != components["host_tools"]
-                    or action_from_json(line["action"]) != action):  # display fields aside
-                return None
-            key = Digest.parse(line["key"])
-            result = ActionResult.from_json(line["result"])
-        except (ValueError, KeyError, TypeError):
+            result = ActionResult.from_json(recorded[1])
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if not all(self.cas.verify(f.digest, f.executable) for f in result.all_files()):
             return None  # the store lost a blob: the action cache decides (or it runs again)
@@ -83,3 +84,25 @@ class RecordedExecutor(ActionExecutor):
         self.served_from_record += 1
         return key, components, ExecutionRecord(action, key, components, True, result,
                                                 served="local")
+
+
+_HEAD = b'{"key": "'
+_RESULT = '", "result": '
+_DECODER = json.JSONDecoder()
+
+
+def _key_and_result(line: bytes) -> tuple[str, Any] | None:
+    """The key text and the result JSON at the start of an action line, parsing nothing after
+    them; None for a line that does not start so (another layout, or bytes that do not parse)."""
+    if not line.startswith(_HEAD):
+        return None
+    try:
+        text = line.decode()
+        end = text.index('"', len(_HEAD))
+        start = end + len(_RESULT)
+        if text[end:start] != _RESULT:
+            return None
+        result, _ = _DECODER.raw_decode(text, start)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return text[len(_HEAD):end], result

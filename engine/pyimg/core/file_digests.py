@@ -2,8 +2,11 @@
 
 A file's digest is reused while its (size, mtime_ns, inode, ctime_ns) is unchanged; ctime cannot be
 set by a user, so an edit that restores the mtime is still seen. The cache is one JSON file per
-output base, written atomically by `save`, plus a log of the changes since (JSON lines, one entry
-each) that `append` adds to: a build that changes a few entries does not rewrite them all.
+output base, written atomically by `compact`, plus a log of the changes since (JSON lines, one
+entry each) that `save` adds to: a build that changes a few entries of 10,000s does not read or
+rewrite them all. The log is folded into the file once it grows past `_LOG_LIMIT` bytes. An entry
+vouches for itself (its stat key), so a log line lost or torn by a crash only forgets entries, and
+a line replayed over a newer file (a crash between the fold's two writes) is stale by its stat.
 
 Opened `lazy`, the files are read at the first lookup of an entry not `remember`ed, and while
 they are unread a file under `SMALL` bytes is hashed again instead: cheaper than reading them.
@@ -142,21 +145,8 @@ class FileDigestCache:
         self._set(path, None)
 
     def save(self) -> None:
-        """Write every entry to the file and drop the log."""
-        if self._path is None or self._log is None:
-            return
-        with self._lock:
-            if not self._changes and not self._log.exists():
-                return
-            self._load()
-            data = {k: [list(v[0]), v[1]] for k, v in self._entries.items()}
-            self._changes = {}
-        atomic_write_bytes(self._path, canonical_json(data))
-        self._log.unlink(missing_ok=True)
-
-    def append(self) -> None:
-        """Add the changes since opening (or the last save) to the log, without reading the
-        file; a log grown large is folded into the file instead."""
+        """Persist the changes since opening (or the last save): appended to the log, without
+        reading the file; a log grown large is folded into the file instead (`compact`)."""
         if self._log is None:
             return
         with self._lock:
@@ -175,7 +165,25 @@ class FileDigestCache:
         if size + len(lines) > _LOG_LIMIT:
             with self._lock:
                 self._changes = {**changes, **self._changes}
-            self.save()
+            self.compact()
             return
-        with open(self._log, "ab") as f:
+        with open(self._log, "ab+") as f:
+            # After a line torn by a crash, start a new line: the torn one alone is forgotten.
+            if size and os.pread(f.fileno(), 1, size - 1) != b"\n":
+                lines = b"\n" + lines
             f.write(lines)
+
+    append = save  # the name incremental builds use
+
+    def compact(self) -> None:
+        """Write every entry to the file and drop the log."""
+        if self._path is None or self._log is None:
+            return
+        with self._lock:
+            if not self._changes and not self._log.exists():
+                return
+            self._load()
+            data = {k: [list(v[0]), v[1]] for k, v in self._entries.items()}
+            self._changes = {}
+        atomic_write_bytes(self._path, canonical_json(data))
+        self._log.unlink(missing_ok=True)

@@ -154,3 +154,39 @@ def test_a_save_never_holds_the_older_records_as_objects(tmp_path):
     last, previous = load_build_records(tmp_path)
     assert last == data
     assert previous == {f"a{i}": _action_entry(i, 2) for i in range(n)}
+
+
+def _hit(entry: dict) -> dict:
+    return {**{k: v for k, v in entry.items() if k not in ("served", "ran")}, "cached": True}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_full_saves_of_a_few_changes_are_journaled_and_read_back_as_rewrites(tmp_path, seed):
+    # A BUILD edit that changes a target: the full build's record is the last one with a few
+    # entries changed and the rest local hits; it must read back as the rewrite would.
+    rng = random.Random(seed)
+    ref = Reference()
+    n = 300
+    ids = [f"a{i}" for i in range(n)]
+    journaled = 0
+    for step in range(12):
+        if step == 0 or rng.random() < 0.15:
+            data = {i: _action_entry(int(i[1:]), step) for i in rng.sample(ids, n - rng.randrange(2))}
+        else:
+            data = {k: _hit(v) for k, v in ref.last.items()}
+            for k in rng.sample(sorted(data), rng.choice([0, 1, 3, n // 2])):
+                data[k] = rng.choice([
+                    {**data[k], "key": data[k]["key"] + "'", "cached": False},  # it ran
+                    {**data[k], "origin": "moved/BUILD.pyimg:9:1"},  # a line moved
+                    {**data[k], "served": "remote"},
+                ])
+        before = (tmp_path / LAST).read_bytes() if step else b""
+        save_build_record(tmp_path, data)
+        ref.save(data)
+        journaled += (tmp_path / LAST).read_bytes() == before
+        assert load_build_records(tmp_path) == (ref.last, ref.previous)
+        if rng.random() < 0.3:
+            mark_all_cached(tmp_path)
+            ref.save({k: _hit(v) for k, v in ref.last.items()})
+            assert load_build_records(tmp_path) == (ref.last, ref.previous)
+    assert journaled  # some saves wrote the journal only

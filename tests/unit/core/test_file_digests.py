@@ -17,7 +17,7 @@ def _files(tmp_path, n=3):
     return out
 
 
-def test_appended_changes_read_back_and_save_folds_them_in(tmp_path):
+def test_appended_changes_read_back_and_compact_folds_them_in(tmp_path):
     path = tmp_path / "digests.json"
     a, b, c = _files(tmp_path)
     cache = FileDigestCache(path)
@@ -34,11 +34,54 @@ def test_appended_changes_read_back_and_save_folds_them_in(tmp_path):
     assert again.hashed == 0 and again.get("/blob") == (1, 2, 3, 0)
     again.pop("/blob")
     again.digest(c)
-    again.save()
+    again.compact()
     assert not path.with_suffix(".log").exists()
     final = FileDigestCache(path)
     assert final.get("/blob") is None
     assert all(final.get(str(f)) == stat_key(f.stat()) for f in (a, b, c))
+
+
+def test_save_appends_a_few_changes_without_reading_or_rewriting_the_file(tmp_path):
+    path = tmp_path / "digests.json"
+    for i in range(100):
+        (tmp_path / f"g{i}").write_text(f"g {i}")
+    cache = FileDigestCache(path)
+    for i in range(100):
+        cache.digest(tmp_path / f"g{i}")
+    cache.compact()
+    written = path.read_bytes()
+    a, b, _ = _files(tmp_path)
+    lazy = FileDigestCache(path, lazy=True)
+    lazy.digest(a)
+    lazy.pop(str(tmp_path / "g0"))
+    lazy.save()
+    assert path.read_bytes() == written  # the few changes went to the log only
+    assert len(path.with_suffix(".log").read_bytes().splitlines()) == 2
+    uncompacted = FileDigestCache(path)
+    files = [f for f in tmp_path.iterdir() if not f.name.startswith("digests")]
+    entries = {str(f): uncompacted.get(str(f)) for f in files}
+    assert entries[str(tmp_path / "g0")] is None and entries[str(a)] == stat_key(a.stat())
+    uncompacted.digest(b)
+    uncompacted.compact()
+    compacted = FileDigestCache(path)
+    assert {str(f): compacted.get(str(f)) for f in files} == {
+        **entries, str(b): stat_key(b.stat())}
+    assert compacted.hashed == 0 and not path.with_suffix(".log").exists()
+
+
+def test_a_save_after_a_torn_line_keeps_every_line_it_adds(tmp_path):
+    path = tmp_path / "digests.json"
+    cache = FileDigestCache(path)
+    cache.put("/x", (1, 1, 1, 0))
+    cache.save()
+    with open(path.with_suffix(".log"), "ab") as log:
+        log.write(b'["/y", [9, 9')  # a crash in the middle of an append
+    later = FileDigestCache(path)
+    later.put("/z", (3, 3, 3, 0))
+    later.save()
+    again = FileDigestCache(path)
+    assert again.get("/x") == (1, 1, 1, 0) and again.get("/z") == (3, 3, 3, 0)
+    assert again.get("/y") is None
 
 
 def test_removal_in_the_log_and_a_torn_line(tmp_path):
