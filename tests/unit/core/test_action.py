@@ -34,3 +34,12 @@ def test_actions_have_slots_not_a_dict():
     a = Action(kind=KIND_RUN, outputs=("o",), inputs=("i",), argv=("true",))
     assert not hasattr(a, "__dict__")
     assert pickle.loads(pickle.dumps(a)) == a and dataclasses.replace(a, argv=("x",)) != a
+
+
+def test_exec_paths_are_one_string_each():
+    # A consumer's input and its producer's output, decoded apart, end up one object.
+    out = "".join(["pyimg-out/p/", "gen.h"])
+    produced = Action(kind=KIND_RUN, outputs=(out,), argv=("true",))
+    consumed = Action(kind=KIND_RUN, outputs=("o",), inputs=("".join(["pyimg-out/p/", "gen.h"]),),
+                      argv=("true",))
+    assert consumed.inputs[0] is produced.outputs[0]
