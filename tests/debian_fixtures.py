@@ -276,6 +276,9 @@ def make_deb(
         ["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(out)],
         check=True,
         capture_output=True,
+        # Without it the ar and tar members carry the current second: two calls a second apart
+        # give different .debs (and different SBOM checksums in tests comparing two workspaces).
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
     )
     shutil.rmtree(root)
     return out

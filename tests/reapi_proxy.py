@@ -3,8 +3,12 @@
 It forwards every call's bytes unchanged, except what a test asks for: `delay` holds every
 unary call back (a slow server), `corrupt_reads` flips a
 byte in every blob BatchReadBlobs and ByteStream Read return (the digests stay), `break_writes`
-cuts the first N ByteStream Write streams after their first chunk, and `token` refuses calls whose
-`authorization` header is not `Bearer <token>`. With `tls` it serves TLS with a throwaway CA
+cuts the first N ByteStream Write streams after their first chunk, `busy` answers the first N
+calls of a method (by its short name, "GetActionResult") with `busy_code` (RESOURCE_EXHAUSTED
+unless set) before it forwards any, and `token` refuses calls whose `authorization` header is not
+`Bearer <token>`. `calls` counts the calls of each method (short name) it forwarded. With
+`inline`, it does what BuildGrid does not: fills in the bytes of the output files a
+GetActionResult asks to inline (read upstream; flipped too with `corrupt_reads`). With `tls` it serves TLS with a throwaway CA
 (`ca_file`), and records every header it saw in `seen_headers`.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -23,6 +28,7 @@ from buildgrid import free_port
 __all__ = ["Proxy"]
 
 _READ_BLOBS = "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs"
+_GET_RESULT = "/build.bazel.remote.execution.v2.ActionCache/GetActionResult"
 _BYTESTREAM = "/google.bytestream.ByteStream/"
 _STREAM_REPLIES = {"/google.bytestream.ByteStream/Read"}
 _STREAM_REQUESTS = {"/google.bytestream.ByteStream/Write"}
@@ -42,6 +48,10 @@ class Proxy:
         self.delay = 0.0  # seconds every unary call waits before it is forwarded (a slow server)
         self.break_writes = 0
         self.broken_writes = 0
+        self.busy: Counter[str] = Counter()  # calls left to refuse, by method
+        self.busy_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        self.calls: Counter[str] = Counter()
+        self.inline = False
         self.seen_headers: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -70,13 +80,21 @@ class Proxy:
         self.server.stop(grace=None)
         self.upstream.close()
 
-    def check(self, context: grpc.ServicerContext) -> list[tuple[str, str]]:
+    def check(self, context: grpc.ServicerContext, method: str) -> list[tuple[str, str]]:
         metadata = [(k, v) for k, v in context.invocation_metadata()
                     if not k.startswith(("grpc-", ":", "user-agent"))]
+        name = method.rsplit("/", 1)[1]
         with self._lock:
             self.seen_headers.extend(metadata)
+            refuse = self.busy[name] > 0
+            if refuse:
+                self.busy[name] -= 1
+            else:
+                self.calls[name] += 1
         if self.token is not None and ("authorization", f"Bearer {self.token}") not in metadata:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid token")
+        if refuse:
+            context.abort(self.busy_code, "busy (the test proxy)")
         return metadata
 
 
@@ -90,7 +108,7 @@ class _Handler(grpc.GenericRpcHandler):
         channel = proxy.upstream
 
         def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
-            metadata = proxy.check(context)
+            metadata = proxy.check(context, method)
             if proxy.delay:
                 time.sleep(proxy.delay)
             call = channel.unary_unary(method)
@@ -98,6 +116,8 @@ class _Handler(grpc.GenericRpcHandler):
                 reply: bytes = call(request, metadata=metadata)
             except grpc.RpcError as e:
                 context.abort(e.code(), e.details() or "")
+            if method == _GET_RESULT and proxy.inline:
+                reply = _inlined(channel, request, reply, metadata, proxy.corrupt_reads)
             if method == _READ_BLOBS and proxy.corrupt_reads:
                 from pyimg.remote._proto.build.bazel.remote.execution.v2 import (
                     remote_execution_pb2 as re_pb2,
@@ -110,7 +130,7 @@ class _Handler(grpc.GenericRpcHandler):
             return reply
 
         def unary_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-            metadata = proxy.check(context)
+            metadata = proxy.check(context, method)
             first = True
             for reply in channel.unary_stream(method)(request, metadata=metadata):
                 if proxy.corrupt_reads and first:
@@ -123,7 +143,7 @@ class _Handler(grpc.GenericRpcHandler):
                 yield reply
 
         def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
-            metadata = proxy.check(context)
+            metadata = proxy.check(context, method)
             cut = False
             with proxy._lock:
                 if proxy.break_writes > proxy.broken_writes:
@@ -150,6 +170,29 @@ class _Handler(grpc.GenericRpcHandler):
         if method in _STREAM_REQUESTS:
             return grpc.stream_unary_rpc_method_handler(stream_unary)
         return grpc.unary_unary_rpc_method_handler(unary)
+
+
+def _inlined(channel: grpc.Channel, request: bytes, reply: bytes,
+             metadata: list[tuple[str, str]], corrupt: bool) -> bytes:
+    """The GetActionResult `reply` with the bytes of the output files `request` asks to inline."""
+    from pyimg.remote._proto.build.bazel.remote.execution.v2 import (
+        remote_execution_pb2 as re_pb2,
+    )
+
+    asked = re_pb2.GetActionResultRequest.FromString(request)
+    result = re_pb2.ActionResult.FromString(reply)
+    wanted = [f for f in result.output_files if f.path in set(asked.inline_output_files)]
+    if not wanted:
+        return reply
+    read = re_pb2.BatchReadBlobsRequest(instance_name=asked.instance_name,
+                                        digests=[f.digest for f in wanted])
+    got = re_pb2.BatchReadBlobsResponse.FromString(channel.unary_unary(_READ_BLOBS)(
+        read.SerializeToString(), metadata=metadata))
+    data = {r.digest.hash: r.data for r in got.responses if r.status.code == 0}
+    for f in wanted:
+        if f.digest.hash in data:
+            f.contents = _flip(data[f.digest.hash]) if corrupt else data[f.digest.hash]
+    return result.SerializeToString()
 
 
 def _self_signed() -> tuple[bytes, bytes]:

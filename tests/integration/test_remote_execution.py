@@ -1,7 +1,7 @@
 """--remote-executor against a real BuildGrid (its scheduler in PostgreSQL) with two `pyimg
 worker` bots: the example's images come out with the digests of a local build, the commands
 having run on the workers; a failing command fails with its output; without workers and with
---remote-local-fallback, nothing is lost."""
+--remote-local-fallback, nothing is lost; one worker with --jobs 2 holds two leases at once."""
 
 from __future__ import annotations
 
@@ -123,12 +123,12 @@ def test_an_empty_input_directory_is_there_on_the_worker(farm, tmp_path):
     assert results["remote"][1] == results["local"][1] == "there\n"
 
 
-def _worker(grid: BuildGrid, root: Path, name: str) -> subprocess.Popen[bytes]:
+def _worker(grid: BuildGrid, root: Path, name: str, *flags: str) -> subprocess.Popen[bytes]:
     log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - the process keeps it
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "pyimg.cli.main", "worker", "--remote", grid.url,
-             "--cache-dir", str(root / name), "--bot-id", name],
+             "--cache-dir", str(root / name), "--bot-id", name, *flags],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         log.close()
@@ -168,6 +168,36 @@ def test_sigterm_hands_a_running_lease_back_and_the_worker_exits(tmp_path):
         assert build.poll() is None  # the build still waits for its action
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=590) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()  # closes the build's pipes too
+        grid.stop()
+
+
+def test_one_worker_with_jobs_runs_two_leases_at_once(tmp_path):
+    """`pyimg worker --jobs 2` holds two leases at the same time: both commands would run for
+    ten minutes, so the second lease reaches it only if the first is still running. SIGTERM
+    then hands both back."""
+    grid = BuildGrid(tmp_path / "buildgrid", execution=True).start()
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("p/BUILD.pyimg", "".join(
+        f'genrule(name = "slow{n}", outs = ["o{n}"], cmd = "sleep 600; echo {n} > $@")\n'
+        for n in range(2)))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        worker = _worker(grid, tmp_path, "farm", "--jobs", "2")
+        procs.append(worker)
+        build = ws.spawn("build", "--jobs", "2", "--remote-executor", grid.url, "//p:all",
+                         start_new_session=True)
+        procs.append(build)
+        _wait_for(tmp_path / "farm.log", "farm-0: lease ", worker)
+        _wait_for(tmp_path / "farm.log", "farm-1: lease ", worker)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=590) == 0
+        log = (tmp_path / "farm.log").read_text()
+        assert log.count("handed back to the server") == 2 and "0 leases done" in log, log
     finally:
         for p in procs:
             if p.poll() is None:

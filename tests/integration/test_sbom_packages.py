@@ -229,3 +229,70 @@ def test_the_oci_sbom_rule_lists_the_same_packages(built) -> None:
     # The download URLs, which only the lock knows, are loopback ones: SPDX has no room for
     # them (a port), so the rule's document is the command's to the byte.
     assert ws.out("image_sbom.spdx.json").read_bytes() == data
+
+
+TWO_LAYERS = """\
+load("@pyimg//rules:defs.bzl", "oci_image", "oci_sbom", "py_layer")
+
+py_layer(name = "system", deps = ["@pypi//solo"], platform = "linux/amd64")
+py_layer(name = "venv", deps = ["@pypi//solo"], platform = "linux/amd64", prefix = "/opt/venv")
+
+oci_image(name = "image", tars = [":system", ":venv"], created = "2024-05-06T07:08:09Z")
+
+oci_sbom(name = "image_sbom", image = ":image")
+"""
+
+
+def test_the_same_package_in_two_layers_owns_the_files_of_each(tmp_path: Path) -> None:
+    """One wheel installed by two layers at two prefixes: one package, contained by both
+    layers, owning the files each layer installed (SPDX), found in both (CycloneDX: evidence
+    of each file); the oci_sbom rule says the same."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    wheel = make_wheel(tmp_path / "dist", Wheel("solo", files={"solo/__init__.py": b"x = 1\n"}))
+    publish_index(tmp_path / "www", [wheel])
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("requirements.txt", f"solo==1.0 --hash=sha256:{sha256_file(wheel)}\n")
+    ws.write("BUILD.pyimg", TWO_LAYERS)
+    with serve_index(tmp_path / "www") as index:
+        ws.write("MODULE.pyimg", f"""
+            pip_lock(name = "pypi", requirements = "requirements.txt", python_version = "3.11",
+                     index_url = "{index.url}/simple")
+            """)
+        r = ws.run("lock", "--disk-cache", str(ws.cache))
+        assert r.code == 0, r.err
+        data = _sbom(ws, "-o", str(tmp_path / "sbom.json"))
+        assert data == b""
+        cdx = _sbom(ws, "--format", "cyclonedx-json")
+        r = ws.run("build", "//:image_sbom")
+        assert r.code == 0, r.err
+    _validate_spdx(tmp_path / "sbom.json")
+    data = (tmp_path / "sbom.json").read_bytes()
+    assert ws.out("image_sbom.spdx.json").read_bytes() == data
+    doc = json.loads(data)
+    (solo,) = _by_purl(doc).values()
+    contains = _contains(doc)
+    by_id = {f["SPDXID"]: f for f in doc["files"]}
+    owned = [by_id[f]["fileName"] for f in contains[solo["SPDXID"]]]
+    listing = _layer_listing(ws.out("image"))
+    assert len(listing) == 2
+    for n, prefix in ((0, "usr/local"), (1, "opt/venv")):
+        assert solo["SPDXID"] in contains[f"SPDXRef-Layer-{n}"]
+        paths = [f"./{path}" for path, *_ in listing[n]]
+        assert paths and all(p.startswith(f"./{prefix}/") for p in paths)
+        # Every file of the layer is the package's (each once).
+        assert sorted(p for p in owned if p.startswith(f"./{prefix}/")) == sorted(paths)
+    assert len(owned) == len(set(owned)) == sum(len(files) for files in listing)
+
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(cdx.decode()) is None
+    bom = json.loads(cdx)
+    (component,) = [c for c in bom["components"] if c.get("purl") == "pkg:pypi/solo@1.0"]
+    files = {f["bom-ref"]: f["name"] for c in bom["components"] if c["bom-ref"].startswith("layer:")
+             for f in c["components"]}
+    found = [o["location"] for o in component["evidence"]["occurrences"]]
+    assert sorted(found) == sorted(
+        f"layer {n}: ./{path}" for n, files_of in enumerate(listing) for path, *_ in files_of)
+    assert len(files) == len(found)
+    layers = {d["ref"]: d["dependsOn"] for d in bom["dependencies"]}
+    assert layers["layer:0"] == layers["layer:1"] == [component["bom-ref"]]

@@ -325,7 +325,8 @@ def test_an_sbom_or_provenance_of_what_is_no_image_is_a_clear_error(tmp_path: Pa
         """)
     ws.write("f.txt", "x\n")
     for command, label, words in (("sbom", "//:t", "is not an image"),
-                                  ("sbom", "//:x", "this is an index"),
+                                  ("sbom", "//:x", "name one with --platform, or write one "
+                                                   "document per platform with -o DIRECTORY"),
                                   ("provenance", "//:t", "no image or index among the targets")):
         r = subprocess.run([*PYIMG, command, *ws.flags(), label], cwd=ws.root,
                            capture_output=True, text=True)
@@ -468,3 +469,96 @@ def test_a_layer_is_read_once_for_every_sbom_of_it(tmp_path: Path,
     assert other.code == 0, other.err
     (layer,) = [c for c in json.loads(other.out)["components"] if c["bom-ref"] == "layer:0"]
     assert [f["name"] for f in layer["components"]] == ["./srv/f.txt", "./srv/g.txt"]
+
+
+def test_sbom_and_provenance_after_a_build_take_it_from_its_no_op_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing changed since `pyimg build` of the same command line, `pyimg sbom` and
+    `pyimg provenance` take the build from its no-op record (attest/built.py) and write the
+    bytes the full path writes; an edited source is noticed, and they describe the new build."""
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("BUILD.pyimg", """\
+        load("@pyimg//rules:defs.bzl", "oci_image", "pkg_tar")
+        pkg_tar(name = "t", srcs = ["f.txt"], package_dir = "/srv")
+        oci_image(name = "i", tars = [":t"])
+        """)
+    ws.write("f.txt", "x\n")
+    out = tmp_path / "sbom.cdx.json"
+    commands = [("sbom", *ws.flags(), "//:i"),
+                ("sbom", *ws.flags(), "//:i", "--format=cyclonedx-json", "-o", str(out)),
+                ("provenance", *ws.flags(), "//:i")]
+
+    def documents() -> list[str]:
+        docs = []
+        for argv in commands:
+            r = ws.run(*argv)
+            assert r.code == 0, r.err
+            docs.append(r.out or out.read_text())
+        return docs
+
+    assert ws.run("build", "//:i").code == 0
+    monkeypatch.setenv("PYIMG_FAST_NOOP", "0")
+    full = documents()
+    monkeypatch.delenv("PYIMG_FAST_NOOP")
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("built although nothing changed")
+
+    with monkeypatch.context() as m:
+        m.setattr("pyimg.attest.built.build", no_build)
+        m.setattr("pyimg.attest.built.analyze", no_build)  # the saved analysis, unchecked
+        assert documents() == full
+
+    # An edit (same size, so only the stat's times and the contents tell): the record no longer
+    # stands for the build, which runs, and the documents name the new contents.
+    ws.write("f.txt", "y\n")
+    edited = documents()
+    sha = hashlib.sha256(b"y\n").hexdigest()
+    (f,) = [f for f in json.loads(edited[0])["files"] if f["fileName"] == "./srv/f.txt"]
+    assert {"algorithm": "SHA256", "checksumValue": sha} in f["checksums"]
+    assert sha in edited[1]
+    assert edited[2] != full[2]
+    digest = ws.out("i.digest").read_text().strip()
+    assert digest.removeprefix("sha256:") in edited[2]
+
+
+def test_sbom_of_an_index_is_one_document_per_platform_image(tmp_path: Path) -> None:
+    """`pyimg sbom` of an index writes each platform image's SBOM into -o DIRECTORY (as BuildKit
+    attaches one to each), or the one --platform names; each describes that image by the
+    digest the index lists for the platform."""
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.write("BUILD.pyimg", """\
+        load("@pyimg//rules:defs.bzl", "oci_image", "oci_image_index", "pkg_tar")
+        pkg_tar(name = "t", srcs = ["f.txt"], package_dir = "/srv")
+        oci_image(name = "i", tars = [":t"])
+        oci_image_index(name = "x", images = [":i"], platforms = ["linux/amd64", "linux/arm64/v8"])
+        """)
+    ws.write("f.txt", "x\n")
+    out = tmp_path / "sboms"
+    r = ws.run("sbom", *ws.flags(), "//:x", "-o", str(out))
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in out.iterdir()) == ["linux-amd64.spdx.json",
+                                                     "linux-arm64-v8.spdx.json"]
+    index = json.loads((ws.out("x") / "index.json").read_text())
+    top = index["manifests"][0]["digest"].split(":")[1]
+    entries = json.loads((ws.out("x") / "blobs/sha256" / top).read_bytes())["manifests"]
+    by_platform = {"/".join(filter(None, (e["platform"]["os"], e["platform"]["architecture"],
+                                          e["platform"].get("variant")))): e["digest"]
+                   for e in entries}
+    for name, platform in (("linux-amd64", "linux/amd64"), ("linux-arm64-v8", "linux/arm64/v8")):
+        path = out / f"{name}.spdx.json"
+        _validate_spdx(path)
+        doc = json.loads(path.read_text())
+        (image,) = [p for p in doc["packages"] if p["SPDXID"] == "SPDXRef-Image"]
+        assert image["name"] == "//:i" and image["versionInfo"] == by_platform[platform]
+        assert image["description"].endswith(f"platform {platform}")
+        assert [f["fileName"] for f in doc["files"]] == ["./srv/f.txt"]
+        (layer,) = [p for p in doc["packages"] if p["SPDXID"] == "SPDXRef-Layer-0"]
+        assert layer["sourceInfo"] == "made by //:t"
+        one = ws.run("sbom", *ws.flags(), "//:x", "--platform", platform)
+        assert one.code == 0 and one.out == path.read_text(), one.err
+    cdx = ws.run("sbom", *ws.flags(), "//:x", "--format", "cyclonedx-json", "-o", str(out))
+    assert cdx.code == 0, cdx.err
+    assert (out / "linux-arm64-v8.cdx.json").is_file()
+    wrong = ws.run("sbom", *ws.flags(), "//:x", "--platform", "linux/s390x")
+    assert wrong.code == 2 and "holds linux/amd64, linux/arm64/v8" in wrong.err, wrong.err

@@ -8,7 +8,10 @@
   with a warm local cache (goal <= 10x) and against a cold local build (goal <= 0.2x);
 - remote execution with two `pyimg worker` bots on loopback, against a cold local build
   (reported; no goal on 2 cores);
-- the bytes a re-build uploads after one source edit (goal: only that action's outputs).
+- the bytes a re-build uploads after one source edit (goal: only that action's outputs);
+- the floor of any cold build: the same build served by a warm local cache, with a fresh output
+  base and no reuse of earlier analyses (loading, analysis, materializing; no network), and the
+  CPU seconds pyimg and BuildGrid spent on the cold build with a warm remote cache.
 
 `--small` runs the same steps on 60 targets (a check that the script works, not a measure).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -50,6 +54,17 @@ def _workers(url: str, root: Path, n: int) -> list[subprocess.Popen[bytes]]:
             for i in range(n)]
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,18 +78,26 @@ def main() -> int:
         else:
             make_workspace(ws)
 
-        def build(cache: str, *flags: str, where: Path = ws) -> tuple[float, str]:
+        def build(cache: str, *flags: str, where: Path = ws, base: str = "",
+                  env: dict[str, str] | None = None) -> tuple[float, str]:
             return run([*PYIMG, "build", "--disk-cache", str(root / cache), "--output-base",
-                        str(root / f"base-{cache}"), *flags, "//..."], where)
+                        str(root / (base or f"base-{cache}")), *flags, "//..."], where,
+                       env=dict(os.environ, **env) if env else None)
 
         grid = BuildGrid(root / "buildgrid", execution=True).start()
         workers: list[subprocess.Popen[bytes]] = []
         try:
             cold_local, _ = build("local")
             noop_local, _ = build("local")
+            floor, _ = build("local", base="base-floor",
+                             env={"PYIMG_ANALYSIS_REUSE": "0", "PYIMG_FAST_NOOP": "0"})
             build("uploader", "--remote-cache", grid.url)
+            assert grid.proc is not None
+            grid_cpu, pyimg_cpu = _process_cpu(grid.proc.pid), _children_cpu()
             warm_remote, err = build("downloader", "--remote-cache", grid.url)
-            assert "0 misses" in err, err
+            grid_cpu = _process_cpu(grid.proc.pid) - grid_cpu
+            pyimg_cpu = _children_cpu() - pyimg_cpu
+            hits = int(re.search(r"(\d+) hits, 0 misses", err).group(1))  # type: ignore[union-attr]
             # One source edited: what a re-build sends.
             src = ws / package_name(3) / "t0.txt"
             src.write_text("edited\n")
@@ -98,6 +121,12 @@ def main() -> int:
     print(f"| no-op, warm local cache | {noop_local:.3f} | |")
     print(f"| cold build, warm remote cache | {warm_remote:.2f} | {warm_remote / noop_local:.1f}x "
           f"the no-op (goal <= 10x); {warm_remote / cold_local:.2f}x the cold build (goal <= 0.2x) |")
+    print(f"| floor: the same build served by a warm local cache, fresh output base, no "
+          f"analysis reuse | {floor:.2f} | {floor / noop_local:.1f}x the no-op; "
+          f"{floor / cold_local:.2f}x the cold build |")
+    print(f"| CPU of the cold build with a warm remote cache: pyimg, BuildGrid | "
+          f"{pyimg_cpu:.2f}, {grid_cpu:.2f} | BuildGrid {grid_cpu / hits * 1000:.2f} ms a hit "
+          f"({hits} hits) |")
     print(f"| remote execution, 2 workers ({ran.group(1) if ran else '?'} actions remote) | "
           f"{executed:.2f} | {executed / cold_local:.2f}x the cold local build |")
     print(f"| bytes uploaded by a re-build after one source edit | {edit_bytes} | |")

@@ -3,10 +3,11 @@
 `pyimg provenance` take for an image of 10,000 files, against that image's cold build, in the
 same run. Goal: together they add at most 20% to a cold build.
 
-Each command builds first (here: everything is cached, so that part is the cost of checking the
-build, measured alone as a build without the no-op fast path), then derives its document. Two
-ratios: the commands whole, and the documents alone (commands minus that check), each over the
-cold build.
+Each command stands for `pyimg build` of the same patterns and flags: with nothing changed
+since that build (its no-op record says so, attest/built.py), it takes the build from the record
+instead of checking it again (measured alone as a build without the no-op fast path: what the
+commands paid before). Two ratios over the cold build: the commands whole (the goal), and the
+commands had each checked the build as before.
 
     .venv/bin/python tools/bench/supply_chain.py [--files 10000] [--size-mb 100] [--runs 3]
 """
@@ -98,14 +99,16 @@ def main() -> None:
         print(f"pyimg sbom          {s:7.2f} s")
         print(f"pyimg provenance    {v:7.2f} s")
         print(f"checked build       {k:7.2f} s  (a build with nothing to do, no fast path)")
-        print(f"(sbom + provenance) / cold build = {(s + v) / c:.2f}  (the two commands whole)")
-        print(f"documents alone / cold build     = {(s + v - 2 * k) / c:.2f}  (goal <= 0.20)")
+        print(f"(sbom + provenance) / cold build = {(s + v) / c:.2f}  (the two commands whole; "
+              "goal <= 0.20)")
+        print(f"(sbom + provenance + 2 checked builds) / cold build = {(s + v + 2 * k) / c:.2f}  "
+              "(had each checked the build)")
         cpu = {name: statistics.median(values) for name, values in CPU.items()}
         print("CPU seconds (user + system, median): " + ", ".join(
             f"{name} {value:.2f}" for name, value in cpu.items()))
         print(f"CPU: (sbom + provenance) / cold build = "
-              f"{(cpu['sbom'] + cpu['provenance']) / cpu['cold']:.2f}; documents alone "
-              f"{(cpu['sbom'] + cpu['provenance'] - 2 * cpu['check']) / cpu['cold']:.2f}")
+              f"{(cpu['sbom'] + cpu['provenance']) / cpu['cold']:.2f}; had each checked the "
+              f"build {(cpu['sbom'] + cpu['provenance'] + 2 * cpu['check']) / cpu['cold']:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ pins (attest/graph_facts.py); the `oci_sbom` rule from what its image's provider
 
     {"image": "//app:image",                      # the image's name (its label)
      "layers": [{"target": "//app:files" | null,  # per manifest layer, lowest first
-                 "packages": ["<id>", ...]}, ...],
+                 "packages": ["<id>", ...],
+                 "paths": {"<id>": {"files": [...], "directories": [...]}}}, ...],
+                                                  # where this layer put each package (else
+                                                  # the package's own files and directories)
      "packages": [{"id": "<id>", "name": ..., "version": ..., "purl": ...,
                    "download_url": ..., "sha256": ..., "licenses": [...],
                    "license_expression": ...,     # as pypi/npm declare it (else `licenses`)
@@ -59,8 +62,9 @@ __all__ = [
     "LayerReader",
     "deb_package",
     "file_package",
-    "npm_packages",
     "layer_files",
+    "layer_paths",
+    "npm_packages",
     "oci_package",
     "oci_sbom",
     "rule_facts",
@@ -594,9 +598,10 @@ LayerReader = Callable[[Descriptor, Path, str, dict[str, str]], list[LayerFile]]
 
 
 def _read_image(layout: Layout, facts: Mapping[str, Any], source_date_epoch: int | None,
-                read_layer: LayerReader | None = None) -> _Image:
+                read_layer: LayerReader | None = None,
+                manifest_desc: Descriptor | None = None) -> _Image:
     what = layout.what
-    desc = layout.resolve(None)
+    desc = manifest_desc or layout.resolve(None)
     if desc.media_type in INDEXES:
         raise UserInputError(f"{what}: an SBOM describes one image; this is an index: name one "
                              "image of it")
@@ -617,9 +622,12 @@ def _read_image(layout: Layout, facts: Mapping[str, Any], source_date_epoch: int
                  else list(layer_files(path, where, links)))
         # A package's path as its .deb names it; deb_layer wrote it where the layer's directory
         # links lead (merged /usr: `bin/sh` is at `usr/bin/sh`), so it is looked up there too.
+        # Where this layer put each package, else where the package says it goes.
+        placed = {pid: (layer_facts.get("paths") or {}).get(pid) or packages[pid]
+                  for pid in in_layer}
         owners: dict[str, list[str]] = {}
         for pid in in_layer:
-            for path in packages[pid].get("files") or []:
+            for path in placed[pid].get("files") or []:
                 at = through_links(_layer_path(str(path)), links, what) if links else \
                     _layer_path(str(path))
                 owners.setdefault(at, []).append(pid)
@@ -627,7 +635,7 @@ def _read_image(layout: Layout, facts: Mapping[str, Any], source_date_epoch: int
         # nested in it (node_modules/c/node_modules/a): the deepest directory wins.
         directories: dict[str, list[str]] = {}
         for pid in in_layer:
-            for d in packages[pid].get("directories") or []:
+            for d in placed[pid].get("directories") or []:
                 directories.setdefault(_layer_path(str(d)).rstrip("/"), []).append(pid)
         for i, f in enumerate(files):
             for pid in owners.get(f.path, ()):
@@ -756,7 +764,8 @@ def _spdx(image: _Image, version: str) -> dict[str, Any]:
 
 def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
     """CycloneDX 1.5: the image is the metadata component; each layer a `file` component whose
-    nested components are its files; packages are components the layers depend on."""
+    nested components are its files; packages are components the layers depend on, with the
+    files they installed in each layer as evidence (`occurrences`)."""
     image_ref = f"image:{image.digest}"
     components: list[dict[str, Any]] = []
     dependencies: list[dict[str, Any]] = []
@@ -802,6 +811,13 @@ def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
             entry["licenses"] = [{"license": {"name": name}} for name in names]
         if p.get("download_url"):
             entry["externalReferences"] = [{"type": "distribution", "url": str(p["download_url"])}]
+        contained = image.package_files[pid]
+        if contained:
+            # The files it installed, in each layer that holds it (the layer's own files are
+            # its nested components): CycloneDX has no file-level "contains".
+            entry["evidence"] = {"occurrences": [
+                {"location": f"layer {n}: ./{image.layers[n].files[i].path}"}
+                for n, i in contained]}
         components.append(entry)
         dependencies.append({"ref": package_refs[pid], "dependsOn": []})
     dependencies.append({"ref": image_ref,
@@ -833,11 +849,13 @@ def _cyclonedx(image: _Image, version: str) -> dict[str, Any]:
 
 def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
                   source_date_epoch: int | None = None, fmt: str = "spdx-json",
-                  read_layer: LayerReader | None = None) -> bytes:
-    """The SBOM (`fmt`: one of FORMATS) of the one image in `layout`, described by `facts`
-    (module docstring). Its bytes depend only on the image, the facts and pyimg's version.
-    `read_layer` reads a layer's files (default: `layer_files`)."""
-    image = _read_image(layout, facts, source_date_epoch, read_layer)
+                  read_layer: LayerReader | None = None,
+                  manifest: Descriptor | None = None) -> bytes:
+    """The SBOM (`fmt`: one of FORMATS) of the one image in `layout` (or of its image
+    `manifest`, one platform's of an index), described by `facts` (module docstring). Its bytes
+    depend only on the image, the facts and pyimg's version. `read_layer` reads a layer's files
+    (default: `layer_files`)."""
+    image = _read_image(layout, facts, source_date_epoch, read_layer, manifest)
     doc = _cyclonedx(image, version) if fmt == "cyclonedx-json" else _spdx(image, version)
     # Sorted keys and no spaces (docs/architecture.md: JSON we own is canonical), one newline.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
@@ -845,6 +863,12 @@ def sbom_document(layout: Layout, facts: Mapping[str, Any], version: str,
 
 WriterPackages = Callable[[str, Mapping[str, Any], list[str]],
                           tuple[list[dict[str, Any]], set[str]]]
+
+
+def layer_paths(package: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Where a layer put `package` (its `files` and `directories`, those it has), for the
+    layer's `paths` fact: the same package in another layer may be elsewhere."""
+    return {k: list(package[k]) for k in ("files", "directories") if package.get(k)}
 
 
 def rule_facts(layers: list[Any], layer_count: int,
@@ -866,13 +890,14 @@ def rule_facts(layers: list[Any], layer_count: int,
             ids.append(p["id"])
         files = [str(path) for path in entry.get("files") or []]
         covered: set[str] = set()
+        paths: dict[str, Any] = {}
         if writer_packages is not None and entry.get("writer") and entry.get("spec"):
             made, covered = writer_packages(str(entry["writer"]), json.loads(entry["spec"]), files)
             for p in made:
-                known = packages.setdefault(p["id"], p)
-                if p is not known and p.get("directories"):
-                    known["directories"] = sorted({*known["directories"], *p["directories"]})
+                packages.setdefault(p["id"], p)
                 ids.append(p["id"])
+                if placed := layer_paths(p):
+                    paths[p["id"]] = placed
         for path in files:
             if path in covered:
                 continue
@@ -880,8 +905,12 @@ def rule_facts(layers: list[Any], layer_count: int,
             if found is not None:
                 packages.setdefault(found["id"], found)
                 ids.append(found["id"])
+                if placed := layer_paths(found):
+                    paths[found["id"]] = placed
         target = entry.get("base") or entry.get("target")
-        fact = {"target": target, "packages": ids}
+        fact: dict[str, Any] = {"target": target, "packages": ids}
+        if paths:
+            fact["paths"] = paths
         out.extend([fact] * max(layer_count - len(own), 0) if "base" in entry else [fact])
     return {"layers": out, "packages": [packages[k] for k in sorted(packages)]}
 

@@ -29,6 +29,18 @@ from pyimg.loading.loader import Loader
 __all__ = ["AnalysisCache"]
 
 
+def _result(data: dict[str, Any]) -> AnalysisResult:
+    targets = {
+        label: TargetResult(
+            t["label"], t["kind"], t["origin"], t["providers"],
+            [action_from_json(a) for a in t["actions"]], t.get("configuration", ""),
+        )
+        for label, t in data["targets"].items()
+    }
+    files = [path for path, _ in data["inputs"]["files"].values()]
+    return AnalysisResult(targets, data["top_level"], files)
+
+
 class AnalysisCache:
     def __init__(self, directory: Path, workspace: Path, digests: FileDigestCache) -> None:
         self.directory = directory
@@ -49,16 +61,16 @@ class AnalysisCache:
         try:
             if not self._valid(data["inputs"], patterns, loader) or not self._confined(data, loader):
                 return None
-            targets = {
-                label: TargetResult(
-                    t["label"], t["kind"], t["origin"], t["providers"],
-                    [action_from_json(a) for a in t["actions"]], t.get("configuration", ""),
-                )
-                for label, t in data["targets"].items()
-            }
-            files = [path for path, _ in data["inputs"]["files"].values()]
-            return AnalysisResult(targets, data["top_level"], files)
+            return _result(data)
         except (KeyError, TypeError, ValueError):
+            return None
+
+    def saved(self, patterns: list[Pattern], platform: dict[str, Any]) -> AnalysisResult | None:
+        """The saved analysis unchecked, for a caller that knows at stat level that nothing
+        loading read changed since a build used it (attest/built.py: the no-op record)."""
+        try:
+            return _result(json.loads(self._path(patterns, platform).read_bytes()))
+        except (OSError, KeyError, TypeError, ValueError):
             return None
 
     def put(self, patterns: list[Pattern], platform: dict[str, Any], loader: Loader,

@@ -12,6 +12,7 @@ from typing import Any
 from pyimg.actions.sbom import (
     deb_package,
     file_package,
+    layer_paths,
     npm_packages,
     oci_package,
     wheel_package,
@@ -217,22 +218,24 @@ class _Walker:
                 return a.owner
         return None
 
-    def _layer_packages(self, layer: Action) -> list[str]:
+    def _layer_packages(self, layer: Action) -> tuple[list[str], dict[str, Any]]:
+        """The ids of the packages the layer holds, and where it installed each (`paths`: a
+        package in several layers may be at other paths in each)."""
         reads = set(layer.inputs)
         for a in self.graph.closure(p for p in layer.inputs if p in self.graph.producer):
             reads.update(a.inputs)
         by_repo: dict[str, list[ExternalInput]] = {}
         for i in external_inputs(reads, self.digests):
             by_repo.setdefault(i.repository, []).append(i)
-        ids = []
+        ids: list[str] = []
+        paths: dict[str, Any] = {}
         # A .deb of the workspace itself (not of a deb_index) is a package too.
         for path in sorted(reads):
             if path.endswith(".deb") and not path.startswith(EXTERNAL) and path in self.digests:
                 p = deb_package(self.host_path(path), self.scratch, path)
                 sha256 = self.digests[path].removeprefix("sha256:").removesuffix("+x")
                 p.update(id=f"deb:{p['purl']}", sha256=sha256)
-                self.packages.setdefault(p["id"], p)
-                ids.append(p["id"])
+                self._add(p, ids, paths)
         params = layer.params or {}
         writer = LayerWriter(str(params.get("tar_writer") or "pkg_tar"),
                              params.get("tar_spec") or {})
@@ -240,9 +243,15 @@ class _Walker:
             maker = REPOSITORY_PACKAGES.get(self.repos.declaration(name).kind)
             made = maker(self.repos, inputs, self.host_path, self.scratch, writer) if maker else []
             for p in made:
-                self.packages.setdefault(p["id"], p)
-                ids.append(p["id"])
-        return ids
+                self._add(p, ids, paths)
+        return ids, paths
+
+    def _add(self, package: dict[str, Any], ids: list[str], paths: dict[str, Any]) -> None:
+        self.packages.setdefault(package["id"], package)
+        ids.append(package["id"])
+        placed = layer_paths(package)
+        if placed:
+            paths[package["id"]] = placed
 
     def layers(self, layout_path: str, count: int) -> list[dict[str, Any]]:
         """The facts of the `count` layers of the image produced at `layout_path`, lowest first."""
@@ -260,8 +269,11 @@ class _Walker:
         own = []
         for desc in params.get("layers") or []:
             layer = self.graph.producer[desc]
-            own.append({"target": self._writer_owner(layer),
-                        "packages": self._layer_packages(layer)})
+            ids, paths = self._layer_packages(layer)
+            fact: dict[str, Any] = {"target": self._writer_owner(layer), "packages": ids}
+            if paths:
+                fact["paths"] = paths
+            own.append(fact)
         base: list[dict[str, Any]] = []
         if params.get("base"):
             base = self.layers(params["base"], max(count - len(own), 0))

@@ -35,7 +35,8 @@ class CachedLayerFiles:
     def __init__(self, session: Session) -> None:
         self._cas: ContentStore
         self._cache: ActionCache
-        self._cas, self._cache = session.stores(session.digest_cache())
+        # The digest cache only memoises verified reads here: loaded if a read asks it.
+        self._cas, self._cache = session.stores(session.digest_cache(lazy=True))
 
     @staticmethod
     def _key(blob: Digest) -> Digest:

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, TextIO
 
-from pyimg.attest.built import Built, build_for_attestation, image_layout_path
+from pyimg.attest.built import Built, LastBuild, build_for_attestation, image_layout_path
 from pyimg.attest.graph_facts import EXTERNAL, external_inputs
 from pyimg.build.request import BuildRequest
 from pyimg.core.session import Session
@@ -92,7 +92,7 @@ def built_provenance(built: Built, include_run_details: bool = False,
 
     workspace = built.session.workspace
     subjects: list[dict[str, Any]] = []
-    for target in built.report.top_level:
+    for target in built.top_level:
         if image_layout_path(target) is None:
             continue
         digest_file = next((f["path"] for f in target.default_files
@@ -110,7 +110,7 @@ def built_provenance(built: Built, include_run_details: bool = False,
     sources = {p: built.digests[p].removeprefix("sha256:") for p in sorted(read)
                if not p.startswith((EXTERNAL, "pyimg-out/"))}
     # The BUILD and .bzl files, MODULE.pyimg and pyimg.lock: what loading read of the workspace.
-    for host in built.report.analysis.files:
+    for host in built.analysis_files:
         path = Path(host)
         if path.is_file() and path.is_relative_to(workspace):
             sources[path.relative_to(workspace).as_posix()] = _sha256_file(path)
@@ -142,7 +142,7 @@ def built_provenance(built: Built, include_run_details: bool = False,
                     # What changes outputs besides sources and pins: the format of pyimg's
                     # outputs (its version and pinned libraries) and the target platforms
                     # (--platforms, else the default configuration's: this machine's).
-                    "outputFormat": built.report.format_version,
+                    "outputFormat": built.format_version,
                     "platforms": _platforms(built.request.platforms),
                 },
                 "resolvedDependencies": deps,
@@ -173,9 +173,10 @@ def _b64(text: str) -> str:
 
 def provenance_bytes(session: Session, request: BuildRequest, include_run_details: bool = False,
                      run_details: dict[str, Any] | None = None,
-                     out: TextIO | None = None) -> bytes:
-    """Build `request` and return its provenance statement (in-toto v1, SLSA provenance v1)."""
-    built = build_for_attestation(session, request, out)
+                     out: TextIO | None = None, last: LastBuild | None = None) -> bytes:
+    """Build `request` (or take it from `last`, the record of that build, unchanged since) and
+    return its provenance statement (in-toto v1, SLSA provenance v1)."""
+    built = build_for_attestation(session, request, out, last)
     try:
         return built_provenance(built, include_run_details, run_details)
     finally:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from pyimg.core.digest import Digest
 from pyimg.core.session import Session
@@ -25,7 +26,7 @@ from pyimg.external.repositories import Repositories
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
     from pyimg.registry.push import PushCounters
-    from pyimg.signing.attach import Predicate
+    from pyimg.signing.attach import Predicate, Signing
     from pyimg.signing.keys import SigningKey
 
 __all__ = ["mount_source", "push_layout_dir", "push_target", "target_layout"]
@@ -94,24 +95,47 @@ def push_layout_dir(
     fetch = _LazyFetch(session, registry, lazy_blobs)
     try:
         mount = mount_source(session, layout, dest.registry)
-        # Pushed by digest first; tags are set only once the whole tree is there.
-        digest = client.push_layout(layout, dest, [], mount_from=mount, fetch_missing=fetch)
-        data = (layout / "blobs" / digest.algorithm / digest.hex).read_bytes()
-        media_type = json.loads(data).get("mediaType") or _entry_type(layout, digest)
-        for tag in all_tags:
-            client.put_manifest(dest.with_tag(tag), data, media_type, tag)
+        from pyimg.oci.layout import Layout
+
+        # What push_layout pushes for a destination without a tag: the layout's one entry.
+        entry = Layout(layout).resolve(None)
+        data = (layout / "blobs" / entry.digest.algorithm / entry.digest.hex).read_bytes()
+        media_type = json.loads(data).get("mediaType") or _entry_type(layout, entry.digest)
+
+        def push_image() -> Digest:
+            # Pushed by digest first; tags are set only once the whole tree is there.
+            digest = client.push_layout(layout, dest, [], mount_from=mount, fetch_missing=fetch)
+            for tag in all_tags:
+                client.put_manifest(dest.with_tag(tag), data, media_type, tag)
+            return digest
+
+        signing: Signing | None = None
+        if sign is None:
+            digest = push_image()
+        else:
+            from pyimg.oci.model import Descriptor
+            from pyimg.registry.referrers import in_parallel
+            from pyimg.signing.attach import begin_signing
+
+            # The signature's first round (reading the .sig and referrers tags, opening the
+            # uploads of its blobs) needs the image's digest, not the image in the registry:
+            # it overlaps the push, so signing adds one round-trip fewer.
+            subject = Descriptor(media_type, entry.digest, len(data))
+            calls: list[Callable[[], object]] = [
+                push_image,
+                partial(begin_signing, client, dest.with_digest(entry.digest), sign, subject,
+                        predicates),
+            ]
+            pushed, begun = in_parallel(calls)
+            digest, signing = cast("Digest", pushed), cast("Signing", begun)
         c = client.counters
         print(
             f"Pushed {dest.name}@{digest} ({c.uploaded} blobs uploaded, {c.mounted} mounted, "
             f"{c.skipped} already there)",
             file=out,
         )
-        if sign is not None:
-            from pyimg.oci.model import Descriptor
-            from pyimg.signing.attach import sign_image
-
-            sign_image(client, dest.with_digest(digest), sign,
-                       subject=Descriptor(media_type, digest, len(data)), predicates=predicates)
+        if signing is not None:
+            signing.finish()
             attached = "".join(f", {p.what}" for p in predicates)
             print(f"Signed {dest.name}@{digest} (the .sig tag and a Sigstore bundle referrer"
                   f"{attached})", file=out)

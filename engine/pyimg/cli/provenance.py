@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pyimg.cli.commands import add_common_flags, build_request, command, open_session
-from pyimg.cli.sbom import write_output
+from pyimg.cli.sbom import last_build, write_output
 
 __all__ = ["cmd_provenance"]
 
@@ -34,8 +34,9 @@ def cmd_provenance(args: argparse.Namespace) -> int:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         details = {"invocationId": str(uuid.uuid4()), "startedOn": now,
                    "host": platform.node(), "system": platform.platform()}
+    last = last_build(args, session, {"-o": True, "--output": True, "--include-run-details": False})
     with session.locked("provenance"):
         data = provenance_bytes(session, build_request(args, args.patterns, session),
-                                args.include_run_details, details)
+                                args.include_run_details, details, last=last)
     write_output(data, args.output)
     return 0

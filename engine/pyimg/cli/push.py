@@ -113,5 +113,6 @@ def build_attested(session: Session, request: BuildRequest) -> tuple[BuildReport
         provenance = built_provenance(built)
     finally:
         built.close()
+    assert built.report is not None  # built, not served from a record: none was given
     return built.report, [Predicate(sbom, "spdx", "SBOM"),
                           Predicate(provenance, "slsaprovenance", "provenance")]

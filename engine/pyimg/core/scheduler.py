@@ -23,11 +23,12 @@ __all__ = ["ActionGraph", "BuildOutcome", "Scheduler"]
 
 # What a worker reports for one action: the action, and its record or the error it raised.
 _Finished = tuple[Action, ExecutionRecord | None, BaseException | None]
-# Remote cache lookups in flight at once. A lookup waits on the network and the server, not on
-# this machine's cores, so they do not take the `jobs` slots of actions that run here. Servers
-# cap the calls they serve at once (BuildGrid: 5 per core, 10 on two cores, and answers
-# RESOURCE_EXHAUSTED past it), and uploads of the `jobs` workers share the channel: keep below.
-REMOTE_LOOKUPS = 6
+# Threads that ask the remote cache. A lookup waits on the network and the server, not on this
+# machine's cores, so they do not take the `jobs` slots of actions that run here. How many calls
+# are in flight is not this number: the client's gate (remote/flow.py) adapts that to what the
+# server takes (BuildGrid refuses past 5 per core). More threads than calls make more lookups
+# wait at once for their blobs, which then share fewer, larger BatchReadBlobs.
+REMOTE_LOOKUPS = 16
 
 
 class ActionGraph:

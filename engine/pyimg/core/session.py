@@ -98,10 +98,11 @@ class Session:
             with holding(f, command):
                 yield
 
-    def digest_cache(self) -> FileDigestCache:
+    def digest_cache(self, lazy: bool = False) -> FileDigestCache:
+        """The output base's file digests (`lazy`: read on first use)."""
         from pyimg.core.file_digests import FileDigestCache
 
-        return FileDigestCache(self.output_base / "file_digests.json")
+        return FileDigestCache(self.output_base / "file_digests.json", lazy=lazy)
 
     def stores(self, digests: FileDigestCache) -> tuple[ContentStore, ActionCache]:
         from pyimg.core.action_cache import ActionCache

@@ -30,9 +30,11 @@ __all__ = [
     "EMPTY_CONFIG",
     "PARALLEL_REQUESTS",
     "Artifact",
+    "OpenedArtifacts",
     "attach_artifacts",
     "in_parallel",
     "list_referrers",
+    "open_artifacts",
     "referrers_tag",
 ]
 
@@ -84,15 +86,62 @@ def attach_artifacts(
     4. when no answer carried OCI-Subject (no referrers API), one PUT of the referrers tag for
        all of them, then a GET that checks no other signer replaced it (tag_update.py).
     A registry that refuses an artifact raises RegistryError naming it; what was pushed before
-    (the image) is untouched.
+    (the image) is untouched. `open_artifacts` sends round 1 alone, so that a caller can
+    overlap it with other requests (the image's push: it needs only the subject's digest).
     """
-    if not artifacts:
-        return []
+    return open_artifacts(client, ref, subject, artifacts).finish()
+
+
+class OpenedArtifacts:
+    """Artifacts whose first round (`attach_artifacts`) was sent: `finish` sends the others."""
+
+    def __init__(self, client: RegistryClient, ref: Reference, subject: Descriptor,
+                 manifests: list[tuple[Artifact, bytes]], blobs: dict[Digest, bytes],
+                 locations: list[object], current: FetchedManifest | None) -> None:
+        self._client, self._ref, self._subject = client, ref, subject
+        self._manifests, self._blobs, self._locations = manifests, blobs, locations
+        self._current = current
+
+    def finish(self) -> list[Descriptor]:
+        """Rounds 2 to 4 of `attach_artifacts`; the artifacts' descriptors."""
+        client, ref, subject, manifests = self._client, self._ref, self._subject, self._manifests
+        if not manifests:
+            return []
+        in_parallel([partial(client.finish_upload, ref, cast("str | None", location), d, data)
+                     for (d, data), location in zip(self._blobs.items(), self._locations,
+                                                    strict=True)])
+
+        def put(artifact: Artifact, data: bytes) -> tuple[Digest, str | None]:
+            try:
+                return client.put_manifest_answer(ref, data, OCI_MANIFEST, str(digest_bytes(data)))
+            except RegistryError as e:
+                raise RegistryError(
+                    f"{ref.registry}/{ref.repository} refused the {artifact.artifact_type} "
+                    f"artifact for {subject.digest} (the image itself is unchanged): {e.message}"
+                ) from None
+
+        answers = in_parallel([partial(put, a, data) for a, data in manifests])
+        pushed = [
+            Descriptor(OCI_MANIFEST, digest, len(data), annotations=artifact.annotations,
+                       artifact_type=artifact.artifact_type)
+            for (artifact, data), (digest, _) in zip(manifests, answers, strict=True)
+        ]
+        if any(answer != str(subject.digest) for _, answer in answers):
+            tag_ref = ref.with_tag(referrers_tag(subject.digest))
+            _add_to_referrers_tag(client, tag_ref, self._current, pushed)
+        return pushed
+
+
+def open_artifacts(
+    client: RegistryClient, ref: Reference, subject: Descriptor, artifacts: Sequence[Artifact]
+) -> OpenedArtifacts:
+    """Round 1 of `attach_artifacts` (the referrers tag's GET, a POST per blob)."""
     subject_desc = Descriptor(subject.media_type, subject.digest, subject.size)
     empty = descriptor_for_bytes(OCI_EMPTY, EMPTY_CONFIG)
-    blobs = {empty.digest: EMPTY_CONFIG}
+    blobs: dict[Digest, bytes] = {}
     manifests = []
     for artifact in artifacts:
+        blobs[empty.digest] = EMPTY_CONFIG
         blob = descriptor_for_bytes(artifact.blob_media_type, artifact.blob)
         blobs[blob.digest] = artifact.blob
         manifests.append((artifact, Manifest(
@@ -102,35 +151,16 @@ def attach_artifacts(
             subject=subject_desc,
             artifact_type=artifact.artifact_type,
         ).to_bytes()))
+    if not manifests:
+        return OpenedArtifacts(client, ref, subject, [], {}, [], None)
     tag_ref = ref.with_tag(referrers_tag(subject.digest))
-    order = list(blobs)
     round_one: list[Callable[[], object]] = [
         lambda: find_manifest(client.connection, tag_ref),
-        *(partial(client.open_upload, ref, d) for d in order),
+        *(partial(client.open_upload, ref, d) for d in blobs),
     ]
     first = in_parallel(round_one)
     current = cast("FetchedManifest | None", first[0])
-    in_parallel([partial(client.finish_upload, ref, cast("str | None", location), d, blobs[d])
-                 for d, location in zip(order, first[1:], strict=True)])
-
-    def put(artifact: Artifact, data: bytes) -> tuple[Digest, str | None]:
-        try:
-            return client.put_manifest_answer(ref, data, OCI_MANIFEST, str(digest_bytes(data)))
-        except RegistryError as e:
-            raise RegistryError(
-                f"{ref.registry}/{ref.repository} refused the {artifact.artifact_type} artifact "
-                f"for {subject.digest} (the image itself is unchanged): {e.message}"
-            ) from None
-
-    answers = in_parallel([partial(put, a, data) for a, data in manifests])
-    pushed = [
-        Descriptor(OCI_MANIFEST, digest, len(data), annotations=artifact.annotations,
-                   artifact_type=artifact.artifact_type)
-        for (artifact, data), (digest, _) in zip(manifests, answers, strict=True)
-    ]
-    if any(answer != str(subject.digest) for _, answer in answers):
-        _add_to_referrers_tag(client, tag_ref, current, pushed)
-    return pushed
+    return OpenedArtifacts(client, ref, subject, manifests, blobs, first[1:], current)
 
 
 def _add_to_referrers_tag(

@@ -1,14 +1,16 @@
 """The remote action cache behind the executor's seam (core/remote_cache.py), and its failures.
 
-A lookup is GetActionResult on the action's REAPI digest (remote/mapping.py), then every
-output blob the local store lacks, downloaded and verified; only a result whose outputs are
+A lookup is GetActionResult on the action's REAPI digest (remote/mapping.py), asking the server
+to inline the output files' bytes (a server that does saves a read), then every output blob the
+local store lacks, downloaded and verified; only a result whose outputs are
 exactly the action's declared ones, all present, is a hit. An upload sends the outputs (and the
 output Trees) the server lacks, then UpdateActionResult: the entry is written only after every
 blob it names is on the server. The Action, the Command and the inputs are not uploaded: only an
 executor reads them (remote/execution.py sends them).
 
-The cache never fails a build (docs/remote.md, "When the cache fails"): the first call that fails
-(down, slow past --remote-timeout, refused) makes it warn once and stand aside for the rest of
+The cache never fails a build (docs/remote.md, "When the cache fails"): a busy server is waited
+for (remote/flow.py), and the first call that fails even so (down, slow past --remote-timeout,
+refused) makes it warn once and stand aside for the rest of
 the build, which goes on locally; a blob whose bytes do not match its digest is refused, warned
 about, and the action runs locally. `summary()` says what happened, for the build's last line.
 """
@@ -93,14 +95,18 @@ class RemoteActionCache:
             return None
         mapped = self._map(request)
         try:
-            remote = self.client.get_action_result(mapped.digest)
+            remote = self.client.get_action_result(mapped.digest, inline=request.action.outputs)
             if remote is None or remote.exit_code != 0:
                 self._count("misses")
                 self._keep(request, mapped)
                 return None
             result = self._local_result(request.action, remote)
+            # Bytes the server put in its answer (verified like any others, when stored).
+            inlined = {(f.digest.hash, f.digest.size_bytes): f.contents
+                       for f in remote.output_files
+                       if f.digest.size_bytes and len(f.contents) == f.digest.size_bytes}
             self.client.download(
-                (f.digest, f.size, f.executable) for f in result.all_files())
+                ((f.digest, f.size, f.executable) for f in result.all_files()), inlined)
         except grpc.RpcError as e:
             self._stand_aside(e)
             return None

@@ -1,8 +1,11 @@
 """The REAPI client: one gRPC channel, and the calls of the action cache, the CAS and ByteStream.
 
 Blobs up to `BATCH_BLOB_BYTES` travel in batches (BatchUpdateBlobs, BatchReadBlobs) of at most
-`BATCH_TOTAL_BYTES`, under gRPC's default 4 MiB message limit; larger ones through ByteStream in
-`CHUNK_BYTES` chunks. A write interrupted part way resumes where QueryWriteStatus says the
+the server's `max_batch_total_size_bytes` (GetCapabilities; `BATCH_TOTAL_BYTES` when it names
+none), larger ones through ByteStream in `CHUNK_BYTES` chunks. The small reads of all threads
+share batches (remote/flow.py's `BatchReader`), and every unary call goes through a `CallGate`:
+retried with bounded backoff while the server is busy, under a limit of calls in flight that
+adapts to it. A write interrupted part way resumes where QueryWriteStatus says the
 server got to. Every blob read is hashed as it is written to a temp file and refused unless its
 digest and size match, before the content store sees it. Calls raise `grpc.RpcError` (and
 `RemoteDataError` for bytes that do not match): remote/cache.py decides what a failure means.
@@ -13,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,12 +36,16 @@ from pyimg.remote._proto.build.bazel.remote.execution.v2 import (
 )
 from pyimg.remote._proto.google.bytestream import bytestream_pb2 as bs_pb2
 from pyimg.remote._proto.google.bytestream import bytestream_pb2_grpc as bs_grpc
+from pyimg.remote.flow import PER_BLOB_BYTES, BatchReader, CallGate
 from pyimg.remote.options import RemoteOptions, endpoint
 
 __all__ = ["UploadBlob", "RemoteClient", "RemoteDataError", "open_channel"]
 
 BATCH_BLOB_BYTES = 1 << 20
-BATCH_TOTAL_BYTES = 3 << 20
+# A batch's bytes when the server names no limit: under gRPC's default 4 MiB message, with room
+# for the digests and statuses beside the blobs.
+BATCH_TOTAL_BYTES = 4 << 20
+_BATCH_HEADROOM = 64 << 10
 CHUNK_BYTES = 1 << 20
 _WRITE_ATTEMPTS = 3
 T = TypeVar("T")
@@ -107,22 +115,53 @@ class RemoteClient:
         self._cas = re_grpc.ContentAddressableStorageStub(channel)  # type: ignore[no-untyped-call]
         # (the same: an untyped generated stub)
         self._bytestream = bs_grpc.ByteStreamStub(channel)  # type: ignore[no-untyped-call]
+        # (the same: an untyped generated stub)
+        self._capabilities = re_grpc.CapabilitiesStub(channel)  # type: ignore[no-untyped-call]
         self.instance = options.instance_name
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
+        self.gate = CallGate()
+        self.reader = BatchReader(self._batch_read, self.batch_limit)
+        self._batch_bytes: int | None = None
+        self._batch_lock = threading.Lock()
 
     def timeout_for(self, size: int = 0) -> float:
         return self.options.timeout + size / _SLOWEST_BYTES_PER_SECOND
 
+    def batch_limit(self) -> int:
+        """The bytes one batch may carry: the server's limit (GetCapabilities, asked once),
+        less room for the digests beside the blobs; `BATCH_TOTAL_BYTES` when it names none."""
+        with self._batch_lock:
+            if self._batch_bytes is None:
+                request = re_pb2.GetCapabilitiesRequest(instance_name=self.instance)
+                try:
+                    answer = self.gate.call(
+                        self._capabilities.GetCapabilities, request, timeout=self.timeout_for(),
+                        metadata=self.metadata)
+                    server = answer.cache_capabilities.max_batch_total_size_bytes
+                except grpc.RpcError:
+                    server = 0  # a server without the call: the default, under gRPC's limit
+                limit = min(server, BATCH_TOTAL_BYTES) if server > 0 else BATCH_TOTAL_BYTES
+                self._batch_bytes = limit - min(_BATCH_HEADROOM, limit // 16)
+            return self._batch_bytes
+
     # -- action cache -----------------------------------------------------------------------
 
-    def get_action_result(self, digest: re_pb2.Digest) -> re_pb2.ActionResult | None:
+    def batched(self, size: int) -> bool:
+        """Whether a blob of `size` bytes travels in batches (else through ByteStream)."""
+        return size <= BATCH_BLOB_BYTES and size + PER_BLOB_BYTES <= self.batch_limit()
+
+    def get_action_result(self, digest: re_pb2.Digest,
+                          inline: Sequence[str] = ()) -> re_pb2.ActionResult | None:
+        """The entry of `digest`, or None. `inline`: output files whose bytes the server may
+        put in the answer (REAPI lets it decline; BuildGrid does): no read for them then."""
         request = re_pb2.GetActionResultRequest(
             instance_name=self.instance, action_digest=digest, inline_stdout=False,
-            inline_stderr=False)
+            inline_stderr=False, inline_output_files=list(inline))
         try:
-            result: re_pb2.ActionResult = self._ac.GetActionResult(
-                request, timeout=self.timeout_for(), metadata=self.metadata)
+            result: re_pb2.ActionResult = self.gate.call(
+                self._ac.GetActionResult, request, timeout=self.timeout_for(),
+                metadata=self.metadata)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -132,7 +171,9 @@ class RemoteClient:
     def update_action_result(self, digest: re_pb2.Digest, result: re_pb2.ActionResult) -> None:
         request = re_pb2.UpdateActionResultRequest(
             instance_name=self.instance, action_digest=digest, action_result=result)
-        self._ac.UpdateActionResult(request, timeout=self.timeout_for(), metadata=self.metadata)
+        self.gate.call(
+            self._ac.UpdateActionResult, request, timeout=self.timeout_for(),
+            metadata=self.metadata)
 
     # -- uploads ----------------------------------------------------------------------------
 
@@ -142,8 +183,9 @@ class RemoteClient:
             return []
         request = re_pb2.FindMissingBlobsRequest(
             instance_name=self.instance, blob_digests=list(unique.values()))
-        response = self._cas.FindMissingBlobs(
-            request, timeout=self.timeout_for(), metadata=self.metadata)
+        response = self.gate.call(
+            self._cas.FindMissingBlobs, request, timeout=self.timeout_for(),
+            metadata=self.metadata)
         return list(response.missing_blob_digests)
 
     def upload(self, blobs: Sequence[UploadBlob]) -> None:
@@ -152,21 +194,23 @@ class RemoteClient:
         by_hash = {b.digest.hash: b for b in blobs}
         missing = [by_hash[d.hash] for d in self.find_missing(b.digest for b in blobs)
                    if d.hash in by_hash]
-        small = [b for b in missing if b.digest.size_bytes <= BATCH_BLOB_BYTES]
-        for batch in _batches(small, lambda b: b.digest.size_bytes):
+        small = [b for b in missing if self.batched(b.digest.size_bytes)]
+        for batch in _batches(small, lambda b: b.digest.size_bytes + PER_BLOB_BYTES,
+                              self.batch_limit()):
             request = re_pb2.BatchUpdateBlobsRequest(instance_name=self.instance)
             for b in batch:
                 request.requests.add(digest=b.digest, data=b.read())
             size = sum(b.digest.size_bytes for b in batch)
-            response = self._cas.BatchUpdateBlobs(
-                request, timeout=self.timeout_for(size), metadata=self.metadata)
+            response = self.gate.call(
+                self._cas.BatchUpdateBlobs, request, timeout=self.timeout_for(size),
+                metadata=self.metadata)
             failed = [r for r in response.responses if r.status.code != 0]
             if failed or len(response.responses) != len(batch):
                 what = failed[0].status.message if failed else "responses missing"
                 raise RemoteDataError(f"BatchUpdateBlobs refused {len(failed)} blob(s): {what}")
             self.bytes_uploaded += size
         for b in missing:
-            if b.digest.size_bytes > BATCH_BLOB_BYTES:
+            if not self.batched(b.digest.size_bytes):
                 self.write(b)
 
     def write(self, blob: UploadBlob) -> None:
@@ -207,41 +251,56 @@ class RemoteClient:
 
     def read_bytes(self, digest: re_pb2.Digest) -> bytes:
         """A small blob (an output Tree), verified."""
-        if digest.size_bytes <= BATCH_BLOB_BYTES:
-            request = re_pb2.BatchReadBlobsRequest(instance_name=self.instance,
-                                                   digests=[digest])
-            response = self._cas.BatchReadBlobs(
-                request, timeout=self.timeout_for(digest.size_bytes), metadata=self.metadata)
-            if len(response.responses) != 1 or response.responses[0].status.code != 0:
-                raise RemoteDataError(f"blob {digest.hash} could not be read")
-            data: bytes = response.responses[0].data
+        if self.batched(digest.size_bytes):
+            key = (digest.hash, digest.size_bytes)
+            try:
+                data = self.reader.read([key])[key]
+            except KeyError:
+                raise RemoteDataError(f"blob {digest.hash} could not be read") from None
         else:
             data = b"".join(self._read_stream(digest))
         _check(digest, hashlib.sha256(data).hexdigest(), len(data))
         self.bytes_downloaded += len(data)
         return data
 
-    def download(self, files: Iterable[tuple[Digest, int, bool]]) -> None:
-        """Put each (digest, size, executable) the local store lacks into it, verified."""
+    def download(self, files: Iterable[tuple[Digest, int, bool]],
+                 inlined: Mapping[tuple[str, int], bytes] | None = None) -> None:
+        """Put each (digest, size, executable) the local store lacks into it, verified; the
+        bytes of those in `inlined` (by (hash, size): the server sent them in its answer) are
+        not read again."""
         wanted = sorted({f for f in files if not self.cas.verify(f[0], f[2])})
-        small = [f for f in wanted if f[1] <= BATCH_BLOB_BYTES]
-        for batch in _batches(small, lambda f: f[1]):
-            request = re_pb2.BatchReadBlobsRequest(instance_name=self.instance)
-            for digest, size, _ in batch:
-                request.digests.add(hash=digest.hex, size_bytes=size)
-            response = self._cas.BatchReadBlobs(
-                request, timeout=self.timeout_for(sum(f[1] for f in batch)),
-                metadata=self.metadata)
-            data = {r.digest.hash: r for r in response.responses}
-            for digest, size, executable in batch:
-                r = data.get(digest.hex)
-                if r is None or r.status.code != 0:
-                    raise RemoteDataError(f"blob {digest} is not in the remote cache")
-                self._store(digest, size, executable, [r.data])
+        if inlined:
+            for digest, size, executable in wanted:
+                data = inlined.get((digest.hex, size))
+                if data is not None:
+                    self._store_bytes(digest, size, executable, data)
+            wanted = [f for f in wanted if (f[0].hex, f[1]) not in inlined]
+        small = [f for f in wanted if self.batched(f[1])]
+        if small:
+            # Shared with the other threads' reads: one call carries many lookups' blobs.
+            try:
+                got = self.reader.read([(digest.hex, size) for digest, size, _ in small])
+            except KeyError as e:
+                raise RemoteDataError(f"blob sha256:{e.args[0][0]} is not in the remote "
+                                      "cache") from None
+            for digest, size, executable in small:
+                self._store_bytes(digest, size, executable, got[(digest.hex, size)])
         for digest, size, executable in wanted:
-            if size > BATCH_BLOB_BYTES:
+            if not self.batched(size):
                 d = re_pb2.Digest(hash=digest.hex, size_bytes=size)
                 self._store(digest, size, executable, self._read_stream(d))
+
+    def _batch_read(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """One BatchReadBlobs of `keys` (BatchReader's `send`): the bytes of those found."""
+        request = re_pb2.BatchReadBlobsRequest(instance_name=self.instance)
+        for hash_, size in keys:
+            request.digests.add(hash=hash_, size_bytes=size)
+        total = sum(size for _, size in keys)
+        response = self.gate.call(
+            self._cas.BatchReadBlobs, request, timeout=self.timeout_for(total),
+            metadata=self.metadata)
+        return {(r.digest.hash, r.digest.size_bytes): r.data for r in response.responses
+                if r.status.code == 0}
 
     def _read_stream(self, digest: re_pb2.Digest) -> Iterator[bytes]:
         prefix = f"{self.instance}/" if self.instance else ""
@@ -250,6 +309,14 @@ class RemoteClient:
         for response in self._bytestream.Read(request, timeout=self.timeout_for(digest.size_bytes),
                                               metadata=self.metadata):
             yield response.data
+
+    def _store_bytes(self, digest: Digest, size: int, executable: bool, data: bytes) -> None:
+        """A small blob already in memory: refused unless it is `digest`'s bytes, then written
+        to the store once (no temp file of our own to link from, as `_store` needs)."""
+        _check(re_pb2.Digest(hash=digest.hex, size_bytes=size), hashlib.sha256(data).hexdigest(),
+               len(data))
+        self.cas.put_bytes(data, executable)
+        self.bytes_downloaded += size
 
     def _store(self, digest: Digest, size: int, executable: bool,
                chunks: Iterable[bytes]) -> None:
@@ -303,12 +370,12 @@ def _check(digest: re_pb2.Digest, got_hash: str, got_size: int) -> None:
             f"sha256:{got_hash} ({got_size} bytes)")
 
 
-def _batches(items: Sequence[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+def _batches(items: Sequence[T], size: Callable[[T], int], limit: int) -> Iterator[list[T]]:
     batch: list[T] = []
     total = 0
     for item in items:
         n = size(item)
-        if batch and total + n > BATCH_TOTAL_BYTES:
+        if batch and total + n > limit:
             yield batch
             batch, total = [], 0
         batch.append(item)

@@ -46,7 +46,7 @@ from pyimg.remote.client import RemoteClient, RemoteDataError, UploadBlob, open_
 from pyimg.remote.mapping import file_digest, output_tree
 from pyimg.remote.options import RemoteOptions
 
-__all__ = ["BotWorker", "WorkerOptions"]
+__all__ = ["BotWorker", "WorkerOptions", "run_bots"]
 
 # How long one UpdateBotSession may wait for work before the worker asks again.
 _POLL_SECONDS = 20.0
@@ -76,10 +76,11 @@ class BotWorker:
     """One bot session, one lease at a time. `run()` returns when `stop` is set: promptly, a
     running command killed and its lease abandoned (the server gives it out again)."""
 
-    def __init__(self, options: WorkerOptions, log: Callable[[str], None] = print) -> None:
+    def __init__(self, options: WorkerOptions, log: Callable[[str], None] = print,
+                 stop: threading.Event | None = None) -> None:
         self.options = options
         self.log = log
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.leases_done = 0
         remote = options.remote
         self._channel = open_channel(remote.cache, remote.ca_file)
@@ -320,3 +321,37 @@ def _action(command: re_pb2.Command, files: dict[str, FileOutput],
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def run_bots(workers: list[BotWorker]) -> None:
+    """Run each worker's session on a thread of its own until their shared `stop` is set, or
+    one of them fails: then the others are stopped too, and its error is raised here.
+
+    `pyimg worker --jobs N` is N bot sessions in one process, sharing one content store, rather
+    than one session holding N leases: BuildGrid would give a session as many leases as the
+    "capacity" its Worker declares, but answering one of them while the others run means
+    cutting short the UpdateBotSession the server holds open, which can lose a lease it just
+    assigned. N sessions need nothing of the server beyond what one does."""
+    errors: list[BaseException] = []
+
+    def serve(worker: BotWorker) -> None:
+        try:
+            worker.run()
+        except BaseException as e:  # noqa: BLE001 - raised again on the calling thread
+            errors.append(e)
+            worker.stop.set()
+
+    threads = [threading.Thread(target=serve, args=(w,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(_STOP_POLL_SECONDS)  # a timed join lets Ctrl-C reach this thread
+    except KeyboardInterrupt:
+        for w in workers:
+            w.stop.set()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]

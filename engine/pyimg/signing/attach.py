@@ -25,7 +25,14 @@ from pyimg.oci.model import Descriptor, Manifest, descriptor_for_bytes, parse_ma
 from pyimg.registry.client import RegistryClient
 from pyimg.registry.pull import FetchedManifest
 from pyimg.registry.reference import Reference
-from pyimg.registry.referrers import Artifact, attach_artifacts, in_parallel, list_referrers
+from pyimg.registry.referrers import (
+    Artifact,
+    OpenedArtifacts,
+    attach_artifacts,
+    in_parallel,
+    list_referrers,
+    open_artifacts,
+)
 from pyimg.registry.tag_update import update_tag
 
 from .formats import (
@@ -49,8 +56,10 @@ __all__ = [
     "Predicate",
     "SIGNATURE_ANNOTATION",
     "SIMPLESIGNING_MEDIA_TYPE",
+    "Signing",
     "Verified",
     "attest_image",
+    "begin_signing",
     "predicate_type",
     "sign_image",
     "signature_tag",
@@ -129,7 +138,32 @@ def sign_image(
     Signing is idempotent: the signature is deterministic, so signing again finds it present.
     Every predicate is checked before anything is pushed.
     """
-    subject = subject or _subject(client, ref)
+    return begin_signing(client, ref, key, subject or _subject(client, ref), predicates).finish()
+
+
+class Signing:
+    """A signature whose first round of requests was sent (`begin_signing`)."""
+
+    def __init__(self, subject: Descriptor, finishers: list[Callable[[], object]]) -> None:
+        self.subject = subject
+        self._finishers = finishers
+
+    def finish(self) -> Descriptor:
+        """Send the other rounds (the .sig tag's and the referrers' overlap); the subject."""
+        in_parallel(self._finishers)
+        return self.subject
+
+
+def begin_signing(
+    client: RegistryClient,
+    ref: Reference,
+    key: SigningKey,
+    subject: Descriptor,
+    predicates: Sequence[Predicate] = (),
+) -> Signing:
+    """`sign_image`'s first round: the reads of the .sig and referrers tags and a POST per blob.
+    It needs only the subject's digest, not the subject in the registry, so a push overlaps it
+    with the image's own requests (build/push.py) and calls `finish` once the image is there."""
     attestations = [_attestation(ref, subject, key, p) for p in predicates]
     payload = simple_signing_payload(_identity(ref), subject.digest, COSIGN_SIGNATURE)
     signature = key.sign(payload)
@@ -140,11 +174,12 @@ def sign_image(
     # The .sig tag and the referrers do not depend on each other: their rounds of requests
     # overlap (docs/benchmarks.md counts both).
     both: list[Callable[[], object]] = [
-        partial(_add_cosign_signature, client, ref, subject.digest, payload, signature),
-        partial(attach_artifacts, client, ref, subject, artifacts),
+        partial(_open_cosign_signature, client, ref, subject.digest, payload, signature),
+        partial(open_artifacts, client, ref, subject, artifacts),
     ]
-    in_parallel(both)
-    return subject
+    signature_rest, opened = in_parallel(both)
+    return Signing(subject, [cast("Callable[[], object]", signature_rest),
+                             cast("OpenedArtifacts", opened).finish])
 
 
 def attest_image(
@@ -203,13 +238,14 @@ def _signature_config(layers: Sequence[Descriptor]) -> bytes:
     })
 
 
-def _add_cosign_signature(
+def _open_cosign_signature(
     client: RegistryClient, ref: Reference, digest: Digest, payload: bytes, signature: bytes
-) -> None:
+) -> Callable[[], None]:
     """Add a layer to the `.sig` tag's manifest. Requests, in rounds sent together: the tag's
     GET and a POST for the payload and for the config (each asking to mount its blob from this
-    repository: 201 when it is there); the two PUTs; the manifest's conditional PUT and the GET
-    that checks it (registry/tag_update.py; another signer's layers are kept)."""
+    repository: 201 when it is there), sent now; then, by the function returned, the two PUTs,
+    the manifest's conditional PUT and the GET that checks it (registry/tag_update.py; another
+    signer's layers are kept)."""
     import base64
 
     tag_ref = ref.with_tag(signature_tag(digest))
@@ -226,6 +262,15 @@ def _add_cosign_signature(
     ]
     fetched, payload_upload, config_upload = in_parallel(round_one)
     current = cast("FetchedManifest | None", fetched)
+    return partial(_finish_cosign_signature, client, ref, tag_ref, layer, current, guess,
+                   payload, cast("str | None", payload_upload), cast("str | None", config_upload))
+
+
+def _finish_cosign_signature(
+    client: RegistryClient, ref: Reference, tag_ref: Reference, layer: Descriptor,
+    current: FetchedManifest | None, guess: Digest, payload: bytes,
+    payload_upload: str | None, config_upload: str | None,
+) -> None:
     uploaded: set[Digest] = set()
 
     def layers_of(tag: FetchedManifest | None) -> tuple[Descriptor, ...]:
@@ -241,10 +286,8 @@ def _add_cosign_signature(
     # A session that found the guessed config present cannot take another one.
     session = config_upload if config_desc.digest == guess or config_upload else ""
     in_parallel([
-        partial(client.finish_upload, tag_ref, cast("str | None", payload_upload), layer.digest,
-                payload),
-        partial(client.finish_upload, tag_ref, cast("str | None", session), config_desc.digest,
-                config),
+        partial(client.finish_upload, tag_ref, payload_upload, layer.digest, payload),
+        partial(client.finish_upload, tag_ref, session, config_desc.digest, config),
     ])
     uploaded.add(config_desc.digest)
 

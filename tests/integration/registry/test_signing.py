@@ -478,21 +478,22 @@ def test_requests_added_by_signing_a_push(registry, tmp_path: Path) -> None:
     # the same 9 requests as without signing.
     assert counts["push"] == 9 and counts["added"] == 21, counts
     assert counts["added_by_method"] == {"GET": 4, "POST": 6, "PUT": 11}, counts
-    # Sent in rounds (docs/benchmarks.md): POSTs with the two tags' GETs; blob PUTs; manifest
-    # PUTs (and the .sig tag's); the referrers tag's PUT; its check. Requests of one round
-    # overlap behind the proxy's latency; sequentially the signature took 20 more rounds.
+    # Sent in rounds (docs/benchmarks.md): POSTs with the two tags' GETs, overlapping the image's
+    # push (they need only its digest); blob PUTs; manifest PUTs (and the .sig tag's); the
+    # referrers tag's PUT; its check. Requests of one round overlap behind the proxy's latency;
+    # sequentially the signature took 20 more rounds.
     # A scheduling delay longer than the latency (a loaded machine) can only make requests of
     # one round look sequential, never the reverse: the fewest rounds of a few pushes is the
     # measure of the code.
     # (Each measure pushes to fresh repositories, so each is a first signature.)
     rounds = [counts["added_round_trips"]]
-    while min(rounds) > 5 and len(rounds) < 3:
+    while min(rounds) > 4 and len(rounds) < 3:
         again = tmp_path / f"again{len(rounds)}"
         again.mkdir()
         more = signing_requests(registry.host, again, latency=0.3, namespace=f"again{len(rounds)}")
         assert more["added"] == 21, more
         rounds.append(more["added_round_trips"])
-    assert min(rounds) <= 5, (rounds, counts)
+    assert min(rounds) <= 4, (rounds, counts)
 
 
 def test_concurrent_signers_both_survive(registry, tmp_path: Path) -> None:
