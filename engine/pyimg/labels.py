@@ -27,6 +27,16 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _REPO_OK = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 
 
+# The label table: every Label that parse_label returns, so that equal labels (a target and each
+# reference to it) share one tuple and its strings, and the text of each (Label.__str__).
+_LABELS: dict[Label, Label] = {}
+_TEXT: dict[Label, str] = {}
+
+
+def _interned(label: Label) -> Label:
+    return _LABELS.setdefault(label, label)
+
+
 class LabelError(ValueError):
     """A label or pattern that does not parse; the message quotes it and says why."""
 
@@ -40,8 +50,13 @@ class Label(NamedTuple):
     name: str
 
     def __str__(self) -> str:
-        repo = f"@{self.repo}" if self.repo else ""
-        return f"{repo}//{self.package}:{self.name}"
+        # One string per label, however often it is asked for: targets, actions and records
+        # keep their owner's text, and at 50,000 targets the copies added up to megabytes.
+        text = _TEXT.get(self)
+        if text is None:
+            repo = f"@{self.repo}" if self.repo else ""
+            text = _TEXT[self] = f"{repo}//{self.package}:{self.name}"
+        return text
 
     def sibling(self, name: str) -> Label:
         return Label(self.repo, self.package, name)
@@ -124,7 +139,7 @@ def parse_label(text: str, current_package: str = "", current_repo: str = "") ->
         if not sep:
             if not _REPO_OK.match(repo_part):
                 raise LabelError(f"invalid repository name in label '{text}'")
-            return Label(repo_part, "", repo_part)
+            return _interned(Label(repo_part, "", repo_part))
         if repo_part and not _REPO_OK.match(repo_part):
             raise LabelError(f"invalid repository name in label '{text}'")
         repo = repo_part
@@ -138,13 +153,13 @@ def parse_label(text: str, current_package: str = "", current_repo: str = "") ->
                 raise LabelError(f"label '{text}' names no target (write '//:name')")
         _check_package(text, package)
         _check_name(text, name)
-        return Label(repo, package, name)
+        return _interned(Label(repo, package, name))
     # A relative label is `:name` or `name`; the name is the rest, ':' included (`File::Spec.3pm`).
     # A file whose name starts with '@' or ':' is written with the leading ':' (glob() does so).
     if rest.startswith(":"):
         rest = rest[1:]
     _check_name(text, rest)
-    return Label(repo, current_package, rest)
+    return _interned(Label(repo, current_package, rest))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ text for pyimg and Bazel, so that the side-by-side figures compare the same work
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 import vs_bazel  # noqa: E402
@@ -41,3 +43,17 @@ def test_the_edited_sources_are_a_leaf_and_a_root(tmp_path):
     for base in (ws.pyimg, ws.bazel):
         assert (base / ws.source(ws.leaf)).is_file()
         assert (base / ws.source(ws.root)).is_file()
+
+
+@pytest.mark.slow
+def test_pyimg_only_times_every_scenario_without_bazel(tmp_path, capsys):
+    # --pyimg-only: the 50,000-target figures of pyimg alone (no Bazel server on a shared machine).
+    rep = vs_bazel.measure(20, 1, tmp_path, warmup=False, skip={"root source edited"},
+                           with_bazel=False)
+    scenarios = rep["scenarios"]
+    assert list(scenarios) == ["cold", "no-op", "leaf source edited", "BUILD file comment"]
+    assert scenarios["cold"]["pyimg_actions"] == [20] and scenarios["cold"]["bazel"] == []
+    assert scenarios["no-op"]["pyimg_actions"] == [0]
+    assert rep["pyimg_peak_rss_mib"] > 0 and rep["bazel_server_vmhwm_mib"] == 0
+    vs_bazel.print_table(rep)
+    assert "| cold | - |" in capsys.readouterr().out

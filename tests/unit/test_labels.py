@@ -114,3 +114,13 @@ def test_is_utf8_name():
     assert is_utf8_name("has space.txt")
     # os.fsdecode turns the byte 0xff, which UTF-8 never uses, into a lone surrogate.
     assert not is_utf8_name(b"bad\xff.txt".decode("utf-8", "surrogateescape"))
+
+
+def test_equal_labels_share_one_tuple_and_one_text():
+    # The label table: at 50,000 targets every reference to a target used to be its own tuple
+    # and its own string (docs/benchmarks.md, "50,000 targets").
+    a = parse_label("//scale/table:t")
+    b = parse_label(":t", "scale/table")
+    assert a == b and a is b
+    assert str(a) is str(b)
+    assert str(a) == "//scale/table:t"

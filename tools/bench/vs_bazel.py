@@ -266,15 +266,18 @@ def check_outputs_agree(ws: Workspaces, tools: list[Pyimg | Bazel], sample: int 
 
 
 def measure(size: int, rounds: int, tmp: Path, warmup: bool, skip: set[str],
-            program: str = PYIMG) -> dict[str, object]:
+            program: str = PYIMG, with_bazel: bool = True) -> dict[str, object]:
+    """One size's scenarios; `with_bazel` False times pyimg alone (`--pyimg-only`: measuring
+    pyimg at 50,000 targets without a Bazel server's gigabyte on a shared machine)."""
     root = tmp / f"size-{size}"
     ws = write_workspaces(root, size)
     pyimg = Pyimg(ws.pyimg, root / "pyimg", program)
-    bazel = Bazel(ws.bazel, root / "bazel")
-    tools: list[Pyimg | Bazel] = [pyimg, bazel]
+    bazel = Bazel(ws.bazel, root / "bazel") if with_bazel else None
+    tools: list[Pyimg | Bazel] = [pyimg, bazel] if bazel is not None else [pyimg]
     results = Results()
     load_before = os.getloadavg()
     build_pkg = ws.labels[len(ws.labels) // 2][2:].split(":")[0]
+    checked, bazel_hwm = 0, 0
     try:
         if warmup:
             for t in tools:
@@ -305,11 +308,12 @@ def measure(size: int, rounds: int, tmp: Path, warmup: bool, skip: set[str],
             for path in (ws.pyimg / f"{build_pkg}/BUILD.pyimg", ws.bazel / f"{build_pkg}/BUILD.bazel"):
                 path.write_text(path.read_text() + f"# edit {r}\n")
             each("BUILD file comment")
-            if r == 0:
+            if r == 0 and bazel is not None:
                 checked = check_outputs_agree(ws, tools)
-        bazel_hwm = bazel.vm_hwm_kib()
+        bazel_hwm = bazel.vm_hwm_kib() if bazel is not None else 0
     finally:
-        bazel.close()
+        if bazel is not None:
+            bazel.close()
     load_after = os.getloadavg()
     pyimg_peak = max(run.peak_kib for runs in results.runs.values() for run in runs)
     report: dict[str, object] = {
@@ -317,12 +321,12 @@ def measure(size: int, rounds: int, tmp: Path, warmup: bool, skip: set[str],
         "edges": sum(len(d) for d in ws.deps.values()),
         "root_dependents": ws.dependents(ws.root), "leaf_dependents": ws.dependents(ws.leaf),
         "load_before": load_before, "load_after": load_after,
-        "outputs_checked": checked, "bazel_packages_loaded": bazel.loaded,
+        "outputs_checked": checked, "bazel_packages_loaded": bazel.loaded if bazel is not None else [],
         "pyimg_peak_rss_mib": pyimg_peak / 1024, "bazel_server_vmhwm_mib": bazel_hwm / 1024,
         "scenarios": {},
     }
     for s in (s for s in SCENARIOS if s not in skip):
-        p, b = results.runs[(s, "pyimg")], results.runs[(s, "Bazel")]
+        p, b = results.runs[(s, "pyimg")], results.runs.get((s, "Bazel"), [])
         report["scenarios"][s] = {  # type: ignore[index]
             "pyimg": [r.seconds for r in p], "bazel": [r.seconds for r in b],
             "pyimg_actions": [r.actions for r in p], "bazel_actions": [r.actions for r in b],
@@ -341,9 +345,14 @@ def print_table(rep: dict[str, object]) -> None:
           "| pyimg peak RSS |")
     print("| --- | --- | --- | --- | --- | --- |")
     for s, d in rep["scenarios"].items():  # type: ignore[attr-defined]
-        b, p = statistics.median(d["bazel"]), statistics.median(d["pyimg"])
-        print(f"| {s} | {b:.2f} s | {p:.2f} s | {p / b:.2f} | {d['pyimg_actions'][-1]} / "
-              f"{d['bazel_actions'][-1]} | {d['pyimg_peak_rss_mib']:.0f} MiB |")
+        p = statistics.median(d["pyimg"])
+        if d["bazel"]:
+            b = statistics.median(d["bazel"])
+            bazel_s, ratio, bazel_n = f"{b:.2f} s", f"{p / b:.2f}", d["bazel_actions"][-1]
+        else:  # --pyimg-only
+            bazel_s, ratio, bazel_n = "-", "-", "-"
+        print(f"| {s} | {bazel_s} | {p:.2f} s | {ratio} | {d['pyimg_actions'][-1]} / "
+              f"{bazel_n} | {d['pyimg_peak_rss_mib']:.0f} MiB |")
     print(f"\nPeak memory: pyimg {rep['pyimg_peak_rss_mib']:.0f} MiB (largest process, any "
           f"scenario), Bazel server VmHWM {rep['bazel_server_vmhwm_mib']:.0f} MiB. Root source "
           f"reaches {rep['root_dependents']} targets, leaf {rep['leaf_dependents']}. Bazel's "
@@ -363,10 +372,13 @@ def main() -> int:
     ap.add_argument("--pyimg", default=PYIMG,
                     help="the pyimg program (e.g. one of a snapshot of the engine, so that a long "
                          "run does not pick up edits of the checkout)")
+    ap.add_argument("--pyimg-only", dest="with_bazel", action="store_false",
+                    help="time pyimg alone (no Bazel needed): its figures at a size where a "
+                         "Bazel server would take gigabytes of a shared machine")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--tmp", type=Path, help="where the workspaces go (default: a temp dir)")
     args = ap.parse_args()
-    if not Path(BAZEL).exists():
+    if args.with_bazel and not Path(BAZEL).exists():
         print("no bazel: run tools/setup --bench (Debian's bazel-bootstrap)", file=sys.stderr)
         return 2
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "engine")], check=True,
@@ -377,7 +389,8 @@ def main() -> int:
     reports = []
     with tempfile.TemporaryDirectory(prefix="pyimg-vs-bazel-", dir=args.tmp) as tmp:
         for size, n in zip(sizes, rounds, strict=True):
-            rep = measure(size, n, Path(tmp), args.warmup, set(args.skip), args.pyimg)
+            rep = measure(size, n, Path(tmp), args.warmup, set(args.skip), args.pyimg,
+                          args.with_bazel)
             reports.append(rep)
             print_table(rep)
             if args.json:

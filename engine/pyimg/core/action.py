@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +33,12 @@ __all__ = [
 KIND_RUN = "run"
 KIND_WRITE = "write"
 KIND_BUILTIN = "builtin"
+_PATH_FIELDS = ("outputs", "output_dirs", "inputs", "tools")
 
 
-@dataclass(frozen=True)
+# Slots: a build of 50,000 targets holds one Action per target and more; without a per-instance
+# __dict__ each takes about half the memory.
+@dataclass(frozen=True, slots=True)
 class Action:
     kind: str  # run | write | builtin
     outputs: tuple[str, ...]  # exec paths of output files
@@ -58,6 +62,15 @@ class Action:
     origin: str = field(default="", compare=False)  # file:line:col of the declaration
     mnemonic: str = field(default="Action", compare=False)
     progress_message: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        # One string per exec path: an action's inputs are its dependencies' outputs, and each
+        # was decoded on its own (Starlark's JSON, the persisted analysis).
+        for name in _PATH_FIELDS:
+            paths = getattr(self, name)
+            if type(paths) is tuple:
+                object.__setattr__(self, name, tuple(
+                    [sys.intern(p) if type(p) is str else p for p in paths]))
 
     @property
     def all_outputs(self) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -605,7 +606,9 @@ class Loader:
                 raise UserInputError(f"{what}: no attribute '{key}'{hint}",
                                      origin=self.argument_origin(origin, key))
             try:
-                normalized[key] = _check_attr(what, key, spec, value, pkg.name, origin, pkg.repo)
+                # Interned: each target's JSON decodes its own copy of every attribute name.
+                normalized[sys.intern(key)] = _check_attr(what, key, spec, value, pkg.name,
+                                                          origin, pkg.repo)
             except UserInputError as e:
                 # Point at the attribute the user wrote, not only at the call.
                 raise UserInputError(e.message, origin=self.argument_origin(origin, key)) from None

@@ -1,4 +1,7 @@
-from pyimg.core.action import Action, action_key, key_components
+import dataclasses
+import pickle
+
+from pyimg.core.action import KIND_RUN, Action, action_key, key_components
 
 
 def _key(action, digests=None, fmt="v1"):
@@ -24,3 +27,19 @@ def test_everything_that_shapes_outputs_changes_the_key():
         _key(base, fmt="v2"),
     }
     assert len(keys) == 6
+
+
+def test_actions_have_slots_not_a_dict():
+    # Slots halve an Action's size: one per target and more at 50,000 targets.
+    a = Action(kind=KIND_RUN, outputs=("o",), inputs=("i",), argv=("true",))
+    assert not hasattr(a, "__dict__")
+    assert pickle.loads(pickle.dumps(a)) == a and dataclasses.replace(a, argv=("x",)) != a
+
+
+def test_exec_paths_are_one_string_each():
+    # A consumer's input and its producer's output, decoded apart, end up one object.
+    out = "".join(["pyimg-out/p/", "gen.h"])
+    produced = Action(kind=KIND_RUN, outputs=(out,), argv=("true",))
+    consumed = Action(kind=KIND_RUN, outputs=("o",), inputs=("".join(["pyimg-out/p/", "gen.h"]),),
+                      argv=("true",))
+    assert consumed.inputs[0] is produced.outputs[0]

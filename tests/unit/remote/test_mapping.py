@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from pyimg.core.action import KIND_BUILTIN, KIND_RUN, Action
@@ -97,11 +98,11 @@ def test_the_key_changes_with_what_pyimg_keys():
         map_action(_RUN, _components(_RUN), inputs, (), "fmt/2"),  # the salt
         map_action(_RUN, _components(_RUN), {**inputs, "p/in": _file(b"IN")}, (), "fmt/1"),
         map_action(_RUN, _components(_RUN), {**inputs, "p/in": _file(b"in", True)}, (), "fmt/1"),
-        map_action(Action(**{**_RUN.__dict__, "env": (("LANG", "D"),)}), {}, inputs, (), "fmt/1"),
-        map_action(Action(**{**_RUN.__dict__, "argv": ("tool", "-v")}), {}, inputs, (), "fmt/1"),
-        map_action(Action(**{**_RUN.__dict__, "outputs": ("p/o2",)}), {}, inputs, (), "fmt/1"),
-        map_action(Action(**{**_RUN.__dict__, "tools": ()}), {}, inputs, (), "fmt/1"),
-        map_action(Action(**{**_RUN.__dict__, "cache_dirs": (("GOCACHE", "go"),)}), {}, inputs,
+        map_action(replace(_RUN, env=(("LANG", "D"),)), {}, inputs, (), "fmt/1"),
+        map_action(replace(_RUN, argv=("tool", "-v")), {}, inputs, (), "fmt/1"),
+        map_action(replace(_RUN, outputs=("p/o2",)), {}, inputs, (), "fmt/1"),
+        map_action(replace(_RUN, tools=()), {}, inputs, (), "fmt/1"),
+        map_action(replace(_RUN, cache_dirs=(("GOCACHE", "go"),)), {}, inputs,
                    (), "fmt/1"),
         map_action(_RUN, {"host_tools": {"/usr/bin/cc": "sha256:" + "0" * 64}}, inputs, (),
                    "fmt/1"),
@@ -109,7 +110,7 @@ def test_the_key_changes_with_what_pyimg_keys():
     digests = [m.digest.hash for m in changed]
     assert base.hash not in digests and len(set(digests)) == len(digests)
     # Display-only fields are not keyed.
-    shown = Action(**{**_RUN.__dict__, "mnemonic": "Other", "owner": "//x:y", "origin": "f:1:1"})
+    shown = replace(_RUN, mnemonic="Other", owner="//x:y", origin="f:1:1")
     assert map_action(shown, {}, inputs, (), "fmt/1").digest == base
 
 
