@@ -169,11 +169,16 @@ def test_sigterm_hands_a_running_lease_back_and_the_worker_exits(tmp_path):
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=590) == 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.communicate()  # closes the build's pipes too
-        grid.stop()
+        _stop_all(procs, grid)
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]], grid: BuildGrid) -> None:
+    """Kill what still runs (each in its own session), collect it, and stop the server."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()  # closes the build's pipes too
+    grid.stop()
 
 
 def test_one_worker_with_jobs_runs_two_leases_at_once(tmp_path):
@@ -199,8 +204,4 @@ def test_one_worker_with_jobs_runs_two_leases_at_once(tmp_path):
         log = (tmp_path / "farm.log").read_text()
         assert log.count("handed back to the server") == 2 and "0 leases done" in log, log
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.communicate()  # closes the build's pipes too
-        grid.stop()
+        _stop_all(procs, grid)
