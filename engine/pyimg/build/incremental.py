@@ -470,7 +470,8 @@ def _run(plan: _Plan, request: BuildRequest, start: float) -> int | None:
     ctx = new_context(session, jobs, execution.sandbox_strict,
                       lambda p: Path(host_of[p]), index["format"], lazy_blobs=lazy)
     candidates = [recorded[i] for i in plan.candidates]
-    outside = [r for i, r in recorded.items() if i not in set(plan.candidates)]
+    rerun = set(plan.candidates)
+    outside = [r for i, r in recorded.items() if i not in rerun]
     read = {p: d for r in candidates for p, d in r.inputs.items() if p in host_of}
     for p, digest in read.items():
         if p not in plan.changed:  # what the record knows spares reading the cache's file
@@ -565,6 +566,17 @@ def _recorded_entries(lines: ActionLines, skip: set[str], format_version: str) -
     return entries(records)
 
 
+def _under(paths: list[str], path: str) -> list[str]:
+    """`path` and the paths under it, of the sorted `paths`."""
+    found = [path] if (i := bisect.bisect_left(paths, path)) < len(paths) and paths[i] == path else []
+    prefix = path + "/"
+    i = bisect.bisect_left(paths, prefix)
+    while i < len(paths) and paths[i].startswith(prefix):
+        found.append(paths[i])
+        i += 1
+    return found
+
+
 def _update_stats(check: Check, workspace: Path, goals: list[str], stdout: str) -> bool:
     """The stat record after this build: the changed files as the check found them (the build
     hashed exactly those), the goals it placed again. False when an output is missing."""
@@ -573,10 +585,11 @@ def _update_stats(check: Check, workspace: Path, goals: list[str], stdout: str) 
     for directory, stat in check.dirs.items():  # a file saved by a rename
         check.set("dirs", directory, stat)
     outputs = check.record["outputs"]
+    recorded = sorted(outputs)  # a goal's recorded files by bisection: thousands of goals
     for g in goals:
         path = str(workspace / g)
         now = output_stats([path])
-        for old in [o for o in outputs if (o == path or o.startswith(path + "/")) and o not in now]:
+        for old in [o for o in _under(recorded, path) if o in outputs and o not in now]:
             check.drop("outputs", old)
         for o, output_stat in now.items():
             if outputs.get(o) != output_stat:

@@ -171,6 +171,11 @@ def _write(path: Path, head: bytes, lines: Iterable[bytes]) -> None:
     atomic_write_bytes(path, b"\n".join([head, *lines]))
 
 
+# How many changed values `Check._head` replaces in the record's text before it serializes the
+# record again instead.
+_MOST_PATCHES = 64
+
+
 class Check:
     """The record of this command line's last successful build and what changed since: `changed`
     maps every file whose stat differs to its new stat, `dirs` every directory whose stat
@@ -228,6 +233,10 @@ class Check:
         values of thousands: serializing it all again costs milliseconds). `json.dumps` writes
         `"key": value` the same wherever it is; a key not found exactly once in the line (a
         value added or removed, a key in two maps) and the whole record is serialized again."""
+        if len(self._patches) > _MOST_PATCHES:
+            # Each patch scans the whole line (megabytes at 10,000 actions) twice: a root-source
+            # edit changes thousands of outputs' stats, and one serialization is then cheaper.
+            return json.dumps(self.record).encode()
         head = self.raw[:self.tail].rstrip(b"\n")
         for old, key, new in self._patches:
             if old is _ABSENT or new is _ABSENT:

@@ -108,3 +108,15 @@ def test_writing_the_lines_does_not_hold_the_file_in_memory(tmp_path):
     token, spans = ActionLines.write(tmp_path / "again.actions", lines)
     again = ActionLines(tmp_path / "again.actions", token, spans)
     assert [again[i] for i in (0, 3999)] == [json.loads(lines[0]), json.loads(lines[3999])]
+
+
+def test_paths_under_a_goal_by_bisection():
+    from pyimg.build.incremental import _under
+
+    paths = sorted(["/w/out", "/w/out-x", "/w/out.txt", "/w/out/a", "/w/out/b/c", "/w/outer/d",
+                    "/w/o", "/w/p/out"])
+    assert _under(paths, "/w/out") == ["/w/out", "/w/out/a", "/w/out/b/c"]
+    assert _under(paths, "/w/out/b") == ["/w/out/b/c"]
+    assert _under(paths, "/w/outer") == ["/w/outer/d"]
+    assert _under(paths, "/w/none") == []
+    assert _under(paths, "/w/out.txt") == ["/w/out.txt"]

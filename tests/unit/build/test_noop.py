@@ -159,3 +159,35 @@ def test_saved_record_patches_what_changed(recorded):
     check.save([b"{}"])
     assert json.loads(check.path.read_bytes().split(b"\n")[0]) == check.record
     assert check_record(argv, ws) is None  # that output is not there
+
+
+def test_many_changed_values_serialize_the_record_once(recorded, monkeypatch):
+    """A root-source edit changes thousands of outputs' stats: past a few dozen patches the
+    record is serialized once instead of each patch scanning the whole line (quadratic)."""
+    import pyimg.build.noop as noop
+
+    ws, argv, output_base = recorded
+    (ws / "src.txt").write_text("22")
+    check = check_record(argv, ws)
+    assert check is not None
+    check.release()
+    out = str(ws / "pyimg-out/out.txt")
+    for i in range(noop._MOST_PATCHES + 1):
+        check.set("outputs", out, [i, 2, 3, 0])
+    calls: list[str] = []
+    monkeypatch.setattr(noop, "json", _CountingJson(json, calls))
+    check.save([b"{}"])
+    assert calls == ["dumps"]  # one serialization; patching would dump each old and new value
+    assert check.path.read_bytes().split(b"\n")[0] == json.dumps(check.record).encode()
+
+
+class _CountingJson:
+    def __init__(self, real, calls):
+        self._real, self._calls = real, calls
+
+    def dumps(self, value, **kw):
+        self._calls.append("dumps")
+        return self._real.dumps(value, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
