@@ -470,8 +470,8 @@ def _run(plan: _Plan, request: BuildRequest, start: float) -> int | None:
     ctx = new_context(session, jobs, execution.sandbox_strict,
                       lambda p: Path(host_of[p]), index["format"], lazy_blobs=lazy)
     candidates = [recorded[i] for i in plan.candidates]
-    rerun = set(plan.candidates)
-    outside = [r for i, r in recorded.items() if i not in rerun]
+    candidate_set = set(plan.candidates)
+    outside = [r for i, r in recorded.items() if i not in candidate_set]
     read = {p: d for r in candidates for p, d in r.inputs.items() if p in host_of}
     for p, digest in read.items():
         if p not in plan.changed:  # what the record knows spares reading the cache's file
