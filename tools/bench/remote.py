@@ -11,7 +11,9 @@
 - the bytes a re-build uploads after one source edit (goal: only that action's outputs);
 - the floor of any cold build: the same build served by a warm local cache, with a fresh output
   base and no reuse of earlier analyses (loading, analysis, materializing; no network), and the
-  CPU seconds pyimg and BuildGrid spent on the cold build with a warm remote cache.
+  CPU seconds pyimg and BuildGrid spent on the cold build with a warm remote cache;
+- the protocol's floor: 1,000 bare `GetActionResult` calls to the same BuildGrid from 16
+  threads through the client's gate, nothing else done: wall, client CPU and server CPU.
 
 `--small` runs the same steps on 60 targets (a check that the script works, not a measure).
 """
@@ -65,6 +67,53 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _rpc_floor(url: str, server_pid: int, calls: int = 1000,
+               threads: int = 16) -> tuple[float, float, float]:
+    """Wall, client CPU and server CPU seconds of `calls` bare GetActionResult calls (for a
+    digest the cache lacks) from `threads` threads through pyimg's CallGate."""
+    import threading
+
+    import grpc
+    from pyimg.remote._proto.build.bazel.remote.execution.v2 import (
+        remote_execution_pb2 as re_pb2,
+    )
+    from pyimg.remote._proto.build.bazel.remote.execution.v2 import (
+        remote_execution_pb2_grpc as re_grpc,
+    )
+    from pyimg.remote.client import open_channel
+    from pyimg.remote.flow import CallGate
+
+    channel = open_channel(url)
+    stub = re_grpc.ActionCacheStub(channel)
+    gate = CallGate()
+    request = re_pb2.GetActionResultRequest(
+        action_digest=re_pb2.Digest(hash="0" * 64, size_bytes=1))
+
+    def call() -> None:
+        try:
+            gate.call(stub.GetActionResult, request, timeout=60)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    def work(n: int) -> None:
+        for _ in range(n):
+            call()
+
+    call()  # the channel connected
+    pool = [threading.Thread(target=work, args=(calls // threads,)) for _ in range(threads)]
+    server0, start = _process_cpu(server_pid), time.perf_counter()
+    client0 = time.process_time()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - start
+    client, server = time.process_time() - client0, _process_cpu(server_pid) - server0
+    channel.close()
+    return wall, client, server
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,6 +146,7 @@ def main() -> int:
             warm_remote, err = build("downloader", "--remote-cache", grid.url)
             grid_cpu = _process_cpu(grid.proc.pid) - grid_cpu
             pyimg_cpu = _children_cpu() - pyimg_cpu
+            rpc_wall, rpc_client, rpc_server = _rpc_floor(grid.url, grid.proc.pid)
             hits = int(re.search(r"(\d+) hits, 0 misses", err).group(1))  # type: ignore[union-attr]
             # One source edited: what a re-build sends.
             src = ws / package_name(3) / "t0.txt"
@@ -127,6 +177,8 @@ def main() -> int:
     print(f"| CPU of the cold build with a warm remote cache: pyimg, BuildGrid | "
           f"{pyimg_cpu:.2f}, {grid_cpu:.2f} | BuildGrid {grid_cpu / hits * 1000:.2f} ms a hit "
           f"({hits} hits) |")
+    print(f"| protocol floor: 1,000 bare GetActionResult calls, 16 threads: wall; client CPU, "
+          f"BuildGrid CPU | {rpc_wall:.2f} | {rpc_client:.2f} s, {rpc_server:.2f} s |")
     print(f"| remote execution, 2 workers ({ran.group(1) if ran else '?'} actions remote) | "
           f"{executed:.2f} | {executed / cold_local:.2f}x the cold local build |")
     print(f"| bytes uploaded by a re-build after one source edit | {edit_bytes} | |")

@@ -11,7 +11,9 @@ which then leaves the cache aside for the build.
 `BatchReader` is a group commit: a thread that wants blobs queues them; while fewer than
 `max_calls` batches are in flight it sends one itself, with every blob queued by then (its own
 and other threads'), up to the server's batch size; otherwise it waits, and its blobs go out in
-the next batch. One lookup alone still costs one call; a hundred at once cost a few.
+the next batch, sent by the first thread woken when a slot frees. A waiting thread is woken
+only for that, or when its own blobs have come. One lookup alone still costs one call; a
+hundred at once cost a few.
 """
 
 from __future__ import annotations
@@ -86,14 +88,25 @@ class CallGate:
             self._cond.notify_all()
 
 
+class _Reader:
+    """One thread in `BatchReader.read`: how many of its blobs are still awaited, and the event
+    that wakes it (when they have all come, or to carry the next batch)."""
+
+    __slots__ = ("left", "woken")
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+        self.woken = threading.Event()
+
+
 @dataclass
 class _Want:
     """One blob one thread waits for: its bytes, or the error of the batch that carried it."""
 
     key: tuple[str, int]
+    reader: _Reader
     data: bytes | None = None
     error: BaseException | None = None
-    done: bool = False
 
 
 @dataclass
@@ -109,7 +122,11 @@ PER_BLOB_BYTES = 128
 class BatchReader:
     """Reads small blobs for many threads in few calls. `send(keys)` makes one batched read of
     the (hash, size) keys and returns the bytes it got by key (a missing key: not found);
-    `max_bytes()` is the server's batch limit, asked once, when the first batch is made."""
+    `max_bytes()` is the server's batch limit, asked once, when the first batch is made.
+
+    A waiting thread is woken only when its own blobs have come, or to carry the next batch
+    when a slot frees: not every waiter on every batch (with sixteen lookup threads, waking all
+    of them for each batch cost more CPU than the batched call itself)."""
 
     def __init__(self, send: Callable[[Sequence[tuple[str, int]]], dict[tuple[str, int], bytes]],
                  max_bytes: Callable[[], int], max_calls: int = 2) -> None:
@@ -119,30 +136,45 @@ class BatchReader:
         self.max_calls = max_calls
         self._queue: list[_Want] = []
         self._in_flight = 0
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # The threads asleep with blobs still awaited, oldest first (a dict: an ordered set).
+        self._asleep: dict[_Reader, None] = {}
         self.calls = 0
         self.blobs = 0
 
     def read(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
         """The bytes of each key, unverified (the caller hashes them); raises the error of a
         batch that failed, or KeyError for a blob the server does not have."""
-        mine = [_Want(k) for k in dict.fromkeys(keys)]
-        with self._cond:
+        unique = list(dict.fromkeys(keys))
+        me = _Reader(len(unique))
+        mine = [_Want(k, me) for k in unique]
+        with self._lock:
             self._queue.extend(mine)
-            self._cond.notify_all()
-            while not all(w.done for w in mine):
+        while True:
+            with self._lock:
+                if me.left == 0:
+                    break
+                batch = None
                 if self._queue and self._in_flight < self.max_calls:
                     batch = self._take()
                     self._in_flight += 1
-                    self._cond.release()
-                    try:
-                        self._carry(batch)
-                    finally:
-                        self._cond.acquire()
-                        self._in_flight -= 1
-                        self._cond.notify_all()
                 else:
-                    self._cond.wait()
+                    # Cleared under the lock that every waker holds: no wake-up is lost.
+                    me.woken.clear()
+                    self._asleep[me] = None
+            if batch is None:
+                me.woken.wait()
+                continue
+            try:
+                self._carry(batch)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+                    self._deliver(batch)
+                    if me.left == 0:
+                        # This thread leaves: another carries what is queued. (One that
+                        # still waits for its own blobs loops and carries them itself.)
+                        self._wake_a_carrier()
         out: dict[tuple[str, int], bytes] = {}
         for w in mine:
             if w.error is not None:
@@ -150,6 +182,24 @@ class BatchReader:
             assert w.data is not None
             out[w.key] = w.data
         return out
+
+    def _deliver(self, batch: _Batch) -> None:
+        """Count a carried batch's blobs off their readers; wake each reader whose blobs have
+        all come (called holding the lock)."""
+        for w in batch.wants:
+            reader = w.reader
+            reader.left -= 1
+            if reader.left == 0 and reader in self._asleep:
+                del self._asleep[reader]
+                reader.woken.set()
+
+    def _wake_a_carrier(self) -> None:
+        """Wake the oldest sleeper to send the next batch, if one is queued and a slot is free
+        (called holding the lock)."""
+        if self._queue and self._in_flight < self.max_calls and self._asleep:
+            reader = next(iter(self._asleep))
+            del self._asleep[reader]
+            reader.woken.set()
 
     def _take(self) -> _Batch:
         """The queued wants that fit one batch, oldest first (called holding the lock)."""
@@ -183,4 +233,3 @@ class BatchReader:
                 w.data = got[w.key]
             else:
                 w.error = KeyError(w.key)
-            w.done = True

@@ -7,6 +7,7 @@ import threading
 
 import grpc
 import pytest
+from pyimg.remote import flow
 from pyimg.remote.flow import PER_BLOB_BYTES, BatchReader, CallGate
 
 
@@ -158,3 +159,73 @@ def test_a_missing_blob_fails_only_its_reader_and_a_failed_call_every_reader_in_
 
     with pytest.raises(grpc.RpcError):
         BatchReader(down, lambda: 1 << 20).read([_key(3)])
+
+
+def test_a_waiting_reader_is_woken_for_its_own_blobs_or_to_carry_not_for_every_batch(monkeypatch):
+    # Twelve threads queue one blob each behind a call in flight; batches of one blob each go
+    # out one at a time. Waking every sleeper after every batch (as a condition's notify_all
+    # did) costs about 12 * 11 / 2 wake-ups; a reader is woken once for its blob and at most
+    # once per batch to carry one.
+    wakeups = []
+
+    class CountingCondition(threading.Condition):
+        def wait(self, timeout=None):
+            wakeups.append(1)
+            return super().wait(timeout)
+
+    class CountingEvent(threading.Event):
+        def wait(self, timeout=None):
+            wakeups.append(1)
+            return super().wait(timeout)
+
+    counting = type("threading", (), {"Lock": threading.Lock, "Condition": CountingCondition,
+                                      "Event": CountingEvent})
+    monkeypatch.setattr(flow, "threading", counting)
+    release = threading.Event()
+    sent: list[list[tuple[str, int]]] = []
+
+    def send(keys):
+        sent.append(list(keys))
+        if len(sent) == 1:
+            release.wait(5)
+        return {k: b"x" for k in keys}
+
+    reader = BatchReader(send, lambda: 1 + PER_BLOB_BYTES, max_calls=1)
+    readers = 12
+    results: dict[int, dict] = {}
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, reader.read([_key(n, 1)])))
+               for n in range(readers)]
+    for t in threads:
+        t.start()
+    while len(reader._queue) < readers - 1:  # one blob is in flight, the others queued
+        threading.Event().wait(0.01)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert len(results) == readers and len(sent) == readers
+    assert all(results[n] == {_key(n, 1): b"x"} for n in range(readers))
+    assert len(wakeups) <= 2 * readers
+
+
+def test_many_threads_with_overlapping_reads_all_get_their_bytes():
+    # No wake-up is lost: every thread returns, with its own blobs, whatever the interleaving.
+    def send(keys):
+        threading.Event().wait(0.001)
+        return {k: k[0].encode() for k in keys}
+
+    reader = BatchReader(send, lambda: 3 * (10 + PER_BLOB_BYTES), max_calls=2)
+    results: dict[int, dict] = {}
+
+    def read(n: int) -> None:
+        keys = [_key(k) for k in range(n % 7, n % 7 + 1 + n % 4)]
+        results[n] = reader.read(keys)
+
+    threads = [threading.Thread(target=read, args=(n,)) for n in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    for n in range(40):
+        assert results[n] == {_key(k): _key(k)[0].encode()
+                              for k in range(n % 7, n % 7 + 1 + n % 4)}
