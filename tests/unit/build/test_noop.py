@@ -140,11 +140,8 @@ def test_output_stats_walk_directories(tmp_path):
 
 
 def test_saved_record_patches_what_changed(recorded):
-    ws, argv, output_base = recorded
-    (ws / "src.txt").write_text("22")
-    check = check_record(argv, ws)
-    assert check is not None
-    check.release()
+    ws, argv, _ = recorded
+    check = _checked_after_an_edit(ws, argv)
     src = str(ws / "src.txt")
     check.set("files", src, check.changed[src])
     check.set(None, "stdout", 'new "report"\n')
@@ -166,28 +163,23 @@ def test_many_changed_values_serialize_the_record_once(recorded, monkeypatch):
     record is serialized once instead of each patch scanning the whole line (quadratic)."""
     import pyimg.build.noop as noop
 
-    ws, argv, output_base = recorded
-    (ws / "src.txt").write_text("22")
-    check = check_record(argv, ws)
-    assert check is not None
-    check.release()
+    ws, argv, _ = recorded
+    check = _checked_after_an_edit(ws, argv)
     out = str(ws / "pyimg-out/out.txt")
     for i in range(noop._MOST_PATCHES + 1):
         check.set("outputs", out, [i, 2, 3, 0])
     calls: list[str] = []
-    monkeypatch.setattr(noop, "json", _CountingJson(json, calls))
+    dumps = json.dumps
+    monkeypatch.setattr(json, "dumps", lambda value, **kw: calls.append("dumps") or dumps(value, **kw))
     check.save([b"{}"])
     assert calls == ["dumps"]  # one serialization; patching would dump each old and new value
     assert check.path.read_bytes().split(b"\n")[0] == json.dumps(check.record).encode()
 
 
-class _CountingJson:
-    def __init__(self, real, calls):
-        self._real, self._calls = real, calls
-
-    def dumps(self, value, **kw):
-        self._calls.append("dumps")
-        return self._real.dumps(value, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
+def _checked_after_an_edit(ws: Path, argv: list[str]):
+    """The check of the recorded build after its source was edited, its lock released."""
+    (ws / "src.txt").write_text("22")
+    check = check_record(argv, ws)
+    assert check is not None
+    check.release()
+    return check
