@@ -38,15 +38,18 @@ def _key(blob: Digest) -> Digest:
 
 
 def store_layer_files(cas: ContentStore, cache: ActionCache, blob: Digest,
-                      files: list[LayerFile], links: dict[str, str]) -> None:
-    """Keep the files and symlinks of the layer blob `blob` for `load_layer_files`."""
+                      files: list[LayerFile], links: dict[str, str], sync: bool = True) -> None:
+    """Keep the files and symlinks of the layer blob `blob` for `load_layer_files`. Without
+    `sync` the entry is not fsynced (a build syncs the filesystem once at its end): torn by a
+    crash, it fails its check and is dropped, and the SBOM reads the layer."""
     body = canonical_json({
         "layer": str(blob),
         "files": [[f.path, f.sha256, f.sha1, f.mode, f.uid, f.gid] for f in files],
         "links": links,
     })
     digest = cas.put_bytes(body)
-    cache.put(_key(blob), ActionResult({_OUTPUT: FileOutput(digest, len(body), False)}, {}))
+    cache.put(_key(blob), ActionResult({_OUTPUT: FileOutput(digest, len(body), False)}, {}),
+              sync=sync)
 
 
 def load_layer_files(cas: ContentStore, cache: ActionCache,
@@ -140,12 +143,13 @@ class LayerFilesTee:
             self._tar.chunks.put(b"")
             self._thread.join()
 
-    def record(self, cas: ContentStore, cache: ActionCache, blob: Digest) -> bool:
+    def record(self, cas: ContentStore, cache: ActionCache, blob: Digest,
+               sync: bool = True) -> bool:
         """Keep what the reader found under `blob`, the digest of the layer the tar was
-        compressed into; False when it found nothing to keep."""
+        compressed into (`sync`: as `store_layer_files`); False when it found nothing."""
         self.close()
         if self._found is None:
             return False
-        store_layer_files(cas, cache, blob, *self._found)
+        store_layer_files(cas, cache, blob, *self._found, sync=sync)
         return True
 

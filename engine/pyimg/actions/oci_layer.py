@@ -89,14 +89,12 @@ def _layer_from_spec(call: BuiltinCall, spec: Any, writer: Any, blob: Path,
             f"oci_layer: tar_writer must be pkg_tar, deb_layer, py_layer or npm_layer, got {writer!r}")
     if not isinstance(spec, dict) or set(spec) - known:
         raise UserInputError(f"oci_layer: tar_spec must be {writer} params, got {spec!r}")
-    store = call.content_store
-    if store is None:  # nowhere to record the layer's files: an SBOM reads them from the blob
-        tee = None
-    else:
-        from pyimg.actions.layer_record import LayerFilesTee
+    from pyimg.actions.layer_record import LayerFilesTee
 
-        tee = LayerFilesTee(f"oci_layer: {writer} tar")
+    store = call.content_store
     with tempfile.TemporaryDirectory(dir=blob.parent, prefix=".oci_layer-") as scratch:
+        # No store: nowhere to record the layer's files, an SBOM reads them from the blob.
+        tee = LayerFilesTee(f"oci_layer: {writer} tar") if store is not None else None
         try:
             layer = write_layer(
                 blob,
@@ -111,8 +109,8 @@ def _layer_from_spec(call: BuiltinCall, spec: Any, writer: Any, blob: Path,
                 tee.close()
     if tee is not None and store is not None:
         # The files an SBOM lists, read from the tar as it was written: no SBOM decompresses
-        # this layer again (actions/layer_record.py).
+        # this layer again (actions/layer_record.py). Synced with the build's own entries.
         from pyimg.core.action_cache import ActionCache
 
-        tee.record(store, ActionCache(store.root, store), layer.descriptor.digest)
+        tee.record(store, ActionCache(store.root, store), layer.descriptor.digest, sync=False)
     return layer
