@@ -509,7 +509,8 @@ def test_the_build_records_the_files_of_the_layers_it_writes_for_the_sbom(
         return layer_files(*args, **kwargs)
 
     monkeypatch.setattr("pyimg.attest.layer_facts.layer_files", reading)
-    monkeypatch.setattr("pyimg.actions.layer_record.LayerFilesTee.record", lambda *a: False)
+    monkeypatch.setattr("pyimg.actions.layer_record.LayerFilesTee.record",
+                        lambda *a, **k: False)
     read = workspace("read")
     assert read.run("build", "//:i").code == 0
     again = read.run("sbom", *read.flags(), "//:i")
