@@ -528,9 +528,13 @@ class ActionExecutor:
         if action.host_tools:
             # Inside the execroot so that PATH holds no host path (it would vary by workspace).
             bin_dir = Path(HOST_TOOLS_DIR)
-            staged.make_dir(execroot, HOST_TOOLS_DIR)
-            for tool in action.host_tools:
-                os.symlink(tool, execroot / bin_dir / os.path.basename(tool))
+            tool_links = {os.path.basename(tool): tool for tool in action.host_tools}
+            if (staged.spares is None
+                    or not staged.spares.take_links(tool_links, execroot / bin_dir)):
+                staged.make_dir(execroot, HOST_TOOLS_DIR)
+                for name, tool in tool_links.items():
+                    os.symlink(tool, execroot / bin_dir / name)
+            staged.dirs.add(HOST_TOOLS_DIR)
             tool_dirs.append(bin_dir)
         tool_dirs.extend(sorted({Path(t).parent for t in action.tools}))
         if isolation == "none":
@@ -885,6 +889,9 @@ class _Spares:
         self._files: list[str] = []
         self._named = 0
         self._uid = os.getuid()
+        # The last command's directory of host-tool links, and what it held: most commands
+        # have the same (sh), and a symlink is an inode that cannot be reused.
+        self._links: tuple[str, dict[str, str]] | None = None
 
     def make_dir(self, path: str) -> None:
         """`os.mkdir(path)` with a spare directory when there is one."""
@@ -909,6 +916,44 @@ class _Spares:
                 cas.copy_to(digest, dest, executable, overwrite=True)
                 return
         cas.copy_to(digest, dest, executable)
+
+    def take_links(self, links: dict[str, str], dest: Path) -> bool:
+        """Rename the kept directory of symlinks to `dest` if it holds exactly `links` (name ->
+        target); False when there is none or it holds others (then it is removed)."""
+        if self._links is None:
+            return False
+        kept, held = self._links
+        self._links = None
+        if held == links:
+            try:
+                os.rename(kept, dest)
+                return True
+            except OSError:
+                pass
+        remove_tree(Path(kept))
+        return False
+
+    def keep_links(self, path: str) -> bool:
+        """Keep `path`, a directory of symlinks only, for `take_links`; False if it is not one."""
+        try:
+            st = os.lstat(path)
+            if (not stat.S_ISDIR(st.st_mode) or st.st_uid != self._uid
+                    or stat.S_IMODE(st.st_mode) != 0o755 or os.listxattr(path)):
+                return False
+            held: dict[str, str] = {}
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if not entry.is_symlink() or entry.stat(follow_symlinks=False).st_uid != self._uid:
+                        return False
+                    held[entry.name] = os.readlink(entry.path)
+            if self._links is not None:
+                remove_tree(Path(self._links[0]))
+            kept = os.path.join(self._root, "links")
+            os.rename(path, kept)
+        except OSError:
+            return False
+        self._links = (kept, held)
+        return True
 
     def keep_or_remove(self, path: str, is_dir: bool) -> None:
         """Empty `path` (a directory's entries each kept or removed), then keep it as a spare if
@@ -972,8 +1017,11 @@ def _empty_slot(slot: Path, spares: _Spares) -> bool:
             keep.add(_SPARE_DIR)
         with os.scandir(d) as entries:
             for entry in entries:
-                if entry.name not in keep:
-                    spares.keep_or_remove(entry.path, entry.is_dir(follow_symlinks=False))
+                if entry.name in keep:
+                    continue
+                if rel == "execroot" and entry.name == HOST_TOOLS_DIR and spares.keep_links(entry.path):
+                    continue
+                spares.keep_or_remove(entry.path, entry.is_dir(follow_symlinks=False))
         if not set(os.listdir(d)) <= keep:  # the kept ones are made on their own turn
             return False
     return True

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from pyimg.core.cas import ContentStore
-from pyimg.core.executor import COPY_INPUTS_UP_TO, _ScratchSlots, _StagedInputs
+from pyimg.core.executor import COPY_INPUTS_UP_TO, HOST_TOOLS_DIR, _ScratchSlots, _StagedInputs
 
 
 def _tree(top: Path, skip: str = "spare") -> list[str]:
@@ -104,3 +104,26 @@ def test_what_could_carry_something_over_is_removed_not_kept(tmp_path):
     assert all(not os.listdir(spare / d) and not os.listxattr(spare / d)
                and kept[d].st_mode & 0o7777 == 0o755 for d in dirs)
     assert (tmp_path / "elsewhere").read_text() == "x"
+
+
+def test_the_host_tools_links_are_kept_only_for_a_command_with_the_same_ones(tmp_path):
+    slots = _ScratchSlots(tmp_path / "scratch")
+    slot = slots.take()
+    tools = slot / "execroot" / HOST_TOOLS_DIR
+    tools.mkdir(parents=True)
+    os.symlink("/bin/sh", tools / "sh")
+    inode = os.lstat(tools / "sh").st_ino
+    slots.give_back(slot)
+    assert slots.take() == slot and _tree(slot / "execroot") == []
+    spares = slots.spares(slot)
+    assert spares.take_links({"sh": "/bin/sh"}, tools)
+    assert os.lstat(tools / "sh").st_ino == inode and os.readlink(tools / "sh") == "/bin/sh"
+    slots.give_back(slot)
+    assert not slots.spares(slot).take_links({"sh": "/bin/dash"}, tools)
+    assert not tools.exists() and _tree(slot / "spare", skip="-") == []
+    tools.mkdir()
+    os.symlink("/bin/sh", tools / "sh")
+    (tools / "extra").write_text("a file is not a host tool link")
+    slots.give_back(slot)
+    assert not slots.spares(slot).take_links({"sh": "/bin/sh"}, tools)
+    assert not tools.exists()
