@@ -33,8 +33,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repository", required=True, help="where to push, registry/repo[:tag]")
     p.add_argument("--tag", action="append", default=[], help="a tag to set (repeatable)")
     p.add_argument("--sign-key", metavar="KEY",
-                   help="sign the pushed image and attach its SBOM (SPDX) and provenance as "
-                        "signed attestations: an ECDSA P-256 PEM file, or env://VAR")
+                   help="sign the pushed image (of an index: each image it lists too) and "
+                        "attach its SBOM (SPDX; of an index, one per platform image) and "
+                        "provenance as signed attestations: an ECDSA P-256 PEM file, or env://VAR")
     p.add_argument("--key-password-env", metavar="VAR",
                    help="the environment variable holding the key's password")
     p.add_argument("--key-password-file", metavar="FILE",
