@@ -78,6 +78,7 @@ __all__ = [
 
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+BUILDKIT_REFERENCE_TYPE = "vnd.docker.reference.type"
 PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
 # What `cosign sign --new-bundle-format` states about an image it signs.
 SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
@@ -129,7 +130,10 @@ def _subject_and_images(client: RegistryClient, ref: Reference) -> tuple[Descrip
         listed = parse_index(fetched.data, where).manifests
     except Exception as e:  # noqa: BLE001 - any unreadable index is the same failure here
         raise VerificationError(f"{where}: not a readable index ({e})") from None
-    return fetched.descriptor(), listed
+    # BuildKit's attestation manifests, listed in its indexes, are not images to sign.
+    images = tuple(d for d in listed
+                   if dict(d.annotations).get(BUILDKIT_REFERENCE_TYPE) != "attestation-manifest")
+    return fetched.descriptor(), images
 
 
 def _identity(ref: Reference) -> str:

@@ -79,8 +79,10 @@ def test_signing_again_uploads_nothing_and_keeps_one_signature() -> None:
     assert verify_image(client, REF, key.public).signatures == 1
 
 
-def _index_client() -> tuple[FakeRegistry, RegistryClient, str, dict[str, Digest]]:
-    """A fake registry holding an index of two images (linux/amd64, linux/arm64) tagged v1."""
+def _index_client(extra: tuple[dict, ...] = ()) -> tuple[FakeRegistry, RegistryClient, str,
+                                                         dict[str, Digest]]:
+    """A fake registry holding an index of two images (linux/amd64, linux/arm64) tagged v1,
+    and the `extra` entries after them."""
     fake = FakeRegistry()
     images = {}
     entries = []
@@ -91,6 +93,7 @@ def _index_client() -> tuple[FakeRegistry, RegistryClient, str, dict[str, Digest
         images[f"linux/{arch}"] = Digest.parse(digest)
         entries.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data),
                         "platform": {"os": "linux", "architecture": arch}})
+    entries += extra
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
     digest = fake.put_manifest("team/app", OCI_INDEX, index, "v1")
     client = RegistryClient(fake.transport, insecure=["reg.test"], sleep=lambda s: None)
@@ -145,3 +148,17 @@ def test_a_predicate_about_an_image_the_index_does_not_list_pushes_nothing() -> 
         sign_image(client, REF, generate_key(),
                    predicates=[Predicate(SBOM.data, "spdx", "SBOM of linux/s390x", other)])
     assert len(fake.manifests) == before
+
+
+def test_buildkit_attestation_manifests_of_an_index_are_not_signed_as_images() -> None:
+    """BuildKit lists its attestation manifests in the index (platform unknown/unknown): they
+    are no image to sign or to require a signature of."""
+    attestation = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "cd" * 32, "size": 2,
+                   "platform": {"os": "unknown", "architecture": "unknown"},
+                   "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                                   "vnd.docker.reference.digest": "sha256:" + "ef" * 32}}
+    fake, client, digest, images = _index_client((attestation,))
+    key = generate_key()
+    sign_image(client, REF, key)
+    found = verify_image(client, REF, key.public)
+    assert [platform for platform, _ in found.images] == ["linux/amd64", "linux/arm64"]
