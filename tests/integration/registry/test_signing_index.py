@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ from test_signing import (
     BUNDLE,
     DSSE,
     PASSWORD,
+    SIGSTORE_JS,
+    VERIFY_JS,
     _client,
     _one_error,
     _referrer_blobs,
@@ -129,6 +134,20 @@ def test_signed_push_of_an_index(registry, tmp_path: Path, keys: Path,  # noqa: 
         assert statement["subject"][0]["digest"] == {"sha256": arm64.hex}
         with pytest.raises(VerificationError):
             _securesystemslib_verify(_tampered(envelope), keys.with_suffix(".pub").read_bytes())
+
+    # The npm Sigstore verifier accepts a platform image's bundle, and refuses it tampered with.
+    if (SIGSTORE_JS / "@sigstore" / "verify").is_dir() and shutil.which("node"):
+        [bundle] = _referrer_blobs(ref, arm64)[BUNDLE]
+        envelope = json.dumps(json.loads(bundle)["dsseEnvelope"]).encode()
+        (tmp_path / "bundle.json").write_bytes(bundle)
+        (tmp_path / "tampered.json").write_text(json.dumps(
+            {**json.loads(bundle), "dsseEnvelope": json.loads(_tampered(envelope))}))
+        env = {**os.environ, "NODE_PATH": str(SIGSTORE_JS)}
+        for name, ok in (("bundle.json", True), ("tampered.json", False)):
+            node = subprocess.run(["node", str(VERIFY_JS), str(tmp_path / name), public],
+                                  capture_output=True, text=True, env=env, timeout=60)
+            assert (node.returncode == 0) == ok, node.stdout + node.stderr
+            assert ok == (node.stdout.strip() == "verified"), node.stdout
 
     # A missing attestation: the amd64 image's SBOM dropped from its referrers tag.
     amd64 = platforms["linux/amd64"]
