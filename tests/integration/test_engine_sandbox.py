@@ -274,3 +274,37 @@ def test_nothing_an_action_leaves_in_its_reused_scratch_is_seen_by_the_next(ws, 
     seen = ws.out("p/b.txt").read_text()
     assert "leak" not in seen, seen
     assert "755 .\n755 /pyimg/home\n755 /tmp\n" in seen, seen
+
+
+@needs_isolation
+def test_a_command_sees_nothing_an_earlier_command_left_in_its_slot(ws):
+    """One worker runs a chain in one reused scratch slot, whose directories and input copies
+    become the next commands' (core/executor.py, `_Spares`): each command still sees exactly
+    its own inputs, empty HOME and TMPDIR, and fresh copies of its inputs' bytes and modes."""
+    ws.write("p/a.txt", "a\n" * 100)
+    ws.write("q/b.txt", "b\n")
+    litter = ("mkdir -p junk/deep $$HOME/h $$TMPDIR/t && echo left > junk/deep/f"
+              " && echo left > $$HOME/h/f && echo left > $$TMPDIR/t/f && chmod 700 junk")
+    look = ("(find . $$HOME $$TMPDIR -mindepth 1 | sed 's|'$$HOME'|HOME|;s|'$$TMPDIR'|TMP|' "
+            " | sort; stat -c '%n %a %s' $(SRCS) | sort; cat $(SRCS)) > $@")
+    ws.write("p/BUILD.pyimg", f"""
+        genrule(name = "one", srcs = ["a.txt"], outs = ["one.txt"], cmd = "{look} && {litter}")
+        genrule(name = "two", srcs = [":one", "//q:b.txt"], outs = ["two.txt"],
+                cmd = "{look} && {litter}")
+        genrule(name = "three", srcs = ["//q:b.txt"], outs = ["three.txt"], cmd = "{look}")
+    """)
+    ws.write("q/BUILD.pyimg", 'exports_files(["b.txt"])\n')
+    r = ws.run("build", "-j", "1", "//p:three", "//p:two")
+    assert r.code == 0, r.err
+    two = ws.out("p/two.txt").read_text().splitlines()
+    assert two[:8] == [
+        "./_pyimg_host_tools", "./_pyimg_host_tools/sh", "./pyimg-out", "./pyimg-out/p",
+        "./pyimg-out/p/one.txt", "./pyimg-out/p/two.txt", "./q", "./q/b.txt"]
+    assert two[8].startswith("pyimg-out/p/one.txt 444 ") and two[9] == "q/b.txt 444 2"
+    assert two[10:18] == [  # one.txt: what "one" saw
+        "./_pyimg_host_tools", "./_pyimg_host_tools/sh", "./p", "./p/a.txt", "./pyimg-out",
+        "./pyimg-out/p", "./pyimg-out/p/one.txt", "p/a.txt 444 200"]
+    three = ws.out("p/three.txt").read_text().splitlines()
+    assert three == [
+        "./_pyimg_host_tools", "./_pyimg_host_tools/sh", "./pyimg-out", "./pyimg-out/p",
+        "./pyimg-out/p/three.txt", "./q", "./q/b.txt", "q/b.txt 444 2", "b"]

@@ -485,15 +485,19 @@ class ContentStore:
             raise KeyError(str(digest))
         return self.path(digest).read_bytes()
 
-    def copy_to(self, digest: Digest, dest: Path, executable: bool = False) -> None:
+    def copy_to(self, digest: Digest, dest: Path | str, executable: bool = False,
+                overwrite: bool = False) -> None:
         """A private copy of a blob at `dest`, with the blob's mode and mtime, never its inode.
 
         For places where the reader may write (a command's execroot): changing the copy can never
-        reach the store. `dest` must not exist.
+        reach the store. `dest` must not exist, unless `overwrite`: then it is a regular file of
+        ours, with one link, whose inode is reused (its bytes and mode replaced).
         """
         src = self.path_str(digest, executable)
         st = os.stat(src)
-        with open(src, "rb") as s, open(dest, "xb") as d:
+        if overwrite:
+            os.chmod(dest, 0o600)  # the file's last user may have left it read-only
+        with open(src, "rb") as s, open(dest, "wb" if overwrite else "xb") as d:
             _copy_bytes(s.fileno(), d.fileno(), st.st_size)
         os.chmod(dest, st.st_mode & 0o7777)
         os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))

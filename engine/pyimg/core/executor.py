@@ -353,7 +353,7 @@ class ActionExecutor:
                         served="remote" if was_cached else "remote-exec")
         scratch = self._slots.take()
         try:
-            result = self._run(action, scratch)
+            result = self._run(action, scratch, self._slots.spares(scratch))
             self._commit_entry(key, result)
         finally:
             self._slots.give_back(scratch)
@@ -402,7 +402,7 @@ class ActionExecutor:
                     paths[f"{path}/{rel}"] = self.cas.path(f.digest, f.executable)
         return RemoteRequest(action, key, components, files, tuple(dirs), paths)
 
-    def _run(self, action: Action, scratch: Path) -> ActionResult:
+    def _run(self, action: Action, scratch: Path, spares: _Spares | None = None) -> ActionResult:
         if action.kind == KIND_WRITE:
             content = action.params["content"].encode()
             executable = bool(action.params.get("executable"))
@@ -411,7 +411,7 @@ class ActionExecutor:
         if action.kind == KIND_BUILTIN:
             return self._run_builtin(action, scratch)
         if action.kind == KIND_RUN:
-            return self._run_command(action, scratch)
+            return self._run_command(action, scratch, spares)
         raise PyimgError(f"unknown action kind {action.kind!r}")
 
     def _staged_input(self, path: str, links: dict[tuple[int, int], Digest]) -> Path:
@@ -504,14 +504,16 @@ class ActionExecutor:
         if self.ctx.cancel.is_set():
             raise InterruptedBuildError("interrupted")
 
-    def _run_command(self, action: Action, scratch: Path) -> ActionResult:
+    def _run_command(self, action: Action, scratch: Path, spares: _Spares | None) -> ActionResult:
         from pyimg.core.sandbox import SandboxSpec, probe_isolation, run_sandboxed, sanitized_etc
 
         execroot = scratch / "execroot"
         execroot.mkdir(exist_ok=True)  # kept empty between the actions of a scratch slot
         links: dict[tuple[int, int], Digest] = {}
         isolation = probe_isolation()
-        staged = _StagedInputs(allow_binds=isolation != "none")
+        # Without a sandbox a command could reach the spares (they are outside its execroot).
+        staged = _StagedInputs(allow_binds=isolation != "none",
+                               spares=spares if isolation != "none" else None)
         for p in action.inputs + action.tools:
             self._stage_into_execroot(p, execroot, links, staged)
         for p in action.outputs:
@@ -526,9 +528,13 @@ class ActionExecutor:
         if action.host_tools:
             # Inside the execroot so that PATH holds no host path (it would vary by workspace).
             bin_dir = Path(HOST_TOOLS_DIR)
-            (execroot / bin_dir).mkdir()
-            for tool in action.host_tools:
-                os.symlink(tool, execroot / bin_dir / os.path.basename(tool))
+            tool_links = {os.path.basename(tool): tool for tool in action.host_tools}
+            if (staged.spares is None
+                    or not staged.spares.take_links(tool_links, execroot / bin_dir)):
+                staged.make_dir(execroot, HOST_TOOLS_DIR)
+                for name, tool in tool_links.items():
+                    os.symlink(tool, execroot / bin_dir / name)
+            staged.dirs.add(HOST_TOOLS_DIR)
             tool_dirs.append(bin_dir)
         tool_dirs.extend(sorted({Path(t).parent for t in action.tools}))
         if isolation == "none":
@@ -728,7 +734,7 @@ class ActionExecutor:
             else:
                 staged.make_dir(execroot, os.path.dirname(exec_path))
                 target.unlink(missing_ok=True)  # the same input named twice
-                self.cas.copy_to(f.digest, target, f.executable)
+                staged.copy(self.cas, f.digest, target, f.executable)
                 staged.add(exec_path, target, blob, shared_inode=False)
 
     def _check_inputs_unchanged(
@@ -807,9 +813,12 @@ class ActionExecutor:
         return FileOutput(digest, st.st_size, executable)
 
 
-# A scratch slot holds these directories between actions, empty; anything else is removed.
+# A scratch slot holds these directories between actions, empty; anything else is removed or
+# kept as a spare in _SPARE_DIR, which no command sees.
 _SANDBOX_DIR = "sandbox"  # the sandbox's HOME and TMPDIR (core/sandbox.py, SandboxSpec.scratch_dir)
 _SLOT_DIRS = ("execroot", _SANDBOX_DIR, f"{_SANDBOX_DIR}/home", f"{_SANDBOX_DIR}/tmp")
+_SPARE_DIR = "spare"
+_MAX_SPARES = 512  # per slot: more than the directories and small inputs of most commands
 
 
 class _ScratchSlots:
@@ -827,6 +836,7 @@ class _ScratchSlots:
         self._free: list[Path] = []
         self._made = 0
         self._lock = threading.Lock()
+        self._spares: dict[Path, _Spares] = {}
 
     def take(self) -> Path:
         with self._lock:
@@ -836,24 +846,160 @@ class _ScratchSlots:
             slot = self._root / f"slot-{os.getpid()}-{self._made}"
         remove_tree(slot)
         slot.mkdir(parents=True)
+        (slot / _SPARE_DIR).mkdir(mode=0o700)
+        self._spares[slot] = _Spares(slot / _SPARE_DIR)
         return slot
+
+    def spares(self, slot: Path) -> _Spares:
+        return self._spares[slot]
 
     def give_back(self, slot: Path) -> None:
         try:
-            clean = _empty_slot(slot)
+            clean = _empty_slot(slot, self._spares[slot])
         except OSError:
             clean = False
         if not clean:
             remove_tree(slot)
+            with self._lock:
+                del self._spares[slot]
             return
         with self._lock:
             self._free.append(slot)
 
 
-def _empty_slot(slot: Path) -> bool:
-    """Empty `slot` down to its own directories (made where missing); False when one of them is
-    not a plain directory of ours with mode 0755 and no extended attributes, or will not empty."""
+class _Spares:
+    """Directories and small private files that a slot's earlier commands left, emptied, kept to be
+    renamed into the next command's execroot instead of made anew (Bazel's reused sandbox
+    directories go one step: they keep the paths the next action shares).
+
+    Why: a command's execroot is a dozen directories and input copies, and making and freeing
+    them is most of what an action costs the kernel. On ext4 without a journal (the benchmark
+    machine's disk) each inode made is a scan past every inode of its block group freed in the
+    last minutes (`recently_deleted`): 34% of a 2,000-target cold build's CPU, growing with
+    the build's length; with a journal, a transaction each. With spares a slot frees almost
+    nothing: a command's outputs are hard links the store keeps.
+
+    A spare is a plain directory or a regular file of ours with one link, no extended attribute
+    (an ACL or xattr would reach the next command) and, for a file, at most COPY_INPUTS_UP_TO
+    bytes; its bytes and mode are replaced when it is used. Used by one worker at a time."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._dirs: list[str] = []
+        self._files: list[str] = []
+        self._named = 0
+        self._uid = os.getuid()
+        # The last command's directory of host-tool links, and what it held: most commands
+        # have the same (sh), and a symlink is an inode that cannot be reused.
+        self._links: tuple[str, dict[str, str]] | None = None
+
+    def make_dir(self, path: str) -> None:
+        """`os.mkdir(path)` with a spare directory when there is one."""
+        if self._dirs:
+            spare = self._dirs.pop()
+            try:
+                os.rename(spare, path)
+                return
+            except OSError:
+                self._dirs.append(spare)  # `path` is there already: mkdir says how
+        os.mkdir(path)
+
+    def copy(self, cas: ContentStore, digest: Digest, dest: Path, executable: bool) -> None:
+        """`cas.copy_to` onto a spare file when there is one (`dest` must not exist)."""
+        if self._files:
+            spare = self._files.pop()
+            try:
+                os.rename(spare, dest)
+            except OSError:
+                self._files.append(spare)
+            else:
+                cas.copy_to(digest, dest, executable, overwrite=True)
+                return
+        cas.copy_to(digest, dest, executable)
+
+    def take_links(self, links: dict[str, str], dest: Path) -> bool:
+        """Rename the kept directory of symlinks to `dest` if it holds exactly `links` (name ->
+        target); False when there is none or it holds others (then it is removed)."""
+        if self._links is None:
+            return False
+        kept, held = self._links
+        self._links = None
+        if held == links:
+            try:
+                os.rename(kept, dest)
+                return True
+            except OSError:
+                pass
+        remove_tree(Path(kept))
+        return False
+
+    def keep_links(self, path: str) -> bool:
+        """Keep `path`, a directory of symlinks only, for `take_links`; False if it is not one."""
+        try:
+            st = os.lstat(path)
+            if (not stat.S_ISDIR(st.st_mode) or st.st_uid != self._uid
+                    or stat.S_IMODE(st.st_mode) != 0o755 or os.listxattr(path)):
+                return False
+            held: dict[str, str] = {}
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if not entry.is_symlink() or entry.stat(follow_symlinks=False).st_uid != self._uid:
+                        return False
+                    held[entry.name] = os.readlink(entry.path)
+            if self._links is not None:
+                remove_tree(Path(self._links[0]))
+            kept = os.path.join(self._root, "links")
+            os.rename(path, kept)
+        except OSError:
+            return False
+        self._links = (kept, held)
+        return True
+
+    def keep_or_remove(self, path: str, is_dir: bool) -> None:
+        """Empty `path` (a directory's entries each kept or removed), then keep it as a spare if
+        it qualifies, else remove it."""
+        try:
+            if is_dir:
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        self.keep_or_remove(entry.path, entry.is_dir(follow_symlinks=False))
+            st = os.lstat(path)
+            if self._qualifies(path, st, is_dir):
+                self._named += 1
+                spare = os.path.join(self._root, str(self._named))
+                os.rename(path, spare)
+                (self._dirs if is_dir else self._files).append(spare)
+                return
+        except OSError:
+            pass  # a directory the command closed to us: removed below, opened up as needed
+        if is_dir:
+            remove_tree(Path(path))
+            if os.path.lexists(path):  # the parent is closed to us: it must not become a spare
+                raise OSError(f"cannot remove {path}")
+        else:
+            os.unlink(path)
+
+    def _qualifies(self, path: str, st: os.stat_result, is_dir: bool) -> bool:
+        if len(self._dirs) + len(self._files) >= _MAX_SPARES or st.st_uid != self._uid:
+            return False
+        if is_dir:
+            if not stat.S_ISDIR(st.st_mode) or os.listxattr(path):
+                return False
+            if stat.S_IMODE(st.st_mode) != 0o755:
+                os.chmod(path, 0o755)  # moving a directory needs write access to it (its "..")
+            return True
+        return (stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+                and st.st_size <= COPY_INPUTS_UP_TO and not os.listxattr(path))
+
+
+def _empty_slot(slot: Path, spares: _Spares) -> bool:
+    """Empty `slot` down to its own directories (made where missing), what it held kept as
+    `spares` or removed; False when one of its directories is not a plain directory of ours
+    with mode 0755 and no extended attributes, or will not empty."""
     uid = os.getuid()
+    spare_dir = os.lstat(slot / _SPARE_DIR)
+    if not stat.S_ISDIR(spare_dir.st_mode) or spare_dir.st_uid != uid:
+        return False
     for rel in ("", *_SLOT_DIRS):
         d = slot / rel if rel else slot
         try:
@@ -867,14 +1013,15 @@ def _empty_slot(slot: Path) -> bool:
             os.chmod(d, 0o755)
         keep = {name.rsplit("/", 1)[-1] for name in _SLOT_DIRS
                 if name.rpartition("/")[0] == rel}
+        if not rel:
+            keep.add(_SPARE_DIR)
         with os.scandir(d) as entries:
             for entry in entries:
                 if entry.name in keep:
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    remove_tree(Path(entry.path))
-                else:
-                    os.unlink(entry.path)
+                if rel == "execroot" and entry.name == HOST_TOOLS_DIR and spares.keep_links(entry.path):
+                    continue
+                spares.keep_or_remove(entry.path, entry.is_dir(follow_symlinks=False))
         if not set(os.listdir(d)) <= keep:  # the kept ones are made on their own turn
             return False
     return True
@@ -945,8 +1092,9 @@ class _DurableBatch:
 class _StagedInputs:
     """The inputs staged for one command, with their stat before it ran; which ones to bind."""
 
-    def __init__(self, allow_binds: bool) -> None:
+    def __init__(self, allow_binds: bool, spares: _Spares | None = None) -> None:
         self.allow_binds = allow_binds
+        self.spares = spares
         self.read_only: list[str] = []
         self.dirs: set[str] = set()  # the directories of the execroot made (see `make_dir`)
         # (exec path, staged path, whether it is the blob's inode, its stat key, blob, blob's key)
@@ -964,11 +1112,21 @@ class _StagedInputs:
         parent = os.path.dirname(rel)
         self.make_dir(execroot, parent)
         try:
-            os.mkdir(execroot / rel)
+            if self.spares is not None:
+                self.spares.make_dir(os.path.join(execroot, rel))
+            else:
+                os.mkdir(execroot / rel)
         except FileExistsError:
             if not os.path.isdir(execroot / rel):
                 raise
         self.dirs.add(rel)
+
+    def copy(self, cas: ContentStore, digest: Digest, target: Path, executable: bool) -> None:
+        """A private copy of a blob at `target` (which must not exist), on a spare if there is one."""
+        if self.spares is not None:
+            self.spares.copy(cas, digest, target, executable)
+        else:
+            cas.copy_to(digest, target, executable)
 
     def bind(self, size: int) -> bool:
         return (
