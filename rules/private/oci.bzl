@@ -324,7 +324,7 @@ oci_push = rule(
         "image": attr.label(mandatory = True, doc = "The image or index to push."),
         "repository": attr.string(mandatory = True, doc = "Where to push, `registry/repo`."),
         "remote_tags": attr.string_list(doc = "Tags to set after the push."),
-        "sign_key": attr.string(doc = "Sign what was pushed (cosign format: the `sha256-<hex>.sig` tag and a Sigstore bundle referrer, docs/supply-chain.md) with this ECDSA P-256 private key: `env://VAR` (the PEM in an environment variable) or a file path, relative to the workspace. A string, not a label: the key is read when `pyimg run` pushes and never enters the build's caches or outputs."),
+        "sign_key": attr.string(doc = "Sign what was pushed (cosign format: the `sha256-<hex>.sig` tag and a Sigstore bundle referrer, docs/supply-chain.md) with this ECDSA P-256 private key, and attach its SBOM and provenance as signed attestations (of an index: the index and each platform image are signed, and each platform image gets its own SBOM): `env://VAR` (the PEM in an environment variable) or a file path, relative to the workspace. A string, not a label: the key is read when `pyimg run` pushes and never enters the build's caches or outputs."),
         "sign_key_password_env": attr.string(doc = "The environment variable holding `sign_key`'s password, when it is encrypted."),
     },
 )

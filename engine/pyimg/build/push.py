@@ -25,6 +25,7 @@ from pyimg.external.repositories import Repositories
 
 if TYPE_CHECKING:
     from pyimg.analysis.analyzer import TargetResult
+    from pyimg.oci.model import Descriptor
     from pyimg.registry.push import PushCounters
     from pyimg.signing.attach import Predicate, Signing
     from pyimg.signing.keys import SigningKey
@@ -80,7 +81,9 @@ def push_layout_dir(
     (by default, from the workspace's oci_pull repositories, opened only if one is needed).
     With `sign`, the pushed digest is then signed in cosign's format (signing/attach.py), and
     `predicates` (the SBOM and provenance the caller derived: build may not import attest) are
-    attached as DSSE attestations signed by the same key, in the same batch of referrers."""
+    attached as DSSE attestations signed by the same key, in the same batch of referrers. An
+    index is signed with each image it lists (cosign's `--recursive`); a predicate whose `about`
+    names one of them is attached to that image."""
     from pyimg.registry.reference import parse_reference
 
     out = out or sys.stderr
@@ -115,16 +118,17 @@ def push_layout_dir(
         else:
             from pyimg.oci.model import Descriptor
             from pyimg.registry.referrers import in_parallel
-            from pyimg.signing.attach import begin_signing
+            from pyimg.signing.attach import begin_signing_tree
 
             # The signature's first round (reading the .sig and referrers tags, opening the
             # uploads of its blobs) needs the image's digest, not the image in the registry:
-            # it overlaps the push, so signing adds one round-trip fewer.
+            # it overlaps the push, so signing adds one round-trip fewer. An index is signed
+            # with each image it lists, each with the predicates about it.
             subject = Descriptor(media_type, entry.digest, len(data))
             calls: list[Callable[[], object]] = [
                 push_image,
-                partial(begin_signing, client, dest.with_digest(entry.digest), sign, subject,
-                        predicates),
+                partial(begin_signing_tree, client, dest.with_digest(entry.digest), sign,
+                        subject, _listed_images(data, media_type), predicates),
             ]
             pushed, begun = in_parallel(calls)
             digest, signing = cast("Digest", pushed), cast("Signing", begun)
@@ -137,8 +141,10 @@ def push_layout_dir(
         if signing is not None:
             signing.finish()
             attached = "".join(f", {p.what}" for p in predicates)
-            print(f"Signed {dest.name}@{digest} (the .sig tag and a Sigstore bundle referrer"
-                  f"{attached})", file=out)
+            listed = len(_listed_images(data, media_type))
+            images = f" and the {listed} images it lists" if listed else ""
+            print(f"Signed {dest.name}@{digest}{images} (the .sig tag and a Sigstore bundle "
+                  f"referrer of each{attached})", file=out)
         return digest, c
     finally:
         fetch.close()
@@ -164,6 +170,14 @@ class _LazyFetch:
 
     def close(self) -> None:
         self.source.close()
+
+
+def _listed_images(data: bytes, media_type: str) -> tuple[Descriptor, ...]:
+    """The images an index lists (none: `data` is an image's manifest)."""
+    from pyimg.oci.media_types import INDEXES
+    from pyimg.oci.model import parse_index
+
+    return parse_index(data, "the pushed index").manifests if media_type in INDEXES else ()
 
 
 def _entry_type(layout: Path, digest: Digest) -> str:

@@ -18,8 +18,10 @@ from pyimg.cli.commands import (
 from pyimg.errors import UsageError
 
 if TYPE_CHECKING:
+    from pyimg.analysis.analyzer import TargetResult
     from pyimg.build.build import BuildReport
     from pyimg.build.request import BuildRequest
+    from pyimg.core.digest import Digest
     from pyimg.core.session import Session
     from pyimg.signing.attach import Predicate
 
@@ -31,8 +33,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repository", required=True, help="where to push, registry/repo[:tag]")
     p.add_argument("--tag", action="append", default=[], help="a tag to set (repeatable)")
     p.add_argument("--sign-key", metavar="KEY",
-                   help="sign the pushed image and attach its SBOM (SPDX) and provenance as "
-                        "signed attestations: an ECDSA P-256 PEM file, or env://VAR")
+                   help="sign the pushed image (of an index: each image it lists too) and "
+                        "attach its SBOM (SPDX; of an index, one per platform image) and "
+                        "provenance as signed attestations: an ECDSA P-256 PEM file, or env://VAR")
     p.add_argument("--key-password-env", metavar="VAR",
                    help="the environment variable holding the key's password")
     p.add_argument("--key-password-file", metavar="FILE",
@@ -100,19 +103,53 @@ def cmd_push(args: argparse.Namespace) -> int:
 def build_attested(session: Session, request: BuildRequest) -> tuple[BuildReport, list[Predicate]]:
     """Build `request` and derive its SBOM (SPDX) and provenance, to be attached to the signed
     push. This wiring lives here because build may not import attest (attest is above it):
-    push_layout_dir receives the attestations ready-made."""
+    push_layout_dir receives the attestations ready-made.
+
+    Of an index: each platform image gets the SBOM `pyimg sbom LABEL --platform P` writes (as
+    BuildKit attaches one per platform) and the provenance's predicate (the build that made the
+    index made it); the index gets the provenance statement, whose subject it is."""
+    import json
+
     from pyimg.attest.built import build_for_attestation
     from pyimg.attest.provenance import built_provenance
-    from pyimg.attest.sbom import built_sbom
+    from pyimg.attest.sbom import built_sboms
     from pyimg.cli.sbom import source_date_epoch
     from pyimg.signing.attach import Predicate
 
     built = build_for_attestation(session, request)
     try:
-        sbom = built_sbom(built, "spdx-json", source_date_epoch())
+        sboms = built_sboms(built, "spdx-json", source_date_epoch())
         provenance = built_provenance(built)
+        images = _platform_images(session, built.top_level)
     finally:
         built.close()
     assert built.report is not None  # built, not served from a record: none was given
-    return built.report, [Predicate(sbom, "spdx", "SBOM"),
-                          Predicate(provenance, "slsaprovenance", "provenance")]
+    if sboms[0][0] is None:
+        return built.report, [Predicate(sboms[0][1], "spdx", "SBOM"),
+                              Predicate(provenance, "slsaprovenance", "provenance")]
+    # The statement names the index; a platform image's names that image, around the same
+    # predicate (signing/attach.py builds each statement about its subject).
+    predicate = json.dumps(json.loads(provenance)["predicate"], sort_keys=True).encode()
+    predicates = [Predicate(provenance, "slsaprovenance", "provenance")]
+    for platform, sbom in sboms:
+        about = images[str(platform)]
+        predicates += [Predicate(sbom, "spdx", f"SBOM of {platform}", about),
+                       Predicate(predicate, "slsaprovenance", f"provenance of {platform}", about)]
+    return built.report, predicates
+
+
+def _platform_images(session: Session, top_level: list[TargetResult]) -> dict[str, Digest]:
+    """platform -> the manifest digest the one index of `top_level` lists for it (empty: not an
+    index)."""
+    from pyimg.attest.built import image_layout_path
+    from pyimg.oci.layout import Layout
+    from pyimg.oci.media_types import INDEXES
+
+    path = image_layout_path(top_level[0]) if len(top_level) == 1 else None
+    if path is None:
+        return {}
+    layout = Layout(session.workspace / path)
+    top = layout.resolve(None)
+    if top.media_type not in INDEXES:
+        return {}
+    return {str(m.platform): m.digest for m in layout.image_index(top).manifests}

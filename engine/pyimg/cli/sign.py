@@ -163,6 +163,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     attested = ", ".join(found.predicate_types) or "none"
     print(f"verified {ref.name}@{found.subject.digest}: {found.signatures} signature(s), "
           f"{found.bundles} bundle(s), attestations: {attested}")
+    for platform, image in found.images:  # of an index: each image it lists, verified too
+        attested = ", ".join(image.predicate_types) or "none"
+        print(f"verified {ref.name}@{image.subject.digest} ({platform}): {image.signatures} "
+              f"signature(s), {image.bundles} bundle(s), attestations: {attested}")
     return 0
 
 

@@ -124,6 +124,9 @@ class _RequestsResponse:
         self._resp.close()
 
 
+POOL_SIZE = 32  # kept-alive connections per registry host
+
+
 class RequestsTransport:
     """The real transport on a `requests.Session` (connection pooling, TLS verification on)."""
 
@@ -136,9 +139,11 @@ class RequestsTransport:
             session = requests.Session()
             # http.client sends a file body in `blocksize` pieces, 8 KiB by default (16 KiB in
             # urllib3): far too small for layer uploads. 1 MiB pieces; pool sized for parallel
-            # blob uploads.
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=8)
-            adapter.init_poolmanager(8, 8, block=False, blocksize=1 << 20)
+            # blob uploads overlapped with a signature's rounds, which for an index are one
+            # batch per image it lists (signing/attach.py): a connection the pool cannot keep
+            # is closed, and the next request pays a new handshake.
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
+            adapter.init_poolmanager(8, POOL_SIZE, block=False, blocksize=1 << 20)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self._session = session

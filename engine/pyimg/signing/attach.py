@@ -6,6 +6,9 @@
   about the image, so the bundle verifies on its own).
 - An attestation (SBOM, provenance, any predicate) is a DSSE envelope of an in-toto statement
   about the image, attached as an OCI 1.1 referrer (registry/referrers.py).
+- An index is signed as `cosign sign --recursive` signs one: the index and each image it lists,
+  each with its own `.sig` tag and bundle; an attestation names which of them it is about (an
+  SBOM describes one platform's image, as BuildKit attaches one per platform).
 Nothing is written into the image or its index: its digest stays the one the build made.
 """
 
@@ -20,8 +23,14 @@ from typing import cast
 from pyimg.core import json_input
 from pyimg.core.digest import Digest, canonical_json
 from pyimg.errors import IntegrityError, RegistryError, UsageError, VerificationError
-from pyimg.oci.media_types import OCI_CONFIG, OCI_MANIFEST
-from pyimg.oci.model import Descriptor, Manifest, descriptor_for_bytes, parse_manifest
+from pyimg.oci.media_types import INDEXES, OCI_CONFIG, OCI_MANIFEST
+from pyimg.oci.model import (
+    Descriptor,
+    Manifest,
+    descriptor_for_bytes,
+    parse_index,
+    parse_manifest,
+)
 from pyimg.registry.client import RegistryClient
 from pyimg.registry.pull import FetchedManifest
 from pyimg.registry.reference import Reference
@@ -60,6 +69,7 @@ __all__ = [
     "Verified",
     "attest_image",
     "begin_signing",
+    "begin_signing_tree",
     "predicate_type",
     "sign_image",
     "signature_tag",
@@ -68,6 +78,7 @@ __all__ = [
 
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+BUILDKIT_REFERENCE_TYPE = "vnd.docker.reference.type"
 PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
 # What `cosign sign --new-bundle-format` states about an image it signs.
 SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
@@ -109,6 +120,22 @@ def _subject(client: RegistryClient, ref: Reference) -> Descriptor:
     return client.get_manifest(ref).descriptor()
 
 
+def _subject_and_images(client: RegistryClient, ref: Reference) -> tuple[Descriptor, tuple[Descriptor, ...]]:
+    """What `ref` names, and the images it lists when it is an index (none for an image)."""
+    fetched = client.get_manifest(ref)
+    if fetched.media_type not in INDEXES:
+        return fetched.descriptor(), ()
+    where = f"{ref.name}@{fetched.digest}"
+    try:
+        listed = parse_index(fetched.data, where).manifests
+    except Exception as e:  # noqa: BLE001 - any unreadable index is the same failure here
+        raise VerificationError(f"{where}: not a readable index ({e})") from None
+    # BuildKit's attestation manifests, listed in its indexes, are not images to sign.
+    images = tuple(d for d in listed
+                   if dict(d.annotations).get(BUILDKIT_REFERENCE_TYPE) != "attestation-manifest")
+    return fetched.descriptor(), images
+
+
 def _identity(ref: Reference) -> str:
     """The docker-reference a cosign signature names: the repository, without tag or digest."""
     return ref.name
@@ -117,11 +144,14 @@ def _identity(ref: Reference) -> str:
 @dataclass(frozen=True)
 class Predicate:
     """An attestation to attach: its JSON (a predicate, or a whole in-toto statement about the
-    image), its `--type` (a shorthand or a URI), and where it came from (for messages)."""
+    image), its `--type` (a shorthand or a URI), and where it came from (for messages).
+    `about`: of a signed index, the digest of the listed image it describes (None: the image or
+    index that is signed)."""
 
     data: bytes = field(repr=False)
     kind: str
     what: str
+    about: Digest | None = None
 
 
 def sign_image(
@@ -136,9 +166,13 @@ def sign_image(
     referrers tag for all); returns the image's descriptor (what was signed).
 
     Signing is idempotent: the signature is deterministic, so signing again finds it present.
-    Every predicate is checked before anything is pushed.
+    Every predicate is checked before anything is pushed. An index that `ref` names is signed
+    with each image it lists (`begin_signing_tree`).
     """
-    return begin_signing(client, ref, key, subject or _subject(client, ref), predicates).finish()
+    if subject is not None:
+        return begin_signing(client, ref, key, subject, predicates).finish()
+    top, images = _subject_and_images(client, ref)
+    return begin_signing_tree(client, ref, key, top, images, predicates).finish()
 
 
 class Signing:
@@ -180,6 +214,32 @@ def begin_signing(
     signature_rest, opened = in_parallel(both)
     return Signing(subject, [cast("Callable[[], object]", signature_rest),
                              cast("OpenedArtifacts", opened).finish])
+
+
+def begin_signing_tree(
+    client: RegistryClient,
+    ref: Reference,
+    key: SigningKey,
+    subject: Descriptor,
+    images: Sequence[Descriptor],
+    predicates: Sequence[Predicate] = (),
+) -> Signing:
+    """`begin_signing` of an index `subject` and of each of the `images` it lists (none: of an
+    image), as `cosign sign --recursive` signs: each gets its `.sig` tag and bundle, and the
+    predicates whose `about` names it. The first rounds of all go out together, so an index adds
+    requests but not round-trips to the signature of one image."""
+    digests = {image.digest for image in images}
+    for p in predicates:
+        if p.about is not None and p.about not in digests:
+            raise UsageError(f"{p.what}: about {p.about}, which {ref.name}@{subject.digest} "
+                             "does not list")
+    targets = [(subject, [p for p in predicates if p.about is None])]
+    targets += [(image, [p for p in predicates if p.about == image.digest]) for image in images]
+    begun = in_parallel([
+        partial(begin_signing, client, ref.with_digest(desc.digest), key, desc, chosen)
+        for desc, chosen in targets
+    ])
+    return Signing(subject, [signing.finish for signing in begun])
 
 
 def attest_image(
@@ -323,13 +383,20 @@ def _manifest(data: bytes, media_type: str, where: str) -> Manifest:
 
 @dataclass(frozen=True)
 class Verified:
-    """What `verify_image` found valid: the image, its signatures, its attestations' types."""
+    """What `verify_image` found valid: the image, its signatures, its attestations' types; of
+    an index, the same for each image it lists (`images`: (platform, what was found))."""
 
     subject: Descriptor
     signatures: int
     bundles: int
     predicate_types: tuple[str, ...]
     problems: tuple[str, ...] = field(default=())
+    images: tuple[tuple[str, Verified], ...] = field(default=())
+
+
+# Of an index, a requirement met by each image it lists rather than by the index itself: an
+# SBOM describes one image (docs/supply-chain.md).
+PER_IMAGE_REQUIREMENTS = frozenset({"sbom"})
 
 
 def verify_image(
@@ -341,9 +408,31 @@ def verify_image(
     bundle signed by `key` is about this digest, and each of `require` ("sbom", "provenance")
     has a verified attestation. Otherwise one VerificationError says what failed first.
     Referrers signed by other keys are skipped (another party may attest the same image).
+    An index passes when it does and so does each image it lists (pyimg signs an index as
+    `cosign sign --recursive` does); "sbom" is then required of each image, not of the index.
     """
-    subject = _subject(client, ref)
-    where = f"{ref.name}@{subject.digest}"
+    require = list(require)
+    for name in require:
+        if name not in REQUIREMENTS:
+            raise UsageError(f"--require {name!r}: give {' or '.join(sorted(REQUIREMENTS))}")
+    subject, images = _subject_and_images(client, ref)
+    if not images:
+        return _verify_one(client, ref, subject, key, require, f"{ref.name}@{subject.digest}")
+    own = [name for name in require if name not in PER_IMAGE_REQUIREMENTS]
+    top = _verify_one(client, ref, subject, key, own, f"{ref.name}@{subject.digest}")
+    found = []
+    for image in images:
+        platform = str(image.platform) if image.platform is not None else "unknown platform"
+        where = f"{ref.name}@{image.digest} (the {platform} image of the index {subject.digest})"
+        found.append((platform, _verify_one(client, ref.with_digest(image.digest), image, key,
+                                            require, where)))
+    return Verified(top.subject, top.signatures, top.bundles, top.predicate_types,
+                    top.problems, tuple(found))
+
+
+def _verify_one(client: RegistryClient, ref: Reference, subject: Descriptor, key: VerifyingKey,
+                require: Sequence[str], where: str) -> Verified:
+    """`verify_image` of one image or index, not of what it lists; `where` names it in errors."""
     signatures = _verify_signatures(client, ref, subject.digest, key, where)
     bundles = 0
     types: list[str] = []
@@ -375,8 +464,6 @@ def verify_image(
             elif envelope.predicate_type:
                 types.append(envelope.predicate_type)
     for name in require:
-        if name not in REQUIREMENTS:
-            raise UsageError(f"--require {name!r}: give {' or '.join(sorted(REQUIREMENTS))}")
         if not any(t.startswith(prefix) for t in types for prefix in REQUIREMENTS[name]):
             found = ", ".join(sorted(set(types))) or "none"
             raise VerificationError(
