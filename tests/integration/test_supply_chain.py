@@ -15,6 +15,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -469,6 +470,52 @@ def test_a_layer_is_read_once_for_every_sbom_of_it(tmp_path: Path,
     assert other.code == 0, other.err
     (layer,) = [c for c in json.loads(other.out)["components"] if c["bom-ref"] == "layer:0"]
     assert [f["name"] for f in layer["components"]] == ["./srv/f.txt", "./srv/g.txt"]
+
+
+def test_the_build_records_the_files_of_the_layers_it_writes_for_the_sbom(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layer action records the files of a layer as it writes it (actions/layer_record.py):
+    `pyimg sbom` after a build reads no layer, and writes the bytes it writes when it reads
+    the layer itself."""
+    import pyimg.actions.sbom
+
+    def workspace(name: str) -> Workspace:
+        ws = Workspace(tmp_path / name, tmp_path / f"{name}-cache")
+        ws.write("BUILD.pyimg", """\
+            load("@pyimg//rules:defs.bzl", "oci_image", "pkg_tar")
+            pkg_tar(name = "t", srcs = glob(["src/**"]), package_dir = "/srv")
+            oci_image(name = "i", tars = [":t"])
+            """)
+        for i in range(20):
+            ws.write(f"src/d{i % 3}/f{i}.txt", f"{i}\n" * i)
+        return ws
+
+    recorded = workspace("recorded")
+    assert recorded.run("build", "//:i").code == 0
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a layer was read")
+
+    monkeypatch.setattr("pyimg.attest.layer_facts.layer_files", no_reading)
+    first = recorded.run("sbom", *recorded.flags(), "//:i")
+    assert first.code == 0, first.err
+    assert len(json.loads(first.out)["files"]) == 20
+
+    reads = []
+    layer_files = pyimg.actions.sbom.layer_files
+
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[0])
+        return layer_files(*args, **kwargs)
+
+    monkeypatch.setattr("pyimg.attest.layer_facts.layer_files", reading)
+    monkeypatch.setattr("pyimg.actions.layer_record.LayerFilesTee.record",
+                        lambda *a, **k: False)
+    read = workspace("read")
+    assert read.run("build", "//:i").code == 0
+    again = read.run("sbom", *read.flags(), "//:i")
+    assert again.code == 0, again.err
+    assert len(reads) == 1 and again.out == first.out
 
 
 def test_sbom_and_provenance_after_a_build_take_it_from_its_no_op_record(

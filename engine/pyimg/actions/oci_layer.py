@@ -89,11 +89,28 @@ def _layer_from_spec(call: BuiltinCall, spec: Any, writer: Any, blob: Path,
             f"oci_layer: tar_writer must be pkg_tar, deb_layer, py_layer or npm_layer, got {writer!r}")
     if not isinstance(spec, dict) or set(spec) - known:
         raise UserInputError(f"oci_layer: tar_spec must be {writer} params, got {spec!r}")
+    from pyimg.actions.layer_record import LayerFilesTee
+
+    store = call.content_store
     with tempfile.TemporaryDirectory(dir=blob.parent, prefix=".oci_layer-") as scratch:
-        return write_layer(
-            blob,
-            compression,
-            lambda out: write_layer_tar(call, spec, out, Path(scratch), what="oci_layer: tar_spec"),
-            jobs=max(1, call.jobs),
-            check_cancelled=call.check_cancelled,
-        )
+        # No store: nowhere to record the layer's files, an SBOM reads them from the blob.
+        tee = LayerFilesTee(f"oci_layer: {writer} tar") if store is not None else None
+        try:
+            layer = write_layer(
+                blob,
+                compression,
+                lambda out: write_layer_tar(call, spec, tee.writer(out) if tee else out,
+                                            Path(scratch), what="oci_layer: tar_spec"),
+                jobs=max(1, call.jobs),
+                check_cancelled=call.check_cancelled,
+            )
+        finally:
+            if tee is not None:
+                tee.close()
+    if tee is not None and store is not None:
+        # The files an SBOM lists, read from the tar as it was written: no SBOM decompresses
+        # this layer again (actions/layer_record.py). Synced with the build's own entries.
+        from pyimg.core.action_cache import ActionCache
+
+        tee.record(store, ActionCache(store.root, store), layer.descriptor.digest, sync=False)
+    return layer

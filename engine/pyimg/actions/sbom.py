@@ -32,11 +32,12 @@ import json
 import re
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from pyimg.actions._common import input_path, params_dict
@@ -46,6 +47,7 @@ from pyimg.actions.npm_layer import installed_packages
 from pyimg.actions.py_layer import installed_paths
 from pyimg.core.builtin import BuiltinCall
 from pyimg.core.digest import Digest
+from pyimg.core.streams import ByteReader
 from pyimg.errors import UserInputError
 from pyimg.oci.compress import open_decompressed
 from pyimg.oci.config import config_platform, layer_diff_ids
@@ -53,7 +55,7 @@ from pyimg.oci.deb import DebCache, read_deb
 from pyimg.oci.layout import Layout
 from pyimg.oci.media_types import INDEXES
 from pyimg.oci.model import Descriptor, load_json
-from pyimg.oci.tar_scan import UnsupportedTar, scan_tar
+from pyimg.oci.tar_scan import ScannedMember, UnsupportedTar, scan_tar
 
 __all__ = [
     "FORMATS",
@@ -63,6 +65,7 @@ __all__ = [
     "deb_package",
     "file_package",
     "layer_files",
+    "layer_files_of",
     "layer_paths",
     "npm_packages",
     "oci_package",
@@ -418,16 +421,25 @@ def layer_files(blob: Path, what: str,
     found: dict[str, str] = {}
     try:
         with open(blob, "rb") as raw:
-            files = _layer_files(
-                ((m.name, m.kind, m.linkname, m.mode, m.uid, m.gid,
-                  (m.digests["sha256"], m.digests["sha1"]) if m.digests else None)
-                 for m in scan_tar(raw, what, ("sha256", "sha1"))), what, found)
+            files = layer_files_of(raw, what, found)
     except UnsupportedTar:
         found.clear()
         files = _layer_files(_tarfile_members(blob, what), what, found)
     if links is not None:
         links.update(found)
     yield from files
+
+
+def layer_files_of(raw: ByteReader, what: str, links: dict[str, str]) -> list[LayerFile]:
+    """`layer_files` of the layer tar (any compression) read from `raw`, by oci/tar_scan.py
+    only: raises UnsupportedTar for a tar it leaves to `tarfile`. The caller closes `raw`."""
+    # Closed on leaving, also on an error: its decompressing thread has stopped reading `raw`.
+    scanned = cast(Generator[ScannedMember, None, None], scan_tar(raw, what, ("sha256", "sha1")))
+    with closing(scanned) as members:
+        return _layer_files(
+            ((m.name, m.kind, m.linkname, m.mode, m.uid, m.gid,
+              (m.digests["sha256"], m.digests["sha1"]) if m.digests else None)
+             for m in members), what, links)
 
 
 # (name, kind, linkname, mode, uid, gid, (sha256, sha1) of a file's content or None)
@@ -487,6 +499,11 @@ def _tarfile_members(blob: Path, what: str) -> Iterator[_Member]:
 
 def _spdx_id(*parts: object) -> str:
     return "SPDXRef-" + "-".join(_SPDX_ID_UNSAFE.sub(".", str(p)) for p in parts)
+
+
+def _file_id(layer: int, number: int) -> str:
+    """`_spdx_id("File", layer, number)`, without its regular expressions: one per file."""
+    return f"SPDXRef-File-{layer}-{number}"
 
 
 def _created(config: Mapping[str, Any], source_date_epoch: int | None) -> str:
@@ -684,7 +701,7 @@ def _spdx(image: _Image, version: str) -> dict[str, Any]:
         n = layer.index
         layer_id = _spdx_id("Layer", n)
         for i, f in enumerate(layer.files):
-            file_id = _spdx_id("File", n, i)
+            file_id = _file_id(n, i)
             files.append({
                 "SPDXID": file_id, "fileName": "./" + f.path,
                 "checksums": [{"algorithm": "SHA1", "checksumValue": f.sha1},
@@ -739,7 +756,7 @@ def _spdx(image: _Image, version: str) -> dict[str, Any]:
                 [image.layers[n].files[i].sha1 for n, i in contained])
             for n, i in contained:
                 relationships.append({"spdxElementId": spdx_id, "relationshipType": "CONTAINS",
-                                      "relatedSpdxElement": _spdx_id("File", n, i)})
+                                      "relatedSpdxElement": _file_id(n, i)})
         packages.append(entry)
     doc: dict[str, Any] = {
         "spdxVersion": "SPDX-2.3",
