@@ -22,9 +22,9 @@ from pyimg.loading.limits import check_nesting, run_limited, steps_message
 __all__ = [
     "SourceFile",
     "StarlarkFailure",
+    "edge_frame",
     "evaluate",
     "globals_",
-    "edge_frame",
     "parse_stack",
     "prepare_source",
     "render_error",

@@ -26,9 +26,9 @@ from pyimg.labels import Label, LabelError, Pattern, check_rule_name, parse_labe
 from pyimg.loading._eval import (
     Frame,
     SourceFile,
+    edge_frame,
     evaluate,
     export_alias,
-    edge_frame,
     parse_stack,
     prepare_source,
     render_error,
