@@ -480,9 +480,12 @@ class Analyzer:
 
     def _declare(self, filename: str, directory: bool, sibling: Any, stack: str) -> dict[str, Any]:
         cur = self._cur()
-        origin = self._user_origin(stack, "declare_directory" if directory else "declare_file")
+
+        def origin() -> str:  # only an error needs it: finding it is a third of this call
+            return self._user_origin(stack, "declare_directory" if directory else "declare_file")
+
         if not isinstance(filename, str) or not filename or filename.startswith("/") or ".." in filename.split("/"):
-            raise UserInputError(f"declare_file(): invalid file name {filename!r}", origin=origin)
+            raise UserInputError(f"declare_file(): invalid file name {filename!r}", origin=origin())
         package = cur.target.label.package
         if cur.target.label.repo:
             # Outputs of external targets get their own tree: never a workspace package's.
@@ -506,7 +509,7 @@ class Analyzer:
             raise UserInputError(
                 f"{cur.target.kind} {cur.target.label}: output path conflict: '{path}' is also "
                 f"declared by {owner or 'this target'}" + (f" ({other.origin})" if other else ""),
-                origin=origin,
+                origin=origin(),
             )
         self._outputs[path] = me
         cur.declared[path] = directory
@@ -640,7 +643,6 @@ class Analyzer:
     def _expand(self, text: str, stack: str, extra: Any = None) -> str:
         """`$(location L)` and friends for labels among the current target's dependencies."""
         cur = self._cur()
-        origin = self._user_origin(stack)
 
         def repl(m: re.Match[str]) -> str:
             # `$$` is the command's escape for `$`, in a label as anywhere else in it.
@@ -672,7 +674,6 @@ class Analyzer:
         text = self._MAKE_VAR.sub(repl, text)
         for k, v in (extra or {}).items():
             text = text.replace(f"$({k})", v)
-        del origin
         return text
 
 

@@ -21,6 +21,7 @@ from pyimg.core.scheduler import ActionGraph, BuildOutcome, Scheduler
 from pyimg.core.session import Session, cwd_package
 from pyimg.errors import UsageError, UserInputError
 from pyimg.labels import LabelError, parse_pattern
+from pyimg.loading.limits import run_on_starlark_thread
 from pyimg.loading.loader import Loader, argument_origin_on_disk
 from pyimg.loading.package_store import PackageStore, StoredLoader
 
@@ -79,7 +80,10 @@ def analyze(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _analyze(session, patterns, repos, digests, reuse_targets, platforms)
+        # On the Starlark thread: each of the thousands of evaluations is then a plain call,
+        # not a hand-over between threads (loading/limits.py).
+        return run_on_starlark_thread(
+            lambda: _analyze(session, patterns, repos, digests, reuse_targets, platforms))
     finally:
         if collecting:
             gc.enable()

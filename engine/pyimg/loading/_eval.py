@@ -22,6 +22,7 @@ from pyimg.loading.limits import check_nesting, run_limited, steps_message
 __all__ = [
     "SourceFile",
     "StarlarkFailure",
+    "edge_frame",
     "evaluate",
     "globals_",
     "parse_stack",
@@ -315,6 +316,24 @@ def parse_stack(text: str, sources: dict[str, SourceFile]) -> list[Frame]:
                 line, _ = src.user_position(line, 1)
             frames.append(Frame(file, line, m.group(3)))
     return frames
+
+
+def edge_frame(text: str, sources: dict[str, SourceFile], skip: str, outermost: bool = False
+               ) -> Frame | None:
+    """The innermost (or outermost) frame of a `call_stack()` text that is not in file `skip`,
+    as `parse_stack` gives it; None when there is none. Every action and declared file of an
+    analysis asks this, and parsing the frames it does not need cost 3% of an analysis."""
+    lines = text.splitlines()
+    for raw in lines if outermost else reversed(lines):
+        m = _FRAME.match(raw)
+        if m is None or m.group(1) == skip:
+            continue
+        file, line = m.group(1), int(m.group(2))
+        src = sources.get(file)
+        if src is not None:
+            line, _ = src.user_position(line, 1)
+        return Frame(file, line, m.group(3))
+    return None
 
 
 class StarlarkFailure(UserInputError):

@@ -26,6 +26,7 @@ from pyimg.labels import Label, LabelError, Pattern, check_rule_name, parse_labe
 from pyimg.loading._eval import (
     Frame,
     SourceFile,
+    edge_frame,
     evaluate,
     export_alias,
     parse_stack,
@@ -156,6 +157,9 @@ class Loader:
         self.rules_root = rules_dir()
         self.sources: dict[str, SourceFile] = {}
         self.modules: dict[str, sl.FrozenModule] = {}
+        # (load() string, id of the module evaluating it) -> what `_resolve_module` resolved it
+        # to: every analysis evaluation loads the prelude, its rule's and its providers' files.
+        self._resolved: dict[tuple[str, str], tuple[str, Path, str]] = {}
         self.packages: dict[str, Package] = {}
         self.rules: dict[str, RuleClass] = {}
         self.providers: dict[str, tuple[str, str]] = {}  # pid -> (module, exported alias)
@@ -181,6 +185,13 @@ class Loader:
 
     def _resolve_module(self, module: str) -> tuple[str, Path, str]:
         """A load() string -> (canonical module id, file path, display name)."""
+        key = (module, self._eval_stack[-1][0] if self._eval_stack else "")
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolved[key] = self._resolve_module_uncached(module)
+        return resolved
+
+    def _resolve_module_uncached(self, module: str) -> tuple[str, Path, str]:
         if module == PRELUDE:
             path = Path(__file__).with_name("prelude.bzl")
             return PRELUDE, path, "@pyimg/prelude.bzl"
@@ -481,10 +492,9 @@ class Loader:
     def user_origin(self, stack: str, outermost: bool = False, callee: str | None = None) -> str:
         """file:line:col of the innermost (or outermost) frame outside pyimg's bundled prelude;
         the column is that of the call to `callee` when it is on that line."""
-        frames = [f for f in self.frames(stack) if f.file != "@pyimg/prelude.bzl"]
-        if not frames:
+        f = edge_frame(stack, self.sources, "@pyimg/prelude.bzl", outermost)
+        if f is None:
             return "<unknown>"
-        f = frames[0] if outermost else frames[-1]
         return self.position(f.file, f.line, callee)
 
     def position(self, file: str, line: int, callee: str | None = None) -> str:
