@@ -188,7 +188,8 @@ def _build(session: Session, request: BuildRequest, out: TextIO,
     from pyimg.external.pulled import PulledBlobs
 
     lazy = PulledBlobs(session.output_base, lambda: repos, cas)
-    ctx = new_context(session, jobs, execution.sandbox_strict, repos.source_path, out=out,
+    ctx = new_context(session, execution.parallelism(), execution.sandbox_strict,
+                      repos.source_path, out=out,
                       lazy_blobs=lazy, secrets=request.secrets)
     remote = None
     if request.remote is not None:

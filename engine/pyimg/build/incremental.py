@@ -467,7 +467,7 @@ def _run(plan: _Plan, request: BuildRequest, start: float) -> int | None:
     jobs = execution.workers()
     host_of = {s[0]: host for host, s in index["sources"].items()}
     lazy = PulledBlobs(session.output_base, lambda: _repositories(session, request.registry), cas)
-    ctx = new_context(session, jobs, execution.sandbox_strict,
+    ctx = new_context(session, execution.parallelism(), execution.sandbox_strict,
                       lambda p: Path(host_of[p]), index["format"], lazy_blobs=lazy)
     candidates = [recorded[i] for i in plan.candidates]
     candidate_set = set(plan.candidates)

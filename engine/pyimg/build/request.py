@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pyimg.core.secrets import SecretProvider
     from pyimg.remote.options import RemoteOptions
 
-__all__ = ["BuildRequest", "DisplayOptions", "ExecutionOptions"]
+__all__ = ["BuildRequest", "DisplayOptions", "ExecutionOptions", "cores"]
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,34 @@ class DisplayOptions:
 class ExecutionOptions:
     """How the engine (core/) runs actions."""
 
-    jobs: int = 0  # parallel actions; 0: one per core
+    jobs: int = 0  # parallel actions; 0: one more than the cores (`workers`)
     keep_going: bool = False  # build as much as possible after a failure
     sandbox_strict: bool = False  # fail instead of running an action unsandboxed
     # Permutes the start order of ready actions (PYIMG_SCHEDULE_SEED, set by `pyimg audit`).
     schedule_seed: str | None = None
 
     def workers(self) -> int:
-        return self.jobs or os.cpu_count() or 1
+        """How many actions run at once: --jobs, else one more than the cores. A command's
+        action spends part of its time on no core (starting its sandbox, waiting for the
+        engine's thread to take its result): with a slot per core, a 10,000-genrule cold build
+        on 2 cores left 26% of the CPU idle; one more slot took 9% off its time
+        (docs/benchmarks.md, "One more action than cores"). Ninja guesses the same (cores + 1
+        on 2 cores, + 2 above)."""
+        return self.jobs or cores() + 1
+
+    def parallelism(self) -> int:
+        """How many threads one action may use (a layer's compression): --jobs, else the cores.
+        At most this many built-in actions, which run in this process, run at once."""
+        return self.jobs or cores()
+
+
+def cores() -> int:
+    """The cores this process may run on: its CPU affinity, which a container's cpuset limits
+    (os.cpu_count() counts the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def load_commands(names: list[str] | None = None) -> dict[str, Command]:
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--jobs", "-j", type=int, default=0, help="parallel actions (default: cores)")
+    p.add_argument("--jobs", "-j", type=int, default=0, help="parallel actions (default: cores + 1)")
     p.add_argument("--keep-going", "-k", action="store_true",
                    help="build as much as possible after a failure")
     p.add_argument("--verbose", "-v", action="store_true", help="log every action")

@@ -169,6 +169,7 @@ class ActionExecutor:
         self._commands_run = 0
         self._batch: _DurableBatch | None = None
         self._slots = _ScratchSlots(ctx.scratch_root)
+        self._builtin_slots = threading.BoundedSemaphore(max(1, ctx.jobs))
 
     # -- durable writes ---------------------------------------------------------------------
 
@@ -409,7 +410,10 @@ class ActionExecutor:
             digest = self.cas.put_bytes(content, executable)
             return ActionResult({action.outputs[0]: FileOutput(digest, len(content), executable)}, {})
         if action.kind == KIND_BUILTIN:
-            return self._run_builtin(action, scratch)
+            # Built-ins compute in this process with up to ctx.jobs threads each: no more of
+            # them at once than that, whatever the action slots (ExecutionOptions.workers).
+            with self._builtin_slots:
+                return self._run_builtin(action, scratch)
         if action.kind == KIND_RUN:
             return self._run_command(action, scratch, spares)
         raise PyimgError(f"unknown action kind {action.kind!r}")
