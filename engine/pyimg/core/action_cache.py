@@ -81,6 +81,10 @@ class ActionCache:
     def _path(self, key: Digest) -> Path:
         return self._dir / key.hex[:2] / key.hex
 
+    def entry_path(self, key: Digest) -> Path:
+        """Where the entry of `key` is (to make it durable with an fsync of its own)."""
+        return self._path(key)
+
     def get(self, key: Digest) -> ActionResult | None:
         path = self._path(key)
         try:

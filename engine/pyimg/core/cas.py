@@ -36,6 +36,7 @@ __all__ = [
     "atomic_file",
     "atomic_write_bytes",
     "fsync_dir",
+    "fsync_path",
     "hash_file",
     "no_space_reported",
     "remove_tree",
@@ -123,12 +124,16 @@ def _find_syncfs() -> Any:
 _libc_syncfs = _find_syncfs()
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
+    """fsync the file or directory at `path` (opened read-only: fsync needs no write access)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_path
 
 
 @contextmanager
@@ -194,14 +199,6 @@ def _blob_key(st: os.stat_result) -> StatKey:
     blob is read-only, so changing its bytes takes a write, which moves mtime.
     """
     return (st.st_size, st.st_mtime_ns, st.st_ino, 0)
-
-
-def _fsync_file(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_bytes(src_fd: int, dst_fd: int, size: int) -> None:
@@ -366,7 +363,7 @@ class ContentStore:
             try:
                 _unlink_quietly(tmp_link)
                 if not self._deferring:  # durable before an action-cache entry names them
-                    _fsync_file(src)
+                    fsync_path(src)
                 os.link(src, tmp_link)
                 os.chmod(tmp_link, 0o555 if executable else 0o444)
                 os.replace(tmp_link, dest)

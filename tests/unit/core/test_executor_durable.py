@@ -4,6 +4,7 @@ the entries not committed yet, a failed sync fails the build."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -35,7 +36,7 @@ class _Recorded:
         real_put_bytes = self.cas.put_bytes
 
         def fsync(fd: int) -> None:
-            self._event("fsync", "")
+            self._event("fsync", os.readlink(f"/proc/self/fd/{fd}"))
             real_fsync(fd)
 
         def sync() -> None:
@@ -68,18 +69,37 @@ def _write(name: str) -> Action:
 
 def test_an_entry_is_written_only_after_a_sync_covered_its_blobs(tmp_path, monkeypatch):
     monkeypatch.setattr(executor_module, "_BATCH_ENTRIES", 3)
+    monkeypatch.setattr(executor_module, "_FSYNC_FILES_UP_TO", 2)  # batches of 3 blobs: syncfs
     r = _Recorded(tmp_path, monkeypatch)
     with r.executor.batched_durable_writes():
         records = [r.executor.execute(_write(f"f{i}")) for i in range(7)]
     assert all(r.cache.get(rec.key) is not None for rec in records)
     events = r.events
-    assert ("fsync", "") not in events  # no fsync per blob or per entry
+    assert not [e for e in events if e[0] == "fsync"]  # no fsync per blob or per entry
     for rec in records:
         blob = events.index(("blob", str(rec.result.files[rec.action.outputs[0]].digest)))
         entry = events.index(("entry", str(rec.key)))
         assert ("sync", "") in events[blob:entry], events
     assert events[-1] == ("sync", "")  # the last entries are durable when the block ends
     assert events.count(("sync", "")) < len(records)  # one per batch, not one per action
+
+
+def test_a_small_batch_fsyncs_its_blobs_before_its_entries_and_never_syncs_the_filesystem(
+        tmp_path, monkeypatch):
+    # A one-action rebuild: syncfs would wait for every other program's dirty data.
+    r = _Recorded(tmp_path, monkeypatch)
+    with r.executor.batched_durable_writes():
+        record = r.executor.execute(_write("leaf"))
+    assert r.cache.get(record.key) is not None
+    blob = str(r.cas.path(record.result.files[record.action.outputs[0]].digest))
+    entry = str(r.cache.entry_path(record.key))
+    events = r.events
+    assert ("sync", "") not in events
+    at = events.index(("entry", str(record.key)))
+    synced_before = {what for kind, what in events[:at] if kind == "fsync"}
+    assert {blob, os.path.dirname(blob), os.path.dirname(os.path.dirname(blob))} <= synced_before
+    synced_after = {what for kind, what in events[at:] if kind == "fsync"}
+    assert {entry, os.path.dirname(entry), os.path.dirname(os.path.dirname(entry))} <= synced_after
 
 
 def test_without_a_batch_every_blob_and_entry_is_fsynced(tmp_path, monkeypatch):
@@ -98,13 +118,16 @@ def test_ctrl_c_drops_the_entries_not_committed_yet(tmp_path, monkeypatch):
     assert [kind for kind, _ in r.events] == ["blob"]
 
 
-def test_a_failed_sync_fails_the_run_and_writes_no_entry(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fsync_files_up_to", [0, 16])  # syncfs, or an fsync per file
+def test_a_failed_sync_fails_the_run_and_writes_no_entry(tmp_path, monkeypatch, fsync_files_up_to):
+    monkeypatch.setattr(executor_module, "_FSYNC_FILES_UP_TO", fsync_files_up_to)
     r = _Recorded(tmp_path, monkeypatch)
 
-    def full() -> None:
+    def full(*path: Path) -> None:
         raise DiskFullError("no space left on the cache")
 
     monkeypatch.setattr(r.cas, "sync", full)
+    monkeypatch.setattr(executor_module, "fsync_path", full)
     with pytest.raises(DiskFullError), r.executor.batched_durable_writes():
         record = r.executor.execute(_write("unsynced"))
     assert r.cache.get(record.key) is None
