@@ -35,7 +35,6 @@ __all__ = [
     "StoreCheck",
     "atomic_file",
     "atomic_write_bytes",
-    "fsync_dir",
     "fsync_path",
     "hash_file",
     "no_space_reported",
@@ -131,9 +130,6 @@ def fsync_path(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-fsync_dir = fsync_path
 
 
 @contextmanager
