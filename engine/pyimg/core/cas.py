@@ -14,6 +14,7 @@ Bytes that rot while the stat stays the same pass `verify`: `recheck` (materiali
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -102,25 +103,26 @@ def no_space_reported(where: Path) -> Iterator[None]:
 def sync_filesystem(path: Path) -> None:
     """Make every write to the filesystem holding `path` durable: one syncfs(2), which costs one
     journal commit where an fsync per file costs one each (os.sync() where libc lacks syncfs)."""
+    syncfs = _libc_syncfs()
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc_syncfs is None or _libc_syncfs(fd) != 0:
+        if syncfs is None or syncfs(fd) != 0:
             os.sync()
     finally:
         os.close(fd)
 
 
-def _find_syncfs() -> Any:
+@functools.cache
+def _libc_syncfs() -> Any:
+    """libc's syncfs, looked up on the first sync: this module is imported by every command,
+    the no-op included, and importing ctypes costs it a few ms. dlopen(NULL) finds the symbol
+    among the libraries already loaded; ctypes.util.find_library would start `ldconfig -p`."""
     import ctypes
-    import ctypes.util
 
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).syncfs
+        return ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
-
-
-_libc_syncfs = _find_syncfs()
 
 
 def fsync_path(path: str | Path) -> None:

@@ -183,3 +183,42 @@ def _checked_after_an_edit(ws: Path, argv: list[str]):
     assert check is not None
     check.release()
     return check
+
+
+def test_a_module_added_to_the_engine_takes_the_normal_path(tmp_path, monkeypatch):
+    """The check lists no engine directory: a module added changes its directory's stat."""
+    import pyimg.build.noop as noop
+
+    engine = tmp_path / "engine"
+    (engine / "sub").mkdir(parents=True)
+    monkeypatch.setattr(noop, "pyimg_dirs", lambda: noop._file_stats([engine, engine / "sub"]))
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    output_base = tmp_path / "ob"
+    output_base.mkdir()
+    (output_base / "lock").touch()
+    argv = ["build", "--output-base", str(output_base), "//:all"]
+    monkeypatch.chdir(ws)
+    write_record(output_base, ws, argv, [], [], "report\n", 0)
+    assert check_record(argv, ws) is not None
+    (engine / "sub/new_module.py").write_text("")
+    assert check_record(argv, ws) is None
+
+
+def test_the_engine_directories_cover_every_module():
+    import pyimg.build.noop as noop
+
+    dirs = noop.pyimg_dirs()
+    assert {os.path.dirname(m) for m in noop.pyimg_code()} <= set(dirs)
+    assert all(s is not None for s in dirs.values())
+    assert not any("__pycache__" in d for d in dirs)
+
+
+def test_a_record_without_the_engine_directories_is_not_replayed(recorded):
+    ws, argv, output_base = recorded
+    path = next((output_base / "noop").iterdir())
+    head, _, tail = path.read_bytes().partition(b"\n")
+    record = json.loads(head)
+    del record["engine_dirs"]
+    path.write_bytes(json.dumps(record).encode() + b"\n" + tail)
+    assert check_record(argv, ws) is None
