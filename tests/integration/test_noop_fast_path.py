@@ -100,3 +100,28 @@ def test_escape_hatch_disables_the_fast_path(ws, monkeypatch):
     monkeypatch.setenv("PYIMG_FAST_NOOP", "0")
     r = _build(ws)
     assert FAST not in r.err and "0 actions run" in r.err
+
+
+def test_a_layout_in_the_workspace_is_left_as_it_was(ws):
+    """The layout's blobs are the user's files: the build copies them, never links them (a link
+    moves their ctime, which made the next build verify, and the store made them read-only)."""
+    import shutil
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples/base"
+    shutil.copytree(example / "layout", ws.root / "base/layout")
+    digest = next(line.split('"')[1] for line in (example / "BUILD.pyimg").read_text().splitlines()
+                  if "digest =" in line)
+    ws.write("base/BUILD.pyimg", f"""
+        oci_layout(name = "static", path = "layout", digest = "{digest}")
+        oci_image(name = "image", base = ":static", env = {{"A": "1"}})
+    """)
+    blobs = sorted((ws.root / "base/layout/blobs/sha256").iterdir())
+    for blob in blobs:
+        os.chmod(blob, 0o644)
+    before = [(b.stat().st_mode, b.stat().st_nlink, b.stat().st_ctime_ns) for b in blobs]
+    r = ws.run("build", "//base:image")
+    assert r.code == 0, r.err
+    assert [(b.stat().st_mode, b.stat().st_nlink, b.stat().st_ctime_ns) for b in blobs] == before
+    again = ws.run("build", "//base:image")
+    assert again.code == 0 and FAST in again.err

@@ -262,7 +262,7 @@ def oci_image(call: BuiltinCall) -> None:
                     f"{layout.what}: layer blob {desc.digest} has {size} bytes, its descriptor "
                     f"says {desc.size}"
                 )
-            writer.add_file(desc.digest, path)
+            writer.add_file(desc.digest, path, link=call.may_link(base))
 
     new: list[Layer] = []
     for i, (desc_path, blob_path) in enumerate(zip(layer_paths, blob_paths, strict=True)):
@@ -282,7 +282,7 @@ def oci_image(call: BuiltinCall) -> None:
                 f"oci_image: blobs[{i}] ({blob_path}) is {known or '?'} ({size} bytes) but "
                 f"{desc_path} describes {layer.descriptor.digest} ({layer.descriptor.size} bytes)"
             )
-        writer.add_file(layer.descriptor.digest, blob)
+        writer.add_file(layer.descriptor.digest, blob, link=call.may_link(blob_path))
         new.append(layer)
         layers.append(layer.descriptor)
 

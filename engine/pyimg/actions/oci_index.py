@@ -68,7 +68,8 @@ def oci_index(call: BuiltinCall) -> None:
         seen[platform] = image
         for desc in walk(layout, root):
             if not layout.is_lazy(desc.digest):  # a pulled base's layer stays out until needed
-                writer.add_file(desc.digest, layout.blob_path(desc.digest))
+                writer.add_file(desc.digest, layout.blob_path(desc.digest),
+                                link=call.may_link(image))
         entries.append(Descriptor(root.media_type, root.digest, root.size, platform=platform))
     index = Index(tuple(entries), tuple(sorted(annotations.items())))
     data = index.to_bytes()

@@ -46,6 +46,7 @@ class _Source:
             return self.dir / rel, None
         return None
 
+
     def lazy(self, digest: Digest) -> bool:
         """Absent from the layout but pinned by a pulled image (its layers stay remote)."""
         absent = self.file(f"blobs/{digest.algorithm}/{digest.hex}") is None
@@ -156,7 +157,8 @@ def oci_layout_import(call: BuiltinCall) -> None:
         if layer and src.lazy(desc.digest):
             return  # an oci_pull layer: referenced now, fetched when an output needs its bytes
         path = src.blob(desc, what)
-        writer.add_file(desc.digest, path)
+        rel = f"blobs/{desc.digest.algorithm}/{desc.digest.hex}"
+        writer.add_file(desc.digest, path, link=call.may_link(f"{src.prefix}/{rel}"))
         where = f"{prefix}: {what} {desc.digest}"
         if desc.media_type in mt.INDEXES:
             for i, child in enumerate(parse_index(path.read_bytes(), where).manifests):

@@ -69,3 +69,18 @@ class BuiltinCall:
     # The build's content store, for builtins that keep what they derive from an input in the
     # repository cache (deb_layer's decoded `.deb`s, oci/deb.py); None where there is none.
     content_store: ContentStore | None = None
+    # The inputs that are the user's own files (sources, by exec path): read them, never
+    # hard-link them into an output. A link changes the file's ctime (the next build's no-op
+    # check sees it) and the store, adopting the output, would share the user's inode and make
+    # it read-only.
+    sources: frozenset[str] = frozenset()
+
+    def may_link(self, exec_path: str) -> bool:
+        """Whether an output may hard-link the input file at `exec_path` (or inside the input
+        directory it names a file of): not when it is, or lies in, one of the user's files."""
+        path = exec_path
+        while path:
+            if path in self.sources:
+                return False
+            path = path.rpartition("/")[0]
+        return True

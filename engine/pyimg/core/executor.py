@@ -488,6 +488,7 @@ class ActionExecutor:
             check_cancelled=self._check_cancelled,
             lazy_blobs=self.ctx.lazy_blobs,
             content_store=self.cas,
+            sources=frozenset(p for p in action.inputs + action.tools if self.produced(p) is None),
             warn=lambda message: self.ctx.warn(
                 (f"{action.origin}: " if action.origin else "")
                 + f"{action.describe()}: {message}"
@@ -817,7 +818,10 @@ class ActionExecutor:
 
     def _put(self, path: Path, links: dict[tuple[int, int], Digest]) -> FileOutput:
         st = path.stat()
-        digest, executable = self.cas.put_file(path, links.get((st.st_dev, st.st_ino)), link=True)
+        # An output with another name is linked to a file pyimg may not own (a built-in or a
+        # command that hard-linked a source): copied, so that the store never shares its inode.
+        digest, executable = self.cas.put_file(path, links.get((st.st_dev, st.st_ino)),
+                                               link=st.st_nlink == 1)
         return FileOutput(digest, st.st_size, executable)
 
 

@@ -36,18 +36,20 @@ IMAGE_LAYOUT_VERSION = "1.0.0"
 REF_NAME = "org.opencontainers.image.ref.name"
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Make `dst` hold `src`'s bytes: a hard link where the filesystem allows, else a copy.
+def link_or_copy(src: Path, dst: Path, link: bool = True) -> None:
+    """Make `dst` hold `src`'s bytes: a hard link where the filesystem allows (and `link`),
+    else a copy.
 
     The copy goes through a temp file and a rename, so `dst` never holds partial bytes.
     """
-    try:
-        os.link(src, dst)
-        return
-    except FileExistsError:
-        raise
-    except OSError:
-        pass  # EXDEV (another filesystem), EPERM (protected links), ...: copy instead
+    if link:
+        try:
+            os.link(src, dst)
+            return
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # EXDEV (another filesystem), EPERM (protected links), ...: copy instead
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
@@ -221,11 +223,12 @@ class LayoutWriter:
         else:
             path.write_bytes(data)
 
-    def add_file(self, digest: Digest, src: Path) -> Path:
-        """Add the blob `digest` from `src` (trusted to hold those bytes; the validator checks)."""
+    def add_file(self, digest: Digest, src: Path, link: bool = True) -> Path:
+        """Add the blob `digest` from `src` (trusted to hold those bytes; the validator checks),
+        hard-linked unless `link` is False (a user's file, which pyimg must not touch)."""
         dst = self.blob_path(digest)
         if not dst.exists():
-            link_or_copy(Path(src), dst)
+            link_or_copy(Path(src), dst, link)
         return dst
 
     def add_bytes(self, data: bytes) -> Digest:
