@@ -78,7 +78,8 @@ class DiskFullError(PyimgError):
 
 
 class RegistryError(PyimgError):
-    pass
+    # The distribution-spec error codes of the registry's answer (e.g. MANIFEST_BLOB_UNKNOWN).
+    codes: tuple[str, ...] = ()
 
 
 class RemoteError(PyimgError):

@@ -130,19 +130,23 @@ class Connection:
     def fail(self, ref: Reference, method: str, url: str, resp: Response) -> RegistryError:
         """A RegistryError for an unexpected status, with the registry's error codes if any."""
         detail = ""
+        codes: tuple[str, ...] = ()
         try:
             body = resp.read(64 << 10) if method != "HEAD" else b""
-            errors = json_input.loads(body).get("errors") or []
-            codes = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
-            detail = f" ({'; '.join(codes)})" if codes else ""
+            errors = [e for e in json_input.loads(body).get("errors") or [] if isinstance(e, dict)]
+            codes = tuple(str(e.get("code")) for e in errors)
+            described = [f"{e.get('code')}: {e.get('message')}" for e in errors]
+            detail = f" ({'; '.join(described)})" if described else ""
         except Exception:  # noqa: BLE001 - the status alone is still a good message
             pass
         finally:
             resp.close()
         hint = {401: " unauthorized: check credentials", 403: " denied", 404: " not found"}
-        return RegistryError(
+        error = RegistryError(
             f"{self.describe(ref, method, url)}: HTTP {resp.status}{hint.get(resp.status, '')}{detail}"
         )
+        error.codes = codes
+        return error
 
     def location(self, ref: Reference, url: str, resp: Response) -> str:
         """The absolute Location an answer to `url` points at (an upload session's next URL)."""

@@ -106,3 +106,51 @@ def test_writers_that_keep_replacing_the_tag_give_one_error(fake: FakeRegistry) 
     fake.transport.handler = always_412
     with pytest.raises(RegistryError, match="other writers replaced the tag list 6 times"):
         update_tag(_client(fake), TAG, None, _adding("a"), sleep=lambda s: None)
+
+
+def _refusing_the_first_puts(fake: FakeRegistry, times: int) -> list[int]:
+    """docker-registry's answer while another writer's upload of a blob the manifest names ends."""
+    handle = fake.transport.handler
+    refused: list[int] = []
+    body = json.dumps({"errors": [
+        {"code": "DIGEST_INVALID", "message": "provided digest did not match uploaded content"},
+        {"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry"}]}).encode()
+
+    def refusing(req):  # noqa: ANN001, ANN202 - the fake's handler
+        if req.method == "PUT" and req.url.endswith("/manifests/list") and len(refused) < times:
+            refused.append(1)
+            return resp(400, body)
+        return handle(req)
+
+    fake.transport.handler = refusing
+    return refused
+
+
+def test_a_manifest_refused_for_a_blob_another_writer_is_linking_is_written_again(
+        fake: FakeRegistry) -> None:
+    refused = _refusing_the_first_puts(fake, 2)
+    update_tag(_client(fake), TAG, None, _adding("a"), sleep=lambda s: None)
+    assert len(refused) == 2 and _current_names(fake) == {"a"}
+
+
+def test_a_blob_that_stays_unknown_gives_the_registrys_error(fake: FakeRegistry) -> None:
+    _refusing_the_first_puts(fake, 100)
+    with pytest.raises(RegistryError, match="HTTP 400.*MANIFEST_BLOB_UNKNOWN") as e:
+        update_tag(_client(fake), TAG, None, _adding("a"), sleep=lambda s: None)
+    assert "MANIFEST_BLOB_UNKNOWN" in e.value.codes
+
+
+def test_other_refusals_are_not_tried_again(fake: FakeRegistry) -> None:
+    handle = fake.transport.handler
+    puts = []
+
+    def denied(req):  # noqa: ANN001, ANN202 - the fake's handler
+        if req.method == "PUT":
+            puts.append(1)
+            return resp(403, json.dumps({"errors": [{"code": "DENIED", "message": "no"}]}).encode())
+        return handle(req)
+
+    fake.transport.handler = denied
+    with pytest.raises(RegistryError, match="HTTP 403"):
+        update_tag(_client(fake), TAG, None, _adding("a"), sleep=lambda s: None)
+    assert len(puts) == 1
