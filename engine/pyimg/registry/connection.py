@@ -81,6 +81,10 @@ class Connection:
         # The path without its query: upload URLs carry opaque state that is nobody's business.
         return f"registry {ref.registry}: {method} {urlsplit(url).path}"
 
+    def pause(self, seconds: float) -> None:
+        """Wait before asking again (the retries' sleep, which tests replace)."""
+        self._retrier.sleep(seconds)
+
     def retrying(self, operation: Callable[[], T], describe: str) -> T:
         """Run `operation` under the retry policy (it raises RetryableStatus or ConnectionFailed
         to be retried); used for work of several requests that restarts as a whole."""

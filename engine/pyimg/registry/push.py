@@ -53,6 +53,15 @@ class PushCounters:
     manifests_skipped: int = 0
 
 
+# A manifest refused because a blob it names is unknown, right after that blob was pushed, is
+# sent again after these pauses: docker-registry rewrites a blob's link in the repository in
+# place (truncate, write) each time an upload or mount of it ends, and a manifest verified at
+# that moment reads an empty link (answered as DIGEST_INVALID and MANIFEST_BLOB_UNKNOWN).
+# Signatures and attestations of one push upload the same blobs (the payload, the empty
+# config) side by side; registries on eventually consistent storage answer the same way.
+_BLOB_SETTLE_PAUSES = (0.2, 0.5, 1.0)
+
+
 class Pusher:
     """Pushes through a Connection and counts what it did (`counters`).
 
@@ -108,14 +117,19 @@ class Pusher:
             headers += (("If-None-Match", "*"),)
         elif replacing != "any":
             headers += (("If-Match", f'"{replacing}"'),)
-        resp = self._conn.send(
-            ref, "PUT", url, push=True, headers=headers, body=data, follow_redirects=False
-        )
-        if resp.status == 412 and replacing != "any":
-            resp.close()
-            raise TagMoved(f"{ref.registry}/{ref.repository}:{identifier}")
-        if resp.status not in (200, 201):
-            raise self._conn.fail(ref, "PUT", url, resp)
+        for pause in (*_BLOB_SETTLE_PAUSES, None):
+            resp = self._conn.send(
+                ref, "PUT", url, push=True, headers=headers, body=data, follow_redirects=False
+            )
+            if resp.status == 412 and replacing != "any":
+                resp.close()
+                raise TagMoved(f"{ref.registry}/{ref.repository}:{identifier}")
+            if resp.status in (200, 201):
+                break
+            error = self._conn.fail(ref, "PUT", url, resp)
+            if "MANIFEST_BLOB_UNKNOWN" not in error.codes or pause is None:
+                raise error
+            self._conn.pause(pause)
         served = resp.headers.get("Docker-Content-Digest")
         subject = resp.headers.get("OCI-Subject")
         resp.close()

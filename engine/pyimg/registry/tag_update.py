@@ -8,11 +8,6 @@ again, after a short random pause, and when another writer's update replaced thi
 are merged and written again. On a registry that ignores the condition a lost update stays
 possible when another writer read the tag before this write and writes it only after this
 check (docs/supply-chain.md, "Several signers").
-
-A write refused because a blob it names is unknown is tried again the same way: writers of one
-tag upload the same blobs (every cosign signature of an image has the same payload), and
-docker-registry rewrites a blob's link in the repository in place when a second upload of it
-ends, so a manifest checked at that moment names a blob it cannot read.
 """
 
 from __future__ import annotations
@@ -53,7 +48,6 @@ def update_tag(
     writer read it, None: absent). Raises RegistryError when the registry refuses the manifest,
     or when other writers replaced it TAG_UPDATE_ATTEMPTS times in a row."""
     rng = rng or random.Random()
-    refused: RegistryError | None = None
     for _ in range(TAG_UPDATE_ATTEMPTS):
         new = merge(current)
         if new is None:
@@ -62,18 +56,11 @@ def update_tag(
         try:
             client.put_manifest_answer(tag_ref, data, media_type, tag_ref.identifier,
                                        replacing=current.digest if current else None)
-            refused = None
         except TagMoved:
             current = client.find_manifest(tag_ref)
             continue
-        except RegistryError as e:
-            if "MANIFEST_BLOB_UNKNOWN" not in e.codes:
-                raise
-            refused = e  # another writer's upload of the same blob: read again, write again
         sleep(rng.uniform(*SETTLE_SECONDS))
         current = client.find_manifest(tag_ref)
-    if refused is not None:
-        raise refused
     raise RegistryError(
         f"{tag_ref.registry}/{tag_ref.repository}: other writers replaced the tag "
         f"{tag_ref.identifier} {TAG_UPDATE_ATTEMPTS} times while this one was added; run the command again"

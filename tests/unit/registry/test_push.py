@@ -51,3 +51,63 @@ def test_push_refuses_a_corrupt_layout_blob(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes() + b" ")
     with pytest.raises(UserInputError, match="is corrupt"):
         _pusher(FakeRegistry()).push_layout(tmp_path / "img", REF)
+
+
+def _blob_unknown_for(registry: FakeRegistry, times: int, status: int = 400,
+                      code: str = "MANIFEST_BLOB_UNKNOWN") -> list[int]:
+    """docker-registry's answer to a manifest PUT while an upload of a blob it names ends."""
+    import json
+
+    from regfakes import resp
+
+    handle = registry.transport.handler
+    puts: list[int] = []
+    body = json.dumps({"errors": [
+        {"code": "DIGEST_INVALID", "message": "provided digest did not match uploaded content"},
+        {"code": code, "message": "blob unknown to registry"}]}).encode()
+
+    def refusing(req):  # noqa: ANN001, ANN202 - the fake's handler
+        if req.method == "PUT" and "/manifests/" in req.url:
+            puts.append(1)
+            if len(puts) <= times:
+                return resp(status, body)
+        return handle(req)
+
+    registry.transport.handler = refusing
+    return puts
+
+
+def _pausing_pusher(registry: FakeRegistry, pauses: list[float]) -> Pusher:
+    return Pusher(Connection(registry.transport, sleep=pauses.append))
+
+
+MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
+MEDIA = "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_a_manifest_refused_for_a_blob_being_linked_is_sent_again() -> None:
+    registry, pauses = FakeRegistry(), []
+    puts = _blob_unknown_for(registry, 2)
+    _pausing_pusher(registry, pauses).put_manifest(REF, MANIFEST, MEDIA, "v1")
+    assert len(puts) == 3 and pauses == [0.2, 0.5]
+
+
+def test_a_blob_that_stays_unknown_gives_the_registrys_error() -> None:
+    from pyimg.errors import RegistryError
+
+    registry, pauses = FakeRegistry(), []
+    puts = _blob_unknown_for(registry, 100)
+    with pytest.raises(RegistryError, match="HTTP 400.*MANIFEST_BLOB_UNKNOWN") as e:
+        _pausing_pusher(registry, pauses).put_manifest(REF, MANIFEST, MEDIA, "v1")
+    assert e.value.codes == ("DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN")
+    assert len(puts) == 4 and pauses == [0.2, 0.5, 1.0]
+
+
+def test_other_refusals_of_a_manifest_are_not_sent_again() -> None:
+    from pyimg.errors import RegistryError
+
+    registry, pauses = FakeRegistry(), []
+    puts = _blob_unknown_for(registry, 100, code="MANIFEST_INVALID")
+    with pytest.raises(RegistryError, match="MANIFEST_INVALID"):
+        _pausing_pusher(registry, pauses).put_manifest(REF, MANIFEST, MEDIA, "v1")
+    assert len(puts) == 1 and pauses == []

@@ -132,25 +132,3 @@ def test_a_manifest_refused_for_a_blob_another_writer_is_linking_is_written_agai
     update_tag(_client(fake), TAG, None, _adding("a"), sleep=lambda s: None)
     assert len(refused) == 2 and _current_names(fake) == {"a"}
 
-
-def test_a_blob_that_stays_unknown_gives_the_registrys_error(fake: FakeRegistry) -> None:
-    _refusing_the_first_puts(fake, 100)
-    with pytest.raises(RegistryError, match="HTTP 400.*MANIFEST_BLOB_UNKNOWN") as e:
-        update_tag(_client(fake), TAG, None, _adding("a"), sleep=lambda s: None)
-    assert "MANIFEST_BLOB_UNKNOWN" in e.value.codes
-
-
-def test_other_refusals_are_not_tried_again(fake: FakeRegistry) -> None:
-    handle = fake.transport.handler
-    puts = []
-
-    def denied(req):  # noqa: ANN001, ANN202 - the fake's handler
-        if req.method == "PUT":
-            puts.append(1)
-            return resp(403, json.dumps({"errors": [{"code": "DENIED", "message": "no"}]}).encode())
-        return handle(req)
-
-    fake.transport.handler = denied
-    with pytest.raises(RegistryError, match="HTTP 403"):
-        update_tag(_client(fake), TAG, None, _adding("a"), sleep=lambda s: None)
-    assert len(puts) == 1
