@@ -46,7 +46,6 @@ class _Source:
             return self.dir / rel, None
         return None
 
-
     def lazy(self, digest: Digest) -> bool:
         """Absent from the layout but pinned by a pulled image (its layers stay remote)."""
         absent = self.file(f"blobs/{digest.algorithm}/{digest.hex}") is None

@@ -464,9 +464,11 @@ class ActionExecutor:
         links: dict[tuple[int, int], Digest] = {}
         inputs = {p: self._staged_input(p, links) for p in action.inputs + action.tools}
         input_digests = {}
+        sources = set()
         for p in action.inputs + action.tools:
             produced = self.produced(p)
             if produced is None:
+                sources.add(p)
                 input_digests[p] = Digest.parse(self.input_digest(p).removesuffix("+x"))
             elif produced[0] == "file":
                 input_digests[p] = produced[1].files[p].digest
@@ -488,7 +490,7 @@ class ActionExecutor:
             check_cancelled=self._check_cancelled,
             lazy_blobs=self.ctx.lazy_blobs,
             content_store=self.cas,
-            sources=frozenset(p for p in action.inputs + action.tools if self.produced(p) is None),
+            sources=frozenset(sources),
             warn=lambda message: self.ctx.warn(
                 (f"{action.origin}: " if action.origin else "")
                 + f"{action.describe()}: {message}"
