@@ -1,15 +1,17 @@
 """A gRPC proxy on loopback in front of a real REAPI server, for fault and auth tests.
 
-It forwards every call's bytes unchanged, except what a test asks for: `delay` holds every
-unary call back (a slow server), `corrupt_reads` flips a
-byte in every blob BatchReadBlobs and ByteStream Read return (the digests stay), `break_writes`
-cuts the first N ByteStream Write streams after their first chunk, `busy` answers the first N
-calls of a method (by its short name, "GetActionResult") with `busy_code` (RESOURCE_EXHAUSTED
-unless set) before it forwards any, and `token` refuses calls whose `authorization` header is not
-`Bearer <token>`. `calls` counts the calls of each method (short name) it forwarded. With
-`inline`, it does what BuildGrid does not: fills in the bytes of the output files a
-GetActionResult asks to inline (read upstream; flipped too with `corrupt_reads`). With `tls` it serves TLS with a throwaway CA
-(`ca_file`), and records every header it saw in `seen_headers`.
+It forwards every call's bytes unchanged, and the server's refusals with their own codes (a busy
+BuildGrid answers RESOURCE_EXHAUSTED, which a client waits on; an error raised inside the proxy
+would reach the client as UNKNOWN). What a test asks for changes that: `delay` holds every unary
+call back (a slow server), `corrupt_reads` flips a byte in every blob BatchReadBlobs and
+ByteStream Read return (the digests stay), `break_writes` cuts the first N ByteStream Write
+streams after their first chunk, `busy` answers the first N calls of a method (by its short name,
+"GetActionResult") with `busy_code` (RESOURCE_EXHAUSTED unless set) before it forwards any, and
+`token` refuses calls whose `authorization` header is not `Bearer <token>`. `calls` counts the
+calls of each method (short name) it forwarded. With `inline`, it does what BuildGrid does not:
+fills in the bytes of the output files a GetActionResult asks to inline (read upstream; flipped
+too with `corrupt_reads`). With `tls` it serves TLS with a throwaway CA (`ca_file`), and records
+every header it saw in `seen_headers`.
 """
 
 from __future__ import annotations
@@ -114,10 +116,10 @@ class _Handler(grpc.GenericRpcHandler):
             call = channel.unary_unary(method)
             try:
                 reply: bytes = call(request, metadata=metadata)
-            except grpc.RpcError as e:
+                if method == _GET_RESULT and proxy.inline:
+                    reply = _inlined(channel, request, reply, metadata, proxy.corrupt_reads)
+            except grpc.RpcError as e:  # the server's own answer (a busy BuildGrid says so)
                 context.abort(e.code(), e.details() or "")
-            if method == _GET_RESULT and proxy.inline:
-                reply = _inlined(channel, request, reply, metadata, proxy.corrupt_reads)
             if method == _READ_BLOBS and proxy.corrupt_reads:
                 from pyimg.remote._proto.build.bazel.remote.execution.v2 import (
                     remote_execution_pb2 as re_pb2,
@@ -132,15 +134,18 @@ class _Handler(grpc.GenericRpcHandler):
         def unary_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
             metadata = proxy.check(context, method)
             first = True
-            for reply in channel.unary_stream(method)(request, metadata=metadata):
-                if proxy.corrupt_reads and first:
-                    from pyimg.remote._proto.google.bytestream import bytestream_pb2
+            try:
+                for reply in channel.unary_stream(method)(request, metadata=metadata):
+                    if proxy.corrupt_reads and first:
+                        from pyimg.remote._proto.google.bytestream import bytestream_pb2
 
-                    message = bytestream_pb2.ReadResponse.FromString(reply)
-                    message.data = _flip(message.data)
-                    reply = message.SerializeToString()
-                first = False
-                yield reply
+                        message = bytestream_pb2.ReadResponse.FromString(reply)
+                        message.data = _flip(message.data)
+                        reply = message.SerializeToString()
+                    first = False
+                    yield reply
+            except grpc.RpcError as e:
+                context.abort(e.code(), e.details() or "")
 
         def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
             metadata = proxy.check(context, method)
