@@ -24,7 +24,7 @@ from pyimg.oci.model import Descriptor, Index, Manifest, descriptor_for_bytes, p
 from .client import RegistryClient
 from .pull import FetchedManifest, find_manifest
 from .reference import Reference
-from .tag_update import update_tag
+from .tag_update import read_tag, update_tag
 
 __all__ = [
     "EMPTY_CONFIG",
@@ -79,10 +79,11 @@ def attach_artifacts(
     Requests, in rounds whose requests are sent together:
     1. a POST per blob (the empty config, each artifact's) asking to mount it from this same
        repository, which a registry that has it answers 201 (so no HEAD first), any other 202
-       with an upload session; and a GET of the referrers tag, in case the registry has no
-       referrers API (its answers to the manifests say so only in round 3);
+       with an upload session;
     2. a PUT of each new blob;
-    3. a PUT of each artifact's manifest;
+    3. a PUT of each artifact's manifest, and a GET of the referrers tag, in case the registry
+       has no referrers API (the answers to the manifests say so); read this late, just before
+       it is written, so that no other signer's update of it can land in between unseen;
     4. when no answer carried OCI-Subject (no referrers API), one PUT of the referrers tag for
        all of them, then a GET that checks no other signer replaced it (tag_update.py).
     A registry that refuses an artifact raises RegistryError naming it; what was pushed before
@@ -97,10 +98,9 @@ class OpenedArtifacts:
 
     def __init__(self, client: RegistryClient, ref: Reference, subject: Descriptor,
                  manifests: list[tuple[Artifact, bytes]], blobs: dict[Digest, bytes],
-                 locations: list[object], current: FetchedManifest | None) -> None:
+                 locations: list[object]) -> None:
         self._client, self._ref, self._subject = client, ref, subject
         self._manifests, self._blobs, self._locations = manifests, blobs, locations
-        self._current = current
 
     def finish(self) -> list[Descriptor]:
         """Rounds 2 to 4 of `attach_artifacts`; the artifacts' descriptors."""
@@ -120,22 +120,26 @@ class OpenedArtifacts:
                     f"artifact for {subject.digest} (the image itself is unchanged): {e.message}"
                 ) from None
 
-        answers = in_parallel([partial(put, a, data) for a, data in manifests])
+        tag_ref = ref.with_tag(referrers_tag(subject.digest))
+        calls: list[Callable[[], object]] = [partial(put, a, data) for a, data in manifests]
+        calls.append(partial(read_tag, client, tag_ref))
+        results: list[object] = in_parallel(calls)
+        answers = cast("list[tuple[Digest, str | None]]", results[:-1])
         pushed = [
             Descriptor(OCI_MANIFEST, digest, len(data), annotations=artifact.annotations,
                        artifact_type=artifact.artifact_type)
             for (artifact, data), (digest, _) in zip(manifests, answers, strict=True)
         ]
         if any(answer != str(subject.digest) for _, answer in answers):
-            tag_ref = ref.with_tag(referrers_tag(subject.digest))
-            _add_to_referrers_tag(client, tag_ref, self._current, pushed)
+            current, read_at = cast("tuple[FetchedManifest | None, float]", results[-1])
+            _add_to_referrers_tag(client, tag_ref, current, read_at, pushed)
         return pushed
 
 
 def open_artifacts(
     client: RegistryClient, ref: Reference, subject: Descriptor, artifacts: Sequence[Artifact]
 ) -> OpenedArtifacts:
-    """Round 1 of `attach_artifacts` (the referrers tag's GET, a POST per blob)."""
+    """Round 1 of `attach_artifacts` (a POST per blob)."""
     subject_desc = Descriptor(subject.media_type, subject.digest, subject.size)
     empty = descriptor_for_bytes(OCI_EMPTY, EMPTY_CONFIG)
     blobs: dict[Digest, bytes] = {}
@@ -152,20 +156,14 @@ def open_artifacts(
             artifact_type=artifact.artifact_type,
         ).to_bytes()))
     if not manifests:
-        return OpenedArtifacts(client, ref, subject, [], {}, [], None)
-    tag_ref = ref.with_tag(referrers_tag(subject.digest))
-    round_one: list[Callable[[], object]] = [
-        lambda: find_manifest(client.connection, tag_ref),
-        *(partial(client.open_upload, ref, d) for d in blobs),
-    ]
-    first = in_parallel(round_one)
-    current = cast("FetchedManifest | None", first[0])
-    return OpenedArtifacts(client, ref, subject, manifests, blobs, first[1:], current)
+        return OpenedArtifacts(client, ref, subject, [], {}, [])
+    locations = in_parallel([partial(client.open_upload, ref, d) for d in blobs])
+    return OpenedArtifacts(client, ref, subject, manifests, blobs, list(locations))
 
 
 def _add_to_referrers_tag(
     client: RegistryClient, tag_ref: Reference, current: FetchedManifest | None,
-    descriptors: list[Descriptor],
+    read_at: float, descriptors: list[Descriptor],
 ) -> None:
     def merge(tag: FetchedManifest | None) -> tuple[bytes, str] | None:
         existing: tuple[Descriptor, ...] = ()
@@ -178,7 +176,7 @@ def _add_to_referrers_tag(
         return Index(manifests=merged).to_bytes(), OCI_INDEX
 
     try:
-        update_tag(client, tag_ref, current, merge)
+        update_tag(client, tag_ref, current, merge, read_at=read_at)
     except RegistryError as e:
         raise RegistryError(
             f"{tag_ref.registry}/{tag_ref.repository} refused the referrers tag "

@@ -42,7 +42,7 @@ from pyimg.registry.referrers import (
     list_referrers,
     open_artifacts,
 )
-from pyimg.registry.tag_update import update_tag
+from pyimg.registry.tag_update import read_tag, update_tag
 
 from .formats import (
     BUNDLE_MEDIA_TYPE,
@@ -303,9 +303,10 @@ def _open_cosign_signature(
 ) -> Callable[[], None]:
     """Add a layer to the `.sig` tag's manifest. Requests, in rounds sent together: the tag's
     GET and a POST for the payload and for the config (each asking to mount its blob from this
-    repository: 201 when it is there), sent now; then, by the function returned, the two PUTs,
-    the manifest's conditional PUT and the GET that checks it (registry/tag_update.py; another
-    signer's layers are kept)."""
+    repository: 201 when it is there), sent now; then, by the function returned, the two PUTs
+    with the tag's GET again (the manifest is merged from a read just before its write, so that
+    no other signer's update can land in between unseen), the manifest's conditional PUT and
+    the GET that checks it (registry/tag_update.py; another signer's layers are kept)."""
     import base64
 
     tag_ref = ref.with_tag(signature_tag(digest))
@@ -345,11 +346,14 @@ def _finish_cosign_signature(
     config_desc = descriptor_for_bytes(OCI_CONFIG, config)
     # A session that found the guessed config present cannot take another one.
     session = config_upload if config_desc.digest == guess or config_upload else ""
-    in_parallel([
+    round_two: list[Callable[[], object]] = [
         partial(client.finish_upload, tag_ref, payload_upload, layer.digest, payload),
         partial(client.finish_upload, tag_ref, session, config_desc.digest, config),
-    ])
+        partial(read_tag, client, tag_ref),
+    ]
+    results: list[object] = in_parallel(round_two)
     uploaded.add(config_desc.digest)
+    current, read_at = cast("tuple[FetchedManifest | None, float]", results[-1])
 
     def merge(tag: FetchedManifest | None) -> tuple[bytes, str] | None:
         present = layers_of(tag)
@@ -364,7 +368,7 @@ def _finish_cosign_signature(
         return Manifest(config=config_desc, layers=(*present, layer)).to_bytes(), OCI_MANIFEST
 
     try:
-        update_tag(client, tag_ref, current, merge)
+        update_tag(client, tag_ref, current, merge, read_at=read_at)
     except RegistryError as e:
         raise RegistryError(
             f"{ref.registry}/{ref.repository} refused the signature tag {tag_ref.identifier} "

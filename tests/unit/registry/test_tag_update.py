@@ -132,3 +132,62 @@ def test_a_manifest_refused_for_a_blob_another_writer_is_linking_is_written_agai
     update_tag(_client(fake), TAG, None, _adding("a"), sleep=lambda s: None)
     assert len(refused) == 2 and _current_names(fake) == {"a"}
 
+
+
+class _Clock:
+    """A monotonic clock that the fake registry moves on by `per_request` at each request."""
+
+    def __init__(self, fake: FakeRegistry, per_request: float) -> None:
+        self.now = 100.0
+        handle = fake.transport.handler
+
+        def timed(req):  # noqa: ANN001, ANN202 - the fake's handler
+            self.now += per_request
+            return handle(req)
+
+        fake.transport.handler = timed
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_read_older_than_fresh_seconds_is_made_again_before_the_write(
+        fake: FakeRegistry) -> None:
+    """A registry that ignores If-Match: the tag was read (absent) with a signer's first requests;
+    another writer set it while this one uploaded its blobs. Merging from that read would write
+    the other writer's entry over, after it had checked its own write."""
+    clock = _Clock(fake, per_request=0.001)
+    read_at = clock()
+    clock.now += 1.0  # the blob uploads and the artifacts' manifests
+    fake.put_manifest("team/app", OCI_INDEX, _index("b"), "list")  # the other writer, checked
+    update_tag(_client(fake), TAG, None, _adding("a"), read_at=read_at, clock=clock,
+               sleep=lambda s: None)
+    assert _current_names(fake) == {"a", "b"}
+
+
+def test_a_read_just_made_is_not_made_again(fake: FakeRegistry) -> None:
+    clock = _Clock(fake, per_request=0.001)
+    update_tag(_client(fake), TAG, None, _adding("a"), read_at=clock(), clock=clock,
+               sleep=lambda s: None)
+    assert fake.log == ["PUT /v2/team/app/manifests/list",
+                        "GET /v2/team/app/manifests/list"]  # the write, and the check
+
+
+def test_the_check_waits_at_least_twice_as_long_as_the_write_took(fake: FakeRegistry) -> None:
+    """A writer as slow as this one, which read the tag just before this write, has written
+    by the check."""
+    clock = _Clock(fake, per_request=0.4)  # a slow registry: 0.4 s a request
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock.now += seconds
+
+    update_tag(_client(fake), TAG, None, _adding("a"), read_at=clock(), clock=clock, sleep=sleep)
+    assert pauses == [pytest.approx(0.8)]  # twice the PUT's 0.4 s from the read
+    fast: list[float] = []
+    fake2 = FakeRegistry()
+    quick = _Clock(fake2, per_request=0.001)
+    update_tag(_client(fake2), TAG, None, _adding("a"), read_at=quick(), clock=quick,
+               sleep=fast.append)
+    assert len(fast) == 1 and tag_update.SETTLE_SECONDS[0] <= fast[0] <= tag_update.SETTLE_SECONDS[1]
